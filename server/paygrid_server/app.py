@@ -1,0 +1,94 @@
+"""Composition root: builds storage, channels, domain and transport, and
+owns their start and stop order. The only module that knows them all."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import grpc
+import structlog
+
+from paygrid_server.channels.grpc_payment_channel import GrpcPaymentChannel
+from paygrid_server.config import ServerConfig
+from paygrid_server.domain.charge_settlement import ChargeSettlement
+from paygrid_server.domain.circuit_breaker import CircuitBreaker
+from paygrid_server.domain.leg_dispatch import LegDispatcher
+from paygrid_server.domain.payment_completion import PaymentCompletion
+from paygrid_server.domain.payment_recovery import PaymentRecovery
+from paygrid_server.domain.payment_service import InFlight, PaymentService
+from paygrid_server.domain.refund_service import RefundService
+from paygrid_server.domain.routing import ChannelRoute, Router
+from paygrid_server.simulator.channel_simulator import ChannelSimulator, start_simulator
+from paygrid_server.storage.sqlite_payment_store import SqlitePaymentStore
+from paygrid_server.transport.grpc_server import RunningServer, start_grpc_server
+from paygrid_server.transport.payment_servicer import PaymentServicer
+
+log = structlog.get_logger("paygrid.app")
+
+
+@dataclass
+class PaygridApp:
+    config: ServerConfig
+    store: SqlitePaymentStore
+    grpc: RunningServer
+    in_flight: InFlight
+    channels: dict[str, GrpcPaymentChannel]
+    breakers: dict[str, CircuitBreaker]
+    simulators: dict[str, tuple[grpc.aio.Server, ChannelSimulator]] = field(default_factory=dict)
+    recovery_task: asyncio.Task | None = None
+
+    @property
+    def port(self) -> int:
+        return self.grpc.port
+
+    @classmethod
+    async def start(cls, config: ServerConfig) -> "PaygridApp":
+        store = await SqlitePaymentStore.open(config.database_path)
+        simulators: dict[str, tuple[grpc.aio.Server, ChannelSimulator]] = {}
+        channels: dict[str, GrpcPaymentChannel] = {}
+        for channel in config.channels:
+            target = channel.target
+            if target is None:
+                server, simulator, port = await start_simulator(channel.name, channel.simulator)
+                simulators[channel.name] = (server, simulator)
+                target = f"127.0.0.1:{port}"
+            channels[channel.name] = GrpcPaymentChannel(channel.name, target)
+        breakers = {c.name: CircuitBreaker(config.breaker_failure_threshold,
+                                           config.breaker_open_ms) for c in config.channels}
+        router = Router([ChannelRoute(c.name, c.currencies, c.min_amount_minor,
+                                      c.max_amount_minor, c.priority, c.timeout_ms)
+                         for c in config.channels], breakers)
+        in_flight = InFlight()
+        settlement = ChargeSettlement(channels)
+        completion = PaymentCompletion(store, settlement)
+        payments = PaymentService(store, router,
+                                  LegDispatcher(router, channels, store, settlement),
+                                  completion, in_flight)
+        refunds = RefundService(store, channels, in_flight)
+        recovery = PaymentRecovery(store, settlement, completion, refunds, in_flight)
+
+        # Whatever a crash left unfinished is resolved before new traffic.
+        resolved = await recovery.resolve_all()
+        running = await start_grpc_server(config.listen, PaymentServicer(payments, refunds))
+        app = cls(config, store, running, in_flight, channels, breakers, simulators)
+        app.recovery_task = asyncio.get_running_loop().create_task(
+            recovery.run_periodically(config.recovery_interval_ms))
+        log.info("server.started", listen=config.listen, port=running.port,
+                 database=str(config.database_path), recovered_payments=resolved,
+                 channels={name: ch.target for name, ch in channels.items()})
+        return app
+
+    async def stop(self) -> None:
+        grace_s = self.config.shutdown_grace_ms / 1_000
+        await self.grpc.set_serving(False)
+        await self.grpc.server.stop(grace_s)
+        await self.in_flight.drain(grace_s)
+        if self.recovery_task:
+            self.recovery_task.cancel()
+        for channel in self.channels.values():
+            await channel.close()
+        for server, _ in self.simulators.values():
+            await server.stop(None)
+        await self.store.close()
+        log.info("server.stopped")

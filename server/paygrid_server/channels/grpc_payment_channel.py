@@ -1,0 +1,100 @@
+"""PaymentChannel over gRPC (grpc.aio) to a paygrid.channel.v1 service."""
+
+from __future__ import annotations
+
+import grpc
+
+from paygrid.channel.v1 import payment_channel_pb2 as pb
+from paygrid.channel.v1 import payment_channel_pb2_grpc as pb_grpc
+from paygrid.type.v1 import money_pb2
+from paygrid_server.domain.money import Money
+from paygrid_server.ports.payment_channel import (
+    ChannelCallError,
+    ChannelRefused,
+    ChannelTimeout,
+    ChannelUnavailable,
+    ChannelUnreachable,
+    ChargeNotFound,
+    ChargeRecord,
+    ChargeStatus,
+)
+
+_STATUS = {
+    pb.CHARGE_STATUS_CAPTURED: ChargeStatus.CAPTURED,
+    pb.CHARGE_STATUS_DECLINED: ChargeStatus.DECLINED,
+    pb.CHARGE_STATUS_VOIDED: ChargeStatus.VOIDED,
+}
+
+_ERRORS: dict[grpc.StatusCode, type[ChannelCallError]] = {
+    grpc.StatusCode.DEADLINE_EXCEEDED: ChannelTimeout,
+    grpc.StatusCode.CANCELLED: ChannelTimeout,
+    grpc.StatusCode.NOT_FOUND: ChargeNotFound,
+    grpc.StatusCode.FAILED_PRECONDITION: ChannelRefused,
+    grpc.StatusCode.INVALID_ARGUMENT: ChannelRefused,
+    grpc.StatusCode.OUT_OF_RANGE: ChannelRefused,
+}
+
+
+def _record(charge: pb.Charge) -> ChargeRecord:
+    if charge.status not in _STATUS:
+        raise ChannelUnavailable(f"channel sent an unknown charge status {charge.status}")
+    return ChargeRecord(
+        idempotency_key=charge.idempotency_key,
+        charge_id=charge.charge_id,
+        status=_STATUS[charge.status],
+        refunded_minor=charge.refunded_amount_minor,
+        decline_code=charge.decline_code,
+        decline_message=charge.decline_message,
+    )
+
+
+def _money(money: Money) -> money_pb2.Money:
+    return money_pb2.Money(currency=money.currency, amount_minor=money.amount_minor)
+
+
+class GrpcPaymentChannel:
+    def __init__(self, name: str, target: str) -> None:
+        self.name = name
+        self.target = target
+        self._channel = grpc.aio.insecure_channel(target)
+        self._stub = pb_grpc.PaymentChannelStub(self._channel)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def _call(self, method, request, timeout_ms: int):
+        try:
+            return await method(request, timeout=timeout_ms / 1_000)
+        except grpc.aio.AioRpcError as error:
+            # Anything unlisted (UNAVAILABLE, UNKNOWN, INTERNAL...) gave no
+            # outcome; the caller retries with the same key or settles.
+            kind = _ERRORS.get(error.code(), ChannelUnavailable)
+            # gRPC core's wording when no connection could be made: the call
+            # never left this process.
+            if error.code() is grpc.StatusCode.UNAVAILABLE and \
+                    "failed to connect to all addresses" in (error.details() or ""):
+                kind = ChannelUnreachable
+            raise kind(f"{error.code().name}: {error.details()}") from error
+
+    async def charge(self, key: str, payer: str, payee: str, amount: Money, reference: str,
+                     timeout_ms: int) -> ChargeRecord:
+        response = await self._call(self._stub.Charge, pb.ChargeRequest(
+            idempotency_key=key, payer=payer, payee=payee, amount=_money(amount),
+            reference=reference), timeout_ms)
+        return _record(response.charge)
+
+    async def get_charge(self, key: str, timeout_ms: int) -> ChargeRecord:
+        response = await self._call(
+            self._stub.GetCharge, pb.GetChargeRequest(idempotency_key=key), timeout_ms)
+        return _record(response.charge)
+
+    async def void(self, key: str, timeout_ms: int) -> ChargeRecord:
+        response = await self._call(
+            self._stub.Void, pb.VoidRequest(idempotency_key=key), timeout_ms)
+        return _record(response.charge)
+
+    async def refund(self, refund_key: str, charge_key: str, amount: Money, timeout_ms: int) -> str:
+        response = await self._call(self._stub.Refund, pb.RefundRequest(
+            idempotency_key=refund_key, charge_idempotency_key=charge_key,
+            amount=_money(amount)), timeout_ms)
+        return response.refund_id

@@ -1,0 +1,71 @@
+"""Turns a charge call that produced no answer into a known outcome.
+
+Asks the channel for the charge made with our key; when it has none, voids
+the key, which fences it: a Charge that is still on its way is refused when
+it arrives. Only after that may a leg fail over to another channel, so a leg
+is never charged on two channels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Mapping
+
+import structlog
+
+from paygrid_server.domain import limits
+from paygrid_server.domain.money import Money
+from paygrid_server.ports.payment_channel import (
+    ChannelCallError,
+    ChannelRefused,
+    ChargeNotFound,
+    ChargeRecord,
+    PaymentChannel,
+)
+
+log = structlog.get_logger("paygrid.settlement")
+
+RETRY_PAUSE_S = 0.05
+
+
+class ChargeSettlement:
+    def __init__(self, channels: Mapping[str, PaymentChannel]) -> None:
+        self._channels = channels
+
+    async def settle(self, channel_name: str, key: str) -> ChargeRecord | None:
+        """The channel's final record for `key`; a fenced key comes back
+        VOIDED. None when the channel could not be reached to say."""
+        channel = self._channels[channel_name]
+        timeout_ms = limits.SETTLEMENT_CALL_TIMEOUT_MS
+        for attempt in range(limits.SETTLEMENT_TRIES):
+            if attempt:
+                await asyncio.sleep(RETRY_PAUSE_S * attempt)
+            try:
+                try:
+                    return await channel.get_charge(key, timeout_ms)
+                except ChargeNotFound:
+                    return await channel.void(key, timeout_ms)
+            except ChannelCallError as error:
+                log.warning("settlement.retry", channel=channel_name, key=key,
+                            attempt=attempt + 1, error=str(error))
+        return None
+
+    async def reverse(self, channel_name: str, key: str, amount: Money) -> bool:
+        """Cancels whatever was charged with `key` (void, or a full refund
+        when the channel can no longer void). False when the channel could
+        not be reached to do it."""
+        channel = self._channels[channel_name]
+        timeout_ms = limits.SETTLEMENT_CALL_TIMEOUT_MS
+        for attempt in range(limits.SETTLEMENT_TRIES):
+            if attempt:
+                await asyncio.sleep(RETRY_PAUSE_S * attempt)
+            try:
+                try:
+                    await channel.void(key, timeout_ms)
+                except ChannelRefused:
+                    await channel.refund(f"{key}.reversal", key, amount, timeout_ms)
+                return True
+            except ChannelCallError as error:
+                log.warning("reversal.retry", channel=channel_name, key=key,
+                            attempt=attempt + 1, error=str(error))
+        return False

@@ -1,0 +1,69 @@
+"""Errors the domain raises; the transport maps each to one gRPC status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    field: str  # path in the request, e.g. "legs[2].amount.currency"
+    description: str
+
+
+class DomainError(Exception):
+    """Base for failures that are the caller's to act on."""
+
+
+class InvalidRequest(DomainError):
+    def __init__(self, violations: list[FieldViolation]) -> None:
+        assert violations, "an invalid request names at least one field"
+        self.violations = violations
+        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
+
+
+class NotFound(DomainError):
+    def __init__(self, kind: str, ident: str) -> None:
+        self.kind = kind
+        self.ident = ident
+        super().__init__(f"{kind} {ident!r} not found")
+
+
+class IdempotencyConflict(DomainError):
+    """The key was used before with another request body."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(
+            f"idempotency key {key!r} was already used with a different request; "
+            "use a new key for a new payment"
+        )
+
+
+class RequestInProgress(DomainError):
+    """The first request with this key is still running; retry later."""
+
+    def __init__(self, key: str, retry_after_ms: int) -> None:
+        self.key = key
+        self.retry_after_ms = retry_after_ms
+        super().__init__(
+            f"a request with idempotency key {key!r} is still in progress; "
+            f"retry in {retry_after_ms} ms to get its result"
+        )
+
+
+class PreconditionFailed(DomainError):
+    """The request is well formed but the target's state does not allow it."""
+
+    def __init__(self, subject: str, kind: str, message: str) -> None:
+        self.subject = subject
+        self.kind = kind  # e.g. "REFUND_EXCEEDS_CAPTURED"
+        super().__init__(message)
+
+
+class DeadlineTooShort(DomainError):
+    def __init__(self, budget_ms: int) -> None:
+        self.budget_ms = budget_ms
+        super().__init__(
+            f"the call's deadline leaves {budget_ms} ms, too little to start a payment"
+        )

@@ -1,0 +1,149 @@
+"""Charges one leg: retries on the same channel, fails over to the next.
+
+Retrying a channel is always safe because every call carries the leg's
+idempotency key. Moving to another channel is safe only once the first one
+has been settled (charged, declined, or fenced), so an unanswered call is
+settled before failover; if even that gets no answer the leg is UNKNOWN and
+stays on that channel until the resolver learns the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Mapping
+
+import structlog
+
+from paygrid_server.domain import clock, limits
+from paygrid_server.domain.charge_settlement import ChargeSettlement
+from paygrid_server.domain.payment import (
+    ChargeAttempt,
+    Failure,
+    FailureReason,
+    Leg,
+    LegStatus,
+    Payment,
+)
+from paygrid_server.domain.redaction import mask_account
+from paygrid_server.domain.routing import ChannelRoute, Router
+from paygrid_server.ports.payment_channel import (
+    ChannelRefused,
+    ChannelTimeout,
+    ChannelUnavailable,
+    ChannelUnreachable,
+    ChargeRecord,
+    ChargeStatus,
+    PaymentChannel,
+)
+from paygrid_server.ports.payment_store import PaymentStore
+
+TRANSIENT_RETRY_PAUSE_S = 0.01
+
+
+def apply_charge_record(leg: Leg, channel: str, record: ChargeRecord) -> None:
+    """Sets a leg from a channel's definitive record of its charge."""
+    leg.channel = channel
+    leg.channel_reference = record.charge_id
+    if record.status is ChargeStatus.CAPTURED:
+        leg.status, leg.failure = LegStatus.SUCCEEDED, None
+    elif record.status is ChargeStatus.DECLINED:
+        leg.status = LegStatus.FAILED
+        leg.failure = Failure(FailureReason.DECLINED,
+                              record.decline_message or "declined by the channel",
+                              record.decline_code)
+    else:
+        leg.status = LegStatus.FAILED
+        leg.failure = Failure(FailureReason.CHANNEL_REJECTED,
+                              f"channel {channel!r} holds this charge as voided")
+
+
+class LegDispatcher:
+    def __init__(self, router: Router, channels: Mapping[str, PaymentChannel],
+                 store: PaymentStore, settlement: ChargeSettlement) -> None:
+        self._router = router
+        self._channels = channels
+        self._store = store
+        self._settlement = settlement
+
+    async def dispatch(self, payment: Payment, leg: Leg, deadline_ms: float) -> None:
+        """Drives `leg` to SUCCEEDED, FAILED or (rarely) UNKNOWN."""
+        started_ms = clock.monotonic_ms()
+        last_failure: Failure | None = None
+        for route in self._router.candidates(leg.request):
+            breaker = self._router.breaker(route.name)
+            if not breaker.allow():
+                last_failure = Failure(FailureReason.CIRCUIT_OPEN,
+                                       f"channel {route.name!r} is failing; its circuit is open")
+                continue
+            leg.channel = route.name
+            outcome = await self._charge_on(route, payment, leg, deadline_ms)
+            if isinstance(outcome, ChargeRecord):
+                apply_charge_record(leg, route.name, outcome)
+                break
+            failure, maybe_sent = outcome
+            if maybe_sent:
+                settled = await self._settlement.settle(route.name, payment.channel_key(leg.index))
+                if settled is None:
+                    leg.status = LegStatus.UNKNOWN
+                    leg.failure = Failure(FailureReason.OUTCOME_UNKNOWN,
+                                          f"{failure.message}; channel {route.name!r} has not "
+                                          "confirmed whether it charged; paygrid keeps asking")
+                    break
+                if settled.status is not ChargeStatus.VOIDED:
+                    apply_charge_record(leg, route.name, settled)
+                    break
+            last_failure = failure  # nothing charged here (fenced or never sent): next channel
+        else:
+            leg.status = LegStatus.FAILED
+            leg.failure = last_failure or Failure(FailureReason.NO_ELIGIBLE_CHANNEL,
+                                                  "no channel accepts this leg")
+        leg.latency_us = int((clock.monotonic_ms() - started_ms) * 1_000)
+        structlog.get_logger("paygrid.legs").info(
+            "leg.completed", leg_index=leg.index,
+            payee=mask_account(leg.request.payee), channel=leg.channel,
+            status=leg.status.value, attempts=leg.attempts,
+            failure=leg.failure.reason.value if leg.failure else None,
+            latency_ms=round(leg.latency_us / 1_000, 3),
+        )
+
+    async def _charge_on(self, route: ChannelRoute, payment: Payment, leg: Leg,
+                         deadline_ms: float) -> ChargeRecord | tuple[Failure, bool]:
+        """The channel's record; or why none came back, and whether any call
+        may have reached the channel (then the outcome is not known)."""
+        channel = self._channels[route.name]
+        breaker = self._router.breaker(route.name)
+        key = payment.channel_key(leg.index)
+        failure = Failure(FailureReason.CHANNEL_TIMEOUT, "payment deadline reached")
+        maybe_sent = False
+        for try_no in range(limits.CHARGE_TRIES_PER_CHANNEL):
+            remaining_ms = deadline_ms - clock.monotonic_ms()
+            if remaining_ms < 1:
+                break
+            if try_no == 0:
+                # Recorded before the call: after a crash, recovery must know
+                # every channel that may hold a charge for this leg.
+                await self._store.record_attempt(ChargeAttempt(
+                    payment.payment_id, leg.index, leg.attempts + 1, route.name, clock.now_us()))
+            leg.attempts += 1
+            try:
+                record = await channel.charge(
+                    key, payment.payer, leg.request.payee, leg.request.amount,
+                    leg.request.reference, int(min(route.timeout_ms, remaining_ms)))
+            except ChannelUnavailable as error:
+                breaker.record_failure()
+                maybe_sent = maybe_sent or not isinstance(error, ChannelUnreachable)
+                failure = Failure(FailureReason.CHANNEL_UNAVAILABLE,
+                                  f"channel {route.name!r} unavailable: {error}")
+                await asyncio.sleep(TRANSIENT_RETRY_PAUSE_S)
+                continue
+            except ChannelTimeout:
+                breaker.record_failure()
+                return Failure(FailureReason.CHANNEL_TIMEOUT,
+                               f"channel {route.name!r} did not answer in time"), True
+            except ChannelRefused as error:
+                breaker.record_success()  # it answered; the request was the problem
+                return Failure(FailureReason.CHANNEL_REJECTED,
+                               f"channel {route.name!r} refused the charge: {error}"), True
+            breaker.record_success()
+            return record
+        return failure, maybe_sent

@@ -1,0 +1,39 @@
+"""Every explicit limit of the payment domain, in one place.
+
+Limits are part of the API contract (the README lists them); a request past
+one is rejected at the edge with a field violation, never truncated.
+"""
+
+MAX_LEGS_PER_PAYMENT = 16
+# 10^15 minor units: ten trillion dollars in USD. Far above any real payment,
+# far below int64, so sums over legs and refunds can never overflow storage.
+MAX_AMOUNT_MINOR = 10**15
+
+IDEMPOTENCY_KEY_MAX_CHARS = 255
+PARTY_ID_MAX_CHARS = 128  # payer, payee
+REFERENCE_MAX_CHARS = 140  # ISO 20022 unstructured remittance information
+CHANNEL_NAME_MAX_CHARS = 64
+PAYMENT_ID_MAX_CHARS = 64
+METADATA_MAX_ENTRIES = 32
+METADATA_KEY_MAX_CHARS = 64
+METADATA_VALUE_MAX_CHARS = 512
+
+LIST_PAGE_SIZE_DEFAULT = 50
+LIST_PAGE_SIZE_MAX = 100
+PAGE_TOKEN_MAX_CHARS = 512
+
+# Charge attempts on one channel for a transient error before failing over.
+CHARGE_TRIES_PER_CHANNEL = 2
+# Channels tried for one routed leg, the first included.
+MAX_CHANNELS_PER_LEG = 3
+# Budget for a payment when the caller sets no deadline.
+DEFAULT_PAYMENT_BUDGET_MS = 10_000
+MAX_PAYMENT_BUDGET_MS = 60_000
+# Part of the caller's deadline kept back to persist and answer.
+RESPONSE_RESERVE_MS = 30
+# Below this much budget a payment is not started at all.
+MIN_PAYMENT_BUDGET_MS = 20
+# Budget for each call that settles an outcome (GetCharge, Void, refund):
+# these run after the caller's deadline if need be, so they have their own.
+SETTLEMENT_CALL_TIMEOUT_MS = 2_000
+SETTLEMENT_TRIES = 3

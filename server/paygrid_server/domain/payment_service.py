@@ -1,0 +1,132 @@
+"""Real-time payments: validate, persist, charge every leg concurrently, finish.
+
+A payment's execution is shielded from its RPC: if the caller goes away or
+its deadline passes, the payment still runs to a final, persisted state, and
+a retry with the same key returns it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import structlog
+
+from paygrid_server.domain import clock, limits
+from paygrid_server.domain.errors import (
+    DeadlineTooShort,
+    IdempotencyConflict,
+    NotFound,
+    RequestInProgress,
+)
+from paygrid_server.domain.leg_dispatch import LegDispatcher
+from paygrid_server.domain.payment import Leg, Payment
+from paygrid_server.domain.payment_completion import PaymentCompletion
+from paygrid_server.domain.request_validation import PayInput, Violations, check_text, validate_pay
+from paygrid_server.domain.routing import Router
+from paygrid_server.ports.payment_store import PageCursor, PaymentStore
+
+RETRY_IN_PROGRESS_AFTER_MS = 100
+
+
+def payment_budget_ms(caller_remaining_ms: float | None) -> float:
+    """How long the legs may take, from what the caller's deadline leaves."""
+    if caller_remaining_ms is None:
+        return limits.DEFAULT_PAYMENT_BUDGET_MS
+    budget = min(caller_remaining_ms - limits.RESPONSE_RESERVE_MS, limits.MAX_PAYMENT_BUDGET_MS)
+    if budget < limits.MIN_PAYMENT_BUDGET_MS:
+        raise DeadlineTooShort(int(max(budget, 0)))
+    return budget
+
+
+def bind_payment_ids(payment: Payment) -> None:
+    """Every log event of this task (and the leg tasks it starts) carries
+    the payment's ids; bound once here, never passed by hand."""
+    structlog.contextvars.bind_contextvars(payment_id=payment.payment_id,
+                                           idempotency_key=payment.idempotency_key)
+
+
+class InFlight:
+    """Executions running in this process, so a replay is not run twice and
+    shutdown can wait for them."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, asyncio.Task] = {}
+
+    def __contains__(self, ident: str) -> bool:
+        return ident in self._tasks
+
+    def run(self, ident: str, coro) -> asyncio.Task:
+        assert ident not in self._tasks, f"{ident} is already executing"
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks[ident] = task
+        task.add_done_callback(lambda _: self._tasks.pop(ident, None))
+        return task
+
+    async def drain(self, timeout_s: float) -> None:
+        if self._tasks:
+            await asyncio.wait(list(self._tasks.values()), timeout=timeout_s)
+
+
+class PaymentService:
+    def __init__(self, store: PaymentStore, router: Router, dispatcher: LegDispatcher,
+                 completion: PaymentCompletion, in_flight: InFlight) -> None:
+        self._store = store
+        self._router = router
+        self._dispatcher = dispatcher
+        self._completion = completion
+        self._in_flight = in_flight
+
+    async def pay(self, request: PayInput, caller_remaining_ms: float | None) -> Payment:
+        valid = validate_pay(request, self._router.check)
+        budget_ms = payment_budget_ms(caller_remaining_ms)
+        deadline_ms = clock.monotonic_ms() + budget_ms
+        payment = Payment(
+            payment_id=f"pay_{uuid.uuid4().hex}",
+            idempotency_key=valid.idempotency_key,
+            fingerprint=valid.fingerprint(),
+            payer=valid.payer,
+            mode=valid.mode,
+            legs=[Leg(i, leg) for i, leg in enumerate(valid.legs)],
+            metadata=valid.metadata,
+            received_at_us=clock.now_us(),
+        )
+        existing = await self._store.insert_payment(payment)
+        if existing is not None:
+            return self._replay(existing, payment.fingerprint)
+        task = self._in_flight.run(payment.payment_id, self._execute(payment, deadline_ms))
+        return await asyncio.shield(task)
+
+    def _replay(self, existing: Payment, fingerprint: str) -> Payment:
+        if existing.fingerprint != fingerprint:
+            raise IdempotencyConflict(existing.idempotency_key)
+        if existing.payment_id in self._in_flight:
+            raise RequestInProgress(existing.idempotency_key, RETRY_IN_PROGRESS_AFTER_MS)
+        return existing
+
+    async def _execute(self, payment: Payment, deadline_ms: float) -> Payment:
+        bind_payment_ids(payment)
+        await asyncio.gather(*(
+            self._dispatcher.dispatch(payment, leg, deadline_ms) for leg in payment.legs))
+        await self._completion.complete(payment)
+        return payment
+
+    async def get(self, payment_id: str) -> Payment:
+        v = Violations()
+        check_text(v, "payment_id", payment_id, limits.PAYMENT_ID_MAX_CHARS, required=True)
+        v.raise_if_any()
+        payment = await self._store.get_payment(payment_id)
+        if payment is None:
+            raise NotFound("payment", payment_id)
+        return payment
+
+    async def list(self, page_size: int, after: PageCursor | None) -> tuple[list[Payment], PageCursor | None]:
+        """One page, newest first, and the cursor of the next page (None at the end)."""
+        if page_size <= 0:
+            page_size = limits.LIST_PAGE_SIZE_DEFAULT
+        page_size = min(page_size, limits.LIST_PAGE_SIZE_MAX)
+        rows = await self._store.list_payments(page_size + 1, after)
+        page = rows[:page_size]
+        more = len(rows) > page_size
+        cursor = PageCursor(page[-1].received_at_us, page[-1].payment_id) if more else None
+        return page, cursor

@@ -1,0 +1,77 @@
+"""What the domain needs from a payment channel, whatever carries the call."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+from paygrid_server.domain.money import Money
+
+
+class ChargeStatus(enum.Enum):
+    CAPTURED = "CAPTURED"
+    DECLINED = "DECLINED"
+    VOIDED = "VOIDED"
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeRecord:
+    """The channel's own record of the charge made with one key."""
+
+    idempotency_key: str
+    charge_id: str
+    status: ChargeStatus
+    refunded_minor: int = 0
+    decline_code: str = ""
+    decline_message: str = ""
+
+
+class ChannelCallError(Exception):
+    """A channel call that produced no outcome."""
+
+
+class ChannelUnavailable(ChannelCallError):
+    """The channel said it did not process the call, or could not be reached.
+
+    A connection that dropped mid-call also lands here, so the charge may
+    still have happened: retry with the same key, or settle before failover.
+    """
+
+
+class ChannelUnreachable(ChannelUnavailable):
+    """No connection to the channel could be made, so the call was never
+    sent and cannot have charged anything: failing over needs no settling."""
+
+
+class ChannelTimeout(ChannelCallError):
+    """No answer in time: the channel may or may not have acted."""
+
+
+class ChargeNotFound(ChannelCallError):
+    """The channel has no charge for the key."""
+
+
+class ChannelRefused(ChannelCallError):
+    """The channel refused the call as invalid in its state (for example a
+    refund above what remains); repeating it will not help."""
+
+
+class PaymentChannel(Protocol):
+    name: str
+
+    async def charge(
+        self, key: str, payer: str, payee: str, amount: Money, reference: str, timeout_ms: int
+    ) -> ChargeRecord: ...
+
+    async def get_charge(self, key: str, timeout_ms: int) -> ChargeRecord: ...
+
+    async def void(self, key: str, timeout_ms: int) -> ChargeRecord: ...
+
+    async def refund(
+        self, refund_key: str, charge_key: str, amount: Money, timeout_ms: int
+    ) -> str:
+        """Returns the channel's refund id."""
+        ...
+
+    async def close(self) -> None: ...

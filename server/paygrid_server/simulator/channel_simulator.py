@@ -1,0 +1,151 @@
+"""A payment channel as a real gRPC service, for development and tests.
+
+Behaviour is steered by test values in the payee id, like Stripe's test
+cards (documented in the README):
+  decline_<code>        DECLINED with decline code <code>
+  timeout_<anything>    Charge never answers and charges nothing
+  hang_after_charge_<x> Charge is recorded, then the answer never comes
+  flaky_<anything>      first Charge per key fails UNAVAILABLE, retries succeed
+plus configurable Charge processing latency (fixed + jitter; status calls
+answer at once) and a random transient failure rate on Charge.
+
+The servicer counts Charge calls in progress, so tests can see that legs
+really run concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+
+import grpc
+
+from paygrid.channel.v1 import payment_channel_pb2 as pb
+from paygrid.channel.v1 import payment_channel_pb2_grpc as pb_grpc
+from paygrid.type.v1 import money_pb2
+from paygrid_server.domain import clock
+from paygrid_server.domain.money import Money
+from paygrid_server.ports.payment_channel import ChargeStatus
+from paygrid_server.simulator.channel_ledger import (
+    ChannelLedger,
+    LedgerNotFound,
+    LedgerRefusal,
+    SimulatedCharge,
+)
+
+NEVER_S = 3_600.0
+
+_STATUS = {
+    ChargeStatus.CAPTURED: pb.CHARGE_STATUS_CAPTURED,
+    ChargeStatus.DECLINED: pb.CHARGE_STATUS_DECLINED,
+    ChargeStatus.VOIDED: pb.CHARGE_STATUS_VOIDED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorBehaviour:
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    failure_rate: float = 0.0  # share of Charge calls failing UNAVAILABLE before processing
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        assert self.latency_ms >= 0 and self.jitter_ms >= 0
+        assert 0.0 <= self.failure_rate <= 1.0
+
+
+def _charge_pb(record: SimulatedCharge) -> pb.Charge:
+    charge = pb.Charge(
+        idempotency_key=record.idempotency_key, charge_id=record.charge_id,
+        status=_STATUS[record.status], refunded_amount_minor=record.refunded_minor,
+        decline_code=record.decline_code, decline_message=record.decline_message)
+    if record.amount is not None:
+        charge.amount.CopyFrom(money_pb2.Money(currency=record.amount.currency,
+                                               amount_minor=record.amount.amount_minor))
+    charge.created_at.FromMicroseconds(record.created_at_us)
+    return charge
+
+
+class ChannelSimulator(pb_grpc.PaymentChannelServicer):
+    def __init__(self, ledger: ChannelLedger, behaviour: SimulatorBehaviour) -> None:
+        self.ledger = ledger
+        self.behaviour = behaviour
+        self._random = random.Random(behaviour.seed)
+        self._flaky_failed: set[str] = set()
+        self.charges_in_progress = 0
+        self.peak_charges_in_progress = 0
+
+    async def _processing_delay(self) -> None:
+        delay_ms = self.behaviour.latency_ms + self._random.uniform(0, self.behaviour.jitter_ms)
+        if delay_ms:
+            await asyncio.sleep(delay_ms / 1_000)
+
+    async def Charge(self, request: pb.ChargeRequest, context: grpc.aio.ServicerContext):
+        self.charges_in_progress += 1
+        self.peak_charges_in_progress = max(self.peak_charges_in_progress,
+                                            self.charges_in_progress)
+        try:
+            return await self._charge(request, context)
+        finally:
+            self.charges_in_progress -= 1
+
+    async def _charge(self, request: pb.ChargeRequest, context: grpc.aio.ServicerContext):
+        await self._processing_delay()
+        payee = request.payee
+        if self._random.random() < self.behaviour.failure_rate:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "simulated transient failure")
+        if payee.startswith("timeout_"):
+            await asyncio.sleep(NEVER_S)
+        if payee.startswith("flaky_") and request.idempotency_key not in self._flaky_failed:
+            self._flaky_failed.add(request.idempotency_key)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "simulated flaky channel")
+        decline_code = ""
+        if payee.startswith("decline_"):
+            decline_code = payee.removeprefix("decline_") or "generic_decline"
+        record = self.ledger.charge(
+            request.idempotency_key, request.payer, payee,
+            Money(request.amount.currency, request.amount.amount_minor), clock.now_us(),
+            decline_code=decline_code)
+        if payee.startswith("hang_after_charge_"):
+            await asyncio.sleep(NEVER_S)
+        return pb.ChargeResponse(charge=_charge_pb(record))
+
+    async def GetCharge(self, request: pb.GetChargeRequest, context: grpc.aio.ServicerContext):
+        try:
+            return pb.GetChargeResponse(charge=_charge_pb(self.ledger.get(request.idempotency_key)))
+        except LedgerNotFound as error:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
+
+    async def Void(self, request: pb.VoidRequest, context: grpc.aio.ServicerContext):
+        try:
+            record = self.ledger.void(request.idempotency_key, clock.now_us())
+        except LedgerRefusal as error:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+        return pb.VoidResponse(charge=_charge_pb(record))
+
+    async def Refund(self, request: pb.RefundRequest, context: grpc.aio.ServicerContext):
+        try:
+            refund_id = self.ledger.refund(
+                request.idempotency_key, request.charge_idempotency_key,
+                Money(request.amount.currency, request.amount.amount_minor))
+            record = self.ledger.get(request.charge_idempotency_key)
+        except LedgerNotFound as error:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
+        except LedgerRefusal as error:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+        return pb.RefundResponse(refund_id=refund_id, charge=_charge_pb(record))
+
+
+async def start_simulator(name: str, behaviour: SimulatorBehaviour, listen: str = "127.0.0.1:0",
+                          ledger: ChannelLedger | None = None,
+                          ) -> tuple[grpc.aio.Server, ChannelSimulator, int]:
+    """Starts a simulator server; returns it, its servicer and its bound port.
+    Passing the ledger of a stopped simulator restarts that channel."""
+    server = grpc.aio.server()
+    simulator = ChannelSimulator(ledger or ChannelLedger(name), behaviour)
+    pb_grpc.add_PaymentChannelServicer_to_server(simulator, server)
+    port = server.add_insecure_port(listen)
+    assert port, f"could not bind the {name} simulator to {listen}"
+    await server.start()
+    return server, simulator, port

@@ -1,0 +1,306 @@
+"""PaymentStore on SQLite (WAL, synchronous=FULL): a commit is on disk
+before the call that needed it is answered.
+
+One writer connection behind an asyncio lock (SQLite has one writer anyway),
+one reader connection so reads never see another task's open transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import AsyncIterator
+
+import aiosqlite
+
+from paygrid_server.domain.money import Money
+from paygrid_server.domain.payment import (
+    ChargeAttempt,
+    Failure,
+    FailureReason,
+    Leg,
+    LegRequest,
+    LegStatus,
+    Payment,
+    PaymentMode,
+    PaymentStatus,
+)
+from paygrid_server.domain.refund import Refund, RefundLeg, RefundStatus
+from paygrid_server.ports.payment_store import PageCursor, RefundExceedsRefundable
+from paygrid_server.storage.sqlite_migrations import migrate
+
+BUSY_TIMEOUT_MS = 5_000
+
+
+def _failure_columns(failure: Failure | None) -> tuple:
+    if failure is None:
+        return (None, None, None)
+    return (failure.reason.value, failure.message, failure.decline_code)
+
+
+def _failure(reason: str | None, message: str | None, decline_code: str | None) -> Failure | None:
+    if reason is None:
+        return None
+    return Failure(FailureReason(reason), message or "", decline_code or "")
+
+
+def _leg(row: aiosqlite.Row) -> Leg:
+    return Leg(
+        index=row["leg_index"],
+        request=LegRequest(row["payee"], Money(row["currency"], row["amount_minor"]),
+                           row["requested_channel"], row["reference"]),
+        status=LegStatus(row["status"]),
+        channel=row["channel"],
+        channel_reference=row["channel_reference"],
+        failure=_failure(row["failure_reason"], row["failure_message"], row["failure_decline_code"]),
+        attempts=row["attempts"],
+        latency_us=row["latency_us"],
+        refunded_minor=row["refunded_minor"],
+        refund_pending_minor=row["refund_pending_minor"],
+    )
+
+
+def _payment(row: aiosqlite.Row, legs: list[Leg]) -> Payment:
+    return Payment(
+        payment_id=row["payment_id"],
+        idempotency_key=row["idempotency_key"],
+        fingerprint=row["fingerprint"],
+        payer=row["payer"],
+        mode=PaymentMode(row["mode"]),
+        legs=legs,
+        metadata=json.loads(row["metadata_json"]),
+        received_at_us=row["received_at_us"],
+        status=PaymentStatus(row["status"]),
+        failure=_failure(row["failure_reason"], row["failure_message"], row["failure_decline_code"]),
+        completed_at_us=row["completed_at_us"],
+    )
+
+
+class SqlitePaymentStore:
+    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+        self._writer = writer
+        self._reader = reader
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path) -> "SqlitePaymentStore":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer = await cls._connect(path)
+        await writer.execute("PRAGMA journal_mode = WAL")
+        await migrate(writer)
+        reader = await cls._connect(path)
+        return cls(writer, reader)
+
+    @staticmethod
+    async def _connect(path: Path) -> aiosqlite.Connection:
+        db = await aiosqlite.connect(path, isolation_level=None)
+        db.row_factory = aiosqlite.Row
+        for pragma in (f"busy_timeout = {BUSY_TIMEOUT_MS}", "synchronous = FULL",
+                       "foreign_keys = ON"):
+            await db.execute(f"PRAGMA {pragma}")
+        return db
+
+    async def close(self) -> None:
+        await self._reader.close()
+        await self._writer.close()
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._write_lock:
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._writer
+            except BaseException:
+                await self._writer.execute("ROLLBACK")
+                raise
+            await self._writer.execute("COMMIT")
+
+    # -- payments -----------------------------------------------------------
+
+    async def insert_payment(self, payment: Payment) -> Payment | None:
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "INSERT INTO payments (payment_id, idempotency_key, fingerprint, payer, mode, "
+                "status, metadata_json, received_at_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (idempotency_key) DO NOTHING",
+                (payment.payment_id, payment.idempotency_key, payment.fingerprint, payment.payer,
+                 payment.mode.value, payment.status.value,
+                 json.dumps(payment.metadata, sort_keys=True), payment.received_at_us))
+            if cursor.rowcount == 0:
+                existing = await self._load_payments(
+                    db, "SELECT * FROM payments WHERE idempotency_key = ?",
+                    (payment.idempotency_key,))
+                return existing[0]
+            await db.executemany(
+                "INSERT INTO payment_legs (payment_id, leg_index, payee, currency, amount_minor, "
+                "requested_channel, reference, status, channel, channel_reference, attempts, "
+                "latency_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(payment.payment_id, leg.index, leg.request.payee, leg.request.amount.currency,
+                  leg.request.amount.amount_minor, leg.request.channel, leg.request.reference,
+                  leg.status.value, leg.channel, leg.channel_reference, leg.attempts,
+                  leg.latency_us) for leg in payment.legs])
+        return None
+
+    async def get_payment(self, payment_id: str) -> Payment | None:
+        found = await self._load_payments(
+            self._reader, "SELECT * FROM payments WHERE payment_id = ?", (payment_id,))
+        return found[0] if found else None
+
+    async def list_payments(self, limit: int, after: PageCursor | None) -> list[Payment]:
+        if after is None:
+            return await self._load_payments(
+                self._reader,
+                "SELECT * FROM payments ORDER BY received_at_us DESC, payment_id DESC LIMIT ?",
+                (limit,))
+        return await self._load_payments(
+            self._reader,
+            "SELECT * FROM payments WHERE (received_at_us, payment_id) < (?, ?) "
+            "ORDER BY received_at_us DESC, payment_id DESC LIMIT ?",
+            (after.received_at_us, after.payment_id, limit))
+
+    async def list_processing_payments(self) -> list[Payment]:
+        return await self._load_payments(
+            self._reader, "SELECT * FROM payments WHERE status = 'PROCESSING' "
+            "ORDER BY received_at_us", ())
+
+    async def _load_payments(self, db: aiosqlite.Connection, sql: str, params: tuple) -> list[Payment]:
+        async with db.execute(sql, params) as cursor:
+            rows = list(await cursor.fetchall())
+        if not rows:
+            return []
+        ids = [row["payment_id"] for row in rows]
+        legs: dict[str, list[Leg]] = {pid: [] for pid in ids}
+        placeholders = ",".join("?" * len(ids))
+        async with db.execute(
+                f"SELECT * FROM payment_legs WHERE payment_id IN ({placeholders}) "
+                "ORDER BY payment_id, leg_index", ids) as cursor:
+            async for leg_row in cursor:
+                legs[leg_row["payment_id"]].append(_leg(leg_row))
+        return [_payment(row, legs[row["payment_id"]]) for row in rows]
+
+    async def record_attempt(self, attempt: ChargeAttempt) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO charge_attempts (payment_id, leg_index, channel, attempt_no, "
+                "started_at_us) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (attempt.payment_id, attempt.leg_index, attempt.channel, attempt.attempt_no,
+                 attempt.started_at_us))
+
+    async def attempted_channels(self, payment_id: str, leg_index: int) -> list[str]:
+        async with self._reader.execute(
+                "SELECT channel FROM charge_attempts WHERE payment_id = ? AND leg_index = ? "
+                "ORDER BY attempt_no", (payment_id, leg_index)) as cursor:
+            return [row["channel"] async for row in cursor]
+
+    @staticmethod
+    async def _update_leg(db: aiosqlite.Connection, payment_id: str, leg: Leg) -> None:
+        await db.execute(
+            "UPDATE payment_legs SET status = ?, channel = ?, channel_reference = ?, "
+            "failure_reason = ?, failure_message = ?, failure_decline_code = ?, attempts = ?, "
+            "latency_us = ? WHERE payment_id = ? AND leg_index = ?",
+            (leg.status.value, leg.channel, leg.channel_reference, *_failure_columns(leg.failure),
+             leg.attempts, leg.latency_us, payment_id, leg.index))
+
+    async def save_payment_outcome(self, payment: Payment) -> None:
+        async with self._transaction() as db:
+            for leg in payment.legs:
+                await self._update_leg(db, payment.payment_id, leg)
+            await db.execute(
+                "UPDATE payments SET status = ?, failure_reason = ?, failure_message = ?, "
+                "failure_decline_code = ?, completed_at_us = ? WHERE payment_id = ?",
+                (payment.status.value, *_failure_columns(payment.failure),
+                 payment.completed_at_us, payment.payment_id))
+
+    # -- refunds ------------------------------------------------------------
+
+    async def insert_refund(self, refund: Refund) -> Refund | None:
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "INSERT INTO refunds (refund_id, payment_id, idempotency_key, fingerprint, "
+                "reason, status, created_at_us) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (payment_id, idempotency_key) DO NOTHING",
+                (refund.refund_id, refund.payment_id, refund.idempotency_key, refund.fingerprint,
+                 refund.reason, refund.status.value, refund.created_at_us))
+            if cursor.rowcount == 0:
+                return await self._load_refund(
+                    db, "SELECT * FROM refunds WHERE payment_id = ? AND idempotency_key = ?",
+                    (refund.payment_id, refund.idempotency_key))
+            for leg in refund.legs:
+                reserved = await db.execute(
+                    "UPDATE payment_legs SET refund_pending_minor = refund_pending_minor + ? "
+                    "WHERE payment_id = ? AND leg_index = ? AND status = 'SUCCEEDED' "
+                    "AND refunded_minor + refund_pending_minor + ? <= amount_minor",
+                    (leg.amount.amount_minor, refund.payment_id, leg.leg_index,
+                     leg.amount.amount_minor))
+                if reserved.rowcount != 1:
+                    async with db.execute(
+                            "SELECT amount_minor - refunded_minor - refund_pending_minor "
+                            "FROM payment_legs WHERE payment_id = ? AND leg_index = ?",
+                            (refund.payment_id, leg.leg_index)) as left:
+                        row = await left.fetchone()
+                    raise RefundExceedsRefundable(leg.leg_index, leg.amount.amount_minor,
+                                                  row[0] if row else 0)
+                await db.execute(
+                    "INSERT INTO refund_legs (refund_id, leg_index, currency, amount_minor, "
+                    "channel, status, channel_reference) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (refund.refund_id, leg.leg_index, leg.amount.currency,
+                     leg.amount.amount_minor, leg.channel, leg.status.value,
+                     leg.channel_reference))
+        return None
+
+    async def get_refund_by_key(self, payment_id: str, idempotency_key: str) -> Refund | None:
+        return await self._load_refund(
+            self._reader, "SELECT * FROM refunds WHERE payment_id = ? AND idempotency_key = ?",
+            (payment_id, idempotency_key))
+
+    async def list_pending_refunds(self) -> list[Refund]:
+        async with self._reader.execute(
+                "SELECT refund_id FROM refunds WHERE status = 'PENDING'") as cursor:
+            ids = [row["refund_id"] async for row in cursor]
+        refunds = []
+        for refund_id in ids:
+            refund = await self._load_refund(
+                self._reader, "SELECT * FROM refunds WHERE refund_id = ?", (refund_id,))
+            assert refund is not None
+            refunds.append(refund)
+        return refunds
+
+    async def _load_refund(self, db: aiosqlite.Connection, sql: str, params: tuple) -> Refund | None:
+        async with db.execute(sql, params) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        async with db.execute("SELECT * FROM refund_legs WHERE refund_id = ? ORDER BY leg_index",
+                              (row["refund_id"],)) as cursor:
+            legs = [RefundLeg(
+                leg_index=leg["leg_index"], amount=Money(leg["currency"], leg["amount_minor"]),
+                channel=leg["channel"], status=RefundStatus(leg["status"]),
+                channel_reference=leg["channel_reference"],
+                failure=_failure(leg["failure_reason"], leg["failure_message"], None),
+            ) async for leg in cursor]
+        return Refund(
+            refund_id=row["refund_id"], payment_id=row["payment_id"],
+            idempotency_key=row["idempotency_key"], fingerprint=row["fingerprint"],
+            reason=row["reason"], legs=legs, created_at_us=row["created_at_us"],
+            status=RefundStatus(row["status"]))
+
+    async def save_refund_outcome(self, refund: Refund) -> None:
+        async with self._transaction() as db:
+            for leg in refund.legs:
+                settled = await db.execute(
+                    "UPDATE refund_legs SET status = ?, channel_reference = ?, "
+                    "failure_reason = ?, failure_message = ? "
+                    "WHERE refund_id = ? AND leg_index = ? AND status = 'PENDING'",
+                    (leg.status.value, leg.channel_reference, *_failure_columns(leg.failure)[:2],
+                     refund.refund_id, leg.leg_index))
+                if settled.rowcount != 1 or leg.status is RefundStatus.PENDING:
+                    continue  # settled before, or not yet: the reservation stays as it is
+                moved = leg.amount.amount_minor if leg.status is RefundStatus.SUCCEEDED else 0
+                await db.execute(
+                    "UPDATE payment_legs SET refund_pending_minor = refund_pending_minor - ?, "
+                    "refunded_minor = refunded_minor + ? WHERE payment_id = ? AND leg_index = ?",
+                    (leg.amount.amount_minor, moved, refund.payment_id, leg.leg_index))
+            await db.execute("UPDATE refunds SET status = ? WHERE refund_id = ?",
+                             (refund.status.value, refund.refund_id))

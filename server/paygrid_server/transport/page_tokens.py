@@ -1,0 +1,34 @@
+"""Opaque page tokens for ListPayments: a cursor the client hands back as is."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+from paygrid_server.domain import limits
+from paygrid_server.domain.errors import FieldViolation, InvalidRequest
+from paygrid_server.ports.payment_store import PageCursor
+
+
+def encode(cursor: PageCursor | None) -> str:
+    if cursor is None:
+        return ""
+    raw = json.dumps([cursor.received_at_us, cursor.payment_id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def decode(token: str) -> PageCursor | None:
+    if not token:
+        return None
+    invalid = InvalidRequest([FieldViolation(
+        "page_token", "not a token returned by ListPayments; start again with an empty one")])
+    if len(token) > limits.PAGE_TOKEN_MAX_CHARS:
+        raise invalid
+    try:
+        received_at_us, payment_id = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+        raise invalid from None
+    if not isinstance(received_at_us, int) or not isinstance(payment_id, str):
+        raise invalid
+    return PageCursor(received_at_us, payment_id)

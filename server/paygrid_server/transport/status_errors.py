@@ -1,0 +1,102 @@
+"""Domain errors as gRPC statuses with google.rpc error details.
+
+Every status carries an ErrorInfo (domain "paygrid", a stable reason) plus
+the detail that fits: BadRequest field violations, PreconditionFailure,
+ResourceInfo or RetryInfo. Polyglot clients read them with their language's
+grpc status helpers; grpcurl prints them.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Awaitable, Callable, NoReturn
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from paygrid_server.domain.errors import (
+    DeadlineTooShort,
+    DomainError,
+    IdempotencyConflict,
+    InvalidRequest,
+    NotFound,
+    PreconditionFailed,
+    RequestInProgress,
+)
+
+ERROR_DOMAIN = "paygrid"
+
+
+def _packed(*details: Any) -> list[any_pb2.Any]:
+    packed = []
+    for detail in details:
+        holder = any_pb2.Any()
+        holder.Pack(detail)
+        packed.append(holder)
+    return packed
+
+
+def _info(reason: str, **metadata: str) -> error_details_pb2.ErrorInfo:
+    return error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata)
+
+
+def status_for(error: DomainError) -> status_pb2.Status:
+    message = str(error)
+    if isinstance(error, InvalidRequest):
+        bad = error_details_pb2.BadRequest(field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+            for v in error.violations])
+        return status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=message,
+                                 details=_packed(_info("INVALID_REQUEST"), bad))
+    if isinstance(error, NotFound):
+        resource = error_details_pb2.ResourceInfo(resource_type=error.kind,
+                                                  resource_name=error.ident)
+        return status_pb2.Status(code=code_pb2.NOT_FOUND, message=message,
+                                 details=_packed(_info("NOT_FOUND"), resource))
+    if isinstance(error, IdempotencyConflict):
+        precondition = error_details_pb2.PreconditionFailure(violations=[
+            error_details_pb2.PreconditionFailure.Violation(
+                type="IDEMPOTENCY_CONFLICT", subject="idempotency_key", description=message)])
+        return status_pb2.Status(code=code_pb2.FAILED_PRECONDITION, message=message,
+                                 details=_packed(_info("IDEMPOTENCY_CONFLICT"), precondition))
+    if isinstance(error, RequestInProgress):
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(error.retry_after_ms)
+        return status_pb2.Status(
+            code=code_pb2.ABORTED, message=message,
+            details=_packed(_info("REQUEST_IN_PROGRESS"),
+                            error_details_pb2.RetryInfo(retry_delay=delay)))
+    if isinstance(error, PreconditionFailed):
+        precondition = error_details_pb2.PreconditionFailure(violations=[
+            error_details_pb2.PreconditionFailure.Violation(
+                type=error.kind, subject=error.subject, description=message)])
+        return status_pb2.Status(code=code_pb2.FAILED_PRECONDITION, message=message,
+                                 details=_packed(_info(error.kind), precondition))
+    if isinstance(error, DeadlineTooShort):
+        return status_pb2.Status(code=code_pb2.DEADLINE_EXCEEDED, message=message,
+                                 details=_packed(_info("DEADLINE_TOO_SHORT")))
+    raise AssertionError(f"unmapped domain error {type(error).__name__}")
+
+
+async def abort_with(context: grpc.aio.ServicerContext, error: DomainError) -> NoReturn:
+    status = rpc_status.to_status(status_for(error))
+    await context.abort(status.code, status.details, status.trailing_metadata)
+    raise AssertionError("context.abort returns only by raising")
+
+
+Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+def maps_domain_errors(method: Handler) -> Handler:
+    """Turns a DomainError raised by a servicer method into its status."""
+
+    @functools.wraps(method)
+    async def handler(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await method(self, request, context)
+        except DomainError as error:
+            await abort_with(context, error)
+
+    return handler

@@ -1,0 +1,126 @@
+"""Shared harness: real paygrid servers on loopback ports, real channel
+simulators (gRPC servers), real SQLite files in a per-test folder."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import AsyncIterator, Awaitable, Callable
+
+import grpc
+import pytest
+
+from paygrid.type.v1 import money_pb2
+from paygrid.v1 import payment_service_pb2 as pb
+from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
+from paygrid_server.app import PaygridApp
+from paygrid_server.config import ChannelConfig, ServerConfig
+from paygrid_server.simulator.channel_ledger import ChannelLedger
+from paygrid_server.simulator.channel_simulator import ChannelSimulator, SimulatorBehaviour
+
+# Three channels with distinct reach, so routing has something to decide.
+TEST_CHANNELS = (
+    ChannelConfig("card", currencies=frozenset({"USD", "EUR", "GBP", "JPY", "KWD"}), priority=10),
+    ChannelConfig("wallet", currencies=frozenset({"USD", "EUR"}), max_amount_minor=100_000,
+                  priority=20),
+    ChannelConfig("bank_transfer", currencies=frozenset({"EUR", "CHF"}), priority=30),
+)
+
+
+def channel(name: str, **changes) -> ChannelConfig:
+    """A test channel with some settings changed."""
+    base = next(c for c in TEST_CHANNELS if c.name == name)
+    return replace(base, **changes)
+
+
+def slow(latency_ms: float) -> SimulatorBehaviour:
+    return SimulatorBehaviour(latency_ms=latency_ms)
+
+
+@dataclass
+class Paygrid:
+    app: PaygridApp
+    channel: grpc.aio.Channel
+    stub: pb_grpc.PaymentServiceStub
+    database: Path
+
+    def simulator(self, name: str) -> ChannelSimulator:
+        return self.app.simulators[name][1]
+
+    def ledger(self, name: str) -> ChannelLedger:
+        return self.simulator(name).ledger
+
+    def captured_everywhere(self) -> list:
+        return [c for _, sim in self.app.simulators.values() for c in sim.ledger.captured()]
+
+    def rows(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """Reads the SQLite file through its own connection, as an operator would."""
+        with sqlite3.connect(self.database) as db:
+            return db.execute(sql, params).fetchall()
+
+
+StartPaygrid = Callable[..., Awaitable[Paygrid]]
+
+
+@pytest.fixture
+async def start_paygrid(tmp_path: Path) -> AsyncIterator[StartPaygrid]:
+    started: list[Paygrid] = []
+
+    async def start(channels: tuple[ChannelConfig, ...] = TEST_CHANNELS, **settings) -> Paygrid:
+        database = tmp_path / f"paygrid-{len(started)}.sqlite3"
+        config = ServerConfig(listen="127.0.0.1:0", database_path=database, channels=channels,
+                              shutdown_grace_ms=2_000, **settings)
+        app = await PaygridApp.start(config)
+        channel_ = grpc.aio.insecure_channel(f"127.0.0.1:{app.port}")
+        harness = Paygrid(app, channel_, pb_grpc.PaymentServiceStub(channel_), database)
+        started.append(harness)
+        return harness
+
+    yield start
+    for harness in started:
+        await harness.channel.close()
+        await harness.app.stop()
+
+
+@pytest.fixture
+async def paygrid(start_paygrid: StartPaygrid) -> Paygrid:
+    return await start_paygrid()
+
+
+def money(currency: str, amount_minor: int, minor_units: int | None = None) -> money_pb2.Money:
+    m = money_pb2.Money(currency=currency, amount_minor=amount_minor)
+    if minor_units is not None:
+        m.minor_units = minor_units
+    return m
+
+
+def leg(payee: str = "merchant_0001", currency: str = "USD", amount_minor: int = 1_000,
+        channel: str = "", reference: str = "") -> pb.PayLeg:
+    return pb.PayLeg(payee=payee, amount=money(currency, amount_minor), channel=channel,
+                     reference=reference)
+
+
+def pay_request(key: str = "key-1", *legs: pb.PayLeg, mode: int = pb.PAYMENT_MODE_UNSPECIFIED,
+                payer: str = "acct_000012345678", **fields) -> pb.PayRequest:
+    return pb.PayRequest(idempotency_key=key, payer=payer, legs=list(legs) or [leg()],
+                         mode=mode, **fields)
+
+
+def rich_status(error: grpc.aio.AioRpcError) -> dict[str, object]:
+    """The google.rpc details of a failed call, by type name (BadRequest, ...)."""
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    status = rpc_status.from_call(error)
+    assert status is not None, f"{error.code()} carries no google.rpc.Status"
+    found: dict[str, object] = {}
+    for packed in status.details:
+        for kind in (error_details_pb2.BadRequest, error_details_pb2.ErrorInfo,
+                     error_details_pb2.PreconditionFailure, error_details_pb2.RetryInfo,
+                     error_details_pb2.ResourceInfo):
+            if packed.Is(kind.DESCRIPTOR):
+                detail = kind()
+                packed.Unpack(detail)
+                found[kind.__name__] = detail
+    return found

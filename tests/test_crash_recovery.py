@@ -1,0 +1,174 @@
+"""A payment in flight when the server dies is resolved on restart by asking
+the channel; a leg whose channel vanished mid-call is resolved once it is back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from paygrid.v1 import payment_service_pb2 as pb
+from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
+from paygrid_server.ports.payment_channel import ChargeStatus
+from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
+from tests.conftest import channel, leg, pay_request
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """paygrid-server as its own OS process, as deployed."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.config = config
+        self.log = log
+        self.process: subprocess.Popen | None = None
+
+    async def start(self, port: int) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "paygrid_server", "serve", "--config", str(self.config)],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.log.open("a"),
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            deadline = time.monotonic() + 30
+            while True:
+                assert self.process.poll() is None, self.log.read_text()
+                try:
+                    reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.aio.AioRpcError:
+                    pass
+                assert time.monotonic() < deadline, "server did not become SERVING"
+                await asyncio.sleep(0.1)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def terminate(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=15)
+
+
+async def _wait_for(condition, what: str, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+async def test_payments_in_flight_at_a_crash_are_resolved_on_restart(tmp_path: Path) -> None:
+    sim_server, card, sim_port = await start_simulator("card", SimulatorBehaviour())
+    port = _free_port()
+    database = tmp_path / "paygrid.sqlite3"
+    config = tmp_path / "paygrid.toml"
+    config.write_text(f"""
+[server]
+listen = "127.0.0.1:{port}"
+database = "{database}"
+
+[[channels]]
+name = "card"
+target = "127.0.0.1:{sim_port}"
+timeout_ms = 60000
+""")
+    server = ServerProcess(config, tmp_path / "server.log")
+    try:
+        await server.start(port)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = pb_grpc.PaymentServiceStub(ch)
+            charged = pay_request("k-charged", leg("hang_after_charge_1"))  # charge lands, answer lost
+            unsent = pay_request("k-unsent", leg("timeout_1"))  # charge never lands
+            calls = [asyncio.ensure_future(stub.Pay(r, timeout=60)) for r in (charged, unsent)]
+            await _wait_for(lambda: card.charges_in_progress == 2 and card.ledger.charges,
+                            "both charges to reach the channel")
+            server.kill()
+            for call in calls:
+                with pytest.raises(grpc.aio.AioRpcError):
+                    await call
+
+        def stored(sql):
+            import sqlite3
+            with sqlite3.connect(database) as db:
+                return db.execute(sql).fetchall()
+
+        ids = dict(stored("SELECT idempotency_key, payment_id FROM payments"))
+        assert stored("SELECT DISTINCT status FROM payments") == [("PROCESSING",)]
+
+        await server.start(port)  # recovery runs before SERVING
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = pb_grpc.PaymentServiceStub(ch)
+            got = (await stub.GetPayment(pb.GetPaymentRequest(payment_id=ids["k-charged"]))).payment
+            assert got.status == pb.PAYMENT_STATUS_SUCCEEDED
+            key = f"{got.payment_id}.0"
+            assert got.legs[0].channel_reference == card.ledger.get(key).charge_id
+            lost = (await stub.GetPayment(pb.GetPaymentRequest(payment_id=ids["k-unsent"]))).payment
+            assert lost.status == pb.PAYMENT_STATUS_FAILED
+            assert lost.legs[0].failure.reason == "INTERRUPTED"
+            fence = card.ledger.get(f"{lost.payment_id}.0")
+            assert fence.status is ChargeStatus.VOIDED and fence.amount is None
+
+            # The client's retry gets the resolved payment; the channel is not called again.
+            replay = (await stub.Pay(charged, timeout=10)).payment
+            assert replay.payment_id == got.payment_id
+            assert card.ledger.charge_requests[key] == 1
+            assert [c.idempotency_key for c in card.ledger.captured()] == [key]
+    finally:
+        server.terminate()
+        await sim_server.stop(None)
+
+    events = [json.loads(line) for line in (tmp_path / "server.log").read_text().splitlines()
+              if line.startswith("{")]
+    resolved = [e for e in events if e["event"] == "recovery.resolved"]
+    assert {e["payment_id"] for e in resolved} == set(ids.values())
+
+
+async def test_unknown_leg_is_resolved_when_its_channel_comes_back(start_paygrid) -> None:
+    sim_server, card, sim_port = await start_simulator("card", SimulatorBehaviour())
+    paygrid = await start_paygrid((channel("card", target=f"127.0.0.1:{sim_port}",
+                                           timeout_ms=5_000),),
+                                  recovery_interval_ms=200)
+    call = asyncio.ensure_future(paygrid.stub.Pay(pay_request(
+        "k-unknown", leg("hang_after_charge_2"), mode=pb.PAYMENT_MODE_INDEPENDENT), timeout=30))
+    await _wait_for(lambda: card.ledger.charges, "the charge to land")
+    await sim_server.stop(None)  # the channel vanishes with the answer
+    payment = (await call).payment
+    assert payment.status == pb.PAYMENT_STATUS_PROCESSING
+    assert payment.legs[0].status == pb.LEG_STATUS_UNKNOWN
+    assert payment.legs[0].failure.reason == "OUTCOME_UNKNOWN"
+
+    sim_server, _, _ = await start_simulator("card", SimulatorBehaviour(),
+                                             f"127.0.0.1:{sim_port}", ledger=card.ledger)
+    try:
+        async def settled():
+            return (await paygrid.stub.GetPayment(
+                pb.GetPaymentRequest(payment_id=payment.payment_id))).payment
+
+        deadline = time.monotonic() + 15
+        while (now := await settled()).status == pb.PAYMENT_STATUS_PROCESSING:
+            assert time.monotonic() < deadline, "resolver never settled the leg"
+            await asyncio.sleep(0.1)
+        assert now.status == pb.PAYMENT_STATUS_SUCCEEDED
+        assert now.legs[0].channel_reference == card.ledger.get(f"{payment.payment_id}.0").charge_id
+    finally:
+        await sim_server.stop(None)

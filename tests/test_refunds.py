@@ -1,0 +1,114 @@
+"""Refunds: full or partial, never more than captured, idempotent."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from paygrid.v1 import payment_service_pb2 as pb
+from tests.conftest import leg, money, pay_request, rich_status
+
+
+async def _paid(paygrid, key="k-pay", *legs):
+    payment = (await paygrid.stub.Pay(pay_request(key, *(legs or (leg(amount_minor=1_000),))))).payment
+    assert payment.status == pb.PAYMENT_STATUS_SUCCEEDED
+    return payment
+
+
+def _refund(payment_id, key, *legs, reason=""):
+    return pb.RefundPaymentRequest(payment_id=payment_id, idempotency_key=key, legs=list(legs),
+                                   reason=reason)
+
+
+async def test_full_refund_of_every_leg(paygrid) -> None:
+    payment = await _paid(paygrid, "k-f", leg(amount_minor=1_000), leg("m2", "EUR", 300))
+    response = await paygrid.stub.RefundPayment(_refund(payment.payment_id, "r1"))
+    assert response.refund.status == pb.REFUND_STATUS_SUCCEEDED
+    assert [(l.leg_index, l.amount.amount_minor) for l in response.refund.legs] == [(0, 1_000),
+                                                                                   (1, 300)]
+    assert [l.refunded_amount_minor for l in response.payment.legs] == [1_000, 300]
+    ledger = paygrid.ledger("card")
+    assert ledger.get(f"{payment.payment_id}.0").refunded_minor == 1_000
+    assert ledger.get(f"{payment.payment_id}.1").refunded_minor == 300
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await paygrid.stub.RefundPayment(_refund(payment.payment_id, "r2"))
+    assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert rich_status(error.value)["ErrorInfo"].reason == "NOTHING_TO_REFUND"
+
+
+async def test_partial_refunds_never_exceed_the_capture(paygrid) -> None:
+    payment = await _paid(paygrid)
+    part = pb.RefundLeg(leg_index=0, amount=money("USD", 400))
+    first = await paygrid.stub.RefundPayment(_refund(payment.payment_id, "p1", part))
+    second = await paygrid.stub.RefundPayment(_refund(payment.payment_id, "p2", part))
+    assert second.payment.legs[0].refunded_amount_minor == 800
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await paygrid.stub.RefundPayment(_refund(payment.payment_id, "p3", part))
+    assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert rich_status(error.value)["ErrorInfo"].reason == "REFUND_EXCEEDS_CAPTURED"
+    rest = await paygrid.stub.RefundPayment(_refund(payment.payment_id, "p4",
+                                                    pb.RefundLeg(leg_index=0)))
+    assert rest.refund.legs[0].amount.amount_minor == 200
+    assert rest.payment.legs[0].refunded_amount_minor == 1_000
+    assert first.refund.refund_id != second.refund.refund_id
+    assert paygrid.ledger("card").get(f"{payment.payment_id}.0").refunded_minor == 1_000
+
+
+async def test_refund_replay_returns_the_first_refund_and_refunds_once(paygrid) -> None:
+    payment = await _paid(paygrid)
+    request = _refund(payment.payment_id, "r-same", pb.RefundLeg(leg_index=0,
+                                                                 amount=money("USD", 100)))
+    first = await paygrid.stub.RefundPayment(request)
+    replay = await paygrid.stub.RefundPayment(request)
+    assert replay.refund == first.refund
+    assert replay.payment.legs[0].refunded_amount_minor == 100
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await paygrid.stub.RefundPayment(_refund(payment.payment_id, "r-same", pb.RefundLeg(
+            leg_index=0, amount=money("USD", 101))))
+    assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert rich_status(error.value)["ErrorInfo"].reason == "IDEMPOTENCY_CONFLICT"
+
+
+async def test_concurrent_refunds_never_exceed_the_capture(paygrid) -> None:
+    payment = await _paid(paygrid)
+    part = pb.RefundLeg(leg_index=0, amount=money("USD", 300))
+    results = await asyncio.gather(*(
+        paygrid.stub.RefundPayment(_refund(payment.payment_id, f"c{i}", part)) for i in range(10)),
+        return_exceptions=True)
+    ok = [r for r in results if isinstance(r, pb.RefundPaymentResponse)]
+    refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(ok) == 3
+    assert {e.code() for e in refused} == {grpc.StatusCode.FAILED_PRECONDITION}
+    assert paygrid.ledger("card").get(f"{payment.payment_id}.0").refunded_minor == 900
+    assert paygrid.rows("SELECT refunded_minor, refund_pending_minor FROM payment_legs") == [
+        (900, 0)]
+
+
+async def test_refunds_that_cannot_be_made(paygrid) -> None:
+    failed = (await paygrid.stub.Pay(pay_request("k-dec", leg("decline_x")))).payment
+    ok = await _paid(paygrid, "k-ok")
+    cases = [
+        (_refund("pay_missing", "r"), grpc.StatusCode.NOT_FOUND, None),
+        (_refund(failed.payment_id, "r"), grpc.StatusCode.FAILED_PRECONDITION, "payment_id"),
+        (_refund(ok.payment_id, ""), grpc.StatusCode.INVALID_ARGUMENT, "idempotency_key"),
+        (_refund(ok.payment_id, "r", pb.RefundLeg(leg_index=0, amount=money("EUR", 10))),
+         grpc.StatusCode.INVALID_ARGUMENT, "legs[0].amount.currency"),
+        (_refund(ok.payment_id, "r", pb.RefundLeg(leg_index=0, amount=money("USD", 0))),
+         grpc.StatusCode.INVALID_ARGUMENT, "legs[0].amount.amount_minor"),
+        (_refund(ok.payment_id, "r", pb.RefundLeg(leg_index=5)),
+         grpc.StatusCode.INVALID_ARGUMENT, "legs[0].leg_index"),
+        (_refund(ok.payment_id, "r", pb.RefundLeg(leg_index=0), pb.RefundLeg(leg_index=0)),
+         grpc.StatusCode.INVALID_ARGUMENT, "legs[1].leg_index"),
+    ]
+    for request, code, field in cases:
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await paygrid.stub.RefundPayment(request)
+        assert error.value.code() == code, (request, error.value.details())
+        details = rich_status(error.value)
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            assert field in [v.field for v in details["BadRequest"].field_violations]
+        elif code == grpc.StatusCode.FAILED_PRECONDITION:
+            assert details["PreconditionFailure"].violations[0].subject == field
+    assert paygrid.rows("SELECT count(*) FROM refunds") == [(0,)]
