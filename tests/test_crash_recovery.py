@@ -19,9 +19,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
+from paygrid_server.config import ChannelConfig
 from paygrid_server.ports.payment_channel import ChargeStatus
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
-from tests.conftest import channel, leg, pay_request
+from tests.conftest import channel, leg, pay_request, slow
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -170,5 +171,54 @@ async def test_unknown_leg_is_resolved_when_its_channel_comes_back(start_paygrid
             await asyncio.sleep(0.1)
         assert now.status == pb.PAYMENT_STATUS_SUCCEEDED
         assert now.legs[0].channel_reference == card.ledger.get(f"{payment.payment_id}.0").charge_id
+    finally:
+        await sim_server.stop(None)
+
+
+async def test_resolver_never_takes_over_a_payment_that_is_still_running(start_paygrid) -> None:
+    # The resolver runs every millisecond while payments are being created:
+    # it must only ever pick up payments nobody is driving.
+    paygrid = await start_paygrid((channel("card", simulator=slow(30)),), recovery_interval_ms=1)
+    responses = await asyncio.gather(*(
+        paygrid.stub.Pay(pay_request(f"k-busy-{i}", leg()), timeout=10) for i in range(40)))
+    assert {r.payment.status for r in responses} == {pb.PAYMENT_STATUS_SUCCEEDED}
+    assert len(paygrid.ledger("card").captured()) == 40
+
+
+async def test_all_or_nothing_reverses_a_leg_confirmed_after_the_payment_failed(
+        start_paygrid) -> None:
+    # leg 1's channel takes the charge and vanishes: unknown, so the payment
+    # fails and leg 0 is voided. When the channel is back and confirms the
+    # charge, it must be reversed too: the payment ends FAILED, nothing held.
+    sim_server, acquirer, sim_port = await start_simulator("acquirer", SimulatorBehaviour())
+    paygrid = await start_paygrid(
+        (channel("card"), ChannelConfig("acquirer", target=f"127.0.0.1:{sim_port}",
+                                        timeout_ms=5_000)),
+        recovery_interval_ms=200)
+    call = asyncio.ensure_future(paygrid.stub.Pay(pay_request(
+        "k-aon-unknown", leg("hotel_0001", channel="card"),
+        leg("hang_after_charge_3", channel="acquirer")), timeout=30))
+    await _wait_for(lambda: acquirer.ledger.charges, "the acquirer charge to land")
+    await sim_server.stop(None)
+    payment = (await call).payment
+    assert payment.status == pb.PAYMENT_STATUS_PROCESSING
+    assert [l.status for l in payment.legs] == [pb.LEG_STATUS_VOIDED, pb.LEG_STATUS_UNKNOWN]
+    assert payment.failure.reason == "OUTCOME_UNKNOWN"
+
+    sim_server, _, _ = await start_simulator("acquirer", SimulatorBehaviour(),
+                                             f"127.0.0.1:{sim_port}", ledger=acquirer.ledger)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            now = (await paygrid.stub.GetPayment(
+                pb.GetPaymentRequest(payment_id=payment.payment_id))).payment
+            if now.status != pb.PAYMENT_STATUS_PROCESSING:
+                break
+            assert time.monotonic() < deadline, f"never finished: {now}"
+            await asyncio.sleep(0.1)
+        assert now.status == pb.PAYMENT_STATUS_FAILED
+        assert [l.status for l in now.legs] == [pb.LEG_STATUS_VOIDED, pb.LEG_STATUS_VOIDED]
+        assert now.failure.reason == "OUTCOME_UNKNOWN"
+        assert acquirer.ledger.captured() == [] and paygrid.captured_everywhere() == []
     finally:
         await sim_server.stop(None)

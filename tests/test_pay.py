@@ -229,8 +229,12 @@ async def test_list_payments_pages_newest_first(paygrid) -> None:
     assert seen == ids[::-1]
 
 
-async def test_list_payments_rejects_a_forged_token(paygrid) -> None:
+@pytest.mark.parametrize(("request_", "field"), [
+    (pb.ListPaymentsRequest(page_token="not-a-token"), "page_token"),
+    (pb.ListPaymentsRequest(page_size=-1), "page_size"),
+])
+async def test_list_payments_rejects_bad_paging(paygrid, request_, field) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as error:
-        await paygrid.stub.ListPayments(pb.ListPaymentsRequest(page_token="not-a-token"))
+        await paygrid.stub.ListPayments(request_)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert rich_status(error.value)["BadRequest"].field_violations[0].field == "page_token"
+    assert rich_status(error.value)["BadRequest"].field_violations[0].field == field

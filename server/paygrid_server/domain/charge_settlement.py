@@ -8,15 +8,14 @@ is never charged on two channels.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Mapping
 
 import structlog
 
 from paygrid_server.domain import limits
+from paygrid_server.domain.channel_retries import retry_settlement_call
 from paygrid_server.domain.money import Money
 from paygrid_server.ports.payment_channel import (
-    ChannelCallError,
     ChannelRefused,
     ChargeNotFound,
     ChargeRecord,
@@ -24,8 +23,6 @@ from paygrid_server.ports.payment_channel import (
 )
 
 log = structlog.get_logger("paygrid.settlement")
-
-RETRY_PAUSE_S = 0.05
 
 
 class ChargeSettlement:
@@ -37,35 +34,34 @@ class ChargeSettlement:
         VOIDED. None when the channel could not be reached to say."""
         channel = self._channels[channel_name]
         timeout_ms = limits.SETTLEMENT_CALL_TIMEOUT_MS
-        for attempt in range(limits.SETTLEMENT_TRIES):
-            if attempt:
-                await asyncio.sleep(RETRY_PAUSE_S * attempt)
+
+        async def look_up_or_fence() -> ChargeRecord:
             try:
-                try:
-                    return await channel.get_charge(key, timeout_ms)
-                except ChargeNotFound:
-                    return await channel.void(key, timeout_ms)
-            except ChannelCallError as error:
-                log.warning("settlement.retry", channel=channel_name, key=key,
-                            attempt=attempt + 1, error=str(error))
-        return None
+                return await channel.get_charge(key, timeout_ms)
+            except ChargeNotFound:
+                return await channel.void(key, timeout_ms)
+
+        return await retry_settlement_call(look_up_or_fence, "settlement.retry",
+                                           channel=channel_name, key=key)
 
     async def reverse(self, channel_name: str, key: str, amount: Money) -> bool:
         """Cancels whatever was charged with `key` (void, or a full refund
-        when the channel can no longer void). False when the channel could
-        not be reached to do it."""
+        when the channel can no longer void). False when it could not be
+        done now; the resolver tries again later."""
         channel = self._channels[channel_name]
         timeout_ms = limits.SETTLEMENT_CALL_TIMEOUT_MS
-        for attempt in range(limits.SETTLEMENT_TRIES):
-            if attempt:
-                await asyncio.sleep(RETRY_PAUSE_S * attempt)
+
+        async def void_or_refund() -> bool:
             try:
-                try:
-                    await channel.void(key, timeout_ms)
-                except ChannelRefused:
-                    await channel.refund(f"{key}.reversal", key, amount, timeout_ms)
-                return True
-            except ChannelCallError as error:
-                log.warning("reversal.retry", channel=channel_name, key=key,
-                            attempt=attempt + 1, error=str(error))
-        return False
+                await channel.void(key, timeout_ms)
+            except ChannelRefused:
+                await channel.refund(f"{key}.reversal", key, amount, timeout_ms)
+            return True
+
+        try:
+            return bool(await retry_settlement_call(void_or_refund, "reversal.retry",
+                                                    channel=channel_name, key=key))
+        except ChannelRefused as error:
+            # Neither voidable nor refundable: money is held and a person must look.
+            log.error("reversal.refused", channel=channel_name, key=key, error=str(error))
+            return False

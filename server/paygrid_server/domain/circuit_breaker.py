@@ -32,7 +32,7 @@ class CircuitBreaker:
         self._now_ms = monotonic_ms
         self._consecutive_failures = 0
         self._opened_at_ms: float | None = None
-        self._probe_in_flight = False
+        self._probe_started_at_ms: float | None = None
 
     @property
     def state(self) -> BreakerState:
@@ -47,18 +47,25 @@ class CircuitBreaker:
         state = self.state
         if state is BreakerState.CLOSED:
             return True
-        if state is BreakerState.HALF_OPEN and not self._probe_in_flight:
-            self._probe_in_flight = True
+        if state is BreakerState.HALF_OPEN and not self._probe_pending():
+            self._probe_started_at_ms = self._now_ms()
             return True
         return False
+
+    def _probe_pending(self) -> bool:
+        # A probe whose outcome never got recorded (its task died) expires,
+        # so the breaker cannot stay shut for good.
+        started = self._probe_started_at_ms
+        return started is not None and self._now_ms() - started < self._open_ms
 
     def record_success(self) -> None:
         self._consecutive_failures = 0
         self._opened_at_ms = None
-        self._probe_in_flight = False
+        self._probe_started_at_ms = None
 
     def record_failure(self) -> None:
         self._consecutive_failures += 1
-        if self._probe_in_flight or self._consecutive_failures >= self._threshold:
+        if self._probe_started_at_ms is not None or \
+                self._consecutive_failures >= self._threshold:
             self._opened_at_ms = self._now_ms()
-        self._probe_in_flight = False
+        self._probe_started_at_ms = None

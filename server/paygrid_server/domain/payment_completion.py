@@ -43,15 +43,23 @@ class PaymentCompletion:
         finish yet)."""
         assert not payment.status.is_final, "a final payment is never reopened"
         failed = _first_failure(payment)
-        if payment.mode is PaymentMode.ALL_OR_NOTHING and failed is not None:
-            cause_leg, cause = failed
+        # ALL_OR_NOTHING: the first cause sticks. Once the payment is failing,
+        # every later pass reverses whatever still holds (or may hold) money,
+        # including a leg a channel confirmed only after the decision.
+        if failed and (payment.failure is None or payment.mode is PaymentMode.INDEPENDENT):
+            leg, cause = failed
+            payment.failure = Failure(cause.reason, f"leg {leg.index}: {cause.message}",
+                                      cause.decline_code)
+        if payment.mode is PaymentMode.ALL_OR_NOTHING and payment.failure is not None:
             to_reverse = [leg for leg in payment.legs
                           if leg.status in (LegStatus.SUCCEEDED, LegStatus.UNKNOWN)]
-            await asyncio.gather(*(self._reverse(payment, leg, cause_leg) for leg in to_reverse))
+            await asyncio.gather(*(self._reverse(payment, leg, payment.failure)
+                                   for leg in to_reverse))
 
         legs = payment.legs
         if all(leg.status is LegStatus.SUCCEEDED for leg in legs):
             status = PaymentStatus.SUCCEEDED
+            payment.failure = None  # an earlier unknown leg turned out charged
         elif any(not leg.status.is_settled for leg in legs):
             status = PaymentStatus.PROCESSING
         elif payment.mode is PaymentMode.ALL_OR_NOTHING:
@@ -62,13 +70,7 @@ class PaymentCompletion:
             status = PaymentStatus.PARTIALLY_SUCCEEDED
         else:
             status = PaymentStatus.FAILED
-
         payment.status = status
-        failed = _first_failure(payment)
-        if status in (PaymentStatus.FAILED, PaymentStatus.PARTIALLY_SUCCEEDED) and failed:
-            leg, cause = failed
-            payment.failure = Failure(cause.reason, f"leg {leg.index}: {cause.message}",
-                                      cause.decline_code)
         if status.is_final:
             payment.completed_at_us = clock.now_us()
         await self._store.save_payment_outcome(payment)
@@ -80,7 +82,7 @@ class PaymentCompletion:
             if payment.completed_at_us else None,
         )
 
-    async def _reverse(self, payment: Payment, leg: Leg, cause_leg: Leg) -> None:
+    async def _reverse(self, payment: Payment, leg: Leg, cause: Failure) -> None:
         key = payment.channel_key(leg.index)
         channels = [leg.channel] if leg.status is LegStatus.SUCCEEDED else \
             await self._store.attempted_channels(payment.payment_id, leg.index)
@@ -90,9 +92,8 @@ class PaymentCompletion:
             return  # still holds money (or may): the resolver retries
         if leg.status is LegStatus.SUCCEEDED:
             leg.status = LegStatus.VOIDED
-            leg.failure = Failure(
-                FailureReason.OTHER_LEG_FAILED,
-                f"reversed because leg {cause_leg.index} failed (ALL_OR_NOTHING)")
+            leg.failure = Failure(FailureReason.OTHER_LEG_FAILED,
+                                  f"reversed because the payment failed ({cause.message})")
         else:
             leg.status = LegStatus.FAILED
             leg.failure = Failure(

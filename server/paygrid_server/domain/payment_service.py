@@ -91,11 +91,16 @@ class PaymentService:
             metadata=valid.metadata,
             received_at_us=clock.now_us(),
         )
+        # Registered as in flight before its row exists, so the resolver can
+        # never mistake a payment that is just starting for an abandoned one.
+        task = self._in_flight.run(payment.payment_id, self._start(payment, deadline_ms))
+        return await asyncio.shield(task)
+
+    async def _start(self, payment: Payment, deadline_ms: float) -> Payment:
         existing = await self._store.insert_payment(payment)
         if existing is not None:
             return self._replay(existing, payment.fingerprint)
-        task = self._in_flight.run(payment.payment_id, self._execute(payment, deadline_ms))
-        return await asyncio.shield(task)
+        return await self._execute(payment, deadline_ms)
 
     def _replay(self, existing: Payment, fingerprint: str) -> Payment:
         if existing.fingerprint != fingerprint:
@@ -122,7 +127,11 @@ class PaymentService:
 
     async def list(self, page_size: int, after: PageCursor | None) -> tuple[list[Payment], PageCursor | None]:
         """One page, newest first, and the cursor of the next page (None at the end)."""
-        if page_size <= 0:
+        if page_size < 0:
+            v = Violations()
+            v.add("page_size", f"must be 0 (default) or positive, got {page_size}")
+            v.raise_if_any()
+        if page_size == 0:
             page_size = limits.LIST_PAGE_SIZE_DEFAULT
         page_size = min(page_size, limits.LIST_PAGE_SIZE_MAX)
         rows = await self._store.list_payments(page_size + 1, after)

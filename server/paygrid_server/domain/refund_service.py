@@ -15,6 +15,7 @@ from typing import Mapping
 import structlog
 
 from paygrid_server.domain import clock, limits
+from paygrid_server.domain.channel_retries import retry_settlement_call
 from paygrid_server.domain.money import Money
 from paygrid_server.domain.errors import (
     IdempotencyConflict,
@@ -32,7 +33,7 @@ from paygrid_server.domain.request_validation import (
     check_money,
     check_text,
 )
-from paygrid_server.ports.payment_channel import ChannelCallError, ChannelRefused, PaymentChannel
+from paygrid_server.ports.payment_channel import ChannelRefused, PaymentChannel
 from paygrid_server.ports.payment_store import PaymentStore, RefundExceedsRefundable
 
 log = structlog.get_logger("paygrid.refunds")
@@ -89,19 +90,27 @@ class RefundService:
         existing = await self._store.get_refund_by_key(payment.payment_id, request.idempotency_key)
         if existing is None:
             refund = self._plan(payment, request, fingerprint)
-            try:
-                existing = await self._store.insert_refund(refund)
-            except RefundExceedsRefundable as error:
-                raise PreconditionFailed(f"legs[{error.leg_index}]", "REFUND_EXCEEDS_CAPTURED",
-                                         str(error)) from error
-        if existing is not None:
-            if existing.fingerprint != fingerprint:
-                raise IdempotencyConflict(request.idempotency_key)
-            if existing.refund_id in self._in_flight:
-                raise RequestInProgress(request.idempotency_key, RETRY_IN_PROGRESS_AFTER_MS)
-            return existing, payment
-        await asyncio.shield(self._in_flight.run(refund.refund_id, self._execute(refund, payment)))
-        return refund, await self._store.get_payment(payment.payment_id)
+            # In flight before its row exists: the resolver never takes it over.
+            task = self._in_flight.run(refund.refund_id, self._start(refund, payment))
+            existing = await asyncio.shield(task)
+            if existing is None:
+                return refund, await self._store.get_payment(payment.payment_id)
+        if existing.fingerprint != fingerprint:
+            raise IdempotencyConflict(request.idempotency_key)
+        if existing.refund_id in self._in_flight:
+            raise RequestInProgress(request.idempotency_key, RETRY_IN_PROGRESS_AFTER_MS)
+        return existing, payment
+
+    async def _start(self, refund: Refund, payment: Payment) -> Refund | None:
+        """Stores and executes the refund; the refund holding the key if taken."""
+        try:
+            existing = await self._store.insert_refund(refund)
+        except RefundExceedsRefundable as error:
+            raise PreconditionFailed(f"legs[{error.leg_index}]", "REFUND_EXCEEDS_CAPTURED",
+                                     str(error)) from error
+        if existing is None:
+            await self._execute(refund, payment)
+        return existing
 
     def _plan(self, payment: Payment, request: RefundRequest, fingerprint: str) -> Refund:
         if payment.status not in (PaymentStatus.SUCCEEDED, PaymentStatus.PARTIALLY_SUCCEEDED):
@@ -152,22 +161,21 @@ class RefundService:
 
     async def _refund_leg(self, refund: Refund, leg: RefundLeg, charge_key: str) -> None:
         channel = self._channels[leg.channel]
-        for attempt in range(limits.SETTLEMENT_TRIES):
-            if attempt:
-                await asyncio.sleep(0.05 * attempt)
-            try:
-                leg.channel_reference = await channel.refund(
-                    refund.channel_key(leg.leg_index), charge_key, leg.amount,
-                    limits.SETTLEMENT_CALL_TIMEOUT_MS)
-                leg.status = RefundStatus.SUCCEEDED
-                return
-            except ChannelRefused as error:
-                leg.status = RefundStatus.FAILED
-                leg.failure = Failure(FailureReason.CHANNEL_REJECTED, str(error))
-                return
-            except ChannelCallError as error:
-                leg.failure = Failure(FailureReason.CHANNEL_UNAVAILABLE, str(error))
-        # Still PENDING: the resolver retries with the same key later.
+
+        async def send() -> str:
+            return await channel.refund(refund.channel_key(leg.leg_index), charge_key, leg.amount,
+                                        limits.SETTLEMENT_CALL_TIMEOUT_MS)
+
+        try:
+            reference = await retry_settlement_call(send, "refund.retry", leg_index=leg.leg_index)
+        except ChannelRefused as error:
+            leg.status = RefundStatus.FAILED
+            leg.failure = Failure(FailureReason.CHANNEL_REJECTED, str(error))
+            return
+        if reference is None:
+            return  # still PENDING: the resolver retries with the same key later
+        leg.status = RefundStatus.SUCCEEDED
+        leg.channel_reference = reference
 
     async def resume_pending(self) -> None:
         for refund in await self._store.list_pending_refunds():
