@@ -45,6 +45,7 @@ def _record(charge: pb.Charge) -> ChargeRecord:
         refunded_minor=charge.refunded_amount_minor,
         decline_code=charge.decline_code,
         decline_message=charge.decline_message,
+        fenced=charge.status == pb.CHARGE_STATUS_VOIDED and not charge.HasField("amount"),
     )
 
 

@@ -8,6 +8,7 @@ is never charged on two channels.
 
 from __future__ import annotations
 
+import enum
 from typing import Mapping
 
 import structlog
@@ -19,10 +20,17 @@ from paygrid_server.ports.payment_channel import (
     ChannelRefused,
     ChargeNotFound,
     ChargeRecord,
+    ChargeStatus,
     PaymentChannel,
 )
 
 log = structlog.get_logger("paygrid.settlement")
+
+
+class Reversal(enum.Enum):
+    REVERSED = "REVERSED"  # money had moved; it is now voided or refunded
+    NOTHING_CHARGED = "NOTHING_CHARGED"  # no charge (key fenced) or it was declined
+    NOT_DONE = "NOT_DONE"  # the channel could not be reached, or refused: try later
 
 
 class ChargeSettlement:
@@ -44,24 +52,28 @@ class ChargeSettlement:
         return await retry_settlement_call(look_up_or_fence, "settlement.retry",
                                            channel=channel_name, key=key)
 
-    async def reverse(self, channel_name: str, key: str, amount: Money) -> bool:
+    async def reverse(self, channel_name: str, key: str, amount: Money) -> Reversal:
         """Cancels whatever was charged with `key` (void, or a full refund
-        when the channel can no longer void). False when it could not be
-        done now; the resolver tries again later."""
+        when the channel can no longer void), and says whether money had
+        moved. NOT_DONE: the resolver tries again later."""
         channel = self._channels[channel_name]
         timeout_ms = limits.SETTLEMENT_CALL_TIMEOUT_MS
 
-        async def void_or_refund() -> bool:
+        async def void_or_refund() -> Reversal:
             try:
-                await channel.void(key, timeout_ms)
+                record = await channel.void(key, timeout_ms)
             except ChannelRefused:
                 await channel.refund(f"{key}.reversal", key, amount, timeout_ms)
-            return True
+                return Reversal.REVERSED
+            if record.fenced or record.status is ChargeStatus.DECLINED:
+                return Reversal.NOTHING_CHARGED
+            return Reversal.REVERSED
 
         try:
-            return bool(await retry_settlement_call(void_or_refund, "reversal.retry",
-                                                    channel=channel_name, key=key))
+            result = await retry_settlement_call(void_or_refund, "reversal.retry",
+                                                 channel=channel_name, key=key)
         except ChannelRefused as error:
             # Neither voidable nor refundable: money is held and a person must look.
             log.error("reversal.refused", channel=channel_name, key=key, error=str(error))
-            return False
+            return Reversal.NOT_DONE
+        return result or Reversal.NOT_DONE

@@ -13,7 +13,7 @@ import asyncio
 import structlog
 
 from paygrid_server.domain import clock
-from paygrid_server.domain.charge_settlement import ChargeSettlement
+from paygrid_server.domain.charge_settlement import ChargeSettlement, Reversal
 from paygrid_server.domain.payment import (
     Failure,
     FailureReason,
@@ -88,9 +88,9 @@ class PaymentCompletion:
             await self._store.attempted_channels(payment.payment_id, leg.index)
         results = await asyncio.gather(*(
             self._settlement.reverse(name, key, leg.request.amount) for name in channels))
-        if not all(results):
+        if Reversal.NOT_DONE in results:
             return  # still holds money (or may): the resolver retries
-        if leg.status is LegStatus.SUCCEEDED:
+        if Reversal.REVERSED in results:
             leg.status = LegStatus.VOIDED
             leg.failure = Failure(FailureReason.OTHER_LEG_FAILED,
                                   f"reversed because the payment failed ({cause.message})")

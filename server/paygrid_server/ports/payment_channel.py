@@ -25,6 +25,8 @@ class ChargeRecord:
     refunded_minor: int = 0
     decline_code: str = ""
     decline_message: str = ""
+    # VOIDED by a Void that came before any charge: no money ever moved.
+    fenced: bool = False
 
 
 class ChannelCallError(Exception):
