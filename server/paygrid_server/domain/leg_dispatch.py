@@ -39,6 +39,8 @@ from paygrid_server.ports.payment_store import PaymentStore
 
 TRANSIENT_RETRY_PAUSE_S = 0.01
 
+log = structlog.get_logger("paygrid.legs")
+
 
 def apply_charge_record(leg: Leg, channel: str, record: ChargeRecord) -> None:
     """Sets a leg from a channel's definitive record of its charge."""
@@ -98,7 +100,7 @@ class LegDispatcher:
             leg.failure = last_failure or Failure(FailureReason.NO_ELIGIBLE_CHANNEL,
                                                   "no channel accepts this leg")
         leg.latency_us = int((clock.monotonic_ms() - started_ms) * 1_000)
-        structlog.get_logger("paygrid.legs").info(
+        log.info(
             "leg.completed", leg_index=leg.index,
             payee=mask_account(leg.request.payee), channel=leg.channel,
             status=leg.status.value, attempts=leg.attempts,

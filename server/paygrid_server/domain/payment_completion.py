@@ -25,6 +25,8 @@ from paygrid_server.domain.payment import (
 )
 from paygrid_server.ports.payment_store import PaymentStore
 
+log = structlog.get_logger("paygrid.payments")
+
 
 def _first_failure(payment: Payment) -> tuple[Leg, Failure] | None:
     for leg in payment.legs:
@@ -74,7 +76,7 @@ class PaymentCompletion:
         if status.is_final:
             payment.completed_at_us = clock.now_us()
         await self._store.save_payment_outcome(payment)
-        structlog.get_logger("paygrid.payments").info(
+        log.info(
             "payment.completed" if status.is_final else "payment.unresolved",
             status=status.value, mode=payment.mode.value, legs=len(legs),
             failure=payment.failure.reason.value if payment.failure else None,
