@@ -9,12 +9,12 @@ stays on that channel until the resolver learns the outcome.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Mapping
 
 import structlog
 
-from paygrid_server.domain import clock, limits
+from paygrid_server.domain import clock
+from paygrid_server.domain.channel_charge import ChargeOrder, NoOutcome, charge_with_retries
 from paygrid_server.domain.charge_settlement import ChargeSettlement
 from paygrid_server.domain.payment import (
     ChargeAttempt,
@@ -26,18 +26,8 @@ from paygrid_server.domain.payment import (
 )
 from paygrid_server.domain.redaction import mask_account
 from paygrid_server.domain.routing import ChannelRoute, Router
-from paygrid_server.ports.payment_channel import (
-    ChannelRefused,
-    ChannelTimeout,
-    ChannelUnavailable,
-    ChannelUnreachable,
-    ChargeRecord,
-    ChargeStatus,
-    PaymentChannel,
-)
+from paygrid_server.ports.payment_channel import ChargeRecord, ChargeStatus, PaymentChannel
 from paygrid_server.ports.payment_store import PaymentStore
-
-TRANSIENT_RETRY_PAUSE_S = 0.01
 
 log = structlog.get_logger("paygrid.legs")
 
@@ -82,8 +72,8 @@ class LegDispatcher:
             if isinstance(outcome, ChargeRecord):
                 apply_charge_record(leg, route.name, outcome)
                 break
-            failure, maybe_sent = outcome
-            if maybe_sent:
+            failure = outcome.failure
+            if outcome.maybe_sent:
                 settled = await self._settlement.settle(route.name, payment.channel_key(leg.index))
                 if settled is None:
                     leg.status = LegStatus.UNKNOWN
@@ -109,43 +99,21 @@ class LegDispatcher:
         )
 
     async def _charge_on(self, route: ChannelRoute, payment: Payment, leg: Leg,
-                         deadline_ms: float) -> ChargeRecord | tuple[Failure, bool]:
-        """The channel's record; or why none came back, and whether any call
-        may have reached the channel (then the outcome is not known)."""
-        channel = self._channels[route.name]
-        breaker = self._router.breaker(route.name)
-        key = payment.channel_key(leg.index)
-        failure = Failure(FailureReason.CHANNEL_TIMEOUT, "payment deadline reached")
-        maybe_sent = False
-        for try_no in range(limits.CHARGE_TRIES_PER_CHANNEL):
-            remaining_ms = deadline_ms - clock.monotonic_ms()
-            if remaining_ms < 1:
-                break
-            if try_no == 0:
-                # Recorded before the call: after a crash, recovery must know
-                # every channel that may hold a charge for this leg.
+                         deadline_ms: float) -> ChargeRecord | NoOutcome:
+        recorded = False
+
+        async def count_try() -> None:
+            nonlocal recorded
+            if not recorded:
+                # Recorded before the first call: after a crash, recovery must
+                # know every channel that may hold a charge for this leg.
                 await self._store.record_attempt(ChargeAttempt(
                     payment.payment_id, leg.index, leg.attempts + 1, route.name, clock.now_us()))
+                recorded = True
             leg.attempts += 1
-            try:
-                record = await channel.charge(
-                    key, payment.payer, leg.request.payee, leg.request.amount,
-                    leg.request.reference, int(min(route.timeout_ms, remaining_ms)))
-            except ChannelUnavailable as error:
-                breaker.record_failure()
-                maybe_sent = maybe_sent or not isinstance(error, ChannelUnreachable)
-                failure = Failure(FailureReason.CHANNEL_UNAVAILABLE,
-                                  f"channel {route.name!r} unavailable: {error}")
-                await asyncio.sleep(TRANSIENT_RETRY_PAUSE_S)
-                continue
-            except ChannelTimeout:
-                breaker.record_failure()
-                return Failure(FailureReason.CHANNEL_TIMEOUT,
-                               f"channel {route.name!r} did not answer in time"), True
-            except ChannelRefused as error:
-                breaker.record_success()  # it answered; the request was the problem
-                return Failure(FailureReason.CHANNEL_REJECTED,
-                               f"channel {route.name!r} refused the charge: {error}"), True
-            breaker.record_success()
-            return record
-        return failure, maybe_sent
+
+        order = ChargeOrder(payment.channel_key(leg.index), payment.payer, leg.request.payee,
+                            leg.request.amount, leg.request.reference)
+        return await charge_with_retries(self._channels[route.name],
+                                         self._router.breaker(route.name), order,
+                                         route.timeout_ms, deadline_ms, count_try)

@@ -1,0 +1,80 @@
+"""One charge on one channel: transient errors retried with the same key.
+
+Shared by payment legs and batch items. Retrying is always safe because
+every call carries the same idempotency key; what comes back is either the
+channel's record or why none did, and whether any call may have reached the
+channel (then the outcome is unknown until settled).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+from paygrid_server.domain import clock, limits
+from paygrid_server.domain.circuit_breaker import CircuitBreaker
+from paygrid_server.domain.money import Money
+from paygrid_server.domain.payment import Failure, FailureReason
+from paygrid_server.ports.payment_channel import (
+    ChannelRefused,
+    ChannelTimeout,
+    ChannelUnavailable,
+    ChannelUnreachable,
+    ChargeRecord,
+    PaymentChannel,
+)
+
+TRANSIENT_RETRY_PAUSE_S = 0.01
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeOrder:
+    key: str
+    payer: str
+    payee: str
+    amount: Money
+    reference: str
+
+
+@dataclass(frozen=True, slots=True)
+class NoOutcome:
+    failure: Failure
+    maybe_sent: bool  # a call may have reached the channel: settle before moving on
+
+
+async def charge_with_retries(
+    channel: PaymentChannel, breaker: CircuitBreaker, order: ChargeOrder, timeout_ms: int,
+    deadline_ms: float, on_try: Callable[[], Awaitable[None]] | None = None,
+) -> ChargeRecord | NoOutcome:
+    """`on_try` runs before each call (for instance to count or record it)."""
+    name = channel.name
+    failure = Failure(FailureReason.CHANNEL_TIMEOUT, "deadline reached")
+    maybe_sent = False
+    for _ in range(limits.CHARGE_TRIES_PER_CHANNEL):
+        remaining_ms = deadline_ms - clock.monotonic_ms()
+        if remaining_ms < 1:
+            break
+        if on_try is not None:
+            await on_try()
+        try:
+            record = await channel.charge(order.key, order.payer, order.payee, order.amount,
+                                          order.reference, int(min(timeout_ms, remaining_ms)))
+        except ChannelUnavailable as error:
+            breaker.record_failure()
+            maybe_sent = maybe_sent or not isinstance(error, ChannelUnreachable)
+            failure = Failure(FailureReason.CHANNEL_UNAVAILABLE,
+                              f"channel {name!r} unavailable: {error}")
+            await asyncio.sleep(TRANSIENT_RETRY_PAUSE_S)
+            continue
+        except ChannelTimeout:
+            breaker.record_failure()
+            return NoOutcome(Failure(FailureReason.CHANNEL_TIMEOUT,
+                                     f"channel {name!r} did not answer in time"), True)
+        except ChannelRefused as error:
+            breaker.record_success()  # it answered; the request was the problem
+            return NoOutcome(Failure(FailureReason.CHANNEL_REJECTED,
+                                     f"channel {name!r} refused the charge: {error}"), True)
+        breaker.record_success()
+        return record
+    return NoOutcome(failure, maybe_sent)
