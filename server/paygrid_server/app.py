@@ -20,6 +20,7 @@ from paygrid_server.domain.payment_service import InFlight, PaymentService
 from paygrid_server.domain.refund_service import RefundService
 from paygrid_server.domain.routing import ChannelRoute, Router
 from paygrid_server.simulator.channel_simulator import ChannelSimulator, start_simulator
+from paygrid_server.storage.sqlite_database import SqliteDatabase
 from paygrid_server.storage.sqlite_payment_store import SqlitePaymentStore
 from paygrid_server.transport.grpc_server import RunningServer, start_grpc_server
 from paygrid_server.transport.payment_servicer import PaymentServicer
@@ -30,7 +31,7 @@ log = structlog.get_logger("paygrid.app")
 @dataclass
 class PaygridApp:
     config: ServerConfig
-    store: SqlitePaymentStore
+    database: SqliteDatabase
     grpc: RunningServer
     in_flight: InFlight
     channels: dict[str, GrpcPaymentChannel]
@@ -44,7 +45,8 @@ class PaygridApp:
 
     @classmethod
     async def start(cls, config: ServerConfig) -> "PaygridApp":
-        store = await SqlitePaymentStore.open(config.database_path)
+        database = await SqliteDatabase.open(config.database_path)
+        store = SqlitePaymentStore(database)
         simulators: dict[str, tuple[grpc.aio.Server, ChannelSimulator]] = {}
         channels: dict[str, GrpcPaymentChannel] = {}
         for channel in config.channels:
@@ -71,7 +73,7 @@ class PaygridApp:
         # Whatever a crash left unfinished is resolved before new traffic.
         resolved = await recovery.resolve_all()
         running = await start_grpc_server(config.listen, PaymentServicer(payments, refunds))
-        app = cls(config, store, running, in_flight, channels, breakers, simulators)
+        app = cls(config, database, running, in_flight, channels, breakers, simulators)
         app.recovery_task = asyncio.get_running_loop().create_task(
             recovery.run_periodically(config.recovery_interval_ms))
         log.info("server.started", listen=config.listen, port=running.port,
@@ -90,5 +92,5 @@ class PaygridApp:
             await channel.close()
         for server, _ in self.simulators.values():
             await server.stop(None)
-        await self.store.close()
+        await self.database.close()
         log.info("server.stopped")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 from paygrid_server.domain import clock, limits
+from paygrid_server.domain.charge_settlement import ChargeSettlement
 from paygrid_server.domain.circuit_breaker import CircuitBreaker
 from paygrid_server.domain.money import Money
 from paygrid_server.domain.payment import Failure, FailureReason
@@ -22,6 +23,7 @@ from paygrid_server.ports.payment_channel import (
     ChannelUnavailable,
     ChannelUnreachable,
     ChargeRecord,
+    ChargeStatus,
     PaymentChannel,
 )
 
@@ -78,3 +80,34 @@ async def charge_with_retries(
         breaker.record_success()
         return record
     return NoOutcome(failure, maybe_sent)
+
+
+def charge_failure(channel: str, record: ChargeRecord) -> Failure | None:
+    """Why a channel's definitive record means no money moved; None if captured."""
+    if record.status is ChargeStatus.CAPTURED:
+        return None
+    if record.status is ChargeStatus.DECLINED:
+        return Failure(FailureReason.DECLINED, record.decline_message or "declined by the channel",
+                       record.decline_code)
+    return Failure(FailureReason.CHANNEL_REJECTED, f"channel {channel!r} holds this charge as voided")
+
+
+async def charge_and_settle(
+    channel: PaymentChannel, breaker: CircuitBreaker, settlement: ChargeSettlement,
+    order: ChargeOrder, timeout_ms: int, deadline_ms: float,
+    on_try: Callable[[], Awaitable[None]] | None = None,
+) -> ChargeRecord | Failure | NoOutcome:
+    """The channel's record; or a Failure when nothing was charged there (never
+    sent, or fenced), so another channel may be tried; or NoOutcome when the
+    channel could not even be asked: the outcome stays unknown."""
+    outcome = await charge_with_retries(channel, breaker, order, timeout_ms, deadline_ms, on_try)
+    if isinstance(outcome, ChargeRecord):
+        return outcome
+    if not outcome.maybe_sent:
+        return outcome.failure
+    settled = await settlement.settle(channel.name, order.key)
+    if settled is None:
+        return outcome
+    if settled.status is ChargeStatus.VOIDED:
+        return outcome.failure
+    return settled

@@ -14,7 +14,12 @@ from typing import Mapping
 import structlog
 
 from paygrid_server.domain import clock
-from paygrid_server.domain.channel_charge import ChargeOrder, NoOutcome, charge_with_retries
+from paygrid_server.domain.channel_charge import (
+    ChargeOrder,
+    NoOutcome,
+    charge_and_settle,
+    charge_failure,
+)
 from paygrid_server.domain.charge_settlement import ChargeSettlement
 from paygrid_server.domain.payment import (
     ChargeAttempt,
@@ -26,7 +31,7 @@ from paygrid_server.domain.payment import (
 )
 from paygrid_server.domain.redaction import mask_account
 from paygrid_server.domain.routing import ChannelRoute, Router
-from paygrid_server.ports.payment_channel import ChargeRecord, ChargeStatus, PaymentChannel
+from paygrid_server.ports.payment_channel import ChargeRecord, PaymentChannel
 from paygrid_server.ports.payment_store import PaymentStore
 
 log = structlog.get_logger("paygrid.legs")
@@ -36,17 +41,8 @@ def apply_charge_record(leg: Leg, channel: str, record: ChargeRecord) -> None:
     """Sets a leg from a channel's definitive record of its charge."""
     leg.channel = channel
     leg.channel_reference = record.charge_id
-    if record.status is ChargeStatus.CAPTURED:
-        leg.status, leg.failure = LegStatus.SUCCEEDED, None
-    elif record.status is ChargeStatus.DECLINED:
-        leg.status = LegStatus.FAILED
-        leg.failure = Failure(FailureReason.DECLINED,
-                              record.decline_message or "declined by the channel",
-                              record.decline_code)
-    else:
-        leg.status = LegStatus.FAILED
-        leg.failure = Failure(FailureReason.CHANNEL_REJECTED,
-                              f"channel {channel!r} holds this charge as voided")
+    leg.failure = charge_failure(channel, record)
+    leg.status = LegStatus.FAILED if leg.failure else LegStatus.SUCCEEDED
 
 
 class LegDispatcher:
@@ -72,19 +68,13 @@ class LegDispatcher:
             if isinstance(outcome, ChargeRecord):
                 apply_charge_record(leg, route.name, outcome)
                 break
-            failure = outcome.failure
-            if outcome.maybe_sent:
-                settled = await self._settlement.settle(route.name, payment.channel_key(leg.index))
-                if settled is None:
-                    leg.status = LegStatus.UNKNOWN
-                    leg.failure = Failure(FailureReason.OUTCOME_UNKNOWN,
-                                          f"{failure.message}; channel {route.name!r} has not "
-                                          "confirmed whether it charged; paygrid keeps asking")
-                    break
-                if settled.status is not ChargeStatus.VOIDED:
-                    apply_charge_record(leg, route.name, settled)
-                    break
-            last_failure = failure  # nothing charged here (fenced or never sent): next channel
+            if isinstance(outcome, NoOutcome):
+                leg.status = LegStatus.UNKNOWN
+                leg.failure = Failure(FailureReason.OUTCOME_UNKNOWN,
+                                      f"{outcome.failure.message}; channel {route.name!r} has "
+                                      "not confirmed whether it charged; paygrid keeps asking")
+                break
+            last_failure = outcome  # nothing charged here (never sent, or fenced): next channel
         else:
             leg.status = LegStatus.FAILED
             leg.failure = last_failure or Failure(FailureReason.NO_ELIGIBLE_CHANNEL,
@@ -99,7 +89,7 @@ class LegDispatcher:
         )
 
     async def _charge_on(self, route: ChannelRoute, payment: Payment, leg: Leg,
-                         deadline_ms: float) -> ChargeRecord | NoOutcome:
+                         deadline_ms: float) -> ChargeRecord | Failure | NoOutcome:
         recorded = False
 
         async def count_try() -> None:
@@ -114,6 +104,6 @@ class LegDispatcher:
 
         order = ChargeOrder(payment.channel_key(leg.index), payment.payer, leg.request.payee,
                             leg.request.amount, leg.request.reference)
-        return await charge_with_retries(self._channels[route.name],
-                                         self._router.breaker(route.name), order,
-                                         route.timeout_ms, deadline_ms, count_try)
+        return await charge_and_settle(self._channels[route.name],
+                                       self._router.breaker(route.name), self._settlement,
+                                       order, route.timeout_ms, deadline_ms, count_try)

@@ -37,3 +37,25 @@ MIN_PAYMENT_BUDGET_MS = 20
 # these run after the caller's deadline if need be, so they have their own.
 SETTLEMENT_CALL_TIMEOUT_MS = 2_000
 SETTLEMENT_TRIES = 3
+
+# Batches
+BATCH_ID_MAX_CHARS = 64
+BATCH_REFERENCE_MAX_CHARS = 64
+BATCH_MAX_ITEMS = 5_000_000
+BATCH_MAX_ITEMS_PER_MESSAGE = 1_000
+BATCH_DEFAULT_GROUP_SIZE = 100
+BATCH_MAX_GROUP_SIZE = 1_000
+BATCH_DEFAULT_PARALLELISM = 4
+BATCH_MAX_PARALLELISM = 16
+# Distinct grouping keys with a group still filling; past it the fullest seals.
+BATCH_MAX_OPEN_GROUPS = 64
+# Items charged at once inside one group.
+BATCH_ITEM_CONCURRENCY_PER_GROUP = 16
+# Arriving items are stored in one transaction per this many, or after
+# BATCH_FLUSH_IDLE_MS without a new message.
+BATCH_FLUSH_ITEMS = 512
+BATCH_FLUSH_IDLE_MS = 5
+# Messages buffered between the network and the batch pipeline.
+BATCH_INBOX_MESSAGES = 4
+# Items per message of ListBatchItems and per chunk when resuming.
+BATCH_PAGE_ITEMS = 1_000

@@ -48,6 +48,11 @@ class FailureReason(enum.Enum):
     OTHER_LEG_FAILED = "OTHER_LEG_FAILED"  # voided by ALL_OR_NOTHING
     OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"  # the channel has not confirmed either way yet
     CHANNEL_REJECTED = "CHANNEL_REJECTED"  # the channel refused the call itself
+    # Batch items refused on arrival:
+    INVALID_ITEM = "INVALID_ITEM"
+    DUPLICATE_REFERENCE = "DUPLICATE_REFERENCE"  # the reference came twice in one submission
+    REFERENCE_CONFLICT = "REFERENCE_CONFLICT"  # resent with other content than first sent
+    BATCH_LIMIT = "BATCH_LIMIT"  # past the batch's item limit
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,25 +1,15 @@
-"""PaymentStore on SQLite (WAL, synchronous=FULL): a commit is on disk
-before the call that needed it is answered.
-
-One writer connection behind an asyncio lock (SQLite has one writer anyway),
-one reader connection so reads never see another task's open transaction.
-"""
+"""PaymentStore on SQLite: a commit is on disk before the call that needed
+it is answered (see sqlite_database.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import AsyncIterator
 
 import aiosqlite
 
 from paygrid_server.domain.money import Money
 from paygrid_server.domain.payment import (
     ChargeAttempt,
-    Failure,
-    FailureReason,
     Leg,
     LegRequest,
     LegStatus,
@@ -29,21 +19,8 @@ from paygrid_server.domain.payment import (
 )
 from paygrid_server.domain.refund import Refund, RefundLeg, RefundStatus
 from paygrid_server.ports.payment_store import PageCursor, RefundExceedsRefundable
-from paygrid_server.storage.sqlite_migrations import migrate
-
-BUSY_TIMEOUT_MS = 5_000
-
-
-def _failure_columns(failure: Failure | None) -> tuple:
-    if failure is None:
-        return (None, None, None)
-    return (failure.reason.value, failure.message, failure.decline_code)
-
-
-def _failure(reason: str | None, message: str | None, decline_code: str | None) -> Failure | None:
-    if reason is None:
-        return None
-    return Failure(FailureReason(reason), message or "", decline_code or "")
+from paygrid_server.storage.failure_columns import failure_columns, failure_from_columns
+from paygrid_server.storage.sqlite_database import SqliteDatabase
 
 
 def _leg(row: aiosqlite.Row) -> Leg:
@@ -54,7 +31,7 @@ def _leg(row: aiosqlite.Row) -> Leg:
         status=LegStatus(row["status"]),
         channel=row["channel"],
         channel_reference=row["channel_reference"],
-        failure=_failure(row["failure_reason"], row["failure_message"], row["failure_decline_code"]),
+        failure=failure_from_columns(row["failure_reason"], row["failure_message"], row["failure_decline_code"]),
         attempts=row["attempts"],
         latency_us=row["latency_us"],
         refunded_minor=row["refunded_minor"],
@@ -73,49 +50,15 @@ def _payment(row: aiosqlite.Row, legs: list[Leg]) -> Payment:
         metadata=json.loads(row["metadata_json"]),
         received_at_us=row["received_at_us"],
         status=PaymentStatus(row["status"]),
-        failure=_failure(row["failure_reason"], row["failure_message"], row["failure_decline_code"]),
+        failure=failure_from_columns(row["failure_reason"], row["failure_message"], row["failure_decline_code"]),
         completed_at_us=row["completed_at_us"],
     )
 
 
 class SqlitePaymentStore:
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
-        self._writer = writer
-        self._reader = reader
-        self._write_lock = asyncio.Lock()
-
-    @classmethod
-    async def open(cls, path: Path) -> "SqlitePaymentStore":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        writer = await cls._connect(path)
-        await writer.execute("PRAGMA journal_mode = WAL")
-        await migrate(writer)
-        reader = await cls._connect(path)
-        return cls(writer, reader)
-
-    @staticmethod
-    async def _connect(path: Path) -> aiosqlite.Connection:
-        db = await aiosqlite.connect(path, isolation_level=None)
-        db.row_factory = aiosqlite.Row
-        for pragma in (f"busy_timeout = {BUSY_TIMEOUT_MS}", "synchronous = FULL",
-                       "foreign_keys = ON"):
-            await db.execute(f"PRAGMA {pragma}")
-        return db
-
-    async def close(self) -> None:
-        await self._reader.close()
-        await self._writer.close()
-
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._write_lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._writer
-            except BaseException:
-                await self._writer.execute("ROLLBACK")
-                raise
-            await self._writer.execute("COMMIT")
+    def __init__(self, database: SqliteDatabase) -> None:
+        self._reader = database.reader
+        self._transaction = database.transaction
 
     # -- payments -----------------------------------------------------------
 
@@ -200,7 +143,7 @@ class SqlitePaymentStore:
             "UPDATE payment_legs SET status = ?, channel = ?, channel_reference = ?, "
             "failure_reason = ?, failure_message = ?, failure_decline_code = ?, attempts = ?, "
             "latency_us = ? WHERE payment_id = ? AND leg_index = ?",
-            (leg.status.value, leg.channel, leg.channel_reference, *_failure_columns(leg.failure),
+            (leg.status.value, leg.channel, leg.channel_reference, *failure_columns(leg.failure),
              leg.attempts, leg.latency_us, payment_id, leg.index))
 
     async def save_payment_outcome(self, payment: Payment) -> None:
@@ -210,7 +153,7 @@ class SqlitePaymentStore:
             await db.execute(
                 "UPDATE payments SET status = ?, failure_reason = ?, failure_message = ?, "
                 "failure_decline_code = ?, completed_at_us = ? WHERE payment_id = ?",
-                (payment.status.value, *_failure_columns(payment.failure),
+                (payment.status.value, *failure_columns(payment.failure),
                  payment.completed_at_us, payment.payment_id))
 
     # -- refunds ------------------------------------------------------------
@@ -278,7 +221,7 @@ class SqlitePaymentStore:
                 leg_index=leg["leg_index"], amount=Money(leg["currency"], leg["amount_minor"]),
                 channel=leg["channel"], status=RefundStatus(leg["status"]),
                 channel_reference=leg["channel_reference"],
-                failure=_failure(leg["failure_reason"], leg["failure_message"], None),
+                failure=failure_from_columns(leg["failure_reason"], leg["failure_message"], None),
             ) async for leg in cursor]
         return Refund(
             refund_id=row["refund_id"], payment_id=row["payment_id"],
@@ -293,7 +236,7 @@ class SqlitePaymentStore:
                     "UPDATE refund_legs SET status = ?, channel_reference = ?, "
                     "failure_reason = ?, failure_message = ? "
                     "WHERE refund_id = ? AND leg_index = ? AND status = 'PENDING'",
-                    (leg.status.value, leg.channel_reference, *_failure_columns(leg.failure)[:2],
+                    (leg.status.value, leg.channel_reference, *failure_columns(leg.failure)[:2],
                      refund.refund_id, leg.leg_index))
                 if settled.rowcount != 1 or leg.status is RefundStatus.PENDING:
                     continue  # settled before, or not yet: the reservation stays as it is

@@ -1,0 +1,69 @@
+"""What the batch domain needs from storage. Each method is one transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from paygrid_server.domain.batch import (
+    Batch,
+    BatchCounts,
+    BatchGroup,
+    BatchHeader,
+    BatchItem,
+    BatchItemStatus,
+    BatchStatus,
+    ItemResult,
+)
+
+
+@dataclass(slots=True)
+class IngestOutcome:
+    new: list[BatchItem] = field(default_factory=list)  # stored now (RECEIVED or REJECTED)
+    refused: list[ItemResult] = field(default_factory=list)  # duplicates and conflicts, not stored
+    resent_final: list[BatchItem] = field(default_factory=list)  # sent before, already final
+
+
+class BatchStore(Protocol):
+    async def insert_batch(self, batch: Batch) -> Batch | None:
+        """Stores a new batch; when the id is taken, the batch holding it."""
+        ...
+
+    async def get_batch(self, batch_id: str) -> Batch | None: ...
+
+    async def start_submission(self, batch_id: str, header: BatchHeader,
+                               started_at_us: int) -> tuple[int, int, int]:
+        """Marks the batch RECEIVING for a new stream; returns the
+        submission number, the next item seq and the next group number."""
+        ...
+
+    async def insert_items(self, batch_id: str, submission: int, items: list[BatchItem],
+                           unstored_rejections: int) -> IngestOutcome:
+        """Stores arriving items; a reference already stored is a duplicate
+        (same submission), a conflict (other content) or a resend."""
+        ...
+
+    async def mark_group_processing(self, batch_id: str, group: BatchGroup) -> None: ...
+
+    async def save_group_results(self, batch_id: str, group: BatchGroup) -> None: ...
+
+    async def save_items(self, batch_id: str, items: list[BatchItem]) -> None: ...
+
+    async def items_after(self, batch_id: str, after_seq: int, limit: int,
+                          statuses: tuple[BatchItemStatus, ...] = ()) -> list[BatchItem]:
+        """Items in seq order after `after_seq`; only `statuses` if given."""
+        ...
+
+    async def counts(self, batch_id: str) -> BatchCounts: ...
+
+    async def group_processing_us(self, batch_id: str) -> list[int]: ...
+
+    async def set_status(self, batch_id: str, status: BatchStatus) -> None: ...
+
+    async def finish_submission(self, batch_id: str, status: BatchStatus, wall_us: int,
+                                completed_at_us: int | None) -> None: ...
+
+    async def interrupt_abandoned(self) -> int:
+        """At start-up: batches left RECEIVING or PROCESSING by a stopped
+        server become INTERRUPTED. Returns how many."""
+        ...
