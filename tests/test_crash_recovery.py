@@ -5,17 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
@@ -23,76 +17,14 @@ from paygrid_server.config import ChannelConfig
 from paygrid_server.ports.payment_channel import ChargeStatus
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
 from tests.conftest import channel, leg, pay_request, slow
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServerProcess:
-    """paygrid-server as its own OS process, as deployed."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self.config = config
-        self.log = log
-        self.process: subprocess.Popen | None = None
-
-    async def start(self, port: int) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "paygrid_server", "serve", "--config", str(self.config)],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.log.open("a"),
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            deadline = time.monotonic() + 30
-            while True:
-                assert self.process.poll() is None, self.log.read_text()
-                try:
-                    reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.aio.AioRpcError:
-                    pass
-                assert time.monotonic() < deadline, "server did not become SERVING"
-                await asyncio.sleep(0.1)
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def terminate(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=15)
-
-
-async def _wait_for(condition, what: str, timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
+from tests.server_process import ServerProcess, free_port, wait_for, write_config
 
 
 async def test_payments_in_flight_at_a_crash_are_resolved_on_restart(tmp_path: Path) -> None:
     sim_server, card, sim_port = await start_simulator("card", SimulatorBehaviour())
-    port = _free_port()
+    port = free_port()
     database = tmp_path / "paygrid.sqlite3"
-    config = tmp_path / "paygrid.toml"
-    config.write_text(f"""
-[server]
-listen = "127.0.0.1:{port}"
-database = "{database}"
-
-[[channels]]
-name = "card"
-target = "127.0.0.1:{sim_port}"
-timeout_ms = 60000
-""")
+    config = write_config(tmp_path / "paygrid.toml", port, database, {"card": sim_port})
     server = ServerProcess(config, tmp_path / "server.log")
     try:
         await server.start(port)
@@ -101,7 +33,7 @@ timeout_ms = 60000
             charged = pay_request("k-charged", leg("hang_after_charge_1"))  # charge lands, answer lost
             unsent = pay_request("k-unsent", leg("timeout_1"))  # charge never lands
             calls = [asyncio.ensure_future(stub.Pay(r, timeout=60)) for r in (charged, unsent)]
-            await _wait_for(lambda: card.charges_in_progress == 2 and card.ledger.charges,
+            await wait_for(lambda: card.charges_in_progress == 2 and card.ledger.charges,
                             "both charges to reach the channel")
             server.kill()
             for call in calls:
@@ -151,7 +83,7 @@ async def test_unknown_leg_is_resolved_when_its_channel_comes_back(start_paygrid
                                   recovery_interval_ms=200)
     call = asyncio.ensure_future(paygrid.stub.Pay(pay_request(
         "k-unknown", leg("hang_after_charge_2"), mode=pb.PAYMENT_MODE_INDEPENDENT), timeout=30))
-    await _wait_for(lambda: card.ledger.charges, "the charge to land")
+    await wait_for(lambda: card.ledger.charges, "the charge to land")
     await sim_server.stop(None)  # the channel vanishes with the answer
     payment = (await call).payment
     assert payment.status == pb.PAYMENT_STATUS_PROCESSING
@@ -198,7 +130,7 @@ async def test_all_or_nothing_reverses_a_leg_confirmed_after_the_payment_failed(
     call = asyncio.ensure_future(paygrid.stub.Pay(pay_request(
         "k-aon-unknown", leg("hotel_0001", channel="card"),
         leg("hang_after_charge_3", channel="acquirer")), timeout=30))
-    await _wait_for(lambda: acquirer.ledger.charges, "the acquirer charge to land")
+    await wait_for(lambda: acquirer.ledger.charges, "the acquirer charge to land")
     await sim_server.stop(None)
     payment = (await call).payment
     assert payment.status == pb.PAYMENT_STATUS_PROCESSING

@@ -11,6 +11,7 @@ import structlog
 
 from paygrid_server.channels.grpc_payment_channel import GrpcPaymentChannel
 from paygrid_server.config import ServerConfig
+from paygrid_server.domain.batch_service import BatchService
 from paygrid_server.domain.charge_settlement import ChargeSettlement
 from paygrid_server.domain.circuit_breaker import CircuitBreaker
 from paygrid_server.domain.leg_dispatch import LegDispatcher
@@ -20,8 +21,10 @@ from paygrid_server.domain.payment_service import InFlight, PaymentService
 from paygrid_server.domain.refund_service import RefundService
 from paygrid_server.domain.routing import ChannelRoute, Router
 from paygrid_server.simulator.channel_simulator import ChannelSimulator, start_simulator
+from paygrid_server.storage.sqlite_batch_store import SqliteBatchStore
 from paygrid_server.storage.sqlite_database import SqliteDatabase
 from paygrid_server.storage.sqlite_payment_store import SqlitePaymentStore
+from paygrid_server.transport.batch_servicer import BatchServicer
 from paygrid_server.transport.grpc_server import RunningServer, start_grpc_server
 from paygrid_server.transport.payment_servicer import PaymentServicer
 
@@ -69,15 +72,21 @@ class PaygridApp:
                                   completion, in_flight)
         refunds = RefundService(store, channels, in_flight)
         recovery = PaymentRecovery(store, settlement, completion, refunds, in_flight)
+        batch_store = SqliteBatchStore(database)
+        batches = BatchService(batch_store, router, channels, settlement, in_flight)
 
-        # Whatever a crash left unfinished is resolved before new traffic.
+        # Whatever a crash left unfinished is resolved before new traffic;
+        # batches wait for their submitter to resubmit them.
         resolved = await recovery.resolve_all()
-        running = await start_grpc_server(config.listen, PaymentServicer(payments, refunds))
+        interrupted = await batch_store.interrupt_abandoned()
+        running = await start_grpc_server(config.listen, PaymentServicer(payments, refunds),
+                                          BatchServicer(batches))
         app = cls(config, database, running, in_flight, channels, breakers, simulators)
         app.recovery_task = asyncio.get_running_loop().create_task(
             recovery.run_periodically(config.recovery_interval_ms))
         log.info("server.started", listen=config.listen, port=running.port,
                  database=str(config.database_path), recovered_payments=resolved,
+                 interrupted_batches=interrupted,
                  channels={name: ch.target for name, ch in channels.items()})
         return app
 

@@ -1,0 +1,322 @@
+"""One submission of a batch, from header to summary.
+
+    client messages -> inbox (bounded) -> ingest: validate, store, group
+      -> sealed groups (bounded queue) -> `parallelism` workers: charge the
+      group's items, store the group's results in one transaction -> outbox
+
+Every stage is bounded, so a fast client is slowed by gRPC flow control and
+memory stays flat whatever the batch size. The run is not the RPC: when the
+stream drops, groups already formed still finish and are stored; items not
+yet in a group wait, stored, for the batch to be resubmitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Mapping
+
+import structlog
+
+from paygrid_server.domain import clock, limits
+from paygrid_server.domain.batch import (
+    Batch,
+    BatchGroup,
+    BatchHeader,
+    BatchItem,
+    BatchItemStatus,
+    BatchStatus,
+    ItemResult,
+)
+from paygrid_server.domain.batch_events import (
+    BatchSummary,
+    GroupCompleted,
+    ItemsAlreadyProcessed,
+    ItemsRejected,
+    Outbox,
+)
+from paygrid_server.domain.batch_grouping import Grouper
+from paygrid_server.domain.batch_timing import batch_timing
+from paygrid_server.domain.batch_validation import TransactionInput, validate_transaction
+from paygrid_server.domain.channel_charge import (
+    ChargeOrder,
+    NoOutcome,
+    charge_and_settle,
+    charge_failure,
+)
+from paygrid_server.domain.charge_settlement import ChargeSettlement
+from paygrid_server.domain.errors import DomainError
+from paygrid_server.domain.payment import Failure, FailureReason, LegRequest
+from paygrid_server.domain.routing import Router
+from paygrid_server.ports.batch_store import BatchStore
+from paygrid_server.ports.payment_channel import ChargeRecord, PaymentChannel
+
+log = structlog.get_logger("paygrid.batches")
+
+_END = object()  # the client finished sending
+_ABORT = object()  # the stream is gone
+
+
+class BatchRun:
+    def __init__(self, batch: Batch, header: BatchHeader, store: BatchStore, router: Router,
+                 channels: Mapping[str, PaymentChannel], settlement: ChargeSettlement) -> None:
+        self.batch = batch
+        self._header = header  # this submission's (group size and parallelism may change)
+        self._store = store
+        self._router = router
+        self._channels = channels
+        self._settlement = settlement
+        self._inbox: asyncio.Queue = asyncio.Queue(limits.BATCH_INBOX_MESSAGES)
+        self._groups: asyncio.Queue = asyncio.Queue(header.parallelism)
+        self.outbox = Outbox(2 * header.parallelism + 2)
+        self._group_processing_us: list[int] = []
+        self._items_final = 0
+        self._worker_error: BaseException | None = None
+        self._ended = False
+        self._aborted = False
+        # Why the stream must end with an error, for the transport to report.
+        self.refusal: DomainError | None = None
+        self.failure: BaseException | None = None
+
+    # -- the submitter's side (transport) ----------------------------------
+
+    async def submit(self, transactions: list[TransactionInput]) -> None:
+        """Hands over one message's transactions; waits while the batch is busy."""
+        await self._inbox.put(transactions)
+
+    async def end(self) -> None:
+        await self._inbox.put(_END)
+
+    def refuse(self, error: DomainError) -> None:
+        """The client broke the protocol: stop taking items; the stream ends
+        with `error`. Items already taken are kept for a resubmission."""
+        self.refusal = error
+        self.abort()
+        self.outbox.detach()
+
+    def abort(self) -> None:
+        """The stream is gone: stop taking items; groups already formed
+        finish, items not yet in a group stay stored for a resubmission."""
+        self._aborted = True
+        while not self._inbox.empty():
+            self._inbox.get_nowait()
+        self._inbox.put_nowait(_ABORT)
+
+    # -- the run ----------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            await self._run()
+        except BaseException as error:
+            self.failure = error
+            raise
+        finally:
+            await self.outbox.close()  # the submitter always learns the stream is over
+
+    async def _run(self) -> None:
+        structlog.contextvars.bind_contextvars(batch_id=self.batch.batch_id)
+        started_us = clock.now_us()
+        submission, next_seq, next_group_no = await self._store.start_submission(
+            self.batch.batch_id, self._header, started_us)
+        self._submission = submission
+        self._next_seq = next_seq
+        self._stored_items = (await self._store.counts(self.batch.batch_id)).total
+        self._grouper = Grouper(self.batch.header.grouping, self._header.max_group_size,
+                                next_group_no)
+        log.info("batch.submission_started", submission=submission,
+                 parallelism=self._header.parallelism,
+                 max_group_size=self._header.max_group_size)
+        workers = [asyncio.create_task(self._work()) for _ in range(self._header.parallelism)]
+        try:
+            await self._settle_interrupted_items()
+            await self._regroup_waiting_items()
+            self._ended = await self._ingest()
+            if self._ended:
+                await self._store.set_status(self.batch.batch_id, BatchStatus.PROCESSING)
+                for group in self._grouper.seal_all():
+                    await self._groups.put(group)
+        finally:
+            for _ in workers:
+                await self._groups.put(None)
+            await asyncio.gather(*workers)
+        await self._finish(started_us)
+
+    async def _finish(self, started_us: int) -> None:
+        counts = await self._store.counts(self.batch.batch_id)
+        complete = self._ended and counts.pending == 0 and self._worker_error is None
+        status = BatchStatus.COMPLETED if complete else BatchStatus.INTERRUPTED
+        finished_us = clock.now_us()
+        wall_us = finished_us - started_us
+        await self._store.finish_submission(self.batch.batch_id, status, wall_us,
+                                            finished_us if complete else None)
+        timing = batch_timing(self._group_processing_us, self._items_final, wall_us)
+        log.info("batch.submission_finished", submission=self._submission, status=status.value,
+                 total=counts.total, succeeded=counts.succeeded, failed=counts.failed,
+                 rejected=counts.rejected, pending=counts.pending, groups=timing.groups,
+                 wall_ms=round(wall_us / 1_000, 3), apt_ms=round(timing.apt_us / 1_000, 3),
+                 throughput_items_per_s=round(timing.throughput_items_per_s, 1))
+        if self._worker_error is not None:
+            raise self._worker_error
+        if self._ended:
+            await self.outbox.emit(BatchSummary(self.batch.batch_id, status, counts, timing))
+
+    # -- resuming an earlier submission -------------------------------------
+
+    async def _settle_interrupted_items(self) -> None:
+        """Items a stopped server left mid-charge: ask their channel. Charged
+        stays charged; a fenced (never charged) one is charged again later
+        under a new attempt key."""
+        after = 0
+        unsettled = (BatchItemStatus.PROCESSING, BatchItemStatus.UNKNOWN)
+        gate = asyncio.Semaphore(limits.BATCH_ITEM_CONCURRENCY_PER_GROUP)
+        while items := await self._store.items_after(self.batch.batch_id, after,
+                                                     limits.BATCH_PAGE_ITEMS, unsettled):
+            after = items[-1].seq
+
+            async def settle(item: BatchItem) -> None:
+                async with gate:
+                    record = await self._settlement.settle(item.channel,
+                                                           item.channel_key(self.batch.uid))
+                if record is None:
+                    item.status = BatchItemStatus.UNKNOWN
+                elif record.fenced:
+                    item.status, item.attempt, item.group_no = (
+                        BatchItemStatus.RECEIVED, item.attempt + 1, 0)
+                else:
+                    self._apply(item, record)
+
+            await asyncio.gather(*(settle(item) for item in items))
+            await self._store.save_items(self.batch.batch_id, items)
+
+    async def _regroup_waiting_items(self) -> None:
+        after = 0
+        while items := await self._store.items_after(self.batch.batch_id, after,
+                                                     limits.BATCH_PAGE_ITEMS,
+                                                     (BatchItemStatus.RECEIVED,)):
+            after = items[-1].seq
+            if self._aborted:
+                return
+            for item in items:
+                await self._group(item)
+
+    # -- taking items in ----------------------------------------------------
+
+    async def _ingest(self) -> bool:
+        """True when the client finished sending, False when the stream broke."""
+        buffer: list[TransactionInput] = []
+        while True:
+            try:
+                message = await asyncio.wait_for(
+                    self._inbox.get(), limits.BATCH_FLUSH_IDLE_MS / 1_000 if buffer else None)
+            except TimeoutError:
+                await self._store_items(buffer)
+                buffer = []
+                continue
+            if message is _END or message is _ABORT:
+                await self._store_items(buffer)
+                return message is _END
+            buffer.extend(message)
+            if len(buffer) >= limits.BATCH_FLUSH_ITEMS:
+                await self._store_items(buffer)
+                buffer = []
+
+    async def _store_items(self, transactions: list[TransactionInput]) -> None:
+        if not transactions:
+            return
+        items: list[BatchItem] = []
+        refused: list[ItemResult] = []
+        for tx in transactions:
+            if self._stored_items + len(items) >= limits.BATCH_MAX_ITEMS:
+                refused.append(ItemResult(tx.reference, BatchItemStatus.REJECTED, failure=Failure(
+                    FailureReason.BATCH_LIMIT,
+                    f"a batch holds at most {limits.BATCH_MAX_ITEMS} items")))
+                continue
+            checked = validate_transaction(tx, self._next_seq, self._router.check, self._route)
+            if isinstance(checked, ItemResult):
+                refused.append(checked)
+                continue
+            self._next_seq += 1
+            items.append(checked)
+        outcome = await self._store.insert_items(self.batch.batch_id, self._submission, items,
+                                                 len(refused))
+        self._stored_items += len(outcome.new)
+        rejected = refused + outcome.refused + [
+            i.result() for i in outcome.new if i.status is BatchItemStatus.REJECTED]
+        if rejected:
+            await self.outbox.emit(ItemsRejected(rejected))
+        if outcome.resent_final:
+            await self.outbox.emit(ItemsAlreadyProcessed([i.result() for i in outcome.resent_final]))
+        for item in outcome.new:
+            if item.status is BatchItemStatus.RECEIVED:
+                await self._group(item)
+
+    def _route(self, item: BatchItem) -> str:
+        leg = LegRequest(item.payee, item.amount, item.requested_channel, item.reference)
+        return self._router.candidates(leg)[0].name
+
+    async def _group(self, item: BatchItem) -> None:
+        if self._aborted:
+            return  # stays RECEIVED: regrouped when the batch is resubmitted
+        for group in self._grouper.add(item):
+            await self._groups.put(group)
+
+    # -- processing groups --------------------------------------------------
+
+    async def _work(self) -> None:
+        while (group := await self._groups.get()) is not None:
+            if self._worker_error is not None:
+                continue  # its items stay stored and are taken up on resubmission
+            try:
+                await self._process(group)
+            except Exception as error:  # noqa: BLE001 - recorded, re-raised by the run
+                log.exception("batch.group_failed", group_no=group.group_no)
+                self._worker_error = error
+
+    async def _process(self, group: BatchGroup) -> None:
+        group.started_at_us = clock.now_us()
+        for item in group.items:
+            item.status, item.group_no = BatchItemStatus.PROCESSING, group.group_no
+        # Stored before any charge: after a crash these items are settled
+        # with their channel rather than charged blindly again.
+        await self._store.mark_group_processing(self.batch.batch_id, group)
+        gate = asyncio.Semaphore(limits.BATCH_ITEM_CONCURRENCY_PER_GROUP)
+
+        async def charge(item: BatchItem) -> None:
+            async with gate:
+                await self._charge(item)
+
+        await asyncio.gather(*(charge(item) for item in group.items))
+        group.completed_at_us = clock.now_us()
+        await self._store.save_group_results(self.batch.batch_id, group)
+        self._group_processing_us.append(group.processing_us)
+        self._items_final += sum(1 for item in group.items if item.status.is_final)
+        log.info("batch.group_completed", group_no=group.group_no, group_key=group.key,
+                 items=len(group.items), processing_ms=round(group.processing_us / 1_000, 3))
+        await self.outbox.emit(GroupCompleted(group))
+
+    async def _charge(self, item: BatchItem) -> None:
+        route = self._router.route(item.channel)
+        breaker = self._router.breaker(item.channel)
+        if not breaker.allow():
+            item.status = BatchItemStatus.FAILED
+            item.failure = Failure(FailureReason.CIRCUIT_OPEN,
+                                   f"channel {item.channel!r} is failing; its circuit is open")
+            return
+        order = ChargeOrder(item.channel_key(self.batch.uid), self.batch.header.payer,
+                            item.payee, item.amount, item.reference)
+        deadline_ms = clock.monotonic_ms() + route.timeout_ms * limits.CHARGE_TRIES_PER_CHANNEL
+        outcome = await charge_and_settle(self._channels[item.channel], breaker, self._settlement,
+                                          order, route.timeout_ms, deadline_ms)
+        if isinstance(outcome, ChargeRecord):
+            self._apply(item, outcome)
+        elif isinstance(outcome, NoOutcome):
+            item.status = BatchItemStatus.UNKNOWN
+            item.failure = Failure(FailureReason.OUTCOME_UNKNOWN,
+                                   f"{outcome.failure.message}; settled on resubmission")
+        else:
+            item.status, item.failure = BatchItemStatus.FAILED, outcome
+
+    @staticmethod
+    def _apply(item: BatchItem, record: ChargeRecord) -> None:
+        item.channel_reference = record.charge_id
+        item.failure = charge_failure(item.channel, record)
+        item.status = BatchItemStatus.FAILED if item.failure else BatchItemStatus.SUCCEEDED

@@ -1,0 +1,96 @@
+"""Batch payments: open a submission, report a batch, list its items."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import AsyncIterator, Mapping
+
+from paygrid_server.domain import clock, limits
+from paygrid_server.domain.batch import (
+    Batch,
+    BatchCounts,
+    BatchItem,
+    BatchItemStatus,
+    BatchStatus,
+)
+from paygrid_server.domain.batch_run import BatchRun
+from paygrid_server.domain.batch_timing import BatchTiming, batch_timing
+from paygrid_server.domain.batch_validation import BatchHeaderInput, validate_header
+from paygrid_server.domain.charge_settlement import ChargeSettlement
+from paygrid_server.domain.errors import NotFound, PreconditionFailed, RequestInProgress
+from paygrid_server.domain.payment_service import InFlight
+from paygrid_server.domain.request_validation import Violations, check_text
+from paygrid_server.domain.routing import Router
+from paygrid_server.ports.batch_store import BatchStore
+from paygrid_server.ports.payment_channel import PaymentChannel
+
+RETRY_OPEN_BATCH_AFTER_MS = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class BatchReport:
+    batch: Batch
+    counts: BatchCounts
+    timing: BatchTiming
+
+
+class BatchService:
+    def __init__(self, store: BatchStore, router: Router, channels: Mapping[str, PaymentChannel],
+                 settlement: ChargeSettlement, in_flight: InFlight) -> None:
+        self._store = store
+        self._router = router
+        self._channels = channels
+        self._settlement = settlement
+        self._in_flight = in_flight
+
+    async def open(self, header_input: BatchHeaderInput) -> BatchRun:
+        """Starts a submission; the run goes on even if the stream drops."""
+        header = validate_header(header_input)
+        now_us = clock.now_us()
+        fresh = Batch(batch_id=header.batch_id, uid=f"bat_{uuid.uuid4().hex}", header=header,
+                      fingerprint=header.fingerprint(), status=BatchStatus.RECEIVING,
+                      submissions=0, created_at_us=now_us, submission_started_at_us=now_us)
+        batch = await self._store.insert_batch(fresh) or fresh
+        if batch.fingerprint != fresh.fingerprint:
+            raise PreconditionFailed(
+                "header.batch_id", "BATCH_ID_REUSED",
+                f"batch {header.batch_id!r} exists with another payer or grouping; "
+                "use a new batch_id for a new batch")
+        ident = f"batch:{header.batch_id}"
+        # No await between this check and run(): one submission per batch at a time.
+        if ident in self._in_flight:
+            raise RequestInProgress(header.batch_id, RETRY_OPEN_BATCH_AFTER_MS)
+        run = BatchRun(batch, header, self._store, self._router, self._channels, self._settlement)
+        self._in_flight.run(ident, run.run())
+        return run
+
+    async def report(self, batch_id: str) -> BatchReport:
+        batch = await self._find(batch_id)
+        counts = await self._store.counts(batch_id)
+        wall_us = batch.wall_us_before
+        if batch.status in (BatchStatus.RECEIVING, BatchStatus.PROCESSING):
+            wall_us += clock.now_us() - batch.submission_started_at_us
+        timing = batch_timing(await self._store.group_processing_us(batch_id),
+                              counts.succeeded + counts.failed, wall_us)
+        return BatchReport(batch, counts, timing)
+
+    async def items(self, batch_id: str,
+                    status: BatchItemStatus | None) -> AsyncIterator[list[BatchItem]]:
+        """Stored items in arrival order, a page at a time."""
+        await self._find(batch_id)
+        statuses = (status,) if status else ()
+        after = 0
+        while page := await self._store.items_after(batch_id, after, limits.BATCH_PAGE_ITEMS,
+                                                    statuses):
+            after = page[-1].seq
+            yield page
+
+    async def _find(self, batch_id: str) -> Batch:
+        v = Violations()
+        check_text(v, "batch_id", batch_id, limits.BATCH_ID_MAX_CHARS, required=True)
+        v.raise_if_any()
+        batch = await self._store.get_batch(batch_id)
+        if batch is None:
+            raise NotFound("batch", batch_id)
+        return batch

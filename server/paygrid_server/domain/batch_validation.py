@@ -1,0 +1,104 @@
+"""Checks for a batch header (the stream is refused) and for each item (only
+that item is refused, the batch goes on)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from paygrid_server.domain import limits
+from paygrid_server.domain.batch import BatchHeader, BatchItem, BatchItemStatus, GroupingPolicy, ItemResult
+from paygrid_server.domain.money import Money
+from paygrid_server.domain.payment import Failure, FailureReason
+from paygrid_server.domain.request_validation import (
+    ChannelCheck,
+    MoneyInput,
+    Violations,
+    check_idempotency_key,
+    check_money,
+    check_text,
+)
+
+
+# Picks the channel for a valid item.
+RouteChooser = Callable[[BatchItem], str]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchHeaderInput:
+    batch_id: str
+    payer: str
+    grouping: GroupingPolicy | str | None  # None: default; str: a value the server does not know
+    max_group_size: int
+    parallelism: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionInput:
+    reference: str
+    payee: str
+    amount: MoneyInput | None
+    channel: str
+    requested_at_us: int | None
+
+
+def validate_header(header: BatchHeaderInput) -> BatchHeader:
+    v = Violations()
+    check_idempotency_key(v, "header.batch_id", header.batch_id)
+    if len(header.batch_id) > limits.BATCH_ID_MAX_CHARS:
+        v.add("header.batch_id", f"{len(header.batch_id)} characters; at most "
+                                 f"{limits.BATCH_ID_MAX_CHARS}")
+    check_text(v, "header.payer", header.payer, limits.PARTY_ID_MAX_CHARS, required=True)
+    if isinstance(header.grouping, str):
+        v.add("header.grouping", f"unknown grouping policy {header.grouping}")
+    if header.max_group_size > limits.BATCH_MAX_GROUP_SIZE:
+        v.add("header.max_group_size", f"{header.max_group_size}; at most "
+                                       f"{limits.BATCH_MAX_GROUP_SIZE}")
+    if header.parallelism > limits.BATCH_MAX_PARALLELISM:
+        v.add("header.parallelism", f"{header.parallelism}; at most {limits.BATCH_MAX_PARALLELISM}")
+    v.raise_if_any()
+    return BatchHeader(
+        batch_id=header.batch_id,
+        payer=header.payer,
+        grouping=header.grouping if isinstance(header.grouping, GroupingPolicy)
+        else GroupingPolicy.CHANNEL_AND_CURRENCY,
+        max_group_size=header.max_group_size or limits.BATCH_DEFAULT_GROUP_SIZE,
+        parallelism=header.parallelism or limits.BATCH_DEFAULT_PARALLELISM,
+    )
+
+
+def validate_transaction(tx: TransactionInput, seq: int, channel_check: ChannelCheck,
+                         route: RouteChooser) -> BatchItem | ItemResult:
+    """A RECEIVED item; a REJECTED item (stored, its reference is usable);
+    or an ItemResult when even the reference is unusable (not stored)."""
+    ref = Violations()
+    check_text(ref, "reference", tx.reference, limits.BATCH_REFERENCE_MAX_CHARS, required=True)
+    if ref.items:
+        return ItemResult(tx.reference[: limits.BATCH_REFERENCE_MAX_CHARS],
+                          BatchItemStatus.REJECTED,
+                          failure=Failure(FailureReason.INVALID_ITEM, _describe(ref)))
+    v = Violations()
+    check_text(v, "payee", tx.payee, limits.PARTY_ID_MAX_CHARS, required=True)
+    check_text(v, "channel", tx.channel, limits.CHANNEL_NAME_MAX_CHARS, required=False)
+    money = check_money(v, "amount", tx.amount)
+    if money is not None:
+        problem = channel_check(tx.channel, money)
+        if problem:
+            v.add("channel" if tx.channel else "amount", problem)
+    raw = tx.amount or MoneyInput("", 0, None)
+    item = BatchItem(
+        seq=seq, reference=tx.reference, payee=tx.payee[: limits.PARTY_ID_MAX_CHARS],
+        amount=Money(raw.currency[:16], raw.amount_minor),  # bounded, as sent
+        requested_channel=tx.channel[: limits.CHANNEL_NAME_MAX_CHARS],
+        requested_at_us=tx.requested_at_us, channel="")
+    if v.items:
+        item.status = BatchItemStatus.REJECTED
+        item.failure = Failure(FailureReason.INVALID_ITEM, _describe(v))
+    else:
+        item.channel = route(item)
+    return item
+
+
+def _describe(v: Violations) -> str:
+    return "; ".join(f"{violation.field}: {violation.description}" for violation in v.items)
+

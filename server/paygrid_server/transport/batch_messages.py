@@ -1,0 +1,142 @@
+"""Conversions between paygrid.v1 batch messages and domain objects. No logic."""
+
+from __future__ import annotations
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from paygrid.v1 import batch_service_pb2 as pb
+from paygrid_server.domain.batch import (
+    Batch,
+    BatchCounts,
+    BatchGroup,
+    BatchItem,
+    BatchItemStatus,
+    GroupingPolicy,
+    ItemResult,
+)
+from paygrid_server.domain.batch_events import (
+    BatchEvent,
+    BatchSummary,
+    GroupCompleted,
+    ItemsAlreadyProcessed,
+    ItemsRejected,
+)
+from paygrid_server.domain.batch_service import BatchReport
+from paygrid_server.domain.batch_timing import BatchTiming
+from paygrid_server.domain.batch_validation import BatchHeaderInput, TransactionInput
+from paygrid_server.transport.payment_messages import failure_pb, money_input, money_pb
+
+_GROUPING = {
+    pb.GROUPING_POLICY_UNSPECIFIED: None,
+    pb.GROUPING_POLICY_CHANNEL_AND_CURRENCY: GroupingPolicy.CHANNEL_AND_CURRENCY,
+    pb.GROUPING_POLICY_CHANNEL: GroupingPolicy.CHANNEL,
+    pb.GROUPING_POLICY_CHANNEL_CURRENCY_AND_PAYEE: GroupingPolicy.CHANNEL_CURRENCY_AND_PAYEE,
+}
+
+
+def header_input(header: pb.BatchHeader) -> BatchHeaderInput:
+    return BatchHeaderInput(
+        batch_id=header.batch_id, payer=header.payer,
+        grouping=_GROUPING.get(header.grouping, f"number {header.grouping}"),
+        max_group_size=header.max_group_size, parallelism=header.parallelism)
+
+
+def transaction_inputs(chunk: pb.BatchTransactions) -> list[TransactionInput]:
+    return [TransactionInput(
+        reference=tx.reference, payee=tx.payee,
+        amount=money_input(tx.amount) if tx.HasField("amount") else None,
+        channel=tx.channel,
+        requested_at_us=tx.requested_at.ToMicroseconds() if tx.HasField("requested_at") else None,
+    ) for tx in chunk.transactions]
+
+
+def item_status(status: BatchItemStatus) -> int:
+    return pb.BatchItemStatus.Value(f"BATCH_ITEM_STATUS_{status.value}")
+
+
+def item_status_from(number: int) -> BatchItemStatus | None:
+    if number == pb.BATCH_ITEM_STATUS_UNSPECIFIED:
+        return None
+    return BatchItemStatus(pb.BatchItemStatus.Name(number).removeprefix("BATCH_ITEM_STATUS_"))
+
+
+def _stamp(at_us: int) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromMicroseconds(at_us)
+    return stamp
+
+
+def _span(us: int) -> duration_pb2.Duration:
+    span = duration_pb2.Duration()
+    span.FromMicroseconds(us)
+    return span
+
+
+def result_pb(result: ItemResult) -> pb.BatchItemResult:
+    return pb.BatchItemResult(
+        reference=result.reference, status=item_status(result.status), channel=result.channel,
+        channel_reference=result.channel_reference, failure=failure_pb(result.failure),
+        group_no=result.group_no)
+
+
+def _group_pb(group: BatchGroup) -> pb.GroupResult:
+    return pb.GroupResult(
+        group_no=group.group_no, group_key=group.key,
+        items=[result_pb(item.result()) for item in group.items],
+        started_at=_stamp(group.started_at_us), completed_at=_stamp(group.completed_at_us),
+        processing_time=_span(group.processing_us))
+
+
+def counts_pb(counts: BatchCounts) -> pb.BatchCounts:
+    return pb.BatchCounts(total=counts.total, succeeded=counts.succeeded, failed=counts.failed,
+                          rejected=counts.rejected, pending=counts.pending)
+
+
+def timing_pb(timing: BatchTiming) -> pb.BatchTiming:
+    return pb.BatchTiming(wall_time=_span(timing.wall_us),
+                          average_processing_time=_span(timing.apt_us),
+                          throughput_items_per_second=timing.throughput_items_per_s,
+                          groups=timing.groups)
+
+
+def timing_metadata(timing: BatchTiming) -> tuple[tuple[str, str], ...]:
+    return (("x-paygrid-apt-ms", f"{timing.apt_us / 1_000:.3f}"),
+            ("x-paygrid-throughput", f"{timing.throughput_items_per_s:.1f}"),
+            ("x-paygrid-wall-ms", f"{timing.wall_us / 1_000:.3f}"))
+
+
+def event_pb(event: BatchEvent) -> pb.SubmitBatchResponse:
+    if isinstance(event, ItemsRejected):
+        return pb.SubmitBatchResponse(rejected=pb.BatchItemResults(
+            items=[result_pb(r) for r in event.items]))
+    if isinstance(event, ItemsAlreadyProcessed):
+        return pb.SubmitBatchResponse(already_processed=pb.BatchItemResults(
+            items=[result_pb(r) for r in event.items]))
+    if isinstance(event, GroupCompleted):
+        return pb.SubmitBatchResponse(group=_group_pb(event.group))
+    assert isinstance(event, BatchSummary)
+    return pb.SubmitBatchResponse(summary=pb.BatchSummary(
+        batch_id=event.batch_id, status=pb.BatchStatus.Value(f"BATCH_STATUS_{event.status.value}"),
+        counts=counts_pb(event.counts), timing=timing_pb(event.timing)))
+
+
+def batch_pb(report: BatchReport) -> pb.Batch:
+    batch: Batch = report.batch
+    message = pb.Batch(
+        batch_id=batch.batch_id, payer=batch.header.payer,
+        status=pb.BatchStatus.Value(f"BATCH_STATUS_{batch.status.value}"),
+        counts=counts_pb(report.counts), timing=timing_pb(report.timing),
+        grouping=pb.GroupingPolicy.Value(f"GROUPING_POLICY_{batch.header.grouping.value}"),
+        submissions=batch.submissions, created_at=_stamp(batch.created_at_us))
+    if batch.completed_at_us is not None:
+        message.completed_at.CopyFrom(_stamp(batch.completed_at_us))
+    return message
+
+
+def batch_item_pb(item: BatchItem) -> pb.BatchItem:
+    transaction = pb.BatchTransaction(reference=item.reference, payee=item.payee,
+                                      amount=money_pb(item.amount),
+                                      channel=item.requested_channel)
+    if item.requested_at_us is not None:
+        transaction.requested_at.CopyFrom(_stamp(item.requested_at_us))
+    return pb.BatchItem(transaction=transaction, result=result_pb(item.result()))

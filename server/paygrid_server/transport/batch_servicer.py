@@ -1,0 +1,101 @@
+"""paygrid.v1.BatchService: thin translation between gRPC streams and the domain."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from paygrid.v1 import batch_service_pb2 as pb
+from paygrid.v1 import batch_service_pb2_grpc as pb_grpc
+from paygrid_server.domain import limits
+from paygrid_server.domain.batch_events import BatchSummary
+from paygrid_server.domain.batch_run import BatchRun
+from paygrid_server.domain.batch_service import BatchService
+from paygrid_server.domain.errors import DomainError, FieldViolation, InvalidRequest
+from paygrid_server.transport.batch_messages import (
+    batch_item_pb,
+    batch_pb,
+    event_pb,
+    header_input,
+    item_status_from,
+    timing_metadata,
+    transaction_inputs,
+)
+from paygrid_server.transport.status_errors import abort_with, maps_domain_errors
+
+
+END_OF_STREAM_CONFIRM_S = 0.1
+
+
+def _protocol_error(field: str, description: str) -> InvalidRequest:
+    return InvalidRequest([FieldViolation(field, description)])
+
+
+class BatchServicer(pb_grpc.BatchServiceServicer):
+    def __init__(self, batches: BatchService) -> None:
+        self._batches = batches
+
+    async def SubmitBatch(self, request_iterator, context: grpc.aio.ServicerContext):
+        first = await anext(aiter(request_iterator), None)
+        if first is None or not first.HasField("header"):
+            await abort_with(context, _protocol_error(
+                "header", "the first message must carry the batch header"))
+        try:
+            run = await self._batches.open(header_input(first.header))
+        except DomainError as error:
+            await abort_with(context, error)
+        receiving = asyncio.create_task(self._receive(request_iterator, run))
+        try:
+            async for event in run.outbox.events():
+                if isinstance(event, BatchSummary):
+                    context.set_trailing_metadata(timing_metadata(event.timing))
+                yield event_pb(event)
+        finally:
+            receiving.cancel()
+            if not receiving.done() or receiving.cancelled():
+                run.abort()  # the stream is gone or over: no more items
+            run.outbox.detach()
+        if run.refusal is not None:
+            await abort_with(context, run.refusal)
+        if run.failure is not None:
+            await context.abort(grpc.StatusCode.INTERNAL,
+                                f"batch processing stopped: {run.failure}; resubmit the "
+                                "batch_id to resume, nothing already done is repeated")
+
+    @staticmethod
+    async def _receive(request_iterator, run: BatchRun) -> None:
+        try:
+            async for message in request_iterator:
+                if not message.HasField("transactions"):
+                    run.refuse(_protocol_error("header", "only the first message may carry it"))
+                    return
+                count = len(message.transactions.transactions)
+                if not 1 <= count <= limits.BATCH_MAX_ITEMS_PER_MESSAGE:
+                    run.refuse(_protocol_error(
+                        "transactions.transactions",
+                        f"{count} transactions in one message; send 1 to "
+                        f"{limits.BATCH_MAX_ITEMS_PER_MESSAGE}"))
+                    return
+                await run.submit(transaction_inputs(message.transactions))
+            # grpc.aio ends the request iterator the same way for a client's
+            # half-close and for its cancel; the cancel reaches this handler a
+            # moment later. Only a stream still alive after that is complete.
+            await asyncio.sleep(END_OF_STREAM_CONFIRM_S)
+            await run.end()
+        except (grpc.RpcError, asyncio.CancelledError):
+            run.abort()
+            raise
+
+    @maps_domain_errors
+    async def GetBatch(self, request: pb.GetBatchRequest, context: grpc.aio.ServicerContext):
+        return pb.GetBatchResponse(batch=batch_pb(await self._batches.report(request.batch_id)))
+
+    async def ListBatchItems(self, request: pb.ListBatchItemsRequest,
+                             context: grpc.aio.ServicerContext):
+        try:
+            async for page in self._batches.items(request.batch_id,
+                                                  item_status_from(request.status)):
+                yield pb.ListBatchItemsResponse(items=[batch_item_pb(item) for item in page])
+        except DomainError as error:
+            await abort_with(context, error)

@@ -1,0 +1,80 @@
+"""Helpers to drive SubmitBatch from tests."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import grpc
+
+from paygrid.type.v1 import money_pb2
+from paygrid.v1 import batch_service_pb2 as pb
+from paygrid.v1 import batch_service_pb2_grpc as pb_grpc
+
+
+def tx(reference: str, payee: str | None = None, currency: str = "EUR", amount_minor: int = 100,
+       channel: str = "") -> pb.BatchTransaction:
+    return pb.BatchTransaction(reference=reference,
+                               payee=f"payee_{reference}" if payee is None else payee,
+                               amount=money_pb2.Money(currency=currency, amount_minor=amount_minor),
+                               channel=channel)
+
+
+def header(batch_id: str = "batch-1", payer: str = "acct_payroll_0001", **fields) -> pb.SubmitBatchRequest:
+    return pb.SubmitBatchRequest(header=pb.BatchHeader(batch_id=batch_id, payer=payer, **fields))
+
+
+def chunk(*transactions: pb.BatchTransaction) -> pb.SubmitBatchRequest:
+    return pb.SubmitBatchRequest(transactions=pb.BatchTransactions(transactions=list(transactions)))
+
+
+@dataclass
+class BatchReply:
+    rejected: list = field(default_factory=list)
+    already_processed: list = field(default_factory=list)
+    groups: list = field(default_factory=list)
+    summary: pb.BatchSummary | None = None
+    trailers: dict = field(default_factory=dict)
+
+    @property
+    def results(self) -> dict:
+        """Final result per reference, from groups and stored results."""
+        found = {r.reference: r for g in self.groups for r in g.items}
+        found.update({r.reference: r for r in self.already_processed})
+        return found
+
+
+async def submit(stub: pb_grpc.BatchServiceStub, *messages: pb.SubmitBatchRequest,
+                 timeout: float = 60) -> BatchReply:
+    call = stub.SubmitBatch(iter(messages), timeout=timeout)
+    return await collect(call)
+
+
+async def collect(call) -> BatchReply:
+    """Reads the rest of a SubmitBatch call (read(), so it can follow earlier reads)."""
+    reply = BatchReply()
+    while (response := await call.read()) is not grpc.aio.EOF:
+        kind = response.WhichOneof("kind")
+        if kind == "group":
+            reply.groups.append(response.group)
+        elif kind == "summary":
+            reply.summary = response.summary
+        else:
+            getattr(reply, kind).extend(getattr(response, kind).items)
+    reply.trailers = dict(await call.trailing_metadata())
+    return reply
+
+
+def open_stream(stub: pb_grpc.BatchServiceStub, timeout: float = 30):
+    """A SubmitBatch call fed from a queue; put None to half-close it."""
+    outgoing: asyncio.Queue = asyncio.Queue()
+
+    async def requests():
+        while (message := await outgoing.get()) is not None:
+            yield message
+
+    return stub.SubmitBatch(requests(), timeout=timeout), outgoing
+
+
+def batch_stub(channel: grpc.aio.Channel) -> pb_grpc.BatchServiceStub:
+    return pb_grpc.BatchServiceStub(channel)
