@@ -37,6 +37,12 @@ class BatchReply:
     trailers: dict = field(default_factory=dict)
 
     @property
+    def reported(self) -> list[str]:
+        """Every reference told as final, in order; each at most once."""
+        return [r.reference for g in self.groups for r in g.items] + [
+            r.reference for r in self.already_processed]
+
+    @property
     def results(self) -> dict:
         """Final result per reference, from groups and stored results."""
         found = {r.reference: r for g in self.groups for r in g.items}

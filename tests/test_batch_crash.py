@@ -53,6 +53,7 @@ async def test_resume_after_the_server_is_killed_mid_batch(tmp_path: Path) -> No
             assert reply.summary.status == pb.BATCH_STATUS_COMPLETED
             counts = reply.summary.counts
             assert (counts.total, counts.succeeded, counts.pending) == (ITEMS, ITEMS, 0)
+            assert sorted(reply.reported) == sorted(i.reference for i in items)  # each told once
             stored = [item async for page in stub.ListBatchItems(
                 pb.ListBatchItemsRequest(batch_id="payroll-2026-11")) for item in page.items]
     finally:

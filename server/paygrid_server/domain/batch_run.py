@@ -122,6 +122,7 @@ class BatchRun:
         self._stored_items = (await self._store.counts(self.batch.batch_id)).total
         self._grouper = Grouper(self.batch.header.grouping, self._header.max_group_size,
                                 next_group_no)
+        self._first_group_no = next_group_no
         log.info("batch.submission_started", submission=submission,
                  parallelism=self._header.parallelism,
                  max_group_size=self._header.max_group_size)
@@ -243,8 +244,12 @@ class BatchRun:
             i.result() for i in outcome.new if i.status is BatchItemStatus.REJECTED]
         if rejected:
             await self.outbox.emit(ItemsRejected(rejected))
-        if outcome.resent_final:
-            await self.outbox.emit(ItemsAlreadyProcessed([i.result() for i in outcome.resent_final]))
+        # A resent item final before this submission gets its stored result;
+        # one finished (or to finish) in this submission is told by its group.
+        earlier = [i.result() for i in outcome.resent if i.status.is_final
+                   and (i.group_no == 0 or i.group_no < self._first_group_no)]
+        if earlier:
+            await self.outbox.emit(ItemsAlreadyProcessed(earlier))
         for item in outcome.new:
             if item.status is BatchItemStatus.RECEIVED:
                 await self._group(item)

@@ -60,7 +60,7 @@ class BatchService:
         ident = f"batch:{header.batch_id}"
         # No await between this check and run(): one submission per batch at a time.
         if ident in self._in_flight:
-            raise RequestInProgress(header.batch_id, RETRY_OPEN_BATCH_AFTER_MS)
+            raise RequestInProgress(header.batch_id, RETRY_OPEN_BATCH_AFTER_MS, "batch_id")
         run = BatchRun(batch, header, self._store, self._router, self._channels, self._settlement)
         self._in_flight.run(ident, run.run())
         return run

@@ -43,11 +43,11 @@ class IdempotencyConflict(DomainError):
 class RequestInProgress(DomainError):
     """The first request with this key is still running; retry later."""
 
-    def __init__(self, key: str, retry_after_ms: int) -> None:
+    def __init__(self, key: str, retry_after_ms: int, subject: str = "idempotency key") -> None:
         self.key = key
         self.retry_after_ms = retry_after_ms
         super().__init__(
-            f"a request with idempotency key {key!r} is still in progress; "
+            f"a request with {subject} {key!r} is still in progress; "
             f"retry in {retry_after_ms} ms to get its result"
         )
 

@@ -21,7 +21,7 @@ from paygrid_server.domain.batch import (
 class IngestOutcome:
     new: list[BatchItem] = field(default_factory=list)  # stored now (RECEIVED or REJECTED)
     refused: list[ItemResult] = field(default_factory=list)  # duplicates and conflicts, not stored
-    resent_final: list[BatchItem] = field(default_factory=list)  # sent before, already final
+    resent: list[BatchItem] = field(default_factory=list)  # stored by an earlier submission
 
 
 class BatchStore(Protocol):

@@ -139,9 +139,7 @@ class SqliteBatchStore:
                             f"reference {item.reference!r} was first sent with other content")))
                 else:
                     resent.append((submission, batch_id, prior["seq"]))
-                    stored = _item(prior)
-                    if stored.status.is_final:
-                        outcome.resent_final.append(stored)
+                    outcome.resent.append(_item(prior))
             await db.executemany(
                 f"INSERT INTO batch_items ({_ITEM_COLUMNS}, batch_id, content_digest, submission) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
