@@ -19,3 +19,14 @@ def test_pay_legs_bench_smoke_run() -> None:
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["payments"] == 3 and figures["legs"] == 3
     assert figures["wall_ms_p50"] > 0
+
+
+def test_batch_bench_smoke_run() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_batch.py"), "--items", "300",
+         "--per-message", "50", "--group-size", "50"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["items"] == 300 and figures["groups"] == 6
+    assert figures["server_rss_peak_mib"] >= figures["server_rss_start_mib"] > 0

@@ -1,0 +1,147 @@
+"""SubmitBatch figures: items/s, APT and the server's peak RSS for N items.
+
+Runs the paygrid server and one channel simulator as their own processes on
+loopback ports (so the RSS measured is paygrid's alone), with a throw-away
+SQLite file, and streams N generated transfers. Usage (after scripts/setup):
+  .venv/bin/python scripts/bench_batch.py --items 100000 [--per-message 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from paygrid.type.v1 import money_pb2
+from paygrid.v1 import batch_service_pb2 as pb
+from paygrid.v1 import batch_service_pb2_grpc as pb_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
+
+
+def _requests(items: int, per_message: int, group_size: int, parallelism: int):
+    yield pb.SubmitBatchRequest(header=pb.BatchHeader(
+        batch_id="bench", payer="acct_bench_0001", max_group_size=group_size,
+        parallelism=parallelism))
+    for start in range(0, items, per_message):
+        yield pb.SubmitBatchRequest(transactions=pb.BatchTransactions(transactions=[
+            pb.BatchTransaction(reference=f"r{i:08d}", payee=f"payee_{i:08d}",
+                                amount=money_pb2.Money(currency=("EUR", "USD")[i % 2],
+                                                       amount_minor=100 + i % 1000))
+            for i in range(start, min(items, start + per_message))]))
+
+
+async def _wait_serving(port: int, process: subprocess.Popen) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for _ in range(300):
+            assert process.poll() is None, "server exited"
+            try:
+                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError("server did not start")
+
+
+async def run(items: int, per_message: int, group_size: int, parallelism: int) -> dict:
+    with tempfile.TemporaryDirectory() as folder:
+        sim_port, port = _free_port(), _free_port()
+        config = Path(folder) / "bench.toml"
+        config.write_text(f"""
+[server]
+listen = "127.0.0.1:{port}"
+database = "{folder}/bench.sqlite3"
+[[channels]]
+name = "card"
+target = "127.0.0.1:{sim_port}"
+""")
+        env = {**os.environ, "PAYGRID_LOG_LEVEL": "WARNING"}
+        simulator = subprocess.Popen(
+            [sys.executable, "-m", "paygrid_server.simulator", "--listen",
+             f"127.0.0.1:{sim_port}"], cwd=ROOT, stdout=subprocess.DEVNULL, env=env)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "paygrid_server", "serve", "--config", str(config)],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        try:
+            await _wait_serving(port, server)
+            rss_start = _rss_kib(server.pid)
+            peak = rss_start
+            done = asyncio.Event()
+
+            async def sample() -> None:
+                nonlocal peak
+                while not done.is_set():
+                    peak = max(peak, _rss_kib(server.pid))
+                    await asyncio.sleep(0.1)
+
+            sampler = asyncio.create_task(sample())
+            started = time.perf_counter()
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                call = pb_grpc.BatchServiceStub(channel).SubmitBatch(
+                    _requests(items, per_message, group_size, parallelism))
+                summary = None
+                async for response in call:
+                    if response.WhichOneof("kind") == "summary":
+                        summary = response.summary
+            wall_s = time.perf_counter() - started
+            done.set()
+            await sampler
+        finally:
+            for process in (server, simulator):
+                process.terminate()
+                process.wait(timeout=30)
+    assert summary is not None and summary.counts.succeeded == items, summary
+    return {
+        "items": items, "per_message": per_message, "group_size": group_size,
+        "parallelism": parallelism,
+        "client_items_per_s": round(items / wall_s, 1),
+        "server_throughput_items_per_s": round(summary.timing.throughput_items_per_second, 1),
+        "apt_ms": round(summary.timing.average_processing_time.ToMicroseconds() / 1_000, 3),
+        "groups": summary.timing.groups,
+        "wall_s": round(wall_s, 2),
+        "server_rss_start_mib": round(rss_start / 1024, 1),
+        "server_rss_peak_mib": round(peak / 1024, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--per-message", type=int, default=500)
+    parser.add_argument("--group-size", type=int, default=100)
+    parser.add_argument("--parallelism", type=int, default=4)
+    args = parser.parse_args()
+    assert args.items >= 1 and 1 <= args.per_message <= 1_000
+    result = asyncio.run(run(args.items, args.per_message, args.group_size, args.parallelism))
+    for key, value in result.items():
+        print(f"{key:30} {value}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
