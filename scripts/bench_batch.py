@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,19 +20,13 @@ import time
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from paygrid.type.v1 import money_pb2
 from paygrid.v1 import batch_service_pb2 as pb
 from paygrid.v1 import batch_service_pb2_grpc as pb_grpc
+from paygrid_server.local_process import free_loopback_port, wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rss_kib(pid: int) -> int:
@@ -53,24 +46,9 @@ def _requests(items: int, per_message: int, group_size: int, parallelism: int):
             for i in range(start, min(items, start + per_message))]))
 
 
-async def _wait_serving(port: int, process: subprocess.Popen) -> None:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        for _ in range(300):
-            assert process.poll() is None, "server exited"
-            try:
-                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError("server did not start")
-
-
 async def run(items: int, per_message: int, group_size: int, parallelism: int) -> dict:
     with tempfile.TemporaryDirectory() as folder:
-        sim_port, port = _free_port(), _free_port()
+        sim_port, port = free_loopback_port(), free_loopback_port()
         config = Path(folder) / "bench.toml"
         config.write_text(f"""
 [server]
@@ -88,7 +66,7 @@ target = "127.0.0.1:{sim_port}"
             [sys.executable, "-m", "paygrid_server", "serve", "--config", str(config)],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         try:
-            await _wait_serving(port, server)
+            await wait_until_serving(port, server)
             rss_start = _rss_kib(server.pid)
             peak = rss_start
             done = asyncio.Event()

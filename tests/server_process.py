@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from paygrid_server.local_process import free_loopback_port, wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,10 +31,7 @@ database = "{database}"
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+free_port = free_loopback_port
 
 
 class ServerProcess:
@@ -52,19 +47,10 @@ class ServerProcess:
             [sys.executable, "-m", "paygrid_server", "serve", "--config", str(self.config)],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.log.open("a"),
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            deadline = time.monotonic() + 30
-            while True:
-                assert self.process.poll() is None, self.log.read_text()
-                try:
-                    reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.aio.AioRpcError:
-                    pass
-                assert time.monotonic() < deadline, "server did not become SERVING"
-                await asyncio.sleep(0.1)
+        try:
+            await wait_until_serving(port, self.process)
+        except RuntimeError as error:
+            raise AssertionError(f"{error}:\n{self.log.read_text()}") from error
 
     def kill(self) -> None:
         assert self.process is not None
