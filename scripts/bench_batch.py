@@ -24,6 +24,7 @@ import grpc
 from paygrid.type.v1 import money_pb2
 from paygrid.v1 import batch_service_pb2 as pb
 from paygrid.v1 import batch_service_pb2_grpc as pb_grpc
+from paygrid_server.api_key_metadata import keyed_channel
 from paygrid_server.local_process import free_loopback_port, wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,7 +80,7 @@ target = "127.0.0.1:{sim_port}"
 
             sampler = asyncio.create_task(sample())
             started = time.perf_counter()
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            async with keyed_channel(f"127.0.0.1:{port}") as channel:
                 call = pb_grpc.BatchServiceStub(channel).SubmitBatch(
                     _requests(items, per_message, group_size, parallelism))
                 summary = None

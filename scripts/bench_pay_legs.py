@@ -21,6 +21,7 @@ import grpc
 from paygrid.type.v1 import money_pb2
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
+from paygrid_server.api_key_metadata import keyed_channel
 from paygrid_server.app import PaygridApp
 from paygrid_server.config import ChannelConfig, ServerConfig
 from paygrid_server.logging_setup import configure_logging
@@ -39,7 +40,7 @@ async def run(legs: int, latency_ms: float, payments: int) -> dict:
             channels=(ChannelConfig("card", simulator=SimulatorBehaviour(latency_ms=latency_ms)),))
         app = await PaygridApp.start(config)
         try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+            async with keyed_channel(f"127.0.0.1:{app.port}") as channel:
                 stub = pb_grpc.PaymentServiceStub(channel)
                 wall_ms, server_ms = [], []
                 for i in range(payments):

@@ -14,6 +14,7 @@ import pytest
 from paygrid.type.v1 import money_pb2
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
+from paygrid_server.api_key_metadata import keyed_channel
 from paygrid_server.app import PaygridApp
 from paygrid_server.config import ChannelConfig, ServerConfig
 from paygrid_server.simulator.channel_ledger import ChannelLedger
@@ -69,10 +70,12 @@ async def start_paygrid(tmp_path: Path) -> AsyncIterator[StartPaygrid]:
 
     async def start(channels: tuple[ChannelConfig, ...] = TEST_CHANNELS, **settings) -> Paygrid:
         database = tmp_path / f"paygrid-{len(started)}.sqlite3"
-        config = ServerConfig(listen="127.0.0.1:0", database_path=database, channels=channels,
+        settings.setdefault("database_path", database)
+        database = settings["database_path"]
+        config = ServerConfig(listen="127.0.0.1:0", channels=channels,
                               shutdown_grace_ms=2_000, **settings)
         app = await PaygridApp.start(config)
-        channel_ = grpc.aio.insecure_channel(f"127.0.0.1:{app.port}")
+        channel_ = keyed_channel(f"127.0.0.1:{app.port}")
         harness = Paygrid(app, channel_, pb_grpc.PaymentServiceStub(channel_), database)
         started.append(harness)
         return harness

@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 
 from paygrid.v1 import batch_service_pb2 as pb
+from paygrid_server.api_key_metadata import keyed_channel
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
 from tests.batch_client import batch_stub, chunk, header, open_stream, submit, tx
 from tests.server_process import ServerProcess, free_port, write_config
@@ -29,7 +30,7 @@ async def test_resume_after_the_server_is_killed_mid_batch(tmp_path: Path) -> No
                 *(chunk(*items[i:i + 100]) for i in range(0, ITEMS, 100))]
     try:
         await server.start(port)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with keyed_channel(f"127.0.0.1:{port}") as channel:
             call, outgoing = open_stream(batch_stub(channel))
             for message in messages:
                 await outgoing.put(message)
@@ -45,7 +46,7 @@ async def test_resume_after_the_server_is_killed_mid_batch(tmp_path: Path) -> No
         assert statuses.get("PROCESSING", 0) + statuses.get("RECEIVED", 0) > 0
 
         await server.start(port)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with keyed_channel(f"127.0.0.1:{port}") as channel:
             stub = batch_stub(channel)
             stopped = await stub.GetBatch(pb.GetBatchRequest(batch_id="payroll-2026-11"))
             assert stopped.batch.status == pb.BATCH_STATUS_INTERRUPTED

@@ -13,6 +13,7 @@ import pytest
 
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
+from paygrid_server.api_key_metadata import keyed_channel
 from paygrid_server.config import ChannelConfig
 from paygrid_server.ports.payment_channel import ChargeStatus
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
@@ -28,7 +29,7 @@ async def test_payments_in_flight_at_a_crash_are_resolved_on_restart(tmp_path: P
     server = ServerProcess(config, tmp_path / "server.log")
     try:
         await server.start(port)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+        async with keyed_channel(f"127.0.0.1:{port}") as ch:
             stub = pb_grpc.PaymentServiceStub(ch)
             charged = pay_request("k-charged", leg("hang_after_charge_1"))  # charge lands, answer lost
             unsent = pay_request("k-unsent", leg("timeout_1"))  # charge never lands
@@ -49,7 +50,7 @@ async def test_payments_in_flight_at_a_crash_are_resolved_on_restart(tmp_path: P
         assert stored("SELECT DISTINCT status FROM payments") == [("PROCESSING",)]
 
         await server.start(port)  # recovery runs before SERVING
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+        async with keyed_channel(f"127.0.0.1:{port}") as ch:
             stub = pb_grpc.PaymentServiceStub(ch)
             got = (await stub.GetPayment(pb.GetPaymentRequest(payment_id=ids["k-charged"]))).payment
             assert got.status == pb.PAYMENT_STATUS_SUCCEEDED

@@ -1,21 +1,24 @@
-"""paygrid-server serve: runs the gRPC server until SIGTERM or SIGINT."""
+"""paygrid-server: `serve` runs the gRPC server until SIGTERM or SIGINT;
+`check-config` prints the effective configuration; `new-api-key` makes a key."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
 import os
 import signal
 import sys
 from pathlib import Path
 
+from paygrid_server.api_keys import TENANT_ID_PATTERN, api_key_sha256, new_api_key
 from paygrid_server.app import PaygridApp
-from paygrid_server.config import ConfigError, load_config
+from paygrid_server.config import API_KEYS_ENV, SETTINGS, ConfigError, ServerConfig, load_config
 from paygrid_server.logging_setup import configure_logging
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    config = load_config(args.config, {"listen": args.listen, "database_path": args.database})
+async def _serve(config: ServerConfig) -> None:
     app = await PaygridApp.start(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -27,21 +30,72 @@ async def _serve(args: argparse.Namespace) -> None:
     await app.stop()
 
 
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=os.environ.get("PAYGRID_CONFIG"),
+                        help="TOML config file (env PAYGRID_CONFIG); "
+                             "see config/paygrid.example.toml")
+    for setting in SETTINGS:
+        parser.add_argument(setting.flag, dest=setting.dest, default=None, metavar="VALUE",
+                            help=f"[{setting.section}] {setting.key} (env {setting.env})")
+
+
+def _load(args: argparse.Namespace) -> ServerConfig:
+    return load_config(args.config, {s.dest: getattr(args, s.dest) for s in SETTINGS})
+
+
+def _printable(config: ServerConfig) -> dict:
+    def plain(value):
+        if isinstance(value, (Path,)):
+            return str(value)
+        if isinstance(value, frozenset):
+            return sorted(value)
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return value
+    return plain(config)
+
+
+def _new_api_key(tenant: str) -> int:
+    if not TENANT_ID_PATTERN.fullmatch(tenant):
+        print(f"paygrid-server: tenant must be 1-64 of a-z, 0-9, '_' or '-', got {tenant!r}",
+              file=sys.stderr)
+        return 2
+    key = new_api_key(tenant)
+    digest = api_key_sha256(key)
+    print(f"API key (give it to the client; it is not stored anywhere):\n  {key}\n"
+          f"Config file ([auth]):\n  api_keys = [{{ tenant = \"{tenant}\", sha256 = \"{digest}\" }}]\n"
+          f"or environment:\n  {API_KEYS_ENV}={tenant}:{digest}")
+    return 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="paygrid-server")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gRPC server")
-    serve.add_argument("--config", type=Path, default=os.environ.get("PAYGRID_CONFIG"),
-                       help="TOML config file (env PAYGRID_CONFIG)")
-    serve.add_argument("--listen", default=os.environ.get("PAYGRID_LISTEN"),
-                       help="host:port (env PAYGRID_LISTEN; default 127.0.0.1:50051)")
-    serve.add_argument("--database", type=Path, default=os.environ.get("PAYGRID_DATABASE"),
-                       help="SQLite file (env PAYGRID_DATABASE; default var/paygrid.sqlite3)")
-    serve.add_argument("--log-level", default=os.environ.get("PAYGRID_LOG_LEVEL", "INFO"))
+    _add_config_options(serve)
+    serve.add_argument("--log-level", default=os.environ.get("PAYGRID_LOG_LEVEL", "INFO"),
+                       choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
+                       help="env PAYGRID_LOG_LEVEL")
+    check = commands.add_parser("check-config",
+                                help="validate the configuration and print it as JSON")
+    _add_config_options(check)
+    key = commands.add_parser("new-api-key", help="make an API key and print its config line")
+    key.add_argument("--tenant", required=True)
     args = parser.parse_args()
+    if args.command == "new-api-key":
+        sys.exit(_new_api_key(args.tenant))
+    try:
+        config = _load(args)
+    except ConfigError as error:
+        sys.exit(f"paygrid-server: bad configuration: {error}")
+    if args.command == "check-config":
+        print(json.dumps(_printable(config), indent=2))
+        return
     configure_logging(args.log_level)
     try:
-        asyncio.run(_serve(args))
+        asyncio.run(_serve(config))
     except ConfigError as error:
         sys.exit(f"paygrid-server: bad configuration: {error}")
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import grpc
 import structlog
 
+from paygrid_server.api_keys import DEV_TENANT, ApiKeyRegistry
 from paygrid_server.channels.grpc_payment_channel import GrpcPaymentChannel
 from paygrid_server.config import ServerConfig
 from paygrid_server.domain.batch_service import BatchService
@@ -25,7 +26,14 @@ from paygrid_server.storage.sqlite_batch_store import SqliteBatchStore
 from paygrid_server.storage.sqlite_database import SqliteDatabase
 from paygrid_server.storage.sqlite_payment_store import SqlitePaymentStore
 from paygrid_server.transport.batch_servicer import BatchServicer
-from paygrid_server.transport.grpc_server import RunningServer, start_grpc_server
+from paygrid_server.transport.api_key_authentication import ApiKeyAuthentication
+from paygrid_server.transport.grpc_server import (
+    ConnectionPolicy,
+    RunningServer,
+    start_grpc_server,
+)
+from paygrid_server.transport.load_shedding import LoadShedding
+from paygrid_server.tls_credentials import channel_credentials, server_credentials
 from paygrid_server.transport.payment_servicer import PaymentServicer
 
 log = structlog.get_logger("paygrid.app")
@@ -41,6 +49,7 @@ class PaygridApp:
     breakers: dict[str, CircuitBreaker]
     simulators: dict[str, tuple[grpc.aio.Server, ChannelSimulator]] = field(default_factory=dict)
     recovery_task: asyncio.Task | None = None
+    load_shedding: LoadShedding | None = None
 
     @property
     def port(self) -> int:
@@ -58,7 +67,12 @@ class PaygridApp:
                 server, simulator, port = await start_simulator(channel.name, channel.simulator)
                 simulators[channel.name] = (server, simulator)
                 target = f"127.0.0.1:{port}"
-            channels[channel.name] = GrpcPaymentChannel(channel.name, target)
+            credentials = None
+            if channel.tls_ca_file is not None:
+                credentials = channel_credentials(channel.tls_ca_file, channel.tls_cert_file,
+                                                  channel.tls_key_file, f"channels.{channel.name}")
+            channels[channel.name] = GrpcPaymentChannel(channel.name, target, credentials,
+                                                        channel.tls_server_name)
         breakers = {c.name: CircuitBreaker(config.breaker_failure_threshold,
                                            config.breaker_open_ms) for c in config.channels}
         router = Router([ChannelRoute(c.name, c.currencies, c.min_amount_minor,
@@ -79,9 +93,28 @@ class PaygridApp:
         # batches wait for their submitter to resubmit them.
         resolved = await recovery.resolve_all()
         interrupted = await batch_store.interrupt_abandoned()
-        running = await start_grpc_server(config.listen, PaymentServicer(payments, refunds),
-                                          BatchServicer(batches))
+        api_keys = ApiKeyRegistry(config.auth.api_keys)
+        load_shedding = LoadShedding(config.max_concurrent_calls,
+                                     config.max_concurrent_batch_streams)
+        interceptors: list[grpc.aio.ServerInterceptor] = []
+        # Shed before authenticating: an overloaded server spends nothing on
+        # a call it will refuse anyway.
+        interceptors += [load_shedding, ApiKeyAuthentication(api_keys)]
+        tls = config.tls
+        credentials = None
+        if tls.cert_file is not None and tls.key_file is not None:
+            credentials = server_credentials(tls.cert_file, tls.key_file, tls.client_ca_file)
+        running = await start_grpc_server(
+            config.listen, PaymentServicer(payments, refunds), BatchServicer(batches),
+            interceptors, credentials, ConnectionPolicy(
+                config.max_connection_age_ms, config.max_connection_age_grace_ms,
+                config.keepalive_time_ms, config.keepalive_timeout_ms,
+                config.keepalive_min_client_ping_interval_ms))
+        if api_keys.dev_key_only:
+            log.warning("auth.dev_key_only", tenant=DEV_TENANT,
+                        hint="no API keys configured: only the documented dev key is accepted")
         app = cls(config, database, running, in_flight, channels, breakers, simulators)
+        app.load_shedding = load_shedding
         app.recovery_task = asyncio.get_running_loop().create_task(
             recovery.run_periodically(config.recovery_interval_ms))
         log.info("server.started", listen=config.listen, port=running.port,

@@ -1,16 +1,20 @@
-"""Server configuration: defaults, a TOML file, then environment and flags.
+"""Server configuration: defaults, then a TOML file, then environment, then flags.
 
-Every value is checked when loaded; a bad one stops start-up with a message
-naming the key.
+Every scalar setting has one name in each source, listed once in SETTINGS
+(`[tls] cert_file` = `PAYGRID_TLS_CERT_FILE` = `--tls-cert-file`). Every value
+is checked when loaded; a bad one stops start-up with a message naming the
+key and where it came from.
 """
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
+from paygrid_server.api_keys import SHA256_HEX_PATTERN, TENANT_ID_PATTERN, ApiKeyEntry
 from paygrid_server.domain import limits
 from paygrid_server.domain.currencies import MINOR_UNITS
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour
@@ -31,6 +35,12 @@ class ChannelConfig:
     priority: int = 100
     timeout_ms: int = 2_000
     simulator: SimulatorBehaviour = SimulatorBehaviour()
+    # TLS to a remote channel: the CA to trust turns it on; a client
+    # certificate and key add mTLS.
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_server_name: str | None = None  # when the certificate names another host
 
 
 DEFAULT_CHANNELS = (
@@ -44,6 +54,29 @@ DEFAULT_CHANNELS = (
 
 
 @dataclass(frozen=True, slots=True)
+class TlsConfig:
+    cert_file: Path | None = None  # server certificate chain (PEM); with key_file turns TLS on
+    key_file: Path | None = None
+    client_ca_file: Path | None = None  # when set, clients must present a certificate it signed
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    # SHA-256 digests of API keys and their tenants; none: only the dev key works.
+    api_keys: tuple[ApiKeyEntry, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ObservabilityConfig:
+    # host:port of the Prometheus /metrics HTTP endpoint; "" turns it off.
+    metrics_listen: str = "127.0.0.1:9464"
+    # Where finished spans go: "none", "console" (stderr) or "otlp" (gRPC).
+    tracing_exporter: str = "none"
+    # host:port of an OpenTelemetry collector, for tracing_exporter = "otlp".
+    otlp_endpoint: str = "127.0.0.1:4317"
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     listen: str = "127.0.0.1:50051"
     database_path: Path = Path("var/paygrid.sqlite3")
@@ -52,6 +85,120 @@ class ServerConfig:
     breaker_open_ms: int = 5_000
     recovery_interval_ms: int = 5_000
     shutdown_grace_ms: int = 10_000
+    # Load shedding: calls past these get RESOURCE_EXHAUSTED at once.
+    max_concurrent_calls: int = 512
+    max_concurrent_batch_streams: int = 16
+    # Connections are closed after this age (with a grace for calls in
+    # flight), so clients re-resolve and load spreads over new replicas.
+    max_connection_age_ms: int = 300_000
+    max_connection_age_grace_ms: int = 30_000
+    keepalive_time_ms: int = 60_000  # server pings an idle connection this often
+    keepalive_timeout_ms: int = 20_000  # and drops it when a ping is not answered in time
+    keepalive_min_client_ping_interval_ms: int = 10_000  # clients may ping this often
+    tls: TlsConfig = TlsConfig()
+    auth: AuthConfig = AuthConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
+
+
+def _positive(value: int) -> str | None:
+    return None if value > 0 else f"must be greater than 0, got {value}"
+
+
+def _host_port(value: str) -> str | None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65_535:
+        return f"expected host:port, got {value!r}"
+    return None
+
+
+def _host_port_or_off(value: str) -> str | None:
+    return None if value == "" else _host_port(value)
+
+
+def _one_of(*choices: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        return None if value in choices else f"expected one of {', '.join(choices)}, got {value!r}"
+    return check
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    section: str  # TOML table
+    key: str  # TOML key
+    kind: type  # str, int or Path
+    path: tuple[str, ...]  # attribute path in ServerConfig
+    env: str
+    check: Callable[[Any], str | None] | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.env.removeprefix("PAYGRID_").lower().replace("_", "-")
+
+    @property
+    def dest(self) -> str:
+        return self.env.removeprefix("PAYGRID_").lower()
+
+
+def _server(key: str, kind: type, env: str, attr: str | None = None,
+            check: Callable[[Any], str | None] | None = _positive) -> Setting:
+    return Setting("server", key, kind, (attr or key,), env, check)
+
+
+SETTINGS = (
+    _server("listen", str, "PAYGRID_LISTEN", check=_host_port),
+    _server("database", Path, "PAYGRID_DATABASE", "database_path", check=None),
+    _server("breaker_failure_threshold", int, "PAYGRID_BREAKER_FAILURE_THRESHOLD"),
+    _server("breaker_open_ms", int, "PAYGRID_BREAKER_OPEN_MS"),
+    _server("recovery_interval_ms", int, "PAYGRID_RECOVERY_INTERVAL_MS"),
+    _server("shutdown_grace_ms", int, "PAYGRID_SHUTDOWN_GRACE_MS"),
+    _server("max_concurrent_calls", int, "PAYGRID_MAX_CONCURRENT_CALLS"),
+    _server("max_concurrent_batch_streams", int, "PAYGRID_MAX_CONCURRENT_BATCH_STREAMS"),
+    _server("max_connection_age_ms", int, "PAYGRID_MAX_CONNECTION_AGE_MS"),
+    _server("max_connection_age_grace_ms", int, "PAYGRID_MAX_CONNECTION_AGE_GRACE_MS"),
+    _server("keepalive_time_ms", int, "PAYGRID_KEEPALIVE_TIME_MS"),
+    _server("keepalive_timeout_ms", int, "PAYGRID_KEEPALIVE_TIMEOUT_MS"),
+    _server("keepalive_min_client_ping_interval_ms", int,
+            "PAYGRID_KEEPALIVE_MIN_CLIENT_PING_INTERVAL_MS"),
+    Setting("tls", "cert_file", Path, ("tls", "cert_file"), "PAYGRID_TLS_CERT_FILE"),
+    Setting("tls", "key_file", Path, ("tls", "key_file"), "PAYGRID_TLS_KEY_FILE"),
+    Setting("tls", "client_ca_file", Path, ("tls", "client_ca_file"),
+            "PAYGRID_TLS_CLIENT_CA_FILE"),
+    Setting("observability", "metrics_listen", str, ("observability", "metrics_listen"),
+            "PAYGRID_METRICS_LISTEN", _host_port_or_off),
+    Setting("observability", "tracing_exporter", str, ("observability", "tracing_exporter"),
+            "PAYGRID_TRACING_EXPORTER", _one_of("none", "console", "otlp")),
+    Setting("observability", "otlp_endpoint", str, ("observability", "otlp_endpoint"),
+            "PAYGRID_OTLP_ENDPOINT", _host_port),
+)
+
+# Not scalars: API keys are a list ([auth] api_keys, or PAYGRID_API_KEYS as
+# "tenant:sha256,tenant:sha256"); channels are [[channels]] tables.
+API_KEYS_ENV = "PAYGRID_API_KEYS"
+
+
+def _coerce(setting: Setting, value: Any, where: str) -> Any:
+    kind = setting.kind
+    if isinstance(value, str) and kind is int:
+        try:
+            value = int(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+    if kind is Path:
+        if not isinstance(value, (str, Path)) or not str(value):
+            raise ConfigError(f"{where}: expected a file path, got {value!r}")
+        value = Path(value)
+    elif not isinstance(value, kind) or isinstance(value, bool):
+        raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}")
+    if setting.check is not None and (problem := setting.check(value)):
+        raise ConfigError(f"{where}: {problem}")
+    return value
+
+
+def _set(config: ServerConfig, path: tuple[str, ...], value: Any) -> ServerConfig:
+    if len(path) == 1:
+        return replace(config, **{path[0]: value})
+    inner = getattr(config, path[0])
+    return replace(config, **{path[0]: replace(inner, **{path[1]: value})})
 
 
 def _take(table: dict[str, Any], key: str, kind: type, where: str, default: Any) -> Any:
@@ -65,10 +212,16 @@ def _take(table: dict[str, Any], key: str, kind: type, where: str, default: Any)
     return value
 
 
-def _positive(value: int, where: str) -> int:
-    if value <= 0:
-        raise ConfigError(f"{where}: must be greater than 0, got {value}")
+def _positive_int(table: dict[str, Any], key: str, where: str, default: int) -> int:
+    value = _take(table, key, int, where, default)
+    if problem := _positive(value):
+        raise ConfigError(f"{where}.{key}: {problem}")
     return value
+
+
+def _optional_path(table: dict[str, Any], key: str, where: str) -> Path | None:
+    value = _take(table, key, str, where, None)
+    return Path(value) if value else None
 
 
 def _channel(table: dict[str, Any], where: str) -> ChannelConfig:
@@ -92,60 +245,124 @@ def _channel(table: dict[str, Any], where: str) -> ChannelConfig:
         name=name,
         target=_take(table, "target", str, where, None),
         currencies=currencies,
-        min_amount_minor=_positive(_take(table, "min_amount_minor", int, where, 1),
-                                   f"{where}.min_amount_minor"),
-        max_amount_minor=_positive(_take(table, "max_amount_minor", int, where,
-                                         limits.MAX_AMOUNT_MINOR), f"{where}.max_amount_minor"),
+        min_amount_minor=_positive_int(table, "min_amount_minor", where, 1),
+        max_amount_minor=_positive_int(table, "max_amount_minor", where, limits.MAX_AMOUNT_MINOR),
         priority=_take(table, "priority", int, where, 100),
-        timeout_ms=_positive(_take(table, "timeout_ms", int, where, 2_000), f"{where}.timeout_ms"),
+        timeout_ms=_positive_int(table, "timeout_ms", where, 2_000),
         simulator=simulator,
+        tls_ca_file=_optional_path(table, "tls_ca_file", where),
+        tls_cert_file=_optional_path(table, "tls_cert_file", where),
+        tls_key_file=_optional_path(table, "tls_key_file", where),
+        tls_server_name=_take(table, "tls_server_name", str, where, None),
     )
     leftovers = sorted(table) + [f"simulator.{k}" for k in sorted(sim_table)]
     if leftovers:
         raise ConfigError(f"{where}: unknown keys {', '.join(leftovers)}")
     if config.min_amount_minor > config.max_amount_minor:
         raise ConfigError(f"{where}: min_amount_minor is above max_amount_minor")
+    if (config.tls_cert_file is None) != (config.tls_key_file is None):
+        raise ConfigError(f"{where}: tls_cert_file and tls_key_file go together")
+    if config.tls_cert_file is not None and config.tls_ca_file is None:
+        raise ConfigError(f"{where}: a client certificate needs tls_ca_file (TLS) as well")
+    if config.target is None and config.tls_ca_file is not None:
+        raise ConfigError(f"{where}: TLS settings need a remote target")
     return config
 
 
-def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> ServerConfig:
+def _api_key(tenant: Any, digest: Any, where: str) -> ApiKeyEntry:
+    if not isinstance(tenant, str) or not TENANT_ID_PATTERN.fullmatch(tenant):
+        raise ConfigError(f"{where}: tenant must be 1-64 of a-z, 0-9, '_' or '-' "
+                          f"(starting with a letter or digit), got {tenant!r}")
+    if not isinstance(digest, str) or not SHA256_HEX_PATTERN.fullmatch(digest):
+        raise ConfigError(f"{where}: sha256 must be the 64 hex digits of the key's SHA-256 "
+                          "(paygrid-server new-api-key prints one), not the key itself")
+    return ApiKeyEntry(tenant, digest)
+
+
+def _api_keys_from_env(value: str) -> tuple[ApiKeyEntry, ...]:
+    entries = []
+    for i, item in enumerate(part.strip() for part in value.split(",") if part.strip()):
+        tenant, sep, digest = item.partition(":")
+        if not sep:
+            raise ConfigError(f"{API_KEYS_ENV}[{i}]: expected tenant:sha256, got {item!r}")
+        entries.append(_api_key(tenant, digest, f"{API_KEYS_ENV}[{i}]"))
+    return tuple(entries)
+
+
+def _from_file(config: ServerConfig, path: Path) -> ServerConfig:
+    try:
+        table = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"{path}: {error}") from error
+    sections = {name: table.pop(name, None) for name in ("server", "tls", "observability")}
+    auth = table.pop("auth", None)
+    channels = table.pop("channels", None)
+    if table:
+        raise ConfigError(f"{path}: unknown sections {', '.join(sorted(table))}")
+    for name, section in sections.items():
+        if section is None:
+            continue
+        if not isinstance(section, dict):
+            raise ConfigError(f"{name}: expected a [{name}] table")
+        section = dict(section)
+        for setting in SETTINGS:
+            if setting.section == name and setting.key in section:
+                value = _coerce(setting, section.pop(setting.key), f"{name}.{setting.key}")
+                config = _set(config, setting.path, value)
+        if section:
+            raise ConfigError(f"{name}: unknown keys {', '.join(sorted(section))}")
+    if auth is not None:
+        auth = dict(auth)
+        keys = _take(auth, "api_keys", list, "auth", [])
+        if auth:
+            raise ConfigError(f"auth: unknown keys {', '.join(sorted(auth))}")
+        entries = []
+        for i, entry in enumerate(keys):
+            where = f"auth.api_keys[{i}]"
+            if not isinstance(entry, dict) or set(entry) != {"tenant", "sha256"}:
+                raise ConfigError(f"{where}: expected {{ tenant = \"...\", sha256 = \"...\" }}")
+            entries.append(_api_key(entry["tenant"], entry["sha256"], where))
+        config = replace(config, auth=AuthConfig(tuple(entries)))
+    if channels is not None:
+        if not isinstance(channels, list) or not channels:
+            raise ConfigError("channels: give at least one [[channels]] table")
+        parsed = tuple(_channel(c, f"channels[{i}]") for i, c in enumerate(channels))
+        names = [c.name for c in parsed]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"channels: names must be unique, got {names}")
+        config = replace(config, channels=parsed)
+    return config
+
+
+def _check_whole(config: ServerConfig) -> ServerConfig:
+    tls = config.tls
+    if (tls.cert_file is None) != (tls.key_file is None):
+        raise ConfigError("tls: cert_file and key_file go together")
+    if tls.client_ca_file is not None and tls.cert_file is None:
+        raise ConfigError("tls.client_ca_file (mTLS) needs cert_file and key_file (TLS) as well")
+    for name in ("cert_file", "key_file", "client_ca_file"):
+        path = getattr(tls, name)
+        if path is not None and not path.is_file():
+            raise ConfigError(f"tls.{name}: no such file {str(path)!r}")
+    return config
+
+
+def load_config(path: Path | None, flags: Mapping[str, Any] | None = None,
+                environ: Mapping[str, str] | None = None) -> ServerConfig:
+    """Defaults < file < environment < flags. `flags` maps a Setting's dest
+    (e.g. "tls_cert_file") to a value; None means not given."""
+    environ = os.environ if environ is None else environ
     config = ServerConfig()
     if path is not None:
-        try:
-            table = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as error:
-            raise ConfigError(f"{path}: {error}") from error
-        server = dict(table.pop("server", {}))
-        channels = table.pop("channels", None)
-        if table:
-            raise ConfigError(f"{path}: unknown sections {', '.join(sorted(table))}")
-        config = replace(
-            config,
-            listen=_take(server, "listen", str, "server", config.listen),
-            database_path=Path(_take(server, "database", str, "server",
-                                     str(config.database_path))),
-            breaker_failure_threshold=_positive(_take(
-                server, "breaker_failure_threshold", int, "server",
-                config.breaker_failure_threshold), "server.breaker_failure_threshold"),
-            breaker_open_ms=_positive(_take(server, "breaker_open_ms", int, "server",
-                                            config.breaker_open_ms), "server.breaker_open_ms"),
-            recovery_interval_ms=_positive(_take(
-                server, "recovery_interval_ms", int, "server", config.recovery_interval_ms),
-                "server.recovery_interval_ms"),
-            shutdown_grace_ms=_positive(_take(server, "shutdown_grace_ms", int, "server",
-                                              config.shutdown_grace_ms), "server.shutdown_grace_ms"),
-        )
-        if server:
-            raise ConfigError(f"server: unknown keys {', '.join(sorted(server))}")
-        if channels is not None:
-            if not isinstance(channels, list) or not channels:
-                raise ConfigError("channels: give at least one [[channels]] table")
-            parsed = tuple(_channel(c, f"channels[{i}]") for i, c in enumerate(channels))
-            names = [c.name for c in parsed]
-            if len(set(names)) != len(names):
-                raise ConfigError(f"channels: names must be unique, got {names}")
-            config = replace(config, channels=parsed)
-    for key, value in (overrides or {}).items():
+        config = _from_file(config, path)
+    for setting in SETTINGS:
+        if environ.get(setting.env):
+            config = _set(config, setting.path,
+                          _coerce(setting, environ[setting.env], setting.env))
+    if environ.get(API_KEYS_ENV):
+        config = replace(config, auth=AuthConfig(_api_keys_from_env(environ[API_KEYS_ENV])))
+    for setting in SETTINGS:
+        value = (flags or {}).get(setting.dest)
         if value is not None:
-            config = replace(config, **{key: value})
-    return config
+            config = _set(config, setting.path, _coerce(setting, value, setting.flag))
+    return _check_whole(config)

@@ -54,10 +54,16 @@ def _money(money: Money) -> money_pb2.Money:
 
 
 class GrpcPaymentChannel:
-    def __init__(self, name: str, target: str) -> None:
+    def __init__(self, name: str, target: str,
+                 credentials: grpc.ChannelCredentials | None = None,
+                 server_name: str | None = None) -> None:
         self.name = name
         self.target = target
-        self._channel = grpc.aio.insecure_channel(target)
+        if credentials is None:
+            self._channel = grpc.aio.insecure_channel(target)
+        else:
+            options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+            self._channel = grpc.aio.secure_channel(target, credentials, options=options)
         self._stub = pb_grpc.PaymentChannelStub(self._channel)
 
     async def close(self) -> None:

@@ -53,7 +53,8 @@ class BatchHeader:
 
 @dataclass(slots=True)
 class Batch:
-    batch_id: str
+    tenant_id: str  # the owner: only its API keys see the batch
+    batch_id: str  # the client's, unique per tenant
     uid: str  # server-made, unique forever: the root of channel idempotency keys
     header: BatchHeader
     fingerprint: str

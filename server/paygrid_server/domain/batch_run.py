@@ -113,13 +113,14 @@ class BatchRun:
             await self.outbox.close()  # the submitter always learns the stream is over
 
     async def _run(self) -> None:
-        structlog.contextvars.bind_contextvars(batch_id=self.batch.batch_id)
+        structlog.contextvars.bind_contextvars(tenant_id=self.batch.tenant_id,
+                                               batch_id=self.batch.batch_id)
         started_us = clock.now_us()
         submission, next_seq, next_group_no = await self._store.start_submission(
-            self.batch.batch_id, self._header, started_us)
+            self.batch.uid, self._header, started_us)
         self._submission = submission
         self._next_seq = next_seq
-        self._stored_items = (await self._store.counts(self.batch.batch_id)).total
+        self._stored_items = (await self._store.counts(self.batch.uid)).total
         self._grouper = Grouper(self.batch.header.grouping, self._header.max_group_size,
                                 next_group_no)
         self._first_group_no = next_group_no
@@ -132,7 +133,7 @@ class BatchRun:
             await self._regroup_waiting_items()
             self._ended = await self._ingest()
             if self._ended:
-                await self._store.set_status(self.batch.batch_id, BatchStatus.PROCESSING)
+                await self._store.set_status(self.batch.uid, BatchStatus.PROCESSING)
                 for group in self._grouper.seal_all():
                     await self._groups.put(group)
         finally:
@@ -142,12 +143,12 @@ class BatchRun:
         await self._finish(started_us)
 
     async def _finish(self, started_us: int) -> None:
-        counts = await self._store.counts(self.batch.batch_id)
+        counts = await self._store.counts(self.batch.uid)
         complete = self._ended and counts.pending == 0 and self._worker_error is None
         status = BatchStatus.COMPLETED if complete else BatchStatus.INTERRUPTED
         finished_us = clock.now_us()
         wall_us = finished_us - started_us
-        await self._store.finish_submission(self.batch.batch_id, status, wall_us,
+        await self._store.finish_submission(self.batch.uid, status, wall_us,
                                             finished_us if complete else None)
         timing = batch_timing(self._group_processing_us, self._items_final, wall_us)
         log.info("batch.submission_finished", submission=self._submission, status=status.value,
@@ -169,7 +170,7 @@ class BatchRun:
         after = 0
         unsettled = (BatchItemStatus.PROCESSING, BatchItemStatus.UNKNOWN)
         gate = asyncio.Semaphore(limits.BATCH_ITEM_CONCURRENCY_PER_GROUP)
-        while items := await self._store.items_after(self.batch.batch_id, after,
+        while items := await self._store.items_after(self.batch.uid, after,
                                                      limits.BATCH_PAGE_ITEMS, unsettled):
             after = items[-1].seq
 
@@ -186,11 +187,11 @@ class BatchRun:
                     self._apply(item, record)
 
             await asyncio.gather(*(settle(item) for item in items))
-            await self._store.save_items(self.batch.batch_id, items)
+            await self._store.save_items(self.batch.uid, items)
 
     async def _regroup_waiting_items(self) -> None:
         after = 0
-        while items := await self._store.items_after(self.batch.batch_id, after,
+        while items := await self._store.items_after(self.batch.uid, after,
                                                      limits.BATCH_PAGE_ITEMS,
                                                      (BatchItemStatus.RECEIVED,)):
             after = items[-1].seq
@@ -237,7 +238,7 @@ class BatchRun:
                 continue
             self._next_seq += 1
             items.append(checked)
-        outcome = await self._store.insert_items(self.batch.batch_id, self._submission, items,
+        outcome = await self._store.insert_items(self.batch.uid, self._submission, items,
                                                  len(refused))
         self._stored_items += len(outcome.new)
         rejected = refused + outcome.refused + [
@@ -282,7 +283,7 @@ class BatchRun:
             item.status, item.group_no = BatchItemStatus.PROCESSING, group.group_no
         # Stored before any charge: after a crash these items are settled
         # with their channel rather than charged blindly again.
-        await self._store.mark_group_processing(self.batch.batch_id, group)
+        await self._store.mark_group_processing(self.batch.uid, group)
         gate = asyncio.Semaphore(limits.BATCH_ITEM_CONCURRENCY_PER_GROUP)
 
         async def charge(item: BatchItem) -> None:
@@ -291,7 +292,7 @@ class BatchRun:
 
         await asyncio.gather(*(charge(item) for item in group.items))
         group.completed_at_us = clock.now_us()
-        await self._store.save_group_results(self.batch.batch_id, group)
+        await self._store.save_group_results(self.batch.uid, group)
         self._group_processing_us.append(group.processing_us)
         self._items_final += sum(1 for item in group.items if item.status.is_final)
         log.info("batch.group_completed", group_no=group.group_no, group_key=group.key,

@@ -44,11 +44,11 @@ class BatchService:
         self._settlement = settlement
         self._in_flight = in_flight
 
-    async def open(self, header_input: BatchHeaderInput) -> BatchRun:
+    async def open(self, tenant_id: str, header_input: BatchHeaderInput) -> BatchRun:
         """Starts a submission; the run goes on even if the stream drops."""
         header = validate_header(header_input)
         now_us = clock.now_us()
-        fresh = Batch(batch_id=header.batch_id, uid=f"bat_{uuid.uuid4().hex}", header=header,
+        fresh = Batch(tenant_id=tenant_id, batch_id=header.batch_id, uid=f"bat_{uuid.uuid4().hex}", header=header,
                       fingerprint=header.fingerprint(), status=BatchStatus.RECEIVING,
                       submissions=0, created_at_us=now_us, submission_started_at_us=now_us)
         batch = await self._store.insert_batch(fresh) or fresh
@@ -57,7 +57,7 @@ class BatchService:
                 "header.batch_id", "BATCH_ID_REUSED",
                 f"batch {header.batch_id!r} exists with another payer or grouping; "
                 "use a new batch_id for a new batch")
-        ident = f"batch:{header.batch_id}"
+        ident = f"batch:{batch.uid}"
         # No await between this check and run(): one submission per batch at a time.
         if ident in self._in_flight:
             raise RequestInProgress(header.batch_id, RETRY_OPEN_BATCH_AFTER_MS, "batch_id")
@@ -65,32 +65,32 @@ class BatchService:
         self._in_flight.run(ident, run.run())
         return run
 
-    async def report(self, batch_id: str) -> BatchReport:
-        batch = await self._find(batch_id)
-        counts = await self._store.counts(batch_id)
+    async def report(self, tenant_id: str, batch_id: str) -> BatchReport:
+        batch = await self._find(tenant_id, batch_id)
+        counts = await self._store.counts(batch.uid)
         wall_us = batch.wall_us_before
         if batch.status in (BatchStatus.RECEIVING, BatchStatus.PROCESSING):
             wall_us += clock.now_us() - batch.submission_started_at_us
-        timing = batch_timing(await self._store.group_processing_us(batch_id),
+        timing = batch_timing(await self._store.group_processing_us(batch.uid),
                               counts.succeeded + counts.failed, wall_us)
         return BatchReport(batch, counts, timing)
 
-    async def items(self, batch_id: str,
+    async def items(self, tenant_id: str, batch_id: str,
                     status: BatchItemStatus | None) -> AsyncIterator[list[BatchItem]]:
         """Stored items in arrival order, a page at a time."""
-        await self._find(batch_id)
+        batch = await self._find(tenant_id, batch_id)
         statuses = (status,) if status else ()
         after = 0
-        while page := await self._store.items_after(batch_id, after, limits.BATCH_PAGE_ITEMS,
+        while page := await self._store.items_after(batch.uid, after, limits.BATCH_PAGE_ITEMS,
                                                     statuses):
             after = page[-1].seq
             yield page
 
-    async def _find(self, batch_id: str) -> Batch:
+    async def _find(self, tenant_id: str, batch_id: str) -> Batch:
         v = Violations()
         check_text(v, "batch_id", batch_id, limits.BATCH_ID_MAX_CHARS, required=True)
         v.raise_if_any()
-        batch = await self._store.get_batch(batch_id)
+        batch = await self._store.get_batch(tenant_id, batch_id)
         if batch is None:
             raise NotFound("batch", batch_id)
         return batch

@@ -115,7 +115,8 @@ class Leg:
 @dataclass(slots=True)
 class Payment:
     payment_id: str
-    idempotency_key: str
+    tenant_id: str  # the owner: only its API keys see the payment
+    idempotency_key: str  # unique per tenant
     fingerprint: str
     payer: str
     mode: PaymentMode

@@ -39,6 +39,14 @@ def payment_budget_ms(caller_remaining_ms: float | None) -> float:
     return budget
 
 
+def owned_payment(tenant_id: str, payment_id: str, payment: Payment | None) -> Payment:
+    """Another tenant's payment is NOT_FOUND, exactly like a missing one, so
+    a caller learns nothing about ids it does not own."""
+    if payment is None or payment.tenant_id != tenant_id:
+        raise NotFound("payment", payment_id)
+    return payment
+
+
 def bind_payment_ids(payment: Payment) -> None:
     """Every log event of this task (and the leg tasks it starts) carries
     the payment's ids; bound once here, never passed by hand."""
@@ -77,12 +85,14 @@ class PaymentService:
         self._completion = completion
         self._in_flight = in_flight
 
-    async def pay(self, request: PayInput, caller_remaining_ms: float | None) -> Payment:
+    async def pay(self, tenant_id: str, request: PayInput,
+                  caller_remaining_ms: float | None) -> Payment:
         valid = validate_pay(request, self._router.check)
         budget_ms = payment_budget_ms(caller_remaining_ms)
         deadline_ms = clock.monotonic_ms() + budget_ms
         payment = Payment(
             payment_id=f"pay_{uuid.uuid4().hex}",
+            tenant_id=tenant_id,
             idempotency_key=valid.idempotency_key,
             fingerprint=valid.fingerprint(),
             payer=valid.payer,
@@ -116,16 +126,14 @@ class PaymentService:
         await self._completion.complete(payment)
         return payment
 
-    async def get(self, payment_id: str) -> Payment:
+    async def get(self, tenant_id: str, payment_id: str) -> Payment:
         v = Violations()
         check_text(v, "payment_id", payment_id, limits.PAYMENT_ID_MAX_CHARS, required=True)
         v.raise_if_any()
-        payment = await self._store.get_payment(payment_id)
-        if payment is None:
-            raise NotFound("payment", payment_id)
-        return payment
+        return owned_payment(tenant_id, payment_id, await self._store.get_payment(payment_id))
 
-    async def list(self, page_size: int, after: PageCursor | None) -> tuple[list[Payment], PageCursor | None]:
+    async def list(self, tenant_id: str, page_size: int,
+                   after: PageCursor | None) -> tuple[list[Payment], PageCursor | None]:
         """One page, newest first, and the cursor of the next page (None at the end)."""
         if page_size < 0:
             v = Violations()
@@ -134,7 +142,7 @@ class PaymentService:
         if page_size == 0:
             page_size = limits.LIST_PAGE_SIZE_DEFAULT
         page_size = min(page_size, limits.LIST_PAGE_SIZE_MAX)
-        rows = await self._store.list_payments(page_size + 1, after)
+        rows = await self._store.list_payments(tenant_id, page_size + 1, after)
         page = rows[:page_size]
         more = len(rows) > page_size
         cursor = PageCursor(page[-1].received_at_us, page[-1].payment_id) if more else None

@@ -19,12 +19,15 @@ from paygrid_server.domain.channel_retries import retry_settlement_call
 from paygrid_server.domain.money import Money
 from paygrid_server.domain.errors import (
     IdempotencyConflict,
-    NotFound,
     PreconditionFailed,
     RequestInProgress,
 )
 from paygrid_server.domain.payment import Failure, FailureReason, LegStatus, Payment, PaymentStatus
-from paygrid_server.domain.payment_service import RETRY_IN_PROGRESS_AFTER_MS, InFlight
+from paygrid_server.domain.payment_service import (
+    RETRY_IN_PROGRESS_AFTER_MS,
+    InFlight,
+    owned_payment,
+)
 from paygrid_server.domain.refund import Refund, RefundLeg, RefundLegRequest, RefundRequest, RefundStatus
 from paygrid_server.domain.request_validation import (
     MoneyInput,
@@ -81,11 +84,10 @@ class RefundService:
         self._channels = channels
         self._in_flight = in_flight
 
-    async def refund(self, request_input: RefundInput) -> tuple[Refund, Payment]:
+    async def refund(self, tenant_id: str, request_input: RefundInput) -> tuple[Refund, Payment]:
         request = validate_refund(request_input)
-        payment = await self._store.get_payment(request.payment_id)
-        if payment is None:
-            raise NotFound("payment", request.payment_id)
+        payment = owned_payment(tenant_id, request.payment_id,
+                                await self._store.get_payment(request.payment_id))
         fingerprint = request.fingerprint()
         existing = await self._store.get_refund_by_key(payment.payment_id, request.idempotency_key)
         if existing is None:

@@ -33,13 +33,16 @@ class RefundExceedsRefundable(Exception):
 
 class PaymentStore(Protocol):
     async def insert_payment(self, payment: Payment) -> Payment | None:
-        """Stores a new payment with its legs. When the idempotency key is
-        taken, stores nothing and returns the payment that holds it."""
+        """Stores a new payment with its legs. When the tenant's idempotency
+        key is taken, stores nothing and returns the payment that holds it."""
         ...
 
-    async def get_payment(self, payment_id: str) -> Payment | None: ...
+    async def get_payment(self, payment_id: str) -> Payment | None:
+        """Whoever owns it: the caller checks the tenant."""
+        ...
 
-    async def list_payments(self, limit: int, after: PageCursor | None) -> list[Payment]: ...
+    async def list_payments(self, tenant_id: str, limit: int,
+                            after: PageCursor | None) -> list[Payment]: ...
 
     async def list_processing_payments(self) -> list[Payment]: ...
 

@@ -139,13 +139,15 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
 
 async def start_simulator(name: str, behaviour: SimulatorBehaviour, listen: str = "127.0.0.1:0",
                           ledger: ChannelLedger | None = None,
+                          credentials: grpc.ServerCredentials | None = None,
                           ) -> tuple[grpc.aio.Server, ChannelSimulator, int]:
     """Starts a simulator server; returns it, its servicer and its bound port.
     Passing the ledger of a stopped simulator restarts that channel."""
     server = grpc.aio.server()
     simulator = ChannelSimulator(ledger or ChannelLedger(name), behaviour)
     pb_grpc.add_PaymentChannelServicer_to_server(simulator, server)
-    port = server.add_insecure_port(listen)
+    port = (server.add_insecure_port(listen) if credentials is None
+            else server.add_secure_port(listen, credentials))
     assert port, f"could not bind the {name} simulator to {listen}"
     await server.start()
     return server, simulator, port

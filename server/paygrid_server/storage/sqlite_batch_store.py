@@ -34,7 +34,8 @@ def _batch(row: aiosqlite.Row) -> Batch:
     header = BatchHeader(row["batch_id"], row["payer"], GroupingPolicy(row["grouping"]),
                          row["max_group_size"], row["parallelism"])
     return Batch(
-        batch_id=row["batch_id"], uid=row["uid"], header=header, fingerprint=row["fingerprint"],
+        tenant_id=row["tenant_id"], batch_id=row["batch_id"], uid=row["uid"], header=header,
+        fingerprint=row["fingerprint"],
         status=BatchStatus(row["status"]), submissions=row["submissions"],
         created_at_us=row["created_at_us"], completed_at_us=row["completed_at_us"],
         wall_us_before=row["wall_us_before"],
@@ -52,15 +53,15 @@ def _item(row: aiosqlite.Row) -> BatchItem:
                                      row["failure_decline_code"]))
 
 
-def _item_state(batch_id: str, item: BatchItem) -> tuple:
+def _item_state(batch_uid: str, item: BatchItem) -> tuple:
     return (item.status.value, item.attempt, item.group_no, item.channel_reference,
-            *failure_columns(item.failure), batch_id, item.seq)
+            *failure_columns(item.failure), batch_uid, item.seq)
 
 
 _UPDATE_ITEM_STATE = (
     "UPDATE batch_items SET status = ?, attempt = ?, group_no = ?, channel_reference = ?, "
     "failure_reason = ?, failure_message = ?, failure_decline_code = ? "
-    "WHERE batch_id = ? AND seq = ?")
+    "WHERE batch_uid = ? AND seq = ?")
 
 
 class SqliteBatchStore:
@@ -72,41 +73,43 @@ class SqliteBatchStore:
         h = batch.header
         async with self._transaction() as db:
             cursor = await db.execute(
-                "INSERT INTO batches (batch_id, uid, payer, grouping, max_group_size, parallelism, "
-                "fingerprint, status, submissions, created_at_us, submission_started_at_us) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (batch_id) DO NOTHING",
-                (batch.batch_id, batch.uid, h.payer, h.grouping.value, h.max_group_size,
-                 h.parallelism, batch.fingerprint, batch.status.value, batch.submissions,
+                "INSERT INTO batches (tenant_id, batch_id, uid, payer, grouping, max_group_size, "
+                "parallelism, fingerprint, status, submissions, created_at_us, "
+                "submission_started_at_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (tenant_id, batch_id) DO NOTHING",
+                (batch.tenant_id, batch.batch_id, batch.uid, h.payer, h.grouping.value,
+                 h.max_group_size, h.parallelism, batch.fingerprint, batch.status.value, batch.submissions,
                  batch.created_at_us, batch.submission_started_at_us))
             if cursor.rowcount == 1:
                 return None
-            async with db.execute("SELECT * FROM batches WHERE batch_id = ?",
-                                  (batch.batch_id,)) as rows:
+            async with db.execute("SELECT * FROM batches WHERE tenant_id = ? AND batch_id = ?",
+                                  (batch.tenant_id, batch.batch_id)) as rows:
                 return _batch(await rows.fetchone())
 
-    async def get_batch(self, batch_id: str) -> Batch | None:
-        async with self._reader.execute("SELECT * FROM batches WHERE batch_id = ?",
-                                        (batch_id,)) as rows:
+    async def get_batch(self, tenant_id: str, batch_id: str) -> Batch | None:
+        async with self._reader.execute(
+                "SELECT * FROM batches WHERE tenant_id = ? AND batch_id = ?",
+                (tenant_id, batch_id)) as rows:
             row = await rows.fetchone()
         return _batch(row) if row else None
 
-    async def start_submission(self, batch_id: str, header: BatchHeader,
+    async def start_submission(self, batch_uid: str, header: BatchHeader,
                                started_at_us: int) -> tuple[int, int, int]:
         async with self._transaction() as db:
             await db.execute(
                 "UPDATE batches SET submissions = submissions + 1, status = 'RECEIVING', "
                 "max_group_size = ?, parallelism = ?, submission_started_at_us = ? "
-                "WHERE batch_id = ?",
-                (header.max_group_size, header.parallelism, started_at_us, batch_id))
+                "WHERE uid = ?",
+                (header.max_group_size, header.parallelism, started_at_us, batch_uid))
             async with db.execute(
                     "SELECT submissions, "
-                    "(SELECT coalesce(max(seq), 0) FROM batch_items WHERE batch_id = ?), "
-                    "(SELECT coalesce(max(group_no), 0) FROM batch_groups WHERE batch_id = ?) "
-                    "FROM batches WHERE batch_id = ?", (batch_id, batch_id, batch_id)) as rows:
+                    "(SELECT coalesce(max(seq), 0) FROM batch_items WHERE batch_uid = ?), "
+                    "(SELECT coalesce(max(group_no), 0) FROM batch_groups WHERE batch_uid = ?) "
+                    "FROM batches WHERE uid = ?", (batch_uid, batch_uid, batch_uid)) as rows:
                 submission, max_seq, max_group = await rows.fetchone()
         return submission, max_seq + 1, max_group + 1
 
-    async def insert_items(self, batch_id: str, submission: int, items: list[BatchItem],
+    async def insert_items(self, batch_uid: str, submission: int, items: list[BatchItem],
                            unstored_rejections: int) -> IngestOutcome:
         outcome = IngestOutcome()
         async with self._transaction() as db:
@@ -116,8 +119,8 @@ class SqliteBatchStore:
                 chunk = references[start:start + _IN_CHUNK]
                 async with db.execute(
                         f"SELECT {_ITEM_COLUMNS}, submission, content_digest FROM batch_items "
-                        f"WHERE batch_id = ? AND reference IN ({','.join('?' * len(chunk))})",
-                        (batch_id, *chunk)) as rows:
+                        f"WHERE batch_uid = ? AND reference IN ({','.join('?' * len(chunk))})",
+                        (batch_uid, *chunk)) as rows:
                     existing.update({row["reference"]: row async for row in rows})
             fresh: list[BatchItem] = []
             resent: list[tuple[int, str, int]] = []
@@ -138,62 +141,62 @@ class SqliteBatchStore:
                             FailureReason.REFERENCE_CONFLICT,
                             f"reference {item.reference!r} was first sent with other content")))
                 else:
-                    resent.append((submission, batch_id, prior["seq"]))
+                    resent.append((submission, batch_uid, prior["seq"]))
                     outcome.resent.append(_item(prior))
             await db.executemany(
-                f"INSERT INTO batch_items ({_ITEM_COLUMNS}, batch_id, content_digest, submission) "
+                f"INSERT INTO batch_items ({_ITEM_COLUMNS}, batch_uid, content_digest, submission) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(i.seq, i.reference, i.payee, i.amount.currency, i.amount.amount_minor,
                   i.requested_channel, i.requested_at_us, i.channel, i.status.value, i.attempt,
-                  i.group_no, i.channel_reference, *failure_columns(i.failure), batch_id,
+                  i.group_no, i.channel_reference, *failure_columns(i.failure), batch_uid,
                   i.content_digest(), submission) for i in fresh])
             # Seen in this submission now: a second copy later in the stream is a duplicate.
             await db.executemany(
-                "UPDATE batch_items SET submission = ? WHERE batch_id = ? AND seq = ?", resent)
+                "UPDATE batch_items SET submission = ? WHERE batch_uid = ? AND seq = ?", resent)
             unstored = unstored_rejections + len(outcome.refused)
             if unstored:
                 await db.execute("UPDATE batches SET unstored_rejections = unstored_rejections + ? "
-                                 "WHERE batch_id = ?", (unstored, batch_id))
+                                 "WHERE uid = ?", (unstored, batch_uid))
         outcome.new = fresh
         return outcome
 
-    async def mark_group_processing(self, batch_id: str, group: BatchGroup) -> None:
+    async def mark_group_processing(self, batch_uid: str, group: BatchGroup) -> None:
         async with self._transaction() as db:
             await db.execute(
-                "INSERT INTO batch_groups (batch_id, group_no, group_key, size, started_at_us) "
+                "INSERT INTO batch_groups (batch_uid, group_no, group_key, size, started_at_us) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (batch_id, group.group_no, group.key, len(group.items), group.started_at_us))
-            await db.executemany(_UPDATE_ITEM_STATE, [_item_state(batch_id, i) for i in group.items])
+                (batch_uid, group.group_no, group.key, len(group.items), group.started_at_us))
+            await db.executemany(_UPDATE_ITEM_STATE, [_item_state(batch_uid, i) for i in group.items])
 
-    async def save_group_results(self, batch_id: str, group: BatchGroup) -> None:
+    async def save_group_results(self, batch_uid: str, group: BatchGroup) -> None:
         async with self._transaction() as db:
-            await db.executemany(_UPDATE_ITEM_STATE, [_item_state(batch_id, i) for i in group.items])
+            await db.executemany(_UPDATE_ITEM_STATE, [_item_state(batch_uid, i) for i in group.items])
             await db.execute(
-                "UPDATE batch_groups SET completed_at_us = ? WHERE batch_id = ? AND group_no = ?",
-                (group.completed_at_us, batch_id, group.group_no))
+                "UPDATE batch_groups SET completed_at_us = ? WHERE batch_uid = ? AND group_no = ?",
+                (group.completed_at_us, batch_uid, group.group_no))
 
-    async def save_items(self, batch_id: str, items: list[BatchItem]) -> None:
+    async def save_items(self, batch_uid: str, items: list[BatchItem]) -> None:
         async with self._transaction() as db:
-            await db.executemany(_UPDATE_ITEM_STATE, [_item_state(batch_id, i) for i in items])
+            await db.executemany(_UPDATE_ITEM_STATE, [_item_state(batch_uid, i) for i in items])
 
-    async def items_after(self, batch_id: str, after_seq: int, limit: int,
+    async def items_after(self, batch_uid: str, after_seq: int, limit: int,
                           statuses: tuple[BatchItemStatus, ...] = ()) -> list[BatchItem]:
         where = ""
         if statuses:
             where = f"AND status IN ({','.join('?' * len(statuses))}) "
         async with self._reader.execute(
-                f"SELECT {_ITEM_COLUMNS} FROM batch_items WHERE batch_id = ? AND seq > ? "
+                f"SELECT {_ITEM_COLUMNS} FROM batch_items WHERE batch_uid = ? AND seq > ? "
                 f"{where}ORDER BY seq LIMIT ?",
-                (batch_id, after_seq, *(s.value for s in statuses), limit)) as rows:
+                (batch_uid, after_seq, *(s.value for s in statuses), limit)) as rows:
             return [_item(row) async for row in rows]
 
-    async def counts(self, batch_id: str) -> BatchCounts:
+    async def counts(self, batch_uid: str) -> BatchCounts:
         async with self._reader.execute(
-                "SELECT status, count(*) FROM batch_items WHERE batch_id = ? GROUP BY status",
-                (batch_id,)) as rows:
+                "SELECT status, count(*) FROM batch_items WHERE batch_uid = ? GROUP BY status",
+                (batch_uid,)) as rows:
             by_status = {BatchItemStatus(status): n async for status, n in rows}
         async with self._reader.execute(
-                "SELECT unstored_rejections FROM batches WHERE batch_id = ?", (batch_id,)) as rows:
+                "SELECT unstored_rejections FROM batches WHERE uid = ?", (batch_uid,)) as rows:
             row = await rows.fetchone()
         unstored = row[0] if row else 0
         rejected = by_status.get(BatchItemStatus.REJECTED, 0) + unstored
@@ -203,30 +206,30 @@ class SqliteBatchStore:
         return BatchCounts(total, succeeded, failed, rejected,
                            total - succeeded - failed - rejected)
 
-    async def group_processing_us(self, batch_id: str) -> list[int]:
+    async def group_processing_us(self, batch_uid: str) -> list[int]:
         async with self._reader.execute(
                 "SELECT completed_at_us - started_at_us FROM batch_groups "
-                "WHERE batch_id = ? AND completed_at_us IS NOT NULL", (batch_id,)) as rows:
+                "WHERE batch_uid = ? AND completed_at_us IS NOT NULL", (batch_uid,)) as rows:
             return [row[0] async for row in rows]
 
-    async def set_status(self, batch_id: str, status: BatchStatus) -> None:
+    async def set_status(self, batch_uid: str, status: BatchStatus) -> None:
         async with self._transaction() as db:
-            await db.execute("UPDATE batches SET status = ? WHERE batch_id = ?",
-                             (status.value, batch_id))
+            await db.execute("UPDATE batches SET status = ? WHERE uid = ?",
+                             (status.value, batch_uid))
 
-    async def finish_submission(self, batch_id: str, status: BatchStatus, wall_us: int,
+    async def finish_submission(self, batch_uid: str, status: BatchStatus, wall_us: int,
                                 completed_at_us: int | None) -> None:
         async with self._transaction() as db:
             await db.execute(
                 "UPDATE batches SET status = ?, wall_us_before = wall_us_before + ?, "
-                "completed_at_us = coalesce(?, completed_at_us) WHERE batch_id = ?",
-                (status.value, wall_us, completed_at_us, batch_id))
+                "completed_at_us = coalesce(?, completed_at_us) WHERE uid = ?",
+                (status.value, wall_us, completed_at_us, batch_uid))
 
     async def interrupt_abandoned(self) -> int:
         async with self._transaction() as db:
             cursor = await db.execute(
                 "UPDATE batches SET status = 'INTERRUPTED', wall_us_before = wall_us_before + "
                 "max(0, coalesce((SELECT max(completed_at_us) FROM batch_groups g "
-                "        WHERE g.batch_id = batches.batch_id) - submission_started_at_us, 0)) "
+                "        WHERE g.batch_uid = batches.uid) - submission_started_at_us, 0)) "
                 "WHERE status IN ('RECEIVING', 'PROCESSING')")
             return cursor.rowcount

@@ -24,12 +24,25 @@ async def migrate(db: aiosqlite.Connection) -> list[str]:
     async with db.execute("SELECT version FROM schema_migrations") as cursor:
         applied = {row[0] async for row in cursor}
     done = []
-    for version, script in migration_scripts():
-        if version in applied:
-            continue
-        # One script per transaction: a migration applies whole or not at all.
-        await db.executescript(
-            f"BEGIN IMMEDIATE;\n{script}\n"
-            f"INSERT INTO schema_migrations VALUES ('{version}', {clock.now_us()});\nCOMMIT;")
-        done.append(version)
+    # Rebuilding a table (the only way SQLite changes some constraints) needs
+    # foreign keys off; each migration checks them itself before it commits.
+    await db.execute("PRAGMA foreign_keys = OFF")
+    try:
+        for version, script in migration_scripts():
+            if version in applied:
+                continue
+            # One script per transaction: a migration applies whole or not at all.
+            await db.executescript(
+                f"BEGIN IMMEDIATE;\n{script}\n"
+                f"INSERT INTO schema_migrations VALUES ('{version}', {clock.now_us()});")
+            async with db.execute("PRAGMA foreign_key_check") as cursor:
+                dangling = await cursor.fetchall()
+            if dangling:
+                await db.execute("ROLLBACK")
+                raise RuntimeError(f"migration {version} leaves dangling references: "
+                                   f"{[tuple(row) for row in dangling[:5]]}")
+            await db.execute("COMMIT")
+            done.append(version)
+    finally:
+        await db.execute("PRAGMA foreign_keys = ON")
     return done

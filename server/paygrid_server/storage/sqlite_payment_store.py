@@ -42,6 +42,7 @@ def _leg(row: aiosqlite.Row) -> Leg:
 def _payment(row: aiosqlite.Row, legs: list[Leg]) -> Payment:
     return Payment(
         payment_id=row["payment_id"],
+        tenant_id=row["tenant_id"],
         idempotency_key=row["idempotency_key"],
         fingerprint=row["fingerprint"],
         payer=row["payer"],
@@ -65,16 +66,16 @@ class SqlitePaymentStore:
     async def insert_payment(self, payment: Payment) -> Payment | None:
         async with self._transaction() as db:
             cursor = await db.execute(
-                "INSERT INTO payments (payment_id, idempotency_key, fingerprint, payer, mode, "
-                "status, metadata_json, received_at_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (idempotency_key) DO NOTHING",
-                (payment.payment_id, payment.idempotency_key, payment.fingerprint, payment.payer,
+                "INSERT INTO payments (payment_id, tenant_id, idempotency_key, fingerprint, payer, "
+                "mode, status, metadata_json, received_at_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
+                (payment.payment_id, payment.tenant_id, payment.idempotency_key, payment.fingerprint, payment.payer,
                  payment.mode.value, payment.status.value,
                  json.dumps(payment.metadata, sort_keys=True), payment.received_at_us))
             if cursor.rowcount == 0:
                 existing = await self._load_payments(
-                    db, "SELECT * FROM payments WHERE idempotency_key = ?",
-                    (payment.idempotency_key,))
+                    db, "SELECT * FROM payments WHERE tenant_id = ? AND idempotency_key = ?",
+                    (payment.tenant_id, payment.idempotency_key))
                 return existing[0]
             await db.executemany(
                 "INSERT INTO payment_legs (payment_id, leg_index, payee, currency, amount_minor, "
@@ -91,17 +92,18 @@ class SqlitePaymentStore:
             self._reader, "SELECT * FROM payments WHERE payment_id = ?", (payment_id,))
         return found[0] if found else None
 
-    async def list_payments(self, limit: int, after: PageCursor | None) -> list[Payment]:
+    async def list_payments(self, tenant_id: str, limit: int,
+                            after: PageCursor | None) -> list[Payment]:
         if after is None:
             return await self._load_payments(
                 self._reader,
-                "SELECT * FROM payments ORDER BY received_at_us DESC, payment_id DESC LIMIT ?",
-                (limit,))
+                "SELECT * FROM payments WHERE tenant_id = ? "
+                "ORDER BY received_at_us DESC, payment_id DESC LIMIT ?", (tenant_id, limit))
         return await self._load_payments(
             self._reader,
-            "SELECT * FROM payments WHERE (received_at_us, payment_id) < (?, ?) "
+            "SELECT * FROM payments WHERE tenant_id = ? AND (received_at_us, payment_id) < (?, ?) "
             "ORDER BY received_at_us DESC, payment_id DESC LIMIT ?",
-            (after.received_at_us, after.payment_id, limit))
+            (tenant_id, after.received_at_us, after.payment_id, limit))
 
     async def list_processing_payments(self) -> list[Payment]:
         return await self._load_payments(

@@ -13,6 +13,7 @@ from paygrid_server.domain.batch_events import BatchSummary
 from paygrid_server.domain.batch_run import BatchRun
 from paygrid_server.domain.batch_service import BatchService
 from paygrid_server.domain.errors import DomainError, FieldViolation, InvalidRequest
+from paygrid_server.transport.api_key_authentication import caller_tenant
 from paygrid_server.transport.batch_messages import (
     batch_item_pb,
     batch_pb,
@@ -42,7 +43,7 @@ class BatchServicer(pb_grpc.BatchServiceServicer):
             await abort_with(context, _protocol_error(
                 "header", "the first message must carry the batch header"))
         try:
-            run = await self._batches.open(header_input(first.header))
+            run = await self._batches.open(caller_tenant(), header_input(first.header))
         except DomainError as error:
             await abort_with(context, error)
         receiving = asyncio.create_task(self._receive(request_iterator, run))
@@ -89,12 +90,13 @@ class BatchServicer(pb_grpc.BatchServiceServicer):
 
     @maps_domain_errors
     async def GetBatch(self, request: pb.GetBatchRequest, context: grpc.aio.ServicerContext):
-        return pb.GetBatchResponse(batch=batch_pb(await self._batches.report(request.batch_id)))
+        report = await self._batches.report(caller_tenant(), request.batch_id)
+        return pb.GetBatchResponse(batch=batch_pb(report))
 
     async def ListBatchItems(self, request: pb.ListBatchItemsRequest,
                              context: grpc.aio.ServicerContext):
         try:
-            async for page in self._batches.items(request.batch_id,
+            async for page in self._batches.items(caller_tenant(), request.batch_id,
                                                   item_status_from(request.status)):
                 yield pb.ListBatchItemsResponse(items=[batch_item_pb(item) for item in page])
         except DomainError as error:

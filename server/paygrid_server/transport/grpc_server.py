@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -34,11 +35,43 @@ class RunningServer:
             await self.health.set(name, status)
 
 
-async def start_grpc_server(listen: str, payments: PaymentServicer,
-                            batches: BatchServicer) -> RunningServer:
-    server = grpc.aio.server(options=[
+@dataclass(frozen=True, slots=True)
+class ConnectionPolicy:
+    """How long connections live and how dead peers are found. Behind Envoy
+    or a Kubernetes Service, a bounded connection age makes clients reconnect
+    (and so spread over new replicas); keepalive pings find half-open
+    connections that a load balancer dropped silently."""
+
+    max_connection_age_ms: int = 300_000
+    max_connection_age_grace_ms: int = 30_000
+    keepalive_time_ms: int = 60_000
+    keepalive_timeout_ms: int = 20_000
+    min_client_ping_interval_ms: int = 10_000
+
+    def grpc_options(self) -> list[tuple[str, int]]:
+        return [
+            ("grpc.max_connection_age_ms", self.max_connection_age_ms),
+            ("grpc.max_connection_age_grace_ms", self.max_connection_age_grace_ms),
+            ("grpc.keepalive_time_ms", self.keepalive_time_ms),
+            ("grpc.keepalive_timeout_ms", self.keepalive_timeout_ms),
+            # Clients (Envoy included) may ping idle connections this often
+            # without being told GOAWAY "too_many_pings".
+            ("grpc.http2.min_ping_interval_without_data_ms", self.min_client_ping_interval_ms),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_ping_strikes", 2),
+        ]
+
+
+async def start_grpc_server(listen: str, payments: PaymentServicer, batches: BatchServicer,
+                            interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+                            credentials: grpc.ServerCredentials | None = None,
+                            connections: ConnectionPolicy = ConnectionPolicy(),
+                            ) -> RunningServer:
+    # Interceptors run in order, the first outermost.
+    server = grpc.aio.server(interceptors=list(interceptors), options=[
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        *connections.grpc_options(),
     ])
     pb_grpc.add_PaymentServiceServicer_to_server(payments, server)
     batch_service_pb2_grpc.add_BatchServiceServicer_to_server(batches, server)
@@ -46,7 +79,8 @@ async def start_grpc_server(listen: str, payments: PaymentServicer,
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(listen)
+    port = (server.add_insecure_port(listen) if credentials is None
+            else server.add_secure_port(listen, credentials))
     if not port:
         raise OSError(f"cannot listen on {listen}")
     await server.start()

@@ -1,0 +1,39 @@
+"""Runs code around a gRPC method handler, whatever its kind.
+
+grpc.aio interceptors get the handler, not the call: to act on the call
+itself (its context, its outcome) an interceptor returns a new handler of
+the same kind whose behaviour wraps the original one.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Callable
+
+import grpc
+
+Around = Callable[[grpc.aio.ServicerContext], AbstractAsyncContextManager[Any]]
+
+
+def wrap_handler(handler: grpc.RpcMethodHandler, around: Around) -> grpc.RpcMethodHandler:
+    """The same handler, each call running inside `around(context)`."""
+    kinds = {
+        (False, False): (handler.unary_unary, grpc.unary_unary_rpc_method_handler),
+        (False, True): (handler.unary_stream, grpc.unary_stream_rpc_method_handler),
+        (True, False): (handler.stream_unary, grpc.stream_unary_rpc_method_handler),
+        (True, True): (handler.stream_stream, grpc.stream_stream_rpc_method_handler),
+    }
+    inner, make = kinds[(handler.request_streaming, handler.response_streaming)]
+
+    if handler.response_streaming:
+        async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async with around(context):
+                async for response in inner(request, context):
+                    yield response
+    else:
+        async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async with around(context):
+                return await inner(request, context)
+
+    return make(behaviour, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
