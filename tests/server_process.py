@@ -15,8 +15,11 @@ from paygrid_server.local_process import free_loopback_port, wait_until_serving
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def write_config(path: Path, port: int, database: Path, channels: dict[str, int]) -> Path:
-    """A TOML config with one remote channel per (name, simulator port)."""
+def write_config(path: Path, port: int, database: Path, channels: dict[str, int],
+                 **server: int) -> Path:
+    """A TOML config with one remote channel per (name, simulator port) and
+    any other [server] keys."""
+    extra = "".join(f"{key} = {value}\n" for key, value in server.items())
     tables = "".join(f"""
 [[channels]]
 name = "{name}"
@@ -27,7 +30,7 @@ timeout_ms = 60000
 [server]
 listen = "127.0.0.1:{port}"
 database = "{database}"
-{tables}""")
+{extra}{tables}""")
     return path
 
 
@@ -42,11 +45,11 @@ class ServerProcess:
         self.log = log
         self.process: subprocess.Popen | None = None
 
-    async def start(self, port: int) -> None:
+    async def start(self, port: int, env: dict[str, str] | None = None) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "paygrid_server", "serve", "--config", str(self.config)],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.log.open("a"),
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
         try:
             await wait_until_serving(port, self.process)
         except RuntimeError as error:

@@ -124,8 +124,15 @@ class PaygridApp:
         return app
 
     async def stop(self) -> None:
+        """Graceful: NOT_SERVING first, calls still taken during the drain
+        delay, then no new calls and up to the grace period for the ones in
+        progress; payments and batch groups (shielded from their calls) run
+        to a stored end within the same grace."""
         grace_s = self.config.shutdown_grace_ms / 1_000
         await self.grpc.set_serving(False)
+        log.info("server.draining", drain_delay_ms=self.config.shutdown_drain_delay_ms,
+                 grace_ms=self.config.shutdown_grace_ms, in_flight=len(self.in_flight))
+        await asyncio.sleep(self.config.shutdown_drain_delay_ms / 1_000)
         await self.grpc.server.stop(grace_s)
         await self.in_flight.drain(grace_s)
         if self.recovery_task:

@@ -85,6 +85,9 @@ class ServerConfig:
     breaker_open_ms: int = 5_000
     recovery_interval_ms: int = 5_000
     shutdown_grace_ms: int = 10_000
+    # After SIGTERM, health says NOT_SERVING but calls are still taken for
+    # this long, so load balancers stop routing here before the port closes.
+    shutdown_drain_delay_ms: int = 0
     # Load shedding: calls past these get RESOURCE_EXHAUSTED at once.
     max_concurrent_calls: int = 512
     max_concurrent_batch_streams: int = 16
@@ -102,6 +105,10 @@ class ServerConfig:
 
 def _positive(value: int) -> str | None:
     return None if value > 0 else f"must be greater than 0, got {value}"
+
+
+def _not_negative(value: int) -> str | None:
+    return None if value >= 0 else f"must be 0 or more, got {value}"
 
 
 def _host_port(value: str) -> str | None:
@@ -151,6 +158,7 @@ SETTINGS = (
     _server("breaker_open_ms", int, "PAYGRID_BREAKER_OPEN_MS"),
     _server("recovery_interval_ms", int, "PAYGRID_RECOVERY_INTERVAL_MS"),
     _server("shutdown_grace_ms", int, "PAYGRID_SHUTDOWN_GRACE_MS"),
+    _server("shutdown_drain_delay_ms", int, "PAYGRID_SHUTDOWN_DRAIN_DELAY_MS", check=_not_negative),
     _server("max_concurrent_calls", int, "PAYGRID_MAX_CONCURRENT_CALLS"),
     _server("max_concurrent_batch_streams", int, "PAYGRID_MAX_CONCURRENT_BATCH_STREAMS"),
     _server("max_connection_age_ms", int, "PAYGRID_MAX_CONNECTION_AGE_MS"),

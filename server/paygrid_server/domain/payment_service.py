@@ -64,6 +64,9 @@ class InFlight:
     def __contains__(self, ident: str) -> bool:
         return ident in self._tasks
 
+    def __len__(self) -> int:
+        return len(self._tasks)
+
     def run(self, ident: str, coro) -> asyncio.Task:
         assert ident not in self._tasks, f"{ident} is already executing"
         task = asyncio.get_running_loop().create_task(coro)
