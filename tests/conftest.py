@@ -72,8 +72,8 @@ async def start_paygrid(tmp_path: Path) -> AsyncIterator[StartPaygrid]:
         database = tmp_path / f"paygrid-{len(started)}.sqlite3"
         settings.setdefault("database_path", database)
         database = settings["database_path"]
-        config = ServerConfig(listen="127.0.0.1:0", channels=channels,
-                              shutdown_grace_ms=2_000, **settings)
+        settings.setdefault("listen", "127.0.0.1:0")
+        config = ServerConfig(channels=channels, shutdown_grace_ms=2_000, **settings)
         app = await PaygridApp.start(config)
         channel_ = keyed_channel(f"127.0.0.1:{app.port}")
         harness = Paygrid(app, channel_, pb_grpc.PaymentServiceStub(channel_), database)

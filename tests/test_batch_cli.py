@@ -34,9 +34,9 @@ async def test_cli_submits_a_csv_and_writes_every_result(paygrid, tmp_path: Path
         + "bad,employee_x,EUR,not-a-number,,\n")
     output = tmp_path / "results.jsonl"
     process = await _cli(f"127.0.0.1:{paygrid.app.port}", str(source), "--output", str(output))
-    _, err = await asyncio.wait_for(process.communicate(), 60)
+    out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 0, err.decode()
-    assert "COMPLETED" in err.decode() and "301/301" in err.decode()
+    assert "COMPLETED" in out.decode() and "301/301" in err.decode()
     results = _results(output)
     assert len(results) == 301
     assert Counter(r["status"] for r in results.values()) == {"SUCCEEDED": 300, "REJECTED": 1}

@@ -28,5 +28,5 @@ async def test_example_pays_and_reports_field_violations(paygrid) -> None:
     assert paygrid.rows("SELECT idempotency_key FROM payments") == [("example-1",)]
 
     code, _, err = await _run("--target", target, "--currency", "EURO")
-    assert code == 1
+    assert code == 2
     assert "INVALID_ARGUMENT" in err and "legs[0].amount.currency" in err

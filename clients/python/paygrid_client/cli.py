@@ -1,0 +1,259 @@
+"""paygrid: command-line client for paygrid.v1 (payments and batches).
+
+  paygrid pay --payer acct_000012345678 --leg hotel_4711:EUR:45000 \\
+      --leg flight_0815:EUR:31999:card
+  paygrid get pay_...
+  paygrid list --page-size 20 [--all]
+  paygrid refund pay_... [--leg 0:EUR:5000]
+  paygrid batch submit payroll.csv --payer acct_000012345678
+  paygrid batch status file-...
+  paygrid batch results file-... --status failed
+
+Global options go before or after the subcommand: --target (default
+$PAYGRID_TARGET or 127.0.0.1:50051), --api-key (default $PAYGRID_API_KEY or
+the development key), --tls-ca/--tls-cert/--tls-key/--tls-server-name,
+--timeout-s (each call's deadline), --max-attempts (per call, retries
+included), --output human|json.
+
+Exit codes: 0 done; 1 the payment or refund did not succeed (declined,
+failed, partly succeeded, still processing); 2 bad usage, or a request the
+server refused (INVALID_ARGUMENT, FAILED_PRECONDITION, NOT_FOUND,
+UNAUTHENTICATED, ...); 3 the server could not be reached or did not finish
+in time (run the same command again: with the same idempotency key or batch
+file nothing is paid twice).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from paygrid.v1 import batch_service_pb2 as batch_pb
+from paygrid.v1 import payment_service_pb2 as pb
+from paygrid_client.cli_arguments import (
+    choice_of,
+    metadata_entry,
+    pay_leg,
+    positive_float,
+    positive_int,
+    refund_leg,
+)
+from paygrid_client.cli_batch_submit import submit_batch_file
+from paygrid_client.cli_exit_codes import (
+    EXIT_NOT_SUCCEEDED,
+    EXIT_OK,
+    EXIT_USAGE,
+    exit_code_for,
+)
+from paygrid_client.cli_output import FORMATS, HUMAN, Printer
+from paygrid_client.connection import DEFAULT_TARGET, TARGET_ENV
+from paygrid_client.errors import PaygridError
+from paygrid_client.retries import RetryPolicy
+from paygrid_client.sync_client import PaygridClient
+
+MODES = {"all-or-nothing": pb.PAYMENT_MODE_ALL_OR_NOTHING,
+         "independent": pb.PAYMENT_MODE_INDEPENDENT}
+GROUPINGS = {"channel-and-currency": batch_pb.GROUPING_POLICY_CHANNEL_AND_CURRENCY,
+             "channel": batch_pb.GROUPING_POLICY_CHANNEL,
+             "channel-currency-and-payee": batch_pb.GROUPING_POLICY_CHANNEL_CURRENCY_AND_PAYEE}
+ITEM_STATUSES = {name.removeprefix("BATCH_ITEM_STATUS_").lower(): value
+                 for name, value in batch_pb.BatchItemStatus.items() if value}
+
+
+# -- parser -----------------------------------------------------------------
+
+def add_global_options(parser: argparse.ArgumentParser, *, with_defaults: bool) -> None:
+    """On the main parser with defaults; on each subcommand without them, so
+    an option given after the subcommand overrides and one not given there
+    keeps the value given before it."""
+    def default(value):
+        return value if with_defaults else argparse.SUPPRESS
+
+    group = parser.add_argument_group("connection and output")
+    group.add_argument("--target", default=default(os.environ.get(TARGET_ENV) or DEFAULT_TARGET),
+                       help=f"host:port (default ${TARGET_ENV} or {DEFAULT_TARGET})")
+    group.add_argument("--api-key", default=default(None),
+                       help="default $PAYGRID_API_KEY, else the development key")
+    group.add_argument("--tls-ca", type=Path, default=default(None),
+                       help="PEM file of the CA to trust (turns TLS on)")
+    group.add_argument("--tls-cert", type=Path, default=default(None),
+                       help="client certificate PEM, for mutual TLS")
+    group.add_argument("--tls-key", type=Path, default=default(None),
+                       help="client private key PEM, for mutual TLS")
+    group.add_argument("--tls-server-name", default=default(None),
+                       help="name to expect in the server's certificate")
+    group.add_argument("--timeout-s", type=positive_float, default=default(None),
+                       help="deadline of each call, in seconds (default: per call)")
+    group.add_argument("--max-attempts", type=positive_int, default=default(None),
+                       help="attempts per call, retries included (default: "
+                            f"{RetryPolicy().max_attempts})")
+    group.add_argument("--output", choices=FORMATS, default=default(HUMAN),
+                       help="human (default) or json (protobuf JSON, one object per line)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="paygrid", description="paygrid payments and batches",
+        epilog="exit codes: 0 done; 1 payment/refund not succeeded; 2 bad usage or request "
+               "refused; 3 server unreachable or too slow (re-run: nothing is paid twice)")
+    add_global_options(parser, with_defaults=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(parent, name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = parent.add_parser(name, help=help_text, description=help_text)
+        add_global_options(sub, with_defaults=False)
+        return sub
+
+    pay = command(commands, "pay", "execute a payment of one or more legs")
+    pay.add_argument("--payer", required=True)
+    pay.add_argument("--leg", dest="legs", type=pay_leg, action="append", required=True,
+                     metavar="PAYEE:CURRENCY:AMOUNT_MINOR[:CHANNEL]",
+                     help="a leg; repeat for more (1 to 16)")
+    pay.add_argument("--mode", type=choice_of(MODES, "mode"),
+                     default=pb.PAYMENT_MODE_UNSPECIFIED,
+                     help="all-or-nothing (default) or independent")
+    pay.add_argument("--idempotency-key", help="default: a new key; reuse one to retry safely")
+    pay.add_argument("--metadata", type=metadata_entry, action="append", default=[],
+                     metavar="KEY=VALUE")
+    pay.set_defaults(run=run_pay)
+
+    get = command(commands, "get", "show one payment")
+    get.add_argument("payment_id")
+    get.set_defaults(run=run_get)
+
+    listing = command(commands, "list", "list payments, newest first")
+    listing.add_argument("--page-size", type=int, default=0, help="0: the server's default (50)")
+    listing.add_argument("--page-token", default="", help="continue from this page")
+    listing.add_argument("--all", action="store_true", help="every page")
+    listing.set_defaults(run=run_list)
+
+    refund = command(commands, "refund", "refund a payment, fully or per leg")
+    refund.add_argument("payment_id")
+    refund.add_argument("--leg", dest="legs", type=refund_leg, action="append", default=[],
+                        metavar="INDEX[:CURRENCY:AMOUNT_MINOR]",
+                        help="a leg to refund; none: everything still refundable")
+    refund.add_argument("--reason", default="")
+    refund.add_argument("--idempotency-key", help="default: a new key; reuse one to retry safely")
+    refund.set_defaults(run=run_refund)
+
+    batch = command(commands, "batch", "batch payments").add_subparsers(
+        dest="batch_command", required=True, metavar="BATCH_COMMAND")
+    submit = command(batch, "submit", "submit (or resume) a CSV / JSON Lines file")
+    submit.add_argument("file", type=Path)
+    submit.add_argument("--payer", required=True)
+    submit.add_argument("--results-file", type=Path,
+                        help="one JSON line per item (default: FILE.results.jsonl)")
+    submit.add_argument("--batch-id", help="default: derived from the file's content")
+    submit.add_argument("--grouping", type=choice_of(GROUPINGS, "grouping"),
+                        default=batch_pb.GROUPING_POLICY_UNSPECIFIED,
+                        help=", ".join(GROUPINGS))
+    submit.add_argument("--group-size", type=int, default=0, help="0: the server's default (100)")
+    submit.add_argument("--parallelism", type=int, default=0, help="0: the server's default (4)")
+    submit.set_defaults(run=run_batch_submit)
+
+    status = command(batch, "status", "show a batch's status, counts and timing")
+    status.add_argument("batch_id")
+    status.set_defaults(run=run_batch_status)
+
+    results = command(batch, "results", "list a batch's items with their results")
+    results.add_argument("batch_id")
+    results.add_argument("--status", type=choice_of(ITEM_STATUSES, "status"),
+                         default=batch_pb.BATCH_ITEM_STATUS_UNSPECIFIED,
+                         help="only items with this status: " + ", ".join(ITEM_STATUSES))
+    results.set_defaults(run=run_batch_results)
+    return parser
+
+
+# -- commands ---------------------------------------------------------------
+
+def run_pay(client: PaygridClient, args: argparse.Namespace, printer: Printer) -> int:
+    payment = client.pay(args.payer, args.legs, mode=args.mode, metadata=dict(args.metadata),
+                         idempotency_key=args.idempotency_key, timeout_s=args.timeout_s)
+    printer.payment(payment)
+    return EXIT_OK if payment.status == pb.PAYMENT_STATUS_SUCCEEDED else EXIT_NOT_SUCCEEDED
+
+
+def run_get(client: PaygridClient, args: argparse.Namespace, printer: Printer) -> int:
+    printer.payment(client.get_payment(args.payment_id, timeout_s=args.timeout_s))
+    return EXIT_OK
+
+
+def run_list(client: PaygridClient, args: argparse.Namespace, printer: Printer) -> int:
+    if args.all:
+        pages = client.list_payment_pages(args.page_size, args.page_token,
+                                          timeout_s=args.timeout_s)
+        printer.payments(p for page in pages for p in page.payments)
+        return EXIT_OK
+    page = client.list_payments_page(args.page_size, args.page_token, timeout_s=args.timeout_s)
+    printer.payments(page.payments)
+    if page.next_page_token:
+        print(f"more: --page-token {page.next_page_token}", file=sys.stderr)
+    return EXIT_OK
+
+
+def run_refund(client: PaygridClient, args: argparse.Namespace, printer: Printer) -> int:
+    response = client.refund_payment(args.payment_id, args.legs, reason=args.reason,
+                                     idempotency_key=args.idempotency_key,
+                                     timeout_s=args.timeout_s)
+    printer.refund(response)
+    return (EXIT_OK if response.refund.status == pb.REFUND_STATUS_SUCCEEDED
+            else EXIT_NOT_SUCCEEDED)
+
+
+def run_batch_submit(client: PaygridClient, args: argparse.Namespace, printer: Printer) -> int:
+    return submit_batch_file(client, printer, args.file, payer=args.payer,
+                             results_path=args.results_file, batch_id=args.batch_id,
+                             grouping=args.grouping, max_group_size=args.group_size,
+                             parallelism=args.parallelism, timeout_s=args.timeout_s)
+
+
+def run_batch_status(client: PaygridClient, args: argparse.Namespace, printer: Printer) -> int:
+    printer.batch(client.get_batch(args.batch_id, timeout_s=args.timeout_s))
+    return EXIT_OK
+
+
+def run_batch_results(client: PaygridClient, args: argparse.Namespace, printer: Printer) -> int:
+    printer.batch_items(client.list_batch_items(args.batch_id, args.status,
+                                                timeout_s=args.timeout_s))
+    return EXIT_OK
+
+
+def print_error(error: PaygridError) -> None:
+    print(f"error: {error}", file=sys.stderr)
+    if error.idempotency_key and exit_code_for(error) != EXIT_USAGE:
+        print(f"its outcome may be unknown: run again with --idempotency-key "
+              f"{error.idempotency_key} to finish it or get its outcome; it never runs twice",
+              file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        client = PaygridClient(args.target, api_key=args.api_key, tls_ca=args.tls_ca,
+                               tls_cert=args.tls_cert, tls_key=args.tls_key,
+                               tls_server_name=args.tls_server_name,
+                               retry_policy=(RetryPolicy(max_attempts=args.max_attempts)
+                                             if args.max_attempts else RetryPolicy()))
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        with client:
+            return args.run(client, args, Printer(args.output))
+    except PaygridError as error:
+        print_error(error)
+        return exit_code_for(error)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # Output piped into `head` and the like: stop quietly, and keep
+        # Python from failing again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
