@@ -232,3 +232,14 @@ async def test_int64_amounts_stay_exact(node_client) -> None:
     assert result["back"] == str(amount)
     decoded = pb.PayRequest.FromString(bytes.fromhex(result["wire"]))
     assert decoded.legs[0].amount.amount_minor == amount
+
+
+async def test_a_wrong_api_key_is_unauthenticated(paygrid, node_client) -> None:
+    code, out, err = await _cli(node_client, paygrid.app.port, "pay", "--payer", "acct_1",
+                                "--api-key", "not-a-key", "merchant_0001:USD:1250")
+    assert code == 1 and out == ""
+    error = json.loads(err)["error"]
+    assert error["code"] == "UNAUTHENTICATED"
+    info = next(d for d in error["details"] if d["type"] == "google.rpc.ErrorInfo")
+    assert info["reason"] == "INVALID_API_KEY"
+    assert paygrid.rows("SELECT count(*) FROM payments") == [(0,)]
