@@ -59,7 +59,8 @@ database = "{folder}/bench.sqlite3"
 name = "card"
 target = "127.0.0.1:{sim_port}"
 """)
-        env = {**os.environ, "PAYGRID_LOG_LEVEL": "WARNING"}
+        env = {**os.environ, "PAYGRID_LOG_LEVEL": "WARNING",
+               "PAYGRID_METRICS_LISTEN": "127.0.0.1:0"}
         simulator = subprocess.Popen(
             [sys.executable, "-m", "paygrid_server.simulator", "--listen",
              f"127.0.0.1:{sim_port}"], cwd=ROOT, stdout=subprocess.DEVNULL, env=env)

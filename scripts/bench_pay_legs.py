@@ -23,7 +23,7 @@ from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
 from paygrid_server.api_key_metadata import keyed_channel
 from paygrid_server.app import PaygridApp
-from paygrid_server.config import ChannelConfig, ServerConfig
+from paygrid_server.config import ChannelConfig, ObservabilityConfig, ServerConfig
 from paygrid_server.logging_setup import configure_logging
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour
 
@@ -37,6 +37,7 @@ async def run(legs: int, latency_ms: float, payments: int) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         config = ServerConfig(
             listen="127.0.0.1:0", database_path=Path(folder) / "bench.sqlite3",
+            observability=ObservabilityConfig(metrics_listen="127.0.0.1:0"),
             channels=(ChannelConfig("card", simulator=SimulatorBehaviour(latency_ms=latency_ms)),))
         app = await PaygridApp.start(config)
         try:

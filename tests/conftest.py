@@ -16,7 +16,7 @@ from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
 from paygrid_server.api_key_metadata import keyed_channel
 from paygrid_server.app import PaygridApp
-from paygrid_server.config import ChannelConfig, ServerConfig
+from paygrid_server.config import ChannelConfig, ObservabilityConfig, ServerConfig
 from paygrid_server.simulator.channel_ledger import ChannelLedger
 from paygrid_server.simulator.channel_simulator import ChannelSimulator, SimulatorBehaviour
 
@@ -68,13 +68,16 @@ StartPaygrid = Callable[..., Awaitable[Paygrid]]
 async def start_paygrid(tmp_path: Path) -> AsyncIterator[StartPaygrid]:
     started: list[Paygrid] = []
 
-    async def start(channels: tuple[ChannelConfig, ...] = TEST_CHANNELS, **settings) -> Paygrid:
+    async def start(channels: tuple[ChannelConfig, ...] = TEST_CHANNELS, span_exporter=None,
+                    **settings) -> Paygrid:
         database = tmp_path / f"paygrid-{len(started)}.sqlite3"
         settings.setdefault("database_path", database)
         database = settings["database_path"]
         settings.setdefault("listen", "127.0.0.1:0")
+        # Metrics on a free port: many servers run at once in one process.
+        settings.setdefault("observability", ObservabilityConfig(metrics_listen="127.0.0.1:0"))
         config = ServerConfig(channels=channels, shutdown_grace_ms=2_000, **settings)
-        app = await PaygridApp.start(config)
+        app = await PaygridApp.start(config, span_exporter)
         channel_ = keyed_channel(f"127.0.0.1:{app.port}")
         harness = Paygrid(app, channel_, pb_grpc.PaymentServiceStub(channel_), database)
         started.append(harness)

@@ -49,7 +49,9 @@ class ServerProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "paygrid_server", "serve", "--config", str(self.config)],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.log.open("a"),
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+            # Metrics on a free port, so servers never collide on the default one.
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PAYGRID_METRICS_LISTEN": "127.0.0.1:0",
+                 **(env or {})})
         try:
             await wait_until_serving(port, self.process)
         except RuntimeError as error:

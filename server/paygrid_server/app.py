@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import grpc
 import structlog
+from opentelemetry.sdk.trace.export import SpanExporter
 
 from paygrid_server.api_keys import DEV_TENANT, ApiKeyRegistry
 from paygrid_server.channels.grpc_payment_channel import GrpcPaymentChannel
@@ -21,6 +22,7 @@ from paygrid_server.domain.payment_recovery import PaymentRecovery
 from paygrid_server.domain.payment_service import InFlight, PaymentService
 from paygrid_server.domain.refund_service import RefundService
 from paygrid_server.domain.routing import ChannelRoute, Router
+from paygrid_server.observability.app_observability import AppObservability
 from paygrid_server.simulator.channel_simulator import ChannelSimulator, start_simulator
 from paygrid_server.storage.sqlite_batch_store import SqliteBatchStore
 from paygrid_server.storage.sqlite_database import SqliteDatabase
@@ -50,13 +52,22 @@ class PaygridApp:
     simulators: dict[str, tuple[grpc.aio.Server, ChannelSimulator]] = field(default_factory=dict)
     recovery_task: asyncio.Task | None = None
     load_shedding: LoadShedding | None = None
+    observability: AppObservability | None = None
 
     @property
     def port(self) -> int:
         return self.grpc.port
 
+    @property
+    def metrics_port(self) -> int | None:
+        """The /metrics port (the chosen one when configured as port 0); None when off."""
+        return self.observability.metrics_port if self.observability else None
+
     @classmethod
-    async def start(cls, config: ServerConfig) -> "PaygridApp":
+    async def start(cls, config: ServerConfig,
+                    span_exporter: SpanExporter | None = None) -> "PaygridApp":
+        """`span_exporter` also gets every finished span (tests read spans there)."""
+        observability = AppObservability(config.observability, span_exporter)
         database = await SqliteDatabase.open(config.database_path)
         store = SqlitePaymentStore(database)
         simulators: dict[str, tuple[grpc.aio.Server, ChannelSimulator]] = {}
@@ -71,10 +82,12 @@ class PaygridApp:
             if channel.tls_ca_file is not None:
                 credentials = channel_credentials(channel.tls_ca_file, channel.tls_cert_file,
                                                   channel.tls_key_file, f"channels.{channel.name}")
-            channels[channel.name] = GrpcPaymentChannel(channel.name, target, credentials,
-                                                        channel.tls_server_name)
+            channels[channel.name] = GrpcPaymentChannel(
+                channel.name, target, credentials, channel.tls_server_name,
+                observability.channel_interceptors(channel.name))
         breakers = {c.name: CircuitBreaker(config.breaker_failure_threshold,
                                            config.breaker_open_ms) for c in config.channels}
+        observability.watch_circuit_breakers(breakers)
         router = Router([ChannelRoute(c.name, c.currencies, c.min_amount_minor,
                                       c.max_amount_minor, c.priority, c.timeout_ms)
                          for c in config.channels], breakers)
@@ -97,6 +110,8 @@ class PaygridApp:
         load_shedding = LoadShedding(config.max_concurrent_calls,
                                      config.max_concurrent_batch_streams)
         interceptors: list[grpc.aio.ServerInterceptor] = []
+        # Outermost: tracing, then request ids on log lines, then metrics.
+        interceptors += observability.server_interceptors()
         # Shed before authenticating: an overloaded server spends nothing on
         # a call it will refuse anyway.
         interceptors += [load_shedding, ApiKeyAuthentication(api_keys)]
@@ -104,8 +119,10 @@ class PaygridApp:
         credentials = None
         if tls.cert_file is not None and tls.key_file is not None:
             credentials = server_credentials(tls.cert_file, tls.key_file, tls.client_ca_file)
+        observability.start_metrics_endpoint()
         running = await start_grpc_server(
-            config.listen, PaymentServicer(payments, refunds), BatchServicer(batches),
+            config.listen, PaymentServicer(payments, refunds),
+            BatchServicer(batches, observability.observe_batch_event),
             interceptors, credentials, ConnectionPolicy(
                 config.max_connection_age_ms, config.max_connection_age_grace_ms,
                 config.keepalive_time_ms, config.keepalive_timeout_ms,
@@ -115,9 +132,11 @@ class PaygridApp:
                         hint="no API keys configured: only the documented dev key is accepted")
         app = cls(config, database, running, in_flight, channels, breakers, simulators)
         app.load_shedding = load_shedding
+        app.observability = observability
         app.recovery_task = asyncio.get_running_loop().create_task(
             recovery.run_periodically(config.recovery_interval_ms))
         log.info("server.started", listen=config.listen, port=running.port,
+                 metrics_port=observability.metrics_port,
                  database=str(config.database_path), recovered_payments=resolved,
                  interrupted_batches=interrupted,
                  channels={name: ch.target for name, ch in channels.items()})
@@ -133,8 +152,10 @@ class PaygridApp:
         log.info("server.draining", drain_delay_ms=self.config.shutdown_drain_delay_ms,
                  grace_ms=self.config.shutdown_grace_ms, in_flight=len(self.in_flight))
         await asyncio.sleep(self.config.shutdown_drain_delay_ms / 1_000)
+        # One grace for both: calls, then the work they started, never 2x.
+        grace_ends = asyncio.get_running_loop().time() + grace_s
         await self.grpc.server.stop(grace_s)
-        await self.in_flight.drain(grace_s)
+        await self.in_flight.drain(max(0.0, grace_ends - asyncio.get_running_loop().time()))
         if self.recovery_task:
             self.recovery_task.cancel()
         for channel in self.channels.values():
@@ -142,4 +163,6 @@ class PaygridApp:
         for server, _ in self.simulators.values():
             await server.stop(None)
         await self.database.close()
+        if self.observability:
+            await self.observability.stop()
         log.info("server.stopped")

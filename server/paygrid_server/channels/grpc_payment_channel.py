@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import grpc
 
 from paygrid.channel.v1 import payment_channel_pb2 as pb
@@ -56,14 +58,17 @@ def _money(money: Money) -> money_pb2.Money:
 class GrpcPaymentChannel:
     def __init__(self, name: str, target: str,
                  credentials: grpc.ChannelCredentials | None = None,
-                 server_name: str | None = None) -> None:
+                 server_name: str | None = None,
+                 interceptors: Sequence[grpc.aio.ClientInterceptor] = ()) -> None:
+        """`interceptors` see every call (tracing and metrics), first outermost."""
         self.name = name
         self.target = target
         if credentials is None:
-            self._channel = grpc.aio.insecure_channel(target)
+            self._channel = grpc.aio.insecure_channel(target, interceptors=interceptors)
         else:
             options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
-            self._channel = grpc.aio.secure_channel(target, credentials, options=options)
+            self._channel = grpc.aio.secure_channel(target, credentials, options=options,
+                                                    interceptors=interceptors)
         self._stub = pb_grpc.PaymentChannelStub(self._channel)
 
     async def close(self) -> None:

@@ -42,6 +42,11 @@ class CircuitBreaker:
             return BreakerState.HALF_OPEN
         return BreakerState.OPEN
 
+    @property
+    def consecutive_failures(self) -> int:
+        """Failed calls since the last success (read by metrics)."""
+        return self._consecutive_failures
+
     def allow(self) -> bool:
         """Whether a call may go out now; a HALF_OPEN breaker lets one probe."""
         state = self.state

@@ -75,6 +75,15 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
         self._flaky_failed: set[str] = set()
         self.charges_in_progress = 0
         self.peak_charges_in_progress = 0
+        # Off (None) unless a test sets a list: the W3C traceparent of each
+        # call, to check that paygrid passes its trace on.
+        self.received_traceparents: list[str] | None = None
+
+    def _note_traceparent(self, context: grpc.aio.ServicerContext) -> None:
+        if self.received_traceparents is not None:
+            self.received_traceparents += [value for name, value in
+                                           context.invocation_metadata() or ()
+                                           if name == "traceparent"]
 
     async def _processing_delay(self) -> None:
         delay_ms = self.behaviour.latency_ms + self._random.uniform(0, self.behaviour.jitter_ms)
@@ -82,6 +91,7 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
             await asyncio.sleep(delay_ms / 1_000)
 
     async def Charge(self, request: pb.ChargeRequest, context: grpc.aio.ServicerContext):
+        self._note_traceparent(context)
         self.charges_in_progress += 1
         self.peak_charges_in_progress = max(self.peak_charges_in_progress,
                                             self.charges_in_progress)
@@ -112,12 +122,14 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
         return pb.ChargeResponse(charge=_charge_pb(record))
 
     async def GetCharge(self, request: pb.GetChargeRequest, context: grpc.aio.ServicerContext):
+        self._note_traceparent(context)
         try:
             return pb.GetChargeResponse(charge=_charge_pb(self.ledger.get(request.idempotency_key)))
         except LedgerNotFound as error:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
 
     async def Void(self, request: pb.VoidRequest, context: grpc.aio.ServicerContext):
+        self._note_traceparent(context)
         try:
             record = self.ledger.void(request.idempotency_key, clock.now_us())
         except LedgerRefusal as error:
@@ -125,6 +137,7 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
         return pb.VoidResponse(charge=_charge_pb(record))
 
     async def Refund(self, request: pb.RefundRequest, context: grpc.aio.ServicerContext):
+        self._note_traceparent(context)
         try:
             refund_id = self.ledger.refund(
                 request.idempotency_key, request.charge_idempotency_key,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Callable
 
 import grpc
 
 from paygrid.v1 import batch_service_pb2 as pb
 from paygrid.v1 import batch_service_pb2_grpc as pb_grpc
 from paygrid_server.domain import limits
-from paygrid_server.domain.batch_events import BatchSummary
+from paygrid_server.domain.batch_events import BatchEvent, BatchSummary
 from paygrid_server.domain.batch_run import BatchRun
 from paygrid_server.domain.batch_service import BatchService
 from paygrid_server.domain.errors import DomainError, FieldViolation, InvalidRequest
@@ -33,9 +34,16 @@ def _protocol_error(field: str, description: str) -> InvalidRequest:
     return InvalidRequest([FieldViolation(field, description)])
 
 
+def _ignore(event: BatchEvent) -> None:
+    pass
+
+
 class BatchServicer(pb_grpc.BatchServiceServicer):
-    def __init__(self, batches: BatchService) -> None:
+    def __init__(self, batches: BatchService,
+                 observe_event: Callable[[BatchEvent], None] = _ignore) -> None:
+        """`observe_event` sees each event streamed to a submitter (metrics)."""
         self._batches = batches
+        self._observe_event = observe_event
 
     async def SubmitBatch(self, request_iterator, context: grpc.aio.ServicerContext):
         first = await anext(aiter(request_iterator), None)
@@ -49,6 +57,7 @@ class BatchServicer(pb_grpc.BatchServiceServicer):
         receiving = asyncio.create_task(self._receive(request_iterator, run))
         try:
             async for event in run.outbox.events():
+                self._observe_event(event)
                 if isinstance(event, BatchSummary):
                     context.set_trailing_metadata(timing_metadata(event.timing))
                 yield event_pb(event)

@@ -7,11 +7,14 @@ the same kind whose behaviour wraps the original one.
 
 from __future__ import annotations
 
+import inspect
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Callable
 
 import grpc
 
+# What `around(context)` yields, if not None, is the context the handler is
+# given instead (a wrapper that adds to what the call sends).
 Around = Callable[[grpc.aio.ServicerContext], AbstractAsyncContextManager[Any]]
 
 
@@ -25,15 +28,17 @@ def wrap_handler(handler: grpc.RpcMethodHandler, around: Around) -> grpc.RpcMeth
     }
     inner, make = kinds[(handler.request_streaming, handler.response_streaming)]
 
-    if handler.response_streaming:
+    # grpc.aio also takes a streaming handler written as a coroutine that
+    # sends with context.write (grpc_health's Watch is one): wrapped as such.
+    if handler.response_streaming and inspect.isasyncgenfunction(inner):
         async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            async with around(context):
-                async for response in inner(request, context):
+            async with around(context) as given:
+                async for response in inner(request, given or context):
                     yield response
     else:
         async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            async with around(context):
-                return await inner(request, context)
+            async with around(context) as given:
+                return await inner(request, given or context)
 
     return make(behaviour, request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer)

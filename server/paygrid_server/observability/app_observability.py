@@ -1,0 +1,66 @@
+"""One app's metrics, tracing and log context, built from its configuration:
+what app.py plugs into the gRPC server, the channel connections and the
+batch servicer, and stops with the app."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import grpc
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
+
+from paygrid_server.config import ObservabilityConfig
+from paygrid_server.domain.batch_events import BatchEvent
+from paygrid_server.domain.circuit_breaker import CircuitBreaker
+from paygrid_server.observability import tracing
+from paygrid_server.observability.batch_metrics import BatchMetrics
+from paygrid_server.observability.channel_metrics_interceptor import ChannelMetricsInterceptor
+from paygrid_server.observability.circuit_breaker_collector import CircuitBreakerCollector
+from paygrid_server.observability.metrics import PaygridMetrics
+from paygrid_server.observability.metrics_endpoint import MetricsEndpoint
+from paygrid_server.observability.request_context_interceptor import RequestContextInterceptor
+from paygrid_server.observability.request_metrics_interceptor import RequestMetricsInterceptor
+
+
+class AppObservability:
+    def __init__(self, config: ObservabilityConfig,
+                 span_exporter: SpanExporter | None = None) -> None:
+        self._config = config
+        self.metrics = PaygridMetrics()
+        self.tracer_provider: TracerProvider = tracing.build_tracer_provider(
+            config.tracing_exporter, config.otlp_endpoint, span_exporter)
+        self._batch_metrics = BatchMetrics(self.metrics)
+        self._channel_tracing = tracing.channel_tracing_interceptors(self.tracer_provider)
+        self.endpoint: MetricsEndpoint | None = None
+
+    def server_interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        """Outermost first: the span is current before log ids are bound,
+        and metrics see every outcome of the interceptors after them."""
+        return [tracing.server_tracing_interceptor(self.tracer_provider),
+                RequestContextInterceptor(), RequestMetricsInterceptor(self.metrics)]
+
+    def channel_interceptors(self, channel: str) -> list[grpc.aio.ClientInterceptor]:
+        return [*self._channel_tracing, ChannelMetricsInterceptor(self.metrics, channel)]
+
+    def watch_circuit_breakers(self, breakers: Mapping[str, CircuitBreaker]) -> None:
+        self.metrics.registry.register(CircuitBreakerCollector(breakers))
+
+    def observe_batch_event(self, event: BatchEvent) -> None:
+        self._batch_metrics.observe(event)
+
+    def start_metrics_endpoint(self) -> None:
+        """Serves /metrics if configured ("" turns it off)."""
+        if self._config.metrics_listen:
+            self.endpoint = MetricsEndpoint.start(self._config.metrics_listen,
+                                                  self.metrics.registry)
+
+    @property
+    def metrics_port(self) -> int | None:
+        return None if self.endpoint is None else self.endpoint.port
+
+    async def stop(self) -> None:
+        if self.endpoint is not None:
+            await self.endpoint.stop()
+            self.endpoint = None
+        await tracing.shut_down(self.tracer_provider)
