@@ -1,0 +1,27 @@
+"""Connections are closed after max_connection_age (clients reconnect, so a
+load balancer can spread them over new replicas); calls go on working."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from paygrid.v1 import payment_service_pb2 as pb
+from tests.conftest import pay_request
+
+AGED_OUT_AFTER_S = 1.5
+
+
+async def test_an_old_connection_is_closed_and_the_client_reconnects(start_paygrid) -> None:
+    aged = await start_paygrid(max_connection_age_ms=300, max_connection_age_grace_ms=100)
+    lasting = await start_paygrid()  # the default age: 5 minutes
+    for harness in (aged, lasting):
+        assert (await harness.stub.Pay(pay_request("k-1"))).payment.status == \
+            pb.PAYMENT_STATUS_SUCCEEDED
+        assert harness.channel.get_state() == grpc.ChannelConnectivity.READY
+    await asyncio.sleep(AGED_OUT_AFTER_S)
+    assert aged.channel.get_state() == grpc.ChannelConnectivity.IDLE  # the server sent GOAWAY
+    assert lasting.channel.get_state() == grpc.ChannelConnectivity.READY
+    assert (await aged.stub.Pay(pay_request("k-2"))).payment.status == \
+        pb.PAYMENT_STATUS_SUCCEEDED
