@@ -43,9 +43,10 @@ class ApiKeyRegistry:
         for entry in entries:
             assert TENANT_ID_PATTERN.fullmatch(entry.tenant_id), entry.tenant_id
             assert SHA256_HEX_PATTERN.fullmatch(entry.key_sha256), entry.tenant_id
+        dev_key_sha256 = api_key_sha256(DEV_API_KEY)
         if not entries:
-            entries = (ApiKeyEntry(DEV_TENANT, api_key_sha256(DEV_API_KEY)),)
-        self.dev_key_only = all(e.key_sha256 == api_key_sha256(DEV_API_KEY) for e in entries)
+            entries = (ApiKeyEntry(DEV_TENANT, dev_key_sha256),)
+        self.dev_key_only = all(e.key_sha256 == dev_key_sha256 for e in entries)
         self._tenant_by_digest = {e.key_sha256: e.tenant_id for e in entries}
 
     @property

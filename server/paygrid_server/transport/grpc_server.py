@@ -42,11 +42,12 @@ class ConnectionPolicy:
     (and so spread over new replicas); keepalive pings find half-open
     connections that a load balancer dropped silently."""
 
-    max_connection_age_ms: int = 300_000
-    max_connection_age_grace_ms: int = 30_000
-    keepalive_time_ms: int = 60_000
-    keepalive_timeout_ms: int = 20_000
-    min_client_ping_interval_ms: int = 10_000
+    # Values (and their defaults) come from ServerConfig.
+    max_connection_age_ms: int
+    max_connection_age_grace_ms: int
+    keepalive_time_ms: int
+    keepalive_timeout_ms: int
+    min_client_ping_interval_ms: int
 
     def grpc_options(self) -> list[tuple[str, int]]:
         return [
@@ -63,10 +64,9 @@ class ConnectionPolicy:
 
 
 async def start_grpc_server(listen: str, payments: PaymentServicer, batches: BatchServicer,
-                            interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
-                            credentials: grpc.ServerCredentials | None = None,
-                            connections: ConnectionPolicy = ConnectionPolicy(),
-                            ) -> RunningServer:
+                            interceptors: Sequence[grpc.aio.ServerInterceptor],
+                            credentials: grpc.ServerCredentials | None,
+                            connections: ConnectionPolicy) -> RunningServer:
     # Interceptors run in order, the first outermost.
     server = grpc.aio.server(interceptors=list(interceptors), options=[
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

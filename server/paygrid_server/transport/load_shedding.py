@@ -10,15 +10,18 @@ an overloaded but alive server.
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import AsyncIterator, NoReturn
 
 import grpc
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 from paygrid_server.transport.handler_wrapping import wrap_handler
-from paygrid_server.transport.status_errors import ERROR_DOMAIN, packed_details
+from paygrid_server.transport.status_errors import (
+    abort_with_status,
+    error_info,
+    packed_details,
+)
 
 SHED_METHOD_PREFIX = "/paygrid.v1."
 BATCH_STREAM_METHOD = "/paygrid.v1.BatchService/SubmitBatch"
@@ -63,14 +66,12 @@ class LoadShedding(grpc.aio.ServerInterceptor):
         return wrap_handler(handler, within_limit)
 
 
-async def _abort_overloaded(context: grpc.aio.ServicerContext, limit: ConcurrencyLimit) -> None:
+async def _abort_overloaded(context: grpc.aio.ServicerContext, limit: ConcurrencyLimit) -> NoReturn:
     delay = duration_pb2.Duration()
     delay.FromMilliseconds(RETRY_SHED_CALL_AFTER_MS)
     message = (f"server is at its limit of {limit.max_in_progress} {limit.name.replace('_', ' ')} "
                "in progress; retry shortly (with the same idempotency key)")
-    status = rpc_status.to_status(status_pb2.Status(
+    await abort_with_status(context, status_pb2.Status(
         code=code_pb2.RESOURCE_EXHAUSTED, message=message, details=packed_details(
-            error_details_pb2.ErrorInfo(reason="OVERLOADED", domain=ERROR_DOMAIN,
-                                        metadata={"limit": limit.name}),
+            error_info("OVERLOADED", limit=limit.name),
             error_details_pb2.RetryInfo(retry_delay=delay))))
-    await context.abort(status.code, status.details, status.trailing_metadata)

@@ -38,7 +38,7 @@ def packed_details(*details: Any) -> list[any_pb2.Any]:
     return packed
 
 
-def _info(reason: str, **metadata: str) -> error_details_pb2.ErrorInfo:
+def error_info(reason: str, **metadata: str) -> error_details_pb2.ErrorInfo:
     return error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata)
 
 
@@ -49,41 +49,47 @@ def status_for(error: DomainError) -> status_pb2.Status:
             error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
             for v in error.violations])
         return status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=message,
-                                 details=packed_details(_info("INVALID_REQUEST"), bad))
+                                 details=packed_details(error_info("INVALID_REQUEST"), bad))
     if isinstance(error, NotFound):
         resource = error_details_pb2.ResourceInfo(resource_type=error.kind,
                                                   resource_name=error.ident)
         return status_pb2.Status(code=code_pb2.NOT_FOUND, message=message,
-                                 details=packed_details(_info("NOT_FOUND"), resource))
+                                 details=packed_details(error_info("NOT_FOUND"), resource))
     if isinstance(error, IdempotencyConflict):
         precondition = error_details_pb2.PreconditionFailure(violations=[
             error_details_pb2.PreconditionFailure.Violation(
                 type="IDEMPOTENCY_CONFLICT", subject="idempotency_key", description=message)])
         return status_pb2.Status(code=code_pb2.FAILED_PRECONDITION, message=message,
-                                 details=packed_details(_info("IDEMPOTENCY_CONFLICT"), precondition))
+                                 details=packed_details(error_info("IDEMPOTENCY_CONFLICT"), precondition))
     if isinstance(error, RequestInProgress):
         delay = duration_pb2.Duration()
         delay.FromMilliseconds(error.retry_after_ms)
         return status_pb2.Status(
             code=code_pb2.ABORTED, message=message,
-            details=packed_details(_info("REQUEST_IN_PROGRESS"),
+            details=packed_details(error_info("REQUEST_IN_PROGRESS"),
                             error_details_pb2.RetryInfo(retry_delay=delay)))
     if isinstance(error, PreconditionFailed):
         precondition = error_details_pb2.PreconditionFailure(violations=[
             error_details_pb2.PreconditionFailure.Violation(
                 type=error.kind, subject=error.subject, description=message)])
         return status_pb2.Status(code=code_pb2.FAILED_PRECONDITION, message=message,
-                                 details=packed_details(_info(error.kind), precondition))
+                                 details=packed_details(error_info(error.kind), precondition))
     if isinstance(error, DeadlineTooShort):
         return status_pb2.Status(code=code_pb2.DEADLINE_EXCEEDED, message=message,
-                                 details=packed_details(_info("DEADLINE_TOO_SHORT")))
+                                 details=packed_details(error_info("DEADLINE_TOO_SHORT")))
     raise AssertionError(f"unmapped domain error {type(error).__name__}")
 
 
-async def abort_with(context: grpc.aio.ServicerContext, error: DomainError) -> NoReturn:
-    status = rpc_status.to_status(status_for(error))
-    await context.abort(status.code, status.details, status.trailing_metadata)
+async def abort_with_status(context: grpc.aio.ServicerContext,
+                            status: status_pb2.Status) -> NoReturn:
+    """Ends the call with the status, its details in grpc-status-details-bin."""
+    call_status = rpc_status.to_status(status)
+    await context.abort(call_status.code, call_status.details, call_status.trailing_metadata)
     raise AssertionError("context.abort returns only by raising")
+
+
+async def abort_with(context: grpc.aio.ServicerContext, error: DomainError) -> NoReturn:
+    await abort_with_status(context, status_for(error))
 
 
 Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]]
@@ -104,7 +110,6 @@ def maps_domain_errors(method: Handler) -> Handler:
 
 async def abort_unauthenticated(context: grpc.aio.ServicerContext, reason: str,
                                 message: str) -> NoReturn:
-    status = rpc_status.to_status(status_pb2.Status(
-        code=code_pb2.UNAUTHENTICATED, message=message, details=packed_details(_info(reason))))
-    await context.abort(status.code, status.details, status.trailing_metadata)
-    raise AssertionError("context.abort returns only by raising")
+    await abort_with_status(context, status_pb2.Status(
+        code=code_pb2.UNAUTHENTICATED, message=message,
+        details=packed_details(error_info(reason))))
