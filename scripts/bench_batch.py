@@ -11,28 +11,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import re
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
-
-import grpc
 
 from paygrid.type.v1 import money_pb2
 from paygrid.v1 import batch_service_pb2 as pb
 from paygrid.v1 import batch_service_pb2_grpc as pb_grpc
 from paygrid_server.api_key_metadata import keyed_channel
-from paygrid_server.local_process import free_loopback_port, wait_until_serving
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _rss_kib(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
+from bench_server import paygrid_server, rss_kib
 
 
 def _requests(items: int, per_message: int, group_size: int, parallelism: int):
@@ -48,53 +34,29 @@ def _requests(items: int, per_message: int, group_size: int, parallelism: int):
 
 
 async def run(items: int, per_message: int, group_size: int, parallelism: int) -> dict:
-    with tempfile.TemporaryDirectory() as folder:
-        sim_port, port = free_loopback_port(), free_loopback_port()
-        config = Path(folder) / "bench.toml"
-        config.write_text(f"""
-[server]
-listen = "127.0.0.1:{port}"
-database = "{folder}/bench.sqlite3"
-[[channels]]
-name = "card"
-target = "127.0.0.1:{sim_port}"
-""")
-        env = {**os.environ, "PAYGRID_LOG_LEVEL": "WARNING",
-               "PAYGRID_METRICS_LISTEN": "127.0.0.1:0"}
-        simulator = subprocess.Popen(
-            [sys.executable, "-m", "paygrid_server.simulator", "--listen",
-             f"127.0.0.1:{sim_port}"], cwd=ROOT, stdout=subprocess.DEVNULL, env=env)
-        server = subprocess.Popen(
-            [sys.executable, "-m", "paygrid_server", "serve", "--config", str(config)],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        try:
-            await wait_until_serving(port, server)
-            rss_start = _rss_kib(server.pid)
-            peak = rss_start
-            done = asyncio.Event()
+    async with paygrid_server(simulator_process=True) as server:
+        rss_start = rss_kib(server.pid)
+        peak = rss_start
+        done = asyncio.Event()
 
-            async def sample() -> None:
-                nonlocal peak
-                while not done.is_set():
-                    peak = max(peak, _rss_kib(server.pid))
-                    await asyncio.sleep(0.1)
+        async def sample() -> None:
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, rss_kib(server.pid))
+                await asyncio.sleep(0.1)
 
-            sampler = asyncio.create_task(sample())
-            started = time.perf_counter()
-            async with keyed_channel(f"127.0.0.1:{port}") as channel:
-                call = pb_grpc.BatchServiceStub(channel).SubmitBatch(
-                    _requests(items, per_message, group_size, parallelism))
-                summary = None
-                async for response in call:
-                    if response.WhichOneof("kind") == "summary":
-                        summary = response.summary
-            wall_s = time.perf_counter() - started
-            done.set()
-            await sampler
-        finally:
-            for process in (server, simulator):
-                process.terminate()
-                process.wait(timeout=30)
+        sampler = asyncio.create_task(sample())
+        started = time.perf_counter()
+        async with keyed_channel(server.target) as channel:
+            call = pb_grpc.BatchServiceStub(channel).SubmitBatch(
+                _requests(items, per_message, group_size, parallelism))
+            summary = None
+            async for response in call:
+                if response.WhichOneof("kind") == "summary":
+                    summary = response.summary
+        wall_s = time.perf_counter() - started
+        done.set()
+        await sampler
     assert summary is not None and summary.counts.succeeded == items, summary
     return {
         "items": items, "per_message": per_message, "group_size": group_size,

@@ -16,7 +16,6 @@ import json
 import multiprocessing
 import os
 import sqlite3
-import statistics
 import tempfile
 import time
 from multiprocessing.connection import Connection
@@ -29,6 +28,8 @@ from paygrid.type.v1 import money_pb2
 from paygrid.v1 import batch_service_pb2 as batch_pb
 from paygrid.v1 import payment_service_pb2 as pay_pb
 
+from bench_load import measure_unary
+
 SERVICE = "paygrid.bench.v1.Noop"
 UNARY_METHOD = f"/{SERVICE}/Unary"
 STREAM_METHOD = f"/{SERVICE}/EchoStream"
@@ -36,7 +37,6 @@ CHUNK_TRANSACTIONS = 500
 GROUP_COMMIT_ROWS = 500
 MAX_CONCURRENCY = 1_024
 MAX_DURATION_S = 600.0
-CALL_TIMEOUT_S = 10.0
 SERVER_START_TIMEOUT_S = 30.0
 
 
@@ -125,36 +125,6 @@ class NoopServer:
 
 
 # --- load generators
-
-def _percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
-
-
-async def measure_unary(target: str, request: bytes, concurrency: int, duration_s: float) -> dict:
-    async with grpc.aio.insecure_channel(target) as channel:
-        call = channel.unary_unary(UNARY_METHOD)
-        # Warm-up opens the connection and the streams before the clock starts.
-        await asyncio.gather(*(call(request, timeout=CALL_TIMEOUT_S) for _ in range(concurrency)))
-        latencies_ms: list[float] = []
-        started = time.perf_counter()
-        end = started + duration_s
-
-        async def worker() -> None:
-            while time.perf_counter() < end:
-                call_started = time.perf_counter()
-                await call(request, timeout=CALL_TIMEOUT_S)
-                latencies_ms.append((time.perf_counter() - call_started) * 1_000)
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall_s = time.perf_counter() - started
-    return {
-        "concurrency": concurrency, "calls": len(latencies_ms),
-        "qps": round(len(latencies_ms) / wall_s, 1),
-        "p50_ms": round(statistics.median(latencies_ms), 3),
-        "p99_ms": round(_percentile(latencies_ms, 0.99), 3),
-    }
-
 
 async def measure_stream(target: str, chunk: bytes, duration_s: float) -> dict:
     async with grpc.aio.insecure_channel(target) as channel:
@@ -246,7 +216,7 @@ async def run(duration_s: float, concurrency_levels: list[int]) -> dict:
     server = NoopServer(pay_response)
     try:
         target = f"127.0.0.1:{server.port}"
-        unary = [await measure_unary(target, pay_request, level, duration_s)
+        unary = [await measure_unary(target, UNARY_METHOD, lambda _: pay_request, level, duration_s)
                  for level in concurrency_levels]
         stream = await measure_stream(target, chunk, duration_s)
     finally:

@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from paygrid_server.api_keys import DEV_TENANT, ApiKeyRegistry
 from paygrid_server.channels.grpc_payment_channel import GrpcPaymentChannel
+from paygrid_server.channels.in_process_channel import InProcessPaymentChannel
 from paygrid_server.config import ServerConfig
 from paygrid_server.domain.batch_service import BatchService
 from paygrid_server.domain.charge_settlement import ChargeSettlement
@@ -23,6 +24,8 @@ from paygrid_server.domain.payment_service import InFlight, PaymentService
 from paygrid_server.domain.refund_service import RefundService
 from paygrid_server.domain.routing import ChannelRoute, Router
 from paygrid_server.observability.app_observability import AppObservability
+from paygrid_server.ports.payment_channel import PaymentChannel
+from paygrid_server.simulator.channel_ledger import ChannelLedger
 from paygrid_server.simulator.channel_simulator import ChannelSimulator, start_simulator
 from paygrid_server.storage.sqlite_batch_store import SqliteBatchStore
 from paygrid_server.storage.sqlite_database import SqliteDatabase
@@ -47,9 +50,11 @@ class PaygridApp:
     database: SqliteDatabase
     grpc: RunningServer
     in_flight: InFlight
-    channels: dict[str, GrpcPaymentChannel]
+    channels: dict[str, PaymentChannel]
     breakers: dict[str, CircuitBreaker]
-    simulators: dict[str, tuple[grpc.aio.Server, ChannelSimulator]] = field(default_factory=dict)
+    # In-process simulators by channel; the server is None for one called directly.
+    simulators: dict[str, tuple[grpc.aio.Server | None, ChannelSimulator]] = field(
+        default_factory=dict)
     recovery_task: asyncio.Task | None = None
     load_shedding: LoadShedding | None = None
     observability: AppObservability | None = None
@@ -70,10 +75,15 @@ class PaygridApp:
         observability = AppObservability(config.observability, span_exporter)
         database = await SqliteDatabase.open(config.database_path)
         store = SqlitePaymentStore(database)
-        simulators: dict[str, tuple[grpc.aio.Server, ChannelSimulator]] = {}
-        channels: dict[str, GrpcPaymentChannel] = {}
+        simulators: dict[str, tuple[grpc.aio.Server | None, ChannelSimulator]] = {}
+        channels: dict[str, PaymentChannel] = {}
         for channel in config.channels:
             target = channel.target
+            if target is None and channel.simulator_in_process:
+                simulator = ChannelSimulator(ChannelLedger(channel.name), channel.simulator)
+                simulators[channel.name] = (None, simulator)
+                channels[channel.name] = InProcessPaymentChannel(channel.name, simulator)
+                continue
             if target is None:
                 server, simulator, port = await start_simulator(channel.name, channel.simulator)
                 simulators[channel.name] = (server, simulator)
@@ -161,7 +171,8 @@ class PaygridApp:
         for channel in self.channels.values():
             await channel.close()
         for server, _ in self.simulators.values():
-            await server.stop(None)
+            if server is not None:
+                await server.stop(None)
         await self.database.close()
         if self.observability:
             await self.observability.stop()

@@ -35,6 +35,9 @@ class ChannelConfig:
     priority: int = 100
     timeout_ms: int = 2_000
     simulator: SimulatorBehaviour = SimulatorBehaviour()
+    # The simulator called directly instead of over loopback gRPC: measures
+    # paygrid's own cost without a second transport in the same process.
+    simulator_in_process: bool = False
     # TLS to a remote channel: the CA to trust turns it on; a client
     # certificate and key add mTLS.
     tls_ca_file: Path | None = None
@@ -258,6 +261,7 @@ def _channel(table: dict[str, Any], where: str) -> ChannelConfig:
         priority=_take(table, "priority", int, where, 100),
         timeout_ms=_positive_int(table, "timeout_ms", where, 2_000),
         simulator=simulator,
+        simulator_in_process=_take(sim_table, "in_process", bool, sim_where, False),
         tls_ca_file=_optional_path(table, "tls_ca_file", where),
         tls_cert_file=_optional_path(table, "tls_cert_file", where),
         tls_key_file=_optional_path(table, "tls_key_file", where),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import aiosqlite
 
 from paygrid_server.domain.batch import (
@@ -67,24 +69,25 @@ _UPDATE_ITEM_STATE = (
 class SqliteBatchStore:
     def __init__(self, database: SqliteDatabase) -> None:
         self._reader = database.reader
-        self._transaction = database.transaction
+        self._write = database.write
 
     async def insert_batch(self, batch: Batch) -> Batch | None:
         h = batch.header
-        async with self._transaction() as db:
-            cursor = await db.execute(
+
+        def insert(db: sqlite3.Connection) -> bool:
+            return db.execute(
                 "INSERT INTO batches (tenant_id, batch_id, uid, payer, grouping, max_group_size, "
                 "parallelism, fingerprint, status, submissions, created_at_us, "
                 "submission_started_at_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (tenant_id, batch_id) DO NOTHING",
                 (batch.tenant_id, batch.batch_id, batch.uid, h.payer, h.grouping.value,
-                 h.max_group_size, h.parallelism, batch.fingerprint, batch.status.value, batch.submissions,
-                 batch.created_at_us, batch.submission_started_at_us))
-            if cursor.rowcount == 1:
-                return None
-            async with db.execute("SELECT * FROM batches WHERE tenant_id = ? AND batch_id = ?",
-                                  (batch.tenant_id, batch.batch_id)) as rows:
-                return _batch(await rows.fetchone())
+                 h.max_group_size, h.parallelism, batch.fingerprint, batch.status.value,
+                 batch.submissions, batch.created_at_us,
+                 batch.submission_started_at_us)).rowcount == 1
+
+        if await self._write(insert):
+            return None
+        return await self.get_batch(batch.tenant_id, batch.batch_id)
 
     async def get_batch(self, tenant_id: str, batch_id: str) -> Batch | None:
         async with self._reader.execute(
@@ -95,33 +98,33 @@ class SqliteBatchStore:
 
     async def start_submission(self, batch_uid: str, header: BatchHeader,
                                started_at_us: int) -> tuple[int, int, int]:
-        async with self._transaction() as db:
-            await db.execute(
+        def start(db: sqlite3.Connection) -> tuple[int, int, int]:
+            db.execute(
                 "UPDATE batches SET submissions = submissions + 1, status = 'RECEIVING', "
                 "max_group_size = ?, parallelism = ?, submission_started_at_us = ? "
                 "WHERE uid = ?",
                 (header.max_group_size, header.parallelism, started_at_us, batch_uid))
-            async with db.execute(
-                    "SELECT submissions, "
-                    "(SELECT coalesce(max(seq), 0) FROM batch_items WHERE batch_uid = ?), "
-                    "(SELECT coalesce(max(group_no), 0) FROM batch_groups WHERE batch_uid = ?) "
-                    "FROM batches WHERE uid = ?", (batch_uid, batch_uid, batch_uid)) as rows:
-                submission, max_seq, max_group = await rows.fetchone()
-        return submission, max_seq + 1, max_group + 1
+            submission, max_seq, max_group = db.execute(
+                "SELECT submissions, "
+                "(SELECT coalesce(max(seq), 0) FROM batch_items WHERE batch_uid = ?), "
+                "(SELECT coalesce(max(group_no), 0) FROM batch_groups WHERE batch_uid = ?) "
+                "FROM batches WHERE uid = ?", (batch_uid, batch_uid, batch_uid)).fetchone()
+            return submission, max_seq + 1, max_group + 1
+
+        return await self._write(start)
 
     async def insert_items(self, batch_uid: str, submission: int, items: list[BatchItem],
                            unstored_rejections: int) -> IngestOutcome:
-        outcome = IngestOutcome()
-        async with self._transaction() as db:
-            existing: dict[str, aiosqlite.Row] = {}
+        def insert(db: sqlite3.Connection) -> IngestOutcome:
+            outcome = IngestOutcome()
+            existing: dict[str, sqlite3.Row] = {}
             references = [item.reference for item in items]
             for start in range(0, len(references), _IN_CHUNK):
                 chunk = references[start:start + _IN_CHUNK]
-                async with db.execute(
-                        f"SELECT {_ITEM_COLUMNS}, submission, content_digest FROM batch_items "
-                        f"WHERE batch_uid = ? AND reference IN ({','.join('?' * len(chunk))})",
-                        (batch_uid, *chunk)) as rows:
-                    existing.update({row["reference"]: row async for row in rows})
+                existing.update({row["reference"]: row for row in db.execute(
+                    f"SELECT {_ITEM_COLUMNS}, submission, content_digest FROM batch_items "
+                    f"WHERE batch_uid = ? AND reference IN ({','.join('?' * len(chunk))})",
+                    (batch_uid, *chunk))})
             fresh: list[BatchItem] = []
             resent: list[tuple[int, str, int]] = []
             for item in items:
@@ -143,7 +146,7 @@ class SqliteBatchStore:
                 else:
                     resent.append((submission, batch_uid, prior["seq"]))
                     outcome.resent.append(_item(prior))
-            await db.executemany(
+            db.executemany(
                 f"INSERT INTO batch_items ({_ITEM_COLUMNS}, batch_uid, content_digest, submission) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(i.seq, i.reference, i.payee, i.amount.currency, i.amount.amount_minor,
@@ -151,33 +154,39 @@ class SqliteBatchStore:
                   i.group_no, i.channel_reference, *failure_columns(i.failure), batch_uid,
                   i.content_digest(), submission) for i in fresh])
             # Seen in this submission now: a second copy later in the stream is a duplicate.
-            await db.executemany(
+            db.executemany(
                 "UPDATE batch_items SET submission = ? WHERE batch_uid = ? AND seq = ?", resent)
             unstored = unstored_rejections + len(outcome.refused)
             if unstored:
-                await db.execute("UPDATE batches SET unstored_rejections = unstored_rejections + ? "
-                                 "WHERE uid = ?", (unstored, batch_uid))
-        outcome.new = fresh
-        return outcome
+                db.execute("UPDATE batches SET unstored_rejections = unstored_rejections + ? "
+                           "WHERE uid = ?", (unstored, batch_uid))
+            outcome.new = fresh
+            return outcome
+
+        return await self._write(insert)
 
     async def mark_group_processing(self, batch_uid: str, group: BatchGroup) -> None:
-        async with self._transaction() as db:
-            await db.execute(
+        def mark(db: sqlite3.Connection) -> None:
+            db.execute(
                 "INSERT INTO batch_groups (batch_uid, group_no, group_key, size, started_at_us) "
                 "VALUES (?, ?, ?, ?, ?)",
                 (batch_uid, group.group_no, group.key, len(group.items), group.started_at_us))
-            await db.executemany(_UPDATE_ITEM_STATE, [_item_state(batch_uid, i) for i in group.items])
+            db.executemany(_UPDATE_ITEM_STATE, [_item_state(batch_uid, i) for i in group.items])
+
+        await self._write(mark)
 
     async def save_group_results(self, batch_uid: str, group: BatchGroup) -> None:
-        async with self._transaction() as db:
-            await db.executemany(_UPDATE_ITEM_STATE, [_item_state(batch_uid, i) for i in group.items])
-            await db.execute(
+        def save(db: sqlite3.Connection) -> None:
+            db.executemany(_UPDATE_ITEM_STATE, [_item_state(batch_uid, i) for i in group.items])
+            db.execute(
                 "UPDATE batch_groups SET completed_at_us = ? WHERE batch_uid = ? AND group_no = ?",
                 (group.completed_at_us, batch_uid, group.group_no))
 
+        await self._write(save)
+
     async def save_items(self, batch_uid: str, items: list[BatchItem]) -> None:
-        async with self._transaction() as db:
-            await db.executemany(_UPDATE_ITEM_STATE, [_item_state(batch_uid, i) for i in items])
+        await self._write(lambda db: db.executemany(
+            _UPDATE_ITEM_STATE, [_item_state(batch_uid, i) for i in items]))
 
     async def items_after(self, batch_uid: str, after_seq: int, limit: int,
                           statuses: tuple[BatchItemStatus, ...] = ()) -> list[BatchItem]:
@@ -213,23 +222,19 @@ class SqliteBatchStore:
             return [row[0] async for row in rows]
 
     async def set_status(self, batch_uid: str, status: BatchStatus) -> None:
-        async with self._transaction() as db:
-            await db.execute("UPDATE batches SET status = ? WHERE uid = ?",
-                             (status.value, batch_uid))
+        await self._write(lambda db: db.execute(
+            "UPDATE batches SET status = ? WHERE uid = ?", (status.value, batch_uid)))
 
     async def finish_submission(self, batch_uid: str, status: BatchStatus, wall_us: int,
                                 completed_at_us: int | None) -> None:
-        async with self._transaction() as db:
-            await db.execute(
-                "UPDATE batches SET status = ?, wall_us_before = wall_us_before + ?, "
-                "completed_at_us = coalesce(?, completed_at_us) WHERE uid = ?",
-                (status.value, wall_us, completed_at_us, batch_uid))
+        await self._write(lambda db: db.execute(
+            "UPDATE batches SET status = ?, wall_us_before = wall_us_before + ?, "
+            "completed_at_us = coalesce(?, completed_at_us) WHERE uid = ?",
+            (status.value, wall_us, completed_at_us, batch_uid)))
 
     async def interrupt_abandoned(self) -> int:
-        async with self._transaction() as db:
-            cursor = await db.execute(
-                "UPDATE batches SET status = 'INTERRUPTED', wall_us_before = wall_us_before + "
-                "max(0, coalesce((SELECT max(completed_at_us) FROM batch_groups g "
-                "        WHERE g.batch_uid = batches.uid) - submission_started_at_us, 0)) "
-                "WHERE status IN ('RECEIVING', 'PROCESSING')")
-            return cursor.rowcount
+        return await self._write(lambda db: db.execute(
+            "UPDATE batches SET status = 'INTERRUPTED', wall_us_before = wall_us_before + "
+            "max(0, coalesce((SELECT max(completed_at_us) FROM batch_groups g "
+            "        WHERE g.batch_uid = batches.uid) - submission_started_at_us, 0)) "
+            "WHERE status IN ('RECEIVING', 'PROCESSING')").rowcount)

@@ -1,60 +1,44 @@
 """The SQLite file every store shares: WAL, synchronous=FULL, migrations.
 
-One writer connection behind an asyncio lock (SQLite has one writer anyway,
-and two writer connections would only wait on each other), one reader
-connection so reads never see another task's open transaction.
+Writes go through one SqliteWriter (one thread, group commit; see
+sqlite_writer.py); reads through one aiosqlite connection, so they never
+see a unit of work that is not committed.
 """
 
 from __future__ import annotations
 
-import asyncio
-from contextlib import asynccontextmanager
+import sqlite3
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Callable, TypeVar
 
 import aiosqlite
 
 from paygrid_server.storage.sqlite_migrations import migrate
+from paygrid_server.storage.sqlite_writer import PRAGMAS, SqliteWriter
 
-BUSY_TIMEOUT_MS = 5_000
+T = TypeVar("T")
 
 
 class SqliteDatabase:
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+    def __init__(self, writer: SqliteWriter, reader: aiosqlite.Connection) -> None:
         self._writer = writer
         self.reader = reader
-        self._write_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path) -> "SqliteDatabase":
         path.parent.mkdir(parents=True, exist_ok=True)
-        writer = await cls._connect(path)
-        await writer.execute("PRAGMA journal_mode = WAL")
-        await migrate(writer)
-        reader = await cls._connect(path)
+        writer = await SqliteWriter.open(path)
+        await writer.alone(migrate)
+        reader = await aiosqlite.connect(path, isolation_level=None)
+        reader.row_factory = aiosqlite.Row
+        for pragma in PRAGMAS:
+            await reader.execute(f"PRAGMA {pragma}")
         return cls(writer, reader)
 
-    @staticmethod
-    async def _connect(path: Path) -> aiosqlite.Connection:
-        db = await aiosqlite.connect(path, isolation_level=None)
-        db.row_factory = aiosqlite.Row
-        for pragma in (f"busy_timeout = {BUSY_TIMEOUT_MS}", "synchronous = FULL",
-                       "foreign_keys = ON"):
-            await db.execute(f"PRAGMA {pragma}")
-        return db
+    async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Runs `work` as one all-or-nothing unit; returns once it is durable."""
+        return await self._writer.unit(work)
 
     async def close(self) -> None:
         await self.reader.close()
         await self._writer.close()
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction; committed (durably) when the block ends."""
-        async with self._write_lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._writer
-            except BaseException:
-                await self._writer.execute("ROLLBACK")
-                raise
-            await self._writer.execute("COMMIT")

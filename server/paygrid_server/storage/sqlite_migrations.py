@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
 from importlib import resources
-
-import aiosqlite
 
 from paygrid_server.domain import clock
 
@@ -16,33 +15,31 @@ def migration_scripts() -> list[tuple[str, str]]:
     return scripts
 
 
-async def migrate(db: aiosqlite.Connection) -> list[str]:
+def migrate(db: sqlite3.Connection) -> list[str]:
     """Brings the schema up to date; returns the versions it applied."""
-    await db.execute(
+    db.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations "
         "(version TEXT PRIMARY KEY, applied_at_us INTEGER NOT NULL) STRICT")
-    async with db.execute("SELECT version FROM schema_migrations") as cursor:
-        applied = {row[0] async for row in cursor}
+    applied = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
     done = []
     # Rebuilding a table (the only way SQLite changes some constraints) needs
     # foreign keys off; each migration checks them itself before it commits.
-    await db.execute("PRAGMA foreign_keys = OFF")
+    db.execute("PRAGMA foreign_keys = OFF")
     try:
         for version, script in migration_scripts():
             if version in applied:
                 continue
             # One script per transaction: a migration applies whole or not at all.
-            await db.executescript(
+            db.executescript(
                 f"BEGIN IMMEDIATE;\n{script}\n"
                 f"INSERT INTO schema_migrations VALUES ('{version}', {clock.now_us()});")
-            async with db.execute("PRAGMA foreign_key_check") as cursor:
-                dangling = await cursor.fetchall()
+            dangling = db.execute("PRAGMA foreign_key_check").fetchall()
             if dangling:
-                await db.execute("ROLLBACK")
+                db.execute("ROLLBACK")
                 raise RuntimeError(f"migration {version} leaves dangling references: "
                                    f"{[tuple(row) for row in dangling[:5]]}")
-            await db.execute("COMMIT")
+            db.execute("COMMIT")
             done.append(version)
     finally:
-        await db.execute("PRAGMA foreign_keys = ON")
+        db.execute("PRAGMA foreign_keys = ON")
     return done

@@ -4,6 +4,7 @@ it is answered (see sqlite_database.py)."""
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import aiosqlite
 
@@ -59,25 +60,22 @@ def _payment(row: aiosqlite.Row, legs: list[Leg]) -> Payment:
 class SqlitePaymentStore:
     def __init__(self, database: SqliteDatabase) -> None:
         self._reader = database.reader
-        self._transaction = database.transaction
+        self._write = database.write
 
     # -- payments -----------------------------------------------------------
 
     async def insert_payment(self, payment: Payment) -> Payment | None:
-        async with self._transaction() as db:
-            cursor = await db.execute(
+        def insert(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
                 "INSERT INTO payments (payment_id, tenant_id, idempotency_key, fingerprint, payer, "
                 "mode, status, metadata_json, received_at_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
-                (payment.payment_id, payment.tenant_id, payment.idempotency_key, payment.fingerprint, payment.payer,
-                 payment.mode.value, payment.status.value,
+                (payment.payment_id, payment.tenant_id, payment.idempotency_key,
+                 payment.fingerprint, payment.payer, payment.mode.value, payment.status.value,
                  json.dumps(payment.metadata, sort_keys=True), payment.received_at_us))
             if cursor.rowcount == 0:
-                existing = await self._load_payments(
-                    db, "SELECT * FROM payments WHERE tenant_id = ? AND idempotency_key = ?",
-                    (payment.tenant_id, payment.idempotency_key))
-                return existing[0]
-            await db.executemany(
+                return False
+            db.executemany(
                 "INSERT INTO payment_legs (payment_id, leg_index, payee, currency, amount_minor, "
                 "requested_channel, reference, status, channel, channel_reference, attempts, "
                 "latency_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -85,7 +83,16 @@ class SqlitePaymentStore:
                   leg.request.amount.amount_minor, leg.request.channel, leg.request.reference,
                   leg.status.value, leg.channel, leg.channel_reference, leg.attempts,
                   leg.latency_us) for leg in payment.legs])
-        return None
+            return True
+
+        if await self._write(insert):
+            return None
+        # The key's payment is committed by now (at the latest by the commit
+        # that carried this unit), so the reader sees it.
+        existing = await self._load_payments(
+            self._reader, "SELECT * FROM payments WHERE tenant_id = ? AND idempotency_key = ?",
+            (payment.tenant_id, payment.idempotency_key))
+        return existing[0]
 
     async def get_payment(self, payment_id: str) -> Payment | None:
         found = await self._load_payments(
@@ -126,12 +133,11 @@ class SqlitePaymentStore:
         return [_payment(row, legs[row["payment_id"]]) for row in rows]
 
     async def record_attempt(self, attempt: ChargeAttempt) -> None:
-        async with self._transaction() as db:
-            await db.execute(
-                "INSERT INTO charge_attempts (payment_id, leg_index, channel, attempt_no, "
-                "started_at_us) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (attempt.payment_id, attempt.leg_index, attempt.channel, attempt.attempt_no,
-                 attempt.started_at_us))
+        await self._write(lambda db: db.execute(
+            "INSERT INTO charge_attempts (payment_id, leg_index, channel, attempt_no, "
+            "started_at_us) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (attempt.payment_id, attempt.leg_index, attempt.channel, attempt.attempt_no,
+             attempt.started_at_us)))
 
     async def attempted_channels(self, payment_id: str, leg_index: int) -> list[str]:
         async with self._reader.execute(
@@ -139,61 +145,60 @@ class SqlitePaymentStore:
                 "ORDER BY attempt_no", (payment_id, leg_index)) as cursor:
             return [row["channel"] async for row in cursor]
 
-    @staticmethod
-    async def _update_leg(db: aiosqlite.Connection, payment_id: str, leg: Leg) -> None:
-        await db.execute(
-            "UPDATE payment_legs SET status = ?, channel = ?, channel_reference = ?, "
-            "failure_reason = ?, failure_message = ?, failure_decline_code = ?, attempts = ?, "
-            "latency_us = ? WHERE payment_id = ? AND leg_index = ?",
-            (leg.status.value, leg.channel, leg.channel_reference, *failure_columns(leg.failure),
-             leg.attempts, leg.latency_us, payment_id, leg.index))
-
     async def save_payment_outcome(self, payment: Payment) -> None:
-        async with self._transaction() as db:
-            for leg in payment.legs:
-                await self._update_leg(db, payment.payment_id, leg)
-            await db.execute(
+        def save(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "UPDATE payment_legs SET status = ?, channel = ?, channel_reference = ?, "
+                "failure_reason = ?, failure_message = ?, failure_decline_code = ?, "
+                "attempts = ?, latency_us = ? WHERE payment_id = ? AND leg_index = ?",
+                [(leg.status.value, leg.channel, leg.channel_reference,
+                  *failure_columns(leg.failure), leg.attempts, leg.latency_us,
+                  payment.payment_id, leg.index) for leg in payment.legs])
+            db.execute(
                 "UPDATE payments SET status = ?, failure_reason = ?, failure_message = ?, "
                 "failure_decline_code = ?, completed_at_us = ? WHERE payment_id = ?",
                 (payment.status.value, *failure_columns(payment.failure),
                  payment.completed_at_us, payment.payment_id))
 
+        await self._write(save)
+
     # -- refunds ------------------------------------------------------------
 
     async def insert_refund(self, refund: Refund) -> Refund | None:
-        async with self._transaction() as db:
-            cursor = await db.execute(
+        def insert(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
                 "INSERT INTO refunds (refund_id, payment_id, idempotency_key, fingerprint, "
                 "reason, status, created_at_us) VALUES (?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (payment_id, idempotency_key) DO NOTHING",
                 (refund.refund_id, refund.payment_id, refund.idempotency_key, refund.fingerprint,
                  refund.reason, refund.status.value, refund.created_at_us))
             if cursor.rowcount == 0:
-                return await self._load_refund(
-                    db, "SELECT * FROM refunds WHERE payment_id = ? AND idempotency_key = ?",
-                    (refund.payment_id, refund.idempotency_key))
+                return False
             for leg in refund.legs:
-                reserved = await db.execute(
+                reserved = db.execute(
                     "UPDATE payment_legs SET refund_pending_minor = refund_pending_minor + ? "
                     "WHERE payment_id = ? AND leg_index = ? AND status = 'SUCCEEDED' "
                     "AND refunded_minor + refund_pending_minor + ? <= amount_minor",
                     (leg.amount.amount_minor, refund.payment_id, leg.leg_index,
                      leg.amount.amount_minor))
                 if reserved.rowcount != 1:
-                    async with db.execute(
-                            "SELECT amount_minor - refunded_minor - refund_pending_minor "
-                            "FROM payment_legs WHERE payment_id = ? AND leg_index = ?",
-                            (refund.payment_id, leg.leg_index)) as left:
-                        row = await left.fetchone()
+                    row = db.execute(
+                        "SELECT amount_minor - refunded_minor - refund_pending_minor "
+                        "FROM payment_legs WHERE payment_id = ? AND leg_index = ?",
+                        (refund.payment_id, leg.leg_index)).fetchone()
                     raise RefundExceedsRefundable(leg.leg_index, leg.amount.amount_minor,
                                                   row[0] if row else 0)
-                await db.execute(
+                db.execute(
                     "INSERT INTO refund_legs (refund_id, leg_index, currency, amount_minor, "
                     "channel, status, channel_reference) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (refund.refund_id, leg.leg_index, leg.amount.currency,
                      leg.amount.amount_minor, leg.channel, leg.status.value,
                      leg.channel_reference))
-        return None
+            return True
+
+        if await self._write(insert):
+            return None
+        return await self.get_refund_by_key(refund.payment_id, refund.idempotency_key)
 
     async def get_refund_by_key(self, payment_id: str, idempotency_key: str) -> Refund | None:
         return await self._load_refund(
@@ -232,9 +237,9 @@ class SqlitePaymentStore:
             status=RefundStatus(row["status"]))
 
     async def save_refund_outcome(self, refund: Refund) -> None:
-        async with self._transaction() as db:
+        def save(db: sqlite3.Connection) -> None:
             for leg in refund.legs:
-                settled = await db.execute(
+                settled = db.execute(
                     "UPDATE refund_legs SET status = ?, channel_reference = ?, "
                     "failure_reason = ?, failure_message = ? "
                     "WHERE refund_id = ? AND leg_index = ? AND status = 'PENDING'",
@@ -243,9 +248,11 @@ class SqlitePaymentStore:
                 if settled.rowcount != 1 or leg.status is RefundStatus.PENDING:
                     continue  # settled before, or not yet: the reservation stays as it is
                 moved = leg.amount.amount_minor if leg.status is RefundStatus.SUCCEEDED else 0
-                await db.execute(
+                db.execute(
                     "UPDATE payment_legs SET refund_pending_minor = refund_pending_minor - ?, "
                     "refunded_minor = refunded_minor + ? WHERE payment_id = ? AND leg_index = ?",
                     (leg.amount.amount_minor, moved, refund.payment_id, leg.leg_index))
-            await db.execute("UPDATE refunds SET status = ? WHERE refund_id = ?",
-                             (refund.status.value, refund.refund_id))
+            db.execute("UPDATE refunds SET status = ? WHERE refund_id = ?",
+                       (refund.status.value, refund.refund_id))
+
+        await self._write(save)

@@ -1,0 +1,92 @@
+"""A paygrid server (and, if asked, channel simulators) as their own
+processes on loopback ports with a throw-away SQLite file, for benchmarks:
+the load generator never shares a GIL or an event loop with the server,
+and the RSS read is the server's alone."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator
+
+from paygrid_server.api_keys import DEV_API_KEY
+from paygrid_server.local_process import free_loopback_port, wait_until_serving
+
+ROOT = Path(__file__).resolve().parent.parent
+AUTH_METADATA = (("authorization", f"Bearer {DEV_API_KEY}"),)
+STOP_TIMEOUT_S = 30
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    port: int
+    pid: int
+    database: Path
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@asynccontextmanager
+async def paygrid_server(in_process_channel_latency_ms: float | None = None,
+                         channel_called_directly: bool = False,
+                         simulator_process: bool = False,
+                         extra_env: dict[str, str] | None = None) -> AsyncIterator[RunningServer]:
+    """One channel "card": an in-process simulator with the given latency
+    (over loopback gRPC, or called directly), or (simulator_process) a
+    simulator in a process of its own."""
+    assert (in_process_channel_latency_ms is None) == simulator_process
+    with tempfile.TemporaryDirectory() as folder:
+        port = free_loopback_port()
+        database = Path(folder) / "bench.sqlite3"
+        env = {**os.environ, "PAYGRID_LOG_LEVEL": "WARNING",
+               "PAYGRID_METRICS_LISTEN": "127.0.0.1:0", **(extra_env or {})}
+        processes: list[subprocess.Popen] = []
+        if simulator_process:
+            sim_port = free_loopback_port()
+            channel = f'target = "127.0.0.1:{sim_port}"'
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "paygrid_server.simulator", "--listen",
+                 f"127.0.0.1:{sim_port}"], cwd=ROOT, stdout=subprocess.DEVNULL, env=env))
+        else:
+            direct = "true" if channel_called_directly else "false"
+            channel = (f"simulator = {{ latency_ms = {in_process_channel_latency_ms}, "
+                       f"in_process = {direct} }}")
+        config = Path(folder) / "bench.toml"
+        config.write_text(f"""
+[server]
+listen = "127.0.0.1:{port}"
+database = "{database}"
+[[channels]]
+name = "card"
+{channel}
+""")
+        server = subprocess.Popen(
+            [sys.executable, "-m", "paygrid_server", "serve", "--config", str(config)],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        processes.insert(0, server)
+        try:
+            await wait_until_serving(port, server)
+            yield RunningServer(port, server.pid, database)
+        finally:
+            for process in processes:
+                process.terminate()
+                process.wait(timeout=STOP_TIMEOUT_S)

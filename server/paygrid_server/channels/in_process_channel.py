@@ -1,0 +1,89 @@
+"""PaymentChannel that calls a paygrid.channel.v1 servicer in this process
+directly: the same servicer code a gRPC channel would reach, without the
+transport. For the simulator when measuring paygrid's own cost per payment
+(`simulator = { in_process = true }`); real channels are remote services.
+
+Statuses the servicer aborts with map to the same errors as over gRPC, and
+the call's timeout is enforced here the way a gRPC deadline would be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from paygrid.channel.v1 import payment_channel_pb2 as pb
+from paygrid.channel.v1 import payment_channel_pb2_grpc as pb_grpc
+from paygrid_server.channels.grpc_payment_channel import _ERRORS as ERRORS  # TODO rename
+from paygrid_server.channels.grpc_payment_channel import _money as money_message
+from paygrid_server.channels.grpc_payment_channel import _record as charge_record
+from paygrid_server.domain.money import Money
+from paygrid_server.ports.payment_channel import (
+    ChannelTimeout,
+    ChannelUnavailable,
+    ChargeRecord,
+)
+
+
+class _Aborted(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+
+
+class _DirectContext:
+    """The part of grpc.aio.ServicerContext the channel servicer uses."""
+
+    @staticmethod
+    async def abort(code: grpc.StatusCode, details: str = "") -> None:
+        raise _Aborted(code, details)
+
+    @staticmethod
+    def invocation_metadata() -> tuple:
+        return ()
+
+
+_CONTEXT = _DirectContext()
+
+
+class InProcessPaymentChannel:
+    def __init__(self, name: str, servicer: pb_grpc.PaymentChannelServicer) -> None:
+        self.name = name
+        self.target = "in-process"  # for the start-up log line
+        self._servicer = servicer
+
+    async def close(self) -> None:
+        pass
+
+    async def _call(self, method, request, timeout_ms: int):
+        try:
+            return await asyncio.wait_for(method(request, _CONTEXT), timeout_ms / 1_000)
+        except TimeoutError as error:
+            raise ChannelTimeout("DEADLINE_EXCEEDED: no answer in time") from error
+        except _Aborted as error:
+            kind = ERRORS.get(error.code, ChannelUnavailable)
+            raise kind(f"{error.code.name}: {error}") from error
+
+    async def charge(self, key: str, payer: str, payee: str, amount: Money, reference: str,
+                     timeout_ms: int) -> ChargeRecord:
+        response = await self._call(self._servicer.Charge, pb.ChargeRequest(
+            idempotency_key=key, payer=payer, payee=payee, amount=money_message(amount),
+            reference=reference), timeout_ms)
+        return charge_record(response.charge)
+
+    async def get_charge(self, key: str, timeout_ms: int) -> ChargeRecord:
+        response = await self._call(
+            self._servicer.GetCharge, pb.GetChargeRequest(idempotency_key=key), timeout_ms)
+        return charge_record(response.charge)
+
+    async def void(self, key: str, timeout_ms: int) -> ChargeRecord:
+        response = await self._call(
+            self._servicer.Void, pb.VoidRequest(idempotency_key=key), timeout_ms)
+        return charge_record(response.charge)
+
+    async def refund(self, refund_key: str, charge_key: str, amount: Money, timeout_ms: int) -> str:
+        response = await self._call(self._servicer.Refund, pb.RefundRequest(
+            idempotency_key=refund_key, charge_idempotency_key=charge_key,
+            amount=money_message(amount)), timeout_ms)
+        return response.refund_id

@@ -1,0 +1,207 @@
+"""Every write of the process, on one thread that owns the writing
+connection, with group commit.
+
+A unit of work is a plain function of a sqlite3 connection. The thread takes
+all units queued while it was busy (at most MAX_UNITS_PER_COMMIT), runs each
+in its own SAVEPOINT (a failing unit rolls back alone), and makes them
+durable with one COMMIT. Their callers resume only after that COMMIT, so
+nothing is answered, and no channel is called, on the strength of work that
+is not on disk.
+
+Why not a statement at a time through aiosqlite: with synchronous=FULL each
+COMMIT waits for the disk, and each statement awaited from the event loop
+costs a loop turn while the write lock is held; both bounded paygrid at a
+few hundred payments a second. Here a unit costs one hand-over to the thread
+and one wake-up per commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_MS = 5_000
+# Units one COMMIT may carry: bounds the work a failed commit loses and how
+# long a unit waits behind the ones queued before it.
+MAX_UNITS_PER_COMMIT = 256
+PRAGMAS = (f"busy_timeout = {BUSY_TIMEOUT_MS}", "journal_mode = WAL", "synchronous = FULL",
+           "foreign_keys = ON")
+
+
+class CommitFailed(Exception):
+    """The shared COMMIT failed: none of the units it carried is stored."""
+
+
+@dataclass(slots=True)
+class _Unit:
+    work: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    in_transaction: bool  # False: runs on its own (migrations manage their own)
+
+
+_STOP = object()
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection with paygrid's pragmas; readers use the same settings."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.row_factory = sqlite3.Row
+    for pragma in PRAGMAS:
+        db.execute(f"PRAGMA {pragma}")
+    return db
+
+
+def _settle(outcomes: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
+    for future, result, error in outcomes:
+        if future.cancelled():
+            continue  # its caller went away; the work itself is done (or failed)
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
+class SqliteWriter:
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="paygrid-sqlite-writer",
+                                        daemon=True)
+        self._ready = threading.Event()
+        self._db: sqlite3.Connection | None = None
+        self._open_error: BaseException | None = None
+        self._thread.start()
+
+    @classmethod
+    async def open(cls, path: Path) -> "SqliteWriter":
+        writer = cls(path)
+        await asyncio.to_thread(writer._ready.wait)
+        if writer._open_error is not None:
+            raise writer._open_error
+        return writer
+
+    async def unit(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Runs `work` as one all-or-nothing unit; returns once it is durable."""
+        return await self._submit(work, in_transaction=True)
+
+    async def alone(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Runs `work` outside any transaction (it manages its own)."""
+        return await self._submit(work, in_transaction=False)
+
+    async def _submit(self, work: Callable[[sqlite3.Connection], T], in_transaction: bool) -> T:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put(_Unit(work, future, loop, in_transaction))
+        return await future
+
+    async def close(self) -> None:
+        self._queue.put(_STOP)
+        await asyncio.to_thread(self._thread.join)
+
+    # -- the thread ---------------------------------------------------------
+
+    def _serve(self) -> None:
+        try:
+            self._db = connect(self._path)
+        except BaseException as error:  # noqa: BLE001 - handed to open()
+            self._open_error = error
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            while True:
+                units = [self._queue.get()]
+                while len(units) < MAX_UNITS_PER_COMMIT:
+                    try:
+                        units.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                stop = _STOP in units
+                self._run([u for u in units if u is not _STOP])
+                if stop:
+                    return
+        finally:
+            self._db.close()
+
+    def _run(self, units: list[_Unit]) -> None:
+        batch: list[_Unit] = []
+        for unit in units:
+            if unit.in_transaction:
+                batch.append(unit)
+                continue
+            self._run_batch(batch)
+            batch = []
+            self._run_alone(unit)
+        self._run_batch(batch)
+
+    def _run_alone(self, unit: _Unit) -> None:
+        try:
+            outcome = (unit.future, unit.work(self._db), None)
+        except BaseException as error:  # noqa: BLE001 - handed to its caller
+            outcome = (unit.future, None, error)
+        SqliteWriter._hand_back([(unit, *outcome[1:])])
+
+    def _run_batch(self, units: list[_Unit]) -> None:
+        if not units:
+            return
+        db = self._db
+        outcomes: list[tuple[_Unit, Any, BaseException | None]] = []
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as error:
+            self._hand_back([(u, None, error) for u in units])
+            return
+        for unit in units:
+            db.execute("SAVEPOINT unit")
+            try:
+                result = unit.work(db)
+            except BaseException as error:  # noqa: BLE001 - handed to its caller
+                outcomes.append((unit, None, error))
+                if not self._roll_back_unit(db):
+                    # SQLite dropped the whole transaction (disk full, I/O
+                    # error): every unit before this one is lost with it.
+                    lost = CommitFailed(f"the transaction was rolled back: {error}")
+                    outcomes = [(u, None, e or lost) for u, _, e in outcomes]
+                    outcomes += [(u, None, lost) for u in units[len(outcomes):]]
+                    self._hand_back(outcomes)
+                    return
+                continue
+            db.execute("RELEASE unit")
+            outcomes.append((unit, result, None))
+        try:
+            db.execute("COMMIT")
+        except sqlite3.Error as error:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            failed = CommitFailed(f"commit failed: {error}")
+            outcomes = [(u, None, e or failed) for u, _, e in outcomes]
+        self._hand_back(outcomes)
+
+    @staticmethod
+    def _roll_back_unit(db: sqlite3.Connection) -> bool:
+        """False when there is no transaction left to roll back into."""
+        try:
+            db.execute("ROLLBACK TO unit")
+            db.execute("RELEASE unit")
+        except sqlite3.Error:
+            pass
+        return db.in_transaction
+
+    @staticmethod
+    def _hand_back(outcomes: list[tuple[_Unit, Any, BaseException | None]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+        for unit, result, error in outcomes:
+            by_loop.setdefault(unit.loop, []).append((unit.future, result, error))
+        for loop, settled in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, settled)
+            except RuntimeError:
+                pass  # that event loop is closed: nobody is waiting any more
