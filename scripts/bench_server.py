@@ -57,7 +57,7 @@ async def paygrid_server(in_process_channel_latency_ms: float | None = None,
     with tempfile.TemporaryDirectory() as folder:
         port = free_loopback_port()
         database = Path(folder) / "bench.sqlite3"
-        env = {**os.environ, "PAYGRID_LOG_LEVEL": "WARNING",
+        env = {**os.environ, "PAYGRID_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
                "PAYGRID_METRICS_LISTEN": "127.0.0.1:0", **(extra_env or {})}
         processes: list[subprocess.Popen] = []
         if simulator_process:

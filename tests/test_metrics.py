@@ -251,8 +251,11 @@ async def test_batch_items_by_final_status_and_the_summary_timing(paygrid) -> No
     assert page.value("paygrid_batch_throughput_items_per_second_sum") == \
         pytest.approx(throughput)
     assert handled(page, "paygrid.v1.BatchService", "SubmitBatch", "OK") == 1
+    # One bulk call per group of two (r1 r2, r3 d1), no per-item Charge.
     assert page.value("paygrid_channel_call_duration_seconds_count",
-                      channel="card", method="Charge") == 4
+                      channel="card", method="ChargeBatch") == 2
+    assert page.value("paygrid_channel_call_duration_seconds_count",
+                      channel="card", method="Charge") is None
 
 
 async def test_the_endpoint_takes_a_free_port_stops_with_the_app_and_can_be_off(tmp_path) -> None:

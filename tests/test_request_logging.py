@@ -1,5 +1,5 @@
-"""Every log line of an RPC carries its request id and trace ids, bound once
-per RPC; the request id is echoed to the caller in the trailing metadata,
+"""Every log line of an RPC carries its request id (and, when spans are
+exported, its trace ids), bound once per RPC; the request id is echoed to the caller in the trailing metadata,
 whatever the call's status."""
 
 from __future__ import annotations
@@ -57,12 +57,22 @@ async def test_a_missing_or_unfit_request_id_is_replaced_by_a_new_one(paygrid) -
         uuid.UUID(echoed)  # a new one
         event = completed(events, key)
         assert event["request_id"] == echoed
-        # Tracing is on whatever the exporter: a new trace.
-        assert re.fullmatch(r"[0-9a-f]{32}", event["trace_id"])
-        assert event["trace_id"] != "0" * 32
+        # No exporter configured: no spans are made, so no trace ids.
+        assert "trace_id" not in event and "span_id" not in event
 
 
-async def test_concurrent_calls_keep_their_own_ids(paygrid) -> None:
+async def test_with_an_exporter_each_call_without_traceparent_starts_a_trace(
+        start_paygrid) -> None:
+    paygrid = await start_paygrid(span_exporter=InMemorySpanExporter())
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as events:
+        await paygrid.stub.Pay(pay_request("r-new-trace"))
+    event = completed(events, "r-new-trace")
+    assert re.fullmatch(r"[0-9a-f]{32}", event["trace_id"])
+    assert event["trace_id"] != "0" * 32
+
+
+async def test_concurrent_calls_keep_their_own_ids(start_paygrid) -> None:
+    paygrid = await start_paygrid(span_exporter=InMemorySpanExporter())
     with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as events:
         await asyncio.gather(*(
             paygrid.stub.Pay(pay_request(f"r-many-{i}", leg(), leg()),

@@ -112,10 +112,11 @@ async def test_a_batch_stream_continues_the_callers_trace(start_paygrid) -> None
     replies = [reply async for reply in call]
     assert replies[-1].summary.status == batch_pb.BATCH_STATUS_COMPLETED
     server, clients = await spans_of_trace(
-        exporter, trace_id, "/paygrid.v1.BatchService/SubmitBatch", {"Charge"})
+        exporter, trace_id, "/paygrid.v1.BatchService/SubmitBatch", {"ChargeBatch"})
     assert server.parent.span_id == parent_id
-    # The items are charged by the run's worker tasks, under the stream's span.
-    assert len(clients) == 3
+    # The groups (a b, then c) are charged by the run's worker tasks, one
+    # bulk call each, under the stream's span.
+    assert len(clients) == 2
     assert all(s.parent.span_id == server.context.span_id for s in clients)
     assert received_traceparents(paygrid, trace_id) == sorted(map(traceparent_of, clients))
 

@@ -38,17 +38,29 @@ from paygrid_server.domain.batch_grouping import Grouper
 from paygrid_server.domain.batch_timing import batch_timing
 from paygrid_server.domain.batch_validation import TransactionInput, validate_transaction
 from paygrid_server.domain.channel_charge import (
+    TRANSIENT_RETRY_PAUSE_S,
     ChargeOrder,
     NoOutcome,
     charge_and_settle,
     charge_failure,
 )
 from paygrid_server.domain.charge_settlement import ChargeSettlement
+from paygrid_server.domain.circuit_breaker import CircuitBreaker
 from paygrid_server.domain.errors import DomainError
 from paygrid_server.domain.payment import Failure, FailureReason, LegRequest
 from paygrid_server.domain.routing import Router
 from paygrid_server.ports.batch_store import BatchStore
-from paygrid_server.ports.payment_channel import ChargeRecord, PaymentChannel
+from paygrid_server.ports.payment_channel import (
+    MAX_CHARGES_PER_BATCH_CALL,
+    BulkChargeUnsupported,
+    ChannelRefused,
+    ChannelTimeout,
+    ChannelUnavailable,
+    ChannelUnreachable,
+    ChargeRecord,
+    ChargeStatus,
+    PaymentChannel,
+)
 
 log = structlog.get_logger("paygrid.batches")
 
@@ -76,6 +88,8 @@ class BatchRun:
         # Why the stream must end with an error, for the transport to report.
         self.refusal: DomainError | None = None
         self.failure: BaseException | None = None
+        # Channels that answered ChargeBatch with UNIMPLEMENTED: charged per item.
+        self._per_item_channels: set[str] = set()
 
     # -- the submitter's side (transport) ----------------------------------
 
@@ -284,13 +298,13 @@ class BatchRun:
         # Stored before any charge: after a crash these items are settled
         # with their channel rather than charged blindly again.
         await self._store.mark_group_processing(self.batch.uid, group)
-        gate = asyncio.Semaphore(limits.BATCH_ITEM_CONCURRENCY_PER_GROUP)
-
-        async def charge(item: BatchItem) -> None:
-            async with gate:
-                await self._charge(item)
-
-        await asyncio.gather(*(charge(item) for item in group.items))
+        # Every grouping policy keys on the channel, so this is one channel;
+        # split anyway rather than rely on it.
+        by_channel: dict[str, list[BatchItem]] = {}
+        for item in group.items:
+            by_channel.setdefault(item.channel, []).append(item)
+        await asyncio.gather(*(self._charge_on(name, items)
+                               for name, items in by_channel.items()))
         group.completed_at_us = clock.now_us()
         await self._store.save_group_results(self.batch.uid, group)
         self._group_processing_us.append(group.processing_us)
@@ -299,30 +313,167 @@ class BatchRun:
                  items=len(group.items), processing_ms=round(group.processing_us / 1_000, 3))
         await self.outbox.emit(GroupCompleted(group))
 
-    async def _charge(self, item: BatchItem) -> None:
+    async def _charge_on(self, name: str, items: list[BatchItem]) -> None:
+        """Charges one channel's items of a group: one ChargeBatch call per
+        MAX_CHARGES_PER_BATCH_CALL items, or one Charge per item when the
+        channel cannot take bulk calls."""
+        channel = self._channels[name]
+        # An adapter may predate bulk charging altogether.
+        if name in self._per_item_channels or getattr(channel, "charge_batch", None) is None:
+            await self._charge_each(items)
+            return
+        breaker = self._router.breaker(name)
+        allowed = []
+        for item in items:
+            # The same per-item gate as _charge: a HALF_OPEN breaker lets one
+            # item through as its probe, so the probe is a one-charge call.
+            if breaker.allow():
+                allowed.append(item)
+            else:
+                self._fail_circuit_open(item)
+        # One call in practice: a group holds at most BATCH_MAX_GROUP_SIZE
+        # items, no more than a call takes; the chunking keeps that a choice.
+        for start in range(0, len(allowed), MAX_CHARGES_PER_BATCH_CALL):
+            await self._charge_in_bulk(channel, allowed[start:start + MAX_CHARGES_PER_BATCH_CALL])
+
+    async def _charge_in_bulk(self, channel: PaymentChannel, items: list[BatchItem]) -> None:
+        """One ChargeBatch call for `items` (already let through the breaker),
+        with the guarantees of the per-item path: the same keys on every
+        try, and an outcome the channel did not confirm settled item by item."""
+        breaker = self._router.breaker(channel.name)
+        timeout_ms = self._router.route(channel.name).timeout_ms
+        deadline_ms = clock.monotonic_ms() + timeout_ms * limits.CHARGE_TRIES_PER_CHANNEL
+        orders = [self._order(item) for item in items]
+        try:
+            outcome = await _charge_batch_with_retries(channel, breaker, orders, timeout_ms,
+                                                       deadline_ms)
+        except BulkChargeUnsupported:
+            # Nothing was charged. These items already hold their breaker
+            # pass, so they go straight to one Charge each.
+            log.info("batch.bulk_charge_unsupported", channel=channel.name)
+            self._per_item_channels.add(channel.name)
+            await self._charge_each(items, breaker_passed=True)
+            return
+        if isinstance(outcome, NoOutcome) and not outcome.maybe_sent:
+            for item in items:  # never reached the channel: nothing to settle
+                item.status, item.failure = BatchItemStatus.FAILED, outcome.failure
+        elif isinstance(outcome, NoOutcome):
+            # Timeout, dropped connection or refusal: any of the charges may
+            # have been made. Each item goes the per-item way with its same
+            # key: Charge again (a made charge is only replayed), and what
+            # stays unanswered is settled with GetCharge, then Void.
+            log.warning("batch.bulk_charge_unconfirmed", channel=channel.name,
+                        items=len(items), error=outcome.failure.message)
+            await self._charge_each(items, maybe_charged=True)
+        else:
+            for item, record in zip(items, outcome):
+                self._apply(item, record)
+
+    async def _charge_each(self, items: list[BatchItem], breaker_passed: bool = False,
+                           maybe_charged: bool = False) -> None:
+        gate = asyncio.Semaphore(limits.BATCH_ITEM_CONCURRENCY_PER_GROUP)
+
+        async def charge(item: BatchItem) -> None:
+            async with gate:
+                await self._charge(item, breaker_passed, maybe_charged)
+
+        await asyncio.gather(*(charge(item) for item in items))
+
+    async def _charge(self, item: BatchItem, breaker_passed: bool = False,
+                      maybe_charged: bool = False) -> None:
+        """One Charge for the item. `maybe_charged`: an earlier call with its
+        key went unanswered, so it must not be failed without asking."""
         route = self._router.route(item.channel)
         breaker = self._router.breaker(item.channel)
-        if not breaker.allow():
-            item.status = BatchItemStatus.FAILED
-            item.failure = Failure(FailureReason.CIRCUIT_OPEN,
-                                   f"channel {item.channel!r} is failing; its circuit is open")
+        if not breaker_passed and not breaker.allow():
+            if maybe_charged:
+                # Not charged again on a failing channel, but only the
+                # channel can say whether the earlier call charged it.
+                await self._settle(item, _circuit_open(item.channel))
+            else:
+                self._fail_circuit_open(item)
             return
-        order = ChargeOrder(item.channel_key(self.batch.uid), self.batch.header.payer,
-                            item.payee, item.amount, item.reference)
         deadline_ms = clock.monotonic_ms() + route.timeout_ms * limits.CHARGE_TRIES_PER_CHANNEL
         outcome = await charge_and_settle(self._channels[item.channel], breaker, self._settlement,
-                                          order, route.timeout_ms, deadline_ms)
+                                          self._order(item), route.timeout_ms, deadline_ms)
         if isinstance(outcome, ChargeRecord):
             self._apply(item, outcome)
         elif isinstance(outcome, NoOutcome):
-            item.status = BatchItemStatus.UNKNOWN
-            item.failure = Failure(FailureReason.OUTCOME_UNKNOWN,
-                                   f"{outcome.failure.message}; settled on resubmission")
+            self._mark_unknown(item, outcome.failure)
+        elif maybe_charged:
+            # charge_and_settle skips settling when none of its own calls
+            # left this process; the earlier call with the key may have.
+            await self._settle(item, outcome)
         else:
             item.status, item.failure = BatchItemStatus.FAILED, outcome
+
+    async def _settle(self, item: BatchItem, failure: Failure) -> None:
+        """Takes the channel's record for the item's key (GetCharge, else
+        Void fences it); `failure` is why it failed when nothing was charged."""
+        record = await self._settlement.settle(item.channel, item.channel_key(self.batch.uid))
+        if record is None:
+            self._mark_unknown(item, failure)
+        elif record.status is ChargeStatus.VOIDED:
+            item.status, item.failure = BatchItemStatus.FAILED, failure
+        else:
+            self._apply(item, record)
+
+    def _order(self, item: BatchItem) -> ChargeOrder:
+        return ChargeOrder(item.channel_key(self.batch.uid), self.batch.header.payer,
+                           item.payee, item.amount, item.reference)
+
+    @staticmethod
+    def _fail_circuit_open(item: BatchItem) -> None:
+        item.status, item.failure = BatchItemStatus.FAILED, _circuit_open(item.channel)
+
+    @staticmethod
+    def _mark_unknown(item: BatchItem, failure: Failure) -> None:
+        item.status = BatchItemStatus.UNKNOWN
+        item.failure = Failure(FailureReason.OUTCOME_UNKNOWN,
+                               f"{failure.message}; settled on resubmission")
 
     @staticmethod
     def _apply(item: BatchItem, record: ChargeRecord) -> None:
         item.channel_reference = record.charge_id
         item.failure = charge_failure(item.channel, record)
         item.status = BatchItemStatus.FAILED if item.failure else BatchItemStatus.SUCCEEDED
+
+
+def _circuit_open(channel: str) -> Failure:
+    return Failure(FailureReason.CIRCUIT_OPEN,
+                   f"channel {channel!r} is failing; its circuit is open")
+
+
+async def _charge_batch_with_retries(
+    channel: PaymentChannel, breaker: CircuitBreaker, orders: list[ChargeOrder],
+    timeout_ms: int, deadline_ms: float,
+) -> list[ChargeRecord] | NoOutcome:
+    """charge_with_retries for a whole bulk call: the same tries, pause and
+    breaker rules, counted once per call. BulkChargeUnsupported is raised."""
+    name = channel.name
+    failure = Failure(FailureReason.CHANNEL_TIMEOUT, "deadline reached")
+    maybe_sent = False
+    for _ in range(limits.CHARGE_TRIES_PER_CHANNEL):
+        remaining_ms = deadline_ms - clock.monotonic_ms()
+        if remaining_ms < 1:
+            break
+        try:
+            records = await channel.charge_batch(orders, int(min(timeout_ms, remaining_ms)))
+        except ChannelUnavailable as error:
+            breaker.record_failure()
+            maybe_sent = maybe_sent or not isinstance(error, ChannelUnreachable)
+            failure = Failure(FailureReason.CHANNEL_UNAVAILABLE,
+                              f"channel {name!r} unavailable: {error}")
+            await asyncio.sleep(TRANSIENT_RETRY_PAUSE_S)
+            continue
+        except ChannelTimeout:
+            breaker.record_failure()
+            return NoOutcome(Failure(FailureReason.CHANNEL_TIMEOUT,
+                                     f"channel {name!r} did not answer in time"), True)
+        except ChannelRefused as error:
+            breaker.record_success()  # it answered; the request was the problem
+            return NoOutcome(Failure(FailureReason.CHANNEL_REJECTED,
+                                     f"channel {name!r} refused the charges: {error}"), True)
+        breaker.record_success()
+        return records
+    return NoOutcome(failure, maybe_sent)

@@ -90,7 +90,8 @@ class LegDispatcher:
 
     async def _charge_on(self, route: ChannelRoute, payment: Payment, leg: Leg,
                          deadline_ms: float) -> ChargeRecord | Failure | NoOutcome:
-        recorded = False
+        # The first channel's attempt was stored with the payment.
+        recorded = route.name == leg.first_channel and leg.attempts == 0
 
         async def count_try() -> None:
             nonlocal recorded

@@ -104,6 +104,9 @@ class Leg:
     latency_us: int = 0
     refunded_minor: int = 0
     refund_pending_minor: int = 0
+    # The channel the leg will try first, recorded as attempted together with
+    # the payment itself: one durable write fewer before the first call.
+    first_channel: str = ""
 
     @property
     def refundable_minor(self) -> int:

@@ -100,7 +100,8 @@ class PaymentService:
             fingerprint=valid.fingerprint(),
             payer=valid.payer,
             mode=valid.mode,
-            legs=[Leg(i, leg) for i, leg in enumerate(valid.legs)],
+            legs=[Leg(i, leg, first_channel=self._router.candidates(leg)[0].name)
+                  for i, leg in enumerate(valid.legs)],
             metadata=valid.metadata,
             received_at_us=clock.now_us(),
         )

@@ -3,9 +3,11 @@ global one): a server span per paygrid.v1 call, continuing the caller's W3C
 `traceparent`, and a client span per channel call, whose `traceparent` the
 channel receives.
 
-Spans are made whatever the exporter, so log lines always carry trace ids
-and a caller's trace always reaches the channels; the exporter only decides
-where finished spans go ("none": nowhere).
+With the exporter "none" no spans are made at all (they cost about 0.1 ms
+per call and per channel call, measured with scripts/bench), so log lines
+carry the request id only; with "console" or "otlp", every log line of a
+call carries its trace and span ids and the caller's trace reaches the
+channels.
 """
 
 from __future__ import annotations

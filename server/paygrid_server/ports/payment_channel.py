@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, Sequence
 
 from paygrid_server.domain.money import Money
+
+# Charges one charge_batch call may carry (the ChargeBatch contract); more
+# is refused as INVALID_ARGUMENT, so callers split larger sets into chunks.
+MAX_CHARGES_PER_BATCH_CALL = 1_000
 
 
 class ChargeStatus(enum.Enum):
@@ -27,6 +31,27 @@ class ChargeRecord:
     decline_message: str = ""
     # VOIDED by a Void that came before any charge: no money ever moved.
     fenced: bool = False
+
+
+class ChargeOrderLike(Protocol):
+    """One charge to make: what charge_batch takes per item. The domain's
+    ChargeOrder is one; the port only states the fields it needs, so it
+    does not depend on the domain module that depends on it."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def payer(self) -> str: ...
+
+    @property
+    def payee(self) -> str: ...
+
+    @property
+    def amount(self) -> Money: ...
+
+    @property
+    def reference(self) -> str: ...
 
 
 class ChannelCallError(Exception):
@@ -59,12 +84,27 @@ class ChannelRefused(ChannelCallError):
     refund above what remains); repeating it will not help."""
 
 
+class BulkChargeUnsupported(ChannelCallError):
+    """The channel does not implement bulk charging (UNIMPLEMENTED). Nothing
+    was charged: charge the same orders one by one instead."""
+
+
 class PaymentChannel(Protocol):
     name: str
 
     async def charge(
         self, key: str, payer: str, payee: str, amount: Money, reference: str, timeout_ms: int
     ) -> ChargeRecord: ...
+
+    async def charge_batch(
+        self, orders: Sequence[ChargeOrderLike], timeout_ms: int
+    ) -> list[ChargeRecord]:
+        """Makes up to MAX_CHARGES_PER_BATCH_CALL charges in one call; one
+        record per order, in order, each idempotent by its key as for
+        `charge`. Errors concern the whole call and mean as for `charge`
+        (a timeout or dropped connection leaves every order unknown), plus
+        BulkChargeUnsupported."""
+        ...
 
     async def get_charge(self, key: str, timeout_ms: int) -> ChargeRecord: ...
 

@@ -33,8 +33,10 @@ class RefundExceedsRefundable(Exception):
 
 class PaymentStore(Protocol):
     async def insert_payment(self, payment: Payment) -> Payment | None:
-        """Stores a new payment with its legs. When the tenant's idempotency
-        key is taken, stores nothing and returns the payment that holds it."""
+        """Stores a new payment with its legs and, for each leg with a
+        first_channel, its first charge attempt there. When the tenant's
+        idempotency key is taken, stores nothing and returns the payment
+        that holds it."""
         ...
 
     async def get_payment(self, payment_id: str) -> Payment | None:
@@ -49,7 +51,8 @@ class PaymentStore(Protocol):
     async def record_attempt(self, attempt: ChargeAttempt) -> None: ...
 
     async def attempted_channels(self, payment_id: str, leg_index: int) -> list[str]:
-        """Every channel a Charge was sent to for the leg, first attempt first."""
+        """Every channel a Charge was (or may have been) sent to for the leg,
+        first attempt first."""
         ...
 
     async def save_payment_outcome(self, payment: Payment) -> None:

@@ -9,8 +9,17 @@ cards (documented in the README):
 plus configurable Charge processing latency (fixed + jitter; status calls
 answer at once) and a random transient failure rate on Charge.
 
-The servicer counts Charge calls in progress, so tests can see that legs
-really run concurrently.
+ChargeBatch takes the latency and the failure rate once per call, like one
+Charge, then makes each charge as Charge would. In a bulk call the test
+values act on the whole call: a flaky_ key fails it UNAVAILABLE before
+anything is charged; at a timeout_ charge processing stops (the charges
+before it stand) and the call never answers; with a hang_after_charge_
+charge everything is charged, then the answer never comes. `bulk_charge`
+off makes ChargeBatch answer UNIMPLEMENTED, like a channel without it.
+
+The servicer counts charges in progress (a bulk call counts each of its
+charges), so tests can see that legs really run concurrently, and the
+Charge and ChargeBatch calls it was sent.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ from paygrid.channel.v1 import payment_channel_pb2_grpc as pb_grpc
 from paygrid.type.v1 import money_pb2
 from paygrid_server.domain import clock
 from paygrid_server.domain.money import Money
-from paygrid_server.ports.payment_channel import ChargeStatus
+from paygrid_server.ports.payment_channel import MAX_CHARGES_PER_BATCH_CALL, ChargeStatus
 from paygrid_server.simulator.channel_ledger import (
     ChannelLedger,
     LedgerNotFound,
@@ -49,6 +58,7 @@ class SimulatorBehaviour:
     jitter_ms: float = 0.0
     failure_rate: float = 0.0  # share of Charge calls failing UNAVAILABLE before processing
     seed: int | None = None
+    bulk_charge: bool = True  # False: ChargeBatch answers UNIMPLEMENTED
 
     def __post_init__(self) -> None:
         assert self.latency_ms >= 0 and self.jitter_ms >= 0
@@ -75,6 +85,9 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
         self._flaky_failed: set[str] = set()
         self.charges_in_progress = 0
         self.peak_charges_in_progress = 0
+        # Calls received, processed or not: bulk calls save round trips.
+        self.charge_calls = 0
+        self.charge_batch_calls = 0
         # Off (None) unless a test sets a list: the W3C traceparent of each
         # call, to check that paygrid passes its trace on.
         self.received_traceparents: list[str] | None = None
@@ -90,11 +103,15 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
         if delay_ms:
             await asyncio.sleep(delay_ms / 1_000)
 
-    async def Charge(self, request: pb.ChargeRequest, context: grpc.aio.ServicerContext):
-        self._note_traceparent(context)
-        self.charges_in_progress += 1
+    def _started(self, charges: int) -> None:
+        self.charges_in_progress += charges
         self.peak_charges_in_progress = max(self.peak_charges_in_progress,
                                             self.charges_in_progress)
+
+    async def Charge(self, request: pb.ChargeRequest, context: grpc.aio.ServicerContext):
+        self._note_traceparent(context)
+        self.charge_calls += 1
+        self._started(1)
         try:
             return await self._charge(request, context)
         finally:
@@ -107,19 +124,67 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "simulated transient failure")
         if payee.startswith("timeout_"):
             await asyncio.sleep(NEVER_S)
-        if payee.startswith("flaky_") and request.idempotency_key not in self._flaky_failed:
-            self._flaky_failed.add(request.idempotency_key)
+        if self._fails_flaky(request):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "simulated flaky channel")
-        decline_code = ""
-        if payee.startswith("decline_"):
-            decline_code = payee.removeprefix("decline_") or "generic_decline"
-        record = self.ledger.charge(
-            request.idempotency_key, request.payer, payee,
-            Money(request.amount.currency, request.amount.amount_minor), clock.now_us(),
-            decline_code=decline_code)
+        record = self._book(request)
         if payee.startswith("hang_after_charge_"):
             await asyncio.sleep(NEVER_S)
         return pb.ChargeResponse(charge=_charge_pb(record))
+
+    async def ChargeBatch(self, request: pb.ChargeBatchRequest,
+                          context: grpc.aio.ServicerContext):
+        self._note_traceparent(context)
+        self.charge_batch_calls += 1
+        if not self.behaviour.bulk_charge:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
+        count = len(request.charges)
+        if not 1 <= count <= MAX_CHARGES_PER_BATCH_CALL:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"{count} charges; send 1 to {MAX_CHARGES_PER_BATCH_CALL}")
+        self._started(count)
+        try:
+            return await self._charge_batch(request, context)
+        finally:
+            self.charges_in_progress -= count
+
+    async def _charge_batch(self, request: pb.ChargeBatchRequest,
+                            context: grpc.aio.ServicerContext):
+        await self._processing_delay()  # one processing time for the whole file
+        if self._random.random() < self.behaviour.failure_rate:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "simulated transient failure")
+        # Every flaky key is noted before aborting, so one retry of the call
+        # goes through, as one retry of each Charge would.
+        flaky = [charge for charge in request.charges if self._fails_flaky(charge)]
+        if flaky:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "simulated flaky channel")
+        records = []
+        for charge in request.charges:
+            if charge.payee.startswith("timeout_"):
+                await asyncio.sleep(NEVER_S)
+            records.append(_charge_pb(self._book(charge)))
+        if any(charge.payee.startswith("hang_after_charge_") for charge in request.charges):
+            await asyncio.sleep(NEVER_S)
+        return pb.ChargeBatchResponse(charges=records)
+
+    def _fails_flaky(self, request: pb.ChargeRequest) -> bool:
+        """True the first time a flaky_ payee's key is seen."""
+        if request.payee.startswith("flaky_") and \
+                request.idempotency_key not in self._flaky_failed:
+            self._flaky_failed.add(request.idempotency_key)
+            return True
+        return False
+
+    def _book(self, request: pb.ChargeRequest) -> SimulatedCharge:
+        """The ledger's outcome for one charge request: declined by a
+        decline_ payee, else captured; a replayed or fenced key keeps its own."""
+        payee = request.payee
+        decline_code = ""
+        if payee.startswith("decline_"):
+            decline_code = payee.removeprefix("decline_") or "generic_decline"
+        return self.ledger.charge(
+            request.idempotency_key, request.payer, payee,
+            Money(request.amount.currency, request.amount.amount_minor), clock.now_us(),
+            decline_code=decline_code)
 
     async def GetCharge(self, request: pb.GetChargeRequest, context: grpc.aio.ServicerContext):
         self._note_traceparent(context)

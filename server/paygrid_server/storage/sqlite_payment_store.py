@@ -83,6 +83,13 @@ class SqlitePaymentStore:
                   leg.request.amount.amount_minor, leg.request.channel, leg.request.reference,
                   leg.status.value, leg.channel, leg.channel_reference, leg.attempts,
                   leg.latency_us) for leg in payment.legs])
+            # Before any channel call, so recovery knows where each leg may
+            # have been charged (ports/payment_store.py).
+            db.executemany(
+                "INSERT INTO charge_attempts (payment_id, leg_index, channel, attempt_no, "
+                "started_at_us) VALUES (?, ?, ?, 1, ?)",
+                [(payment.payment_id, leg.index, leg.first_channel, payment.received_at_us)
+                 for leg in payment.legs if leg.first_channel])
             return True
 
         if await self._write(insert):

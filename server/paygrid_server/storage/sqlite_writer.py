@@ -1,10 +1,10 @@
 """Every write of the process, on one thread that owns the writing
 connection, with group commit.
 
-A unit of work is a plain function of a sqlite3 connection. The thread takes
-all units queued while it was busy (at most MAX_UNITS_PER_COMMIT), runs each
-in its own SAVEPOINT (a failing unit rolls back alone), and makes them
-durable with one COMMIT. Their callers resume only after that COMMIT, so
+A unit of work is a plain function of a sqlite3 connection that only
+touches the database (it may run twice: see _run_batch). The thread takes
+all units queued while it was busy (at most MAX_UNITS_PER_COMMIT), runs them
+in one transaction and makes them durable with one COMMIT. Their callers resume only after that COMMIT, so
 nothing is answered, and no channel is called, on the strength of work that
 is not on disk.
 
@@ -33,10 +33,6 @@ BUSY_TIMEOUT_MS = 5_000
 MAX_UNITS_PER_COMMIT = 256
 PRAGMAS = (f"busy_timeout = {BUSY_TIMEOUT_MS}", "journal_mode = WAL", "synchronous = FULL",
            "foreign_keys = ON")
-
-
-class CommitFailed(Exception):
-    """The shared COMMIT failed: none of the units it carried is stored."""
 
 
 @dataclass(slots=True)
@@ -78,6 +74,7 @@ class SqliteWriter:
         self._ready = threading.Event()
         self._db: sqlite3.Connection | None = None
         self._open_error: BaseException | None = None
+        self.commits = 0  # COMMITs made (fewer than units: that is group commit)
         self._thread.start()
 
     @classmethod
@@ -142,58 +139,46 @@ class SqliteWriter:
             self._run_alone(unit)
         self._run_batch(batch)
 
-    def _run_alone(self, unit: _Unit) -> None:
-        try:
-            outcome = (unit.future, unit.work(self._db), None)
-        except BaseException as error:  # noqa: BLE001 - handed to its caller
-            outcome = (unit.future, None, error)
-        SqliteWriter._hand_back([(unit, *outcome[1:])])
-
     def _run_batch(self, units: list[_Unit]) -> None:
+        """All units in one transaction. If any fails (or the commit does),
+        everything is rolled back and each unit runs again in a transaction
+        of its own, so only the failing unit fails. Failures are rare, and a
+        SAVEPOINT around every unit would cost two statements per unit, each
+        of which has to win the GIL back from the event loop."""
         if not units:
             return
         db = self._db
-        outcomes: list[tuple[_Unit, Any, BaseException | None]] = []
+        results: list[Any] = []
         try:
             db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as error:
-            self._hand_back([(u, None, error) for u in units])
-            return
-        for unit in units:
-            db.execute("SAVEPOINT unit")
-            try:
-                result = unit.work(db)
-            except BaseException as error:  # noqa: BLE001 - handed to its caller
-                outcomes.append((unit, None, error))
-                if not self._roll_back_unit(db):
-                    # SQLite dropped the whole transaction (disk full, I/O
-                    # error): every unit before this one is lost with it.
-                    lost = CommitFailed(f"the transaction was rolled back: {error}")
-                    outcomes = [(u, None, e or lost) for u, _, e in outcomes]
-                    outcomes += [(u, None, lost) for u in units[len(outcomes):]]
-                    self._hand_back(outcomes)
-                    return
-                continue
-            db.execute("RELEASE unit")
-            outcomes.append((unit, result, None))
-        try:
+            for unit in units:
+                results.append(unit.work(db))
             db.execute("COMMIT")
-        except sqlite3.Error as error:
+            self.commits += 1
+        except BaseException:  # noqa: BLE001 - each unit is retried alone below
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            failed = CommitFailed(f"commit failed: {error}")
-            outcomes = [(u, None, e or failed) for u, _, e in outcomes]
-        self._hand_back(outcomes)
+            for unit in units:
+                self._run_alone(unit)
+            return
+        self._hand_back([(unit, result, None) for unit, result in zip(units, results)])
 
-    @staticmethod
-    def _roll_back_unit(db: sqlite3.Connection) -> bool:
-        """False when there is no transaction left to roll back into."""
+    def _run_alone(self, unit: _Unit) -> None:
+        db = self._db
+        in_transaction = unit.in_transaction
         try:
-            db.execute("ROLLBACK TO unit")
-            db.execute("RELEASE unit")
-        except sqlite3.Error:
-            pass
-        return db.in_transaction
+            if in_transaction:
+                db.execute("BEGIN IMMEDIATE")
+            result = unit.work(db)
+            if in_transaction:
+                db.execute("COMMIT")
+                self.commits += 1
+            outcome = (unit, result, None)
+        except BaseException as error:  # noqa: BLE001 - handed to its caller
+            if db.in_transaction and in_transaction:
+                db.execute("ROLLBACK")
+            outcome = (unit, None, error)
+        self._hand_back([outcome])
 
     @staticmethod
     def _hand_back(outcomes: list[tuple[_Unit, Any, BaseException | None]]) -> None:
