@@ -20,7 +20,7 @@ from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
 from paygrid_server.app import PaygridApp
 from paygrid_server.config import ObservabilityConfig, ServerConfig
 from paygrid_server.observability.metrics import PaygridMetrics
-from paygrid_server.observability.request_metrics_interceptor import RequestMetricsInterceptor
+from paygrid_server.transport.call_interceptor import CallInterceptor
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour
 from tests.batch_client import batch_stub, chunk, header, submit, tx
 from tests.conftest import TEST_CHANNELS, channel, leg, pay_request
@@ -158,7 +158,7 @@ class _FailingHealth(health_pb2_grpc.HealthServicer):
 
 async def test_calls_ending_by_exception_abort_or_set_code_get_their_status() -> None:
     metrics = PaygridMetrics()
-    server = grpc.aio.server(interceptors=[RequestMetricsInterceptor(metrics)])
+    server = grpc.aio.server(interceptors=[CallInterceptor(metrics)])
     health_pb2_grpc.add_HealthServicer_to_server(_FailingHealth(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

@@ -31,7 +31,7 @@ from paygrid_server.storage.sqlite_batch_store import SqliteBatchStore
 from paygrid_server.storage.sqlite_database import SqliteDatabase
 from paygrid_server.storage.sqlite_payment_store import SqlitePaymentStore
 from paygrid_server.transport.batch_servicer import BatchServicer
-from paygrid_server.transport.api_key_authentication import ApiKeyAuthentication
+from paygrid_server.transport.call_interceptor import CallInterceptor
 from paygrid_server.transport.grpc_server import (
     ConnectionPolicy,
     RunningServer,
@@ -119,12 +119,8 @@ class PaygridApp:
         api_keys = ApiKeyRegistry(config.auth.api_keys)
         load_shedding = LoadShedding(config.max_concurrent_calls,
                                      config.max_concurrent_batch_streams)
-        interceptors: list[grpc.aio.ServerInterceptor] = []
-        # Outermost: tracing, then request ids on log lines, then metrics.
-        interceptors += observability.server_interceptors()
-        # Shed before authenticating: an overloaded server spends nothing on
-        # a call it will refuse anyway.
-        interceptors += [load_shedding, ApiKeyAuthentication(api_keys)]
+        interceptors = [*observability.server_interceptors(),
+                        CallInterceptor(observability.metrics, load_shedding, api_keys)]
         tls = config.tls
         credentials = None
         if tls.cert_file is not None and tls.key_file is not None:

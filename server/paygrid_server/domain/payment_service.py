@@ -125,8 +125,11 @@ class PaymentService:
 
     async def _execute(self, payment: Payment, deadline_ms: float) -> Payment:
         bind_payment_ids(payment)
-        await asyncio.gather(*(
-            self._dispatcher.dispatch(payment, leg, deadline_ms) for leg in payment.legs))
+        if len(payment.legs) == 1:  # no task to spare for a single leg
+            await self._dispatcher.dispatch(payment, payment.legs[0], deadline_ms)
+        else:
+            await asyncio.gather(*(
+                self._dispatcher.dispatch(payment, leg, deadline_ms) for leg in payment.legs))
         await self._completion.complete(payment)
         return payment
 

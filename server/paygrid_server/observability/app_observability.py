@@ -19,8 +19,6 @@ from paygrid_server.observability.channel_metrics_interceptor import ChannelMetr
 from paygrid_server.observability.circuit_breaker_collector import CircuitBreakerCollector
 from paygrid_server.observability.metrics import PaygridMetrics
 from paygrid_server.observability.metrics_endpoint import MetricsEndpoint
-from paygrid_server.observability.request_context_interceptor import RequestContextInterceptor
-from paygrid_server.observability.request_metrics_interceptor import RequestMetricsInterceptor
 
 
 class AppObservability:
@@ -39,10 +37,9 @@ class AppObservability:
         self.endpoint: MetricsEndpoint | None = None
 
     def server_interceptors(self) -> list[grpc.aio.ServerInterceptor]:
-        """Outermost first: the span is current before log ids are bound,
-        and metrics see every outcome of the interceptors after them."""
-        traced = [tracing.server_tracing_interceptor(self.tracer_provider)] if self.tracing else []
-        return [*traced, RequestContextInterceptor(), RequestMetricsInterceptor(self.metrics)]
+        """Outermost, when tracing is on: the span is current before the call
+        interceptor binds log ids (request ids and metrics are done there)."""
+        return [tracing.server_tracing_interceptor(self.tracer_provider)] if self.tracing else []
 
     def channel_interceptors(self, channel: str) -> list[grpc.aio.ClientInterceptor]:
         return [*self._channel_tracing, ChannelMetricsInterceptor(self.metrics, channel)]

@@ -9,13 +9,11 @@ for the call's own task.
 from __future__ import annotations
 
 import contextvars
-from contextlib import asynccontextmanager
-from typing import AsyncIterator, Sequence
+from typing import Sequence
 
 import grpc
 
 from paygrid_server.api_keys import ApiKeyRegistry
-from paygrid_server.transport.handler_wrapping import wrap_handler
 from paygrid_server.transport.status_errors import abort_unauthenticated
 
 PROTECTED_METHOD_PREFIXES = ("/paygrid.v1.",)
@@ -24,7 +22,7 @@ _caller_tenant: contextvars.ContextVar[str] = contextvars.ContextVar("paygrid_ca
 
 
 def caller_tenant() -> str:
-    """The tenant of the call being served; set by ApiKeyAuthentication."""
+    """The tenant of the call being served; set by authenticate()."""
     return _caller_tenant.get()
 
 
@@ -41,30 +39,22 @@ def presented_key(metadata: Sequence[tuple[str, str | bytes]] | None) -> str | N
     return None
 
 
-class ApiKeyAuthentication(grpc.aio.ServerInterceptor):
-    def __init__(self, registry: ApiKeyRegistry) -> None:
-        self._registry = registry
+def is_protected(method: str) -> bool:
+    return method.startswith(PROTECTED_METHOD_PREFIXES)
 
-    async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
-        handler = await continuation(details)
-        if handler is None or not details.method.startswith(PROTECTED_METHOD_PREFIXES):
-            return handler
-        key = presented_key(details.invocation_metadata)
-        tenant = self._registry.tenant_for(key) if key else None
 
-        @asynccontextmanager
-        async def as_tenant(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-            if key is None:
-                await abort_unauthenticated(
-                    context, "MISSING_API_KEY",
-                    "send your API key as metadata 'authorization: Bearer <key>'")
-            if tenant is None:
-                await abort_unauthenticated(context, "INVALID_API_KEY",
-                                            "the API key is not known to this server")
-            # Each call runs in its own task, so the value cannot leak into
-            # another call; it is not reset because a streaming handler may
-            # be finalised in another context.
-            _caller_tenant.set(tenant)
-            yield
-
-        return wrap_handler(handler, as_tenant)
+async def authenticate(context: grpc.aio.ServicerContext, registry: ApiKeyRegistry) -> None:
+    """Makes the key's tenant the call's, or ends the call UNAUTHENTICATED."""
+    key = presented_key(context.invocation_metadata())
+    if key is None:
+        await abort_unauthenticated(
+            context, "MISSING_API_KEY",
+            "send your API key as metadata 'authorization: Bearer <key>'")
+    tenant = registry.tenant_for(key)
+    if tenant is None:
+        await abort_unauthenticated(context, "INVALID_API_KEY",
+                                    "the API key is not known to this server")
+    # Each call runs in its own task, so the value cannot leak into another
+    # call; it is not reset because a streaming handler may be finalised in
+    # another context.
+    _caller_tenant.set(tenant)

@@ -9,14 +9,12 @@ an overloaded but alive server.
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
-from typing import AsyncIterator, NoReturn
+from typing import NoReturn
 
 import grpc
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from paygrid_server.transport.handler_wrapping import wrap_handler
 from paygrid_server.transport.status_errors import (
     abort_with_status,
     error_info,
@@ -39,34 +37,21 @@ class ConcurrencyLimit:
         self.shed_total = 0
 
 
-class LoadShedding(grpc.aio.ServerInterceptor):
+class LoadShedding:
+    """The limits; transport/call_interceptor.py applies them to each call."""
+
     def __init__(self, max_concurrent_calls: int, max_concurrent_batch_streams: int) -> None:
         self.calls = ConcurrencyLimit("calls", max_concurrent_calls)
         self.batch_streams = ConcurrencyLimit("batch_streams", max_concurrent_batch_streams)
 
-    async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
-        handler = await continuation(details)
-        if handler is None or not details.method.startswith(SHED_METHOD_PREFIX):
-            return handler
-        limit = self.batch_streams if details.method == BATCH_STREAM_METHOD else self.calls
-
-        @asynccontextmanager
-        async def within_limit(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-            # Checked and taken with no await in between: asyncio runs one
-            # call's code at a time, so the count cannot overshoot.
-            if limit.in_progress >= limit.max_in_progress:
-                limit.shed_total += 1
-                await _abort_overloaded(context, limit)
-            limit.in_progress += 1
-            try:
-                yield
-            finally:
-                limit.in_progress -= 1
-
-        return wrap_handler(handler, within_limit)
+    def limit_for(self, method: str) -> ConcurrencyLimit | None:
+        """None: the method is never shed."""
+        if not method.startswith(SHED_METHOD_PREFIX):
+            return None
+        return self.batch_streams if method == BATCH_STREAM_METHOD else self.calls
 
 
-async def _abort_overloaded(context: grpc.aio.ServicerContext, limit: ConcurrencyLimit) -> NoReturn:
+async def abort_overloaded(context: grpc.aio.ServicerContext, limit: ConcurrencyLimit) -> NoReturn:
     delay = duration_pb2.Duration()
     delay.FromMilliseconds(RETRY_SHED_CALL_AFTER_MS)
     message = (f"server is at its limit of {limit.max_in_progress} {limit.name.replace('_', ' ')} "

@@ -1,4 +1,5 @@
-"""Every log line of an RPC carries its request id and trace ids.
+"""Every log line of an RPC carries its request id (and trace ids when
+tracing is on); the pieces transport/call_interceptor.py puts together.
 
 The request id is the caller's `x-request-id` when it is sane (a proxy such
 as Envoy sets one), else a new one; it is echoed to the caller in the
@@ -10,17 +11,14 @@ payment's execution, its legs, a batch run) log them too.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import uuid
-from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, Sequence
 
 import grpc
 import structlog
 from opentelemetry import trace
 
-from paygrid_server.transport.handler_wrapping import wrap_handler
 
 REQUEST_ID_HEADER = "x-request-id"
 # Printable ASCII without spaces: UUIDs, Envoy's and most tracers' ids fit;
@@ -44,7 +42,7 @@ def _with_header(context: grpc.aio.ServicerContext, trailing: Metadata,
     return (*(trailing or context.trailing_metadata() or ()), header)
 
 
-class _EchoingContext:
+class EchoingContext:
     """The call's context for the handlers within: an abort also sends the
     request id. Trailing metadata set after an abort is ignored by grpc, so
     it has to go with the abort itself."""
@@ -62,34 +60,21 @@ class _EchoingContext:
                                   _with_header(self._context, trailing_metadata, self._header))
 
 
-class RequestContextInterceptor(grpc.aio.ServerInterceptor):
-    async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
-        handler = await continuation(details)
-        if handler is None:
-            return handler
-        header = (REQUEST_ID_HEADER, request_id_from(details.invocation_metadata))
+def bind_call_ids(request_id: str) -> None:
+    """Binds the call's ids for every log line of its task and the tasks it
+    starts. Not reset afterwards: the RPC's task ends with the call, and a
+    streaming handler may be finalised in another context."""
+    ids = {"request_id": request_id}
+    # The tracing interceptor (outer), when tracing is on, made the server
+    # span current.
+    span = trace.get_current_span().get_span_context()
+    if span.is_valid:
+        ids["trace_id"] = trace.format_trace_id(span.trace_id)
+        ids["span_id"] = trace.format_span_id(span.span_id)
+    structlog.contextvars.bind_contextvars(**ids)
 
-        @asynccontextmanager
-        async def in_request_context(context: grpc.aio.ServicerContext
-                                     ) -> AsyncIterator[_EchoingContext]:
-            ids = {"request_id": header[1]}
-            # The tracing interceptor (outer) has made the server span current.
-            span = trace.get_current_span().get_span_context()
-            if span.is_valid:
-                ids["trace_id"] = trace.format_trace_id(span.trace_id)
-                ids["span_id"] = trace.format_span_id(span.span_id)
-            # Not reset afterwards: the RPC's task ends with the call, and a
-            # streaming handler may be finalised in another context.
-            structlog.contextvars.bind_contextvars(**ids)
-            try:
-                yield _EchoingContext(context, header)
-            except (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit):
-                raise  # sent with the abort; a cancelled call sends nothing
-            except Exception:
-                context.set_trailing_metadata(_with_header(context, (), header))
-                raise
-            # Trailing rather than initial metadata: it goes out with the
-            # status, where initial metadata sent early would cost a write.
-            context.set_trailing_metadata(_with_header(context, (), header))
 
-        return wrap_handler(handler, in_request_context)
+def echo_request_id(context: grpc.aio.ServicerContext, header: tuple[str, str]) -> None:
+    """Trailing rather than initial metadata: it goes out with the status,
+    where initial metadata sent early would cost a write."""
+    context.set_trailing_metadata(_with_header(context, (), header))

@@ -1,0 +1,127 @@
+"""What every call goes through before its handler, in one interceptor:
+request id and log context, metrics, load shedding, API key -> tenant.
+
+One interceptor instead of four, and its wrapped handler built once per
+method: each grpc.aio interceptor layer cost a call about 25 us (measured:
+four layers took a no-op call from 190 to 300 us of server CPU), mostly in
+per-call handler wrapping and generator-based context managers. What a call
+needs from its caller (request id, API key) is read from its context.
+
+It must be the innermost interceptor (tracing, when on, is outside it):
+it keeps the handler it wraps per method, so nothing may sit between it
+and the handlers that varies from call to call.
+
+Order inside one call: the request id is bound and will be echoed whatever
+happens; metrics see every outcome, shedding and authentication included;
+shedding comes before authentication so an overloaded server spends
+nothing on a call it refuses.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from paygrid_server.api_keys import ApiKeyRegistry
+from paygrid_server.observability.call_status import final_status_code
+from paygrid_server.observability.metrics import PaygridMetrics
+from paygrid_server.observability.request_context import (
+    REQUEST_ID_HEADER,
+    EchoingContext,
+    bind_call_ids,
+    echo_request_id,
+    request_id_from,
+)
+from paygrid_server.observability.request_metrics import MethodInstruments
+from paygrid_server.transport.api_key_authentication import authenticate, is_protected
+from paygrid_server.transport.handler_wrapping import wrap_handler
+from paygrid_server.transport.load_shedding import (
+    ConcurrencyLimit,
+    LoadShedding,
+    abort_overloaded,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _MethodPolicy:
+    instruments: MethodInstruments
+    limit: ConcurrencyLimit | None  # None: never shed
+    registry: ApiKeyRegistry | None  # None: open (health, reflection)
+
+
+class _CallScope:
+    """One call's way through the steps; a class, not a generator-based
+    context manager, because it runs on every call."""
+
+    __slots__ = ("_policy", "_context", "_header", "_started", "_holds_slot")
+
+    def __init__(self, policy: _MethodPolicy, context: grpc.aio.ServicerContext) -> None:
+        self._policy = policy
+        self._context = context
+        self._holds_slot = False
+
+    async def __aenter__(self) -> EchoingContext:
+        context = self._context
+        self._started = time.perf_counter()
+        self._header = (REQUEST_ID_HEADER, request_id_from(context.invocation_metadata()))
+        bind_call_ids(self._header[1])
+        given = EchoingContext(context, self._header)
+        try:
+            limit = self._policy.limit
+            if limit is not None:
+                # Checked and taken with no await in between: asyncio runs one
+                # call's code at a time, so the count cannot overshoot.
+                if limit.in_progress >= limit.max_in_progress:
+                    limit.shed_total += 1
+                    await abort_overloaded(given, limit)
+                limit.in_progress += 1
+                self._holds_slot = True
+            if self._policy.registry is not None:
+                await authenticate(given, self._policy.registry)
+        except BaseException as error:
+            # `async with` does not call __aexit__ when __aenter__ raises.
+            await self.__aexit__(type(error), error, None)
+            raise
+        return given
+
+    async def __aexit__(self, kind: Any, error: BaseException | None, traceback: Any) -> bool:
+        if self._holds_slot:
+            self._holds_slot = False
+            self._policy.limit.in_progress -= 1
+        # An abort sent the request id with it (EchoingContext); a cancelled
+        # call sends nothing.
+        if error is None or isinstance(error, Exception) and \
+                not isinstance(error, grpc.aio.AbortError):
+            echo_request_id(self._context, self._header)
+        self._policy.instruments.observe(final_status_code(self._context, error),
+                                         time.perf_counter() - self._started)
+        return False
+
+
+class CallInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, metrics: PaygridMetrics, shedding: LoadShedding | None = None,
+                 api_keys: ApiKeyRegistry | None = None) -> None:
+        self._metrics = metrics
+        self._shedding = shedding
+        self._api_keys = api_keys
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
+        wrapped = self._wrapped.get(details.method)
+        if wrapped is not None:
+            return wrapped
+        handler = await continuation(details)
+        if handler is None:
+            # An unknown method: neither kept nor counted, so a client cannot
+            # grow the cache or the label set with made-up names.
+            return handler
+        policy = _MethodPolicy(
+            MethodInstruments(self._metrics, details.method),
+            self._shedding.limit_for(details.method) if self._shedding else None,
+            self._api_keys if self._api_keys and is_protected(details.method) else None)
+        wrapped = self._wrapped[details.method] = wrap_handler(
+            handler, lambda context: _CallScope(policy, context))
+        return wrapped
