@@ -30,7 +30,8 @@ _STATUS = {
     pb.CHARGE_STATUS_VOIDED: ChargeStatus.VOIDED,
 }
 
-_ERRORS: dict[grpc.StatusCode, type[ChannelCallError]] = {
+# What a call's status means (shared with the in-process channel).
+CALL_ERRORS: dict[grpc.StatusCode, type[ChannelCallError]] = {
     grpc.StatusCode.DEADLINE_EXCEEDED: ChannelTimeout,
     grpc.StatusCode.CANCELLED: ChannelTimeout,
     grpc.StatusCode.NOT_FOUND: ChargeNotFound,
@@ -40,13 +41,13 @@ _ERRORS: dict[grpc.StatusCode, type[ChannelCallError]] = {
 }
 # A channel server that predates ChargeBatch answers UNIMPLEMENTED without
 # processing anything; every other status means what it means for Charge.
-_BULK_ERRORS = {**_ERRORS, grpc.StatusCode.UNIMPLEMENTED: BulkChargeUnsupported}
+BULK_CALL_ERRORS = {**CALL_ERRORS, grpc.StatusCode.UNIMPLEMENTED: BulkChargeUnsupported}
 # How long an UNIMPLEMENTED answer is believed before ChargeBatch is tried
 # again, so a channel that gains bulk charging is used without a restart.
 BULK_UNSUPPORTED_RECHECK_S = 300.0
 
 
-def _record(charge: pb.Charge) -> ChargeRecord:
+def charge_record(charge: pb.Charge) -> ChargeRecord:
     if charge.status not in _STATUS:
         raise ChannelUnavailable(f"channel sent an unknown charge status {charge.status}")
     return ChargeRecord(
@@ -60,8 +61,32 @@ def _record(charge: pb.Charge) -> ChargeRecord:
     )
 
 
-def _money(money: Money) -> money_pb2.Money:
+def money_message(money: Money) -> money_pb2.Money:
     return money_pb2.Money(currency=money.currency, amount_minor=money.amount_minor)
+
+
+def charge_batch_request(orders: Sequence[ChargeOrderLike]) -> pb.ChargeBatchRequest:
+    # Filled in place: building each ChargeRequest apart and copying it
+    # in costs twice as much, per item of every batch.
+    request = pb.ChargeBatchRequest()
+    for order in orders:
+        charge = request.charges.add(idempotency_key=order.key, payer=order.payer,
+                                     payee=order.payee, reference=order.reference)
+        charge.amount.currency = order.amount.currency
+        charge.amount.amount_minor = order.amount.amount_minor
+    return request
+
+
+def charge_batch_records(orders: Sequence[ChargeOrderLike],
+                         response: pb.ChargeBatchResponse) -> list[ChargeRecord]:
+    records = [charge_record(charge) for charge in response.charges]
+    # An answer that does not pair up with the request tells nothing
+    # reliable about any key; the caller treats it like a lost answer.
+    if len(records) != len(orders) or any(
+            record.idempotency_key != order.key for record, order in zip(records, orders)):
+        raise ChannelUnavailable(f"channel's {len(records)} charges do not match the "
+                                 f"{len(orders)} asked for, key by key")
+    return records
 
 
 class GrpcPaymentChannel:
@@ -84,7 +109,7 @@ class GrpcPaymentChannel:
     async def close(self) -> None:
         await self._channel.close()
 
-    async def _call(self, method, request, timeout_ms: int, errors=_ERRORS):
+    async def _call(self, method, request, timeout_ms: int, errors=CALL_ERRORS):
         try:
             return await method(request, timeout=timeout_ms / 1_000)
         except grpc.aio.AioRpcError as error:
@@ -101,9 +126,9 @@ class GrpcPaymentChannel:
     async def charge(self, key: str, payer: str, payee: str, amount: Money, reference: str,
                      timeout_ms: int) -> ChargeRecord:
         response = await self._call(self._stub.Charge, pb.ChargeRequest(
-            idempotency_key=key, payer=payer, payee=payee, amount=_money(amount),
+            idempotency_key=key, payer=payer, payee=payee, amount=money_message(amount),
             reference=reference), timeout_ms)
-        return _record(response.charge)
+        return charge_record(response.charge)
 
     async def charge_batch(self, orders: Sequence[ChargeOrderLike],
                            timeout_ms: int) -> list[ChargeRecord]:
@@ -111,40 +136,26 @@ class GrpcPaymentChannel:
             return []
         if time.monotonic() < self._bulk_unsupported_until:
             raise BulkChargeUnsupported(f"channel {self.name!r} does not implement ChargeBatch")
-        # Filled in place: building each ChargeRequest apart and copying it
-        # in costs twice as much, per item of every batch.
-        request = pb.ChargeBatchRequest()
-        for order in orders:
-            charge = request.charges.add(idempotency_key=order.key, payer=order.payer,
-                                         payee=order.payee, reference=order.reference)
-            charge.amount.currency = order.amount.currency
-            charge.amount.amount_minor = order.amount.amount_minor
         try:
-            response = await self._call(self._stub.ChargeBatch, request, timeout_ms, _BULK_ERRORS)
+            response = await self._call(self._stub.ChargeBatch, charge_batch_request(orders),
+                                        timeout_ms, BULK_CALL_ERRORS)
         except BulkChargeUnsupported:
             self._bulk_unsupported_until = time.monotonic() + BULK_UNSUPPORTED_RECHECK_S
             raise
-        records = [_record(charge) for charge in response.charges]
-        # An answer that does not pair up with the request tells nothing
-        # reliable about any key; the caller treats it like a lost answer.
-        if len(records) != len(orders) or any(
-                record.idempotency_key != order.key for record, order in zip(records, orders)):
-            raise ChannelUnavailable(f"channel's {len(records)} charges do not match the "
-                                     f"{len(orders)} asked for, key by key")
-        return records
+        return charge_batch_records(orders, response)
 
     async def get_charge(self, key: str, timeout_ms: int) -> ChargeRecord:
         response = await self._call(
             self._stub.GetCharge, pb.GetChargeRequest(idempotency_key=key), timeout_ms)
-        return _record(response.charge)
+        return charge_record(response.charge)
 
     async def void(self, key: str, timeout_ms: int) -> ChargeRecord:
         response = await self._call(
             self._stub.Void, pb.VoidRequest(idempotency_key=key), timeout_ms)
-        return _record(response.charge)
+        return charge_record(response.charge)
 
     async def refund(self, refund_key: str, charge_key: str, amount: Money, timeout_ms: int) -> str:
         response = await self._call(self._stub.Refund, pb.RefundRequest(
             idempotency_key=refund_key, charge_idempotency_key=charge_key,
-            amount=_money(amount)), timeout_ms)
+            amount=money_message(amount)), timeout_ms)
         return response.refund_id

@@ -10,18 +10,25 @@ the call's timeout is enforced here the way a gRPC deadline would be.
 from __future__ import annotations
 
 import asyncio
+from typing import Sequence
 
 import grpc
 
 from paygrid.channel.v1 import payment_channel_pb2 as pb
 from paygrid.channel.v1 import payment_channel_pb2_grpc as pb_grpc
-from paygrid_server.channels.grpc_payment_channel import _ERRORS as ERRORS  # TODO rename
-from paygrid_server.channels.grpc_payment_channel import _money as money_message
-from paygrid_server.channels.grpc_payment_channel import _record as charge_record
+from paygrid_server.channels.grpc_payment_channel import (
+    BULK_CALL_ERRORS,
+    CALL_ERRORS,
+    charge_batch_records,
+    charge_batch_request,
+    charge_record,
+    money_message,
+)
 from paygrid_server.domain.money import Money
 from paygrid_server.ports.payment_channel import (
     ChannelTimeout,
     ChannelUnavailable,
+    ChargeOrderLike,
     ChargeRecord,
 )
 
@@ -56,7 +63,7 @@ class InProcessPaymentChannel:
     async def close(self) -> None:
         pass
 
-    async def _call(self, method, request, timeout_ms: int):
+    async def _call(self, method, request, timeout_ms: int, errors=CALL_ERRORS):
         try:
             # asyncio.timeout, not wait_for: no extra task per call.
             async with asyncio.timeout(timeout_ms / 1_000):
@@ -64,7 +71,7 @@ class InProcessPaymentChannel:
         except TimeoutError as error:
             raise ChannelTimeout("DEADLINE_EXCEEDED: no answer in time") from error
         except _Aborted as error:
-            kind = ERRORS.get(error.code, ChannelUnavailable)
+            kind = errors.get(error.code, ChannelUnavailable)
             raise kind(f"{error.code.name}: {error}") from error
 
     async def charge(self, key: str, payer: str, payee: str, amount: Money, reference: str,
@@ -73,6 +80,17 @@ class InProcessPaymentChannel:
             idempotency_key=key, payer=payer, payee=payee, amount=money_message(amount),
             reference=reference), timeout_ms)
         return charge_record(response.charge)
+
+    async def charge_batch(self, orders: Sequence[ChargeOrderLike],
+                           timeout_ms: int) -> list[ChargeRecord]:
+        """One ChargeBatch call, as over gRPC: a servicer without it
+        (UNIMPLEMENTED) raises BulkChargeUnsupported, and the batch charges
+        its items one by one."""
+        if not orders:
+            return []
+        response = await self._call(self._servicer.ChargeBatch, charge_batch_request(orders),
+                                    timeout_ms, BULK_CALL_ERRORS)
+        return charge_batch_records(orders, response)
 
     async def get_charge(self, key: str, timeout_ms: int) -> ChargeRecord:
         response = await self._call(

@@ -85,10 +85,12 @@ def validate_transaction(tx: TransactionInput, seq: int, channel_check: ChannelC
         problem = channel_check(tx.channel, money)
         if problem:
             v.add("channel" if tx.channel else "amount", problem)
-    raw = tx.amount or MoneyInput("", 0, None)
+    if money is None:
+        raw = tx.amount or MoneyInput("", 0, None)
+        money = Money(raw.currency[:16], raw.amount_minor)  # bounded, as sent
     item = BatchItem(
         seq=seq, reference=tx.reference, payee=tx.payee[: limits.PARTY_ID_MAX_CHARS],
-        amount=Money(raw.currency[:16], raw.amount_minor),  # bounded, as sent
+        amount=money,
         requested_channel=tx.channel[: limits.CHANNEL_NAME_MAX_CHARS],
         requested_at_us=tx.requested_at_us, channel="")
     if v.items:
