@@ -16,7 +16,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import grpc
 
 from paygrid.type.v1 import money_pb2
 from paygrid.v1 import payment_service_pb2 as pb

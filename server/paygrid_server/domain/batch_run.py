@@ -38,9 +38,9 @@ from paygrid_server.domain.batch_grouping import Grouper
 from paygrid_server.domain.batch_timing import batch_timing
 from paygrid_server.domain.batch_validation import TransactionInput, validate_transaction
 from paygrid_server.domain.channel_charge import (
-    TRANSIENT_RETRY_PAUSE_S,
     ChargeOrder,
     NoOutcome,
+    call_with_retries,
     charge_and_settle,
     charge_failure,
 )
@@ -53,10 +53,6 @@ from paygrid_server.ports.batch_store import BatchStore
 from paygrid_server.ports.payment_channel import (
     MAX_CHARGES_PER_BATCH_CALL,
     BulkChargeUnsupported,
-    ChannelRefused,
-    ChannelTimeout,
-    ChannelUnavailable,
-    ChannelUnreachable,
     ChargeRecord,
     ChargeStatus,
     PaymentChannel,
@@ -448,32 +444,9 @@ async def _charge_batch_with_retries(
     channel: PaymentChannel, breaker: CircuitBreaker, orders: list[ChargeOrder],
     timeout_ms: int, deadline_ms: float,
 ) -> list[ChargeRecord] | NoOutcome:
-    """charge_with_retries for a whole bulk call: the same tries, pause and
-    breaker rules, counted once per call. BulkChargeUnsupported is raised."""
-    name = channel.name
-    failure = Failure(FailureReason.CHANNEL_TIMEOUT, "deadline reached")
-    maybe_sent = False
-    for _ in range(limits.CHARGE_TRIES_PER_CHANNEL):
-        remaining_ms = deadline_ms - clock.monotonic_ms()
-        if remaining_ms < 1:
-            break
-        try:
-            records = await channel.charge_batch(orders, int(min(timeout_ms, remaining_ms)))
-        except ChannelUnavailable as error:
-            breaker.record_failure()
-            maybe_sent = maybe_sent or not isinstance(error, ChannelUnreachable)
-            failure = Failure(FailureReason.CHANNEL_UNAVAILABLE,
-                              f"channel {name!r} unavailable: {error}")
-            await asyncio.sleep(TRANSIENT_RETRY_PAUSE_S)
-            continue
-        except ChannelTimeout:
-            breaker.record_failure()
-            return NoOutcome(Failure(FailureReason.CHANNEL_TIMEOUT,
-                                     f"channel {name!r} did not answer in time"), True)
-        except ChannelRefused as error:
-            breaker.record_success()  # it answered; the request was the problem
-            return NoOutcome(Failure(FailureReason.CHANNEL_REJECTED,
-                                     f"channel {name!r} refused the charges: {error}"), True)
-        breaker.record_success()
-        return records
-    return NoOutcome(failure, maybe_sent)
+    """One bulk call under charge_with_retries' rules, counted once per
+    call. BulkChargeUnsupported is raised."""
+    return await call_with_retries(
+        channel.name, breaker,
+        lambda call_timeout_ms: channel.charge_batch(orders, call_timeout_ms),
+        timeout_ms, deadline_ms, "charges")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, TypeVar
 
 from paygrid_server.domain import clock, limits
 from paygrid_server.domain.charge_settlement import ChargeSettlement
@@ -29,6 +29,8 @@ from paygrid_server.ports.payment_channel import (
 
 TRANSIENT_RETRY_PAUSE_S = 0.01
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True, slots=True)
 class ChargeOrder:
@@ -45,12 +47,15 @@ class NoOutcome:
     maybe_sent: bool  # a call may have reached the channel: settle before moving on
 
 
-async def charge_with_retries(
-    channel: PaymentChannel, breaker: CircuitBreaker, order: ChargeOrder, timeout_ms: int,
-    deadline_ms: float, on_try: Callable[[], Awaitable[None]] | None = None,
-) -> ChargeRecord | NoOutcome:
-    """`on_try` runs before each call (for instance to count or record it)."""
-    name = channel.name
+async def call_with_retries(
+    channel_name: str, breaker: CircuitBreaker, call: Callable[[int], Awaitable[T]],
+    timeout_ms: int, deadline_ms: float, what: str = "charge",
+    on_try: Callable[[], Awaitable[None]] | None = None,
+) -> T | NoOutcome:
+    """`call(timeout_ms)` (one Charge, or one ChargeBatch) with transient
+    errors retried: the same keys each time, a short pause between tries,
+    the breaker told once per call. `on_try` runs before each call (for
+    instance to count or record it)."""
     failure = Failure(FailureReason.CHANNEL_TIMEOUT, "deadline reached")
     maybe_sent = False
     for _ in range(limits.CHARGE_TRIES_PER_CHANNEL):
@@ -60,26 +65,37 @@ async def charge_with_retries(
         if on_try is not None:
             await on_try()
         try:
-            record = await channel.charge(order.key, order.payer, order.payee, order.amount,
-                                          order.reference, int(min(timeout_ms, remaining_ms)))
+            result = await call(int(min(timeout_ms, remaining_ms)))
         except ChannelUnavailable as error:
             breaker.record_failure()
             maybe_sent = maybe_sent or not isinstance(error, ChannelUnreachable)
             failure = Failure(FailureReason.CHANNEL_UNAVAILABLE,
-                              f"channel {name!r} unavailable: {error}")
+                              f"channel {channel_name!r} unavailable: {error}")
             await asyncio.sleep(TRANSIENT_RETRY_PAUSE_S)
             continue
         except ChannelTimeout:
             breaker.record_failure()
             return NoOutcome(Failure(FailureReason.CHANNEL_TIMEOUT,
-                                     f"channel {name!r} did not answer in time"), True)
+                                     f"channel {channel_name!r} did not answer in time"), True)
         except ChannelRefused as error:
             breaker.record_success()  # it answered; the request was the problem
             return NoOutcome(Failure(FailureReason.CHANNEL_REJECTED,
-                                     f"channel {name!r} refused the charge: {error}"), True)
+                                     f"channel {channel_name!r} refused the {what}: {error}"),
+                             True)
         breaker.record_success()
-        return record
+        return result
     return NoOutcome(failure, maybe_sent)
+
+
+async def charge_with_retries(
+    channel: PaymentChannel, breaker: CircuitBreaker, order: ChargeOrder, timeout_ms: int,
+    deadline_ms: float, on_try: Callable[[], Awaitable[None]] | None = None,
+) -> ChargeRecord | NoOutcome:
+    return await call_with_retries(
+        channel.name, breaker,
+        lambda call_timeout_ms: channel.charge(order.key, order.payer, order.payee, order.amount,
+                                               order.reference, call_timeout_ms),
+        timeout_ms, deadline_ms, "charge", on_try)
 
 
 def charge_failure(channel: str, record: ChargeRecord) -> Failure | None:
