@@ -68,6 +68,10 @@ def _settle(outcomes: list[tuple[asyncio.Future, Any, BaseException | None]]) ->
 class SqliteWriter:
     def __init__(self, path: Path) -> None:
         self._path = path
+        # Not bounded here because its producers are: every unit comes from a
+        # unary call (at most max_concurrent_calls), a batch stream's bounded
+        # pipeline (max_concurrent_batch_streams of them) or the resolver,
+        # and each waits for its unit before making another.
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name="paygrid-sqlite-writer",
                                         daemon=True)
