@@ -79,6 +79,7 @@ def evaluate(results: dict) -> dict:
         "noop_peak_qps": noop_peak, "pay_peak_qps": pay_peak,
         "pay_qps_share_of_noop": round(pay_peak / noop_peak, 3),
         "pay_p99_ms_at_half_peak": half["p99_ms"],
+        "noop_p99_ms_at_half_peak": ceilings["unary_at_half_peak"]["p99_ms"],
         "legs_3x100ms_p50_ms": results["legs"]["wall_ms_p50"],
         "group_commit_rows_per_s": group_commit,
         "batch_ceiling_items_per_s": batch_ceiling,
@@ -121,9 +122,12 @@ def markdown(results: dict, verdict: dict, meta: dict) -> str:
             f"| {level['server_cpu_us_per_call']} / {over_grpc['server_cpu_us_per_call']} |")
     half = results["pay_direct"]["at_half_peak"]
     legs = results["legs"]
+    noop_half = c["unary_at_half_peak"]
     out += ["", f"Open loop at half of Pay's peak ({half['target_rate_per_s']:,.0f}/s): "
                 f"achieved {half['achieved_qps']:,.0f}/s, p50 {half['p50_ms']:.1f} ms, "
-                f"p99 {half['p99_ms']:.1f} ms.", "",
+                f"p99 {half['p99_ms']:.1f} ms. The no-op server at half of its own peak "
+                f"({noop_half['target_rate_per_s']:,.0f}/s), same load generator: p50 "
+                f"{noop_half['p50_ms']:.1f} ms, p99 {noop_half['p99_ms']:.1f} ms.", "",
             f"3 legs x {legs['channel_latency_ms']:.0f} ms channel latency, {legs['payments']} "
             f"payments: wall p50 {legs['wall_ms_p50']} ms, p99 {legs['wall_ms_p99']} ms "
             f"(sequential would be {legs['sequential_would_be_ms']:.0f} ms).", "",

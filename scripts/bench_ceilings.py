@@ -28,7 +28,7 @@ from paygrid.type.v1 import money_pb2
 from paygrid.v1 import batch_service_pb2 as batch_pb
 from paygrid.v1 import payment_service_pb2 as pay_pb
 
-from bench_load import measure_unary
+from bench_load import measure_unary, measure_unary_at_rate
 
 SERVICE = "paygrid.bench.v1.Noop"
 UNARY_METHOD = f"/{SERVICE}/Unary"
@@ -218,6 +218,11 @@ async def run(duration_s: float, concurrency_levels: list[int]) -> dict:
         target = f"127.0.0.1:{server.port}"
         unary = [await measure_unary(target, UNARY_METHOD, lambda _: pay_request, level, duration_s)
                  for level in concurrency_levels]
+        # The same open loop as Pay's, at half of this server's peak: what
+        # the load generator and the machine alone do to the tail.
+        unary_at_half_peak = await measure_unary_at_rate(
+            target, UNARY_METHOD, lambda _: pay_request,
+            max(level["qps"] for level in unary) / 2, duration_s)
         stream = await measure_stream(target, chunk, duration_s)
     finally:
         server.stop()
@@ -233,7 +238,7 @@ async def run(duration_s: float, concurrency_levels: list[int]) -> dict:
         "grpc_version": grpc.__version__, "sqlite_version": sqlite3.sqlite_version,
         "payload_bytes": {"pay_request": len(pay_request), "pay_response": len(pay_response),
                           "batch_chunk": len(chunk)},
-        "unary": unary, "bidi_stream": stream, "sqlite": sqlite_results,
+        "unary": unary, "unary_at_half_peak": unary_at_half_peak, "bidi_stream": stream, "sqlite": sqlite_results,
     }
 
 
@@ -250,6 +255,10 @@ def markdown_table(result: dict) -> str:
         lines.append(f"| no-op unary ({sizes['pay_request']} B in, {sizes['pay_response']} B out) "
                      f"| {level['concurrency']} in flight | {level['qps']:,.0f} calls/s "
                      f"| {level['p50_ms']:.2f} | {level['p99_ms']:.2f} |")
+    half = result["unary_at_half_peak"]
+    lines.append(f"| no-op unary, open loop at half of its peak "
+                 f"| {half['target_rate_per_s']:,.0f} calls/s offered | {half['achieved_qps']:,.0f} calls/s "
+                 f"| {half['p50_ms']:.2f} | {half['p99_ms']:.2f} |")
     stream = result["bidi_stream"]
     lines.append(f"| no-op bidi echo ({sizes['batch_chunk']:,} B messages) "
                  f"| {stream['transactions_per_message']} tx/message "

@@ -27,6 +27,7 @@ def test_bench_quick_run_writes_table_figures_and_plot(tmp_path: Path) -> None:
 
     ceilings = results["ceilings"]
     assert [level["concurrency"] for level in ceilings["unary"]] == [1, 4]
+    assert ceilings["unary_at_half_peak"]["calls"] > 0
     assert ceilings["bidi_stream"]["items"] == ceilings["bidi_stream"]["messages"] * 500 > 0
     assert {(row["driver"], row["rows_per_commit"]) for row in ceilings["sqlite"]} == {
         ("aiosqlite", 1), ("sqlite3", 1), ("aiosqlite", 500), ("sqlite3", 500)}
