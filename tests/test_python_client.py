@@ -276,8 +276,14 @@ async def test_the_deadline_goes_with_every_attempt(paygrid) -> None:
             await client.pay(PAYER, [Leg("merchant_0001", "USD", 100)], timeout_s=0.001)
     for error in (per_client.value, per_call.value):
         assert error.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        # The deadline may run out in the client first (retryable: nothing
+        # ran); the retry, with what is left of the same deadline, is refused
+        # as too short and is the last one.
         if error.reason == "DEADLINE_TOO_SHORT":
-            assert error.attempts == 1
+            assert error.attempts <= 2
+    too_short = PaygridError(grpc.StatusCode.DEADLINE_EXCEEDED, "too short",
+                             reason="DEADLINE_TOO_SHORT")
+    assert not QUICK_RETRIES.is_retryable(too_short, idempotent=True)
     assert stored_keys(paygrid) == []
     assert paygrid.captured_everywhere() == []
 
