@@ -72,3 +72,12 @@ async def test_a_cancelled_caller_does_not_stop_the_others(
     # never half-applies its work.
     await writer.unit(insert("after"))
     assert {"stays", "after"} <= stored_notes(tmp_path / "w.sqlite3")
+
+
+async def test_an_sqlite_too_old_for_the_schema_is_refused_at_open(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
+    with pytest.raises(RuntimeError, match=r"SQLite >= 3\.37\.0.*3\.31\.1"):
+        await SqliteWriter.open(tmp_path / "old.sqlite3")
+    assert not (tmp_path / "old.sqlite3").exists()

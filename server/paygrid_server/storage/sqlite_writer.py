@@ -46,8 +46,20 @@ class _Unit:
 _STOP = object()
 
 
+# STRICT tables (3.37) and UPDATE ... FROM (3.33) are used.
+MIN_SQLITE_VERSION = (3, 37, 0)
+
+
+class SqliteTooOld(RuntimeError):
+    pass
+
+
 def connect(path: Path) -> sqlite3.Connection:
     """A connection with paygrid's pragmas; readers use the same settings."""
+    if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
+        raise SqliteTooOld(
+            f"paygrid needs SQLite >= {'.'.join(map(str, MIN_SQLITE_VERSION))}; this Python's "
+            f"sqlite3 module has {sqlite3.sqlite_version}")
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.row_factory = sqlite3.Row
     for pragma in PRAGMAS:
