@@ -4,9 +4,9 @@ connection, with group commit.
 A unit of work is a plain function of a sqlite3 connection that only
 touches the database (it may run twice: see _run_batch). The thread takes
 all units queued while it was busy (at most MAX_UNITS_PER_COMMIT), runs them
-in one transaction and makes them durable with one COMMIT. Their callers resume only after that COMMIT, so
-nothing is answered, and no channel is called, on the strength of work that
-is not on disk.
+in one transaction and makes them durable with one COMMIT. Their callers
+resume only after that COMMIT, so nothing is answered, and no channel is
+called, on the strength of work that is not on disk.
 
 Why not a statement at a time through aiosqlite: with synchronous=FULL each
 COMMIT waits for the disk, and each statement awaited from the event loop
@@ -28,8 +28,8 @@ from typing import Any, Callable, TypeVar
 T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 5_000
-# Units one COMMIT may carry: bounds the work a failed commit loses and how
-# long a unit waits behind the ones queued before it.
+# Units one COMMIT may carry: bounds how long a unit waits behind the ones
+# queued before it, and how many run again alone when one of them fails.
 MAX_UNITS_PER_COMMIT = 256
 PRAGMAS = (f"busy_timeout = {BUSY_TIMEOUT_MS}", "journal_mode = WAL", "synchronous = FULL",
            "foreign_keys = ON")
@@ -161,7 +161,9 @@ class SqliteWriter:
         of its own, so only the failing unit fails. Failures are rare, and a
         SAVEPOINT around every unit would cost two statements per unit, each
         of which has to win the GIL back from the event loop."""
-        if not units:
+        if len(units) <= 1:
+            for unit in units:
+                self._run_alone(unit)  # nobody to share with: never run twice
             return
         db = self._db
         results: list[Any] = []
