@@ -63,12 +63,19 @@ async def measure_unary(target: str, method: str, make_request: Callable[[int], 
 
 
 async def measure_unary_at_rate(target: str, method: str, make_request: Callable[[int], bytes],
-                                rate_per_s: float, duration_s: float,
+                                rate_per_s: float | Callable[[float], float], duration_s: float,
                                 metadata: tuple[tuple[str, str], ...] = (),
-                                max_in_flight: int = 1_024) -> dict:
+                                max_in_flight: int = 1_024,
+                                observe: Callable[[float, grpc.StatusCode, float], None]
+                                | None = None) -> dict:
     """Open loop: starts calls at a fixed rate whatever the latency (as
-    independent clients would), so latency is measured at that load."""
-    assert rate_per_s > 0 and max_in_flight > 0
+    independent clients would), so latency is measured at that load.
+    `rate_per_s` may be a function of the seconds since the start (a load
+    step). `observe(started_s, code, latency_ms)`, when given, sees every
+    call, and a call that fails is counted there instead of raised; the
+    latencies returned are those of the calls that succeeded."""
+    assert max_in_flight > 0
+    rate_at = rate_per_s if callable(rate_per_s) else (lambda _: rate_per_s)
     latencies_ms: list[float] = []
     dropped = 0
     async with grpc.aio.insecure_channel(target) as channel:
@@ -77,18 +84,29 @@ async def measure_unary_at_rate(target: str, method: str, make_request: Callable
         in_flight: set[asyncio.Task] = set()
 
         async def one(n: int) -> None:
-            started = time.perf_counter()
-            await call(make_request(n), timeout=CALL_TIMEOUT_S, metadata=metadata)
-            latencies_ms.append((time.perf_counter() - started) * 1_000)
+            call_started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                await call(make_request(n), timeout=CALL_TIMEOUT_S, metadata=metadata)
+            except grpc.aio.AioRpcError as error:
+                if observe is None:
+                    raise
+                code = error.code()
+            latency_ms = (time.perf_counter() - call_started) * 1_000
+            if code is grpc.StatusCode.OK:
+                latencies_ms.append(latency_ms)
+            if observe is not None:
+                observe(call_started - started, code, latency_ms)
 
-        interval_s = 1 / rate_per_s
-        started = time.perf_counter()
+        started = due = time.perf_counter()
         n = 0
         while (now := time.perf_counter()) < started + duration_s:
-            due = started + n * interval_s
             if due > now:
                 await asyncio.sleep(due - now)
             n += 1
+            rate = rate_at(due - started)
+            assert rate > 0
+            due += 1 / rate
             if len(in_flight) >= max_in_flight:
                 dropped += 1  # the server is not keeping up: not sent, counted
                 continue
@@ -98,8 +116,9 @@ async def measure_unary_at_rate(target: str, method: str, make_request: Callable
         await asyncio.gather(*in_flight)
         wall_s = time.perf_counter() - started
     return {
-        "target_rate_per_s": round(rate_per_s, 1), "calls": len(latencies_ms),
+        "target_rate_per_s": None if callable(rate_per_s) else round(rate_per_s, 1),
+        "calls": len(latencies_ms),
         "achieved_qps": round(len(latencies_ms) / wall_s, 1), "not_sent": dropped,
-        "p50_ms": round(statistics.median(latencies_ms), 3),
-        "p99_ms": round(percentile(latencies_ms, 0.99), 3),
+        "p50_ms": round(statistics.median(latencies_ms), 3) if latencies_ms else None,
+        "p99_ms": round(percentile(latencies_ms, 0.99), 3) if latencies_ms else None,
     }

@@ -1,5 +1,11 @@
 """Shared harness: real paygrid servers on loopback ports, real channel
-simulators (gRPC servers), real SQLite files in a per-test folder."""
+simulators (gRPC servers), real databases: a SQLite file in a per-test
+folder, or a fresh PostgreSQL schema per server (tests/postgres_databases.py).
+
+Every test that uses `start_paygrid` or `paygrid` runs on each storage
+engine (`[sqlite]`, `[postgresql]`); `@pytest.mark.sqlite_only` keeps one on
+SQLite, `--storage-engines=sqlite` runs the whole suite on SQLite only.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +22,64 @@ from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
 from paygrid_server.api_key_metadata import keyed_channel
 from paygrid_server.app import PaygridApp
-from paygrid_server.config import ChannelConfig, ObservabilityConfig, ServerConfig
+from paygrid_server.config import ChannelConfig, ObservabilityConfig, PostgresConfig, ServerConfig
 from paygrid_server.simulator.channel_ledger import ChannelLedger
 from paygrid_server.simulator.channel_simulator import ChannelSimulator, SimulatorBehaviour
+from tests.postgres_databases import (
+    ENGINES,
+    PostgresDatabases,
+    postgres_rows,
+    require_postgres,
+)
+
+# A test's servers share one PostgreSQL server with every other test's:
+# a few connections each is plenty.
+TEST_POSTGRES = PostgresConfig(pool_max_connections=4, statement_timeout_ms=30_000,
+                               connect_timeout_ms=10_000)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--storage-engines", default=",".join(ENGINES),
+                     help="storage engines the storage and API tests run on "
+                          f"(comma-separated, of {', '.join(ENGINES)})")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sqlite_only: a test of SQLite itself (its file, "
+                                       "its writer thread): not run on PostgreSQL")
+    config.addinivalue_line("markers", "postgresql_only: a test of PostgreSQL itself")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "storage_engine" not in metafunc.fixturenames:
+        return
+    engines = [e for e in metafunc.config.getoption("storage_engines").split(",") if e]
+    unknown = sorted(set(engines) - set(ENGINES))
+    if unknown:
+        raise pytest.UsageError(f"--storage-engines: unknown {unknown}; known: {ENGINES}")
+    if metafunc.definition.get_closest_marker("sqlite_only"):
+        engines = ["sqlite"]
+    if metafunc.definition.get_closest_marker("postgresql_only"):
+        engines = ["postgresql"]
+    metafunc.parametrize("storage_engine", engines, indirect=True)
+
+
+@pytest.fixture
+def storage_engine(request: pytest.FixtureRequest) -> str:
+    """"sqlite" or "postgresql"; the latter only where PostgreSQL answers
+    (skipped with the reason otherwise, failed under CI=true)."""
+    engine = getattr(request, "param", "sqlite")
+    if engine == "postgresql":
+        require_postgres()
+    return engine
+
+
+@pytest.fixture
+async def postgres_databases() -> AsyncIterator[PostgresDatabases]:
+    """Fresh, uniquely named PostgreSQL schemas (a database each, to paygrid), dropped after the test."""
+    databases = PostgresDatabases()
+    yield databases
+    await databases.drop_all()
 
 # Three channels with distinct reach, so routing has something to decide.
 TEST_CHANNELS = (
@@ -44,7 +105,11 @@ class Paygrid:
     app: PaygridApp
     channel: grpc.aio.Channel
     stub: pb_grpc.PaymentServiceStub
-    database: Path
+    database: Path | str  # the SQLite file, or the PostgreSQL DSN
+
+    @property
+    def engine(self) -> str:
+        return self.app.config.database_engine
 
     def simulator(self, name: str) -> ChannelSimulator:
         return self.app.simulators[name][1]
@@ -56,7 +121,10 @@ class Paygrid:
         return [c for _, sim in self.app.simulators.values() for c in sim.ledger.captured()]
 
     def rows(self, sql: str, params: tuple = ()) -> list[tuple]:
-        """Reads the SQLite file through its own connection, as an operator would."""
+        """Reads the database through a connection of its own, as an operator
+        would. `?` placeholders, on either engine."""
+        if self.engine == "postgresql":
+            return postgres_rows(str(self.database), sql, params)
         with sqlite3.connect(self.database) as db:
             return db.execute(sql, params).fetchall()
 
@@ -65,14 +133,17 @@ StartPaygrid = Callable[..., Awaitable[Paygrid]]
 
 
 @pytest.fixture
-async def start_paygrid(tmp_path: Path) -> AsyncIterator[StartPaygrid]:
+async def start_paygrid(tmp_path: Path, storage_engine: str,
+                        postgres_databases: PostgresDatabases) -> AsyncIterator[StartPaygrid]:
     started: list[Paygrid] = []
 
     async def start(channels: tuple[ChannelConfig, ...] = TEST_CHANNELS, span_exporter=None,
                     **settings) -> Paygrid:
-        database = tmp_path / f"paygrid-{len(started)}.sqlite3"
-        settings.setdefault("database_path", database)
-        database = settings["database_path"]
+        if storage_engine == "postgresql" and "database_path" not in settings:
+            settings.setdefault("postgres_dsn", await postgres_databases.create())
+            settings.setdefault("postgres", TEST_POSTGRES)
+        settings.setdefault("database_path", tmp_path / f"paygrid-{len(started)}.sqlite3")
+        database = settings.get("postgres_dsn") or settings["database_path"]
         settings.setdefault("listen", "127.0.0.1:0")
         # Metrics on a free port: many servers run at once in one process.
         settings.setdefault("observability", ObservabilityConfig(metrics_listen="127.0.0.1:0"))

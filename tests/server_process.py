@@ -46,16 +46,20 @@ class ServerProcess:
         self.process: subprocess.Popen | None = None
 
     async def start(self, port: int, env: dict[str, str] | None = None) -> None:
+        self.spawn(env)
+        try:
+            await wait_until_serving(port, self.process)
+        except RuntimeError as error:
+            raise AssertionError(f"{error}:\n{self.log.read_text()}") from error
+
+    def spawn(self, env: dict[str, str] | None = None) -> None:
+        """Starts the process without waiting for it to serve."""
         self.process = subprocess.Popen(
             [sys.executable, "-m", "paygrid_server", "serve", "--config", str(self.config)],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.log.open("a"),
             # Metrics on a free port, so servers never collide on the default one.
             env={**os.environ, "PYTHONUNBUFFERED": "1", "PAYGRID_METRICS_LISTEN": "127.0.0.1:0",
                  **(env or {})})
-        try:
-            await wait_until_serving(port, self.process)
-        except RuntimeError as error:
-            raise AssertionError(f"{error}:\n{self.log.read_text()}") from error
 
     def kill(self) -> None:
         assert self.process is not None

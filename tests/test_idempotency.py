@@ -8,7 +8,11 @@ import grpc
 import pytest
 
 from paygrid.v1 import payment_service_pb2 as pb
-from tests.conftest import channel, leg, pay_request, rich_status, slow
+from paygrid_server.storage.postgres_payment_store import PostgresPaymentStore
+from paygrid_server.storage.sqlite_payment_store import SqlitePaymentStore
+from tests.conftest import leg, pay_request, rich_status
+from tests.ledger_check import assert_books_agree
+from tests.server_process import wait_for
 
 
 async def test_replay_returns_the_first_answer_without_calling_the_channel(paygrid) -> None:
@@ -32,24 +36,80 @@ async def test_same_key_with_another_body_is_failed_precondition(paygrid) -> Non
     assert paygrid.rows("SELECT count(*) FROM payments") == [(1,)]
 
 
-async def test_concurrent_requests_with_one_key_make_one_payment_and_one_charge_per_leg(
-        start_paygrid) -> None:
-    paygrid = await start_paygrid((channel("card", simulator=slow(100)),))
-    request = pay_request("k-race", leg("merchant_0001"), leg("merchant_0002"))
-    results = await asyncio.gather(*(paygrid.stub.Pay(request) for _ in range(20)),
-                                   return_exceptions=True)
-    payments = [r.payment for r in results if isinstance(r, pb.PayResponse)]
-    refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
-    assert payments, "the first request is answered with the payment"
-    assert len({p.payment_id for p in payments}) == 1
-    for error in refused:
-        # Still running when the duplicates arrived: retry later, never a second execution.
-        assert error.code() == grpc.StatusCode.ABORTED
-        assert rich_status(error)["RetryInfo"].retry_delay.ToMilliseconds() > 0
-    assert len(payments) + len(refused) == 20
-    [payment_id] = {p.payment_id for p in payments}
-    assert paygrid.rows("SELECT count(*) FROM payments") == [(1,)]
-    assert paygrid.ledger("card").charge_requests == {f"{payment_id}.0": 1, f"{payment_id}.1": 1}
-    # Once finished, a retry gets the stored answer.
-    assert (await paygrid.stub.Pay(request)).payment.payment_id == payment_id
+RETRIES_OF_ONE_KEY = 64
 
+
+async def test_concurrent_retries_of_one_key_make_one_payment_and_one_charge_per_leg(
+        paygrid) -> None:
+    # The card charge is held until every caller has had a first answer, so
+    # all 64 really overlap the execution; then each retries until answered.
+    card = paygrid.simulator("card")
+    card.faults.hold_charges()
+    request = pay_request("k-race", leg("merchant_0001"), leg("merchant_0002", channel="wallet"))
+    first_answers: list[grpc.StatusCode] = []
+
+    async def caller() -> pb.Payment:
+        while True:
+            try:
+                payment = (await paygrid.stub.Pay(request, timeout=30)).payment
+            except grpc.aio.AioRpcError as error:
+                # Still running: retry later, never a second execution.
+                assert error.code() == grpc.StatusCode.ABORTED, error
+                delay_ms = rich_status(error)["RetryInfo"].retry_delay.ToMilliseconds()
+                assert delay_ms > 0
+                first_answers.append(error.code())
+                await asyncio.sleep(delay_ms / 1_000)
+                continue
+            first_answers.append(grpc.StatusCode.OK)
+            return payment
+
+    callers = [asyncio.ensure_future(caller()) for _ in range(RETRIES_OF_ONE_KEY)]
+    await wait_for(lambda: len(first_answers) >= RETRIES_OF_ONE_KEY - 1,
+                   "every duplicate to be refused while the first runs", timeout_s=30)
+    assert set(first_answers) == {grpc.StatusCode.ABORTED}
+    card.faults.release_charges()
+    payments = await asyncio.gather(*callers)
+    assert all(payment == payments[0] for payment in payments)  # every answer the same
+    payment_id = payments[0].payment_id
+    assert payments[0].status == pb.PAYMENT_STATUS_SUCCEEDED
+    assert paygrid.rows("SELECT count(*) FROM payments") == [(1,)]
+    assert card.ledger.charge_requests == {f"{payment_id}.0": 1}
+    assert paygrid.ledger("wallet").charge_requests == {f"{payment_id}.1": 1}
+    assert len(paygrid.captured_everywhere()) == 2
+    # Once finished, a retry gets the stored answer.
+    assert (await paygrid.stub.Pay(request)).payment == payments[0]
+    assert_books_agree(paygrid)
+
+
+async def test_a_retry_that_read_the_payment_mid_execution_answers_its_final_state(
+        paygrid, monkeypatch) -> None:
+    # The retry reads the stored payment while the first call still runs,
+    # and only gets to look at it after that call has finished (a slow read
+    # under load). It must answer the finished payment, not the stale
+    # PROCESSING snapshot with PENDING legs.
+    read_back = asyncio.Event()
+    may_go_on = asyncio.Event()
+
+    def slowed(insert_payment):
+        async def insert_then_wait(self, payment):
+            existing = await insert_payment(self, payment)
+            if existing is not None and not read_back.is_set():
+                read_back.set()
+                await may_go_on.wait()
+            return existing
+        return insert_then_wait
+
+    for store in (SqlitePaymentStore, PostgresPaymentStore):
+        monkeypatch.setattr(store, "insert_payment", slowed(store.insert_payment))
+    card = paygrid.simulator("card")
+    card.faults.hold_charges()
+    request = pay_request("k-stale", leg())
+    first = asyncio.ensure_future(paygrid.stub.Pay(request, timeout=30))
+    await wait_for(lambda: card.faults.charges_held == 1, "the first call to charge")
+    retry = asyncio.ensure_future(paygrid.stub.Pay(request, timeout=30))
+    await asyncio.wait_for(read_back.wait(), 30)  # the retry holds a PROCESSING snapshot
+    card.faults.release_charges()
+    answered = (await first).payment
+    assert answered.status == pb.PAYMENT_STATUS_SUCCEEDED
+    may_go_on.set()
+    assert (await retry).payment == answered

@@ -9,6 +9,7 @@ import pytest
 
 from paygrid.v1 import payment_service_pb2 as pb
 from tests.conftest import leg, money, pay_request, rich_status
+from tests.ledger_check import assert_books_agree
 
 
 async def _paid(paygrid, key="k-pay", *legs):
@@ -71,19 +72,27 @@ async def test_refund_replay_returns_the_first_refund_and_refunds_once(paygrid) 
     assert rich_status(error.value)["ErrorInfo"].reason == "IDEMPOTENCY_CONFLICT"
 
 
+CONCURRENT_REFUNDS = 64
+
+
 async def test_concurrent_refunds_never_exceed_the_capture(paygrid) -> None:
+    # 64 partial refunds of 30 against a capture of 1000: together 1920.
     payment = await _paid(paygrid)
-    part = pb.RefundLeg(leg_index=0, amount=money("USD", 300))
+    part = pb.RefundLeg(leg_index=0, amount=money("USD", 30))
     results = await asyncio.gather(*(
-        paygrid.stub.RefundPayment(_refund(payment.payment_id, f"c{i}", part)) for i in range(10)),
-        return_exceptions=True)
+        paygrid.stub.RefundPayment(_refund(payment.payment_id, f"c{i}", part), timeout=30)
+        for i in range(CONCURRENT_REFUNDS)), return_exceptions=True)
     ok = [r for r in results if isinstance(r, pb.RefundPaymentResponse)]
     refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
-    assert len(ok) == 3
+    assert len(ok) == 33 and len(ok) + len(refused) == CONCURRENT_REFUNDS
+    assert {r.refund.status for r in ok} == {pb.REFUND_STATUS_SUCCEEDED}
     assert {e.code() for e in refused} == {grpc.StatusCode.FAILED_PRECONDITION}
-    assert paygrid.ledger("card").get(f"{payment.payment_id}.0").refunded_minor == 900
+    assert {rich_status(e)["ErrorInfo"].reason for e in refused} == {"REFUND_EXCEEDS_CAPTURED"}
+    assert paygrid.ledger("card").get(f"{payment.payment_id}.0").refunded_minor == 990
+    assert len(paygrid.ledger("card").refunds) == 33
     assert paygrid.rows("SELECT refunded_minor, refund_pending_minor FROM payment_legs") == [
-        (900, 0)]
+        (990, 0)]
+    assert_books_agree(paygrid)
 
 
 async def test_refunds_that_cannot_be_made(paygrid) -> None:

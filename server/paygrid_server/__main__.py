@@ -17,6 +17,7 @@ from paygrid_server.api_keys import TENANT_ID_PATTERN, api_key_sha256, new_api_k
 from paygrid_server.app import PaygridApp
 from paygrid_server.config import API_KEYS_ENV, SETTINGS, ConfigError, ServerConfig, load_config
 from paygrid_server.logging_setup import configure_logging
+from paygrid_server.storage.postgres_database import PostgresUnavailable
 
 
 async def _serve(config: ServerConfig) -> None:
@@ -31,7 +32,7 @@ async def _serve(config: ServerConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     print(f"paygrid serving on {config.listen.rsplit(':', 1)[0]}:{app.port} "
-          f"(database {config.database_path})", file=sys.stderr, flush=True)
+          f"(database {config.database_shown})", file=sys.stderr, flush=True)
     await stop.wait()
     await app.stop()
 
@@ -97,13 +98,17 @@ def main() -> None:
     except ConfigError as error:
         sys.exit(f"paygrid-server: bad configuration: {error}")
     if args.command == "check-config":
-        print(json.dumps(_printable(config), indent=2))
+        printed = _printable(config)
+        printed["postgres_dsn"] = config.postgres_dsn and config.database_shown  # no password
+        print(json.dumps(printed, indent=2))
         return
     configure_logging(args.log_level)
     try:
         asyncio.run(_serve(config))
     except ConfigError as error:
         sys.exit(f"paygrid-server: bad configuration: {error}")
+    except PostgresUnavailable as error:
+        sys.exit(f"paygrid-server: {error}")
 
 
 if __name__ == "__main__":

@@ -24,9 +24,15 @@ from paygrid_server.domain.payment_service import InFlight, PaymentService
 from paygrid_server.domain.refund_service import RefundService
 from paygrid_server.domain.routing import ChannelRoute, Router
 from paygrid_server.observability.app_observability import AppObservability
+from paygrid_server.ports.batch_store import BatchStore
 from paygrid_server.ports.payment_channel import PaymentChannel
+from paygrid_server.ports.payment_store import PaymentStore
 from paygrid_server.simulator.channel_ledger import ChannelLedger
 from paygrid_server.simulator.channel_simulator import ChannelSimulator, start_simulator
+from paygrid_server.storage.database import Database
+from paygrid_server.storage.postgres_batch_store import PostgresBatchStore
+from paygrid_server.storage.postgres_database import PostgresDatabase, PostgresLimits
+from paygrid_server.storage.postgres_payment_store import PostgresPaymentStore
 from paygrid_server.storage.sqlite_batch_store import SqliteBatchStore
 from paygrid_server.storage.sqlite_database import SqliteDatabase
 from paygrid_server.storage.sqlite_payment_store import SqlitePaymentStore
@@ -44,10 +50,21 @@ from paygrid_server.transport.payment_servicer import PaymentServicer
 log = structlog.get_logger("paygrid.app")
 
 
+async def open_storage(config: ServerConfig) -> tuple[Database, PaymentStore, BatchStore]:
+    """The engine `[server] database` names, migrated, and its two stores."""
+    if config.postgres_dsn:
+        limits = config.postgres
+        postgres = await PostgresDatabase.open(config.postgres_dsn, PostgresLimits(
+            limits.pool_max_connections, limits.statement_timeout_ms, limits.connect_timeout_ms))
+        return postgres, PostgresPaymentStore(postgres), PostgresBatchStore(postgres)
+    sqlite = await SqliteDatabase.open(config.database_path)
+    return sqlite, SqlitePaymentStore(sqlite), SqliteBatchStore(sqlite)
+
+
 @dataclass
 class PaygridApp:
     config: ServerConfig
-    database: SqliteDatabase
+    database: Database
     grpc: RunningServer
     in_flight: InFlight
     channels: dict[str, PaymentChannel]
@@ -73,8 +90,7 @@ class PaygridApp:
                     span_exporter: SpanExporter | None = None) -> "PaygridApp":
         """`span_exporter` also gets every finished span (tests read spans there)."""
         observability = AppObservability(config.observability, span_exporter)
-        database = await SqliteDatabase.open(config.database_path)
-        store = SqlitePaymentStore(database)
+        database, store, batch_store = await open_storage(config)
         simulators: dict[str, tuple[grpc.aio.Server | None, ChannelSimulator]] = {}
         channels: dict[str, PaymentChannel] = {}
         for channel in config.channels:
@@ -109,7 +125,6 @@ class PaygridApp:
                                   completion, in_flight)
         refunds = RefundService(store, channels, in_flight)
         recovery = PaymentRecovery(store, settlement, completion, refunds, in_flight)
-        batch_store = SqliteBatchStore(database)
         batches = BatchService(batch_store, router, channels, settlement, in_flight)
 
         # Whatever a crash left unfinished is resolved before new traffic;
@@ -143,7 +158,7 @@ class PaygridApp:
             recovery.run_periodically(config.recovery_interval_ms))
         log.info("server.started", listen=config.listen, port=running.port,
                  metrics_port=observability.metrics_port,
-                 database=str(config.database_path), recovered_payments=resolved,
+                 database=config.database_shown, recovered_payments=resolved,
                  interrupted_batches=interrupted,
                  channels={name: ch.target for name, ch in channels.items()})
         return app

@@ -18,6 +18,7 @@ from paygrid_server.api_keys import SHA256_HEX_PATTERN, TENANT_ID_PATTERN, ApiKe
 from paygrid_server.domain import limits
 from paygrid_server.domain.currencies import MINOR_UNITS
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour
+from paygrid_server.storage.postgres_database import redacted_dsn
 
 
 class ConfigError(ValueError):
@@ -80,9 +81,25 @@ class ObservabilityConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PostgresConfig:
+    """Limits of one replica's connection pool (only with a postgresql:// database)."""
+    pool_max_connections: int = 10  # replicas x this must stay under the server's max_connections
+    statement_timeout_ms: int = 30_000  # the server cancels a statement running longer
+    connect_timeout_ms: int = 5_000  # to open one connection (TCP, TLS, authentication)
+
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+SQLITE_SCHEME = "sqlite:///"
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     listen: str = "127.0.0.1:50051"
+    # `[server] database` sets one of these two: a path (or sqlite:///path)
+    # is a SQLite file; a postgresql:// DSN selects PostgreSQL, and then
+    # database_path is not used.
     database_path: Path = Path("var/paygrid.sqlite3")
+    postgres_dsn: str | None = None
     channels: tuple[ChannelConfig, ...] = field(default=DEFAULT_CHANNELS)
     breaker_failure_threshold: int = 5
     breaker_open_ms: int = 5_000
@@ -104,6 +121,16 @@ class ServerConfig:
     tls: TlsConfig = TlsConfig()
     auth: AuthConfig = AuthConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
+    postgres: PostgresConfig = PostgresConfig()
+
+    @property
+    def database_engine(self) -> str:
+        return "postgresql" if self.postgres_dsn else "sqlite"
+
+    @property
+    def database_shown(self) -> str:
+        """Where the data is, fit for logs: the DSN without its password."""
+        return redacted_dsn(self.postgres_dsn) if self.postgres_dsn else str(self.database_path)
 
 
 def _positive(value: int) -> str | None:
@@ -154,9 +181,35 @@ def _server(key: str, kind: type, env: str, attr: str | None = None,
     return Setting("server", key, kind, (attr or key,), env, check)
 
 
+class DatabaseLocation:
+    """The kind of `[server] database`: a SQLite path or a PostgreSQL DSN."""
+
+
+def _database(config: ServerConfig, value: Path | str) -> ServerConfig:
+    if isinstance(value, str) and value.startswith(POSTGRES_SCHEMES):
+        return replace(config, postgres_dsn=value)
+    return replace(config, database_path=Path(value), postgres_dsn=None)
+
+
+def _parse_database(value: Any) -> Path | str | None:
+    """A DSN (kept as text), a sqlite:///path or a path (as a Path); None if neither."""
+    if not isinstance(value, (str, Path)) or not str(value):
+        return None
+    text = str(value)
+    if text.startswith(POSTGRES_SCHEMES):
+        return text  # asyncpg reads the rest (libpq's URI form) when it connects
+    if text.startswith(SQLITE_SCHEME):
+        # As SQLAlchemy writes them: sqlite:///relative/path, sqlite:////absolute/path.
+        text = text.removeprefix(SQLITE_SCHEME)
+        return Path(text) if text else None
+    if "://" in text:
+        return None
+    return Path(text)
+
+
 SETTINGS = (
     _server("listen", str, "PAYGRID_LISTEN", check=_host_port),
-    _server("database", Path, "PAYGRID_DATABASE", "database_path", check=None),
+    _server("database", DatabaseLocation, "PAYGRID_DATABASE", "database_path", check=None),
     _server("breaker_failure_threshold", int, "PAYGRID_BREAKER_FAILURE_THRESHOLD"),
     _server("breaker_open_ms", int, "PAYGRID_BREAKER_OPEN_MS"),
     _server("recovery_interval_ms", int, "PAYGRID_RECOVERY_INTERVAL_MS"),
@@ -180,6 +233,12 @@ SETTINGS = (
             "PAYGRID_TRACING_EXPORTER", _one_of("none", "console", "otlp")),
     Setting("observability", "otlp_endpoint", str, ("observability", "otlp_endpoint"),
             "PAYGRID_OTLP_ENDPOINT", _host_port),
+    Setting("postgres", "pool_max_connections", int, ("postgres", "pool_max_connections"),
+            "PAYGRID_POSTGRES_POOL_MAX_CONNECTIONS", _positive),
+    Setting("postgres", "statement_timeout_ms", int, ("postgres", "statement_timeout_ms"),
+            "PAYGRID_POSTGRES_STATEMENT_TIMEOUT_MS", _positive),
+    Setting("postgres", "connect_timeout_ms", int, ("postgres", "connect_timeout_ms"),
+            "PAYGRID_POSTGRES_CONNECT_TIMEOUT_MS", _positive),
 )
 
 # Not scalars: API keys are a list ([auth] api_keys, or PAYGRID_API_KEYS as
@@ -189,6 +248,13 @@ API_KEYS_ENV = "PAYGRID_API_KEYS"
 
 def _coerce(setting: Setting, value: Any, where: str) -> Any:
     kind = setting.kind
+    if kind is DatabaseLocation:
+        parsed = _parse_database(value)
+        if parsed is None:
+            raise ConfigError(f"{where}: expected a SQLite file path, sqlite:///path or "
+                              f"postgresql://[user[:password]@]host[:port]/database, "
+                              f"got {redacted_dsn(str(value))!r}")
+        return parsed
     if isinstance(value, str) and kind is int:
         try:
             value = int(value)
@@ -206,6 +272,8 @@ def _coerce(setting: Setting, value: Any, where: str) -> Any:
 
 
 def _set(config: ServerConfig, path: tuple[str, ...], value: Any) -> ServerConfig:
+    if path == ("database_path",):
+        return _database(config, value)  # a later source may switch the engine either way
     if len(path) == 1:
         return replace(config, **{path[0]: value})
     inner = getattr(config, path[0])
@@ -306,7 +374,8 @@ def _from_file(config: ServerConfig, path: Path) -> ServerConfig:
         table = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"{path}: {error}") from error
-    sections = {name: table.pop(name, None) for name in ("server", "tls", "observability")}
+    sections = {name: table.pop(name, None)
+                for name in ("server", "tls", "observability", "postgres")}
     auth = table.pop("auth", None)
     channels = table.pop("channels", None)
     if table:

@@ -18,6 +18,7 @@ from paygrid_client.request_messages import (
     DEFAULT_BATCH_CHUNK_ITEMS,
     Leg,
     RefundLeg,
+    batch_header,
     async_batch_requests,
     batch_requests,
     checked_chunk_items,
@@ -134,6 +135,9 @@ class AsyncPaygridClient:
                            batch_pb.GROUPING_POLICY_UNSPECIFIED,
                            max_group_size: int = 0, parallelism: int = 0,
                            chunk_items: int = DEFAULT_BATCH_CHUNK_ITEMS,
+                           control_item_count: int | None = None, control_sum: str = "",
+                           failure_policy: batch_pb.FailurePolicy.ValueType =
+                           batch_pb.FAILURE_POLICY_UNSPECIFIED,
                            timeout_s: float | None = None,
                            retry_policy: RetryPolicy | None = None
                            ) -> AsyncIterator[batch_pb.SubmitBatchResponse]:
@@ -145,8 +149,8 @@ class AsyncPaygridClient:
         earlier stream: ABORTED; no connection) is retried when
         `transactions` can be iterated again (a list, a BatchFile); a
         failure after it raises: call again to resume."""
-        header = batch_pb.BatchHeader(batch_id=batch_id, payer=payer, grouping=grouping,
-                                      max_group_size=max_group_size, parallelism=parallelism)
+        header = batch_header(batch_id, payer, grouping, max_group_size, parallelism,
+                              control_item_count, control_sum, failure_policy)
         chunk_items = checked_chunk_items(chunk_items)
 
         def requests():

@@ -49,6 +49,7 @@ from paygrid_client.cli_exit_codes import (
     exit_code_for,
 )
 from paygrid_client.cli_output import FORMATS, HUMAN, Printer
+from paygrid_client.cli_pain001_import import import_pain001
 from paygrid_client.connection import DEFAULT_TARGET, TARGET_ENV
 from paygrid_client.errors import PaygridError
 from paygrid_client.retries import RetryPolicy
@@ -59,6 +60,11 @@ MODES = {"all-or-nothing": pb.PAYMENT_MODE_ALL_OR_NOTHING,
 GROUPINGS = {"channel-and-currency": batch_pb.GROUPING_POLICY_CHANNEL_AND_CURRENCY,
              "channel": batch_pb.GROUPING_POLICY_CHANNEL,
              "channel-currency-and-payee": batch_pb.GROUPING_POLICY_CHANNEL_CURRENCY_AND_PAYEE}
+FAILURE_POLICIES = {
+    "continue": batch_pb.FAILURE_POLICY_CONTINUE,
+    "stop-on-first-failure": batch_pb.FAILURE_POLICY_STOP_ON_FIRST_FAILURE,
+    "all-or-nothing-per-group": batch_pb.FAILURE_POLICY_ALL_OR_NOTHING_PER_GROUP,
+}
 ITEM_STATUSES = {name.removeprefix("BATCH_ITEM_STATUS_").lower(): value
                  for name, value in batch_pb.BatchItemStatus.items() if value}
 
@@ -92,6 +98,13 @@ def add_global_options(parser: argparse.ArgumentParser, *, with_defaults: bool) 
                             f"{RetryPolicy().max_attempts})")
     group.add_argument("--output", choices=FORMATS, default=default(HUMAN),
                        help="human (default) or json (protobuf JSON, one object per line)")
+
+
+def add_failure_policy(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--failure-policy", type=choice_of(FAILURE_POLICIES, "failure policy"),
+                        default=batch_pb.FAILURE_POLICY_UNSPECIFIED,
+                        help="what a failed item does to the rest: " + ", ".join(FAILURE_POLICIES)
+                        + " (default continue)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,7 +165,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help=", ".join(GROUPINGS))
     submit.add_argument("--group-size", type=int, default=0, help="0: the server's default (100)")
     submit.add_argument("--parallelism", type=int, default=0, help="0: the server's default (4)")
+    add_failure_policy(submit)
     submit.set_defaults(run=run_batch_submit)
+
+    pain001 = command(batch, "import-pain001",
+                      "pay an ISO 20022 pain.001 file and write a pain.002 status report")
+    pain001.add_argument("file", type=Path)
+    pain001.add_argument("--status-report", type=Path,
+                         help="the pain.002 file (default: FILE without .xml + .pain002.xml)")
+    pain001.add_argument("--group-size", type=int, default=0,
+                         help="0: the server's default (100)")
+    pain001.add_argument("--parallelism", type=int, default=0,
+                         help="0: the server's default (4)")
+    add_failure_policy(pain001)
+    pain001.set_defaults(run=run_batch_import_pain001)
 
     status = command(batch, "status", "show a batch's status, counts and timing")
     status.add_argument("batch_id")
@@ -207,7 +233,15 @@ def run_batch_submit(client: PaygridClient, args: argparse.Namespace, printer: P
     return submit_batch_file(client, printer, args.file, payer=args.payer,
                              results_path=args.results_file, batch_id=args.batch_id,
                              grouping=args.grouping, max_group_size=args.group_size,
-                             parallelism=args.parallelism, timeout_s=args.timeout_s)
+                             parallelism=args.parallelism, failure_policy=args.failure_policy,
+                             timeout_s=args.timeout_s)
+
+
+def run_batch_import_pain001(client: PaygridClient, args: argparse.Namespace,
+                             printer: Printer) -> int:
+    return import_pain001(client, args.file, report_path=args.status_report,
+                          max_group_size=args.group_size, parallelism=args.parallelism,
+                          failure_policy=args.failure_policy, timeout_s=args.timeout_s)
 
 
 def run_batch_status(client: PaygridClient, args: argparse.Namespace, printer: Printer) -> int:

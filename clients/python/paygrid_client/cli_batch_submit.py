@@ -38,6 +38,8 @@ def submit_batch_file(client: PaygridClient, printer: Printer, source_path: Path
                       grouping: batch_pb.GroupingPolicy.ValueType =
                       batch_pb.GROUPING_POLICY_UNSPECIFIED,
                       max_group_size: int = 0, parallelism: int = 0,
+                      failure_policy: batch_pb.FailurePolicy.ValueType =
+                      batch_pb.FAILURE_POLICY_UNSPECIFIED,
                       timeout_s: float | None = None) -> int:
     source = BatchFile(source_path)
     try:
@@ -55,7 +57,7 @@ def submit_batch_file(client: PaygridClient, printer: Printer, source_path: Path
         try:
             for response in client.submit_batch(
                     batch_id, payer, source, grouping=grouping, max_group_size=max_group_size,
-                    parallelism=parallelism, timeout_s=timeout_s,
+                    parallelism=parallelism, failure_policy=failure_policy, timeout_s=timeout_s,
                     retry_policy=RESUME_RETRY_POLICY):
                 kind = response.WhichOneof("kind")
                 if kind == "summary":

@@ -99,6 +99,21 @@ def checked_chunk_items(chunk_items: int) -> int:
     return chunk_items
 
 
+def batch_header(batch_id: str, payer: str, grouping: batch_pb.GroupingPolicy.ValueType,
+                 max_group_size: int, parallelism: int, control_item_count: int | None,
+                 control_sum: str, failure_policy: batch_pb.FailurePolicy.ValueType
+                 ) -> batch_pb.BatchHeader:
+    """The first message's header. Control totals (as pain.001 NbOfTxs and
+    CtrlSum) make the server hold every transaction until the stream ends
+    and refuse the batch if they do not match what it received."""
+    header = batch_pb.BatchHeader(batch_id=batch_id, payer=payer, grouping=grouping,
+                                  max_group_size=max_group_size, parallelism=parallelism,
+                                  control_sum=control_sum, failure_policy=failure_policy)
+    if control_item_count is not None:
+        header.control_item_count = control_item_count
+    return header
+
+
 def batch_requests(header: batch_pb.BatchHeader, transactions: Iterable[batch_pb.BatchTransaction],
                    chunk_items: int) -> Iterator[batch_pb.SubmitBatchRequest]:
     """The header, then the transactions in chunks, read lazily: any size."""

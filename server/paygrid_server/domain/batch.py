@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from paygrid_server.domain.batch_control_totals import ControlTotals
 from paygrid_server.domain.fingerprint import fingerprint as digest_of
 from paygrid_server.domain.money import Money
 from paygrid_server.domain.payment import Failure
@@ -16,11 +17,19 @@ class GroupingPolicy(enum.Enum):
     CHANNEL_CURRENCY_AND_PAYEE = "CHANNEL_CURRENCY_AND_PAYEE"
 
 
+class FailurePolicy(enum.Enum):
+    """What an item that fails does to the rest of its batch."""
+    CONTINUE = "CONTINUE"
+    STOP_ON_FIRST_FAILURE = "STOP_ON_FIRST_FAILURE"
+    ALL_OR_NOTHING_PER_GROUP = "ALL_OR_NOTHING_PER_GROUP"
+
+
 class BatchStatus(enum.Enum):
     RECEIVING = "RECEIVING"
     PROCESSING = "PROCESSING"
     COMPLETED = "COMPLETED"
     INTERRUPTED = "INTERRUPTED"
+    REJECTED = "REJECTED"  # its control totals did not match; nothing was charged
 
 
 class BatchItemStatus(enum.Enum):
@@ -44,11 +53,21 @@ class BatchHeader:
     grouping: GroupingPolicy
     max_group_size: int
     parallelism: int
+    control: ControlTotals | None = None  # declared by the client, checked per stream
+    failure_policy: FailurePolicy = FailurePolicy.CONTINUE
 
     def fingerprint(self) -> str:
         """What makes a batch the same batch on resubmission. Group size and
-        parallelism are how to run it, not what it is, so they may change."""
-        return digest_of([self.payer, self.grouping.value])
+        parallelism are how to run it, not what it is, so they may change.
+        Declared control totals describe its content, so they may not."""
+        parts = [self.payer, self.grouping.value]
+        if self.failure_policy is not FailurePolicy.CONTINUE:  # older batches' digests stand
+            parts.append(self.failure_policy.value)
+        if self.control is not None:
+            total = self.control.amount_sum
+            parts += [self.control.item_count,
+                      None if total is None else format(total.normalize(), "f")]
+        return digest_of(parts)
 
 
 @dataclass(slots=True)

@@ -25,8 +25,11 @@ from paygrid_server.domain.batch import (
     BatchItem,
     BatchItemStatus,
     BatchStatus,
+    FailurePolicy,
     ItemResult,
 )
+from paygrid_server.domain.batch_control_totals import ControlTally
+from paygrid_server.domain.batch_failure_policy import GroupReversal, first_failure, stop
 from paygrid_server.domain.batch_events import (
     BatchSummary,
     GroupCompleted,
@@ -46,7 +49,7 @@ from paygrid_server.domain.channel_charge import (
 )
 from paygrid_server.domain.charge_settlement import ChargeSettlement
 from paygrid_server.domain.circuit_breaker import CircuitBreaker
-from paygrid_server.domain.errors import DomainError
+from paygrid_server.domain.errors import DomainError, PreconditionFailed
 from paygrid_server.domain.payment import Failure, FailureReason, LegRequest
 from paygrid_server.domain.routing import Router
 from paygrid_server.ports.batch_store import BatchStore
@@ -86,11 +89,22 @@ class BatchRun:
         self.failure: BaseException | None = None
         # Channels that answered ChargeBatch with UNIMPLEMENTED: charged per item.
         self._per_item_channels: set[str] = set()
+        # With control totals declared, items are stored but not grouped (so
+        # not charged) until the stream has ended and its totals match.
+        self._tally = ControlTally()
+        self._holding = header.control is not None
+        self._rejected = False
+        self._policy = header.failure_policy
+        self._reversal = GroupReversal(settlement, batch.uid)
+        # STOP_ON_FIRST_FAILURE: what stopped the batch, once something did.
+        self._stopped_after: str | None = None
 
     # -- the submitter's side (transport) ----------------------------------
 
     async def submit(self, transactions: list[TransactionInput]) -> None:
         """Hands over one message's transactions; waits while the batch is busy."""
+        for tx in transactions:
+            self._tally.add(tx.amount)
         await self._inbox.put(transactions)
 
     async def end(self) -> None:
@@ -130,7 +144,11 @@ class BatchRun:
             self.batch.uid, self._header, started_us)
         self._submission = submission
         self._next_seq = next_seq
-        self._stored_items = (await self._store.counts(self.batch.uid)).total
+        counts = await self._store.counts(self.batch.uid)
+        self._stored_items = counts.total
+        if self._policy is FailurePolicy.STOP_ON_FIRST_FAILURE and (counts.failed
+                                                                    or counts.rejected):
+            self._stopped_after = "an item failed in an earlier submission"
         self._grouper = Grouper(self.batch.header.grouping, self._header.max_group_size,
                                 next_group_no)
         self._first_group_no = next_group_no
@@ -140,8 +158,11 @@ class BatchRun:
         workers = [asyncio.create_task(self._work()) for _ in range(self._header.parallelism)]
         try:
             await self._settle_interrupted_items()
-            await self._regroup_waiting_items()
+            if not self._holding:
+                await self._regroup_waiting_items()
             self._ended = await self._ingest()
+            if self._ended and self._holding:
+                await self._check_control_totals()
             if self._ended:
                 await self._store.set_status(self.batch.uid, BatchStatus.PROCESSING)
                 for group in self._grouper.seal_all():
@@ -152,10 +173,39 @@ class BatchRun:
             await asyncio.gather(*workers)
         await self._finish(started_us)
 
+    async def _check_control_totals(self) -> None:
+        """Ends the hold: the stream's items are grouped when its totals
+        match; otherwise the stream is refused and, if no group of the batch
+        ever started (so no money moved), the whole batch is rejected."""
+        assert self._header.control is not None
+        mismatches = self._tally.mismatches(self._header.control)
+        if not mismatches:
+            self._holding = False
+            log.info("batch.control_totals_matched", items=self._tally.item_count)
+            await self._regroup_waiting_items()
+            return
+        message = "; ".join(mismatches)
+        self._rejected = self._first_group_no == 1
+        if self._rejected:
+            await self._store.reject_waiting_items(self.batch.uid, Failure(
+                FailureReason.CONTROL_TOTALS_MISMATCH, f"batch rejected: {message}"))
+        log.warning("batch.control_totals_mismatch", detail=message,
+                    batch_rejected=self._rejected)
+        self._ended = False
+        self.refusal = PreconditionFailed(
+            "header", "CONTROL_TOTALS_MISMATCH",
+            f"control totals do not match: {message}; " + (
+                "nothing was charged and the batch is rejected: send the corrected batch "
+                "with a new batch_id" if self._rejected else
+                "groups of this batch were charged before, so it stays as it is: "
+                "resubmit it with all of its transactions"))
+
     async def _finish(self, started_us: int) -> None:
         counts = await self._store.counts(self.batch.uid)
         complete = self._ended and counts.pending == 0 and self._worker_error is None
         status = BatchStatus.COMPLETED if complete else BatchStatus.INTERRUPTED
+        if self._rejected:
+            status = BatchStatus.REJECTED
         finished_us = clock.now_us()
         wall_us = finished_us - started_us
         await self._store.finish_submission(self.batch.uid, status, wall_us,
@@ -176,7 +226,10 @@ class BatchRun:
     async def _settle_interrupted_items(self) -> None:
         """Items a stopped server left mid-charge: ask their channel. Charged
         stays charged; a fenced (never charged) one is charged again later
-        under a new attempt key."""
+        under a new attempt key. ALL_OR_NOTHING_PER_GROUP: an interrupted
+        group is reversed whole and charged again; pending reversals are
+        finished."""
+        whole_groups = self._policy is FailurePolicy.ALL_OR_NOTHING_PER_GROUP
         after = 0
         unsettled = (BatchItemStatus.PROCESSING, BatchItemStatus.UNKNOWN)
         gate = asyncio.Semaphore(limits.BATCH_ITEM_CONCURRENCY_PER_GROUP)
@@ -196,8 +249,18 @@ class BatchRun:
                 else:
                     self._apply(item, record)
 
-            await asyncio.gather(*(settle(item) for item in items))
+            pending = [i for i in items if i.failure is not None
+                       and i.failure.reason is FailureReason.REVERSAL_PENDING]
+            interrupted = [i for i in items
+                           if whole_groups and i.status is BatchItemStatus.PROCESSING]
+            special = {id(i) for i in pending + interrupted}
+            await asyncio.gather(self._reversal.restart(interrupted),
+                                 self._reversal.finish_pending(pending),
+                                 *(settle(item) for item in items if id(item) not in special))
             await self._store.save_items(self.batch.uid, items)
+            failed = first_failure(items)
+            if failed is not None and self._policy is FailurePolicy.STOP_ON_FIRST_FAILURE:
+                self._stop(f"item {failed.reference!r} failed")
 
     async def _regroup_waiting_items(self) -> None:
         after = 0
@@ -253,6 +316,8 @@ class BatchRun:
         self._stored_items += len(outcome.new)
         rejected = refused + outcome.refused + [
             i.result() for i in outcome.new if i.status is BatchItemStatus.REJECTED]
+        if rejected and self._policy is FailurePolicy.STOP_ON_FIRST_FAILURE:
+            self._stop(f"item {rejected[0].reference!r} was rejected")
         if rejected:
             await self.outbox.emit(ItemsRejected(rejected))
         # A resent item final before this submission gets its stored result;
@@ -270,8 +335,8 @@ class BatchRun:
         return self._router.candidates(leg)[0].name
 
     async def _group(self, item: BatchItem) -> None:
-        if self._aborted:
-            return  # stays RECEIVED: regrouped when the batch is resubmitted
+        if self._aborted or self._holding:
+            return  # stays RECEIVED: grouped after the totals check or on resubmission
         for group in self._grouper.add(item):
             await self._groups.put(group)
 
@@ -282,7 +347,10 @@ class BatchRun:
             if self._worker_error is not None:
                 continue  # its items stay stored and are taken up on resubmission
             try:
-                await self._process(group)
+                if self._stopped_after is not None:
+                    await self._skip(group)
+                else:
+                    await self._process(group)
             except Exception as error:  # noqa: BLE001 - recorded, re-raised by the run
                 log.exception("batch.group_failed", group_no=group.group_no)
                 self._worker_error = error
@@ -301,12 +369,36 @@ class BatchRun:
             by_channel.setdefault(item.channel, []).append(item)
         await asyncio.gather(*(self._charge_on(name, items)
                                for name, items in by_channel.items()))
+        if self._policy is FailurePolicy.ALL_OR_NOTHING_PER_GROUP:
+            await self._reversal.keep_whole(group)
+        elif self._policy is FailurePolicy.STOP_ON_FIRST_FAILURE:
+            failed = first_failure(group.items)
+            if failed is not None:
+                self._stop(f"item {failed.reference!r} failed")
         group.completed_at_us = clock.now_us()
         await self._store.save_group_results(self.batch.uid, group)
         self._group_processing_us.append(group.processing_us)
         self._items_final += sum(1 for item in group.items if item.status.is_final)
         log.info("batch.group_completed", group_no=group.group_no, group_key=group.key,
                  items=len(group.items), processing_ms=round(group.processing_us / 1_000, 3))
+        await self.outbox.emit(GroupCompleted(group))
+
+    def _stop(self, cause: str) -> None:
+        if self._stopped_after is None:
+            self._stopped_after = cause
+            log.warning("batch.stopped", cause=cause)
+
+    async def _skip(self, group: BatchGroup) -> None:
+        """A group formed after the batch stopped: told as FAILED, never
+        charged. Stored like a started group (so its number is taken), but
+        with no processing time, so APT stays the charged groups' mean."""
+        group.started_at_us = group.completed_at_us = clock.now_us()
+        for item in group.items:
+            item.group_no = group.group_no
+            stop(item, self._stopped_after)
+        await self._store.mark_group_processing(self.batch.uid, group)
+        await self._store.save_items(self.batch.uid, group.items)
+        self._items_final += len(group.items)
         await self.outbox.emit(GroupCompleted(group))
 
     async def _charge_on(self, name: str, items: list[BatchItem]) -> None:

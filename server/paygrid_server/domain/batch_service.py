@@ -57,6 +57,11 @@ class BatchService:
                 "header.batch_id", "BATCH_ID_REUSED",
                 f"batch {header.batch_id!r} exists with another payer or grouping; "
                 "use a new batch_id for a new batch")
+        if batch.status is BatchStatus.REJECTED:
+            raise PreconditionFailed(
+                "header.batch_id", "BATCH_REJECTED",
+                f"batch {header.batch_id!r} was rejected (its control totals did not match) "
+                "and nothing was charged; send the corrected batch with a new batch_id")
         ident = f"batch:{batch.uid}"
         # No await between this check and run(): one submission per batch at a time.
         if ident in self._in_flight:

@@ -7,7 +7,15 @@ from dataclasses import dataclass
 from typing import Callable
 
 from paygrid_server.domain import limits
-from paygrid_server.domain.batch import BatchHeader, BatchItem, BatchItemStatus, GroupingPolicy, ItemResult
+from paygrid_server.domain.batch import (
+    BatchHeader,
+    BatchItem,
+    BatchItemStatus,
+    FailurePolicy,
+    GroupingPolicy,
+    ItemResult,
+)
+from paygrid_server.domain.batch_control_totals import ControlTotals, parse_control_sum
 from paygrid_server.domain.money import Money
 from paygrid_server.domain.payment import Failure, FailureReason
 from paygrid_server.domain.request_validation import (
@@ -31,6 +39,10 @@ class BatchHeaderInput:
     grouping: GroupingPolicy | str | None  # None: default; str: a value the server does not know
     max_group_size: int
     parallelism: int
+    control_item_count: int | None = None  # None: not declared
+    control_sum: str = ""  # "": not declared
+    # None: default; str: a value the server does not know
+    failure_policy: FailurePolicy | str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +51,7 @@ class TransactionInput:
     payee: str
     amount: MoneyInput | None
     channel: str
-    requested_at_us: int | None
+    requested_at_us: int | str | None  # None: not set; str: why the timestamp is not valid
 
 
 def validate_header(header: BatchHeaderInput) -> BatchHeader:
@@ -54,10 +66,16 @@ def validate_header(header: BatchHeaderInput) -> BatchHeader:
     if header.max_group_size > limits.BATCH_MAX_GROUP_SIZE:
         v.add("header.max_group_size", f"{header.max_group_size}; at most "
                                        f"{limits.BATCH_MAX_GROUP_SIZE}")
+    if isinstance(header.failure_policy, str):
+        v.add("header.failure_policy", f"unknown failure policy {header.failure_policy}")
     if header.parallelism > limits.BATCH_MAX_PARALLELISM:
         v.add("header.parallelism", f"{header.parallelism}; at most {limits.BATCH_MAX_PARALLELISM}")
+    control = _control_totals(v, header)
     v.raise_if_any()
     return BatchHeader(
+        control=control,
+        failure_policy=header.failure_policy if isinstance(header.failure_policy, FailurePolicy)
+        else FailurePolicy.CONTINUE,
         batch_id=header.batch_id,
         payer=header.payer,
         grouping=header.grouping if isinstance(header.grouping, GroupingPolicy)
@@ -65,6 +83,22 @@ def validate_header(header: BatchHeaderInput) -> BatchHeader:
         max_group_size=header.max_group_size or limits.BATCH_DEFAULT_GROUP_SIZE,
         parallelism=header.parallelism or limits.BATCH_DEFAULT_PARALLELISM,
     )
+
+
+def _control_totals(v: Violations, header: BatchHeaderInput) -> ControlTotals | None:
+    count = header.control_item_count
+    if count is not None and not 1 <= count <= limits.BATCH_MAX_ITEMS:
+        v.add("header.control_item_count", f"{count}; a batch holds 1 to "
+                                           f"{limits.BATCH_MAX_ITEMS} transactions")
+    amount_sum = None
+    if header.control_sum:
+        amount_sum = parse_control_sum(header.control_sum)
+        if isinstance(amount_sum, str):
+            v.add("header.control_sum", amount_sum)
+            amount_sum = None
+    if count is None and not header.control_sum:
+        return None
+    return ControlTotals(count, amount_sum)
 
 
 def validate_transaction(tx: TransactionInput, seq: int, channel_check: ChannelCheck,
@@ -85,6 +119,10 @@ def validate_transaction(tx: TransactionInput, seq: int, channel_check: ChannelC
         problem = channel_check(tx.channel, money)
         if problem:
             v.add("channel" if tx.channel else "amount", problem)
+    requested_at_us = tx.requested_at_us
+    if isinstance(requested_at_us, str):
+        v.add("requested_at", requested_at_us)
+        requested_at_us = None
     if money is None:
         raw = tx.amount or MoneyInput("", 0, None)
         money = Money(raw.currency[:16], raw.amount_minor)  # bounded, as sent
@@ -92,7 +130,7 @@ def validate_transaction(tx: TransactionInput, seq: int, channel_check: ChannelC
         seq=seq, reference=tx.reference, payee=tx.payee[: limits.PARTY_ID_MAX_CHARS],
         amount=money,
         requested_channel=tx.channel[: limits.CHANNEL_NAME_MAX_CHARS],
-        requested_at_us=tx.requested_at_us, channel="")
+        requested_at_us=requested_at_us, channel="")
     if v.items:
         item.status = BatchItemStatus.REJECTED
         item.failure = Failure(FailureReason.INVALID_ITEM, _describe(v))

@@ -53,6 +53,11 @@ class FailureReason(enum.Enum):
     DUPLICATE_REFERENCE = "DUPLICATE_REFERENCE"  # the reference came twice in one submission
     REFERENCE_CONFLICT = "REFERENCE_CONFLICT"  # resent with other content than first sent
     BATCH_LIMIT = "BATCH_LIMIT"  # past the batch's item limit
+    CONTROL_TOTALS_MISMATCH = "CONTROL_TOTALS_MISMATCH"  # the batch's declared totals did not match
+    # Batch failure policies:
+    BATCH_STOPPED = "BATCH_STOPPED"  # not charged: STOP_ON_FIRST_FAILURE after an earlier failure
+    OTHER_ITEM_FAILED = "OTHER_ITEM_FAILED"  # reversed: ALL_OR_NOTHING_PER_GROUP, another item failed
+    REVERSAL_PENDING = "REVERSAL_PENDING"  # must be reversed; the channel could not be reached yet
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,14 +113,18 @@ class PaymentService:
     async def _start(self, payment: Payment, deadline_ms: float) -> Payment:
         existing = await self._store.insert_payment(payment)
         if existing is not None:
-            return self._replay(existing, payment.fingerprint)
+            return await self._replay(existing, payment.fingerprint)
         return await self._execute(payment, deadline_ms)
 
-    def _replay(self, existing: Payment, fingerprint: str) -> Payment:
+    async def _replay(self, existing: Payment, fingerprint: str) -> Payment:
         if existing.fingerprint != fingerprint:
             raise IdempotencyConflict(existing.idempotency_key)
         if existing.payment_id in self._in_flight:
             raise RequestInProgress(existing.idempotency_key, RETRY_IN_PROGRESS_AFTER_MS)
+        if not existing.status.is_final:
+            # Read while its execution was still running, which has ended
+            # since: that snapshot is stale (PENDING legs), read it again.
+            existing = await self._store.get_payment(existing.payment_id) or existing
         return existing
 
     async def _execute(self, payment: Payment, deadline_ms: float) -> Payment:

@@ -101,7 +101,12 @@ class RefundService:
             raise IdempotencyConflict(request.idempotency_key)
         if existing.refund_id in self._in_flight:
             raise RequestInProgress(request.idempotency_key, RETRY_IN_PROGRESS_AFTER_MS)
-        return existing, payment
+        # Both may have been read while the refund was still executing, which
+        # has ended since: read them again rather than answer a stale PENDING.
+        if existing.status is RefundStatus.PENDING:
+            existing = await self._store.get_refund_by_key(
+                payment.payment_id, request.idempotency_key) or existing
+        return existing, await self._store.get_payment(payment.payment_id) or payment
 
     async def _start(self, refund: Refund, payment: Payment) -> Refund | None:
         """Stores and executes the refund; the refund holding the key if taken."""

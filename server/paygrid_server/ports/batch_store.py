@@ -15,6 +15,7 @@ from paygrid_server.domain.batch import (
     BatchStatus,
     ItemResult,
 )
+from paygrid_server.domain.payment import Failure
 
 
 @dataclass(slots=True)
@@ -49,6 +50,11 @@ class BatchStore(Protocol):
     async def save_group_results(self, batch_uid: str, group: BatchGroup) -> None: ...
 
     async def save_items(self, batch_uid: str, items: list[BatchItem]) -> None: ...
+
+    async def reject_waiting_items(self, batch_uid: str, failure: Failure) -> int:
+        """Every item not yet in a group (RECEIVED) becomes REJECTED for
+        `failure`; how many did."""
+        ...
 
     async def items_after(self, batch_uid: str, after_seq: int, limit: int,
                           statuses: tuple[BatchItemStatus, ...] = ()) -> list[BatchItem]:

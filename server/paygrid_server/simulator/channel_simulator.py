@@ -6,8 +6,13 @@ cards (documented in the README):
   timeout_<anything>    Charge never answers and charges nothing
   hang_after_charge_<x> Charge is recorded, then the answer never comes
   flaky_<anything>      first Charge per key fails UNAVAILABLE, retries succeed
+  reversal_fails_once_<x>  charged normally; the first Void or Refund of that
+                        charge fails UNAVAILABLE before doing anything
 plus configurable Charge processing latency (fixed + jitter; status calls
-answer at once) and a random transient failure rate on Charge.
+answer at once) and a random transient failure rate on Charge. `faults`
+(channel_faults.py) injects latency spikes, error bursts, hangs and failing
+Void/Refund calls at run time; `behaviour` may be replaced at run time too
+(it is read on every call).
 
 ChargeBatch takes the latency and the failure rate once per call, like one
 Charge, then makes each charge as Charge would. In a bulk call the test
@@ -19,7 +24,9 @@ off makes ChargeBatch answer UNIMPLEMENTED, like a channel without it.
 
 The servicer counts charges in progress (a bulk call counts each of its
 charges), so tests can see that legs really run concurrently, and the
-Charge and ChargeBatch calls it was sent.
+Charge and ChargeBatch calls it was sent. Stopping its gRPC server cancels
+calls in progress; a restart with the same ledger (start_simulator's
+`ledger`) is the channel coming back with its books intact.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import random
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 import grpc
 
@@ -36,6 +44,7 @@ from paygrid.type.v1 import money_pb2
 from paygrid_server.domain import clock
 from paygrid_server.domain.money import Money
 from paygrid_server.ports.payment_channel import MAX_CHARGES_PER_BATCH_CALL, ChargeStatus
+from paygrid_server.simulator.channel_faults import ChannelFaults, ChargeFault
 from paygrid_server.simulator.channel_ledger import (
     ChannelLedger,
     LedgerNotFound,
@@ -44,6 +53,9 @@ from paygrid_server.simulator.channel_ledger import (
 )
 
 NEVER_S = 3_600.0
+REVERSAL_FAILS_ONCE_PREFIX = "reversal_fails_once_"
+
+T = TypeVar("T")
 
 _STATUS = {
     ChargeStatus.CAPTURED: pb.CHARGE_STATUS_CAPTURED,
@@ -83,6 +95,12 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
         self.behaviour = behaviour
         self._random = random.Random(behaviour.seed)
         self._flaky_failed: set[str] = set()
+        self._reversal_failed: set[str] = set()
+        self.faults = ChannelFaults()
+        # Void and Refund calls received, by the charge key they name.
+        self.reversal_calls: dict[str, int] = {}
+        # Charge work a spike or hold keeps going after its call is gone.
+        self._late_work: set[asyncio.Task] = set()
         self.charges_in_progress = 0
         self.peak_charges_in_progress = 0
         # Calls received, processed or not: bulk calls save round trips.
@@ -118,6 +136,7 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
             self.charges_in_progress -= 1
 
     async def _charge(self, request: pb.ChargeRequest, context: grpc.aio.ServicerContext):
+        fault = await self._fault_for_charge_call(context)
         await self._processing_delay()
         payee = request.payee
         if self._random.random() < self.behaviour.failure_rate:
@@ -126,7 +145,7 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
             await asyncio.sleep(NEVER_S)
         if self._fails_flaky(request):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "simulated flaky channel")
-        record = self._book(request)
+        record = await self._after_fault(fault, lambda: self._book(request))
         if payee.startswith("hang_after_charge_"):
             await asyncio.sleep(NEVER_S)
         return pb.ChargeResponse(charge=_charge_pb(record))
@@ -149,6 +168,7 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
 
     async def _charge_batch(self, request: pb.ChargeBatchRequest,
                             context: grpc.aio.ServicerContext):
+        fault = await self._fault_for_charge_call(context)
         await self._processing_delay()  # one processing time for the whole file
         if self._random.random() < self.behaviour.failure_rate:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "simulated transient failure")
@@ -157,14 +177,64 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
         flaky = [charge for charge in request.charges if self._fails_flaky(charge)]
         if flaky:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "simulated flaky channel")
-        records = []
-        for charge in request.charges:
-            if charge.payee.startswith("timeout_"):
-                await asyncio.sleep(NEVER_S)
-            records.append(_charge_pb(self._book(charge)))
+        records = await self._after_fault(fault, lambda: self._book_until_timeout(request))
+        if len(records) < len(request.charges):
+            await asyncio.sleep(NEVER_S)  # stopped at a timeout_ charge
         if any(charge.payee.startswith("hang_after_charge_") for charge in request.charges):
             await asyncio.sleep(NEVER_S)
         return pb.ChargeBatchResponse(charges=records)
+
+    def _book_until_timeout(self, request: pb.ChargeBatchRequest) -> list[pb.Charge]:
+        records = []
+        for charge in request.charges:
+            if charge.payee.startswith("timeout_"):
+                break
+            records.append(_charge_pb(self._book(charge)))
+        return records
+
+    async def _fault_for_charge_call(self, context: grpc.aio.ServicerContext) -> ChargeFault:
+        fault = self.faults.take_charge_fault()
+        if fault.fail:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "simulated outage (injected fault)")
+        return fault
+
+    async def _after_fault(self, fault: ChargeFault, book: Callable[[], T]) -> T:
+        """`book()` now, or after the fault's delay; a delayed booking runs
+        to its end even if the call is cancelled meanwhile (the channel has
+        the request), so its charge can land after the caller gave up."""
+        if not fault.delays:
+            return book()
+
+        async def book_late() -> T:
+            await fault.wait()
+            return book()
+
+        task = asyncio.get_running_loop().create_task(book_late())
+        self._late_work.add(task)
+        task.add_done_callback(self._late_work.discard)
+        return await asyncio.shield(task)
+
+    async def finish_late_work(self) -> None:
+        """Waits until every charge a fault delayed has landed (or been
+        refused by its fence); held charges must have been released."""
+        while self._late_work:
+            await asyncio.gather(*self._late_work, return_exceptions=True)
+
+    def _fails_reversal_once(self, charge_key: str) -> bool:
+        """True for the first Void or Refund of a reversal_fails_once_ charge."""
+        record = self.ledger.charges.get(charge_key)
+        if record is not None and record.payee.startswith(REVERSAL_FAILS_ONCE_PREFIX) and \
+                charge_key not in self._reversal_failed:
+            self._reversal_failed.add(charge_key)
+            return True
+        return False
+
+    async def _maybe_fail_reversal(self, charge_key: str,
+                                   context: grpc.aio.ServicerContext) -> None:
+        self.reversal_calls[charge_key] = self.reversal_calls.get(charge_key, 0) + 1
+        if self.faults.take_reversal_failure() or self._fails_reversal_once(charge_key):
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                "simulated failure of a void or refund (nothing done)")
 
     def _fails_flaky(self, request: pb.ChargeRequest) -> bool:
         """True the first time a flaky_ payee's key is seen."""
@@ -195,6 +265,7 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
 
     async def Void(self, request: pb.VoidRequest, context: grpc.aio.ServicerContext):
         self._note_traceparent(context)
+        await self._maybe_fail_reversal(request.idempotency_key, context)
         try:
             record = self.ledger.void(request.idempotency_key, clock.now_us())
         except LedgerRefusal as error:
@@ -203,6 +274,7 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
 
     async def Refund(self, request: pb.RefundRequest, context: grpc.aio.ServicerContext):
         self._note_traceparent(context)
+        await self._maybe_fail_reversal(request.charge_idempotency_key, context)
         try:
             refund_id = self.ledger.refund(
                 request.idempotency_key, request.charge_idempotency_key,

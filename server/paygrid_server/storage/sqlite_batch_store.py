@@ -16,6 +16,7 @@ from paygrid_server.domain.batch import (
     BatchItem,
     BatchItemStatus,
     BatchStatus,
+    FailurePolicy,
     GroupingPolicy,
     ItemResult,
 )
@@ -33,7 +34,8 @@ _ITEM_COLUMNS = (
 
 def _batch(row: aiosqlite.Row) -> Batch:
     header = BatchHeader(row["batch_id"], row["payer"], GroupingPolicy(row["grouping"]),
-                         row["max_group_size"], row["parallelism"])
+                         row["max_group_size"], row["parallelism"],
+                         failure_policy=FailurePolicy(row["failure_policy"]))
     return Batch(
         tenant_id=row["tenant_id"], batch_id=row["batch_id"], uid=row["uid"], header=header,
         fingerprint=row["fingerprint"],
@@ -139,23 +141,24 @@ class SqliteBatchStore:
             return db.execute(
                 "INSERT INTO batches (tenant_id, batch_id, uid, payer, grouping, max_group_size, "
                 "parallelism, fingerprint, status, submissions, created_at_us, "
-                "submission_started_at_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "submission_started_at_us, failure_policy) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (tenant_id, batch_id) DO NOTHING",
                 (batch.tenant_id, batch.batch_id, batch.uid, h.payer, h.grouping.value,
                  h.max_group_size, h.parallelism, batch.fingerprint, batch.status.value,
                  batch.submissions, batch.created_at_us,
-                 batch.submission_started_at_us)).rowcount == 1
+                 batch.submission_started_at_us, h.failure_policy.value)).rowcount == 1
 
         if await self._write(insert):
             return None
         return await self.get_batch(batch.tenant_id, batch.batch_id)
 
     async def get_batch(self, tenant_id: str, batch_id: str) -> Batch | None:
-        async with self._reader.execute(
-                "SELECT * FROM batches WHERE tenant_id = ? AND batch_id = ?",
-                (tenant_id, batch_id)) as rows:
-            row = await rows.fetchone()
-        return _batch(row) if row else None
+        # Reads are whole execute_fetchall calls: a cursor open across an
+        # await holds the shared reader's snapshot (sqlite_payment_store.py).
+        rows = await self._reader.execute_fetchall(
+            "SELECT * FROM batches WHERE tenant_id = ? AND batch_id = ?", (tenant_id, batch_id))
+        return _batch(rows[0]) if rows else None
 
     async def start_submission(self, batch_uid: str, header: BatchHeader,
                                started_at_us: int) -> tuple[int, int, int]:
@@ -256,28 +259,32 @@ class SqliteBatchStore:
     async def save_items(self, batch_uid: str, items: list[BatchItem]) -> None:
         await self._write(lambda db: _save_states(db, batch_uid, items))
 
+    async def reject_waiting_items(self, batch_uid: str, failure: Failure) -> int:
+        return await self._write(lambda db: db.execute(
+            "UPDATE batch_items SET status = 'REJECTED', failure_reason = ?, "
+            "failure_message = ?, failure_decline_code = ? "
+            "WHERE batch_uid = ? AND status = 'RECEIVED'",
+            (*failure_columns(failure), batch_uid)).rowcount)
+
     async def items_after(self, batch_uid: str, after_seq: int, limit: int,
                           statuses: tuple[BatchItemStatus, ...] = ()) -> list[BatchItem]:
         # One range of batch_items_by_status per status, merged in seq
         # order: `status IN (...)` would walk every item after `after_seq`.
         statuses = tuple(dict.fromkeys(statuses))
         arms = [f"AND status = ?{4 + n}" for n in range(len(statuses))] or [""]
-        async with self._reader.execute(
-                " UNION ALL ".join(f"SELECT {_ITEM_COLUMNS} FROM batch_items "
-                                   f"WHERE batch_uid = ?1 AND seq > ?2 {arm}" for arm in arms)
-                + " ORDER BY seq LIMIT ?3",
-                (batch_uid, after_seq, limit, *(s.value for s in statuses))) as rows:
-            return [_item(row) async for row in rows]
+        return [_item(row) for row in await self._reader.execute_fetchall(
+            " UNION ALL ".join(f"SELECT {_ITEM_COLUMNS} FROM batch_items "
+                               f"WHERE batch_uid = ?1 AND seq > ?2 {arm}" for arm in arms)
+            + " ORDER BY seq LIMIT ?3",
+            (batch_uid, after_seq, limit, *(s.value for s in statuses)))]
 
     async def counts(self, batch_uid: str) -> BatchCounts:
-        async with self._reader.execute(
-                "SELECT status, count(*) FROM batch_items WHERE batch_uid = ? GROUP BY status",
-                (batch_uid,)) as rows:
-            by_status = {BatchItemStatus(status): n async for status, n in rows}
-        async with self._reader.execute(
-                "SELECT unstored_rejections FROM batches WHERE uid = ?", (batch_uid,)) as rows:
-            row = await rows.fetchone()
-        unstored = row[0] if row else 0
+        by_status = {BatchItemStatus(status): n for status, n in await self._reader.execute_fetchall(
+            "SELECT status, count(*) FROM batch_items WHERE batch_uid = ? GROUP BY status",
+            (batch_uid,))}
+        rows = await self._reader.execute_fetchall(
+            "SELECT unstored_rejections FROM batches WHERE uid = ?", (batch_uid,))
+        unstored = rows[0][0] if rows else 0
         rejected = by_status.get(BatchItemStatus.REJECTED, 0) + unstored
         succeeded = by_status.get(BatchItemStatus.SUCCEEDED, 0)
         failed = by_status.get(BatchItemStatus.FAILED, 0)
@@ -286,10 +293,9 @@ class SqliteBatchStore:
                            total - succeeded - failed - rejected)
 
     async def group_processing_us(self, batch_uid: str) -> list[int]:
-        async with self._reader.execute(
-                "SELECT completed_at_us - started_at_us FROM batch_groups "
-                "WHERE batch_uid = ? AND completed_at_us IS NOT NULL", (batch_uid,)) as rows:
-            return [row[0] async for row in rows]
+        return [row[0] for row in await self._reader.execute_fetchall(
+            "SELECT completed_at_us - started_at_us FROM batch_groups "
+            "WHERE batch_uid = ? AND completed_at_us IS NOT NULL", (batch_uid,))]
 
     async def set_status(self, batch_uid: str, status: BatchStatus) -> None:
         await self._write(lambda db: db.execute(

@@ -125,18 +125,20 @@ class SqlitePaymentStore:
             "ORDER BY received_at_us", ())
 
     async def _load_payments(self, db: aiosqlite.Connection, sql: str, params: tuple) -> list[Payment]:
-        async with db.execute(sql, params) as cursor:
-            rows = list(await cursor.fetchall())
+        # Every read is one execute_fetchall: a cursor left open across an
+        # await keeps the shared reader's WAL snapshot open, and reads of other
+        # tasks interleaved meanwhile see data older than their start (with
+        # enough concurrent reads, indefinitely).
+        rows = list(await db.execute_fetchall(sql, params))
         if not rows:
             return []
         ids = [row["payment_id"] for row in rows]
         legs: dict[str, list[Leg]] = {pid: [] for pid in ids}
         placeholders = ",".join("?" * len(ids))
-        async with db.execute(
+        for leg_row in await db.execute_fetchall(
                 f"SELECT * FROM payment_legs WHERE payment_id IN ({placeholders}) "
-                "ORDER BY payment_id, leg_index", ids) as cursor:
-            async for leg_row in cursor:
-                legs[leg_row["payment_id"]].append(_leg(leg_row))
+                "ORDER BY payment_id, leg_index", ids):
+            legs[leg_row["payment_id"]].append(_leg(leg_row))
         return [_payment(row, legs[row["payment_id"]]) for row in rows]
 
     async def record_attempt(self, attempt: ChargeAttempt) -> None:
@@ -147,10 +149,9 @@ class SqlitePaymentStore:
              attempt.started_at_us)))
 
     async def attempted_channels(self, payment_id: str, leg_index: int) -> list[str]:
-        async with self._reader.execute(
-                "SELECT channel FROM charge_attempts WHERE payment_id = ? AND leg_index = ? "
-                "ORDER BY attempt_no", (payment_id, leg_index)) as cursor:
-            return [row["channel"] async for row in cursor]
+        return [row["channel"] for row in await self._reader.execute_fetchall(
+            "SELECT channel FROM charge_attempts WHERE payment_id = ? AND leg_index = ? "
+            "ORDER BY attempt_no", (payment_id, leg_index))]
 
     async def save_payment_outcome(self, payment: Payment) -> None:
         def save(db: sqlite3.Connection) -> None:
@@ -213,9 +214,8 @@ class SqlitePaymentStore:
             (payment_id, idempotency_key))
 
     async def list_pending_refunds(self) -> list[Refund]:
-        async with self._reader.execute(
-                "SELECT refund_id FROM refunds WHERE status = 'PENDING'") as cursor:
-            ids = [row["refund_id"] async for row in cursor]
+        ids = [row["refund_id"] for row in await self._reader.execute_fetchall(
+            "SELECT refund_id FROM refunds WHERE status = 'PENDING'")]
         refunds = []
         for refund_id in ids:
             refund = await self._load_refund(
@@ -225,18 +225,18 @@ class SqlitePaymentStore:
         return refunds
 
     async def _load_refund(self, db: aiosqlite.Connection, sql: str, params: tuple) -> Refund | None:
-        async with db.execute(sql, params) as cursor:
-            row = await cursor.fetchone()
-        if row is None:
+        found = await db.execute_fetchall(sql, params)  # whole reads: see _load_payments
+        if not found:
             return None
-        async with db.execute("SELECT * FROM refund_legs WHERE refund_id = ? ORDER BY leg_index",
-                              (row["refund_id"],)) as cursor:
-            legs = [RefundLeg(
-                leg_index=leg["leg_index"], amount=Money(leg["currency"], leg["amount_minor"]),
-                channel=leg["channel"], status=RefundStatus(leg["status"]),
-                channel_reference=leg["channel_reference"],
-                failure=failure_from_columns(leg["failure_reason"], leg["failure_message"], None),
-            ) async for leg in cursor]
+        row = found[0]
+        legs = [RefundLeg(
+            leg_index=leg["leg_index"], amount=Money(leg["currency"], leg["amount_minor"]),
+            channel=leg["channel"], status=RefundStatus(leg["status"]),
+            channel_reference=leg["channel_reference"],
+            failure=failure_from_columns(leg["failure_reason"], leg["failure_message"], None),
+        ) for leg in await db.execute_fetchall(
+            "SELECT * FROM refund_legs WHERE refund_id = ? ORDER BY leg_index",
+            (row["refund_id"],))]
         return Refund(
             refund_id=row["refund_id"], payment_id=row["payment_id"],
             idempotency_key=row["idempotency_key"], fingerprint=row["fingerprint"],

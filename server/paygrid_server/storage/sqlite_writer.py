@@ -18,6 +18,7 @@ and one wake-up per commit.
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import sqlite3
 import threading
@@ -25,7 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+import structlog
+
+from paygrid_server.ports.storage_errors import StorageFault, StorageUnavailable
+
 T = TypeVar("T")
+log = structlog.get_logger("paygrid.storage")
 
 BUSY_TIMEOUT_MS = 5_000
 # Units one COMMIT may carry: bounds how long a unit waits behind the ones
@@ -41,6 +47,7 @@ class _Unit:
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     in_transaction: bool  # False: runs on its own (migrations manage their own)
+    handed_back: bool = False  # its outcome is on its way to its caller
 
 
 _STOP = object()
@@ -65,6 +72,45 @@ def connect(path: Path) -> sqlite3.Connection:
     for pragma in PRAGMAS:
         db.execute(f"PRAGMA {pragma}")
     return db
+
+
+# Primary result codes that say the storage, not the unit's own SQL, failed.
+_FAULTS_BY_CODE = {
+    sqlite3.SQLITE_FULL: StorageFault.DISK_FULL,
+    sqlite3.SQLITE_READONLY: StorageFault.READ_ONLY,
+    sqlite3.SQLITE_IOERR: StorageFault.IO_ERROR,
+    sqlite3.SQLITE_CANTOPEN: StorageFault.IO_ERROR,
+    sqlite3.SQLITE_BUSY: StorageFault.BUSY,
+}
+
+
+def _writable(path: Path) -> bool:
+    try:
+        os.close(os.open(path, os.O_WRONLY))
+    except FileNotFoundError:
+        return True  # a -wal not created yet: SQLite would create it
+    except OSError:  # EROFS, EPERM (immutable, even for root), EACCES
+        return False
+    return True
+
+
+def as_storage_error(error: BaseException, path: Path) -> BaseException:
+    """A storage fault as StorageUnavailable (a clear status for the caller);
+    any other error unchanged. Only ever applied to a unit that was rolled
+    back whole, which is what StorageUnavailable promises."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if not isinstance(error, sqlite3.Error) or code is None:
+        return error
+    fault = _FAULTS_BY_CODE.get(code & 0xFF)  # extended codes keep the primary in the low byte
+    if fault is None:
+        return error
+    # A file that became read-only under an open connection (a file system
+    # remounted read-only, an immutable file) fails its writes with EROFS or
+    # EPERM, which SQLite reports as a plain I/O error: say what it is.
+    if fault is StorageFault.IO_ERROR and not all(
+            _writable(p) for p in (path, path.with_name(path.name + "-wal"))):
+        fault = StorageFault.READ_ONLY
+    return StorageUnavailable(fault, f"{error.sqlite_errorname}: {error}")
 
 
 def _settle(outcomes: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
@@ -138,11 +184,33 @@ class SqliteWriter:
                     except queue.Empty:
                         break
                 stop = _STOP in units
-                self._run([u for u in units if u is not _STOP])
+                work = [u for u in units if u is not _STOP]
+                try:
+                    self._run(work)
+                except BaseException as error:  # noqa: BLE001 - the thread must outlive it
+                    # Every write of the process waits on this thread: if it
+                    # died, every later call would hang until its deadline.
+                    log.exception("storage.writer_round_failed")
+                    self._hand_back([(u, None, error) for u in work if not u.handed_back])
                 if stop:
                     return
         finally:
             self._db.close()
+
+    def _begin(self) -> None:
+        if self._db.in_transaction:
+            self._rollback()  # left open by a ROLLBACK that itself failed
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def _rollback(self) -> None:
+        """Never raises: on a full or failing disk ROLLBACK can fail too (SQLite
+        then has usually rolled back already), and the thread must go on."""
+        if not self._db.in_transaction:
+            return
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.warning("storage.rollback_failed", exc_info=True)
 
     def _run(self, units: list[_Unit]) -> None:
         batch: list[_Unit] = []
@@ -168,14 +236,13 @@ class SqliteWriter:
         db = self._db
         results: list[Any] = []
         try:
-            db.execute("BEGIN IMMEDIATE")
+            self._begin()
             for unit in units:
                 results.append(unit.work(db))
             db.execute("COMMIT")
             self.commits += 1
         except BaseException:  # noqa: BLE001 - each unit is retried alone below
-            if db.in_transaction:
-                db.execute("ROLLBACK")
+            self._rollback()
             for unit in units:
                 self._run_alone(unit)
             return
@@ -186,22 +253,23 @@ class SqliteWriter:
         in_transaction = unit.in_transaction
         try:
             if in_transaction:
-                db.execute("BEGIN IMMEDIATE")
+                self._begin()
             result = unit.work(db)
             if in_transaction:
                 db.execute("COMMIT")
                 self.commits += 1
             outcome = (unit, result, None)
         except BaseException as error:  # noqa: BLE001 - handed to its caller
-            if db.in_transaction and in_transaction:
-                db.execute("ROLLBACK")
-            outcome = (unit, None, error)
+            if in_transaction:
+                self._rollback()
+            outcome = (unit, None, as_storage_error(error, self._path))
         self._hand_back([outcome])
 
     @staticmethod
     def _hand_back(outcomes: list[tuple[_Unit, Any, BaseException | None]]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list] = {}
         for unit, result, error in outcomes:
+            unit.handed_back = True
             by_loop.setdefault(unit.loop, []).append((unit.future, result, error))
         for loop, settled in by_loop.items():
             try:

@@ -13,6 +13,7 @@ from paygrid_server.domain.batch import (
     BatchGroup,
     BatchItem,
     BatchItemStatus,
+    FailurePolicy,
     GroupingPolicy,
     ItemResult,
 )
@@ -26,6 +27,7 @@ from paygrid_server.domain.batch_events import (
 from paygrid_server.domain.batch_service import BatchReport
 from paygrid_server.domain.batch_timing import BatchTiming
 from paygrid_server.domain.batch_validation import BatchHeaderInput, TransactionInput
+from paygrid_server.domain.errors import FieldViolation, InvalidRequest
 from paygrid_server.transport.payment_messages import failure_pb, money_input, money_pb
 
 _GROUPING = {
@@ -36,11 +38,20 @@ _GROUPING = {
 }
 
 
+_FAILURE_POLICY = {pb.FAILURE_POLICY_UNSPECIFIED: None} | {
+    pb.FailurePolicy.Value(f"FAILURE_POLICY_{policy.value}"): policy for policy in FailurePolicy}
+
+
 def header_input(header: pb.BatchHeader) -> BatchHeaderInput:
     return BatchHeaderInput(
         batch_id=header.batch_id, payer=header.payer,
         grouping=_GROUPING.get(header.grouping, f"number {header.grouping}"),
-        max_group_size=header.max_group_size, parallelism=header.parallelism)
+        max_group_size=header.max_group_size, parallelism=header.parallelism,
+        control_item_count=(header.control_item_count if header.HasField("control_item_count")
+                            else None),
+        control_sum=header.control_sum,
+        failure_policy=_FAILURE_POLICY.get(header.failure_policy,
+                                           f"number {header.failure_policy}"))
 
 
 def transaction_inputs(chunk: pb.BatchTransactions) -> list[TransactionInput]:
@@ -48,8 +59,17 @@ def transaction_inputs(chunk: pb.BatchTransactions) -> list[TransactionInput]:
         reference=tx.reference, payee=tx.payee,
         amount=money_input(tx.amount) if tx.HasField("amount") else None,
         channel=tx.channel,
-        requested_at_us=tx.requested_at.ToMicroseconds() if tx.HasField("requested_at") else None,
+        requested_at_us=_requested_at_us(tx),
     ) for tx in chunk.transactions]
+
+
+def _requested_at_us(tx: pb.BatchTransaction) -> int | str | None:
+    if not tx.HasField("requested_at"):
+        return None
+    try:
+        return tx.requested_at.ToMicroseconds()
+    except ValueError as error:  # seconds or nanos out of a Timestamp's range
+        return str(error)
 
 
 _ITEM_STATUS = {status: pb.BatchItemStatus.Value(f"BATCH_ITEM_STATUS_{status.value}")
@@ -60,10 +80,17 @@ def item_status(status: BatchItemStatus) -> int:
     return _ITEM_STATUS[status]
 
 
+_ITEM_STATUS_FROM = {number: status for status, number in _ITEM_STATUS.items()}
+
+
 def item_status_from(number: int) -> BatchItemStatus | None:
+    """The status a ListBatchItems asks for; None for all of them."""
     if number == pb.BATCH_ITEM_STATUS_UNSPECIFIED:
         return None
-    return BatchItemStatus(pb.BatchItemStatus.Name(number).removeprefix("BATCH_ITEM_STATUS_"))
+    status = _ITEM_STATUS_FROM.get(number)
+    if status is None:  # proto3 enums are open: any int32 arrives
+        raise InvalidRequest([FieldViolation("status", f"unknown batch item status {number}")])
+    return status
 
 
 def _stamp(at_us: int) -> timestamp_pb2.Timestamp:
@@ -151,7 +178,9 @@ def batch_pb(report: BatchReport) -> pb.Batch:
         status=pb.BatchStatus.Value(f"BATCH_STATUS_{batch.status.value}"),
         counts=counts_pb(report.counts), timing=timing_pb(report.timing),
         grouping=pb.GroupingPolicy.Value(f"GROUPING_POLICY_{batch.header.grouping.value}"),
-        submissions=batch.submissions, created_at=_stamp(batch.created_at_us))
+        submissions=batch.submissions, created_at=_stamp(batch.created_at_us),
+        failure_policy=pb.FailurePolicy.Value(
+            f"FAILURE_POLICY_{batch.header.failure_policy.value}"))
     if batch.completed_at_us is not None:
         message.completed_at.CopyFrom(_stamp(batch.completed_at_us))
     return message

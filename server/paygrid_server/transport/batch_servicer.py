@@ -46,7 +46,10 @@ class BatchServicer(pb_grpc.BatchServiceServicer):
         self._observe_event = observe_event
 
     async def SubmitBatch(self, request_iterator, context: grpc.aio.ServicerContext):
-        first = await anext(aiter(request_iterator), None)
+        try:
+            first = await anext(aiter(request_iterator), None)
+        except DomainError as error:  # bytes that do not parse (request_decoding)
+            await abort_with(context, error)
         if first is None or not first.HasField("header"):
             await abort_with(context, _protocol_error(
                 "header", "the first message must carry the batch header"))
@@ -68,6 +71,8 @@ class BatchServicer(pb_grpc.BatchServiceServicer):
             run.outbox.detach()
         if run.refusal is not None:
             await abort_with(context, run.refusal)
+        if isinstance(run.failure, DomainError):  # e.g. StorageUnavailable: a clear status
+            await abort_with(context, run.failure)
         if run.failure is not None:
             await context.abort(grpc.StatusCode.INTERNAL,
                                 f"batch processing stopped: {run.failure}; resubmit the "
@@ -93,9 +98,14 @@ class BatchServicer(pb_grpc.BatchServiceServicer):
             # moment later. Only a stream still alive after that is complete.
             await asyncio.sleep(END_OF_STREAM_CONFIRM_S)
             await run.end()
+        except DomainError as error:  # a message that does not parse (request_decoding)
+            run.refuse(error)
         except (grpc.RpcError, asyncio.CancelledError):
             run.abort()
             raise
+        except Exception as error:  # a bug here must not leave the batch waiting for items
+            run.failure = error  # forever: the stream ends INTERNAL, the batch resumable
+            run.abort()
 
     @maps_domain_errors
     async def GetBatch(self, request: pb.GetBatchRequest, context: grpc.aio.ServicerContext):

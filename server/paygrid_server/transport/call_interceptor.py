@@ -38,6 +38,7 @@ from paygrid_server.observability.request_context import (
 from paygrid_server.observability.request_metrics import MethodInstruments
 from paygrid_server.transport.api_key_authentication import authenticate, is_protected
 from paygrid_server.transport.handler_wrapping import wrap_handler
+from paygrid_server.transport.request_decoding import decoding_handler
 from paygrid_server.transport.load_shedding import (
     ConcurrencyLimit,
     LoadShedding,
@@ -122,6 +123,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             MethodInstruments(self._metrics, details.method),
             self._shedding.limit_for(details.method) if self._shedding else None,
             self._api_keys if self._api_keys and is_protected(details.method) else None)
+        # Parsed inside the call scope: a request that does not parse is
+        # INVALID_ARGUMENT (after authentication), not grpc's UNKNOWN.
         wrapped = self._wrapped[details.method] = wrap_handler(
-            handler, lambda context: _CallScope(policy, context))
+            decoding_handler(handler), lambda context: _CallScope(policy, context))
         return wrapped

@@ -29,6 +29,9 @@ def decode(token: str) -> PageCursor | None:
         received_at_us, payment_id = json.loads(base64.urlsafe_b64decode(token.encode()))
     except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
         raise invalid from None
-    if not isinstance(received_at_us, int) or not isinstance(payment_id, str):
+    # A token is the client's to send back as is, so anything may come back:
+    # a cursor out of int64 would fail in the store, not here.
+    if type(received_at_us) is not int or not 0 <= received_at_us < 2**63 \
+            or not isinstance(payment_id, str):
         raise invalid
     return PageCursor(received_at_us, payment_id)

@@ -25,6 +25,7 @@ from paygrid_server.domain.errors import (
     PreconditionFailed,
     RequestInProgress,
 )
+from paygrid_server.ports.storage_errors import StorageUnavailable
 
 ERROR_DOMAIN = "paygrid"
 
@@ -74,6 +75,12 @@ def status_for(error: DomainError) -> status_pb2.Status:
                 type=error.kind, subject=error.subject, description=message)])
         return status_pb2.Status(code=code_pb2.FAILED_PRECONDITION, message=message,
                                  details=packed_details(error_info(error.kind), precondition))
+    if isinstance(error, StorageUnavailable):
+        # UNAVAILABLE, not RESOURCE_EXHAUSTED: it is the server's condition, not
+        # the caller's quota, and retrying the same key later is safe (clients
+        # retry UNAVAILABLE with backoff). ErrorInfo.metadata["fault"] says which.
+        return status_pb2.Status(code=code_pb2.UNAVAILABLE, message=message, details=packed_details(
+            error_info("STORAGE_UNAVAILABLE", fault=error.fault.value)))
     if isinstance(error, DeadlineTooShort):
         return status_pb2.Status(code=code_pb2.DEADLINE_EXCEEDED, message=message,
                                  details=packed_details(error_info("DEADLINE_TOO_SHORT")))

@@ -1,5 +1,6 @@
-"""The SQLite BatchStore writes items a chunk per statement: every item still
-gets its own state, whatever the chunk sizes, and reads follow the indexes."""
+"""Both BatchStores (SQLite, PostgreSQL) write items a chunk per statement:
+every item still gets its own state, whatever the chunk sizes, and reads
+follow the indexes. Each test runs on both engines."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ from paygrid_server.domain.batch import (
 )
 from paygrid_server.domain.money import Money
 from paygrid_server.domain.payment import Failure, FailureReason
+from paygrid_server.ports.batch_store import BatchStore
+from paygrid_server.storage import postgres_batch_store
+from paygrid_server.storage.postgres_batch_store import PostgresBatchStore
+from paygrid_server.storage.postgres_database import PostgresDatabase, PostgresLimits
 from paygrid_server.storage.sqlite_batch_store import SqliteBatchStore, _chunks
 from paygrid_server.storage.sqlite_database import SqliteDatabase
 
@@ -26,9 +31,16 @@ S = BatchItemStatus
 
 
 @pytest.fixture
-async def store(tmp_path: Path):
-    database = await SqliteDatabase.open(tmp_path / "paygrid.sqlite3")
-    store = SqliteBatchStore(database)
+async def store(tmp_path: Path, storage_engine: str, postgres_databases, monkeypatch):
+    if storage_engine == "postgresql":
+        # Small chunks, so a few hundred items take several statements.
+        monkeypatch.setattr(postgres_batch_store, "CHUNK_ROWS", 128)
+        database = await PostgresDatabase.open(await postgres_databases.create(),
+                                               PostgresLimits(pool_max_connections=2))
+        store = PostgresBatchStore(database)
+    else:
+        database = await SqliteDatabase.open(tmp_path / "paygrid.sqlite3")
+        store = SqliteBatchStore(database)
     header = BatchHeader("b1", "payer", GroupingPolicy.CHANNEL, 100, 4)
     await store.insert_batch(Batch("dev", "b1", UID, header, header.fingerprint(),
                                    BatchStatus.RECEIVING, 0, 1))
@@ -42,7 +54,7 @@ def _item(seq: int, reference: str | None = None, amount_minor: int = 100) -> Ba
                      None, "card")
 
 
-async def _stored(store: SqliteBatchStore) -> dict[int, BatchItem]:
+async def _stored(store: BatchStore) -> dict[int, BatchItem]:
     return {i.seq: i for i in await store.items_after(UID, 0, 10_000)}
 
 
@@ -53,8 +65,8 @@ def test_chunks_come_in_few_sizes() -> None:
     assert list(_chunks([])) == []
 
 
-async def test_group_marked_then_saved_item_by_item(store: SqliteBatchStore) -> None:
-    items = [_item(seq) for seq in range(1, 301)]  # more than one chunk
+async def test_group_marked_then_saved_item_by_item(store: BatchStore) -> None:
+    items = [_item(seq) for seq in range(1, 301)]  # more than one chunk on either engine
     await store.start_submission(UID, BatchHeader("b1", "payer", GroupingPolicy.CHANNEL, 300, 1), 1)
     outcome = await store.insert_items(UID, 1, items, 0)
     assert [i.seq for i in outcome.new] == list(range(1, 301))
@@ -79,7 +91,7 @@ async def test_group_marked_then_saved_item_by_item(store: SqliteBatchStore) -> 
     assert (counts.succeeded, counts.failed, counts.pending) == (298, 1, 1)
 
 
-async def test_marking_keeps_what_an_item_was_stored_with(store: SqliteBatchStore) -> None:
+async def test_marking_keeps_what_an_item_was_stored_with(store: BatchStore) -> None:
     # A fenced item back to RECEIVED under a new attempt keeps its attempt
     # and last failure when it is grouped again.
     items = [_item(1), _item(2)]
@@ -95,7 +107,7 @@ async def test_marking_keeps_what_an_item_was_stored_with(store: SqliteBatchStor
     assert list((await _stored(store)).values()) == regrouped
 
 
-async def test_items_after_merges_statuses_in_seq_order(store: SqliteBatchStore) -> None:
+async def test_items_after_merges_statuses_in_seq_order(store: BatchStore) -> None:
     items = [_item(seq) for seq in range(1, 21)]
     for item in items:
         item.status = (S.PROCESSING, S.UNKNOWN, S.SUCCEEDED, S.RECEIVED)[item.seq % 4]
@@ -110,7 +122,7 @@ async def test_items_after_merges_statuses_in_seq_order(store: SqliteBatchStore)
     assert [i.seq for i in await store.items_after(UID, 15, 100)] == [16, 17, 18, 19, 20]
 
 
-async def test_a_reference_taken_once_per_submission(store: SqliteBatchStore) -> None:
+async def test_a_reference_taken_once_per_submission(store: BatchStore) -> None:
     first = await store.insert_items(UID, 1, [_item(1, "a"), _item(2, "b"), _item(3, "a")], 0)
     assert [i.reference for i in first.new] == ["a", "b"]
     assert [(r.reference, r.failure.reason) for r in first.refused] == [

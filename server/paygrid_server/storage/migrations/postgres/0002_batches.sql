@@ -1,0 +1,55 @@
+-- Batches, their items (stored as they arrive) and their groups.
+-- The same schema as migrations/sqlite/0002_batches.sql.
+
+CREATE TABLE batches (
+    batch_id            TEXT PRIMARY KEY,
+    uid                 TEXT NOT NULL UNIQUE,
+    payer               TEXT NOT NULL,
+    grouping            TEXT NOT NULL,
+    max_group_size      INTEGER NOT NULL,
+    parallelism         INTEGER NOT NULL,
+    fingerprint         TEXT NOT NULL,
+    status              TEXT NOT NULL,
+    submissions         INTEGER NOT NULL,
+    unstored_rejections BIGINT NOT NULL DEFAULT 0,
+    created_at_us       BIGINT NOT NULL,
+    completed_at_us     BIGINT,
+    wall_us_before      BIGINT NOT NULL DEFAULT 0,
+    submission_started_at_us BIGINT NOT NULL
+);
+
+CREATE TABLE batch_items (
+    batch_id          TEXT NOT NULL REFERENCES batches (batch_id),
+    seq               BIGINT NOT NULL,
+    reference         TEXT NOT NULL,
+    payee             TEXT NOT NULL,
+    currency          TEXT NOT NULL,
+    amount_minor      BIGINT NOT NULL,
+    requested_channel TEXT NOT NULL,
+    requested_at_us   BIGINT,
+    channel           TEXT NOT NULL,
+    content_digest    TEXT NOT NULL,
+    submission        INTEGER NOT NULL,
+    status            TEXT NOT NULL,
+    attempt           INTEGER NOT NULL,
+    group_no          INTEGER NOT NULL,
+    channel_reference TEXT NOT NULL,
+    failure_reason    TEXT,
+    failure_message   TEXT,
+    failure_decline_code TEXT,
+    PRIMARY KEY (batch_id, seq),
+    UNIQUE (batch_id, reference),
+    CHECK (status = 'REJECTED' OR amount_minor > 0)
+);
+
+CREATE INDEX batch_items_by_status ON batch_items (batch_id, status, seq);
+
+CREATE TABLE batch_groups (
+    batch_id        TEXT NOT NULL REFERENCES batches (batch_id),
+    group_no        INTEGER NOT NULL,
+    group_key       TEXT NOT NULL,
+    size            INTEGER NOT NULL,
+    started_at_us   BIGINT NOT NULL,
+    completed_at_us BIGINT,
+    PRIMARY KEY (batch_id, group_no)
+);

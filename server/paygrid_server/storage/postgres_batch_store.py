@@ -1,0 +1,344 @@
+"""BatchStore on PostgreSQL, sharing the pool with payments.
+
+Batches run to a million items, so items are written and read a chunk per
+statement: each column of a chunk goes as one array parameter and unnest()
+turns the arrays back into rows (one round trip, one plan, any chunk size).
+
+Across replicas: ingest locks the batch's row (SELECT ... FOR UPDATE) for
+its transaction, so the same reference arriving on two replicas at once is
+classified once (stored, duplicate, conflict or resend); the unique
+(batch_uid, reference) constraint refuses a second copy whatever happens,
+loudly (the call fails) rather than by dropping an item.
+Running one batch's groups on several replicas at once needs group leases
+(claiming RECEIVED items with FOR UPDATE SKIP LOCKED): a later step, which
+adds methods here and leaves these as they are.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence, TypeVar
+
+import asyncpg
+
+from paygrid_server.domain.batch import (
+    Batch,
+    BatchCounts,
+    BatchGroup,
+    BatchHeader,
+    BatchItem,
+    BatchItemStatus,
+    BatchStatus,
+    FailurePolicy,
+    GroupingPolicy,
+    ItemResult,
+)
+from paygrid_server.domain.money import Money
+from paygrid_server.domain.payment import Failure, FailureReason
+from paygrid_server.ports.batch_store import IngestOutcome
+from paygrid_server.storage.failure_columns import failure_columns, failure_from_columns
+from paygrid_server.storage.postgres_database import PostgresDatabase
+
+_ITEM_COLUMNS = (
+    "seq, reference, payee, currency, amount_minor, requested_channel, requested_at_us, "
+    "channel, status, attempt, group_no, channel_reference, failure_reason, failure_message, "
+    "failure_decline_code")
+
+_ITEM_STATUS = {status.value: status for status in BatchItemStatus}
+
+
+def _batch(row: asyncpg.Record) -> Batch:
+    header = BatchHeader(row["batch_id"], row["payer"], GroupingPolicy(row["grouping"]),
+                         row["max_group_size"], row["parallelism"],
+                         failure_policy=FailurePolicy(row["failure_policy"]))
+    return Batch(
+        tenant_id=row["tenant_id"], batch_id=row["batch_id"], uid=row["uid"], header=header,
+        fingerprint=row["fingerprint"],
+        status=BatchStatus(row["status"]), submissions=row["submissions"],
+        created_at_us=row["created_at_us"], completed_at_us=row["completed_at_us"],
+        wall_us_before=row["wall_us_before"],
+        submission_started_at_us=row["submission_started_at_us"])
+
+
+def _item(row: asyncpg.Record) -> BatchItem:
+    """A row that starts with _ITEM_COLUMNS, unpacked by position."""
+    (seq, reference, payee, currency, amount_minor, requested_channel, requested_at_us, channel,
+     status, attempt, group_no, channel_reference, failure_reason, failure_message,
+     failure_decline_code, *_) = row
+    return BatchItem(
+        seq=seq, reference=reference, payee=payee, amount=Money(currency, amount_minor),
+        requested_channel=requested_channel, requested_at_us=requested_at_us, channel=channel,
+        status=_ITEM_STATUS[status], attempt=attempt, group_no=group_no,
+        channel_reference=channel_reference,
+        failure=failure_from_columns(failure_reason, failure_message, failure_decline_code))
+
+
+# Rows per statement: arrays have no parameter limit, but a bounded chunk
+# bounds one statement's time (statement_timeout) and the memory of its
+# arrays on both sides.
+CHUNK_ROWS = 5_000
+
+T = TypeVar("T")
+
+
+def _chunks(rows: Sequence[T]) -> Iterator[Sequence[T]]:
+    for start in range(0, len(rows), CHUNK_ROWS):
+        yield rows[start:start + CHUNK_ROWS]
+
+
+def _columns(rows: Sequence[tuple]) -> list[list]:
+    """Rows as one list per column: the arrays unnest() takes."""
+    return [list(column) for column in zip(*rows)]
+
+
+_INSERT_ITEMS = (
+    f"INSERT INTO batch_items ({_ITEM_COLUMNS}, batch_uid, content_digest, submission) "
+    f"SELECT {_ITEM_COLUMNS}, $16::text, content_digest, $17::int FROM unnest("
+    "$1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bigint[], "
+    "$8::text[], $9::text[], $10::int[], $11::int[], $12::text[], $13::text[], $14::text[], "
+    "$15::text[], $18::text[]) AS item (seq, reference, payee, currency, amount_minor, "
+    "requested_channel, requested_at_us, channel, status, attempt, group_no, channel_reference, "
+    "failure_reason, failure_message, failure_decline_code, content_digest)")
+
+# An item's state: everything that changes after it is stored.
+_SAVE_STATES = (
+    "UPDATE batch_items SET status = state.status, attempt = state.attempt, "
+    "group_no = state.group_no, channel_reference = state.channel_reference, "
+    "failure_reason = state.failure_reason, failure_message = state.failure_message, "
+    "failure_decline_code = state.failure_decline_code "
+    "FROM unnest($2::bigint[], $3::text[], $4::int[], $5::int[], $6::text[], $7::text[], "
+    "$8::text[], $9::text[]) AS state (seq, status, attempt, group_no, channel_reference, "
+    "failure_reason, failure_message, failure_decline_code) "
+    "WHERE batch_items.batch_uid = $1 AND batch_items.seq = state.seq")
+
+
+# The planner cannot know how many items the batch being written has (its
+# statistics lag, and a new batch_uid looks rare), so it would join a chunk
+# to the batch's rows by scanning them all (batch_items_by_status starts
+# with batch_uid): per chunk, O(batch), which is quadratic over a 1M-item
+# batch. A chunk is at most CHUNK_ROWS rows: one primary-key lookup each.
+_LOOKUPS_BY_KEY = ("SET LOCAL enable_hashjoin = off", "SET LOCAL enable_mergejoin = off",
+                   "SET LOCAL enable_bitmapscan = off")
+
+_IN_INDEX_ORDER = ("SET LOCAL enable_bitmapscan = off", "SET LOCAL enable_sort = off")
+
+# Lookups by (batch_uid, reference), one index probe per reference (LATERAL
+# ... LIMIT 1 keeps it a probe, whatever the estimates).
+_STORED_BY_REFERENCE = (
+    f"SELECT {', '.join(f'item.{c.strip()}' for c in _ITEM_COLUMNS.split(','))}, "
+    "item.submission, item.content_digest FROM unnest($2::text[]) AS wanted (reference) "
+    "CROSS JOIN LATERAL (SELECT * FROM batch_items WHERE batch_uid = $1 "
+    "AND reference = wanted.reference LIMIT 1) AS item")
+
+
+async def _by_key_lookups(db: asyncpg.Connection) -> None:
+    for setting in _LOOKUPS_BY_KEY:
+        await db.execute(setting)
+
+
+async def _save_states(db: asyncpg.Connection, batch_uid: str, items: list[BatchItem]) -> None:
+    await _by_key_lookups(db)
+    for chunk in _chunks(items):
+        await db.execute(_SAVE_STATES, batch_uid, *_columns(
+            [(i.seq, i.status.value, i.attempt, i.group_no, i.channel_reference,
+              *failure_columns(i.failure)) for i in chunk]))
+
+
+def _rows_touched(status: str) -> int:
+    """Rows an UPDATE touched, from its command tag ("UPDATE 3")."""
+    return int(status.rsplit(" ", 1)[1])
+
+
+# insert_items: a reference no stored item has; one an earlier item of the
+# same call took (stored or resent), so a second copy is a duplicate.
+_NOT_STORED = object()
+_TAKEN_NOW = object()
+
+
+class PostgresBatchStore:
+    def __init__(self, database: PostgresDatabase) -> None:
+        self._database = database
+
+    async def insert_batch(self, batch: Batch) -> Batch | None:
+        h = batch.header
+        inserted = await self._database.write(
+            "fetchval", "INSERT INTO batches (tenant_id, batch_id, uid, payer, grouping, max_group_size, "
+            "parallelism, fingerprint, status, submissions, created_at_us, "
+            "submission_started_at_us, failure_policy) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) "
+            "ON CONFLICT (tenant_id, batch_id) DO NOTHING RETURNING true",
+            batch.tenant_id, batch.batch_id, batch.uid, h.payer, h.grouping.value,
+            h.max_group_size, h.parallelism, batch.fingerprint, batch.status.value,
+            batch.submissions, batch.created_at_us, batch.submission_started_at_us,
+            h.failure_policy.value)
+        if inserted:
+            return None
+        return await self.get_batch(batch.tenant_id, batch.batch_id)
+
+    async def get_batch(self, tenant_id: str, batch_id: str) -> Batch | None:
+        row = await self._database.read(
+            "fetchrow", "SELECT * FROM batches WHERE tenant_id = $1 AND batch_id = $2", tenant_id, batch_id)
+        return _batch(row) if row else None
+
+    async def start_submission(self, batch_uid: str, header: BatchHeader,
+                               started_at_us: int) -> tuple[int, int, int]:
+        async with self._database.transaction() as db:
+            submission = await db.fetchval(
+                "UPDATE batches SET submissions = submissions + 1, status = 'RECEIVING', "
+                "max_group_size = $1, parallelism = $2, submission_started_at_us = $3 "
+                "WHERE uid = $4 RETURNING submissions",
+                header.max_group_size, header.parallelism, started_at_us, batch_uid)
+            max_seq, max_group = await db.fetchrow(
+                "SELECT (SELECT coalesce(max(seq), 0) FROM batch_items WHERE batch_uid = $1), "
+                "(SELECT coalesce(max(group_no), 0) FROM batch_groups WHERE batch_uid = $1)",
+                batch_uid)
+        return submission, max_seq + 1, max_group + 1
+
+    async def insert_items(self, batch_uid: str, submission: int, items: list[BatchItem],
+                           unstored_rejections: int) -> IngestOutcome:
+        outcome = IngestOutcome()
+        async with self._database.transaction() as db:
+            # Ingest of one batch, one transaction at a time, whichever replica.
+            await db.execute("SELECT 1 FROM batches WHERE uid = $1 FOR UPDATE", batch_uid)
+            existing: dict[str, asyncpg.Record | object] = {}
+            for chunk in _chunks([item.reference for item in items]):
+                existing.update({row["reference"]: row for row in await db.fetch(
+                    _STORED_BY_REFERENCE, batch_uid, chunk)})
+            fresh: list[BatchItem] = []
+            resent: list[int] = []
+            for item in items:
+                prior = existing.get(item.reference, _NOT_STORED)
+                if prior is _NOT_STORED:
+                    fresh.append(item)
+                    existing[item.reference] = _TAKEN_NOW
+                elif prior is _TAKEN_NOW or prior["submission"] == submission:
+                    outcome.refused.append(ItemResult(
+                        item.reference, BatchItemStatus.REJECTED, failure=Failure(
+                            FailureReason.DUPLICATE_REFERENCE,
+                            f"reference {item.reference!r} appears twice in this batch")))
+                elif prior["content_digest"] != item.content_digest():
+                    outcome.refused.append(ItemResult(
+                        item.reference, BatchItemStatus.REJECTED, failure=Failure(
+                            FailureReason.REFERENCE_CONFLICT,
+                            f"reference {item.reference!r} was first sent with other content")))
+                else:
+                    resent.append(prior["seq"])
+                    outcome.resent.append(_item(prior))
+                    existing[item.reference] = _TAKEN_NOW
+            for chunk in _chunks(fresh):
+                columns = _columns([
+                    (i.seq, i.reference, i.payee, i.amount.currency, i.amount.amount_minor,
+                     i.requested_channel, i.requested_at_us, i.channel, i.status.value,
+                     i.attempt, i.group_no, i.channel_reference, *failure_columns(i.failure),
+                     i.content_digest()) for i in chunk])
+                await db.execute(_INSERT_ITEMS, *columns[:15], batch_uid, submission,
+                                 columns[15])
+            # Seen in this submission now: a second copy later in the stream is a duplicate.
+            if resent:
+                await _by_key_lookups(db)
+            for chunk in _chunks(resent):
+                await db.execute("UPDATE batch_items SET submission = $1 "
+                                 "WHERE batch_uid = $2 AND seq = ANY($3::bigint[])",
+                                 submission, batch_uid, chunk)
+            unstored = unstored_rejections + len(outcome.refused)
+            if unstored:
+                await db.execute("UPDATE batches SET unstored_rejections = "
+                                 "unstored_rejections + $1 WHERE uid = $2", unstored, batch_uid)
+        outcome.new = fresh
+        return outcome
+
+    async def mark_group_processing(self, batch_uid: str, group: BatchGroup) -> None:
+        # A group is formed from items as stored; only their status and
+        # group number change when it starts, the same for all of them.
+        async with self._database.transaction() as db:
+            await _by_key_lookups(db)
+            await db.execute(
+                "INSERT INTO batch_groups (batch_uid, group_no, group_key, size, started_at_us) "
+                "VALUES ($1, $2, $3, $4, $5)",
+                batch_uid, group.group_no, group.key, len(group.items), group.started_at_us)
+            for chunk in _chunks([item.seq for item in group.items]):
+                await db.execute("UPDATE batch_items SET status = 'PROCESSING', group_no = $1 "
+                                 "WHERE batch_uid = $2 AND seq = ANY($3::bigint[])",
+                                 group.group_no, batch_uid, chunk)
+
+    async def save_group_results(self, batch_uid: str, group: BatchGroup) -> None:
+        async with self._database.transaction() as db:
+            await _save_states(db, batch_uid, group.items)
+            await db.execute(
+                "UPDATE batch_groups SET completed_at_us = $1 WHERE batch_uid = $2 AND group_no = $3",
+                group.completed_at_us, batch_uid, group.group_no)
+
+    async def save_items(self, batch_uid: str, items: list[BatchItem]) -> None:
+        async with self._database.transaction() as db:
+            await _save_states(db, batch_uid, items)
+
+    async def reject_waiting_items(self, batch_uid: str, failure: Failure) -> int:
+        status = await self._database.write(
+            "execute", "UPDATE batch_items SET status = 'REJECTED', failure_reason = $1, "
+            "failure_message = $2, failure_decline_code = $3 "
+            "WHERE batch_uid = $4 AND status = 'RECEIVED'",
+            *failure_columns(failure), batch_uid)
+        return _rows_touched(status)
+
+    async def items_after(self, batch_uid: str, after_seq: int, limit: int,
+                          statuses: tuple[BatchItemStatus, ...] = ()) -> list[BatchItem]:
+        # One range of batch_items_by_status per status, merged in seq order
+        # (Merge Append): `status = ANY(...)` would walk every item after `after_seq`.
+        statuses = tuple(dict.fromkeys(statuses))
+        arms = [f"AND status = ${4 + n}" for n in range(len(statuses))] or [""]
+        selects = [f"SELECT {_ITEM_COLUMNS} FROM batch_items "
+                   f"WHERE batch_uid = $1 AND seq > $2 {arm} ORDER BY seq LIMIT $3"
+                   for arm in arms]
+        sql = selects[0] if len(selects) == 1 else (
+            "SELECT * FROM (" + " UNION ALL ".join(f"({s})" for s in selects)
+            + ") AS items ORDER BY seq LIMIT $3")
+        async with self._database.transaction(readonly=True) as db:
+            # Walk the index in seq order and stop at `limit`, rather than
+            # fetch and sort every item after `after_seq` (what the planner
+            # picks when it underestimates the batch; see _LOOKUPS_BY_KEY).
+            for setting in _IN_INDEX_ORDER:
+                await db.execute(setting)
+            rows = await db.fetch(sql, batch_uid, after_seq, limit, *(s.value for s in statuses))
+        return [_item(row) for row in rows]
+
+    async def counts(self, batch_uid: str) -> BatchCounts:
+        async with self._database.transaction("repeatable_read", readonly=True) as db:
+            rows = await db.fetch(
+                "SELECT status, count(*) FROM batch_items WHERE batch_uid = $1 GROUP BY status",
+                batch_uid)
+            unstored = await db.fetchval(
+                "SELECT unstored_rejections FROM batches WHERE uid = $1", batch_uid) or 0
+        by_status = {BatchItemStatus(status): n for status, n in rows}
+        rejected = by_status.get(BatchItemStatus.REJECTED, 0) + unstored
+        succeeded = by_status.get(BatchItemStatus.SUCCEEDED, 0)
+        failed = by_status.get(BatchItemStatus.FAILED, 0)
+        total = sum(by_status.values()) + unstored
+        return BatchCounts(total, succeeded, failed, rejected,
+                           total - succeeded - failed - rejected)
+
+    async def group_processing_us(self, batch_uid: str) -> list[int]:
+        rows = await self._database.read(
+            "fetch", "SELECT completed_at_us - started_at_us FROM batch_groups "
+            "WHERE batch_uid = $1 AND completed_at_us IS NOT NULL", batch_uid)
+        return [row[0] for row in rows]
+
+    async def set_status(self, batch_uid: str, status: BatchStatus) -> None:
+        await self._database.write("execute", "UPDATE batches SET status = $1 WHERE uid = $2",
+                                   status.value, batch_uid)
+
+    async def finish_submission(self, batch_uid: str, status: BatchStatus, wall_us: int,
+                                completed_at_us: int | None) -> None:
+        await self._database.write(
+            "execute", "UPDATE batches SET status = $1, wall_us_before = wall_us_before + $2, "
+            "completed_at_us = coalesce($3, completed_at_us) WHERE uid = $4",
+            status.value, wall_us, completed_at_us, batch_uid)
+
+    async def interrupt_abandoned(self) -> int:
+        # With several replicas, "abandoned" needs to know which replica owns
+        # a batch (the leases of a later step); today every replica that
+        # starts interrupts every batch in progress, as one server does.
+        status = await self._database.write(
+            "execute", "UPDATE batches SET status = 'INTERRUPTED', wall_us_before = wall_us_before + "
+            "greatest(0, coalesce((SELECT max(completed_at_us) FROM batch_groups g "
+            "        WHERE g.batch_uid = batches.uid) - submission_started_at_us, 0)) "
+            "WHERE status IN ('RECEIVING', 'PROCESSING')")
+        return _rows_touched(status)
