@@ -11,8 +11,9 @@ half-close from a cancel). Calls go one at a time, so each can be checked:
 
   - its status is one the method may answer, never UNKNOWN or INTERNAL;
     INVALID_ARGUMENT carries field violations naming fields of the request;
-  - a refused call commits nothing (PRAGMA data_version of the SQLite file
-    is unchanged: stricter than comparing contents);
+  - a refused call leaves the database as it was (every table's contents
+    but a replica's heartbeat, before and after; compared only when PRAGMA
+    data_version says something was committed meanwhile);
   - the server process is alive and answers health checks SERVING.
 
 It prints, per method and kind, the requests sent, the statuses seen and
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -87,6 +89,7 @@ currencies = ["EUR", "CHF"]
 priority = 30
 """
 SHOWN_VIOLATIONS = 5
+SHOWN_REQUEST_CHARS = int(os.environ.get("FUZZ_SHOWN_REQUEST_CHARS", "600"))
 HEALTH_CHECK_EVERY = 200
 
 
@@ -118,11 +121,12 @@ class Fuzz:
         except AssertionError as stuck:  # the call before left work that never ends
             row.violations += 1
             row.examples.append(f"before this request: {stuck}\n      request: {shown[:600]}")
-        version = self.db.data_version()
+        self.db.mark_before()
         outcome = await send(self.channel, method, payloads, server=self.server)
         problems = status_problems(outcome)
-        if must_leave_db_unchanged(outcome, payloads) and self.db.data_version() != version:
-            problems.append(f"{outcome.code.name} ({outcome.reason}) committed to the database")
+        if must_leave_db_unchanged(outcome, payloads) and self.db.changed_since_before():
+            problems.append(f"{outcome.code.name} ({outcome.reason}) changed the database")
+        self.db.release_before()
         self._after_stream = method.request_streaming
         if outcome.code == grpc.StatusCode.OK:
             self.known.learn(method.name, payloads, outcome.responses)
@@ -137,7 +141,7 @@ class Fuzz:
         if problems:
             row.violations += 1
             if len(row.examples) < SHOWN_VIOLATIONS:
-                row.examples.append(f"{problems}\n      request: {shown[:600]}")
+                row.examples.append(f"{problems}\n      request: {shown[:SHOWN_REQUEST_CHARS]}")
 
     async def _settle(self) -> None:
         """Before a call: nothing left running from the one before (a batch
@@ -248,6 +252,8 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown methods {sorted(unknown)}")
 
+    # SIGTERM unwinds like Ctrl-C, so the server process is stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="paygrid-fuzz-") as folder:
         port, metrics_port = free_loopback_port(), free_loopback_port()
         database = Path(folder) / "paygrid.sqlite3"

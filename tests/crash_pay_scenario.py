@@ -157,10 +157,12 @@ async def run_pay_crash(seed: int, workdir: Path, config: PayCrashConfig) -> Pay
                 todo.put_nowait(request)
             clients_done = asyncio.Event()
             killer = asyncio.create_task(_kill_at(rig, run, answers, clients_done))
-            await asyncio.gather(*(_client(stub, todo, answers, run)
-                                   for _ in range(config.concurrency)))
-            clients_done.set()
-            await killer
+            try:
+                await asyncio.gather(*(_client(stub, todo, answers, run)
+                                       for _ in range(config.concurrency)))
+            finally:
+                clients_done.set()
+                await killer  # it may be restarting the server: let it finish
             stored = await _stored_payments(stub, answers, run)
         _check_against_requests(requests, answers, stored, run)
         run.exactly_once = count_payments(answers.values(), rig.ledgers)

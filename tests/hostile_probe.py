@@ -34,6 +34,7 @@ from grpc_status import rpc_status
 from prometheus_client.parser import text_string_to_metric_families
 
 from paygrid.v1 import batch_service_pb2 as batch_pb
+from paygrid_server.transport.grpc_server import MAX_MESSAGE_BYTES
 from tests.hostile_strategies import Method
 
 C = grpc.StatusCode
@@ -55,6 +56,9 @@ _PAYGRID_STATUSES = {C.INVALID_ARGUMENT, C.NOT_FOUND, C.FAILED_PRECONDITION}
 ITEM_REJECTION_REASONS = {"INVALID_ITEM", "DUPLICATE_REFERENCE", "REFERENCE_CONFLICT",
                           "BATCH_LIMIT", "CONTROL_TOTALS_MISMATCH"}
 CALL_TIMEOUT_S = 30.0
+# Rows a server rewrites on its own, whatever the calls (a replica's
+# heartbeat): not part of what a call may change.
+HEARTBEAT_TABLES = frozenset({"batch_replicas"})
 
 
 @dataclass
@@ -69,6 +73,7 @@ class Outcome:
     # The client lost the server's status (see ServerStatuses): `code` is
     # what the server counted, its details are not known.
     code_from_server_metrics: bool = False
+    oversize: bool = False  # a request message was over the server's size limit
 
 
 def _outcome(method: Method, error: grpc.aio.AioRpcError | None,
@@ -96,8 +101,8 @@ class ServerStatuses:
     """The statuses the server counted (paygrid_grpc_server_handled_total on
     its /metrics page), for a call whose status the client lost: grpc.aio's
     client reports a write that failed because the server had already ended
-    the call (it refused the stream early) as its own INTERNAL "Internal
-    error from Core", with no trailers, instead of the server's status."""
+    the call (it refused the stream early) as its own INTERNAL or CANCELLED
+    "Internal error from Core" instead of the server's status."""
 
     def __init__(self, metrics_port: int) -> None:
         self.metrics_port = metrics_port
@@ -132,9 +137,8 @@ class ServerStatuses:
             await asyncio.sleep(0.02)
 
 
-def _lost_status(error: grpc.aio.AioRpcError) -> bool:
-    return (error.code() == C.INTERNAL and error.details() == "Internal error from Core"
-            and not error.trailing_metadata())
+# grpc core's own words for a lost status (with INTERNAL or CANCELLED), never paygrid's.
+_LOST = "Internal error from Core"
 
 
 async def send(channel: grpc.aio.Channel, method: Method, payloads: list[bytes],
@@ -144,13 +148,11 @@ async def send(channel: grpc.aio.Channel, method: Method, payloads: list[bytes],
     stream, `server` recovers a status the client lost (ServerStatuses)."""
     before = await server.counts(method) if server and method.request_streaming else None
     outcome = await _send(channel, method, payloads, timeout_s)
-    if before is not None and outcome.code == C.INTERNAL and outcome.details == _LOST:
+    outcome.oversize = any(len(p) > MAX_MESSAGE_BYTES for p in payloads)
+    if before is not None and outcome.details == _LOST:
         outcome.code = await server.recorded_since(method, before)
         outcome.code_from_server_metrics = True
     return outcome
-
-
-_LOST = "Internal error from Core"
 
 
 async def _send(channel: grpc.aio.Channel, method: Method, payloads: list[bytes],
@@ -168,10 +170,7 @@ async def _send(channel: grpc.aio.Channel, method: Method, payloads: list[bytes]
             responses.append(await channel.unary_unary(method.path)(payloads[0],
                                                                     timeout=timeout_s))
     except grpc.aio.AioRpcError as error:
-        outcome = _outcome(method, error, responses)
-        if _lost_status(error):
-            outcome.details = _LOST
-        return outcome
+        return _outcome(method, error, responses)
     return _outcome(method, None, responses)
 
 
@@ -247,7 +246,13 @@ def _index_end(path: str, pos: int) -> int | None:
 def status_problems(outcome: Outcome) -> list[str]:
     """What is wrong with the status of one call; [] when nothing."""
     method, problems = outcome.method, []
-    if outcome.code not in ALLOWED_CODES[method.name]:
+    allowed = ALLOWED_CODES[method.name]
+    if outcome.oversize and method.request_streaming:
+        # grpc core ends a stream that carries a message over the limit: the
+        # client gets RESOURCE_EXHAUSTED, or loses it (see ServerStatuses)
+        # and the server saw its call cancelled.
+        allowed = allowed | {C.CANCELLED}
+    if outcome.code not in allowed:
         problems.append(f"{method.name} answered {outcome.code.name}: {outcome.details[:300]}")
     if outcome.code_from_server_metrics:
         return problems  # its details never reached the client
@@ -300,33 +305,56 @@ def must_leave_db_unchanged(outcome: Outcome, payloads: list[bytes]) -> bool:
 
 
 class Database:
-    """The server's SQLite file, read through its own connection."""
+    """The server's SQLite file, read through connections of its own."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = sqlite3.connect(path, isolation_level=None)
+        # Holds a read transaction across a call: in WAL mode it keeps seeing
+        # the database as it was before the call, at no cost until read.
+        self._before = sqlite3.connect(path, isolation_level=None)
+        self._before_version: int | None = None
 
     def close(self) -> None:
+        self.release_before()
         self._db.close()
+        self._before.close()
+
+    def mark_before(self) -> None:
+        """Remembers the database as it is now, for changed_since_before()."""
+        self.release_before()
+        self._before.execute("BEGIN")
+        self._before.execute("SELECT count(*) FROM sqlite_master").fetchone()  # starts the read
+        self._before_version = self.data_version()
+
+    def changed_since_before(self) -> bool:
+        """Whether any table but HEARTBEAT_TABLES differs from mark_before()'s
+        state: free when nothing was committed since (PRAGMA data_version),
+        the contents compared otherwise (a heartbeat commits too)."""
+        try:
+            if self.data_version() == self._before_version:
+                return False
+            return _digest(self._before) != self.digest()
+        finally:
+            self.release_before()
+
+    def release_before(self) -> None:
+        """Ends mark_before()'s read transaction (idempotent)."""
+        if self._before_version is not None:
+            self._before.execute("COMMIT")
+            self._before_version = None
 
     def data_version(self) -> int:
         """Changes whenever another connection commits (PRAGMA data_version)."""
         return self._db.execute("PRAGMA data_version").fetchone()[0]
 
     def digest(self) -> str:
-        """SHA-256 of every row of every table."""
-        sha = hashlib.sha256()
-        tables = [name for (name,) in self._db.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        """SHA-256 of every row of every table but HEARTBEAT_TABLES."""
         self._db.execute("BEGIN")
         try:
-            for table in tables:
-                sha.update(table.encode())
-                for row in self._db.execute(f'SELECT * FROM "{table}" ORDER BY 1, 2'):
-                    sha.update(repr(row).encode())
+            return _digest(self._db)
         finally:
             self._db.execute("COMMIT")
-        return sha.hexdigest()
 
     def busy(self) -> list[str]:
         """Work still going on after its call ended (a batch's groups, a
@@ -351,6 +379,23 @@ class Database:
             version = now
             if time.monotonic() > deadline:
                 raise AssertionError(f"still running 30 s after its call ended: {self.busy()[:5]}")
+
+
+def _digest(db: sqlite3.Connection) -> str:
+    """Every table rendered by SQLite itself (quote() of every column, in
+    rowid order), in the connection's current read transaction."""
+    sha = hashlib.sha256()
+    for (table,) in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").fetchall():
+        if table in HEARTBEAT_TABLES:
+            continue
+        columns = [row[1] for row in db.execute(f'PRAGMA table_info("{table}")')]
+        row = " || ',' || ".join(f'quote("{c}")' for c in columns)
+        sha.update(table.encode())
+        sha.update((db.execute(f'SELECT group_concat(r, char(10)) FROM '
+                               f'(SELECT {row} AS r FROM "{table}" ORDER BY rowid)'
+                               ).fetchone()[0] or "").encode())
+    return sha.hexdigest()
 
 
 async def serving(channel: grpc.aio.Channel) -> bool:

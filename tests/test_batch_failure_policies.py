@@ -110,3 +110,24 @@ async def test_the_failure_policy_is_part_of_the_batch(paygrid) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as reused:
         await submit(stub, header("fixed-policy", failure_policy=WHOLE_GROUPS), chunk(tx("c-1")))
     assert reused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_a_reversal_the_channel_cannot_confirm_is_finished_on_resubmission(
+        paygrid) -> None:
+    stub = batch_stub(paygrid.channel)
+    faults = paygrid.simulator("card").faults
+    faults.fail_reversals(1_000)  # every Void and Refund fails UNAVAILABLE for now
+    first = header("pending-reversal", max_group_size=2, parallelism=1,
+                   failure_policy=WHOLE_GROUPS)
+    items = [tx("p-a"), tx("p-b", payee="decline_do_not_honor")]
+    reply = await submit(stub, first, chunk(*items))
+    assert _statuses(reply)["p-a"] == (pb.BATCH_ITEM_STATUS_UNKNOWN, "REVERSAL_PENDING")
+    assert reply.summary.status == pb.BATCH_STATUS_INTERRUPTED  # not finished: money is held
+    assert faults.reversals_failed > 0
+    assert [c.payee for c in paygrid.ledger("card").captured()] == ["payee_p-a"]
+
+    faults.clear()
+    again = await submit(stub, first, chunk(*items))
+    assert again.summary.status == pb.BATCH_STATUS_COMPLETED
+    assert _statuses(again)["p-a"] == (pb.BATCH_ITEM_STATUS_FAILED, "OTHER_ITEM_FAILED")
+    assert paygrid.ledger("card").captured() == []  # voided at last

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
+from typing import AsyncIterator
 
 import grpc
 import pytest
@@ -69,29 +71,30 @@ class Hostile:
     async def call(self, method_name: str, payloads: list[bytes]) -> Outcome:
         method = METHODS_BY_NAME[method_name]
         await self.db.wait_until_quiet()
-        before = self.db.digest()
+        self.db.mark_before()
         outcome = await send(self.paygrid.channel, method, payloads, server=self.server)
         problems = status_problems(outcome)
         if outcome.code == grpc.StatusCode.OK:
             self.known.learn(method_name, payloads, outcome.responses)
-        if must_leave_db_unchanged(outcome, payloads) and self.db.digest() != before:
+        if must_leave_db_unchanged(outcome, payloads) and self.db.changed_since_before():
             problems.append(f"{outcome.code.name} ({outcome.reason}) changed the database")
+        self.db.release_before()
         if not await serving(self.paygrid.channel):
             problems.append("the server no longer answers health checks SERVING")
         assert not problems, problems
         return outcome
 
 
-async def _hostile(paygrid) -> Hostile:
-    """Made on a test's first example: a payment and a batch the requests can name."""
-    if getattr(paygrid, "hostile", None) is None:
-        payment = (await paygrid.stub.Pay(pay_request("known-1", leg(), leg()))).payment
-        reply = await submit(batch_grpc.BatchServiceStub(paygrid.channel),
-                             header("known-batch"), chunk(tx("r1"), tx("r2")))
-        assert reply.summary.counts.succeeded == 2
-        paygrid.hostile = Hostile(paygrid, Known(payment_ids=[payment.payment_id],
-                                                 batch_ids=["known-batch"]))
-    return paygrid.hostile
+@pytest.fixture
+async def hostile(paygrid) -> AsyncIterator[Hostile]:
+    """For all of a test's examples: a payment and a batch requests can name."""
+    payment = (await paygrid.stub.Pay(pay_request("known-1", leg(), leg()))).payment
+    reply = await submit(batch_grpc.BatchServiceStub(paygrid.channel),
+                         header("known-batch"), chunk(tx("r1"), tx("r2")))
+    assert reply.summary.counts.succeeded == 2
+    made = Hostile(paygrid, Known(payment_ids=[payment.payment_id], batch_ids=["known-batch"]))
+    yield made
+    made.db.close()
 
 
 UNARY = [m.name for m in METHODS if not m.request_streaming]
@@ -101,8 +104,7 @@ UNARY = [m.name for m in METHODS if not m.request_streaming]
 @FAST
 @given(data=st.data())
 async def test_any_request_gets_a_proper_status_and_a_refusal_changes_nothing(
-        paygrid, method_name, data) -> None:
-    hostile = await _hostile(paygrid)
+        hostile, method_name, data) -> None:
     method = METHODS_BY_NAME[method_name]
     messages = data.draw(requests_for(method, hostile.strategies), label="request")
     await hostile.call(method_name, [m.SerializeToString() for m in messages])
@@ -111,8 +113,7 @@ async def test_any_request_gets_a_proper_status_and_a_refusal_changes_nothing(
 @FAST_STREAMS
 @given(data=st.data())
 async def test_any_batch_stream_gets_a_proper_status_and_a_refused_header_changes_nothing(
-        paygrid, data) -> None:
-    hostile = await _hostile(paygrid)
+        hostile, data) -> None:
     messages = data.draw(hostile.strategies.batch_stream(), label="stream")
     await hostile.call("SubmitBatch", [m.SerializeToString() for m in messages])
 
@@ -121,8 +122,7 @@ async def test_any_batch_stream_gets_a_proper_status_and_a_refused_header_change
 @FAST
 @given(data=st.data())
 async def test_malformed_bytes_are_invalid_argument_never_unknown(
-        paygrid, method_name, data) -> None:
-    hostile = await _hostile(paygrid)
+        hostile, method_name, data) -> None:
     method = METHODS_BY_NAME[method_name]
     raw = data.draw(malformed_bytes(method.request, hostile.strategies.request(method)),
                     label="bytes")
@@ -132,8 +132,7 @@ async def test_malformed_bytes_are_invalid_argument_never_unknown(
 @FAST_STREAMS
 @given(data=st.data())
 async def test_malformed_bytes_in_a_batch_stream_are_refused_never_unknown(
-        paygrid, data) -> None:
-    hostile = await _hostile(paygrid)
+        hostile, data) -> None:
     bad = malformed_bytes(batch_pb.SubmitBatchRequest,
                           hostile.strategies.batch_stream().map(lambda s: s[-1]))
     good_header = st.builds(lambda: header(hostile.known.fresh("raw")).SerializeToString())
@@ -227,6 +226,20 @@ async def test_a_transaction_with_an_invalid_timestamp_is_rejected_and_the_batch
     assert {r.reference for r in reply.rejected} == {"ts-1", "ts-2"}
     assert all(r.failure.reason == "INVALID_ITEM" and "requested_at" in r.failure.message
                for r in reply.rejected)
+
+
+async def test_a_huge_minor_units_with_control_totals_is_a_proper_status(paygrid) -> None:
+    """Was INTERNAL: the control sum scaled the amount by the client's
+    minor_units (any uint32) and Decimal.scaleb raised InvalidOperation."""
+    first = header("b-scale")
+    first.header.control_item_count = 1
+    first.header.control_sum = "1"
+    item = tx("scale-1", currency="USD")
+    item.amount.minor_units = 2**32 - 1
+    outcome = await send(paygrid.channel, METHODS_BY_NAME["SubmitBatch"],
+                         [first.SerializeToString(), chunk(item).SerializeToString()],
+                         timeout_s=20)
+    assert status_problems(outcome) == [], outcome.details
 
 
 async def test_a_bug_while_receiving_items_ends_the_stream_and_leaves_the_batch_resumable(
@@ -326,3 +339,25 @@ def test_every_request_field_gets_values() -> None:
 
         draw()
     assert every_request_field() - seen == set()
+
+
+def test_the_database_probe_sees_a_change_and_ignores_a_heartbeat(tmp_path) -> None:
+    path = tmp_path / "probe.sqlite3"
+    with sqlite3.connect(path) as writer:
+        writer.execute("PRAGMA journal_mode=WAL")
+        writer.execute("CREATE TABLE payments (payment_id TEXT, status TEXT)")
+        writer.execute("CREATE TABLE batch_replicas (replica TEXT, seen_at_us INTEGER)")
+        writer.execute("INSERT INTO payments VALUES ('pay_1', 'SUCCEEDED')")
+    db = Database(path)
+    try:
+        for sql, changed in [("UPDATE batch_replicas SET seen_at_us = 2", False),
+                             ("INSERT INTO batch_replicas VALUES ('r', 1)", False),
+                             ("UPDATE payments SET status = 'SUCCEEDED'", False),
+                             ("UPDATE payments SET status = 'FAILED'", True),
+                             ("INSERT INTO payments VALUES ('pay_2', 'FAILED')", True)]:
+            db.mark_before()
+            with sqlite3.connect(path) as writer:
+                writer.execute(sql)
+            assert db.changed_since_before() is changed, sql
+    finally:
+        db.close()

@@ -1,6 +1,6 @@
 """Races: one batch resubmitted from several streams at once charges each
 item exactly once; a read made after a commit sees it, however many reads
-overlap. (Races on one Pay key are in test_idempotency.py, concurrent
+overlap; the resolver never redoes a payment that finished meanwhile. (Races on one Pay key are in test_idempotency.py, concurrent
 refunds in test_refunds.py.) Streams that find the batch still running get
 ABORTED with a RetryInfo and retry; once it is done, a resubmission gets the
 stored results as `already_processed`. The long version is
@@ -15,13 +15,15 @@ import grpc
 import pytest
 
 from paygrid.v1 import batch_service_pb2 as pb
+from paygrid.v1 import payment_service_pb2 as pay_pb
 from paygrid_server.domain import limits
 from paygrid_server.domain.money import Money
 from paygrid_server.domain.payment import Leg, LegRequest, Payment, PaymentMode
+from paygrid_server.storage.postgres_payment_store import PostgresPaymentStore
 from paygrid_server.storage.sqlite_database import SqliteDatabase
 from paygrid_server.storage.sqlite_payment_store import SqlitePaymentStore
 from tests.batch_client import BatchReply, batch_stub, chunk, header, open_stream, submit, tx
-from tests.conftest import channel, rich_status, slow
+from tests.conftest import channel, leg, pay_request, rich_status, slow
 from tests.ledger_check import assert_books_agree
 from tests.server_process import wait_for
 
@@ -139,3 +141,43 @@ async def test_sqlite_reads_see_every_commit_made_before_they_start(tmp_path) ->
         listing = False
         await asyncio.gather(*listers)
         await database.close()
+
+
+async def test_the_resolver_never_redoes_a_payment_that_finished_after_it_was_listed(
+        start_paygrid, monkeypatch) -> None:
+    # The resolver lists PROCESSING payments, then skips those still running.
+    # A payment that finishes between the two was taken for abandoned, and
+    # its stale copy (PENDING legs) settled and completed a second time.
+    paygrid = await start_paygrid(recovery_interval_ms=20)
+    listed_running = asyncio.Event()
+    may_go_on = asyncio.Event()
+    passes_after = 0
+
+    def slowed(list_processing_payments):
+        async def list_then_wait(self):
+            nonlocal passes_after
+            payments = await list_processing_payments(self)
+            if may_go_on.is_set():
+                passes_after += 1
+            elif any(p.idempotency_key == "k-listed" for p in payments):
+                listed_running.set()
+                await may_go_on.wait()
+            return payments
+        return list_then_wait
+
+    for store in (SqlitePaymentStore, PostgresPaymentStore):
+        monkeypatch.setattr(store, "list_processing_payments",
+                            slowed(store.list_processing_payments))
+    card = paygrid.simulator("card")
+    card.faults.hold_charges()
+    call = asyncio.ensure_future(paygrid.stub.Pay(pay_request("k-listed", leg()), timeout=30))
+    await asyncio.wait_for(listed_running.wait(), 30)  # listed while it runs
+    card.faults.release_charges()
+    answered = (await call).payment
+    assert answered.status == pay_pb.PAYMENT_STATUS_SUCCEEDED
+    may_go_on.set()
+    await wait_for(lambda: passes_after >= 1, "the resolver's next pass", timeout_s=30)
+    stored = (await paygrid.stub.GetPayment(
+        pay_pb.GetPaymentRequest(payment_id=answered.payment_id))).payment
+    assert stored == answered  # not completed a second time
+    assert_books_agree(paygrid)

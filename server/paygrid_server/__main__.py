@@ -1,5 +1,6 @@
 """paygrid-server: `serve` runs the gRPC server until SIGTERM or SIGINT;
-`check-config` prints the effective configuration; `new-api-key` makes a key."""
+`check-config` prints the effective configuration; `reconcile` compares
+paygrid's records with the channels'; `new-api-key` makes a key."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from paygrid_server.api_keys import TENANT_ID_PATTERN, api_key_sha256, new_api_k
 from paygrid_server.app import PaygridApp
 from paygrid_server.config import API_KEYS_ENV, SETTINGS, ConfigError, ServerConfig, load_config
 from paygrid_server.logging_setup import configure_logging
+from paygrid_server.reconciliation_command import run_reconciliation
 from paygrid_server.storage.postgres_database import PostgresUnavailable
 
 
@@ -88,6 +90,10 @@ def main() -> None:
     check = commands.add_parser("check-config",
                                 help="validate the configuration and print it as JSON")
     _add_config_options(check)
+    reconcile = commands.add_parser(
+        "reconcile", help="compare paygrid's records with each remote channel's own")
+    _add_config_options(reconcile)
+    reconcile.add_argument("--output", choices=["human", "json"], default="human")
     key = commands.add_parser("new-api-key", help="make an API key and print its config line")
     key.add_argument("--tenant", required=True)
     args = parser.parse_args()
@@ -102,6 +108,8 @@ def main() -> None:
         printed["postgres_dsn"] = config.postgres_dsn and config.database_shown  # no password
         print(json.dumps(printed, indent=2))
         return
+    if args.command == "reconcile":
+        sys.exit(run_reconciliation(config, args.output))
     configure_logging(args.log_level)
     try:
         asyncio.run(_serve(config))

@@ -58,6 +58,8 @@ def charge_record(charge: pb.Charge) -> ChargeRecord:
         decline_code=charge.decline_code,
         decline_message=charge.decline_message,
         fenced=charge.status == pb.CHARGE_STATUS_VOIDED and not charge.HasField("amount"),
+        amount=Money(charge.amount.currency, charge.amount.amount_minor)
+        if charge.HasField("amount") else None,
     )
 
 
@@ -148,6 +150,19 @@ class GrpcPaymentChannel:
         response = await self._call(
             self._stub.GetCharge, pb.GetChargeRequest(idempotency_key=key), timeout_ms)
         return charge_record(response.charge)
+
+    async def list_charges(self, timeout_ms: int) -> list[ChargeRecord]:
+        """Every charge the channel holds (its settlement report), for
+        reconciliation; not part of the charging path, so not retried."""
+        try:
+            return [charge_record(charge)
+                    async for page in self._stub.ListCharges(pb.ListChargesRequest(),
+                                                             timeout=timeout_ms / 1_000)
+                    for charge in page.charges]
+        except grpc.aio.AioRpcError as error:
+            raise CALL_ERRORS.get(error.code(), ChannelUnavailable)(
+                f"channel {self.name!r}: ListCharges: {error.code().name}: "
+                f"{error.details()}") from error
 
     async def void(self, key: str, timeout_ms: int) -> ChargeRecord:
         response = await self._call(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Context, Decimal
 
 from paygrid_server.domain.currencies import minor_units
 from paygrid_server.domain.request_validation import MoneyInput
@@ -15,6 +15,9 @@ from paygrid_server.domain.request_validation import MoneyInput
 CONTROL_SUM_MAX_DIGITS = 18
 CONTROL_SUM_MAX_FRACTION_DIGITS = 17
 _PLAIN_DECIMAL = re.compile(r"(\d+)(?:\.(\d+))?")
+# Sums are exact: 5,000,000 int64 amounts at up to 18 decimals need about
+# 44 digits; the default context (28) would round them.
+_EXACT = Context(prec=64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +53,12 @@ def major_units(amount: MoneyInput) -> Decimal:
     without one counts as its minor units (such an item is rejected anyway)."""
     exponent = amount.minor_units if amount.minor_units is not None else (
         minor_units(amount.currency) or 0)
-    return Decimal(amount.amount_minor).scaleb(-exponent)
+    # minor_units is any uint32 as sent: past Decimal's exponent range scaleb
+    # raises InvalidOperation (the run failed, INTERNAL). No sum can show more
+    # digits than CONTROL_SUM_MAX_FRACTION_DIGITS, and such an item is
+    # rejected anyway (wrong minor units).
+    exponent = min(exponent, CONTROL_SUM_MAX_FRACTION_DIGITS + 1)
+    return Decimal(amount.amount_minor).scaleb(-exponent, _EXACT)
 
 
 class ControlTally:
@@ -63,7 +71,7 @@ class ControlTally:
     def add(self, amount: MoneyInput | None) -> None:
         self.item_count += 1
         if amount is not None:
-            self.amount_sum += major_units(amount)
+            self.amount_sum = _EXACT.add(self.amount_sum, major_units(amount))
 
     def mismatches(self, declared: ControlTotals) -> list[str]:
         found = []

@@ -53,6 +53,12 @@ class PaymentRecovery:
                 log.exception("recovery.pass_failed")
 
     async def _resolve(self, payment: Payment) -> None:
+        # Listed before an execution that was still running then ended: that
+        # copy is stale. Read it again now that this task holds the payment.
+        current = await self._store.get_payment(payment.payment_id)
+        if current is None or current.status.is_final:
+            return
+        payment = current
         bind_payment_ids(payment)
         unsettled = [leg for leg in payment.legs if not leg.status.is_settled]
         await asyncio.gather(*(self._settle_leg(payment, leg) for leg in unsettled))

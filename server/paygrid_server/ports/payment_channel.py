@@ -31,6 +31,7 @@ class ChargeRecord:
     decline_message: str = ""
     # VOIDED by a Void that came before any charge: no money ever moved.
     fenced: bool = False
+    amount: Money | None = None  # what was charged; None when fenced (or not told)
 
 
 class ChargeOrderLike(Protocol):

@@ -53,6 +53,7 @@ from paygrid_server.simulator.channel_ledger import (
 )
 
 NEVER_S = 3_600.0
+LIST_CHARGES_MAX_PAGE = 1_000
 REVERSAL_FAILS_ONCE_PREFIX = "reversal_fails_once_"
 
 T = TypeVar("T")
@@ -262,6 +263,17 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
             return pb.GetChargeResponse(charge=_charge_pb(self.ledger.get(request.idempotency_key)))
         except LedgerNotFound as error:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
+
+    async def ListCharges(self, request: pb.ListChargesRequest,
+                          context: grpc.aio.ServicerContext):
+        if request.page_size > LIST_CHARGES_MAX_PAGE:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"page_size {request.page_size}; at most {LIST_CHARGES_MAX_PAGE}")
+        page_size = request.page_size or LIST_CHARGES_MAX_PAGE
+        charges = list(self.ledger.charges.values())  # a snapshot: charging goes on meanwhile
+        for start in range(0, len(charges), page_size):
+            yield pb.ListChargesResponse(
+                charges=[_charge_pb(c) for c in charges[start:start + page_size]])
 
     async def Void(self, request: pb.VoidRequest, context: grpc.aio.ServicerContext):
         self._note_traceparent(context)

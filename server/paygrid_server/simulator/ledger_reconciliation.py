@@ -1,7 +1,9 @@
-"""Reconciles simulated channels' books with paygrid's database.
+"""Reconciles channels' books (a simulator's ledger, or what any channel's
+ListCharges returned) with paygrid's database.
 
 What an operator does with a channel's settlement report, as one check the
-fault tests and scripts/reliability_faults run after every scenario:
+fault tests and scripts/reliability_faults run after every scenario and
+`paygrid-server reconcile` runs against live channels:
   - every charge a channel holds money for belongs to a leg or batch item
     paygrid recorded as SUCCEEDED on that channel, with the same charge id,
     currency and amount ("nothing charged without a record");
@@ -21,11 +23,12 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
-from paygrid_server.ports.payment_channel import ChargeStatus
-from paygrid_server.simulator.channel_ledger import ChannelLedger, SimulatedCharge
+from paygrid_server.ports.payment_channel import ChargeRecord, ChargeStatus
+from paygrid_server.simulator.channel_ledger import SimulatedCharge
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +44,27 @@ class _Record:
     refund_pending_minor: int = 0
 
 
+class DifferenceKind(Enum):
+    EXTRA = "extra"  # the channel holds money paygrid has no success for
+    MISSING = "missing"  # paygrid holds a success the channel has no capture for
+    MISMATCHED = "mismatched"  # both hold it, with another amount, id or refund
+    UNSETTLED = "unsettled"  # paygrid has not finished it (only when asked to be settled)
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    kind: DifferenceKind
+    channel: str
+    detail: str
+
+    def __str__(self) -> str:
+        return self.detail
+
+
 @dataclass
 class Reconciliation:
     violations: list[str] = field(default_factory=list)
+    differences: list[Difference] = field(default_factory=list)
     captured_charges: int = 0  # charges holding money, over every channel
     recorded_successes: int = 0  # legs and batch items paygrid holds as SUCCEEDED
     unsettled: list[str] = field(default_factory=list)
@@ -52,12 +73,16 @@ class Reconciliation:
     def ok(self) -> bool:
         return not self.violations
 
+    def differ(self, kind: DifferenceKind, channel: str, detail: str) -> None:
+        self.differences.append(Difference(kind, channel, detail))
+        self.violations.append(detail)
+
     def __str__(self) -> str:
         return "\n".join(self.violations) or (
             f"ok: {self.captured_charges} charges held, {self.recorded_successes} recorded")
 
 
-def _holds_money(charge: SimulatedCharge) -> bool:
+def _holds_money(charge: SimulatedCharge | ChargeRecord) -> bool:
     return charge.status is ChargeStatus.CAPTURED and charge.amount is not None and \
         charge.refunded_minor < charge.amount.amount_minor
 
@@ -91,14 +116,24 @@ def _records(rows: Rows) -> tuple[dict[str, _Record], list[str]]:
     return records, unsettled
 
 
-def reconcile(rows: Rows, ledgers: Mapping[str, ChannelLedger],
+class ChannelBooks(Protocol):
+    """A channel's charges by paygrid's key: a simulator's ChannelLedger, or
+    what a channel's ListCharges returned (ChargeRecords)."""
+
+    @property
+    def charges(self) -> Mapping[str, SimulatedCharge | ChargeRecord]: ...
+
+
+def reconcile(rows: Rows, ledgers: Mapping[str, ChannelBooks],
               settled: bool = True) -> Reconciliation:
-    """Checks the ledgers (by channel name) against paygrid's database."""
+    """Checks the ledgers (by channel name) against paygrid's database.
+    `settled`: anything paygrid has not finished is a difference too; else
+    a charge held for a leg or item paygrid still settles is excused."""
     records, unsettled = _records(rows)
     result = Reconciliation(unsettled=unsettled)
-    problems = result.violations
     if settled:
-        problems += [f"unsettled: {what}" for what in unsettled]
+        for what in unsettled:
+            result.differ(DifferenceKind.UNSETTLED, "", f"unsettled: {what}")
 
     for channel, ledger in ledgers.items():
         for key, charge in list(ledger.charges.items()):
@@ -108,19 +143,22 @@ def reconcile(rows: Rows, ledgers: Mapping[str, ChannelLedger],
             result.captured_charges += 1
             assert charge.amount is not None
             if record is None:
-                problems.append(f"{channel}: charge {charge.charge_id} ({key}, "
-                                f"{charge.amount.amount_minor} {charge.amount.currency}) "
-                                "has no record in paygrid")
+                result.differ(DifferenceKind.EXTRA, channel,
+                              f"{channel}: charge {charge.charge_id} ({key}, "
+                              f"{charge.amount.amount_minor} {charge.amount.currency}) "
+                              "has no record in paygrid")
                 continue
             if record.status != "SUCCEEDED" or record.channel != channel:
                 if not (settled is False and record.status in ("UNKNOWN", "PROCESSING")):
-                    problems.append(f"{channel}: charge {charge.charge_id} holds money but "
-                                    f"paygrid holds {record.what} as {record.status} "
-                                    f"on {record.channel!r}")
+                    result.differ(DifferenceKind.EXTRA, channel,
+                                  f"{channel}: charge {charge.charge_id} holds money but "
+                                  f"paygrid holds {record.what} as {record.status} "
+                                  f"on {record.channel!r}")
                 continue
             if (record.channel_reference, record.currency, record.amount_minor) != (
                     charge.charge_id, charge.amount.currency, charge.amount.amount_minor):
-                problems.append(
+                result.differ(
+                    DifferenceKind.MISMATCHED, channel,
                     f"{channel}: charge {charge.charge_id} {charge.amount.amount_minor} "
                     f"{charge.amount.currency} but paygrid recorded {record.what} as "
                     f"{record.channel_reference} {record.amount_minor} {record.currency}")
@@ -135,12 +173,14 @@ def reconcile(rows: Rows, ledgers: Mapping[str, ChannelLedger],
         charge = ledger.charges.get(record.key)
         if charge is None or charge.status is not ChargeStatus.CAPTURED or \
                 charge.charge_id != record.channel_reference:
-            problems.append(f"{record.what} is SUCCEEDED on {record.channel!r} as "
-                            f"{record.channel_reference} but the channel holds "
-                            f"{'nothing' if charge is None else charge.status.value}")
+            result.differ(DifferenceKind.MISSING, record.channel,
+                          f"{record.what} is SUCCEEDED on {record.channel!r} as "
+                          f"{record.channel_reference} but the channel holds "
+                          f"{'nothing' if charge is None else charge.status.value}")
             continue
         low, high = record.refunded_minor, record.refunded_minor + record.refund_pending_minor
         if not low <= charge.refunded_minor <= high:
-            problems.append(f"{record.what}: the channel refunded {charge.refunded_minor}, "
-                            f"paygrid recorded {low} (+{high - low} pending)")
+            result.differ(DifferenceKind.MISMATCHED, record.channel,
+                          f"{record.what}: the channel refunded {charge.refunded_minor}, "
+                          f"paygrid recorded {low} (+{high - low} pending)")
     return result

@@ -14,12 +14,9 @@ from typing import NoReturn
 import grpc
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
-from paygrid_server.transport.status_errors import (
-    abort_with_status,
-    error_info,
-    packed_details,
-)
+from paygrid_server.transport.status_errors import error_info, packed_details
 
 SHED_METHOD_PREFIX = "/paygrid.v1."
 BATCH_STREAM_METHOD = "/paygrid.v1.BatchService/SubmitBatch"
@@ -35,6 +32,20 @@ class ConcurrencyLimit:
         self.max_in_progress = max_in_progress
         self.in_progress = 0
         self.shed_total = 0
+        # Built once: refusing must cost as little as possible, since an
+        # overloaded server refuses more calls than it serves.
+        self.shed_status = rpc_status.to_status(_shed_status(self))
+
+
+def _shed_status(limit: ConcurrencyLimit) -> status_pb2.Status:
+    delay = duration_pb2.Duration()
+    delay.FromMilliseconds(RETRY_SHED_CALL_AFTER_MS)
+    message = (f"server is at its limit of {limit.max_in_progress} {limit.name.replace('_', ' ')} "
+               "in progress; retry shortly (with the same idempotency key)")
+    return status_pb2.Status(
+        code=code_pb2.RESOURCE_EXHAUSTED, message=message, details=packed_details(
+            error_info("OVERLOADED", limit=limit.name),
+            error_details_pb2.RetryInfo(retry_delay=delay)))
 
 
 class LoadShedding:
@@ -52,11 +63,6 @@ class LoadShedding:
 
 
 async def abort_overloaded(context: grpc.aio.ServicerContext, limit: ConcurrencyLimit) -> NoReturn:
-    delay = duration_pb2.Duration()
-    delay.FromMilliseconds(RETRY_SHED_CALL_AFTER_MS)
-    message = (f"server is at its limit of {limit.max_in_progress} {limit.name.replace('_', ' ')} "
-               "in progress; retry shortly (with the same idempotency key)")
-    await abort_with_status(context, status_pb2.Status(
-        code=code_pb2.RESOURCE_EXHAUSTED, message=message, details=packed_details(
-            error_info("OVERLOADED", limit=limit.name),
-            error_details_pb2.RetryInfo(retry_delay=delay))))
+    status = limit.shed_status
+    await context.abort(status.code, status.details, status.trailing_metadata)
+    raise AssertionError("context.abort returns only by raising")
