@@ -11,7 +11,7 @@ import structlog
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from paygrid_server.api_keys import DEV_TENANT, ApiKeyRegistry
-from paygrid_server.channels.grpc_payment_channel import GrpcPaymentChannel
+from paygrid_server.channels.channel_from_config import grpc_channel_for
 from paygrid_server.channels.in_process_channel import InProcessPaymentChannel
 from paygrid_server.config import ServerConfig
 from paygrid_server.domain.batch_service import BatchService
@@ -44,7 +44,7 @@ from paygrid_server.transport.grpc_server import (
     start_grpc_server,
 )
 from paygrid_server.transport.load_shedding import LoadShedding
-from paygrid_server.tls_credentials import channel_credentials, server_credentials
+from paygrid_server.tls_credentials import server_credentials
 from paygrid_server.transport.payment_servicer import PaymentServicer
 
 log = structlog.get_logger("paygrid.app")
@@ -104,13 +104,8 @@ class PaygridApp:
                 server, simulator, port = await start_simulator(channel.name, channel.simulator)
                 simulators[channel.name] = (server, simulator)
                 target = f"127.0.0.1:{port}"
-            credentials = None
-            if channel.tls_ca_file is not None:
-                credentials = channel_credentials(channel.tls_ca_file, channel.tls_cert_file,
-                                                  channel.tls_key_file, f"channels.{channel.name}")
-            channels[channel.name] = GrpcPaymentChannel(
-                channel.name, target, credentials, channel.tls_server_name,
-                observability.channel_interceptors(channel.name))
+            channels[channel.name] = grpc_channel_for(
+                channel, target, observability.channel_interceptors(channel.name))
         breakers = {c.name: CircuitBreaker(config.breaker_failure_threshold,
                                            config.breaker_open_ms) for c in config.channels}
         observability.watch_circuit_breakers(breakers)
