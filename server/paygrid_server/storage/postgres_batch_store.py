@@ -28,48 +28,15 @@ from paygrid_server.domain.batch import (
     BatchItem,
     BatchItemStatus,
     BatchStatus,
-    FailurePolicy,
-    GroupingPolicy,
-    ItemResult,
 )
-from paygrid_server.domain.money import Money
-from paygrid_server.domain.payment import Failure, FailureReason
+from paygrid_server.domain.payment import Failure
 from paygrid_server.ports.batch_store import IngestOutcome
-from paygrid_server.storage.failure_columns import failure_columns, failure_from_columns
+from paygrid_server.storage.batch_item_ingest import sort_incoming
+from paygrid_server.storage.batch_rows import ITEM_COLUMNS as _ITEM_COLUMNS
+from paygrid_server.storage.batch_rows import batch_from_row as _batch
+from paygrid_server.storage.batch_rows import item_from_row as _item
+from paygrid_server.storage.failure_columns import failure_columns
 from paygrid_server.storage.postgres_database import PostgresDatabase
-
-_ITEM_COLUMNS = (
-    "seq, reference, payee, currency, amount_minor, requested_channel, requested_at_us, "
-    "channel, status, attempt, group_no, channel_reference, failure_reason, failure_message, "
-    "failure_decline_code")
-
-_ITEM_STATUS = {status.value: status for status in BatchItemStatus}
-
-
-def _batch(row: asyncpg.Record) -> Batch:
-    header = BatchHeader(row["batch_id"], row["payer"], GroupingPolicy(row["grouping"]),
-                         row["max_group_size"], row["parallelism"],
-                         failure_policy=FailurePolicy(row["failure_policy"]))
-    return Batch(
-        tenant_id=row["tenant_id"], batch_id=row["batch_id"], uid=row["uid"], header=header,
-        fingerprint=row["fingerprint"],
-        status=BatchStatus(row["status"]), submissions=row["submissions"],
-        created_at_us=row["created_at_us"], completed_at_us=row["completed_at_us"],
-        wall_us_before=row["wall_us_before"],
-        submission_started_at_us=row["submission_started_at_us"])
-
-
-def _item(row: asyncpg.Record) -> BatchItem:
-    """A row that starts with _ITEM_COLUMNS, unpacked by position."""
-    (seq, reference, payee, currency, amount_minor, requested_channel, requested_at_us, channel,
-     status, attempt, group_no, channel_reference, failure_reason, failure_message,
-     failure_decline_code, *_) = row
-    return BatchItem(
-        seq=seq, reference=reference, payee=payee, amount=Money(currency, amount_minor),
-        requested_channel=requested_channel, requested_at_us=requested_at_us, channel=channel,
-        status=_ITEM_STATUS[status], attempt=attempt, group_no=group_no,
-        channel_reference=channel_reference,
-        failure=failure_from_columns(failure_reason, failure_message, failure_decline_code))
 
 
 # Rows per statement: arrays have no parameter limit, but a bounded chunk
@@ -148,12 +115,6 @@ def _rows_touched(status: str) -> int:
     return int(status.rsplit(" ", 1)[1])
 
 
-# insert_items: a reference no stored item has; one an earlier item of the
-# same call took (stored or resent), so a second copy is a duplicate.
-_NOT_STORED = object()
-_TAKEN_NOW = object()
-
-
 class PostgresBatchStore:
     def __init__(self, database: PostgresDatabase) -> None:
         self._database = database
@@ -203,27 +164,7 @@ class PostgresBatchStore:
             for chunk in _chunks([item.reference for item in items]):
                 existing.update({row["reference"]: row for row in await db.fetch(
                     _STORED_BY_REFERENCE, batch_uid, chunk)})
-            fresh: list[BatchItem] = []
-            resent: list[int] = []
-            for item in items:
-                prior = existing.get(item.reference, _NOT_STORED)
-                if prior is _NOT_STORED:
-                    fresh.append(item)
-                    existing[item.reference] = _TAKEN_NOW
-                elif prior is _TAKEN_NOW or prior["submission"] == submission:
-                    outcome.refused.append(ItemResult(
-                        item.reference, BatchItemStatus.REJECTED, failure=Failure(
-                            FailureReason.DUPLICATE_REFERENCE,
-                            f"reference {item.reference!r} appears twice in this batch")))
-                elif prior["content_digest"] != item.content_digest():
-                    outcome.refused.append(ItemResult(
-                        item.reference, BatchItemStatus.REJECTED, failure=Failure(
-                            FailureReason.REFERENCE_CONFLICT,
-                            f"reference {item.reference!r} was first sent with other content")))
-                else:
-                    resent.append(prior["seq"])
-                    outcome.resent.append(_item(prior))
-                    existing[item.reference] = _TAKEN_NOW
+            fresh, resent = sort_incoming(items, existing, submission, outcome)
             for chunk in _chunks(fresh):
                 columns = _columns([
                     (i.seq, i.reference, i.payee, i.amount.currency, i.amount.amount_minor,

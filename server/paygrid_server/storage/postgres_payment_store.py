@@ -26,56 +26,15 @@ from __future__ import annotations
 
 import json
 
-import asyncpg
-
 from paygrid_server.domain import clock, limits
 from paygrid_server.domain.money import Money
-from paygrid_server.domain.payment import (
-    ChargeAttempt,
-    Leg,
-    LegRequest,
-    LegStatus,
-    Payment,
-    PaymentMode,
-    PaymentStatus,
-)
+from paygrid_server.domain.payment import ChargeAttempt, Leg, Payment, PaymentStatus
 from paygrid_server.domain.refund import Refund, RefundLeg, RefundStatus
 from paygrid_server.ports.payment_store import PageCursor, RefundExceedsRefundable
 from paygrid_server.storage.failure_columns import failure_columns, failure_from_columns
+from paygrid_server.storage.payment_rows import leg_from_row as _leg
+from paygrid_server.storage.payment_rows import payment_from_row as _payment
 from paygrid_server.storage.postgres_database import PostgresDatabase
-
-
-def _leg(row: asyncpg.Record) -> Leg:
-    return Leg(
-        index=row["leg_index"],
-        request=LegRequest(row["payee"], Money(row["currency"], row["amount_minor"]),
-                           row["requested_channel"], row["reference"]),
-        status=LegStatus(row["status"]),
-        channel=row["channel"],
-        channel_reference=row["channel_reference"],
-        failure=failure_from_columns(row["failure_reason"], row["failure_message"], row["failure_decline_code"]),
-        attempts=row["attempts"],
-        latency_us=row["latency_us"],
-        refunded_minor=row["refunded_minor"],
-        refund_pending_minor=row["refund_pending_minor"],
-    )
-
-
-def _payment(row: asyncpg.Record, legs: list[Leg]) -> Payment:
-    return Payment(
-        payment_id=row["payment_id"],
-        tenant_id=row["tenant_id"],
-        idempotency_key=row["idempotency_key"],
-        fingerprint=row["fingerprint"],
-        payer=row["payer"],
-        mode=PaymentMode(row["mode"]),
-        legs=legs,
-        metadata=json.loads(row["metadata_json"]),
-        received_at_us=row["received_at_us"],
-        status=PaymentStatus(row["status"]),
-        failure=failure_from_columns(row["failure_reason"], row["failure_message"], row["failure_decline_code"]),
-        completed_at_us=row["completed_at_us"],
-    )
 
 
 # Longer than any call drives its payment or refund: the leg budget, then

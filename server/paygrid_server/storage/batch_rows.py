@@ -1,0 +1,51 @@
+"""Batch and batch item rows as domain objects, the same for every engine."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from paygrid_server.domain.batch import (
+    Batch,
+    BatchHeader,
+    BatchItem,
+    BatchItemStatus,
+    BatchStatus,
+    FailurePolicy,
+    GroupingPolicy,
+)
+from paygrid_server.domain.money import Money
+from paygrid_server.storage.failure_columns import failure_from_columns
+
+ITEM_COLUMNS = (
+    "seq, reference, payee, currency, amount_minor, requested_channel, requested_at_us, "
+    "channel, status, attempt, group_no, channel_reference, failure_reason, failure_message, "
+    "failure_decline_code")
+
+_ITEM_STATUS = {status.value: status for status in BatchItemStatus}
+
+
+def batch_from_row(row: Mapping[str, Any]) -> Batch:
+    header = BatchHeader(row["batch_id"], row["payer"], GroupingPolicy(row["grouping"]),
+                         row["max_group_size"], row["parallelism"],
+                         failure_policy=FailurePolicy(row["failure_policy"]))
+    return Batch(
+        tenant_id=row["tenant_id"], batch_id=row["batch_id"], uid=row["uid"], header=header,
+        fingerprint=row["fingerprint"],
+        status=BatchStatus(row["status"]), submissions=row["submissions"],
+        created_at_us=row["created_at_us"], completed_at_us=row["completed_at_us"],
+        wall_us_before=row["wall_us_before"],
+        submission_started_at_us=row["submission_started_at_us"])
+
+
+def item_from_row(row: Sequence[Any]) -> BatchItem:
+    """A row that starts with ITEM_COLUMNS. Unpacked by position: three
+    times cheaper than by name, per item read."""
+    (seq, reference, payee, currency, amount_minor, requested_channel, requested_at_us, channel,
+     status, attempt, group_no, channel_reference, failure_reason, failure_message,
+     failure_decline_code, *_) = row
+    return BatchItem(
+        seq=seq, reference=reference, payee=payee, amount=Money(currency, amount_minor),
+        requested_channel=requested_channel, requested_at_us=requested_at_us, channel=channel,
+        status=_ITEM_STATUS[status], attempt=attempt, group_no=group_no,
+        channel_reference=channel_reference,
+        failure=failure_from_columns(failure_reason, failure_message, failure_decline_code))
