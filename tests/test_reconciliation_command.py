@@ -96,3 +96,11 @@ async def test_a_channel_that_cannot_be_reached_is_exit_code_2(paygrid, tmp_path
     code, out = await _reconcile(config)
     assert code == 2
     assert "card" in out and "ListCharges" in out
+
+
+async def test_nothing_to_reconcile_is_not_a_clean_bill(paygrid, tmp_path) -> None:
+    # No channel with a target: the default simulators live inside the server.
+    config = write_config(tmp_path / "reconcile.toml", free_port(), paygrid.database, {})
+    code, out = await _reconcile(config)
+    assert code == 2
+    assert "no channel could be reconciled" in out and out.count("SKIPPED") == 3

@@ -3,7 +3,8 @@ channel's own (its ListCharges settlement report), as an operator runs it
 daily. Reports charges a channel holds that paygrid has no success for
 (extra), successes a channel has no capture for (missing) and both holding
 another amount, charge id or refund (mismatched). Exit 0: no difference;
-1: differences; 2: a channel or the database could not be read.
+1: differences; 2: a channel or the database could not be read, or no
+channel can be asked (all are simulators inside the server process).
 """
 
 from __future__ import annotations
@@ -69,6 +70,11 @@ def run_reconciliation(config: ServerConfig, output: str) -> int:
         books, skipped = asyncio.run(channel_books(config))
     except ChannelCallError as error:
         print(f"paygrid-server reconcile: {error}", file=sys.stderr)
+        return 2
+    if not books:
+        for line in skipped:
+            print(f"SKIPPED    {line}")
+        print("paygrid-server reconcile: no channel could be reconciled", file=sys.stderr)
         return 2
     rows = postgres_rows(config.postgres_dsn) if config.postgres_dsn else sqlite_rows(
         config.database_path)
