@@ -84,6 +84,7 @@ async def test_calls_get_unavailable_while_postgres_is_gone_and_work_after(
         assert raised.value.code() == grpc.StatusCode.UNAVAILABLE, raised.value.details()
         info = rich_status(raised.value)["ErrorInfo"]
         assert (info.reason, info.metadata["fault"]) == ("STORAGE_UNAVAILABLE", "UNREACHABLE")
+        assert rich_status(raised.value)["RetryInfo"].retry_delay.ToMilliseconds() == 1_000
     assert len(paygrid.captured_everywhere()) == 1  # nothing charged while it was gone
 
     await proxy.open()  # the same port again: PostgreSQL is back

@@ -113,6 +113,7 @@ def assert_storage_unavailable(error: grpc.aio.AioRpcError, fault: str, words: s
     assert error.code() == grpc.StatusCode.UNAVAILABLE, (error.code(), error.details())
     info = rich_status(error)["ErrorInfo"]
     assert (info.reason, info.metadata["fault"]) == ("STORAGE_UNAVAILABLE", fault)
+    assert rich_status(error)["RetryInfo"].retry_delay.ToMilliseconds() == 1_000
     assert words in error.details(), error.details()
 
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 from typing import NoReturn
 
 import grpc
-from google.protobuf import duration_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import code_pb2, status_pb2
 from grpc_status import rpc_status
 
-from paygrid_server.transport.status_errors import error_info, packed_details
+from paygrid_server.transport.status_errors import error_info, packed_details, retry_info
 
 SHED_METHOD_PREFIX = "/paygrid.v1."
 BATCH_STREAM_METHOD = "/paygrid.v1.BatchService/SubmitBatch"
@@ -38,14 +37,12 @@ class ConcurrencyLimit:
 
 
 def _shed_status(limit: ConcurrencyLimit) -> status_pb2.Status:
-    delay = duration_pb2.Duration()
-    delay.FromMilliseconds(RETRY_SHED_CALL_AFTER_MS)
     message = (f"server is at its limit of {limit.max_in_progress} {limit.name.replace('_', ' ')} "
                "in progress; retry shortly (with the same idempotency key)")
     return status_pb2.Status(
         code=code_pb2.RESOURCE_EXHAUSTED, message=message, details=packed_details(
             error_info("OVERLOADED", limit=limit.name),
-            error_details_pb2.RetryInfo(retry_delay=delay)))
+            retry_info(RETRY_SHED_CALL_AFTER_MS)))
 
 
 class LoadShedding:

@@ -28,6 +28,15 @@ from paygrid_server.domain.errors import (
 from paygrid_server.ports.storage_errors import StorageUnavailable
 
 ERROR_DOMAIN = "paygrid"
+# Storage faults pass (a lock freed, space made, a database back) in seconds
+# or need a person; a client retrying sooner than this only adds load.
+RETRY_STORAGE_AFTER_MS = 1_000
+
+
+def retry_info(after_ms: int) -> error_details_pb2.RetryInfo:
+    delay = duration_pb2.Duration()
+    delay.FromMilliseconds(after_ms)
+    return error_details_pb2.RetryInfo(retry_delay=delay)
 
 
 def packed_details(*details: Any) -> list[any_pb2.Any]:
@@ -63,12 +72,10 @@ def status_for(error: DomainError) -> status_pb2.Status:
         return status_pb2.Status(code=code_pb2.FAILED_PRECONDITION, message=message,
                                  details=packed_details(error_info("IDEMPOTENCY_CONFLICT"), precondition))
     if isinstance(error, RequestInProgress):
-        delay = duration_pb2.Duration()
-        delay.FromMilliseconds(error.retry_after_ms)
         return status_pb2.Status(
             code=code_pb2.ABORTED, message=message,
             details=packed_details(error_info("REQUEST_IN_PROGRESS"),
-                            error_details_pb2.RetryInfo(retry_delay=delay)))
+                                   retry_info(error.retry_after_ms)))
     if isinstance(error, PreconditionFailed):
         precondition = error_details_pb2.PreconditionFailure(violations=[
             error_details_pb2.PreconditionFailure.Violation(
@@ -80,7 +87,8 @@ def status_for(error: DomainError) -> status_pb2.Status:
         # the caller's quota, and retrying the same key later is safe (clients
         # retry UNAVAILABLE with backoff). ErrorInfo.metadata["fault"] says which.
         return status_pb2.Status(code=code_pb2.UNAVAILABLE, message=message, details=packed_details(
-            error_info("STORAGE_UNAVAILABLE", fault=error.fault.value)))
+            error_info("STORAGE_UNAVAILABLE", fault=error.fault.value),
+            retry_info(RETRY_STORAGE_AFTER_MS)))
     if isinstance(error, DeadlineTooShort):
         return status_pb2.Status(code=code_pb2.DEADLINE_EXCEEDED, message=message,
                                  details=packed_details(error_info("DEADLINE_TOO_SHORT")))
