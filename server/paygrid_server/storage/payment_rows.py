@@ -1,11 +1,11 @@
-"""Payment and leg rows as domain objects, the same for every engine (rows
+"""Payment, leg and refund rows as domain objects, the same for every engine (rows
 are read by column name: sqlite3.Row, aiosqlite.Row and asyncpg.Record all
 allow it)."""
 
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from paygrid_server.domain.money import Money
 from paygrid_server.domain.payment import (
@@ -16,6 +16,7 @@ from paygrid_server.domain.payment import (
     PaymentMode,
     PaymentStatus,
 )
+from paygrid_server.domain.refund import Refund, RefundLeg, RefundStatus
 from paygrid_server.storage.failure_columns import failure_from_columns
 
 Row = Mapping[str, Any]
@@ -54,3 +55,17 @@ def payment_from_row(row: Row, legs: list[Leg]) -> Payment:
                                      row["failure_decline_code"]),
         completed_at_us=row["completed_at_us"],
     )
+
+
+def refund_from_rows(row: Row, leg_rows: Iterable[Row]) -> Refund:
+    legs = [RefundLeg(
+        leg_index=leg["leg_index"], amount=Money(leg["currency"], leg["amount_minor"]),
+        channel=leg["channel"], status=RefundStatus(leg["status"]),
+        channel_reference=leg["channel_reference"],
+        failure=failure_from_columns(leg["failure_reason"], leg["failure_message"], None),
+    ) for leg in leg_rows]
+    return Refund(
+        refund_id=row["refund_id"], payment_id=row["payment_id"],
+        idempotency_key=row["idempotency_key"], fingerprint=row["fingerprint"],
+        reason=row["reason"], legs=legs, created_at_us=row["created_at_us"],
+        status=RefundStatus(row["status"]))

@@ -27,13 +27,13 @@ from __future__ import annotations
 import json
 
 from paygrid_server.domain import clock, limits
-from paygrid_server.domain.money import Money
 from paygrid_server.domain.payment import ChargeAttempt, Leg, Payment, PaymentStatus
-from paygrid_server.domain.refund import Refund, RefundLeg, RefundStatus
+from paygrid_server.domain.refund import Refund, RefundStatus
 from paygrid_server.ports.payment_store import PageCursor, RefundExceedsRefundable
-from paygrid_server.storage.failure_columns import failure_columns, failure_from_columns
+from paygrid_server.storage.failure_columns import failure_columns
 from paygrid_server.storage.payment_rows import leg_from_row as _leg
 from paygrid_server.storage.payment_rows import payment_from_row as _payment
+from paygrid_server.storage.payment_rows import refund_from_rows
 from paygrid_server.storage.postgres_database import PostgresDatabase
 
 
@@ -230,17 +230,7 @@ class PostgresPaymentStore:
             leg_rows = await db.fetch(
                 "SELECT * FROM refund_legs WHERE refund_id = $1 ORDER BY leg_index",
                 row["refund_id"])
-        legs = [RefundLeg(
-            leg_index=leg["leg_index"], amount=Money(leg["currency"], leg["amount_minor"]),
-            channel=leg["channel"], status=RefundStatus(leg["status"]),
-            channel_reference=leg["channel_reference"],
-            failure=failure_from_columns(leg["failure_reason"], leg["failure_message"], None),
-        ) for leg in leg_rows]
-        return Refund(
-            refund_id=row["refund_id"], payment_id=row["payment_id"],
-            idempotency_key=row["idempotency_key"], fingerprint=row["fingerprint"],
-            reason=row["reason"], legs=legs, created_at_us=row["created_at_us"],
-            status=RefundStatus(row["status"]))
+        return refund_from_rows(row, leg_rows)
 
     async def save_refund_outcome(self, refund: Refund) -> None:
         async with self._database.transaction() as db:
