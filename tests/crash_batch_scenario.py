@@ -27,9 +27,9 @@ from paygrid.type.v1 import money_pb2
 from paygrid.v1 import batch_service_pb2 as pb
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour
 from tests.batch_client import BatchReply, batch_stub, chunk, header
-from paygrid_server.simulator.ledger_reconciliation import Reconciliation, reconcile, sqlite_rows
+from paygrid_server.simulator.ledger_reconciliation import reconcile, sqlite_rows
 from tests.crash_rig import CrashRig, crash_rig
-from tests.exactly_once import ExactlyOnce, count_batch
+from tests.exactly_once import CrashRunVerdict, count_batch
 
 BATCH_ID = "crash-batch"
 CHANNELS = ("card", "wallet")
@@ -79,20 +79,12 @@ class BatchKill:
 
 
 @dataclass
-class BatchCrashRun:
+class BatchCrashRun(CrashRunVerdict):
     seed: int
     items: int
     planned: list[KillPoint]
     kills: list[BatchKill] = field(default_factory=list)
     submissions: int = 0
-    problems: list[str] = field(default_factory=list)  # protocol differences, not money
-    exactly_once: ExactlyOnce = field(default_factory=ExactlyOnce)  # the client's view
-    books: Reconciliation = field(default_factory=Reconciliation)  # the database's view
-    wall_s: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems and self.exactly_once.ok and self.books.ok
 
     @property
     def kill_count(self) -> int:
@@ -102,11 +94,8 @@ class BatchCrashRun:
 
     def describe(self) -> str:
         lines = [f"batch seed {self.seed}: {self.items:,} items, {self.submissions} submissions, "
-                 f"{self.wall_s:.1f} s; kills: " + "; ".join(map(str, self.kills)),
-                 "  " + self.exactly_once.describe().replace("\n", "\n  "),
-                 f"  books: {self.books}".replace("\n", "\n  ")]
-        lines += [f"  problem: {p}" for p in self.problems[:10]]
-        return "\n".join(lines)
+                 f"{self.wall_s:.1f} s; kills: " + "; ".join(map(str, self.kills))]
+        return "\n".join(lines + self.verdict_lines())
 
 
 def batch_transactions(items: int) -> list[pb.BatchTransaction]:

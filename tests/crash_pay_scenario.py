@@ -28,9 +28,9 @@ from paygrid.type.v1 import money_pb2
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour
-from paygrid_server.simulator.ledger_reconciliation import Reconciliation, reconcile, sqlite_rows
+from paygrid_server.simulator.ledger_reconciliation import reconcile, sqlite_rows
 from tests.crash_rig import CrashRig, crash_rig
-from tests.exactly_once import ExactlyOnce, count_payments
+from tests.exactly_once import CrashRunVerdict, count_payments
 
 CHANNELS = ("card", "wallet")
 CALL_TIMEOUT_S = 60
@@ -73,7 +73,7 @@ class PayKill:
 
 
 @dataclass
-class PayCrashRun:
+class PayCrashRun(CrashRunVerdict):
     seed: int
     payments: int
     planned: list[PlannedKill]
@@ -83,14 +83,6 @@ class PayCrashRun:
     errors_retried: Counter = field(default_factory=Counter)  # by gRPC code
     outcomes: Counter = field(default_factory=Counter)  # final payment statuses
     interrupted_legs: int = 0  # legs a crash failed before the channel charged them
-    problems: list[str] = field(default_factory=list)
-    exactly_once: ExactlyOnce = field(default_factory=ExactlyOnce)  # the clients' view
-    books: Reconciliation = field(default_factory=Reconciliation)  # the database's view
-    wall_s: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems and self.exactly_once.ok and self.books.ok
 
     @property
     def kill_count(self) -> int:
@@ -106,11 +98,8 @@ class PayCrashRun:
                  f"{self.attempts:,} calls, {self.wall_s:.1f} s; kills: "
                  + "; ".join(map(str, self.kills)),
                  f"  outcomes: {outcomes}; legs interrupted by a crash {self.interrupted_legs}; "
-                 f"retried: {retried or 'none'}",
-                 "  " + self.exactly_once.describe().replace("\n", "\n  "),
-                 f"  books: {self.books}".replace("\n", "\n  ")]
-        lines += [f"  problem: {p}" for p in self.problems[:10]]
-        return "\n".join(lines)
+                 f"retried: {retried or 'none'}"]
+        return "\n".join(lines + self.verdict_lines())
 
 
 def pay_requests(rng: random.Random, seed: int, payments: int) -> list[pb.PayRequest]:

@@ -24,6 +24,7 @@ from paygrid.v1 import batch_service_pb2 as batch_pb
 from paygrid.v1 import payment_service_pb2 as pay_pb
 from paygrid_server.ports.payment_channel import ChargeStatus
 from paygrid_server.simulator.channel_ledger import ChannelLedger, SimulatedCharge
+from paygrid_server.simulator.ledger_reconciliation import Reconciliation
 
 DECLINE_PREFIX = "decline_"
 
@@ -151,3 +152,23 @@ def _compare(count: ExactlyOnce, what: str, told: tuple[str, str, str, int],
     at_channel = (channel, charge.charge_id, charge.amount.currency, charge.amount.amount_minor)
     if told != at_channel:
         count.mismatched.append(f"{what}: told {told}, the channel has {at_channel}")
+
+
+@dataclass(kw_only=True)
+class CrashRunVerdict:
+    """What every crash run is judged by: the clients' view of exactly once,
+    the database against the channels' books, and protocol problems."""
+
+    problems: list[str] = field(default_factory=list)  # protocol differences, not money
+    exactly_once: ExactlyOnce = field(default_factory=ExactlyOnce)  # the clients' view
+    books: Reconciliation = field(default_factory=Reconciliation)  # the database's view
+    wall_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and self.exactly_once.ok and self.books.ok
+
+    def verdict_lines(self) -> list[str]:
+        lines = ["  " + self.exactly_once.describe().replace("\n", "\n  "),
+                 f"  books: {self.books}".replace("\n", "\n  ")]
+        return lines + [f"  problem: {p}" for p in self.problems[:10]]
