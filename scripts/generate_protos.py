@@ -20,8 +20,16 @@ PROTO_ROOT = ROOT / "protos"
 DEFAULT_OUT = ROOT / "gen" / "python"
 
 
+# protos/google holds copies of googleapis files, there only to be imported
+# (by protoc, buf and the Node client). Their Python modules come from
+# googleapis-common-protos (a dependency of grpcio-status), whose
+# descriptors the server already loads: a second generated copy would
+# clash with them.
+IMPORTED_ONLY = PROTO_ROOT / "google"
+
+
 def proto_files() -> list[Path]:
-    return sorted(PROTO_ROOT.rglob("*.proto"))
+    return sorted(p for p in PROTO_ROOT.rglob("*.proto") if not p.is_relative_to(IMPORTED_ONLY))
 
 
 def generate(out_dir: Path) -> None:

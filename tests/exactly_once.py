@@ -27,6 +27,7 @@ from paygrid_server.simulator.channel_ledger import ChannelLedger, SimulatedChar
 from paygrid_server.simulator.ledger_reconciliation import Reconciliation
 
 DECLINE_PREFIX = "decline_"
+DECLINE_REASONS = ("DECLINED", "INSUFFICIENT_FUNDS")  # both are declines
 
 
 @dataclass
@@ -86,7 +87,7 @@ def count_batch(sent: Iterable[batch_pb.BatchTransaction],
         if payee.startswith(DECLINE_PREFIX):
             if captures:
                 count.duplicated.append(f"{ref}: a declining payee was captured")
-            elif result is None or result.failure.reason != "DECLINED":
+            elif result is None or result.failure.reason not in DECLINE_REASONS:
                 count.mismatched.append(f"{ref}: declined, told {status}")
             continue
         if not captures:

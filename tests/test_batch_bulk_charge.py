@@ -65,7 +65,7 @@ async def test_declines_by_test_value_are_per_item_in_a_bulk_call(start_paygrid)
     results = reply.results
     assert [results[r].status for r in ("ok-1", "ok-2", "ok-3")] == [SUCCEEDED] * 3
     assert results["nsf"].status == FAILED and results["dnh"].status == FAILED
-    assert results["nsf"].failure.reason == "DECLINED"
+    assert results["nsf"].failure.reason == "INSUFFICIENT_FUNDS"
     assert results["nsf"].failure.decline_code == "insufficient_funds"
     assert results["dnh"].failure.decline_code == "do_not_honor"
     assert (reply.summary.counts.succeeded, reply.summary.counts.failed) == (3, 2)

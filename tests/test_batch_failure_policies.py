@@ -41,7 +41,7 @@ async def test_stop_on_first_failure_charges_nothing_after_it(paygrid) -> None:
     reply = await submit(stub, first, chunk(*items))
     stopped = (pb.BATCH_ITEM_STATUS_FAILED, "BATCH_STOPPED")
     assert _statuses(reply) == {"a-1": SUCCEEDED, "a-2": SUCCEEDED,
-                                "a-3": (pb.BATCH_ITEM_STATUS_FAILED, "DECLINED"),
+                                "a-3": (pb.BATCH_ITEM_STATUS_FAILED, "INSUFFICIENT_FUNDS"),
                                 "a-4": stopped, "a-5": stopped}
     assert "a-3" in reply.results["a-4"].failure.message
     assert sorted(c.payee for c in paygrid.captured_everywhere()) == ["payee_a-1", "payee_a-2"]

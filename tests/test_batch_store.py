@@ -79,7 +79,8 @@ async def test_group_marked_then_saved_item_by_item(store: BatchStore) -> None:
     for item in items:
         item.status, item.channel_reference = S.SUCCEEDED, f"ch_{item.seq}"
     items[4].status = S.FAILED
-    items[4].failure = Failure(FailureReason.DECLINED, "no funds", "insufficient_funds")
+    items[4].failure = Failure(FailureReason.INSUFFICIENT_FUNDS, "no funds",
+                               "insufficient_funds")
     items[299].status = S.UNKNOWN
     items[299].failure = Failure(FailureReason.OUTCOME_UNKNOWN, "no answer")
     group.completed_at_us = 25

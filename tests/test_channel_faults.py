@@ -176,7 +176,7 @@ async def test_all_or_nothing_compensation_completes_when_the_void_first_fails(
     card = paygrid.simulator("card")
     assert card.reversal_calls[key] == 2  # the void failed UNAVAILABLE, then went through
     assert payment.status == S.PAYMENT_STATUS_FAILED
-    assert payment.failure.reason == "DECLINED"
+    assert payment.failure.reason == "INSUFFICIENT_FUNDS"
     assert payment.failure.decline_code == "insufficient_funds"
     assert [l.status for l in payment.legs] == [S.LEG_STATUS_VOIDED, S.LEG_STATUS_FAILED]
     assert payment.legs[0].failure.reason == "OTHER_LEG_FAILED"

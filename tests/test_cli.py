@@ -87,7 +87,7 @@ async def test_a_declined_payment_exits_1_and_says_why(paygrid) -> None:
         f"127.0.0.1:{paygrid.app.port}", "pay", "--payer", PAYER,
         "--leg", "hotel_4711:EUR:100", "--leg", "decline_insufficient_funds:EUR:100")
     assert code == 1
-    assert "FAILED" in out and "DECLINED (insufficient_funds)" in out and "VOIDED" in out
+    assert "FAILED" in out and "INSUFFICIENT_FUNDS (insufficient_funds)" in out and "VOIDED" in out
 
 
 async def test_errors_go_to_stderr_with_field_violations_and_exit_2_or_3(paygrid) -> None:

@@ -59,7 +59,7 @@ async def test_all_or_nothing_voids_charged_legs_when_one_declines(paygrid) -> N
                           leg("flight_0001", "EUR", 5_000))
     payment = (await paygrid.stub.Pay(request, timeout=5)).payment
     assert payment.status == S.PAYMENT_STATUS_FAILED
-    assert payment.failure.reason == "DECLINED"
+    assert payment.failure.reason == "INSUFFICIENT_FUNDS"
     assert payment.failure.decline_code == "insufficient_funds"
     assert "leg 1" in payment.failure.message
     assert [l.status for l in payment.legs] == [

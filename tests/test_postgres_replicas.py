@@ -40,6 +40,7 @@ from paygrid_server.storage.postgres_payment_store import HANDOFF_AFTER_MS, Post
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
 from tests.conftest import channel, leg, money, pay_request, rich_status
 from tests.postgres_databases import postgres_rows, require_postgres
+from tests.server_process import wait_for
 
 REPLICAS = 2
 CAPTURED_MINOR = 1_000
@@ -186,8 +187,8 @@ async def test_two_servers_on_one_database_pay_once_per_key_and_refund_within_th
                                          for key, r in sent), return_exceptions=True)
         for key in keys:
             mine = [x for (k, _), x in zip(sent, answers) if k == key]
-            # A retry that meets the first execution in the same replica is
-            # ABORTED; one in the other replica gets the stored payment.
+            # A retry that meets the first execution, in either replica, is
+            # ABORTED; every other answer is the one payment.
             for x in mine:
                 if isinstance(x, grpc.aio.AioRpcError):
                     assert x.code() == grpc.StatusCode.ABORTED, x
@@ -213,6 +214,56 @@ async def test_two_servers_on_one_database_pay_once_per_key_and_refund_within_th
                       "WHERE payment_id = ?", (paid.payment.payment_id,)) == [(900, 0)]
     finally:
         await sim_server.stop(None)
+
+
+@pytest.mark.postgresql_only
+async def test_a_retry_on_another_replica_while_the_first_runs_is_aborted_not_run_again(
+        start_paygrid, postgres_databases) -> None:
+    sim_server, card, sim_port = await start_simulator("card", SimulatorBehaviour())
+    try:
+        dsn = await postgres_databases.create()
+        channels = (channel("card", target=f"127.0.0.1:{sim_port}", timeout_ms=20_000),)
+        a = await start_paygrid(channels, postgres_dsn=dsn)
+        b = await start_paygrid(channels, postgres_dsn=dsn)
+        card.faults.hold_charges()  # A's charge waits at the channel
+        request = pay_request("k-held")
+        first = asyncio.ensure_future(a.stub.Pay(request, timeout=30))
+        await wait_for(lambda: card.faults.charges_held == 1, "A's charge to reach the channel")
+        with pytest.raises(grpc.aio.AioRpcError) as retried:
+            await b.stub.Pay(request, timeout=10)
+        assert retried.value.code() == grpc.StatusCode.ABORTED, retried.value
+        details = rich_status(retried.value)
+        assert details["ErrorInfo"].reason == "REQUEST_IN_PROGRESS"
+        assert details["RetryInfo"].retry_delay.ToMilliseconds() > 0
+
+        card.faults.release_charges()
+        paid = (await first).payment
+        assert paid.status == pb.PAYMENT_STATUS_SUCCEEDED
+        assert (await b.stub.Pay(request, timeout=10)).payment == paid
+        assert card.ledger.charge_requests == {f"{paid.payment_id}.0": 1}
+    finally:
+        await sim_server.stop(None)
+
+
+@pytest.mark.postgresql_only
+async def test_a_retry_on_another_replica_gets_a_payment_whose_execution_ended_unresolved(
+        start_paygrid, postgres_databases) -> None:
+    """The other side of the rule above: once A stored an outcome it could
+    not finish (the channel vanished with the answer), nothing runs any more
+    and B answers the payment as stored, as A would."""
+    sim_server, card, sim_port = await start_simulator("card", SimulatorBehaviour())
+    dsn = await postgres_databases.create()
+    channels = (channel("card", target=f"127.0.0.1:{sim_port}", timeout_ms=5_000),)
+    a = await start_paygrid(channels, postgres_dsn=dsn)
+    b = await start_paygrid(channels, postgres_dsn=dsn)
+    request = pay_request("k-vanished", leg("hang_after_charge_1"))
+    first = asyncio.ensure_future(a.stub.Pay(request, timeout=30))
+    await wait_for(lambda: card.ledger.charges, "the charge to land")
+    await sim_server.stop(None)
+    unresolved = (await first).payment
+    assert unresolved.status == pb.PAYMENT_STATUS_PROCESSING
+    assert unresolved.legs[0].status == pb.LEG_STATUS_UNKNOWN
+    assert (await b.stub.Pay(request, timeout=10)).payment == unresolved
 
 
 @pytest.mark.postgresql_only

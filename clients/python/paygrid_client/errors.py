@@ -70,6 +70,16 @@ class PaygridError(Exception):
             found._read_details(status)
         return found
 
+    @classmethod
+    def from_status(cls, status: status_pb2.Status) -> "PaygridError":
+        """A result's `failure.status` (a leg's, a payment's, a batch item's)
+        read as a call error is: the same code, reason and retry delay."""
+        code = next((c for c in grpc.StatusCode if c.value[0] == status.code),
+                    grpc.StatusCode.UNKNOWN)
+        found = cls(code, status.message)
+        found._read_details(status)
+        return found
+
     def _read_details(self, status: status_pb2.Status) -> None:
         for packed in status.details:
             info = error_details_pb2.ErrorInfo()

@@ -26,6 +26,8 @@ PENDING = "PDNG"  # not final yet: import the same file again to finish it
 PARTIAL = "PART"  # group and block level: some accepted, some rejected
 
 # paygrid failure reasons (and decline codes) as ExternalStatusReason1Code.
+# Both reasons are declines (INSUFFICIENT_FUNDS: decline code insufficient_funds).
+_DECLINES = ("DECLINED", "INSUFFICIENT_FUNDS")
 _DECLINE_REASONS = {"insufficient_funds": "AM04", "account_closed": "AC04",
                     "invalid_account": "AC01"}
 _FAILURE_REASONS = {"DUPLICATE_REFERENCE": "AM05", "REFERENCE_CONFLICT": "AM05"}
@@ -49,7 +51,7 @@ class BlockOutcome:
 
 
 def reason_for(failure: batch_pb.Failure) -> StatusReason:
-    if failure.reason == "DECLINED":
+    if failure.reason in _DECLINES:
         code = _DECLINE_REASONS.get(failure.decline_code, NOT_SPECIFIED)
     elif failure.reason == "CONTROL_TOTALS_MISMATCH":
         code = "AM18" if " transactions" in failure.message else "AM10"

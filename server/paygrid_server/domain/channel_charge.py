@@ -98,13 +98,27 @@ async def charge_with_retries(
         timeout_ms, deadline_ms, "charge", on_try)
 
 
+# The channel decline code that gets a reason of its own: the one a payer
+# can act on (top up, pay another way) and clients ask to tell apart.
+INSUFFICIENT_FUNDS_CODE = "insufficient_funds"
+
+
+def decline_reason(decline_code: str) -> FailureReason:
+    """The reason for a decline with the channel's `decline_code`. Either
+    reason is a decline (an outcome): checks of what failed look at the
+    channel's ChargeStatus, never at this reason."""
+    if decline_code == INSUFFICIENT_FUNDS_CODE:
+        return FailureReason.INSUFFICIENT_FUNDS
+    return FailureReason.DECLINED
+
+
 def charge_failure(channel: str, record: ChargeRecord) -> Failure | None:
     """Why a channel's definitive record means no money moved; None if captured."""
     if record.status is ChargeStatus.CAPTURED:
         return None
     if record.status is ChargeStatus.DECLINED:
-        return Failure(FailureReason.DECLINED, record.decline_message or "declined by the channel",
-                       record.decline_code)
+        return Failure(decline_reason(record.decline_code),
+                       record.decline_message or "declined by the channel", record.decline_code)
     return Failure(FailureReason.CHANNEL_REJECTED, f"channel {channel!r} holds this charge as voided")
 
 

@@ -29,6 +29,10 @@ MAX_CHANNELS_PER_LEG = 3
 # Budget for a payment when the caller sets no deadline.
 DEFAULT_PAYMENT_BUDGET_MS = 10_000
 MAX_PAYMENT_BUDGET_MS = 60_000
+# Longer than any call drives its payment or refund: the leg budget, then
+# settlement and reversal calls (each bounded by its own timeout). Until then
+# a payment another replica stored may still be running there.
+HANDOFF_AFTER_MS = MAX_PAYMENT_BUDGET_MS + 30_000
 # Part of the caller's deadline kept back to persist and answer.
 RESPONSE_RESERVE_MS = 30
 # Below this much budget a payment is not started at all.

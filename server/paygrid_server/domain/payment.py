@@ -40,6 +40,7 @@ class LegStatus(enum.Enum):
 
 class FailureReason(enum.Enum):
     DECLINED = "DECLINED"
+    INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"  # a decline: the channel's code says no funds
     CHANNEL_TIMEOUT = "CHANNEL_TIMEOUT"
     CHANNEL_UNAVAILABLE = "CHANNEL_UNAVAILABLE"
     CIRCUIT_OPEN = "CIRCUIT_OPEN"

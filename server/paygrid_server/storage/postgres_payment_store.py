@@ -37,9 +37,7 @@ from paygrid_server.storage.payment_rows import refund_from_rows
 from paygrid_server.storage.postgres_database import PostgresDatabase
 
 
-# Longer than any call drives its payment or refund: the leg budget, then
-# settlement and reversal calls (each bounded by its own timeout).
-HANDOFF_AFTER_MS = limits.MAX_PAYMENT_BUDGET_MS + 30_000
+HANDOFF_AFTER_MS = limits.HANDOFF_AFTER_MS
 
 
 def _handoff_cutoff_us() -> int:

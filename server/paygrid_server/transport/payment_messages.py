@@ -11,6 +11,7 @@ from paygrid_server.domain.payment import Failure, Leg, Payment, PaymentMode
 from paygrid_server.domain.refund import Refund
 from paygrid_server.domain.refund_service import RefundInput, RefundLegInput
 from paygrid_server.domain.request_validation import LegInput, MoneyInput, PayInput
+from paygrid_server.transport.failure_status import failure_status
 
 _MODES = {
     pb.PAYMENT_MODE_UNSPECIFIED: None,
@@ -67,7 +68,7 @@ def failure_pb(failure: Failure | None) -> pb.Failure | None:
     if failure is None:
         return None
     return pb.Failure(reason=failure.reason.value, decline_code=failure.decline_code,
-                      message=failure.message)
+                      message=failure.message, status=failure_status(failure))
 
 
 def _leg_pb(leg: Leg) -> pb.PaymentLeg:
