@@ -32,7 +32,16 @@ from paygrid_server.domain.payment import (
     PaymentMode,
     PaymentStatus,
 )
+from paygrid_server.domain.errors import RequestInProgress
+from paygrid_server.domain.payment_service import InFlight
 from paygrid_server.domain.refund import Refund, RefundLeg, RefundStatus
+from paygrid_server.domain.refund_service import (
+    RefundInput,
+    RefundLegInput,
+    RefundService,
+    validate_refund,
+)
+from paygrid_server.domain.request_validation import MoneyInput
 from paygrid_server.ports.payment_store import RefundExceedsRefundable
 from paygrid_server.storage.postgres_batch_store import PostgresBatchStore
 from paygrid_server.storage.postgres_database import PostgresDatabase, PostgresLimits
@@ -141,6 +150,32 @@ async def test_one_refund_per_key_whichever_replica_takes_it(replicas) -> None:
 def _items(first_seq: int, references: range) -> list[BatchItem]:
     return [BatchItem(first_seq + n, f"ref-{r}", f"payee_{r}", Money("EUR", 100), "", None,
                       "card") for n, r in enumerate(references)]
+
+
+async def test_a_refund_retry_on_another_replica_while_it_may_still_run_is_aborted(
+        replicas) -> None:
+    _, databases = replicas
+    stores = [PostgresPaymentStore(d) for d in databases]
+    payment = await _captured_payment(stores[0])
+    asked = RefundInput(payment.payment_id, "refund-in-progress",
+                        [RefundLegInput(0, MoneyInput("EUR", 400, None))], "")
+    # Replica A stored the refund and is (as far as B can tell) charging it back now.
+    running = _refund(payment.payment_id, asked.idempotency_key, 400)
+    running.fingerprint = validate_refund(asked).fingerprint()
+    running.created_at_us = clock.now_us()
+    assert await stores[0].insert_refund(running) is None
+    on_a, on_b = (RefundService(store, {}, InFlight()) for store in stores)
+    with pytest.raises(RequestInProgress):
+        await on_b.refund("dev", asked)
+    # A's own refund, not running in A: its execution ended unresolved, so a
+    # retry there gets it as it stands, for the resolver to finish.
+    refund, _ = await on_a.refund("dev", asked)
+    assert (refund.refund_id, refund.status) == (running.refund_id, RefundStatus.PENDING)
+    # Past the hand-off, B's resolver takes it up: then B answers it as it stands too.
+    running.created_at_us = clock.now_us() - (HANDOFF_AFTER_MS + 1_000) * 1_000
+    assert not stores[1].may_be_running_elsewhere(running)
+    assert stores[1].may_be_running_elsewhere(
+        await stores[1].get_refund_by_key(payment.payment_id, asked.idempotency_key))
 
 
 async def test_batch_items_are_stored_once_whichever_replica_ingests_them(replicas) -> None:

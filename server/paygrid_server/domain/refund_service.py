@@ -106,6 +106,8 @@ class RefundService:
         if existing.status is RefundStatus.PENDING:
             existing = await self._store.get_refund_by_key(
                 payment.payment_id, request.idempotency_key) or existing
+            if self._store.may_be_running_elsewhere(existing):
+                raise RequestInProgress(request.idempotency_key, RETRY_IN_PROGRESS_AFTER_MS)
         return existing, await self._store.get_payment(payment.payment_id) or payment
 
     async def _start(self, refund: Refund, payment: Payment) -> Refund | None:

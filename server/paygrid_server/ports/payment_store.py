@@ -73,3 +73,9 @@ class PaymentStore(Protocol):
         ...
 
     async def list_pending_refunds(self) -> list[Refund]: ...
+
+    def may_be_running_elsewhere(self, refund: Refund) -> bool:
+        """Whether another replica may be executing this stored refund now:
+        it is PENDING, another replica stored it, and the hand-off time has
+        not passed. Always False for a store only one process opens."""
+        ...

@@ -220,6 +220,12 @@ class PostgresPaymentStore:
                 refunds.append(refund)
         return refunds
 
+    def may_be_running_elsewhere(self, refund: Refund) -> bool:
+        # The complement of what list_pending_refunds hands this replica.
+        return (refund.status is RefundStatus.PENDING
+                and refund.refund_id not in self._own_refunds
+                and refund.created_at_us >= _handoff_cutoff_us())
+
     async def _load_refund(self, sql: str, *params) -> Refund | None:
         async with self._database.transaction("repeatable_read", readonly=True) as db:
             row = await db.fetchrow(sql, *params)
