@@ -4,6 +4,9 @@ owns their start and stop order. The only module that knows them all."""
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import uuid
 from dataclasses import dataclass, field
 
 import grpc
@@ -14,7 +17,9 @@ from paygrid_server.api_keys import DEV_TENANT, ApiKeyRegistry
 from paygrid_server.channels.channel_from_config import grpc_channel_for
 from paygrid_server.channels.in_process_channel import InProcessPaymentChannel
 from paygrid_server.config import ServerConfig
+from paygrid_server.domain.batch_group_workers import BatchLeaseLimits, GroupWorkers
 from paygrid_server.domain.batch_service import BatchService
+from paygrid_server.domain.single_process_group_queue import SingleProcessGroupQueue
 from paygrid_server.domain.charge_settlement import ChargeSettlement
 from paygrid_server.domain.circuit_breaker import CircuitBreaker
 from paygrid_server.domain.leg_dispatch import LegDispatcher
@@ -25,6 +30,7 @@ from paygrid_server.domain.refund_service import RefundService
 from paygrid_server.domain.routing import ChannelRoute, Router
 from paygrid_server.observability.app_observability import AppObservability
 from paygrid_server.ports.batch_store import BatchStore
+from paygrid_server.ports.group_queue import GroupQueue
 from paygrid_server.ports.payment_channel import PaymentChannel
 from paygrid_server.ports.payment_store import PaymentStore
 from paygrid_server.simulator.channel_ledger import ChannelLedger
@@ -50,15 +56,22 @@ from paygrid_server.transport.payment_servicer import PaymentServicer
 log = structlog.get_logger("paygrid.app")
 
 
-async def open_storage(config: ServerConfig) -> tuple[Database, PaymentStore, BatchStore]:
-    """The engine `[server] database` names, migrated, and its two stores."""
+async def open_storage(
+    config: ServerConfig,
+) -> tuple[Database, PaymentStore, BatchStore, GroupQueue]:
+    """The engine `[server] database` names, migrated, its two stores and
+    where batch groups wait to be charged: PostgreSQL leases them to any
+    replica; SQLite (one process per file) keeps them in memory."""
     if config.postgres_dsn:
         limits = config.postgres
         postgres = await PostgresDatabase.open(config.postgres_dsn, PostgresLimits(
             limits.pool_max_connections, limits.statement_timeout_ms, limits.connect_timeout_ms))
-        return postgres, PostgresPaymentStore(postgres), PostgresBatchStore(postgres)
+        batch_store = PostgresBatchStore(postgres)
+        return postgres, PostgresPaymentStore(postgres), batch_store, batch_store
     sqlite = await SqliteDatabase.open(config.database_path)
-    return sqlite, SqlitePaymentStore(sqlite), SqliteBatchStore(sqlite)
+    sqlite_batches = SqliteBatchStore(sqlite)
+    return (sqlite, SqlitePaymentStore(sqlite), sqlite_batches,
+            SingleProcessGroupQueue(sqlite_batches))
 
 
 @dataclass
@@ -75,6 +88,7 @@ class PaygridApp:
     recovery_task: asyncio.Task | None = None
     load_shedding: LoadShedding | None = None
     observability: AppObservability | None = None
+    group_workers: GroupWorkers | None = None
 
     @property
     def port(self) -> int:
@@ -90,7 +104,7 @@ class PaygridApp:
                     span_exporter: SpanExporter | None = None) -> "PaygridApp":
         """`span_exporter` also gets every finished span (tests read spans there)."""
         observability = AppObservability(config.observability, span_exporter)
-        database, store, batch_store = await open_storage(config)
+        database, store, batch_store, group_queue = await open_storage(config)
         simulators: dict[str, tuple[grpc.aio.Server | None, ChannelSimulator]] = {}
         channels: dict[str, PaymentChannel] = {}
         for channel in config.channels:
@@ -120,7 +134,15 @@ class PaygridApp:
                                   completion, in_flight)
         refunds = RefundService(store, channels, in_flight)
         recovery = PaymentRecovery(store, settlement, completion, refunds, in_flight)
-        batches = BatchService(batch_store, router, channels, settlement, in_flight)
+        lease = BatchLeaseLimits(config.batch_group_workers, config.batch_lease_ms,
+                                 config.batch_lease_renew_every_ms, config.batch_claim_poll_ms,
+                                 config.batch_progress_poll_ms)
+        # This replica in leases: unique per process, readable in the database.
+        replica = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        group_workers = GroupWorkers(batch_store, group_queue, router, channels, settlement, replica,
+                                     lease)
+        batches = BatchService(batch_store, router, channels, settlement, in_flight,
+                               group_workers, lease)
 
         # Whatever a crash left unfinished is resolved before new traffic;
         # batches wait for their submitter to resubmit them.
@@ -149,12 +171,14 @@ class PaygridApp:
         app = cls(config, database, running, in_flight, channels, breakers, simulators)
         app.load_shedding = load_shedding
         app.observability = observability
+        app.group_workers = group_workers
+        await group_workers.start()
         app.recovery_task = asyncio.get_running_loop().create_task(
             recovery.run_periodically(config.recovery_interval_ms))
         log.info("server.started", listen=config.listen, port=running.port,
                  metrics_port=observability.metrics_port,
                  database=config.database_shown, recovered_payments=resolved,
-                 interrupted_batches=interrupted,
+                 interrupted_batches=interrupted, replica=replica,
                  channels={name: ch.target for name, ch in channels.items()})
         return app
 
@@ -172,6 +196,8 @@ class PaygridApp:
         grace_ends = asyncio.get_running_loop().time() + grace_s
         await self.grpc.server.stop(grace_s)
         await self.in_flight.drain(max(0.0, grace_ends - asyncio.get_running_loop().time()))
+        if self.group_workers:
+            await self.group_workers.stop(grace_ends - asyncio.get_running_loop().time())
         if self.recovery_task:
             self.recovery_task.cancel()
         for channel in self.channels.values():

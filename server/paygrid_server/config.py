@@ -111,6 +111,12 @@ class ServerConfig:
     # Load shedding: calls past these get RESOURCE_EXHAUSTED at once.
     max_concurrent_calls: int = 512
     max_concurrent_batch_streams: int = 16
+    # Batch groups are work units any replica claims (leases in the database):
+    batch_group_workers: int = 32  # groups this replica charges at once, all batches together
+    batch_lease_ms: int = 15_000  # a group or a batch stream not renewed this long is taken over
+    batch_lease_renew_every_ms: int = 5_000  # held leases are renewed this often (< lease / 2)
+    batch_claim_poll_ms: int = 100  # an idle replica looks for groups to claim this often
+    batch_progress_poll_ms: int = 100  # a stream looks for groups done by other replicas
     # Connections are closed after this age (with a grace for calls in
     # flight), so clients re-resolve and load spreads over new replicas.
     max_connection_age_ms: int = 300_000
@@ -217,6 +223,12 @@ SETTINGS = (
     _server("shutdown_drain_delay_ms", int, "PAYGRID_SHUTDOWN_DRAIN_DELAY_MS", check=_not_negative),
     _server("max_concurrent_calls", int, "PAYGRID_MAX_CONCURRENT_CALLS"),
     _server("max_concurrent_batch_streams", int, "PAYGRID_MAX_CONCURRENT_BATCH_STREAMS"),
+    _server("batch_group_workers", int, "PAYGRID_BATCH_GROUP_WORKERS", check=_positive),
+    _server("batch_lease_ms", int, "PAYGRID_BATCH_LEASE_MS", check=_positive),
+    _server("batch_lease_renew_every_ms", int, "PAYGRID_BATCH_LEASE_RENEW_EVERY_MS",
+            check=_positive),
+    _server("batch_claim_poll_ms", int, "PAYGRID_BATCH_CLAIM_POLL_MS", check=_positive),
+    _server("batch_progress_poll_ms", int, "PAYGRID_BATCH_PROGRESS_POLL_MS", check=_positive),
     _server("max_connection_age_ms", int, "PAYGRID_MAX_CONNECTION_AGE_MS"),
     _server("max_connection_age_grace_ms", int, "PAYGRID_MAX_CONNECTION_AGE_GRACE_MS"),
     _server("keepalive_time_ms", int, "PAYGRID_KEEPALIVE_TIME_MS"),
@@ -425,6 +437,11 @@ def _check_whole(config: ServerConfig) -> ServerConfig:
         path = getattr(tls, name)
         if path is not None and not path.is_file():
             raise ConfigError(f"tls.{name}: no such file {str(path)!r}")
+    if 2 * config.batch_lease_renew_every_ms > config.batch_lease_ms:
+        raise ConfigError(
+            f"server.batch_lease_renew_every_ms ({config.batch_lease_renew_every_ms}) must be at "
+            f"most half of server.batch_lease_ms ({config.batch_lease_ms}), so a live replica "
+            "renews its leases before they run out")
     return config
 
 

@@ -1,18 +1,22 @@
 """One submission of a batch, from header to summary.
 
     client messages -> inbox (bounded) -> ingest: validate, store, group
-      -> sealed groups (bounded queue) -> `parallelism` workers: charge the
-      group's items, store the group's results in one transaction -> outbox
+      -> sealed groups queued (at most 2 x parallelism unfinished; stored
+         QUEUED on PostgreSQL, in memory on SQLite: ports/group_queue.py)
+      -> group workers of any replica claim and charge them
+         (batch_group_workers.py) -> each group done, wherever -> outbox
 
 Every stage is bounded, so a fast client is slowed by gRPC flow control and
 memory stays flat whatever the batch size. The run is not the RPC: when the
 stream drops, groups already formed still finish and are stored; items not
-yet in a group wait, stored, for the batch to be resubmitted.
+yet in a group wait, stored, for the batch to be resubmitted. Groups done
+here are told at once; ones done by other replicas are found by polling.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import Mapping
 
 import structlog
@@ -29,7 +33,9 @@ from paygrid_server.domain.batch import (
     ItemResult,
 )
 from paygrid_server.domain.batch_control_totals import ControlTally
-from paygrid_server.domain.batch_failure_policy import GroupReversal, first_failure, stop
+from paygrid_server.domain.batch_failure_policy import GroupReversal, first_failure
+from paygrid_server.domain.batch_group_charging import GroupCharger
+from paygrid_server.domain.batch_group_workers import BatchLeaseLimits, GroupWorkers
 from paygrid_server.domain.batch_events import (
     BatchSummary,
     GroupCompleted,
@@ -40,26 +46,12 @@ from paygrid_server.domain.batch_events import (
 from paygrid_server.domain.batch_grouping import Grouper
 from paygrid_server.domain.batch_timing import batch_timing
 from paygrid_server.domain.batch_validation import TransactionInput, validate_transaction
-from paygrid_server.domain.channel_charge import (
-    ChargeOrder,
-    NoOutcome,
-    call_with_retries,
-    charge_and_settle,
-    charge_failure,
-)
 from paygrid_server.domain.charge_settlement import ChargeSettlement
-from paygrid_server.domain.circuit_breaker import CircuitBreaker
 from paygrid_server.domain.errors import DomainError, PreconditionFailed
 from paygrid_server.domain.payment import Failure, FailureReason, LegRequest
 from paygrid_server.domain.routing import Router
 from paygrid_server.ports.batch_store import BatchStore
-from paygrid_server.ports.payment_channel import (
-    MAX_CHARGES_PER_BATCH_CALL,
-    BulkChargeUnsupported,
-    ChargeRecord,
-    ChargeStatus,
-    PaymentChannel,
-)
+from paygrid_server.ports.payment_channel import PaymentChannel
 
 log = structlog.get_logger("paygrid.batches")
 
@@ -69,15 +61,27 @@ _ABORT = object()  # the stream is gone
 
 class BatchRun:
     def __init__(self, batch: Batch, header: BatchHeader, store: BatchStore, router: Router,
-                 channels: Mapping[str, PaymentChannel], settlement: ChargeSettlement) -> None:
+                 channels: Mapping[str, PaymentChannel], settlement: ChargeSettlement,
+                 workers: GroupWorkers, lease: BatchLeaseLimits) -> None:
         self.batch = batch
         self._header = header  # this submission's (group size and parallelism may change)
         self._store = store
         self._router = router
         self._channels = channels
         self._settlement = settlement
+        self._workers = workers
+        self._groups_queue = workers.queue
+        self._lease = lease
         self._inbox: asyncio.Queue = asyncio.Queue(limits.BATCH_INBOX_MESSAGES)
-        self._groups: asyncio.Queue = asyncio.Queue(header.parallelism)
+        # Groups this run tells (queued by it, or left unfinished by an
+        # earlier submission), and those of them not done yet.
+        self._told_by_group: set[int] = set()
+        self._unfinished: set[int] = set()
+        self._backlog_groups = 2 * header.parallelism
+        self._done_here: list[BatchGroup] = []
+        self._progress = asyncio.Event()  # a group was done here, or ingest ended
+        self._room = asyncio.Event()  # the backlog of unfinished groups shrank
+        self._ingest_over = False
         self.outbox = Outbox(2 * header.parallelism + 2)
         self._group_processing_us: list[int] = []
         self._items_final = 0
@@ -87,8 +91,6 @@ class BatchRun:
         # Why the stream must end with an error, for the transport to report.
         self.refusal: DomainError | None = None
         self.failure: BaseException | None = None
-        # Channels that answered ChargeBatch with UNIMPLEMENTED: charged per item.
-        self._per_item_channels: set[str] = set()
         # With control totals declared, items are stored but not grouped (so
         # not charged) until the stream has ended and its totals match.
         self._tally = ControlTally()
@@ -135,11 +137,34 @@ class BatchRun:
             self.failure = error
             raise
         finally:
+            try:
+                await self._groups_queue.release_submission(self.batch.uid, self._workers.owner)
+            except Exception:  # noqa: BLE001 - it expires after lease_ms anyway
+                log.warning("batch.submission_release_failed", exc_info=True)
             await self.outbox.close()  # the submitter always learns the stream is over
+
+    # -- what the group workers tell (GroupListener) --------------------------
+
+    def group_done(self, group: BatchGroup) -> None:
+        self._done_here.append(group)
+        self._progress.set()
+
+    def groups_changed(self) -> None:
+        if self._unfinished:
+            self._progress.set()  # look for groups done elsewhere now
+
+    def group_failed(self, group_no: int, error: BaseException) -> None:
+        if group_no in self._unfinished and self._worker_error is None:
+            self._worker_error = error
+            self._progress.set()
+            self._room.set()
 
     async def _run(self) -> None:
         structlog.contextvars.bind_contextvars(tenant_id=self.batch.tenant_id,
                                                batch_id=self.batch.batch_id)
+        # The stream's context (its trace span, its log fields): this
+        # replica's workers charge the run's groups under it.
+        self.context = contextvars.copy_context()
         started_us = clock.now_us()
         submission, next_seq, next_group_no = await self._store.start_submission(
             self.batch.uid, self._header, started_us)
@@ -149,14 +174,22 @@ class BatchRun:
         self._stored_items = counts.total
         if self._policy is FailurePolicy.STOP_ON_FIRST_FAILURE and (counts.failed
                                                                     or counts.rejected):
-            self._stopped_after = "an item failed in an earlier submission"
+            self._stopping("an item failed in an earlier submission")
         self._grouper = Grouper(self.batch.header.grouping, self._header.max_group_size,
                                 next_group_no)
         self._first_group_no = next_group_no
         log.info("batch.submission_started", submission=submission,
                  parallelism=self._header.parallelism,
                  max_group_size=self._header.max_group_size)
-        workers = [asyncio.create_task(self._work()) for _ in range(self._header.parallelism)]
+        if self._stopped_after is not None:
+            await self._groups_queue.stop_batch(self.batch.uid, self._stopped_after)
+        self._unfinished = set(await self._groups_queue.unfinished_groups(self.batch.uid))
+        self._told_by_group = set(self._unfinished)
+        self._workers.listen(self.batch.uid, self)
+        reporting = asyncio.create_task(self._report())
+        # Only a durable queue's submission lease expires (in memory: none).
+        renewing = (asyncio.create_task(self._renew_submission())
+                    if self._groups_queue.durable else None)
         try:
             await self._settle_interrupted_items()
             if not self._holding:
@@ -167,12 +200,26 @@ class BatchRun:
             if self._ended:
                 await self._store.set_status(self.batch.uid, BatchStatus.PROCESSING)
                 for group in self._grouper.seal_all():
-                    await self._groups.put(group)
+                    await self._queue(group)
+            self._ingest_over = True
+            self._progress.set()
+            await reporting
         finally:
-            for _ in workers:
-                await self._groups.put(None)
-            await asyncio.gather(*workers)
+            reporting.cancel()
+            if renewing is not None:
+                renewing.cancel()
+            self._workers.unlisten(self.batch.uid, self)
         await self._finish(started_us)
+
+    async def _renew_submission(self) -> None:
+        while True:
+            await asyncio.sleep(self._lease.renew_every_ms / 1_000)
+            try:
+                if not await self._groups_queue.renew_submission(
+                        self.batch.uid, self._workers.owner, self._lease.lease_ms):
+                    log.warning("batch.submission_lease_lost")
+            except Exception:  # noqa: BLE001 - tried again at the next renewal
+                log.warning("batch.submission_renewal_failed", exc_info=True)
 
     async def _check_control_totals(self) -> None:
         """Ends the hold: the stream's items are grouped when its totals
@@ -225,18 +272,30 @@ class BatchRun:
     # -- resuming an earlier submission -------------------------------------
 
     async def _settle_interrupted_items(self) -> None:
-        """Items a stopped server left mid-charge: ask their channel. Charged
-        stays charged; a fenced (never charged) one is charged again later
-        under a new attempt key. ALL_OR_NOTHING_PER_GROUP: an interrupted
-        group is reversed whole and charged again; pending reversals are
-        finished."""
-        whole_groups = self._policy is FailurePolicy.ALL_OR_NOTHING_PER_GROUP
+        """Items an earlier submission left with an unknown outcome: ask their
+        channel. Charged stays charged; a fenced (never charged) one is
+        charged again later under a new attempt key. Pending reversals
+        (ALL_OR_NOTHING_PER_GROUP) are finished.
+        Items left mid-charge (PROCESSING): with durable groups (PostgreSQL)
+        an unfinished group's items are not touched here, whoever claims
+        that group next settles them (batch_group_workers.py); with groups
+        in memory (SQLite, one process) no group outlives its server, so
+        they are settled here too, and ALL_OR_NOTHING_PER_GROUP reverses
+        such a group whole and charges it again."""
+        durable = self._groups_queue.durable
+        unsettled = ((BatchItemStatus.UNKNOWN,) if durable else
+                     (BatchItemStatus.PROCESSING, BatchItemStatus.UNKNOWN))
+        whole_groups = (not durable
+                        and self._policy is FailurePolicy.ALL_OR_NOTHING_PER_GROUP)
         after = 0
-        unsettled = (BatchItemStatus.PROCESSING, BatchItemStatus.UNKNOWN)
         gate = asyncio.Semaphore(limits.BATCH_ITEM_CONCURRENCY_PER_GROUP)
         while items := await self._store.items_after(self.batch.uid, after,
                                                      limits.BATCH_PAGE_ITEMS, unsettled):
             after = items[-1].seq
+            # An unfinished group's items are its claimant's to settle.
+            items = [i for i in items if i.group_no not in self._unfinished]
+            if not items:
+                continue
 
             async def settle(item: BatchItem) -> None:
                 async with gate:
@@ -248,7 +307,7 @@ class BatchRun:
                     item.status, item.attempt, item.group_no = (
                         BatchItemStatus.RECEIVED, item.attempt + 1, 0)
                 else:
-                    self._apply(item, record)
+                    GroupCharger.apply(item, record)
 
             pending = [i for i in items if i.failure is not None
                        and i.failure.reason is FailureReason.REVERSAL_PENDING]
@@ -261,7 +320,7 @@ class BatchRun:
             await self._store.save_items(self.batch.uid, items)
             failed = first_failure(items)
             if failed is not None and self._policy is FailurePolicy.STOP_ON_FIRST_FAILURE:
-                self._stop(f"item {failed.reference!r} failed")
+                await self._stop(f"item {failed.reference!r} failed")
 
     async def _regroup_waiting_items(self) -> None:
         after = 0
@@ -272,7 +331,8 @@ class BatchRun:
             if self._aborted:
                 return
             for item in items:
-                await self._group(item)
+                if item.group_no == 0:  # not queued in a group already
+                    await self._group(item)
 
     # -- taking items in ----------------------------------------------------
 
@@ -318,13 +378,13 @@ class BatchRun:
         rejected = refused + outcome.refused + [
             i.result() for i in outcome.new if i.status is BatchItemStatus.REJECTED]
         if rejected and self._policy is FailurePolicy.STOP_ON_FIRST_FAILURE:
-            self._stop(f"item {rejected[0].reference!r} was rejected")
+            await self._stop(f"item {rejected[0].reference!r} was rejected")
         if rejected:
             await self.outbox.emit(ItemsRejected(rejected))
         # A resent item final before this submission gets its stored result;
-        # one finished (or to finish) in this submission is told by its group.
+        # one finished (or to finish) in a group this run tells is told there.
         earlier = [i.result() for i in outcome.resent if i.status.is_final
-                   and (i.group_no == 0 or i.group_no < self._first_group_no)]
+                   and i.group_no not in self._told_by_group]
         if earlier:
             await self.outbox.emit(ItemsAlreadyProcessed(earlier))
         for item in outcome.new:
@@ -339,207 +399,75 @@ class BatchRun:
         if self._aborted or self._holding:
             return  # stays RECEIVED: grouped after the totals check or on resubmission
         for group in self._grouper.add(item):
-            await self._groups.put(group)
+            await self._queue(group)
 
-    # -- processing groups --------------------------------------------------
+    async def _queue(self, group: BatchGroup) -> None:
+        """Stores a sealed group for any replica's workers to claim, once the
+        batch has fewer than 2 x parallelism groups unfinished (so a fast
+        client waits, as the channel does)."""
+        while len(self._unfinished) >= self._backlog_groups and self._worker_error is None:
+            self._room.clear()
+            await self._room.wait()
+        if self._worker_error is not None:
+            return  # its items stay RECEIVED, grouped again on resubmission
+        await self._groups_queue.queue_group(self.batch.uid, group, self._header.parallelism)
+        self._told_by_group.add(group.group_no)
+        self._unfinished.add(group.group_no)
+        self._workers.wake()
 
-    async def _work(self) -> None:
-        while (group := await self._groups.get()) is not None:
-            if self._worker_error is not None:
-                continue  # its items stay stored and are taken up on resubmission
-            try:
-                if self._stopped_after is not None:
-                    await self._skip(group)
-                else:
-                    await self._process(group)
-            except Exception as error:  # noqa: BLE001 - recorded, re-raised by the run
-                log.exception("batch.group_failed", group_no=group.group_no)
-                self._worker_error = error
+    def _stopping(self, cause: str) -> bool:
+        if self._stopped_after is not None:
+            return False
+        self._stopped_after = cause
+        log.warning("batch.stopped", cause=cause)
+        return True
 
-    async def _process(self, group: BatchGroup) -> None:
-        group.started_at_us = clock.now_us()
-        for item in group.items:
-            item.status, item.group_no = BatchItemStatus.PROCESSING, group.group_no
-        # Stored before any charge: after a crash these items are settled
-        # with their channel rather than charged blindly again.
-        await self._store.mark_group_processing(self.batch.uid, group)
-        # Every grouping policy keys on the channel, so this is one channel;
-        # split anyway rather than rely on it.
-        by_channel: dict[str, list[BatchItem]] = {}
-        for item in group.items:
-            by_channel.setdefault(item.channel, []).append(item)
-        await asyncio.gather(*(self._charge_on(name, items)
-                               for name, items in by_channel.items()))
-        if self._policy is FailurePolicy.ALL_OR_NOTHING_PER_GROUP:
-            await self._reversal.keep_whole(group)
-        elif self._policy is FailurePolicy.STOP_ON_FIRST_FAILURE:
-            failed = first_failure(group.items)
-            if failed is not None:
-                self._stop(f"item {failed.reference!r} failed")
-        group.completed_at_us = clock.now_us()
-        await self._store.save_group_results(self.batch.uid, group)
-        self._group_processing_us.append(group.processing_us)
-        self._items_final += sum(1 for item in group.items if item.status.is_final)
-        log.info("batch.group_completed", group_no=group.group_no, group_key=group.key,
-                 items=len(group.items), processing_ms=round(group.processing_us / 1_000, 3))
-        await self.outbox.emit(GroupCompleted(group))
+    async def _stop(self, cause: str) -> None:
+        if self._stopping(cause):
+            await self._groups_queue.stop_batch(self.batch.uid, cause)
 
-    def _stop(self, cause: str) -> None:
-        if self._stopped_after is None:
-            self._stopped_after = cause
-            log.warning("batch.stopped", cause=cause)
+    # -- telling groups done, by whichever replica -----------------------------
 
-    async def _skip(self, group: BatchGroup) -> None:
-        """A group formed after the batch stopped: told as FAILED, never
-        charged. Stored like a started group (so its number is taken), but
-        with no processing time, so APT stays the charged groups' mean."""
-        group.started_at_us = group.completed_at_us = clock.now_us()
-        for item in group.items:
-            item.group_no = group.group_no
-            stop(item, self._stopped_after)
-        await self._store.mark_group_processing(self.batch.uid, group)
-        await self._store.save_items(self.batch.uid, group.items)
-        self._items_final += len(group.items)
-        await self.outbox.emit(GroupCompleted(group))
-
-    async def _charge_on(self, name: str, items: list[BatchItem]) -> None:
-        """Charges one channel's items of a group: one ChargeBatch call per
-        MAX_CHARGES_PER_BATCH_CALL items, or one Charge per item when the
-        channel cannot take bulk calls."""
-        channel = self._channels[name]
-        # An adapter may predate bulk charging altogether.
-        if name in self._per_item_channels or getattr(channel, "charge_batch", None) is None:
-            await self._charge_each(items)
-            return
-        breaker = self._router.breaker(name)
-        allowed = []
-        for item in items:
-            # The same per-item gate as _charge: a HALF_OPEN breaker lets one
-            # item through as its probe, so the probe is a one-charge call.
-            if breaker.allow():
-                allowed.append(item)
-            else:
-                self._fail_circuit_open(item)
-        # One call in practice: a group holds at most BATCH_MAX_GROUP_SIZE
-        # items, no more than a call takes; the chunking keeps that a choice.
-        for start in range(0, len(allowed), MAX_CHARGES_PER_BATCH_CALL):
-            await self._charge_in_bulk(channel, allowed[start:start + MAX_CHARGES_PER_BATCH_CALL])
-
-    async def _charge_in_bulk(self, channel: PaymentChannel, items: list[BatchItem]) -> None:
-        """One ChargeBatch call for `items` (already let through the breaker),
-        with the guarantees of the per-item path: the same keys on every
-        try, and an outcome the channel did not confirm settled item by item."""
-        breaker = self._router.breaker(channel.name)
-        timeout_ms = self._router.route(channel.name).timeout_ms
-        deadline_ms = clock.monotonic_ms() + timeout_ms * limits.CHARGE_TRIES_PER_CHANNEL
-        orders = [self._order(item) for item in items]
+    async def _report(self) -> None:
+        """Tells each group of the batch as it is done, here (told at once)
+        or by another replica (found every progress_poll_ms), until ingest is
+        over and no group is left."""
         try:
-            outcome = await _charge_batch_with_retries(channel, breaker, orders, timeout_ms,
-                                                       deadline_ms)
-        except BulkChargeUnsupported:
-            # Nothing was charged. These items already hold their breaker
-            # pass, so they go straight to one Charge each.
-            log.info("batch.bulk_charge_unsupported", channel=channel.name)
-            self._per_item_channels.add(channel.name)
-            await self._charge_each(items, breaker_passed=True)
+            await self._report_until_done()
+        except Exception as error:  # noqa: BLE001 - ends the run as a worker's failure does
+            log.exception("batch.reporting_failed")
+            self._worker_error = error
+            self._room.set()
+
+    async def _report_until_done(self) -> None:
+        poll_s = self._lease.progress_poll_ms / 1_000
+        while self._worker_error is None and (self._unfinished or not self._ingest_over):
+            self._progress.clear()
+            while self._done_here:
+                await self._tell(self._done_here.pop(0))
+            if self._unfinished:
+                for done in await self._groups_queue.done_groups(self.batch.uid,
+                                                          sorted(self._unfinished)):
+                    if done.group_no not in self._unfinished:
+                        continue  # told meanwhile, from here
+                    items = await self._groups_queue.group_items(self.batch.uid, done.group_no)
+                    await self._tell(BatchGroup(done.group_no, done.group_key, items,
+                                                done.started_at_us,
+                                                done.completed_at_us or done.started_at_us))
+            if self._done_here or self._worker_error is not None:
+                continue
+            if self._unfinished or not self._ingest_over:
+                try:
+                    await asyncio.wait_for(self._progress.wait(), poll_s)
+                except TimeoutError:
+                    pass
+
+    async def _tell(self, group: BatchGroup) -> None:
+        if group.group_no not in self._unfinished:
             return
-        if isinstance(outcome, NoOutcome) and not outcome.maybe_sent:
-            for item in items:  # never reached the channel: nothing to settle
-                item.status, item.failure = BatchItemStatus.FAILED, outcome.failure
-        elif isinstance(outcome, NoOutcome):
-            # Timeout, dropped connection or refusal: any of the charges may
-            # have been made. Each item goes the per-item way with its same
-            # key: Charge again (a made charge is only replayed), and what
-            # stays unanswered is settled with GetCharge, then Void.
-            log.warning("batch.bulk_charge_unconfirmed", channel=channel.name,
-                        items=len(items), error=outcome.failure.message)
-            await self._charge_each(items, maybe_charged=True)
-        else:
-            for item, record in zip(items, outcome):
-                self._apply(item, record)
-
-    async def _charge_each(self, items: list[BatchItem], breaker_passed: bool = False,
-                           maybe_charged: bool = False) -> None:
-        gate = asyncio.Semaphore(limits.BATCH_ITEM_CONCURRENCY_PER_GROUP)
-
-        async def charge(item: BatchItem) -> None:
-            async with gate:
-                await self._charge(item, breaker_passed, maybe_charged)
-
-        await asyncio.gather(*(charge(item) for item in items))
-
-    async def _charge(self, item: BatchItem, breaker_passed: bool = False,
-                      maybe_charged: bool = False) -> None:
-        """One Charge for the item. `maybe_charged`: an earlier call with its
-        key went unanswered, so it must not be failed without asking."""
-        route = self._router.route(item.channel)
-        breaker = self._router.breaker(item.channel)
-        if not breaker_passed and not breaker.allow():
-            if maybe_charged:
-                # Not charged again on a failing channel, but only the
-                # channel can say whether the earlier call charged it.
-                await self._settle(item, _circuit_open(item.channel))
-            else:
-                self._fail_circuit_open(item)
-            return
-        deadline_ms = clock.monotonic_ms() + route.timeout_ms * limits.CHARGE_TRIES_PER_CHANNEL
-        outcome = await charge_and_settle(self._channels[item.channel], breaker, self._settlement,
-                                          self._order(item), route.timeout_ms, deadline_ms)
-        if isinstance(outcome, ChargeRecord):
-            self._apply(item, outcome)
-        elif isinstance(outcome, NoOutcome):
-            self._mark_unknown(item, outcome.failure)
-        elif maybe_charged:
-            # charge_and_settle skips settling when none of its own calls
-            # left this process; the earlier call with the key may have.
-            await self._settle(item, outcome)
-        else:
-            item.status, item.failure = BatchItemStatus.FAILED, outcome
-
-    async def _settle(self, item: BatchItem, failure: Failure) -> None:
-        """Takes the channel's record for the item's key (GetCharge, else
-        Void fences it); `failure` is why it failed when nothing was charged."""
-        record = await self._settlement.settle(item.channel, item.channel_key(self.batch.uid))
-        if record is None:
-            self._mark_unknown(item, failure)
-        elif record.status is ChargeStatus.VOIDED:
-            item.status, item.failure = BatchItemStatus.FAILED, failure
-        else:
-            self._apply(item, record)
-
-    def _order(self, item: BatchItem) -> ChargeOrder:
-        return ChargeOrder(item.channel_key(self.batch.uid), self.batch.header.payer,
-                           item.payee, item.amount, item.reference)
-
-    @staticmethod
-    def _fail_circuit_open(item: BatchItem) -> None:
-        item.status, item.failure = BatchItemStatus.FAILED, _circuit_open(item.channel)
-
-    @staticmethod
-    def _mark_unknown(item: BatchItem, failure: Failure) -> None:
-        item.status = BatchItemStatus.UNKNOWN
-        item.failure = Failure(FailureReason.OUTCOME_UNKNOWN,
-                               f"{failure.message}; settled on resubmission")
-
-    @staticmethod
-    def _apply(item: BatchItem, record: ChargeRecord) -> None:
-        item.channel_reference = record.charge_id
-        item.failure = charge_failure(item.channel, record)
-        item.status = BatchItemStatus.FAILED if item.failure else BatchItemStatus.SUCCEEDED
-
-
-def _circuit_open(channel: str) -> Failure:
-    return Failure(FailureReason.CIRCUIT_OPEN,
-                   f"channel {channel!r} is failing; its circuit is open")
-
-
-async def _charge_batch_with_retries(
-    channel: PaymentChannel, breaker: CircuitBreaker, orders: list[ChargeOrder],
-    timeout_ms: int, deadline_ms: float,
-) -> list[ChargeRecord] | NoOutcome:
-    """One bulk call under charge_with_retries' rules, counted once per
-    call. BulkChargeUnsupported is raised."""
-    return await call_with_retries(
-        channel.name, breaker,
-        lambda call_timeout_ms: channel.charge_batch(orders, call_timeout_ms),
-        timeout_ms, deadline_ms, "charges")
+        self._unfinished.discard(group.group_no)
+        self._room.set()
+        if group.processing_us > 0:  # a skipped group (stopped batch) has none
+            self._group_processing_us.append(group.processing_us)
+        self._items_final += sum(1 for item in group.items if item.status.is_final)
+        await self.outbox.emit(GroupCompleted(group))

@@ -14,6 +14,7 @@ from paygrid_server.domain.batch import (
     BatchItemStatus,
     BatchStatus,
 )
+from paygrid_server.domain.batch_group_workers import BatchLeaseLimits, GroupWorkers
 from paygrid_server.domain.batch_run import BatchRun
 from paygrid_server.domain.batch_timing import BatchTiming, batch_timing
 from paygrid_server.domain.batch_validation import BatchHeaderInput, validate_header
@@ -37,7 +38,10 @@ class BatchReport:
 
 class BatchService:
     def __init__(self, store: BatchStore, router: Router, channels: Mapping[str, PaymentChannel],
-                 settlement: ChargeSettlement, in_flight: InFlight) -> None:
+                 settlement: ChargeSettlement, in_flight: InFlight, workers: GroupWorkers,
+                 lease: BatchLeaseLimits) -> None:
+        self._workers = workers
+        self._lease = lease
         self._store = store
         self._router = router
         self._channels = channels
@@ -63,10 +67,15 @@ class BatchService:
                 f"batch {header.batch_id!r} was rejected (its control totals did not match) "
                 "and nothing was charged; send the corrected batch with a new batch_id")
         ident = f"batch:{batch.uid}"
-        # No await between this check and run(): one submission per batch at a time.
-        if ident in self._in_flight:
+        # One submission per batch at a time, whichever replica: the
+        # database's submission lease (held by a live replica, renewed while
+        # its run lasts) decides; in this process, the in-flight check after
+        # the last await does.
+        if ident in self._in_flight or not await self._workers.queue.acquire_submission(
+                batch.uid, self._workers.owner, self._lease.lease_ms) or ident in self._in_flight:
             raise RequestInProgress(header.batch_id, RETRY_OPEN_BATCH_AFTER_MS, "batch_id")
-        run = BatchRun(batch, header, self._store, self._router, self._channels, self._settlement)
+        run = BatchRun(batch, header, self._store, self._router, self._channels, self._settlement,
+                       self._workers, self._lease)
         self._in_flight.run(ident, run.run())
         return run
 

@@ -33,6 +33,8 @@ class BatchStore(Protocol):
 
     async def get_batch(self, tenant_id: str, batch_id: str) -> Batch | None: ...
 
+    async def get_batch_by_uid(self, batch_uid: str) -> Batch | None: ...
+
     async def start_submission(self, batch_uid: str, header: BatchHeader,
                                started_at_us: int) -> tuple[int, int, int]:
         """Marks the batch RECEIVING for a new stream; returns the
@@ -72,5 +74,7 @@ class BatchStore(Protocol):
 
     async def interrupt_abandoned(self) -> int:
         """At start-up: batches left RECEIVING or PROCESSING by a stopped
-        server become INTERRUPTED. Returns how many."""
+        server become INTERRUPTED (PostgreSQL: only those whose submission
+        lease no live replica holds, see ports/group_queue.py). Returns how
+        many."""
         ...

@@ -117,6 +117,11 @@ class SqliteBatchStore:
             "SELECT * FROM batches WHERE tenant_id = ? AND batch_id = ?", (tenant_id, batch_id))
         return _batch(rows[0]) if rows else None
 
+    async def get_batch_by_uid(self, batch_uid: str) -> Batch | None:
+        rows = await self._reader.execute_fetchall("SELECT * FROM batches WHERE uid = ?",
+                                                   (batch_uid,))
+        return _batch(rows[0]) if rows else None
+
     async def start_submission(self, batch_uid: str, header: BatchHeader,
                                started_at_us: int) -> tuple[int, int, int]:
         def start(db: sqlite3.Connection) -> tuple[int, int, int]:
