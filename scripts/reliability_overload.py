@@ -25,9 +25,10 @@ from pathlib import Path
 
 import grpc
 
-from bench_load import measure_unary, measure_unary_at_rate, percentile
+from bench_load import CALL_TIMEOUT_S, measure_unary, measure_unary_at_rate, percentile
 from bench_pay_load import PAY_METHOD, check_succeeded, pay_request_maker
 from bench_server import AUTH_METADATA, paygrid_server, rss_kib
+from node_load import node_load_unavailable, node_unary_load
 
 OK = grpc.StatusCode.OK
 SHED = grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -37,6 +38,9 @@ CANCELLED = grpc.StatusCode.CANCELLED
 # exceed the highest of its first third by this much and no more. Maxima,
 # not means: RSS swings with gRPC's queue of calls not yet accepted.
 RSS_WARM_UP_S = 10
+# Bodies prepared for the closed-loop peak, per second of it: well above
+# what one server process answers.
+MAX_PEAK_PER_S = 20_000
 RSS_GROWTH_ALLOWED = 0.15
 
 
@@ -82,9 +86,20 @@ async def run(args: argparse.Namespace) -> tuple[dict, list[str]]:
     peak_concurrency = min(args.peak_concurrency, args.max_concurrent_calls or sys.maxsize)
     async with paygrid_server(in_process_channel_latency_ms=0, channel_called_directly=True,
                               extra_env=env) as server:
-        peak = {"qps": args.peak_rate} if args.peak_rate else await measure_unary(
-            server.target, PAY_METHOD, pay_request_maker(uuid.uuid4().hex[:8]),
-            peak_concurrency, args.peak_seconds, AUTH_METADATA, check_succeeded)
+        if args.peak_rate:
+            peak = {"qps": args.peak_rate}
+        elif args.load_generator == "node":
+            peak_calls, _ = await node_unary_load(
+                server.target, PAY_METHOD, pay_request_maker(uuid.uuid4().hex[:8]),
+                int(args.peak_seconds * MAX_PEAK_PER_S), AUTH_METADATA, CALL_TIMEOUT_S,
+                closed_loop=(peak_concurrency, args.peak_seconds), niceness=args.load_niceness)
+            refused = Counter(code.name for _, code, _ in peak_calls if code is not OK)
+            assert not refused, f"the closed loop under the limit was refused: {refused}"
+            peak = {"qps": round(len(peak_calls) / args.peak_seconds, 1)}
+        else:
+            peak = await measure_unary(
+                server.target, PAY_METHOD, pay_request_maker(uuid.uuid4().hex[:8]),
+                peak_concurrency, args.peak_seconds, AUTH_METADATA, check_succeeded)
         peak_qps = peak["qps"]
         overload_rate, recovery_rate = args.factor * peak_qps, args.recovery_factor * peak_qps
         measured = "given" if args.peak_rate else f"closed loop, {peak_concurrency} in flight"
@@ -97,12 +112,24 @@ async def run(args: argparse.Namespace) -> tuple[dict, list[str]]:
         run_id = uuid.uuid4().hex[:8]
         started = time.perf_counter()
         sampler = asyncio.create_task(sample_rss(server.pid, rss, started))
-        load = await measure_unary_at_rate(
-            server.target, PAY_METHOD, pay_request_maker(run_id),
-            lambda t: overload_rate if t < args.seconds else recovery_rate,
-            args.seconds + args.recovery_seconds, AUTH_METADATA,
-            max_in_flight=args.max_in_flight,
-            observe=lambda t, code, ms: calls.append((t, code, ms)))
+        if args.load_generator == "node":
+            planned = overload_rate * args.seconds + recovery_rate * args.recovery_seconds
+            found, not_sent = await node_unary_load(
+                server.target, PAY_METHOD, pay_request_maker(run_id), int(planned * 1.01) + 100,
+                AUTH_METADATA, CALL_TIMEOUT_S, max_in_flight=args.max_in_flight,
+                niceness=args.load_niceness,
+                phases=[(overload_rate, args.seconds), (recovery_rate, args.recovery_seconds)])
+            calls.extend(found)
+            load = {"not_sent": not_sent}
+            warm_up_calls = 0
+        else:
+            load = await measure_unary_at_rate(
+                server.target, PAY_METHOD, pay_request_maker(run_id),
+                lambda t: overload_rate if t < args.seconds else recovery_rate,
+                args.seconds + args.recovery_seconds, AUTH_METADATA,
+                max_in_flight=args.max_in_flight,
+                observe=lambda t, code, ms: calls.append((t, code, ms)))
+            warm_up_calls = 1  # the call that opened the connection
         sampler.cancel()
         if not alive(server.pid):
             problems.append("the server process died")
@@ -138,9 +165,9 @@ async def run(args: argparse.Namespace) -> tuple[dict, list[str]]:
     if not memory["flat"]:
         problems.append(f"server RSS grew under steady overload: {memory}")
     ok_calls = sum(1 for _, code, _ in calls if code is OK)
-    # +1: the call that opened the connection.
-    if stored != {"SUCCEEDED": ok_calls + 1}:
-        problems.append(f"stored payments {stored} do not match the {ok_calls + 1} answered OK")
+    if stored != {"SUCCEEDED": ok_calls + warm_up_calls}:
+        problems.append(f"stored payments {stored} do not match the "
+                        f"{ok_calls + warm_up_calls} answered OK")
     if load["not_sent"]:
         problems.append(f"{load['not_sent']} calls not sent: more than {args.max_in_flight} "
                         "were in flight, so the server queued instead of shedding")
@@ -165,6 +192,9 @@ async def run(args: argparse.Namespace) -> tuple[dict, list[str]]:
             "first_second_latency": summary_ms(
                 [ms for t, code, ms in recovery if t < args.seconds + 1]),
             "latency": summary_ms([ms for _, code, ms in recovery if code is OK]),
+            # When, after the drop, the calls that were not served had started.
+            "not_ok_started_after_drop_ms": sorted(round((t - args.seconds) * 1_000)
+                                                   for t, code, _ in recovery if code is not OK),
         },
         "rss": memory, "stored": stored, "not_sent": load["not_sent"],
         "timeline": [{"s": s, **per_second[s], "rss_mib": round(rss_by_second.get(s, 0) / 1024, 1)}
@@ -188,7 +218,16 @@ def main() -> None:
     parser.add_argument("--max-in-flight", type=int, default=4_096,
                         help="client side: calls past this many in flight are not sent")
     parser.add_argument("--timeline", action="store_true", help="print calls and RSS per second")
+    parser.add_argument("--load-generator", choices=["node", "python"], default="node",
+                        help="node (scripts/open_loop_load.js, cheap per call: the default) or "
+                             "python (bench_load.py, the benchmarks' own)")
+    parser.add_argument("--load-niceness", type=int, default=10,
+                        help="the Node load generator's nice value: on a machine it shares "
+                             "with the server, it yields the cores to the server, as clients "
+                             "on other machines would (0: equal)")
     args = parser.parse_args()
+    if args.load_generator == "node" and (missing := node_load_unavailable()):
+        sys.exit(f"the Node load generator cannot run: {missing} (or --load-generator python)")
     report, problems = asyncio.run(run(args))
     timeline = report.pop("timeline")
     if args.timeline:
