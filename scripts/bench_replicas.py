@@ -38,7 +38,7 @@ from paygrid.v1 import batch_service_pb2_grpc as pb_grpc
 from paygrid_server.api_key_metadata import keyed_channel
 from paygrid_server.local_process import free_loopback_port, wait_until_serving
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
-from paygrid_server.simulator.ledger_reconciliation import reconcile
+from paygrid_server.ledger_reconciliation import reconcile
 
 ROOT = Path(__file__).resolve().parent.parent
 DSN = os.environ.get("PAYGRID_BENCH_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")

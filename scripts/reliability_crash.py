@@ -52,7 +52,7 @@ async def main() -> int:
                          max_kills=args.max_kills)
     workdir = Path(tempfile.mkdtemp(prefix="paygrid-crash-"))
     # lost, duplicated, mismatched: the clients' view (tests/exactly_once.py);
-    # books_differences: the database's (simulator/ledger_reconciliation.py).
+    # books_differences: the database's (ledger_reconciliation.py).
     totals = dict(runs=0, kills=0, items=0, payments=0, legs=0, captures=0, lost=0,
                   duplicated=0, mismatched=0, books_differences=0, problems=0)
     failed = []

@@ -20,7 +20,7 @@ timing, then the run goes through the scenarios:
 
 After each scenario every payment must reach a final status, no call may
 end UNKNOWN or INTERNAL, and the channels' books must agree with the
-database (paygrid_server/simulator/ledger_reconciliation.py). It prints the
+database (paygrid_server/ledger_reconciliation.py). It prints the
 counts and exits 1 on any violation.
 
   scripts/reliability_faults --runs 20 --seed 1
@@ -52,7 +52,7 @@ from paygrid_server.domain import limits
 from paygrid_server.domain.circuit_breaker import BreakerState
 from paygrid_server.logging_setup import configure_logging
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
-from paygrid_server.simulator.ledger_reconciliation import reconcile, sqlite_rows
+from paygrid_server.ledger_reconciliation import reconcile, sqlite_rows
 
 BREAKER_THRESHOLD = 3
 BREAKER_OPEN_MS = 300

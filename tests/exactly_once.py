@@ -3,7 +3,7 @@ they sent and what paygrid told them, against the channels' own ledgers.
 
 The database side (every stored SUCCEEDED record is one capture with the
 same charge id and amount, and the reverse) is
-paygrid_server/simulator/ledger_reconciliation.py; this adds what only the
+paygrid_server/ledger_reconciliation.py; this adds what only the
 client knows: which items it sent (one never stored is lost too) and which
 answers it was given (an answer must not change after a crash).
 
@@ -24,7 +24,7 @@ from paygrid.v1 import batch_service_pb2 as batch_pb
 from paygrid.v1 import payment_service_pb2 as pay_pb
 from paygrid_server.ports.payment_channel import ChargeStatus
 from paygrid_server.simulator.channel_ledger import ChannelLedger, SimulatedCharge
-from paygrid_server.simulator.ledger_reconciliation import Reconciliation
+from paygrid_server.ledger_reconciliation import Reconciliation
 
 DECLINE_PREFIX = "decline_"
 DECLINE_REASONS = ("DECLINED", "INSUFFICIENT_FUNDS")  # both are declines

@@ -1,11 +1,11 @@
 """The ledger-vs-database check (nothing charged without a record,
-paygrid_server/simulator/ledger_reconciliation.py) for a test's paygrid, on
+paygrid_server/ledger_reconciliation.py) for a test's paygrid, on
 either storage engine, and any simulators the test started itself."""
 
 from __future__ import annotations
 
 from paygrid_server.simulator.channel_simulator import ChannelSimulator
-from paygrid_server.simulator.ledger_reconciliation import reconcile
+from paygrid_server.ledger_reconciliation import reconcile
 
 
 def assert_books_agree(paygrid, *simulators: ChannelSimulator, settled: bool = True) -> None:

@@ -25,7 +25,7 @@ from paygrid.v1 import batch_service_pb2 as pb
 from paygrid_server.api_key_metadata import keyed_channel
 from paygrid_server.config import ConfigError, load_config
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
-from paygrid_server.simulator.ledger_reconciliation import reconcile, sqlite_rows
+from paygrid_server.ledger_reconciliation import reconcile, sqlite_rows
 from tests.batch_client import batch_stub, chunk, collect, header, open_stream, submit
 from tests.conftest import rich_status
 from tests.exactly_once import count_batch
