@@ -21,7 +21,7 @@ from paygrid_server.api_key_metadata import keyed_channel
 from bench_server import paygrid_server, rss_kib
 
 
-def _requests(items: int, per_message: int, group_size: int, parallelism: int):
+def batch_requests(items: int, per_message: int, group_size: int, parallelism: int):
     yield pb.SubmitBatchRequest(header=pb.BatchHeader(
         batch_id="bench", payer="acct_bench_0001", max_group_size=group_size,
         parallelism=parallelism))
@@ -49,7 +49,7 @@ async def run(items: int, per_message: int, group_size: int, parallelism: int) -
         started = time.perf_counter()
         async with keyed_channel(server.target) as channel:
             call = pb_grpc.BatchServiceStub(channel).SubmitBatch(
-                _requests(items, per_message, group_size, parallelism))
+                batch_requests(items, per_message, group_size, parallelism))
             summary = None
             async for response in call:
                 if response.WhichOneof("kind") == "summary":

@@ -32,7 +32,6 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from paygrid.type.v1 import money_pb2
 from paygrid.v1 import batch_service_pb2 as pb
 from paygrid.v1 import batch_service_pb2_grpc as pb_grpc
 from paygrid_server.api_key_metadata import keyed_channel
@@ -40,20 +39,10 @@ from paygrid_server.local_process import free_loopback_port, wait_until_serving
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
 from paygrid_server.ledger_reconciliation import reconcile
 
+from bench_batch import batch_requests
+
 ROOT = Path(__file__).resolve().parent.parent
 DSN = os.environ.get("PAYGRID_BENCH_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def _requests(items: int, per_message: int, group_size: int, parallelism: int):
-    yield pb.SubmitBatchRequest(header=pb.BatchHeader(
-        batch_id="bench", payer="acct_bench_0001", max_group_size=group_size,
-        parallelism=parallelism))
-    for start in range(0, items, per_message):
-        yield pb.SubmitBatchRequest(transactions=pb.BatchTransactions(transactions=[
-            pb.BatchTransaction(reference=f"r{i:08d}", payee=f"payee_{i:08d}",
-                                amount=money_pb2.Money(currency=("EUR", "USD")[i % 2],
-                                                       amount_minor=100 + i % 1000))
-            for i in range(start, min(items, start + per_message))]))
 
 
 def _replica_name(owner: str | None, pids: dict[str, int]) -> str:
@@ -117,7 +106,7 @@ async def run(args: argparse.Namespace) -> dict:
             started = time.perf_counter()
             async with keyed_channel(f"127.0.0.1:{replicas[0][0]}") as channel:
                 call = pb_grpc.BatchServiceStub(channel).SubmitBatch(
-                    _requests(args.items, args.per_message, args.group_size, args.parallelism))
+                    batch_requests(args.items, args.per_message, args.group_size, args.parallelism))
                 summary = None
 
                 async def read() -> None:
