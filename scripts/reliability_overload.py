@@ -7,10 +7,11 @@ RESOURCE_EXHAUSTED at once, answer every admitted call within its deadline,
 keep its memory flat, store every admitted payment, and serve every call
 started after the load is down once the calls admitted before it are
 through. Exits 1 (saying why) when it
-does not, or crashes. With `--front nginx` the overload goes through nginx
+does not, or crashes. By default the overload goes through nginx
 (deploy/nginx/grpc-admission.conf.in), admission control ahead of the
-Python process; the peak is the server's own, measured directly.
-Usage: scripts/reliability_overload [--seconds 60] [--factor 2] [--front nginx] [--timeline]
+Python process, as deployed (`--front none`: the server alone); the peak is
+the server's own, measured directly.
+Usage: scripts/reliability_overload [--seconds 60] [--factor 2] [--front nginx|none] [--timeline]
 (or .venv/bin/python scripts/reliability_overload.py after scripts/setup).
 """
 
@@ -247,9 +248,10 @@ def main() -> None:
     parser.add_argument("--load-generator", choices=["node", "python"], default="node",
                         help="node (scripts/open_loop_load.js, cheap per call: the default) or "
                              "python (bench_load.py, the benchmarks' own)")
-    parser.add_argument("--front", choices=["none", "nginx"], default="none",
-                        help="nginx: admission control in front of the server "
-                             "(deploy/nginx/grpc-admission.conf.in)")
+    parser.add_argument("--front", choices=["none", "nginx"], default="nginx",
+                        help="nginx (the default): admission control in front of the server, "
+                             "as README 'Deployment' advises (deploy/nginx/"
+                             "grpc-admission.conf.in); none: the server alone")
     parser.add_argument("--front-max-calls", type=int, default=16,
                         help="with --front nginx: Pay calls let through to the server at once")
     parser.add_argument("--load-niceness", type=int, default=10,
@@ -258,7 +260,7 @@ def main() -> None:
                              "on other machines would (0: equal)")
     args = parser.parse_args()
     if args.front == "nginx" and (missing := nginx_unavailable()):
-        sys.exit(f"--front nginx cannot run: {missing}")
+        sys.exit(f"--front nginx cannot run: {missing} (or --front none)")
     if args.load_generator == "node" and (missing := node_load_unavailable()):
         sys.exit(f"the Node load generator cannot run: {missing} (or --load-generator python)")
     report, problems = asyncio.run(run(args))
