@@ -18,15 +18,21 @@ import grpc
 Around = Callable[[grpc.aio.ServicerContext], AbstractAsyncContextManager[Any]]
 
 
-def wrap_handler(handler: grpc.RpcMethodHandler, around: Around) -> grpc.RpcMethodHandler:
-    """The same handler, each call running inside `around(context)`."""
+def behaviour_and_maker(handler: grpc.RpcMethodHandler) -> tuple[Callable[..., Any],
+                                                                  Callable[..., Any]]:
+    """The handler's behaviour, and grpc's constructor for a handler of its kind."""
     kinds = {
         (False, False): (handler.unary_unary, grpc.unary_unary_rpc_method_handler),
         (False, True): (handler.unary_stream, grpc.unary_stream_rpc_method_handler),
         (True, False): (handler.stream_unary, grpc.stream_unary_rpc_method_handler),
         (True, True): (handler.stream_stream, grpc.stream_stream_rpc_method_handler),
     }
-    inner, make = kinds[(handler.request_streaming, handler.response_streaming)]
+    return kinds[(handler.request_streaming, handler.response_streaming)]
+
+
+def wrap_handler(handler: grpc.RpcMethodHandler, around: Around) -> grpc.RpcMethodHandler:
+    """The same handler, each call running inside `around(context)`."""
+    inner, make = behaviour_and_maker(handler)
 
     # grpc.aio also takes a streaming handler written as a coroutine that
     # sends with context.write (grpc_health's Watch is one): wrapped as such.

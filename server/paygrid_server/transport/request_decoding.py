@@ -20,6 +20,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError
 
 from paygrid_server.domain.errors import FieldViolation, InvalidRequest
+from paygrid_server.transport.handler_wrapping import behaviour_and_maker
 from paygrid_server.transport.status_errors import abort_with
 
 _VARINT, _FIXED64, _LENGTH_DELIMITED, _START_GROUP, _END_GROUP, _FIXED32 = 0, 1, 2, 3, 4, 5
@@ -151,13 +152,7 @@ def decoding_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     if not hasattr(message_class, "DESCRIPTOR"):
         return handler  # not a generated FromString: left to grpc
 
-    kinds = {
-        (False, False): (handler.unary_unary, grpc.unary_unary_rpc_method_handler),
-        (False, True): (handler.unary_stream, grpc.unary_stream_rpc_method_handler),
-        (True, False): (handler.stream_unary, grpc.stream_unary_rpc_method_handler),
-        (True, True): (handler.stream_stream, grpc.stream_stream_rpc_method_handler),
-    }
-    inner, make = kinds[(handler.request_streaming, handler.response_streaming)]
+    inner, make = behaviour_and_maker(handler)
 
     async def parsed_stream(requests: AsyncIterator[bytes],
                             context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
