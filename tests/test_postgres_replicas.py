@@ -173,8 +173,8 @@ async def test_a_refund_retry_on_another_replica_while_it_may_still_run_is_abort
     assert (refund.refund_id, refund.status) == (running.refund_id, RefundStatus.PENDING)
     # Past the hand-off, B's resolver takes it up: then B answers it as it stands too.
     running.created_at_us = clock.now_us() - (HANDOFF_AFTER_MS + 1_000) * 1_000
-    assert not stores[1].may_be_running_elsewhere(running)
-    assert stores[1].may_be_running_elsewhere(
+    assert not stores[1].refund_may_be_running_elsewhere(running)
+    assert stores[1].refund_may_be_running_elsewhere(
         await stores[1].get_refund_by_key(payment.payment_id, asked.idempotency_key))
 
 

@@ -20,7 +20,7 @@ from paygrid_server.domain.errors import (
     RequestInProgress,
 )
 from paygrid_server.domain.leg_dispatch import LegDispatcher
-from paygrid_server.domain.payment import Leg, LegStatus, Payment
+from paygrid_server.domain.payment import Leg, Payment
 from paygrid_server.domain.payment_completion import PaymentCompletion
 from paygrid_server.domain.request_validation import PayInput, Violations, check_text, validate_pay
 from paygrid_server.domain.routing import Router
@@ -52,17 +52,6 @@ def bind_payment_ids(payment: Payment) -> None:
     the payment's ids; bound once here, never passed by hand."""
     structlog.contextvars.bind_contextvars(payment_id=payment.payment_id,
                                            idempotency_key=payment.idempotency_key)
-
-
-def may_be_executing_elsewhere(payment: Payment) -> bool:
-    """No execution has stored this payment's outcome yet (a leg is still
-    PENDING) and it is recent enough for another replica to be running it
-    now. That replica cannot be told from one that crashed mid-payment, so
-    both get "in progress" until the hand-off, when a resolver takes an
-    abandoned payment up (and a retry gets it as it stands, PROCESSING)."""
-    if all(leg.status is not LegStatus.PENDING for leg in payment.legs):
-        return False
-    return clock.now_us() - payment.received_at_us < limits.HANDOFF_AFTER_MS * 1_000
 
 
 class InFlight:
@@ -136,7 +125,9 @@ class PaymentService:
             # Read while its execution was still running, which has ended
             # since: that snapshot is stale (PENDING legs), read it again.
             existing = await self._store.get_payment(existing.payment_id) or existing
-            if may_be_executing_elsewhere(existing):
+            # Past the hand-off a resolver takes an abandoned one up, and a
+            # retry gets it as it stands (PROCESSING).
+            if self._store.payment_may_be_running_elsewhere(existing):
                 raise RequestInProgress(existing.idempotency_key, RETRY_IN_PROGRESS_AFTER_MS)
         return existing
 

@@ -106,7 +106,7 @@ class RefundService:
         if existing.status is RefundStatus.PENDING:
             existing = await self._store.get_refund_by_key(
                 payment.payment_id, request.idempotency_key) or existing
-            if self._store.may_be_running_elsewhere(existing):
+            if self._store.refund_may_be_running_elsewhere(existing):
                 raise RequestInProgress(request.idempotency_key, RETRY_IN_PROGRESS_AFTER_MS)
         return existing, await self._store.get_payment(payment.payment_id) or payment
 

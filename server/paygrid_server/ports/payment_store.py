@@ -74,8 +74,15 @@ class PaymentStore(Protocol):
 
     async def list_pending_refunds(self) -> list[Refund]: ...
 
-    def may_be_running_elsewhere(self, refund: Refund) -> bool:
-        """Whether another replica may be executing this stored refund now:
-        it is PENDING, another replica stored it, and the hand-off time has
-        not passed. Always False for a store only one process opens."""
+    def payment_may_be_running_elsewhere(self, payment: Payment) -> bool:
+        """Whether another replica may be executing this stored payment now:
+        no run has stored its outcome (a leg is PENDING), another replica
+        stored it, and the hand-off time has not passed (until then it cannot
+        be told from one whose replica crashed mid-payment). Always False for
+        a store only one process opens."""
+        ...
+
+    def refund_may_be_running_elsewhere(self, refund: Refund) -> bool:
+        """The same for a stored refund: PENDING, stored by another replica,
+        the hand-off time not passed."""
         ...

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 
 from paygrid_server.domain import clock, limits
-from paygrid_server.domain.payment import ChargeAttempt, Leg, Payment, PaymentStatus
+from paygrid_server.domain.payment import ChargeAttempt, Leg, LegStatus, Payment, PaymentStatus
 from paygrid_server.domain.refund import Refund, RefundStatus
 from paygrid_server.ports.payment_store import PageCursor, RefundExceedsRefundable
 from paygrid_server.storage.failure_columns import failure_columns
@@ -164,6 +164,13 @@ class PostgresPaymentStore:
         if payment.status is not PaymentStatus.PROCESSING:
             self._own_payments.discard(payment.payment_id)
 
+    def payment_may_be_running_elsewhere(self, payment: Payment) -> bool:
+        # Of what list_processing_payments does not hand this replica, the
+        # part no run has stored an outcome for (its run ended otherwise).
+        return (any(leg.status is LegStatus.PENDING for leg in payment.legs)
+                and payment.payment_id not in self._own_payments
+                and payment.received_at_us >= _handoff_cutoff_us())
+
     # -- refunds ------------------------------------------------------------
 
     async def insert_refund(self, refund: Refund) -> Refund | None:
@@ -220,7 +227,7 @@ class PostgresPaymentStore:
                 refunds.append(refund)
         return refunds
 
-    def may_be_running_elsewhere(self, refund: Refund) -> bool:
+    def refund_may_be_running_elsewhere(self, refund: Refund) -> bool:
         # The complement of what list_pending_refunds hands this replica.
         return (refund.status is RefundStatus.PENDING
                 and refund.refund_id not in self._own_refunds

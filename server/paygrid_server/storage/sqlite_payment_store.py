@@ -189,8 +189,12 @@ class SqlitePaymentStore:
             refunds.append(refund)
         return refunds
 
-    def may_be_running_elsewhere(self, refund: Refund) -> bool:
-        return False  # one process has the file: what it does not run, nobody runs
+    # One process has the file: what it does not run, nobody runs.
+    def payment_may_be_running_elsewhere(self, payment: Payment) -> bool:
+        return False
+
+    def refund_may_be_running_elsewhere(self, refund: Refund) -> bool:
+        return False
 
     async def _load_refund(self, db: aiosqlite.Connection, sql: str, params: tuple) -> Refund | None:
         found = await db.execute_fetchall(sql, params)  # whole reads: see _load_payments
