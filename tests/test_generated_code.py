@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import filecmp
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,3 +35,33 @@ def test_protos_pass_buf_lint() -> None:
     buf = Path(sys.executable).parent / "buf"
     result = subprocess.run([str(buf), "lint"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# The API as published: a buf image checked in, updated on purpose when the
+# API changes (README, "Protocol buffers and other languages"). Against a
+# file, not git history: a shallow CI clone or a first commit has no HEAD~1.
+API_IMAGE = ROOT / "protos" / "buf.image.binpb"
+
+
+def _buf_breaking(workspace: Path) -> subprocess.CompletedProcess:
+    buf = Path(sys.executable).parent / "buf"
+    return subprocess.run([str(buf), "breaking", "--against", str(API_IMAGE)], cwd=workspace,
+                          capture_output=True, text=True)
+
+
+def test_no_proto_change_breaks_the_published_api() -> None:
+    result = _buf_breaking(ROOT)
+    assert result.returncode == 0, (
+        "a change breaks existing clients:\n" + result.stdout + result.stderr)
+
+
+def test_a_breaking_change_is_caught(tmp_path: Path) -> None:
+    shutil.copy(ROOT / "buf.yaml", tmp_path / "buf.yaml")
+    shutil.copytree(ROOT / "protos", tmp_path / "protos")
+    batch_proto = tmp_path / "protos" / "paygrid" / "v1" / "batch_service.proto"
+    text = batch_proto.read_text()
+    assert "uint32 group_no = 1;" in text
+    batch_proto.write_text(text.replace("uint32 group_no = 1;", "uint32 group_no = 9;", 1))
+    result = _buf_breaking(tmp_path)
+    assert result.returncode != 0
+    assert 'field "1" with name "group_no"' in result.stdout
