@@ -73,6 +73,18 @@ async def test_summary_and_trailing_metadata_carry_apt_and_throughput(paygrid) -
     assert float(reply.trailers["x-paygrid-throughput"]) == pytest.approx(
         summary.timing.throughput_items_per_second, abs=0.1)
     assert float(reply.trailers["x-paygrid-wall-ms"]) == pytest.approx(wall_s * 1_000, abs=0.001)
+    # The source's model figure beside the measured one: T = N / M, M the APT.
+    model = summary.timing.model_throughput_items_per_second
+    assert model == pytest.approx(30 / (apt_us / 1e6))
+    assert float(reply.trailers["x-paygrid-model-throughput"]) == pytest.approx(model, abs=0.1)
+
+
+async def test_model_throughput_is_zero_when_no_group_ran(paygrid) -> None:
+    reply = await submit(batch_stub(paygrid.channel), header(),
+                         chunk(tx("bad", currency="EURO")))  # rejected on arrival
+    assert reply.summary.counts.rejected == 1 and reply.summary.timing.groups == 0
+    assert reply.summary.timing.model_throughput_items_per_second == 0
+    assert reply.trailers["x-paygrid-model-throughput"] == "0.0"
 
 
 async def test_bad_items_are_rejected_one_by_one_and_the_rest_proceeds(paygrid) -> None:

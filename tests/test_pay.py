@@ -8,7 +8,10 @@ import grpc
 import pytest
 
 from paygrid.v1 import payment_service_pb2 as pb
+from paygrid_server.domain import limits
 from paygrid_server.domain.circuit_breaker import BreakerState
+from paygrid_server.domain.errors import DeadlineTooShort
+from paygrid_server.domain.payment_service import payment_budget_ms
 from paygrid_server.ports.payment_channel import ChargeStatus
 from tests.conftest import channel, leg, pay_request, rich_status, slow, TEST_CHANNELS
 
@@ -194,6 +197,29 @@ async def test_deadline_too_short_to_start_is_refused_and_nothing_stored(paygrid
     assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     await asyncio.sleep(0.1)
     assert paygrid.rows("SELECT count(*) FROM payments") == [(0,)]
+
+
+async def test_a_too_short_deadline_is_told_with_the_deadline_and_the_minimum(paygrid) -> None:
+    # Just under the minimum; the refusal is the server's first step, so it
+    # answers long before the 49 ms pass.
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await paygrid.stub.Pay(pay_request("k-dl3", leg()), timeout=0.049)
+    assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    info = rich_status(error.value)["ErrorInfo"]
+    assert info.reason == "DEADLINE_TOO_SHORT"
+    assert info.metadata["minimum_deadline_ms"] == str(limits.MIN_CALL_DEADLINE_MS) == "50"
+    received_ms = int(info.metadata["deadline_ms"])
+    assert 0 < received_ms <= 49
+    assert error.value.details() == (
+        f"the call's deadline had {received_ms} ms left when it arrived; the minimum "
+        "accepted is 50 ms: call again with a longer deadline")
+
+
+def test_the_minimum_deadline_is_accepted_and_just_under_it_is_refused() -> None:
+    assert payment_budget_ms(50) == limits.MIN_PAYMENT_BUDGET_MS  # 50 - the 30 ms reserve
+    with pytest.raises(DeadlineTooShort) as refused:
+        payment_budget_ms(49.9)
+    assert (refused.value.deadline_ms, refused.value.minimum_ms) == (49, 50)
 
 
 async def test_payment_finishes_even_when_the_caller_goes_away(start_paygrid) -> None:

@@ -175,4 +175,5 @@ def counts_text(counts: batch_pb.BatchCounts) -> str:
 def timing_text(timing: batch_pb.BatchTiming) -> str:
     return (f"groups={timing.groups} APT={duration_ms(timing.average_processing_time)} "
             f"throughput={timing.throughput_items_per_second:,.0f} items/s "
+            f"model-throughput={timing.model_throughput_items_per_second:,.0f} items/s "
             f"wall={duration_ms(timing.wall_time)}")

@@ -32,7 +32,7 @@ from paygrid_server.domain.batch import (
     FailurePolicy,
     ItemResult,
 )
-from paygrid_server.domain.batch_control_totals import ControlTally
+from paygrid_server.domain.batch_control_totals import ControlTally, ControlTotals
 from paygrid_server.domain.batch_failure_policy import GroupReversal, first_failure
 from paygrid_server.domain.batch_group_charging import GroupCharger
 from paygrid_server.domain.batch_group_workers import BatchLeaseLimits, GroupWorkers
@@ -95,6 +95,7 @@ class BatchRun:
         # not charged) until the stream has ended and its totals match.
         self._tally = ControlTally()
         self._holding = header.control is not None
+        self._end_control: ControlTotals | None = None
         self._rejected = False
         self._policy = header.failure_policy
         self._reversal = GroupReversal(settlement, batch.uid)
@@ -105,12 +106,15 @@ class BatchRun:
 
     async def submit(self, transactions: list[TransactionInput]) -> None:
         """Hands over one message's transactions; waits while the batch is busy."""
-        if self._holding:  # only declared totals are ever checked
-            for tx in transactions:
-                self._tally.add(tx.amount)
+        # Counted whether or not the header declared totals: a BatchEnd may.
+        for tx in transactions:
+            self._tally.add(tx.amount)
         await self._inbox.put(transactions)
 
-    async def end(self) -> None:
+    async def end(self, declared: ControlTotals | None = None) -> None:
+        """The client sent everything; `declared`: control totals its end
+        message carries, checked with the header's."""
+        self._end_control = declared
         await self._inbox.put(_END)
 
     def refuse(self, error: DomainError) -> None:
@@ -195,7 +199,7 @@ class BatchRun:
             if not self._holding:
                 await self._regroup_waiting_items()
             self._ended = await self._ingest()
-            if self._ended and self._holding:
+            if self._ended and (self._holding or self._end_control is not None):
                 await self._check_control_totals()
             if self._ended:
                 await self._store.set_status(self.batch.uid, BatchStatus.PROCESSING)
@@ -222,26 +226,32 @@ class BatchRun:
                 log.warning("batch.submission_renewal_failed", exc_info=True)
 
     async def _check_control_totals(self) -> None:
-        """Ends the hold: the stream's items are grouped when its totals
-        match; otherwise the stream is refused and, if no group of the batch
-        ever started (so no money moved), the whole batch is rejected."""
-        assert self._header.control is not None
-        mismatches = self._tally.mismatches(self._header.control)
+        """Checks the declared totals (the header's, the end message's) and
+        ends a hold: the stream's items are grouped when they match;
+        otherwise the stream is refused and, if no group of the batch was
+        ever formed (so no money moved), the whole batch is rejected."""
+        mismatches = []
+        for declared in (self._header.control, self._end_control):
+            if declared is not None:
+                mismatches += [m for m in self._tally.mismatches(declared) if m not in mismatches]
         if not mismatches:
-            self._holding = False
             log.info("batch.control_totals_matched", items=self._tally.item_count)
-            await self._regroup_waiting_items()
+            if self._holding:
+                self._holding = False
+                await self._regroup_waiting_items()
             return
         message = "; ".join(mismatches)
-        self._rejected = self._first_group_no == 1
+        # Without totals in the header nothing was held: groups may be charged.
+        self._rejected = self._first_group_no == 1 and not self._told_by_group
         if self._rejected:
             await self._store.reject_waiting_items(self.batch.uid, Failure(
                 FailureReason.CONTROL_TOTALS_MISMATCH, f"batch rejected: {message}"))
         log.warning("batch.control_totals_mismatch", detail=message,
                     batch_rejected=self._rejected)
         self._ended = False
+        subject = "end" if self._header.control is None else "header"
         self.refusal = PreconditionFailed(
-            "header", "CONTROL_TOTALS_MISMATCH",
+            subject, "CONTROL_TOTALS_MISMATCH",
             f"control totals do not match: {message}; " + (
                 "nothing was charged and the batch is rejected: send the corrected batch "
                 "with a new batch_id" if self._rejected else
@@ -263,7 +273,8 @@ class BatchRun:
                  total=counts.total, succeeded=counts.succeeded, failed=counts.failed,
                  rejected=counts.rejected, pending=counts.pending, groups=timing.groups,
                  wall_ms=round(wall_us / 1_000, 3), apt_ms=round(timing.apt_us / 1_000, 3),
-                 throughput_items_per_s=round(timing.throughput_items_per_s, 1))
+                 throughput_items_per_s=round(timing.throughput_items_per_s, 1),
+                 model_throughput_items_per_s=round(timing.model_throughput_items_per_s, 1))
         if self._worker_error is not None:
             raise self._worker_error
         if self._ended:

@@ -86,17 +86,30 @@ def validate_header(header: BatchHeaderInput) -> BatchHeader:
 
 
 def _control_totals(v: Violations, header: BatchHeaderInput) -> ControlTotals | None:
-    count = header.control_item_count
+    return _declared_totals(v, "header", header.control_item_count, header.control_sum)
+
+
+def validate_end_totals(count: int | None, control_sum: str) -> ControlTotals | None:
+    """The control totals a BatchEnd declares (None: none), checked as the
+    header's are."""
+    v = Violations()
+    totals = _declared_totals(v, "end", count, control_sum)
+    v.raise_if_any()
+    return totals
+
+
+def _declared_totals(v: Violations, where: str, count: int | None,
+                     control_sum: str) -> ControlTotals | None:
     if count is not None and not 1 <= count <= limits.BATCH_MAX_ITEMS:
-        v.add("header.control_item_count", f"{count}; a batch holds 1 to "
-                                           f"{limits.BATCH_MAX_ITEMS} transactions")
+        v.add(f"{where}.control_item_count", f"{count}; a batch holds 1 to "
+                                             f"{limits.BATCH_MAX_ITEMS} transactions")
     amount_sum = None
-    if header.control_sum:
-        amount_sum = parse_control_sum(header.control_sum)
+    if control_sum:
+        amount_sum = parse_control_sum(control_sum)
         if isinstance(amount_sum, str):
-            v.add("header.control_sum", amount_sum)
+            v.add(f"{where}.control_sum", amount_sum)
             amount_sum = None
-    if count is None and not header.control_sum:
+    if count is None and not control_sum:
         return None
     return ControlTotals(count, amount_sum)
 

@@ -62,8 +62,13 @@ class PreconditionFailed(DomainError):
 
 
 class DeadlineTooShort(DomainError):
-    def __init__(self, budget_ms: int) -> None:
-        self.budget_ms = budget_ms
+    """The call's deadline, as the server received it, is under the minimum
+    it accepts (which includes the part kept back to answer)."""
+
+    def __init__(self, deadline_ms: int, minimum_ms: int) -> None:
+        self.deadline_ms = deadline_ms
+        self.minimum_ms = minimum_ms
         super().__init__(
-            f"the call's deadline leaves {budget_ms} ms, too little to start a payment"
+            f"the call's deadline had {deadline_ms} ms left when it arrived; the minimum "
+            f"accepted is {minimum_ms} ms: call again with a longer deadline"
         )

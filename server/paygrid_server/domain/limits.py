@@ -37,6 +37,8 @@ HANDOFF_AFTER_MS = MAX_PAYMENT_BUDGET_MS + 30_000
 RESPONSE_RESERVE_MS = 30
 # Below this much budget a payment is not started at all.
 MIN_PAYMENT_BUDGET_MS = 20
+# The shortest call deadline accepted: the minimum budget plus the reserve.
+MIN_CALL_DEADLINE_MS = MIN_PAYMENT_BUDGET_MS + RESPONSE_RESERVE_MS
 # Budget for each call that settles an outcome (GetCharge, Void, refund):
 # these run after the caller's deadline if need be, so they have their own.
 SETTLEMENT_CALL_TIMEOUT_MS = 2_000

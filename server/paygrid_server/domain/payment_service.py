@@ -35,7 +35,7 @@ def payment_budget_ms(caller_remaining_ms: float | None) -> float:
         return limits.DEFAULT_PAYMENT_BUDGET_MS
     budget = min(caller_remaining_ms - limits.RESPONSE_RESERVE_MS, limits.MAX_PAYMENT_BUDGET_MS)
     if budget < limits.MIN_PAYMENT_BUDGET_MS:
-        raise DeadlineTooShort(int(max(budget, 0)))
+        raise DeadlineTooShort(int(max(caller_remaining_ms, 0)), limits.MIN_CALL_DEADLINE_MS)
     return budget
 
 

@@ -26,7 +26,12 @@ from paygrid_server.domain.batch_events import (
 )
 from paygrid_server.domain.batch_service import BatchReport
 from paygrid_server.domain.batch_timing import BatchTiming
-from paygrid_server.domain.batch_validation import BatchHeaderInput, TransactionInput
+from paygrid_server.domain.batch_control_totals import ControlTotals
+from paygrid_server.domain.batch_validation import (
+    BatchHeaderInput,
+    TransactionInput,
+    validate_end_totals,
+)
 from paygrid_server.domain.errors import FieldViolation, InvalidRequest
 from paygrid_server.transport.payment_messages import failure_pb, money_input, money_pb
 
@@ -52,6 +57,13 @@ def header_input(header: pb.BatchHeader) -> BatchHeaderInput:
         control_sum=header.control_sum,
         failure_policy=_FAILURE_POLICY.get(header.failure_policy,
                                            f"number {header.failure_policy}"))
+
+
+def end_totals(end: pb.BatchEnd) -> ControlTotals | None:
+    """The end message's control totals; InvalidRequest when malformed."""
+    return validate_end_totals(
+        end.control_item_count if end.HasField("control_item_count") else None,
+        end.control_sum)
 
 
 def transaction_inputs(chunk: pb.BatchTransactions) -> list[TransactionInput]:
@@ -142,12 +154,14 @@ def timing_pb(timing: BatchTiming) -> pb.BatchTiming:
     return pb.BatchTiming(wall_time=_span(timing.wall_us),
                           average_processing_time=_span(timing.apt_us),
                           throughput_items_per_second=timing.throughput_items_per_s,
-                          groups=timing.groups)
+                          groups=timing.groups,
+                          model_throughput_items_per_second=timing.model_throughput_items_per_s)
 
 
 def timing_metadata(timing: BatchTiming) -> tuple[tuple[str, str], ...]:
     return (("x-paygrid-apt-ms", f"{timing.apt_us / 1_000:.3f}"),
-            ("x-paygrid-throughput", f"{timing.throughput_items_per_s:.1f}"),
+            ("x-paygrid-throughput", f"{timing.throughput_items_per_s:.1f}"),  # measured
+            ("x-paygrid-model-throughput", f"{timing.model_throughput_items_per_s:.1f}"),
             ("x-paygrid-wall-ms", f"{timing.wall_us / 1_000:.3f}"))
 
 

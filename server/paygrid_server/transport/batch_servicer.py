@@ -18,6 +18,7 @@ from paygrid_server.transport.api_key_authentication import caller_tenant
 from paygrid_server.transport.batch_messages import (
     batch_item_pb,
     batch_pb,
+    end_totals,
     event_pb,
     header_input,
     item_status_from,
@@ -82,6 +83,11 @@ class BatchServicer(pb_grpc.BatchServiceServicer):
     async def _receive(request_iterator, run: BatchRun) -> None:
         try:
             async for message in request_iterator:
+                if message.HasField("end"):
+                    # Said outright: complete now, no half-close to confirm.
+                    # Nothing may follow it, so nothing more is read.
+                    await run.end(end_totals(message.end))
+                    return
                 if not message.HasField("transactions"):
                     run.refuse(_protocol_error("header", "only the first message may carry it"))
                     return

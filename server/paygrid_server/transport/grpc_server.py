@@ -7,11 +7,12 @@ from typing import Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from paygrid.v1 import batch_service_pb2, batch_service_pb2_grpc
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
+from paygrid_server.transport import reflection_v1
 from paygrid_server.transport.batch_servicer import BatchServicer
 from paygrid_server.transport.payment_servicer import PaymentServicer
 
@@ -77,8 +78,13 @@ async def start_grpc_server(listen: str, payments: PaymentServicer, batches: Bat
     batch_service_pb2_grpc.add_BatchServiceServicer_to_server(batches, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    # Reflection under both names (v1alpha, and v1 for newer clients).
+    reflection_v1.register_v1_descriptor()
+    reflecting = reflection.aio.ReflectionServicer(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME,
+         reflection_v1.SERVICE_NAME))
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflecting, server)
+    server.add_generic_rpc_handlers((reflection_v1.v1_handler(reflecting),))
     port = (server.add_insecure_port(listen) if credentials is None
             else server.add_secure_port(listen, credentials))
     if not port:

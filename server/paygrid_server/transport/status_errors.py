@@ -91,7 +91,9 @@ def status_for(error: DomainError) -> status_pb2.Status:
             retry_info(RETRY_STORAGE_AFTER_MS)))
     if isinstance(error, DeadlineTooShort):
         return status_pb2.Status(code=code_pb2.DEADLINE_EXCEEDED, message=message,
-                                 details=packed_details(error_info("DEADLINE_TOO_SHORT")))
+                                 details=packed_details(error_info(
+                                     "DEADLINE_TOO_SHORT", deadline_ms=str(error.deadline_ms),
+                                     minimum_deadline_ms=str(error.minimum_ms))))
     raise AssertionError(f"unmapped domain error {type(error).__name__}")
 
 
