@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -65,3 +67,25 @@ def test_a_breaking_change_is_caught(tmp_path: Path) -> None:
     result = _buf_breaking(tmp_path)
     assert result.returncode != 0
     assert 'field "1" with name "group_no"' in result.stdout
+
+
+@pytest.mark.skipif(shutil.which("protoc") is None,
+                    reason="needs `protoc` on PATH for buf's built-in Java generator")
+def test_buf_gen_managed_mode_gives_java_its_packages(tmp_path: Path) -> None:
+    """buf.gen.yaml's managed mode and inputs, its hosted plugins swapped
+    for protoc's built-in Java generator (no network needed)."""
+    config = (ROOT / "buf.gen.yaml").read_text()
+    local = config[:config.index("plugins:\n")] + (
+        f"plugins:\n  - protoc_builtin: java\n    out: {tmp_path}\n")
+    buf = Path(sys.executable).parent / "buf"
+    template = tmp_path / "buf.gen.local.yaml"
+    template.write_text(local)
+    result = subprocess.run([str(buf), "generate", "--template", str(template)],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    generated = {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.java")}
+    assert {"com/paygrid/v1/PayRequest.java", "com/paygrid/v1/BatchEnd.java",
+            "com/paygrid/v1/PaymentServiceProto.java"} <= generated  # a class per message
+    assert not [name for name in generated if "OuterClass" in name]
+    # google/rpc is left to com.google.rpc (proto-google-common-protos).
+    assert not [name for name in generated if name.startswith("com/google/")]
