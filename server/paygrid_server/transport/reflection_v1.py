@@ -6,7 +6,9 @@ UNIMPLEMENTED. v1 is the same protocol under a new package name: the same
 messages, field for field, so the same bytes. So the v1alpha servicer
 answers under the v1 method name too, and the v1 file descriptor (derived
 from the v1alpha one: only the names differ) is added to the pool so that
-reflection can describe the v1 service itself.
+reflection can describe the v1 service itself. Once grpcio-reflection ships
+v1 itself, this module goes (register_v1_descriptor already defers to a v1
+file present in the pool).
 """
 
 from __future__ import annotations
