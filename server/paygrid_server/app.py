@@ -164,7 +164,7 @@ class PaygridApp:
             interceptors, credentials, ConnectionPolicy(
                 config.max_connection_age_ms, config.max_connection_age_grace_ms,
                 config.keepalive_time_ms, config.keepalive_timeout_ms,
-                config.keepalive_min_client_ping_interval_ms))
+                config.keepalive_min_client_ping_interval_ms), config.reuse_port)
         if api_keys.dev_key_only:
             log.warning("auth.dev_key_only", tenant=DEV_TENANT,
                         hint="no API keys configured: only the documented dev key is accepted")

@@ -67,9 +67,12 @@ class ConnectionPolicy:
 async def start_grpc_server(listen: str, payments: PaymentServicer, batches: BatchServicer,
                             interceptors: Sequence[grpc.aio.ServerInterceptor],
                             credentials: grpc.ServerCredentials | None,
-                            connections: ConnectionPolicy) -> RunningServer:
+                            connections: ConnectionPolicy, reuse_port: bool = False) -> RunningServer:
     # Interceptors run in order, the first outermost.
     server = grpc.aio.server(interceptors=list(interceptors), options=[
+        # gRPC turns SO_REUSEPORT on by default: two servers would then both
+        # listen on one port and a retried Pay could land on the other one.
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         *connections.grpc_options(),
