@@ -10,12 +10,11 @@ import dataclasses
 import gc
 import json
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import NoReturn
 
-from paygrid_server import startup_failure
+from paygrid_server import process_shutdown, startup_failure
 from paygrid_server.api_keys import TENANT_ID_PATTERN, api_key_sha256, new_api_key
 from paygrid_server.app import PaygridApp
 from paygrid_server.config import API_KEYS_ENV, SETTINGS, ConfigError, ServerConfig, load_config
@@ -32,12 +31,13 @@ async def _serve(config: ServerConfig) -> None:
     gc.collect()
     gc.freeze()
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    process_shutdown.on_stop_signals(asyncio.get_running_loop(), stop.set)
     print(f"paygrid serving on {config.listen.rsplit(':', 1)[0]}:{app.port} "
           f"(database {config.database_shown})", file=sys.stderr, flush=True)
     await stop.wait()
+    process_shutdown.start_hard_deadline(
+        (config.shutdown_drain_delay_ms + config.shutdown_grace_ms) / 1_000
+        + process_shutdown.HARD_DEADLINE_MARGIN_S)
     await app.stop()
 
 

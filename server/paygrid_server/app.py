@@ -46,6 +46,7 @@ from paygrid_server.storage.sqlite_batch_store import SqliteBatchStore
 from paygrid_server.storage.sqlite_database import SqliteDatabase
 from paygrid_server.storage.sqlite_payment_store import SqlitePaymentStore
 from paygrid_server.transport.batch_servicer import BatchServicer
+from paygrid_server.transport.call_cutoff import CallCutoff
 from paygrid_server.transport.call_interceptor import CallInterceptor
 from paygrid_server.transport.grpc_server import (
     ConnectionPolicy,
@@ -58,6 +59,10 @@ from paygrid_server.tls_credentials import server_credentials
 from paygrid_server.transport.payment_servicer import PaymentServicer
 
 log = structlog.get_logger("paygrid.app")
+
+# After the grace, how long calls cut off get to send their status before
+# grpc cancels them itself.
+CUT_OFF_ANSWER_S = 1.0
 
 
 async def open_storage(
@@ -93,6 +98,7 @@ class PaygridApp:
     load_shedding: LoadShedding | None = None
     observability: AppObservability | None = None
     group_workers: GroupWorkers | None = None
+    cutoff: CallCutoff | None = None
 
     @property
     def port(self) -> int:
@@ -183,8 +189,9 @@ class PaygridApp:
         api_keys = ApiKeyRegistry(config.auth.api_keys)
         load_shedding = LoadShedding(config.max_concurrent_calls,
                                      config.max_concurrent_batch_streams)
+        cutoff = CallCutoff()
         interceptors = [*observability.server_interceptors(),
-                        CallInterceptor(observability.metrics, load_shedding, api_keys)]
+                        CallInterceptor(observability.metrics, load_shedding, api_keys, cutoff)]
         tls = config.tls
         credentials = None
         if tls.cert_file is not None and tls.key_file is not None:
@@ -209,6 +216,7 @@ class PaygridApp:
             log.warning("auth.dev_key_only", tenant=DEV_TENANT,
                         hint="no API keys configured: only the documented dev key is accepted")
         app = cls(config, database, running, in_flight, channels, breakers, simulators)
+        app.cutoff = cutoff
         app.load_shedding = load_shedding
         app.observability = observability
         app.group_workers = group_workers
@@ -235,7 +243,14 @@ class PaygridApp:
         await asyncio.sleep(self.config.shutdown_drain_delay_ms / 1_000)
         # One grace for both: calls, then the work they started, never 2x.
         grace_ends = asyncio.get_running_loop().time() + grace_s
-        await self.grpc.server.stop(grace_s)
+        # grpc would cancel what is left at its grace (CANCELLED, or a bare
+        # UNAVAILABLE); the cutoff ends those calls first, retryably.
+        stopping = asyncio.ensure_future(self.grpc.server.stop(grace_s + CUT_OFF_ANSWER_S))
+        await asyncio.wait([stopping], timeout=grace_s)
+        if not stopping.done() and self.cutoff is not None:
+            log.warning("server.calls_cut_off", calls=self.cutoff.cut(),
+                        hint="ended UNAVAILABLE with RetryInfo; their work is resumable")
+        await stopping
         await self.in_flight.drain(max(0.0, grace_ends - asyncio.get_running_loop().time()))
         if self.group_workers:
             await self.group_workers.stop(grace_ends - asyncio.get_running_loop().time())
