@@ -47,8 +47,11 @@ class DatabaseLock:
         except BaseException:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass  # a full or read-only disk: the lock holds all the same, unnamed
         return cls(fd)
 
     def release(self) -> None:
@@ -57,5 +60,8 @@ class DatabaseLock:
         fd, self._fd = self._fd, None
         # The file stays: unlinking it would let a third process lock a new
         # inode while a second one still waits on the old.
-        os.ftruncate(fd, 0)
+        try:
+            os.ftruncate(fd, 0)  # no pid of a process that no longer holds it
+        except OSError:
+            pass
         os.close(fd)  # closing the last descriptor releases the flock
