@@ -11,6 +11,9 @@ servicer (`simulator.faults`) and make it misbehave for a while:
                                           then without charging, as requests
                                           lost with their connection)
   await held(calls=N)                     returns once N charge calls are held
+  freeze() / thaw()                       every call (charges, lookups, voids,
+                                          refunds) hangs, doing nothing, until
+                                          thawed: a channel that is down
   fail_reversals(calls=N)                 the next N Void/Refund calls fail
                                           UNAVAILABLE before anything is done
   clear()                                 all of it off
@@ -76,6 +79,8 @@ class ChannelFaults:
         self.charges_slowed = 0
         self.charges_held = 0
         self._held_more = asyncio.Event()  # set each time a call is held
+        self._thawed: asyncio.Event | None = None  # frozen while set to an Event
+        self.calls_frozen = 0
         self.reversals_failed = 0
 
     def slow_down(self, extra_ms: float, calls: int | None = None,
@@ -110,6 +115,21 @@ class ChannelFaults:
             self._held_more.clear()
             await self._held_more.wait()
 
+    def freeze(self) -> None:
+        if self._thawed is None:
+            self._thawed = asyncio.Event()
+
+    def thaw(self) -> None:
+        if self._thawed is not None:
+            self._thawed.set()
+            self._thawed = None
+
+    async def until_thawed(self) -> None:
+        """Every call waits here first: at once, unless the channel is frozen."""
+        if self._thawed is not None:
+            self.calls_frozen += 1
+            await self._thawed.wait()
+
     def fail_reversals(self, calls: int) -> None:
         assert calls >= 0
         self._failing_reversals = calls
@@ -119,6 +139,7 @@ class ChannelFaults:
         self._slow_calls_left = self._slow_until_s = None
         self._failing_charges = self._failing_reversals = 0
         self.release_charges()
+        self.thaw()
 
     def take_charge_fault(self) -> ChargeFault:
         """The fault for the charge call arriving now (counts are used up)."""

@@ -129,6 +129,7 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
 
     async def Charge(self, request: pb.ChargeRequest, context: grpc.aio.ServicerContext):
         self._note_traceparent(context)
+        await self.faults.until_thawed()
         self.charge_calls += 1
         self._started(1)
         try:
@@ -154,6 +155,7 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
     async def ChargeBatch(self, request: pb.ChargeBatchRequest,
                           context: grpc.aio.ServicerContext):
         self._note_traceparent(context)
+        await self.faults.until_thawed()
         self.charge_batch_calls += 1
         if not self.behaviour.bulk_charge:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
@@ -268,6 +270,7 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
 
     async def GetCharge(self, request: pb.GetChargeRequest, context: grpc.aio.ServicerContext):
         self._note_traceparent(context)
+        await self.faults.until_thawed()
         try:
             return pb.GetChargeResponse(charge=_charge_pb(self.ledger.get(request.idempotency_key)))
         except LedgerNotFound as error:
@@ -286,6 +289,7 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
 
     async def Void(self, request: pb.VoidRequest, context: grpc.aio.ServicerContext):
         self._note_traceparent(context)
+        await self.faults.until_thawed()
         await self._maybe_fail_reversal(request.idempotency_key, context)
         try:
             record = self.ledger.void(request.idempotency_key, clock.now_us())
@@ -295,6 +299,7 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
 
     async def Refund(self, request: pb.RefundRequest, context: grpc.aio.ServicerContext):
         self._note_traceparent(context)
+        await self.faults.until_thawed()
         await self._maybe_fail_reversal(request.charge_idempotency_key, context)
         try:
             refund_id = self.ledger.refund(
