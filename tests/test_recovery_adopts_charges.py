@@ -23,7 +23,7 @@ from paygrid_server.ports.payment_channel import ChargeStatus
 from paygrid_server.simulator.channel_ledger import ChannelLedger
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour
 from tests.batch_client import batch_stub, chunk, header, submit
-from tests.conftest import leg, pay_request
+from tests.conftest import leg, pay_request, pay_until_final
 from tests.crash_rig import crash_rig
 from tests.exactly_once import count_batch
 
@@ -78,12 +78,6 @@ async def test_a_batch_killed_mid_charge_is_finished_without_a_void(
         assert exactly_once.ok and exactly_once.captures == ITEMS, exactly_once.describe()
 
 
-async def _pay_until_answered(stub: pb_grpc.PaymentServiceStub,
-                              request: pb.PayRequest) -> pb.Payment:
-    """The same key again, as a client does after UNAVAILABLE."""
-    return (await stub.Pay(request, timeout=30)).payment
-
-
 @pytest.mark.parametrize("channel_made_them", [True, False],
                          ids=["charges-made", "charges-lost"])
 async def test_a_payment_killed_mid_charge_comes_back_succeeded_without_a_void(
@@ -106,7 +100,7 @@ async def test_a_payment_killed_mid_charge_comes_back_succeeded_without_a_void(
 
         await rig.restart()
         async with rig.channel() as channel:
-            payment = await _pay_until_answered(pb_grpc.PaymentServiceStub(channel), request)
+            payment = await pay_until_final(pb_grpc.PaymentServiceStub(channel), request)
 
         assert payment.status == pb.PAYMENT_STATUS_SUCCEEDED
         assert [l.status for l in payment.legs] == [pb.LEG_STATUS_SUCCEEDED] * 2

@@ -10,7 +10,6 @@ payments claimed for as long as the channel is away.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import grpc
@@ -20,23 +19,10 @@ from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
 from paygrid_server.ports.payment_channel import ChargeStatus
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour
-from tests.conftest import leg, pay_request, rich_status
+from tests.conftest import leg, pay_request, pay_until_final, rich_status
 from tests.crash_rig import crash_rig
 
 PAYMENTS = 4
-
-
-async def _pay_until_final(stub: pb_grpc.PaymentServiceStub, request: pb.PayRequest) -> pb.Payment:
-    """The same key again after each ABORTED, after the delay its RetryInfo
-    asks for: what a client does."""
-    while True:
-        try:
-            return (await stub.Pay(request, timeout=30)).payment
-        except grpc.aio.AioRpcError as error:
-            if error.code() != grpc.StatusCode.ABORTED:
-                raise
-            delay = rich_status(error)["RetryInfo"].retry_delay
-            await asyncio.sleep(delay.ToMilliseconds() / 1_000)
 
 
 async def test_a_restart_serves_at_once_and_recovers_in_the_background(tmp_path: Path) -> None:
@@ -78,7 +64,7 @@ async def test_a_restart_serves_at_once_and_recovers_in_the_background(tmp_path:
             assert rich_status(error.value)["ErrorInfo"].reason == "PAYMENT_NOT_CAPTURED"
 
             card.faults.thaw()
-            payments = [await _pay_until_final(stub, request) for request in requests]
+            payments = [await pay_until_final(stub, request) for request in requests]
 
         assert [p.status for p in payments] == [pb.PAYMENT_STATUS_SUCCEEDED] * PAYMENTS
         captured = sorted((c.payee, c.amount.amount_minor) for c in card.ledger.captured())
