@@ -10,6 +10,7 @@ make the charges (or drop them, as requests lost with their connection).
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import grpc
@@ -19,13 +20,15 @@ from paygrid.type.v1 import money_pb2
 from paygrid.v1 import batch_service_pb2 as bpb
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
+from paygrid_server.api_key_metadata import keyed_channel
 from paygrid_server.ports.payment_channel import ChargeStatus
 from paygrid_server.simulator.channel_ledger import ChannelLedger
-from paygrid_server.simulator.channel_simulator import SimulatorBehaviour
-from tests.batch_client import batch_stub, chunk, header, submit
-from tests.conftest import leg, pay_request, pay_until_final
+from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
+from tests.batch_client import BatchReply, batch_stub, chunk, header, submit
+from tests.conftest import leg, pay_request, pay_until_final, rich_status
 from tests.crash_rig import crash_rig
 from tests.exactly_once import count_batch
+from tests.server_process import ServerProcess, free_port, write_config
 
 ITEMS = 20
 GROUP_SIZE = 10  # two groups: two ChargeBatch calls held at the channel
@@ -109,3 +112,67 @@ async def test_a_payment_killed_mid_charge_comes_back_succeeded_without_a_void(
         assert captured == [("payee_a", 1_000), ("payee_b", 2_000)]
         assert sorted(l.channel_reference for l in payment.legs) == sorted(
             c.charge_id for c in card.ledger.captured())
+
+
+async def _submit_when_free(target: str, messages: list) -> BatchReply:
+    """Resubmits; ABORTED while the dead replica's submission lease runs out
+    is retried after the delay its RetryInfo asks for, as a client does."""
+    while True:
+        async with keyed_channel(target) as channel:
+            try:
+                return await submit(batch_stub(channel), *messages)
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.ABORTED:
+                    raise
+                delay = rich_status(error)["RetryInfo"].retry_delay
+        await asyncio.sleep(delay.ToMilliseconds() / 1_000)
+
+
+@pytest.mark.postgresql_only
+async def test_a_replica_taking_over_a_killed_ones_group_adopts_its_charges(
+        tmp_path: Path, storage_engine: str, postgres_databases) -> None:
+    """PostgreSQL: the group a killed replica held mid-charge is claimed by
+    another once its lease runs out, which adopts the charges the channel
+    made: an all-or-nothing group used to be voided whole and charged again."""
+    sim_server, card, sim_port = await start_simulator("card", SimulatorBehaviour())
+    dsn = await postgres_databases.create()
+    leases = dict(batch_lease_ms=1_000, batch_lease_renew_every_ms=200, batch_claim_poll_ms=50,
+                  batch_progress_poll_ms=50)
+    replicas = []
+    for name in "ab":
+        port = free_port()
+        config = write_config(tmp_path / f"{name}.toml", port, dsn,  # type: ignore[arg-type]
+                              {"card": sim_port}, **leases)
+        config.write_text(config.read_text() + "[postgres]\npool_max_connections = 5\n")
+        replicas.append((ServerProcess(config, tmp_path / f"{name}.log"), port))
+    (a, a_port), (b, b_port) = replicas
+    transactions = _transactions()
+    messages = [header("takeover", max_group_size=GROUP_SIZE, parallelism=2,
+                       failure_policy=bpb.FAILURE_POLICY_ALL_OR_NOTHING_PER_GROUP),
+                chunk(*transactions)]
+    try:
+        await a.start(a_port)
+        card.faults.hold_charges()
+        async with keyed_channel(f"127.0.0.1:{a_port}") as channel:
+            call = batch_stub(channel).SubmitBatch(iter(messages), timeout=60)
+            await card.faults.held(calls=ITEMS // GROUP_SIZE)
+            a.kill()
+            call.cancel()
+        card.faults.release_charges()  # the channel makes them
+        await card.finish_late_work()
+        assert len(card.ledger.captured()) == ITEMS
+
+        await b.start(b_port)
+        reply = await _submit_when_free(f"127.0.0.1:{b_port}", messages)
+        assert reply.summary.status == bpb.BATCH_STATUS_COMPLETED
+        assert reply.summary.counts.succeeded == ITEMS
+        assert _voided(card.ledger) == []
+        exactly_once = count_batch(transactions, reply.results, {"card": card.ledger})
+        assert exactly_once.ok and exactly_once.captures == ITEMS, exactly_once.describe()
+        taken_over = [line for line in (tmp_path / "b.log").read_text().splitlines()
+                      if '"batch.group_taken_over"' in line]
+        assert len(taken_over) == ITEMS // GROUP_SIZE
+    finally:
+        for process, _ in replicas:
+            process.terminate()
+        await sim_server.stop(None)
