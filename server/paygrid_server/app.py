@@ -98,6 +98,7 @@ class PaygridApp:
     load_shedding: LoadShedding | None = None
     observability: AppObservability | None = None
     group_workers: GroupWorkers | None = None
+    recovery: PaymentRecovery | None = None
     cutoff: CallCutoff | None = None
 
     @property
@@ -182,9 +183,11 @@ class PaygridApp:
         batches = BatchService(batch_store, router, channels, settlement, in_flight,
                                group_workers, lease)
 
-        # Whatever a crash left unfinished is resolved before new traffic;
-        # batches wait for their submitter to resubmit them.
-        resolved = await recovery.resolve_all()
+        # Whatever a crash left unfinished is claimed before new traffic
+        # and settled in the background: readiness never waits on a channel.
+        # Batches wait for their submitter to resubmit them.
+        recovering = await recovery.claim_unfinished(config.recovery_interval_ms)
+        opened.append(recovery.stop)  # its settling tasks, before the database closes
         interrupted = await batch_store.interrupt_abandoned()
         api_keys = ApiKeyRegistry(config.auth.api_keys)
         load_shedding = LoadShedding(config.max_concurrent_calls,
@@ -220,13 +223,14 @@ class PaygridApp:
         app.load_shedding = load_shedding
         app.observability = observability
         app.group_workers = group_workers
+        app.recovery = recovery
         await group_workers.start()
         opened.append(functools.partial(group_workers.stop, 0))
         app.recovery_task = asyncio.get_running_loop().create_task(
             recovery.run_periodically(config.recovery_interval_ms))
         log.info("server.started", listen=config.listen, port=running.port,
                  metrics_port=observability.metrics_port,
-                 database=config.database_shown, recovered_payments=resolved,
+                 database=config.database_shown, recovering_payments=recovering,
                  interrupted_batches=interrupted, replica=replica,
                  channels={name: ch.target for name, ch in channels.items()})
         return app
@@ -256,6 +260,8 @@ class PaygridApp:
             await self.group_workers.stop(grace_ends - asyncio.get_running_loop().time())
         if self.recovery_task:
             self.recovery_task.cancel()
+        if self.recovery:
+            await self.recovery.stop()  # before the database closes
         for channel in self.channels.values():
             await channel.close()
         for server, _ in self.simulators.values():
