@@ -97,7 +97,8 @@ def _check_free(listen: str) -> None:
 async def start_grpc_server(listen: str, payments: PaymentServicer, batches: BatchServicer,
                             interceptors: Sequence[grpc.aio.ServerInterceptor],
                             credentials: grpc.ServerCredentials | None,
-                            connections: ConnectionPolicy, reuse_port: bool = False) -> RunningServer:
+                            connections: ConnectionPolicy,
+                            reuse_port: bool = False) -> RunningServer:
     if not reuse_port:
         _check_free(listen)
     # Interceptors run in order, the first outermost.
