@@ -209,6 +209,14 @@ class GroupWorkers:
             if listener is not None:
                 listener.group_failed(lease.group_no, error)
             await self._give_up(lease)
+        except asyncio.CancelledError:
+            # Cut off by a shutdown past its grace: a lease kept in memory
+            # would leave the batch's run waiting for this group forever (and
+            # with it the process's exit). What was stored stays resumable.
+            log.warning("batch.group_cut_off", batch_uid=lease.batch_uid,
+                        group_no=lease.group_no)
+            self.queue.abandon_group_lease(lease)
+            raise
         else:
             listener = self._listeners.get(lease.batch_uid)
             if listener is not None:
