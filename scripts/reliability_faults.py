@@ -48,8 +48,8 @@ from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
 from paygrid_server.api_key_metadata import keyed_channel
 from paygrid_server.app import PaygridApp
 from paygrid_server.config import ChannelConfig, ObservabilityConfig, ServerConfig
-from paygrid_server.domain import limits
-from paygrid_server.domain.circuit_breaker import BreakerState
+from paygrid_server.domain.model import limits
+from paygrid_server.domain.charging.circuit_breaker import BreakerState
 from paygrid_server.logging_setup import configure_logging
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
 from paygrid_server.ledger_reconciliation import reconcile, sqlite_rows

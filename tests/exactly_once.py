@@ -22,7 +22,7 @@ from typing import Iterable, Mapping
 
 from paygrid.v1 import batch_service_pb2 as batch_pb
 from paygrid.v1 import payment_service_pb2 as pay_pb
-from paygrid_server.ports.payment_channel import ChargeStatus
+from paygrid_server.domain.ports.payment_channel import ChargeStatus
 from paygrid_server.simulator.channel_ledger import ChannelLedger, SimulatedCharge
 from paygrid_server.ledger_reconciliation import Reconciliation
 

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from paygrid.v1 import batch_service_pb2 as batch_pb
 from paygrid.v1 import payment_service_pb2 as pay_pb
-from paygrid_server.domain import limits
+from paygrid_server.domain.model import limits
 
 INT32 = (-(2**31), 2**31 - 1)
 INT64 = (-(2**63), 2**63 - 1)

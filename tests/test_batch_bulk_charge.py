@@ -14,9 +14,9 @@ from paygrid.channel.v1 import payment_channel_pb2_grpc as cpb_grpc
 from paygrid.type.v1 import money_pb2
 from paygrid.v1 import batch_service_pb2 as pb
 from paygrid_server.channels.grpc_payment_channel import GrpcPaymentChannel
-from paygrid_server.domain.channel_charge import ChargeOrder
-from paygrid_server.domain.money import Money
-from paygrid_server.ports.payment_channel import (
+from paygrid_server.domain.charging.channel_charge import ChargeOrder
+from paygrid_server.domain.model.money import Money
+from paygrid_server.domain.ports.payment_channel import (
     MAX_CHARGES_PER_BATCH_CALL,
     BulkChargeUnsupported,
     ChargeStatus,

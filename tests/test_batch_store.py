@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from paygrid_server.domain.batch import (
+from paygrid_server.domain.model.batch import (
     Batch,
     BatchGroup,
     BatchHeader,
@@ -17,14 +17,14 @@ from paygrid_server.domain.batch import (
     BatchStatus,
     GroupingPolicy,
 )
-from paygrid_server.domain.money import Money
-from paygrid_server.domain.payment import Failure, FailureReason
-from paygrid_server.ports.batch_store import BatchStore
-from paygrid_server.storage import postgres_batch_store
-from paygrid_server.storage.postgres_batch_store import PostgresBatchStore
-from paygrid_server.storage.postgres_database import PostgresDatabase, PostgresLimits
-from paygrid_server.storage.sqlite_batch_store import SqliteBatchStore, _chunks
-from paygrid_server.storage.sqlite_database import SqliteDatabase
+from paygrid_server.domain.model.money import Money
+from paygrid_server.domain.model.payment import Failure, FailureReason
+from paygrid_server.domain.ports.batch_store import BatchStore
+from paygrid_server.storage.postgres import batch_store as postgres_batch_store
+from paygrid_server.storage.postgres.batch_store import PostgresBatchStore
+from paygrid_server.storage.postgres.database import PostgresDatabase, PostgresLimits
+from paygrid_server.storage.sqlite.batch_store import SqliteBatchStore, _chunks
+from paygrid_server.storage.sqlite.database import SqliteDatabase
 
 UID = "bat_test"
 S = BatchItemStatus

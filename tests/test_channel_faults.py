@@ -10,9 +10,9 @@ import asyncio
 import time
 
 from paygrid.v1 import payment_service_pb2 as pb
-from paygrid_server.domain import limits
-from paygrid_server.domain.circuit_breaker import BreakerState
-from paygrid_server.ports.payment_channel import ChargeStatus
+from paygrid_server.domain.model import limits
+from paygrid_server.domain.charging.circuit_breaker import BreakerState
+from paygrid_server.domain.ports.payment_channel import ChargeStatus
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
 from tests.conftest import TEST_CHANNELS, channel, leg, pay_request
 from tests.ledger_check import assert_books_agree

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from paygrid_server.domain.circuit_breaker import BreakerState, CircuitBreaker
+from paygrid_server.domain.charging.circuit_breaker import BreakerState, CircuitBreaker
 
 
 class Clock:

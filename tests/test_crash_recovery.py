@@ -15,7 +15,7 @@ from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
 from paygrid_server.api_key_metadata import keyed_channel
 from paygrid_server.config import ChannelConfig
-from paygrid_server.ports.payment_channel import ChargeStatus
+from paygrid_server.domain.ports.payment_channel import ChargeStatus
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
 from tests.conftest import channel, leg, pay_request, pay_until_final, slow
 from tests.server_process import ServerProcess, free_port, wait_for, write_config

@@ -13,7 +13,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from paygrid.v1 import batch_service_pb2 as batch_pb
 from paygrid_client.errors import PaygridError
-from paygrid_server.domain.payment import FailureReason
+from paygrid_server.domain.model.payment import FailureReason
 from paygrid_server.transport.failure_status import FAILURE_CODES
 from tests.batch_client import batch_stub, chunk, header, submit, tx
 from tests.conftest import leg, pay_request

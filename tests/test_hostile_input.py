@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from paygrid.v1 import batch_service_pb2 as batch_pb
 from paygrid.v1 import batch_service_pb2_grpc as batch_grpc
 from paygrid.v1 import payment_service_pb2 as pb
-from paygrid_server.domain import limits
+from paygrid_server.domain.model import limits
 from paygrid_server.transport.grpc_server import MAX_MESSAGE_BYTES
 from tests.batch_client import chunk, header, submit, tx
 from tests.conftest import leg, pay_request

@@ -8,8 +8,8 @@ import grpc
 import pytest
 
 from paygrid.v1 import payment_service_pb2 as pb
-from paygrid_server.storage.postgres_payment_store import PostgresPaymentStore
-from paygrid_server.storage.sqlite_payment_store import SqlitePaymentStore
+from paygrid_server.storage.postgres.payment_store import PostgresPaymentStore
+from paygrid_server.storage.sqlite.payment_store import SqlitePaymentStore
 from tests.conftest import leg, pay_request, rich_status
 from tests.ledger_check import assert_books_agree
 from tests.server_process import wait_for

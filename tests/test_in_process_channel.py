@@ -9,9 +9,9 @@ import pytest
 from paygrid.v1 import batch_service_pb2 as bpb
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid_server.channels.in_process_channel import InProcessPaymentChannel
-from paygrid_server.domain.channel_charge import ChargeOrder
-from paygrid_server.domain.money import Money
-from paygrid_server.ports.payment_channel import (
+from paygrid_server.domain.charging.channel_charge import ChargeOrder
+from paygrid_server.domain.model.money import Money
+from paygrid_server.domain.ports.payment_channel import (
     BulkChargeUnsupported,
     ChannelTimeout,
     ChargeStatus,

@@ -10,7 +10,7 @@ from google.rpc import code_pb2, error_details_pb2
 from paygrid.v1 import batch_service_pb2 as batch_pb
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid_client.iso20022_pain002 import reason_for
-from paygrid_server.domain.circuit_breaker import BreakerState
+from paygrid_server.domain.charging.circuit_breaker import BreakerState
 from tests.batch_client import batch_stub, chunk, header, submit, tx
 from tests.conftest import TEST_CHANNELS, leg, pay_request
 

@@ -13,9 +13,10 @@ import asyncpg
 
 from paygrid.v1 import batch_service_pb2 as batch_pb
 from paygrid.v1 import payment_service_pb2 as pb
-from paygrid_server.storage import postgres_migrations, sqlite_migrations
-from paygrid_server.storage.postgres_database import PostgresDatabase, PostgresLimits
-from paygrid_server.storage.sqlite_database import SqliteDatabase
+from paygrid_server.storage.postgres import migrate as postgres_migrations
+from paygrid_server.storage.sqlite import migrate as sqlite_migrations
+from paygrid_server.storage.postgres.database import PostgresDatabase, PostgresLimits
+from paygrid_server.storage.sqlite.database import SqliteDatabase
 from tests.batch_client import batch_stub
 from tests.postgres_databases import postgres_rows, require_postgres
 

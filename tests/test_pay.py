@@ -8,11 +8,11 @@ import grpc
 import pytest
 
 from paygrid.v1 import payment_service_pb2 as pb
-from paygrid_server.domain import limits
-from paygrid_server.domain.circuit_breaker import BreakerState
-from paygrid_server.domain.errors import DeadlineTooShort
-from paygrid_server.domain.payment_service import payment_budget_ms
-from paygrid_server.ports.payment_channel import ChargeStatus
+from paygrid_server.domain.model import limits
+from paygrid_server.domain.charging.circuit_breaker import BreakerState
+from paygrid_server.domain.model.errors import DeadlineTooShort
+from paygrid_server.domain.payments.payment_service import payment_budget_ms
+from paygrid_server.domain.ports.payment_channel import ChargeStatus
 from tests.conftest import channel, leg, pay_request, rich_status, slow, TEST_CHANNELS
 
 S = pb  # enum values read better as S.LEG_STATUS_...

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from paygrid_server.config import ConfigError, PostgresConfig, load_config
-from paygrid_server.storage.postgres_database import (
+from paygrid_server.storage.postgres.database import (
     PostgresDatabase,
     PostgresLimits,
     PostgresUnavailable,

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from paygrid_server.storage.postgres_database import PostgresDatabase
+from paygrid_server.storage.postgres.database import PostgresDatabase
 
 POOL_CLOSE_TIMEOUT_S = 2.0  # postgres_database.py's (not imported: runs on old code too)
 

@@ -15,16 +15,16 @@ import grpc
 import pytest
 
 from paygrid.v1 import payment_service_pb2 as pb
-from paygrid_server.domain.batch import (
+from paygrid_server.domain.model.batch import (
     Batch,
     BatchHeader,
     BatchItem,
     BatchStatus,
     GroupingPolicy,
 )
-from paygrid_server.domain import clock
-from paygrid_server.domain.money import Money
-from paygrid_server.domain.payment import (
+from paygrid_server.domain.model import clock
+from paygrid_server.domain.model.money import Money
+from paygrid_server.domain.model.payment import (
     Leg,
     LegRequest,
     LegStatus,
@@ -32,20 +32,20 @@ from paygrid_server.domain.payment import (
     PaymentMode,
     PaymentStatus,
 )
-from paygrid_server.domain.errors import RequestInProgress
-from paygrid_server.domain.payment_service import InFlight
-from paygrid_server.domain.refund import Refund, RefundLeg, RefundStatus
-from paygrid_server.domain.refund_service import (
+from paygrid_server.domain.model.errors import RequestInProgress
+from paygrid_server.domain.in_flight import InFlight
+from paygrid_server.domain.model.refund import Refund, RefundLeg, RefundStatus
+from paygrid_server.domain.payments.refund_service import (
     RefundInput,
     RefundLegInput,
     RefundService,
     validate_refund,
 )
-from paygrid_server.domain.request_validation import MoneyInput
-from paygrid_server.ports.payment_store import RefundExceedsRefundable
-from paygrid_server.storage.postgres_batch_store import PostgresBatchStore
-from paygrid_server.storage.postgres_database import PostgresDatabase, PostgresLimits
-from paygrid_server.storage.postgres_payment_store import HANDOFF_AFTER_MS, PostgresPaymentStore
+from paygrid_server.domain.model.request_validation import MoneyInput
+from paygrid_server.domain.ports.payment_store import RefundExceedsRefundable
+from paygrid_server.storage.postgres.batch_store import PostgresBatchStore
+from paygrid_server.storage.postgres.database import PostgresDatabase, PostgresLimits
+from paygrid_server.storage.postgres.payment_store import HANDOFF_AFTER_MS, PostgresPaymentStore
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
 from tests.conftest import channel, leg, money, pay_request, rich_status
 from tests.postgres_databases import postgres_rows, require_postgres

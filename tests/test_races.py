@@ -16,12 +16,12 @@ import pytest
 
 from paygrid.v1 import batch_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2 as pay_pb
-from paygrid_server.domain import limits
-from paygrid_server.domain.money import Money
-from paygrid_server.domain.payment import Leg, LegRequest, Payment, PaymentMode
-from paygrid_server.storage.postgres_payment_store import PostgresPaymentStore
-from paygrid_server.storage.sqlite_database import SqliteDatabase
-from paygrid_server.storage.sqlite_payment_store import SqlitePaymentStore
+from paygrid_server.domain.model import limits
+from paygrid_server.domain.model.money import Money
+from paygrid_server.domain.model.payment import Leg, LegRequest, Payment, PaymentMode
+from paygrid_server.storage.postgres.payment_store import PostgresPaymentStore
+from paygrid_server.storage.sqlite.database import SqliteDatabase
+from paygrid_server.storage.sqlite.payment_store import SqlitePaymentStore
 from tests.batch_client import BatchReply, batch_stub, chunk, header, open_stream, submit, tx
 from tests.conftest import channel, leg, pay_request, rich_status, slow
 from tests.ledger_check import assert_books_agree

@@ -17,8 +17,8 @@ import pytest
 from paygrid.channel.v1 import payment_channel_pb2 as channel_pb
 from paygrid.channel.v1 import payment_channel_pb2_grpc as channel_grpc
 from paygrid.v1 import payment_service_pb2 as pb
-from paygrid_server.domain import clock
-from paygrid_server.domain.money import Money
+from paygrid_server.domain.model import clock
+from paygrid_server.domain.model.money import Money
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
 from tests.batch_client import batch_stub, chunk, header, submit, tx
 from tests.conftest import channel, leg, money, pay_request

@@ -21,7 +21,7 @@ from paygrid.v1 import batch_service_pb2 as bpb
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
 from paygrid_server.api_key_metadata import keyed_channel
-from paygrid_server.ports.payment_channel import ChargeStatus
+from paygrid_server.domain.ports.payment_channel import ChargeStatus
 from paygrid_server.simulator.channel_ledger import ChannelLedger
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
 from tests.batch_client import BatchReply, batch_stub, chunk, header, submit

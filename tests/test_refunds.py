@@ -9,12 +9,12 @@ import pytest
 
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid_server.api_keys import DEV_TENANT
-from paygrid_server.domain import limits
-from paygrid_server.domain.errors import DeadlineTooShort
-from paygrid_server.domain.refund import RefundStatus
-from paygrid_server.domain.refund_service import RefundInput, RefundService
-from paygrid_server.storage.postgres_payment_store import PostgresPaymentStore
-from paygrid_server.storage.sqlite_payment_store import SqlitePaymentStore
+from paygrid_server.domain.model import limits
+from paygrid_server.domain.model.errors import DeadlineTooShort
+from paygrid_server.domain.model.refund import RefundStatus
+from paygrid_server.domain.payments.refund_service import RefundInput, RefundService
+from paygrid_server.storage.postgres.payment_store import PostgresPaymentStore
+from paygrid_server.storage.sqlite.payment_store import SqlitePaymentStore
 from tests.conftest import leg, money, pay_request, rich_status
 from tests.ledger_check import assert_books_agree
 

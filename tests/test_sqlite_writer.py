@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from paygrid_server.storage.sqlite_writer import SqliteWriter
+from paygrid_server.storage.sqlite.writer import SqliteWriter
 
 
 class Refused(Exception):
@@ -87,7 +87,7 @@ async def test_a_write_after_close_gets_a_storage_fault_instead_of_waiting_for_e
         tmp_path: Path) -> None:
     """Work cut off by a shutdown (past its grace) writes after the database
     closed: it must end with a clear fault, not hang the process's exit."""
-    from paygrid_server.ports.storage_errors import StorageFault, StorageUnavailable
+    from paygrid_server.domain.ports.storage_errors import StorageFault, StorageUnavailable
 
     closed = await SqliteWriter.open(tmp_path / "closed.sqlite3")
     await closed.close()

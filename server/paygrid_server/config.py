@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from paygrid_server.api_keys import SHA256_HEX_PATTERN, TENANT_ID_PATTERN, ApiKeyEntry
-from paygrid_server.domain import limits
-from paygrid_server.domain.currencies import MINOR_UNITS
+from paygrid_server.domain.model import limits
+from paygrid_server.domain.model.currencies import MINOR_UNITS
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour
-from paygrid_server.storage.postgres_database import redacted_dsn
+from paygrid_server.storage.postgres.database import redacted_dsn
 
 
 class ConfigError(ValueError):

@@ -41,9 +41,9 @@ import grpc
 from paygrid.channel.v1 import payment_channel_pb2 as pb
 from paygrid.channel.v1 import payment_channel_pb2_grpc as pb_grpc
 from paygrid.type.v1 import money_pb2
-from paygrid_server.domain import clock
-from paygrid_server.domain.money import Money
-from paygrid_server.ports.payment_channel import MAX_CHARGES_PER_BATCH_CALL, ChargeStatus
+from paygrid_server.domain.model import clock
+from paygrid_server.domain.model.money import Money
+from paygrid_server.domain.ports.payment_channel import MAX_CHARGES_PER_BATCH_CALL, ChargeStatus
 from paygrid_server.simulator.channel_faults import ChannelFaults, ChargeDropped, ChargeFault
 from paygrid_server.simulator.channel_ledger import (
     ChannelLedger,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from paygrid_server.domain.batch import (
+from paygrid_server.domain.model.batch import (
     Batch,
     BatchHeader,
     BatchItem,
@@ -13,7 +13,7 @@ from paygrid_server.domain.batch import (
     FailurePolicy,
     GroupingPolicy,
 )
-from paygrid_server.domain.money import Money
+from paygrid_server.domain.model.money import Money
 from paygrid_server.storage.failure_columns import failure_from_columns
 
 ITEM_COLUMNS = (

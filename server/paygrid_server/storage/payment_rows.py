@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable, Mapping
 
-from paygrid_server.domain.money import Money
-from paygrid_server.domain.payment import (
+from paygrid_server.domain.model.money import Money
+from paygrid_server.domain.model.payment import (
     Leg,
     LegRequest,
     LegStatus,
@@ -16,7 +16,7 @@ from paygrid_server.domain.payment import (
     PaymentMode,
     PaymentStatus,
 )
-from paygrid_server.domain.refund import Refund, RefundLeg, RefundStatus
+from paygrid_server.domain.model.refund import Refund, RefundLeg, RefundStatus
 from paygrid_server.storage.failure_columns import failure_from_columns
 
 Row = Mapping[str, Any]

@@ -19,9 +19,9 @@ import asyncio
 from collections import deque
 from typing import Awaitable, Callable
 
-from paygrid_server.domain.batch import BatchGroup, BatchItem
-from paygrid_server.ports.batch_store import BatchStore
-from paygrid_server.ports.group_queue import DoneGroup, GroupLease
+from paygrid_server.domain.model.batch import BatchGroup, BatchItem
+from paygrid_server.domain.ports.batch_store import BatchStore
+from paygrid_server.domain.ports.group_queue import DoneGroup, GroupLease
 
 # How often release_submission looks whether a batch's groups still
 # charging here are done (only after a group failed; normally none are).

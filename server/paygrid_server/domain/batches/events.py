@@ -6,8 +6,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import AsyncIterator, Union
 
-from paygrid_server.domain.batch import BatchCounts, BatchGroup, BatchStatus, ItemResult
-from paygrid_server.domain.batch_timing import BatchTiming
+from paygrid_server.domain.model.batch import BatchCounts, BatchGroup, BatchStatus, ItemResult
+from paygrid_server.domain.batches.timing import BatchTiming
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,10 +18,10 @@ import asyncio
 
 import structlog
 
-from paygrid_server.domain import limits
-from paygrid_server.domain.batch import BatchGroup, BatchItem, BatchItemStatus
-from paygrid_server.domain.charge_settlement import ChargeSettlement, Reversal
-from paygrid_server.domain.payment import Failure, FailureReason
+from paygrid_server.domain.model import limits
+from paygrid_server.domain.model.batch import BatchGroup, BatchItem, BatchItemStatus
+from paygrid_server.domain.charging.settlement import ChargeSettlement, Reversal
+from paygrid_server.domain.model.payment import Failure, FailureReason
 
 log = structlog.get_logger("paygrid.batches")
 

@@ -10,20 +10,20 @@ from typing import Mapping
 
 import structlog
 
-from paygrid_server.domain import clock, limits
-from paygrid_server.domain.batch import Batch, BatchItem, BatchItemStatus
-from paygrid_server.domain.channel_charge import (
+from paygrid_server.domain.model import clock, limits
+from paygrid_server.domain.model.batch import Batch, BatchItem, BatchItemStatus
+from paygrid_server.domain.charging.channel_charge import (
     ChargeOrder,
     NoOutcome,
     call_with_retries,
     charge_and_settle,
     charge_failure,
 )
-from paygrid_server.domain.charge_settlement import ChargeSettlement
-from paygrid_server.domain.circuit_breaker import CircuitBreaker
-from paygrid_server.domain.payment import Failure, FailureReason
-from paygrid_server.domain.routing import Router
-from paygrid_server.ports.payment_channel import (
+from paygrid_server.domain.charging.settlement import ChargeSettlement
+from paygrid_server.domain.charging.circuit_breaker import CircuitBreaker
+from paygrid_server.domain.model.payment import Failure, FailureReason
+from paygrid_server.domain.charging.routing import Router
+from paygrid_server.domain.ports.payment_channel import (
     MAX_CHARGES_PER_BATCH_CALL,
     BulkChargeUnsupported,
     ChargeRecord,

@@ -7,8 +7,8 @@ fullest open group is sealed early, so memory stays flat whatever the mix.
 
 from __future__ import annotations
 
-from paygrid_server.domain import limits
-from paygrid_server.domain.batch import BatchGroup, BatchItem, GroupingPolicy
+from paygrid_server.domain.model import limits
+from paygrid_server.domain.model.batch import BatchGroup, BatchItem, GroupingPolicy
 
 
 def group_key(policy: GroupingPolicy, item: BatchItem) -> str:

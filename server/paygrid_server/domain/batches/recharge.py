@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import asyncio
 
-from paygrid_server.domain import limits
-from paygrid_server.domain.batch import Batch, BatchItem, BatchItemStatus
-from paygrid_server.domain.batch_failure_policy import GroupReversal
-from paygrid_server.domain.batch_group_charging import GroupCharger
-from paygrid_server.domain.channel_charge import ChargeOrder
-from paygrid_server.domain.charge_settlement import ChargeSettlement
+from paygrid_server.domain.model import limits
+from paygrid_server.domain.model.batch import Batch, BatchItem, BatchItemStatus
+from paygrid_server.domain.batches.failure_policy import GroupReversal
+from paygrid_server.domain.batches.group_charging import GroupCharger
+from paygrid_server.domain.charging.channel_charge import ChargeOrder
+from paygrid_server.domain.charging.settlement import ChargeSettlement
 
 
 def charge_order(batch: Batch, item: BatchItem) -> ChargeOrder:

@@ -21,8 +21,8 @@ from typing import Mapping
 
 import structlog
 
-from paygrid_server.domain import clock, limits
-from paygrid_server.domain.batch import (
+from paygrid_server.domain.model import clock, limits
+from paygrid_server.domain.model.batch import (
     Batch,
     BatchGroup,
     BatchHeader,
@@ -32,26 +32,26 @@ from paygrid_server.domain.batch import (
     FailurePolicy,
     ItemResult,
 )
-from paygrid_server.domain.batch_control_totals import ControlTally, ControlTotals
-from paygrid_server.domain.batch_failure_policy import GroupReversal, first_failure
-from paygrid_server.domain.batch_recharge import settle_interrupted, settle_interrupted_group
-from paygrid_server.domain.batch_group_workers import BatchLeaseLimits, GroupWorkers
-from paygrid_server.domain.batch_events import (
+from paygrid_server.domain.model.control_totals import ControlTally, ControlTotals
+from paygrid_server.domain.batches.failure_policy import GroupReversal, first_failure
+from paygrid_server.domain.batches.recharge import settle_interrupted, settle_interrupted_group
+from paygrid_server.domain.batches.workers import BatchLeaseLimits, GroupWorkers
+from paygrid_server.domain.batches.events import (
     BatchSummary,
     GroupCompleted,
     ItemsAlreadyProcessed,
     ItemsRejected,
     Outbox,
 )
-from paygrid_server.domain.batch_grouping import Grouper
-from paygrid_server.domain.batch_timing import batch_timing
-from paygrid_server.domain.batch_validation import TransactionInput, validate_transaction
-from paygrid_server.domain.charge_settlement import ChargeSettlement
-from paygrid_server.domain.errors import DomainError, PreconditionFailed
-from paygrid_server.domain.payment import Failure, FailureReason, LegRequest
-from paygrid_server.domain.routing import Router
-from paygrid_server.ports.batch_store import BatchStore
-from paygrid_server.ports.payment_channel import PaymentChannel
+from paygrid_server.domain.batches.grouping import Grouper
+from paygrid_server.domain.batches.timing import batch_timing
+from paygrid_server.domain.model.batch_validation import TransactionInput, validate_transaction
+from paygrid_server.domain.charging.settlement import ChargeSettlement
+from paygrid_server.domain.model.errors import DomainError, PreconditionFailed
+from paygrid_server.domain.model.payment import Failure, FailureReason, LegRequest
+from paygrid_server.domain.charging.routing import Router
+from paygrid_server.domain.ports.batch_store import BatchStore
+from paygrid_server.domain.ports.payment_channel import PaymentChannel
 
 log = structlog.get_logger("paygrid.batches")
 

@@ -6,25 +6,25 @@ import uuid
 from dataclasses import dataclass
 from typing import AsyncIterator, Mapping
 
-from paygrid_server.domain import clock, limits
-from paygrid_server.domain.batch import (
+from paygrid_server.domain.model import clock, limits
+from paygrid_server.domain.model.batch import (
     Batch,
     BatchCounts,
     BatchItem,
     BatchItemStatus,
     BatchStatus,
 )
-from paygrid_server.domain.batch_group_workers import BatchLeaseLimits, GroupWorkers
-from paygrid_server.domain.batch_run import BatchRun
-from paygrid_server.domain.batch_timing import BatchTiming, batch_timing
-from paygrid_server.domain.batch_validation import BatchHeaderInput, validate_header
-from paygrid_server.domain.charge_settlement import ChargeSettlement
-from paygrid_server.domain.errors import NotFound, PreconditionFailed, RequestInProgress
-from paygrid_server.domain.payment_service import InFlight
-from paygrid_server.domain.request_validation import Violations, check_text
-from paygrid_server.domain.routing import Router
-from paygrid_server.ports.batch_store import BatchStore
-from paygrid_server.ports.payment_channel import PaymentChannel
+from paygrid_server.domain.batches.workers import BatchLeaseLimits, GroupWorkers
+from paygrid_server.domain.batches.run import BatchRun
+from paygrid_server.domain.batches.timing import BatchTiming, batch_timing
+from paygrid_server.domain.model.batch_validation import BatchHeaderInput, validate_header
+from paygrid_server.domain.charging.settlement import ChargeSettlement
+from paygrid_server.domain.model.errors import NotFound, PreconditionFailed, RequestInProgress
+from paygrid_server.domain.in_flight import InFlight
+from paygrid_server.domain.model.request_validation import Violations, check_text
+from paygrid_server.domain.charging.routing import Router
+from paygrid_server.domain.ports.batch_store import BatchStore
+from paygrid_server.domain.ports.payment_channel import PaymentChannel
 
 RETRY_OPEN_BATCH_AFTER_MS = 1_000
 

@@ -26,21 +26,21 @@ from typing import Awaitable, Callable, Mapping, Protocol
 
 import structlog
 
-from paygrid_server.domain import clock
-from paygrid_server.domain.batch import (
+from paygrid_server.domain.model import clock
+from paygrid_server.domain.model.batch import (
     Batch,
     BatchGroup,
     BatchItemStatus,
     FailurePolicy,
 )
-from paygrid_server.domain.batch_failure_policy import GroupReversal, first_failure, stop
-from paygrid_server.domain.batch_group_charging import GroupCharger
-from paygrid_server.domain.batch_recharge import settle_interrupted
-from paygrid_server.domain.charge_settlement import ChargeSettlement
-from paygrid_server.domain.routing import Router
-from paygrid_server.ports.batch_store import BatchStore
-from paygrid_server.ports.group_queue import GroupLease, GroupQueue
-from paygrid_server.ports.payment_channel import PaymentChannel
+from paygrid_server.domain.batches.failure_policy import GroupReversal, first_failure, stop
+from paygrid_server.domain.batches.group_charging import GroupCharger
+from paygrid_server.domain.batches.recharge import settle_interrupted
+from paygrid_server.domain.charging.settlement import ChargeSettlement
+from paygrid_server.domain.charging.routing import Router
+from paygrid_server.domain.ports.batch_store import BatchStore
+from paygrid_server.domain.ports.group_queue import GroupLease, GroupQueue
+from paygrid_server.domain.ports.payment_channel import PaymentChannel
 
 log = structlog.get_logger("paygrid.batches")
 

@@ -12,12 +12,12 @@ import asyncio
 from dataclasses import dataclass
 from typing import Awaitable, Callable, TypeVar
 
-from paygrid_server.domain import clock, limits
-from paygrid_server.domain.charge_settlement import ChargeSettlement
-from paygrid_server.domain.circuit_breaker import CircuitBreaker
-from paygrid_server.domain.money import Money
-from paygrid_server.domain.payment import Failure, FailureReason
-from paygrid_server.ports.payment_channel import (
+from paygrid_server.domain.model import clock, limits
+from paygrid_server.domain.charging.settlement import ChargeSettlement
+from paygrid_server.domain.charging.circuit_breaker import CircuitBreaker
+from paygrid_server.domain.model.money import Money
+from paygrid_server.domain.model.payment import Failure, FailureReason
+from paygrid_server.domain.ports.payment_channel import (
     ChannelRefused,
     ChannelTimeout,
     ChannelUnavailable,

@@ -11,8 +11,8 @@ from typing import Awaitable, Callable, TypeVar
 
 import structlog
 
-from paygrid_server.domain import limits
-from paygrid_server.ports.payment_channel import ChannelCallError, ChannelRefused
+from paygrid_server.domain.model import limits
+from paygrid_server.domain.ports.payment_channel import ChannelCallError, ChannelRefused
 
 T = TypeVar("T")
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from paygrid_server.domain import limits
-from paygrid_server.domain.circuit_breaker import BreakerState, CircuitBreaker
-from paygrid_server.domain.money import Money
-from paygrid_server.domain.payment import LegRequest
+from paygrid_server.domain.model import limits
+from paygrid_server.domain.charging.circuit_breaker import BreakerState, CircuitBreaker
+from paygrid_server.domain.model.money import Money
+from paygrid_server.domain.model.payment import LegRequest
 
 
 @dataclass(frozen=True, slots=True)

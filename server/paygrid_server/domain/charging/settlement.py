@@ -21,10 +21,10 @@ from typing import Mapping
 
 import structlog
 
-from paygrid_server.domain import limits
-from paygrid_server.domain.channel_retries import retry_settlement_call
-from paygrid_server.domain.money import Money
-from paygrid_server.ports.payment_channel import (
+from paygrid_server.domain.model import limits
+from paygrid_server.domain.charging.retries import retry_settlement_call
+from paygrid_server.domain.model.money import Money
+from paygrid_server.domain.ports.payment_channel import (
     ChannelRefused,
     ChargeNotFound,
     ChargeOrderLike,

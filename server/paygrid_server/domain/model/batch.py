@@ -5,10 +5,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from paygrid_server.domain.batch_control_totals import ControlTotals
-from paygrid_server.domain.fingerprint import fingerprint as digest_of
-from paygrid_server.domain.money import Money
-from paygrid_server.domain.payment import Failure
+from paygrid_server.domain.model.control_totals import ControlTotals
+from paygrid_server.domain.model.fingerprint import fingerprint as digest_of
+from paygrid_server.domain.model.money import Money
+from paygrid_server.domain.model.payment import Failure
 
 
 class GroupingPolicy(enum.Enum):

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from paygrid_server.domain import limits
-from paygrid_server.domain.batch import (
+from paygrid_server.domain.model import limits
+from paygrid_server.domain.model.batch import (
     BatchHeader,
     BatchItem,
     BatchItemStatus,
@@ -15,10 +15,10 @@ from paygrid_server.domain.batch import (
     GroupingPolicy,
     ItemResult,
 )
-from paygrid_server.domain.batch_control_totals import ControlTotals, parse_control_sum
-from paygrid_server.domain.money import Money
-from paygrid_server.domain.payment import Failure, FailureReason
-from paygrid_server.domain.request_validation import (
+from paygrid_server.domain.model.control_totals import ControlTotals, parse_control_sum
+from paygrid_server.domain.model.money import Money
+from paygrid_server.domain.model.payment import Failure, FailureReason
+from paygrid_server.domain.model.request_validation import (
     ChannelCheck,
     MoneyInput,
     Violations,

@@ -8,8 +8,8 @@ import re
 from dataclasses import dataclass
 from decimal import Context, Decimal
 
-from paygrid_server.domain.currencies import minor_units
-from paygrid_server.domain.request_validation import MoneyInput
+from paygrid_server.domain.model.currencies import minor_units
+from paygrid_server.domain.model.request_validation import MoneyInput
 
 # pain.001 DecimalNumber: totalDigits 18, fractionDigits 17, no sign.
 CONTROL_SUM_MAX_DIGITS = 18

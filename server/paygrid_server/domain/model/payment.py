@@ -5,8 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from paygrid_server.domain.fingerprint import fingerprint as digest_of
-from paygrid_server.domain.money import Money
+from paygrid_server.domain.model.fingerprint import fingerprint as digest_of
+from paygrid_server.domain.model.money import Money
 
 
 class PaymentMode(enum.Enum):

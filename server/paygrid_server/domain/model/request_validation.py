@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from paygrid_server.domain import limits
-from paygrid_server.domain.currencies import minor_units
-from paygrid_server.domain.errors import FieldViolation, InvalidRequest
-from paygrid_server.domain.money import Money
-from paygrid_server.domain.payment import LegRequest, PaymentMode, PaymentRequest
+from paygrid_server.domain.model import limits
+from paygrid_server.domain.model.currencies import minor_units
+from paygrid_server.domain.model.errors import FieldViolation, InvalidRequest
+from paygrid_server.domain.model.money import Money
+from paygrid_server.domain.model.payment import LegRequest, PaymentMode, PaymentRequest
 
 
 @dataclass(frozen=True, slots=True)

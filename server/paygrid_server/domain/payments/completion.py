@@ -12,9 +12,9 @@ import asyncio
 
 import structlog
 
-from paygrid_server.domain import clock
-from paygrid_server.domain.charge_settlement import ChargeSettlement, Reversal
-from paygrid_server.domain.payment import (
+from paygrid_server.domain.model import clock
+from paygrid_server.domain.charging.settlement import ChargeSettlement, Reversal
+from paygrid_server.domain.model.payment import (
     Failure,
     FailureReason,
     Leg,
@@ -23,7 +23,7 @@ from paygrid_server.domain.payment import (
     PaymentMode,
     PaymentStatus,
 )
-from paygrid_server.ports.payment_store import PaymentStore
+from paygrid_server.domain.ports.payment_store import PaymentStore
 
 log = structlog.get_logger("paygrid.payments")
 

@@ -13,15 +13,15 @@ from typing import Mapping
 
 import structlog
 
-from paygrid_server.domain import clock
-from paygrid_server.domain.channel_charge import (
+from paygrid_server.domain.model import clock
+from paygrid_server.domain.charging.channel_charge import (
     ChargeOrder,
     NoOutcome,
     charge_and_settle,
     charge_failure,
 )
-from paygrid_server.domain.charge_settlement import ChargeSettlement
-from paygrid_server.domain.payment import (
+from paygrid_server.domain.charging.settlement import ChargeSettlement
+from paygrid_server.domain.model.payment import (
     ChargeAttempt,
     Failure,
     FailureReason,
@@ -29,10 +29,10 @@ from paygrid_server.domain.payment import (
     LegStatus,
     Payment,
 )
-from paygrid_server.domain.redaction import mask_account
-from paygrid_server.domain.routing import ChannelRoute, Router
-from paygrid_server.ports.payment_channel import ChargeRecord, PaymentChannel
-from paygrid_server.ports.payment_store import PaymentStore
+from paygrid_server.domain.model.redaction import mask_account
+from paygrid_server.domain.charging.routing import ChannelRoute, Router
+from paygrid_server.domain.ports.payment_channel import ChargeRecord, PaymentChannel
+from paygrid_server.domain.ports.payment_store import PaymentStore
 
 log = structlog.get_logger("paygrid.legs")
 

@@ -12,19 +12,20 @@ import uuid
 
 import structlog
 
-from paygrid_server.domain import clock, limits
-from paygrid_server.domain.errors import (
+from paygrid_server.domain.model import clock, limits
+from paygrid_server.domain.model.errors import (
     DeadlineTooShort,
     IdempotencyConflict,
     NotFound,
     RequestInProgress,
 )
-from paygrid_server.domain.leg_dispatch import LegDispatcher
-from paygrid_server.domain.payment import Leg, Payment
-from paygrid_server.domain.payment_completion import PaymentCompletion
-from paygrid_server.domain.request_validation import PayInput, Violations, check_text, validate_pay
-from paygrid_server.domain.routing import Router
-from paygrid_server.ports.payment_store import PageCursor, PaymentStore
+from paygrid_server.domain.payments.leg_dispatch import LegDispatcher
+from paygrid_server.domain.model.payment import Leg, Payment
+from paygrid_server.domain.payments.completion import PaymentCompletion
+from paygrid_server.domain.model.request_validation import PayInput, Violations, check_text, validate_pay
+from paygrid_server.domain.charging.routing import Router
+from paygrid_server.domain.in_flight import InFlight
+from paygrid_server.domain.ports.payment_store import PageCursor, PaymentStore
 
 RETRY_IN_PROGRESS_AFTER_MS = 100
 
@@ -58,31 +59,6 @@ def bind_payment_ids(payment: Payment) -> None:
     the payment's ids; bound once here, never passed by hand."""
     structlog.contextvars.bind_contextvars(payment_id=payment.payment_id,
                                            idempotency_key=payment.idempotency_key)
-
-
-class InFlight:
-    """Executions running in this process, so a replay is not run twice and
-    shutdown can wait for them."""
-
-    def __init__(self) -> None:
-        self._tasks: dict[str, asyncio.Task] = {}
-
-    def __contains__(self, ident: str) -> bool:
-        return ident in self._tasks
-
-    def __len__(self) -> int:
-        return len(self._tasks)
-
-    def run(self, ident: str, coro) -> asyncio.Task:
-        assert ident not in self._tasks, f"{ident} is already executing"
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks[ident] = task
-        task.add_done_callback(lambda _: self._tasks.pop(ident, None))
-        return task
-
-    async def drain(self, timeout_s: float) -> None:
-        if self._tasks:
-            await asyncio.wait(list(self._tasks.values()), timeout=timeout_s)
 
 
 class PaymentService:

@@ -20,11 +20,11 @@ import asyncio
 
 import structlog
 
-from paygrid_server.domain import limits
-from paygrid_server.domain.channel_charge import ChargeOrder
-from paygrid_server.domain.charge_settlement import ChargeSettlement
-from paygrid_server.domain.leg_dispatch import apply_charge_record
-from paygrid_server.domain.payment import (
+from paygrid_server.domain.model import limits
+from paygrid_server.domain.charging.channel_charge import ChargeOrder
+from paygrid_server.domain.charging.settlement import ChargeSettlement
+from paygrid_server.domain.payments.leg_dispatch import apply_charge_record
+from paygrid_server.domain.model.payment import (
     Failure,
     FailureReason,
     Leg,
@@ -32,11 +32,12 @@ from paygrid_server.domain.payment import (
     Payment,
     PaymentMode,
 )
-from paygrid_server.domain.payment_completion import PaymentCompletion
-from paygrid_server.domain.payment_service import InFlight, bind_payment_ids
-from paygrid_server.domain.refund_service import RefundService
-from paygrid_server.ports.payment_channel import ChargeStatus
-from paygrid_server.ports.payment_store import PaymentStore
+from paygrid_server.domain.payments.completion import PaymentCompletion
+from paygrid_server.domain.in_flight import InFlight
+from paygrid_server.domain.payments.payment_service import bind_payment_ids
+from paygrid_server.domain.payments.refund_service import RefundService
+from paygrid_server.domain.ports.payment_channel import ChargeStatus
+from paygrid_server.domain.ports.payment_store import PaymentStore
 
 log = structlog.get_logger("paygrid.recovery")
 

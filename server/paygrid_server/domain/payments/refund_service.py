@@ -14,31 +14,31 @@ from typing import Mapping
 
 import structlog
 
-from paygrid_server.domain import clock, limits
-from paygrid_server.domain.channel_retries import retry_settlement_call
-from paygrid_server.domain.money import Money
-from paygrid_server.domain.errors import (
+from paygrid_server.domain.model import clock, limits
+from paygrid_server.domain.charging.retries import retry_settlement_call
+from paygrid_server.domain.model.money import Money
+from paygrid_server.domain.model.errors import (
     IdempotencyConflict,
     PreconditionFailed,
     RequestInProgress,
 )
-from paygrid_server.domain.payment import Failure, FailureReason, LegStatus, Payment, PaymentStatus
-from paygrid_server.domain.payment_service import (
+from paygrid_server.domain.model.payment import Failure, FailureReason, LegStatus, Payment, PaymentStatus
+from paygrid_server.domain.in_flight import InFlight
+from paygrid_server.domain.payments.payment_service import (
     RETRY_IN_PROGRESS_AFTER_MS,
-    InFlight,
     owned_payment,
     refuse_too_short_deadline,
 )
-from paygrid_server.domain.refund import Refund, RefundLeg, RefundLegRequest, RefundRequest, RefundStatus
-from paygrid_server.domain.request_validation import (
+from paygrid_server.domain.model.refund import Refund, RefundLeg, RefundLegRequest, RefundRequest, RefundStatus
+from paygrid_server.domain.model.request_validation import (
     MoneyInput,
     Violations,
     check_idempotency_key,
     check_money,
     check_text,
 )
-from paygrid_server.ports.payment_channel import ChannelRefused, PaymentChannel
-from paygrid_server.ports.payment_store import PaymentStore, RefundExceedsRefundable
+from paygrid_server.domain.ports.payment_channel import ChannelRefused, PaymentChannel
+from paygrid_server.domain.ports.payment_store import PaymentStore, RefundExceedsRefundable
 
 log = structlog.get_logger("paygrid.refunds")
 

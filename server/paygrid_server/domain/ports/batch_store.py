@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from paygrid_server.domain.batch import (
+from paygrid_server.domain.model.batch import (
     Batch,
     BatchCounts,
     BatchGroup,
@@ -15,7 +15,7 @@ from paygrid_server.domain.batch import (
     BatchStatus,
     ItemResult,
 )
-from paygrid_server.domain.payment import Failure
+from paygrid_server.domain.model.payment import Failure
 
 
 @dataclass(slots=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Protocol
 
-from paygrid_server.domain.batch import BatchGroup, BatchItem
+from paygrid_server.domain.model.batch import BatchGroup, BatchItem
 
 
 @dataclass(frozen=True, slots=True)

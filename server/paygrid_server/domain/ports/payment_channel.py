@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
-from paygrid_server.domain.money import Money
+from paygrid_server.domain.model.money import Money
 
 # Charges one charge_batch call may carry (the ChargeBatch contract); more
 # is refused as INVALID_ARGUMENT, so callers split larger sets into chunks.

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from paygrid_server.domain.payment import ChargeAttempt, Payment
-from paygrid_server.domain.refund import Refund
+from paygrid_server.domain.model.payment import ChargeAttempt, Payment
+from paygrid_server.domain.model.refund import Refund
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from paygrid_server.domain.errors import DomainError
+from paygrid_server.domain.model.errors import DomainError
 
 
 class StorageFault(Enum):

@@ -24,7 +24,7 @@ from typing import Awaitable, Callable, Iterator, Sequence, TypeVar
 
 import asyncpg
 
-from paygrid_server.domain.batch import (
+from paygrid_server.domain.model.batch import (
     Batch,
     BatchCounts,
     BatchGroup,
@@ -33,15 +33,15 @@ from paygrid_server.domain.batch import (
     BatchItemStatus,
     BatchStatus,
 )
-from paygrid_server.domain.payment import Failure
-from paygrid_server.ports.batch_store import IngestOutcome
-from paygrid_server.ports.group_queue import DoneGroup, GroupLease
+from paygrid_server.domain.model.payment import Failure
+from paygrid_server.domain.ports.batch_store import IngestOutcome
+from paygrid_server.domain.ports.group_queue import DoneGroup, GroupLease
 from paygrid_server.storage.batch_item_ingest import sort_incoming
 from paygrid_server.storage.batch_rows import ITEM_COLUMNS as _ITEM_COLUMNS
 from paygrid_server.storage.batch_rows import batch_from_row as _batch
 from paygrid_server.storage.batch_rows import item_from_row as _item
 from paygrid_server.storage.failure_columns import failure_columns
-from paygrid_server.storage.postgres_database import PostgresDatabase
+from paygrid_server.storage.postgres.database import PostgresDatabase
 
 
 # Rows per statement: arrays have no parameter limit, but a bounded chunk

@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 import asyncpg
 import asyncpg.exceptions as pg
 
-from paygrid_server.ports.storage_errors import StorageFault, StorageUnavailable
-from paygrid_server.storage.postgres_migrations import migrate
+from paygrid_server.domain.ports.storage_errors import StorageFault, StorageUnavailable
+from paygrid_server.storage.postgres.migrate import migrate
 
 # How long close() waits for connections in use before it drops them.
 POOL_CLOSE_TIMEOUT_S = 2.0

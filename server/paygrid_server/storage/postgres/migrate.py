@@ -1,4 +1,4 @@
-"""Applies the numbered SQL files in migrations/postgres/, each exactly once,
+"""Applies the numbered SQL files in postgres/migrations/, each exactly once,
 even when several replicas start at the same moment."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from importlib import resources
 
 import asyncpg
 
-from paygrid_server.domain import clock
+from paygrid_server.domain.model import clock
 
 # pg_advisory_xact_lock key: any constant no other user of the database takes.
 # (int64 of the ASCII of "paygrid\0".)
@@ -15,7 +15,7 @@ MIGRATION_LOCK_KEY = 0x7061796772696400
 
 
 def migration_scripts() -> list[tuple[str, str]]:
-    folder = resources.files("paygrid_server.storage") / "migrations" / "postgres"
+    folder = resources.files("paygrid_server.storage.postgres") / "migrations"
     scripts = sorted((f.name, f.read_text()) for f in folder.iterdir() if f.name.endswith(".sql"))
     assert scripts, "the PostgreSQL migrations ship with the package"
     return scripts

@@ -26,15 +26,15 @@ from __future__ import annotations
 
 import json
 
-from paygrid_server.domain import clock, limits
-from paygrid_server.domain.payment import ChargeAttempt, Leg, LegStatus, Payment, PaymentStatus
-from paygrid_server.domain.refund import Refund, RefundStatus
-from paygrid_server.ports.payment_store import PageCursor, RefundExceedsRefundable
+from paygrid_server.domain.model import clock, limits
+from paygrid_server.domain.model.payment import ChargeAttempt, Leg, LegStatus, Payment, PaymentStatus
+from paygrid_server.domain.model.refund import Refund, RefundStatus
+from paygrid_server.domain.ports.payment_store import PageCursor, RefundExceedsRefundable
 from paygrid_server.storage.failure_columns import failure_columns
 from paygrid_server.storage.payment_rows import leg_from_row as _leg
 from paygrid_server.storage.payment_rows import payment_from_row as _payment
 from paygrid_server.storage.payment_rows import refund_from_rows
-from paygrid_server.storage.postgres_database import PostgresDatabase
+from paygrid_server.storage.postgres.database import PostgresDatabase
 
 
 HANDOFF_AFTER_MS = limits.HANDOFF_AFTER_MS

@@ -6,7 +6,7 @@ import functools
 import sqlite3
 from typing import Iterator, Sequence, TypeVar
 
-from paygrid_server.domain.batch import (
+from paygrid_server.domain.model.batch import (
     Batch,
     BatchCounts,
     BatchGroup,
@@ -15,14 +15,14 @@ from paygrid_server.domain.batch import (
     BatchItemStatus,
     BatchStatus,
 )
-from paygrid_server.domain.payment import Failure
-from paygrid_server.ports.batch_store import IngestOutcome
+from paygrid_server.domain.model.payment import Failure
+from paygrid_server.domain.ports.batch_store import IngestOutcome
 from paygrid_server.storage.batch_item_ingest import sort_incoming
 from paygrid_server.storage.batch_rows import ITEM_COLUMNS as _ITEM_COLUMNS
 from paygrid_server.storage.batch_rows import batch_from_row as _batch
 from paygrid_server.storage.batch_rows import item_from_row as _item
 from paygrid_server.storage.failure_columns import failure_columns
-from paygrid_server.storage.sqlite_database import SqliteDatabase
+from paygrid_server.storage.sqlite.database import SqliteDatabase
 
 
 # Items are read and written a chunk per statement, not a statement per

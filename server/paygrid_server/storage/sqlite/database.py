@@ -14,8 +14,8 @@ from typing import Callable, TypeVar
 import aiosqlite
 
 from paygrid_server.storage.database_lock import DatabaseLock
-from paygrid_server.storage.sqlite_migrations import migrate
-from paygrid_server.storage.sqlite_writer import PRAGMAS, SqliteWriter
+from paygrid_server.storage.sqlite.migrate import migrate
+from paygrid_server.storage.sqlite.writer import PRAGMAS, SqliteWriter
 
 T = TypeVar("T")
 

@@ -1,15 +1,15 @@
-"""Applies the numbered SQL files in migrations/sqlite/, each exactly once."""
+"""Applies the numbered SQL files in sqlite/migrations/, each exactly once."""
 
 from __future__ import annotations
 
 import sqlite3
 from importlib import resources
 
-from paygrid_server.domain import clock
+from paygrid_server.domain.model import clock
 
 
 def migration_scripts() -> list[tuple[str, str]]:
-    folder = resources.files("paygrid_server.storage") / "migrations" / "sqlite"
+    folder = resources.files("paygrid_server.storage.sqlite") / "migrations"
     scripts = sorted((f.name, f.read_text()) for f in folder.iterdir() if f.name.endswith(".sql"))
     assert scripts, "the SQLite migrations ship with the package"
     return scripts

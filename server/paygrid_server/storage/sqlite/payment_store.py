@@ -8,18 +8,18 @@ import sqlite3
 
 import aiosqlite
 
-from paygrid_server.domain.payment import (
+from paygrid_server.domain.model.payment import (
     ChargeAttempt,
     Leg,
     Payment,
 )
-from paygrid_server.domain.refund import Refund, RefundStatus
-from paygrid_server.ports.payment_store import PageCursor, RefundExceedsRefundable
+from paygrid_server.domain.model.refund import Refund, RefundStatus
+from paygrid_server.domain.ports.payment_store import PageCursor, RefundExceedsRefundable
 from paygrid_server.storage.failure_columns import failure_columns
 from paygrid_server.storage.payment_rows import leg_from_row as _leg
 from paygrid_server.storage.payment_rows import payment_from_row as _payment
 from paygrid_server.storage.payment_rows import refund_from_rows
-from paygrid_server.storage.sqlite_database import SqliteDatabase
+from paygrid_server.storage.sqlite.database import SqliteDatabase
 
 
 class SqlitePaymentStore:

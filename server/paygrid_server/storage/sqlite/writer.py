@@ -28,7 +28,7 @@ from typing import Any, Callable, TypeVar
 
 import structlog
 
-from paygrid_server.ports.storage_errors import StorageFault, StorageUnavailable
+from paygrid_server.domain.ports.storage_errors import StorageFault, StorageUnavailable
 
 T = TypeVar("T")
 log = structlog.get_logger("paygrid.storage")
