@@ -23,6 +23,7 @@ from paygrid_server.config import ServerConfig
 from paygrid_server.domain.batches.workers import BatchLeaseLimits, GroupWorkers
 from paygrid_server.domain.batches.service import BatchService
 from paygrid_server.storage.single_process_group_queue import SingleProcessGroupQueue
+from paygrid_server.domain.charging.charge_path import ChargePath
 from paygrid_server.domain.charging.settlement import ChargeSettlement
 from paygrid_server.domain.charging.circuit_breaker import CircuitBreaker
 from paygrid_server.domain.payments.leg_dispatch import LegDispatcher
@@ -168,9 +169,10 @@ class PaygridApp:
                          for c in config.channels], breakers)
         in_flight = InFlight()
         settlement = ChargeSettlement(channels)
+        path = ChargePath(router, channels, settlement)
         completion = PaymentCompletion(store, settlement)
         payments = PaymentService(store, router,
-                                  LegDispatcher(router, channels, store, settlement),
+                                  LegDispatcher(path, store),
                                   completion, in_flight)
         refunds = RefundService(store, channels, in_flight)
         recovery = PaymentRecovery(store, settlement, completion, refunds, in_flight)
@@ -179,9 +181,9 @@ class PaygridApp:
                                  config.batch_progress_poll_ms)
         # This replica in leases: unique per process, readable in the database.
         replica = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        group_workers = GroupWorkers(batch_store, group_queue, router, channels, settlement, replica,
+        group_workers = GroupWorkers(batch_store, group_queue, path, replica,
                                      lease)
-        batches = BatchService(batch_store, router, channels, settlement, in_flight,
+        batches = BatchService(batch_store, path, in_flight,
                                group_workers, lease)
 
         # Whatever a crash left unfinished is claimed before new traffic

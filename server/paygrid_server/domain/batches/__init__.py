@@ -14,6 +14,7 @@ from paygrid_server.domain.batches.failure_policy import (
     first_failure,
     stop,
     GroupReversal,
+    BatchStop,
 )
 from paygrid_server.domain.batches.group_charging import (
     GroupCharger,
@@ -22,13 +23,25 @@ from paygrid_server.domain.batches.grouping import (
     group_key,
     Grouper,
 )
+from paygrid_server.domain.batches.intake import (
+    Intake,
+)
+from paygrid_server.domain.batches.progress import (
+    GroupProgress,
+)
 from paygrid_server.domain.batches.recharge import (
     charge_order,
     settle_interrupted,
     settle_interrupted_group,
 )
+from paygrid_server.domain.batches.resume import (
+    Resume,
+)
 from paygrid_server.domain.batches.run import (
     BatchRun,
+)
+from paygrid_server.domain.batches.run_state import (
+    RunState,
 )
 from paygrid_server.domain.batches.service import (
     BatchReport,
@@ -50,18 +63,23 @@ __all__ = [
     "BatchReport",
     "BatchRun",
     "BatchService",
+    "BatchStop",
     "BatchSummary",
     "BatchTiming",
     "GroupCharger",
     "GroupCompleted",
     "GroupListener",
+    "GroupProgress",
     "GroupReversal",
     "GroupWorkers",
     "Grouper",
+    "Intake",
     "ItemsAlreadyProcessed",
     "ItemsRejected",
     "LeaseLost",
     "Outbox",
+    "Resume",
+    "RunState",
     "batch_timing",
     "charge_order",
     "first_failure",

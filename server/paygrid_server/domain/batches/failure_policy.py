@@ -22,6 +22,7 @@ from paygrid_server.domain.model import limits
 from paygrid_server.domain.model.batch import BatchGroup, BatchItem, BatchItemStatus
 from paygrid_server.domain.charging.settlement import ChargeSettlement, Reversal
 from paygrid_server.domain.model.payment import Failure, FailureReason
+from paygrid_server.domain.ports.group_queue import GroupQueue
 
 log = structlog.get_logger("paygrid.batches")
 
@@ -106,3 +107,26 @@ class GroupReversal:
             item.failure = Failure(FailureReason.REVERSAL_PENDING,
                                    f"to be reversed because {cause}; the channel could not "
                                    "confirm it yet: resubmit the batch to finish")
+
+
+class BatchStop:
+    """STOP_ON_FIRST_FAILURE, for one submission: what stopped the batch,
+    once something did; the group queue is told once, so workers skip the
+    batch's groups not charged yet."""
+
+    def __init__(self, queue: GroupQueue, batch_uid: str) -> None:
+        self._queue = queue
+        self._batch_uid = batch_uid
+        self.cause: str | None = None
+
+    def note(self, cause: str) -> bool:
+        """Records the first cause; False when the batch was stopped already."""
+        if self.cause is not None:
+            return False
+        self.cause = cause
+        log.warning("batch.stopped", cause=cause)
+        return True
+
+    async def stop(self, cause: str) -> None:
+        if self.note(cause):
+            await self._queue.stop_batch(self._batch_uid, cause)

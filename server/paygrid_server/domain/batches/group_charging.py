@@ -6,7 +6,6 @@ outcome the channel did not confirm settled item by item."""
 from __future__ import annotations
 
 import asyncio
-from typing import Mapping
 
 import structlog
 
@@ -19,10 +18,9 @@ from paygrid_server.domain.charging.channel_charge import (
     charge_and_settle,
     charge_failure,
 )
-from paygrid_server.domain.charging.settlement import ChargeSettlement
+from paygrid_server.domain.charging.charge_path import ChargePath
 from paygrid_server.domain.charging.circuit_breaker import CircuitBreaker
 from paygrid_server.domain.model.payment import Failure, FailureReason
-from paygrid_server.domain.charging.routing import Router
 from paygrid_server.domain.ports.payment_channel import (
     MAX_CHARGES_PER_BATCH_CALL,
     BulkChargeUnsupported,
@@ -35,12 +33,11 @@ log = structlog.get_logger("paygrid.batches")
 
 
 class GroupCharger:
-    def __init__(self, batch: Batch, router: Router, channels: Mapping[str, PaymentChannel],
-                 settlement: ChargeSettlement, per_item_channels: set[str]) -> None:
+    def __init__(self, batch: Batch, path: ChargePath, per_item_channels: set[str]) -> None:
         self._batch = batch
-        self._router = router
-        self._channels = channels
-        self._settlement = settlement
+        self._router = path.router
+        self._channels = path.channels
+        self._settlement = path.settlement
         # Channels that answered ChargeBatch with UNIMPLEMENTED: charged per
         # item (shared by every group a replica charges).
         self._per_item_channels = per_item_channels

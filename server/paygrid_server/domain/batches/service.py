@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import AsyncIterator, Mapping
+from typing import AsyncIterator
 
 from paygrid_server.domain.model import clock, limits
 from paygrid_server.domain.model.batch import (
@@ -18,13 +18,11 @@ from paygrid_server.domain.batches.workers import BatchLeaseLimits, GroupWorkers
 from paygrid_server.domain.batches.run import BatchRun
 from paygrid_server.domain.batches.timing import BatchTiming, batch_timing
 from paygrid_server.domain.model.batch_validation import BatchHeaderInput, validate_header
-from paygrid_server.domain.charging.settlement import ChargeSettlement
+from paygrid_server.domain.charging.charge_path import ChargePath
 from paygrid_server.domain.model.errors import NotFound, PreconditionFailed, RequestInProgress
 from paygrid_server.domain.in_flight import InFlight
 from paygrid_server.domain.model.request_validation import Violations, check_text
-from paygrid_server.domain.charging.routing import Router
 from paygrid_server.domain.ports.batch_store import BatchStore
-from paygrid_server.domain.ports.payment_channel import PaymentChannel
 
 RETRY_OPEN_BATCH_AFTER_MS = 1_000
 
@@ -37,15 +35,12 @@ class BatchReport:
 
 
 class BatchService:
-    def __init__(self, store: BatchStore, router: Router, channels: Mapping[str, PaymentChannel],
-                 settlement: ChargeSettlement, in_flight: InFlight, workers: GroupWorkers,
-                 lease: BatchLeaseLimits) -> None:
+    def __init__(self, store: BatchStore, path: ChargePath, in_flight: InFlight,
+                 workers: GroupWorkers, lease: BatchLeaseLimits) -> None:
         self._workers = workers
         self._lease = lease
         self._store = store
-        self._router = router
-        self._channels = channels
-        self._settlement = settlement
+        self._path = path
         self._in_flight = in_flight
 
     async def open(self, tenant_id: str, header_input: BatchHeaderInput) -> BatchRun:
@@ -74,8 +69,7 @@ class BatchService:
         if ident in self._in_flight or not await self._workers.queue.acquire_submission(
                 batch.uid, self._workers.owner, self._lease.lease_ms) or ident in self._in_flight:
             raise RequestInProgress(header.batch_id, RETRY_OPEN_BATCH_AFTER_MS, "batch_id")
-        run = BatchRun(batch, header, self._store, self._router, self._channels, self._settlement,
-                       self._workers, self._lease)
+        run = BatchRun(batch, header, self._store, self._path, self._workers, self._lease)
         self._in_flight.run(ident, run.run())
         return run
 

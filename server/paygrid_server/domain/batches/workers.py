@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Mapping, Protocol
+from typing import Awaitable, Callable, Protocol
 
 import structlog
 
@@ -36,11 +36,9 @@ from paygrid_server.domain.model.batch import (
 from paygrid_server.domain.batches.failure_policy import GroupReversal, first_failure, stop
 from paygrid_server.domain.batches.group_charging import GroupCharger
 from paygrid_server.domain.batches.recharge import settle_interrupted
-from paygrid_server.domain.charging.settlement import ChargeSettlement
-from paygrid_server.domain.charging.routing import Router
+from paygrid_server.domain.charging.charge_path import ChargePath
 from paygrid_server.domain.ports.batch_store import BatchStore
 from paygrid_server.domain.ports.group_queue import GroupLease, GroupQueue
-from paygrid_server.domain.ports.payment_channel import PaymentChannel
 
 log = structlog.get_logger("paygrid.batches")
 
@@ -80,15 +78,13 @@ class LeaseLost(Exception):
 
 
 class GroupWorkers:
-    def __init__(self, store: BatchStore, queue: GroupQueue, router: Router,
-                 channels: Mapping[str, PaymentChannel], settlement: ChargeSettlement, owner: str,
+    def __init__(self, store: BatchStore, queue: GroupQueue, path: ChargePath, owner: str,
                  lease: BatchLeaseLimits) -> None:
         self.owner = owner  # this replica, as leases name it
         self.queue = queue  # durable leases (PostgreSQL) or in memory (SQLite)
         self._store = store
-        self._router = router
-        self._channels = channels
-        self._settlement = settlement
+        self._path = path
+        self._settlement = path.settlement
         self._lease = lease
         self._slots = asyncio.Semaphore(lease.group_workers)
         self._wake = asyncio.Event()
@@ -267,8 +263,7 @@ class GroupWorkers:
                                                batch_id=batch.batch_id)
         items = await self.queue.group_items(batch.uid, lease.group_no)
         group = BatchGroup(lease.group_no, lease.group_key, items, started_at_us=clock.now_us())
-        charger = GroupCharger(batch, self._router, self._channels, self._settlement,
-                               self._per_item_channels)
+        charger = GroupCharger(batch, self._path, self._per_item_channels)
         policy = batch.header.failure_policy
         if lease.taken_over:
             await self._settle_left_mid_charge(batch, group, lease)

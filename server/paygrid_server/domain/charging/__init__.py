@@ -12,6 +12,9 @@ from paygrid_server.domain.charging.channel_charge import (
     charge_failure,
     charge_and_settle,
 )
+from paygrid_server.domain.charging.charge_path import (
+    ChargePath,
+)
 from paygrid_server.domain.charging.circuit_breaker import (
     BreakerState,
     CircuitBreaker,
@@ -32,6 +35,7 @@ __all__ = [
     "BreakerState",
     "ChannelRoute",
     "ChargeOrder",
+    "ChargePath",
     "ChargeSettlement",
     "CircuitBreaker",
     "NoOutcome",

@@ -9,8 +9,6 @@ stays on that channel until the resolver learns the outcome.
 
 from __future__ import annotations
 
-from typing import Mapping
-
 import structlog
 
 from paygrid_server.domain.model import clock
@@ -20,7 +18,7 @@ from paygrid_server.domain.charging.channel_charge import (
     charge_and_settle,
     charge_failure,
 )
-from paygrid_server.domain.charging.settlement import ChargeSettlement
+from paygrid_server.domain.charging.charge_path import ChargePath
 from paygrid_server.domain.model.payment import (
     ChargeAttempt,
     Failure,
@@ -30,8 +28,8 @@ from paygrid_server.domain.model.payment import (
     Payment,
 )
 from paygrid_server.domain.model.redaction import mask_account
-from paygrid_server.domain.charging.routing import ChannelRoute, Router
-from paygrid_server.domain.ports.payment_channel import ChargeRecord, PaymentChannel
+from paygrid_server.domain.charging.routing import ChannelRoute
+from paygrid_server.domain.ports.payment_channel import ChargeRecord
 from paygrid_server.domain.ports.payment_store import PaymentStore
 
 log = structlog.get_logger("paygrid.legs")
@@ -46,12 +44,11 @@ def apply_charge_record(leg: Leg, channel: str, record: ChargeRecord) -> None:
 
 
 class LegDispatcher:
-    def __init__(self, router: Router, channels: Mapping[str, PaymentChannel],
-                 store: PaymentStore, settlement: ChargeSettlement) -> None:
-        self._router = router
-        self._channels = channels
+    def __init__(self, path: ChargePath, store: PaymentStore) -> None:
+        self._router = path.router
+        self._channels = path.channels
         self._store = store
-        self._settlement = settlement
+        self._settlement = path.settlement
 
     async def dispatch(self, payment: Payment, leg: Leg, deadline_ms: float) -> None:
         """Drives `leg` to SUCCEEDED, FAILED or (rarely) UNKNOWN."""
