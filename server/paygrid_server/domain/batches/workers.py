@@ -190,9 +190,15 @@ class GroupWorkers:
             log.warning("batch.sweep_failed", exc_info=True)
 
     async def _run_group(self, lease: GroupLease) -> None:
+        # A lease found lost (another replica claimed the group) stops the
+        # group here at once: its charges in flight are cancelled and no
+        # further item is charged. What it left PROCESSING is settled with
+        # the channel by the new holder, as after a crash.
         lost = asyncio.Event()
-        renewing = (asyncio.get_running_loop().create_task(self._renew(lease, lost))
-                    if self.queue.durable else None)
+        this_group = asyncio.current_task()
+        assert this_group is not None
+        renewing = (asyncio.get_running_loop().create_task(
+            self._renew(lease, lost, this_group)) if self.queue.durable else None)
         try:
             group = await self._process(lease)
         except LeaseLost:
@@ -206,6 +212,12 @@ class GroupWorkers:
                 listener.group_failed(lease.group_no, error)
             await self._give_up(lease)
         except asyncio.CancelledError:
+            if lost.is_set() and this_group.cancelling() == 1:
+                # Cancelled by _renew alone, not by a shutdown: not an error.
+                this_group.uncancel()
+                log.warning("batch.group_lease_lost", batch_uid=lease.batch_uid,
+                            group_no=lease.group_no, stopped_mid_charge=True)
+                return
             # Cut off by a shutdown past its grace: a lease kept in memory
             # would leave the batch's run waiting for this group forever (and
             # with it the process's exit). What was stored stays resumable.
@@ -234,16 +246,21 @@ class GroupWorkers:
             except Exception:  # noqa: BLE001
                 await asyncio.sleep(self._lease.claim_poll_ms / 1_000)
 
-    async def _renew(self, lease: GroupLease, lost: asyncio.Event) -> None:
+    async def _renew(self, lease: GroupLease, lost: asyncio.Event,
+                     group_task: asyncio.Task) -> None:
         while True:
             await asyncio.sleep(self._lease.renew_every_ms / 1_000)
             try:
-                if not await self.queue.renew_group_lease(lease, self._lease.lease_ms):
-                    lost.set()  # its results will be refused (fenced)
-                    return
+                renewed = await self.queue.renew_group_lease(lease, self._lease.lease_ms)
             except Exception:  # noqa: BLE001 - try again at the next renewal
                 log.warning("batch.lease_renewal_failed", group_no=lease.group_no,
                             exc_info=True)
+                continue
+            if not renewed:
+                # Its results would be refused (fenced): stop charging now.
+                lost.set()
+                group_task.cancel()
+                return
 
     # -- one group --------------------------------------------------------------
 
