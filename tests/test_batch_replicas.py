@@ -250,7 +250,7 @@ async def test_a_paused_replica_whose_lease_ran_out_cannot_store_its_stale_resul
                           if r["status"] == "LEASED" and b.owns(r["lease_owner"])}
                 # Frozen inside a transaction, B would not try to store its
                 # results late (the server ends that session: see
-                # postgres_batch_store.py): what this test is about needs B
+                # postgres/group_queue.py): what this test is about needs B
                 # frozen between transactions, as it mostly is (it waits on
                 # the channel).
                 if paused and await watch.fetchval(

@@ -20,7 +20,7 @@ from paygrid_server.domain.model.batch import (
 from paygrid_server.domain.model.money import Money
 from paygrid_server.domain.model.payment import Failure, FailureReason
 from paygrid_server.domain.ports.batch_store import BatchStore
-from paygrid_server.storage.postgres import batch_store as postgres_batch_store
+from paygrid_server.storage.postgres import batch_sql as postgres_batch_sql
 from paygrid_server.storage.postgres.batch_store import PostgresBatchStore
 from paygrid_server.storage.postgres.database import PostgresDatabase, PostgresLimits
 from paygrid_server.storage.sqlite.batch_store import SqliteBatchStore, _chunks
@@ -34,7 +34,7 @@ S = BatchItemStatus
 async def store(tmp_path: Path, storage_engine: str, postgres_databases, monkeypatch):
     if storage_engine == "postgresql":
         # Small chunks, so a few hundred items take several statements.
-        monkeypatch.setattr(postgres_batch_store, "CHUNK_ROWS", 128)
+        monkeypatch.setattr(postgres_batch_sql, "CHUNK_ROWS", 128)
         database = await PostgresDatabase.open(await postgres_databases.create(),
                                                PostgresLimits(pool_max_connections=2))
         store = PostgresBatchStore(database)

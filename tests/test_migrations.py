@@ -13,8 +13,8 @@ import asyncpg
 
 from paygrid.v1 import batch_service_pb2 as batch_pb
 from paygrid.v1 import payment_service_pb2 as pb
-from paygrid_server.storage.postgres import migrate as postgres_migrations
-from paygrid_server.storage.sqlite import migrate as sqlite_migrations
+from paygrid_server.storage.postgres import schema_migrations as postgres_migrations
+from paygrid_server.storage.sqlite import schema_migrations as sqlite_migrations
 from paygrid_server.storage.postgres.database import PostgresDatabase, PostgresLimits
 from paygrid_server.storage.sqlite.database import SqliteDatabase
 from tests.batch_client import batch_stub

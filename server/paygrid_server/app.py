@@ -42,6 +42,7 @@ from paygrid_server.simulator.channel_ledger import ChannelLedger
 from paygrid_server.simulator.channel_simulator import ChannelSimulator, start_simulator
 from paygrid_server.storage.database import Database
 from paygrid_server.storage.postgres.batch_store import PostgresBatchStore
+from paygrid_server.storage.postgres.group_queue import PostgresGroupQueue
 from paygrid_server.storage.postgres.database import PostgresDatabase, PostgresLimits
 from paygrid_server.storage.postgres.payment_store import PostgresPaymentStore
 from paygrid_server.storage.sqlite.batch_store import SqliteBatchStore
@@ -78,7 +79,8 @@ async def open_storage(
         postgres = await PostgresDatabase.open(config.postgres_dsn, PostgresLimits(
             limits.pool_max_connections, limits.statement_timeout_ms, limits.connect_timeout_ms))
         batch_store = PostgresBatchStore(postgres)
-        return postgres, PostgresPaymentStore(postgres), batch_store, batch_store
+        return (postgres, PostgresPaymentStore(postgres), batch_store,
+                PostgresGroupQueue(postgres, batch_store))
     sqlite = await SqliteDatabase.open(config.database_path)
     sqlite_batches = SqliteBatchStore(sqlite)
     return (sqlite, SqlitePaymentStore(sqlite), sqlite_batches,

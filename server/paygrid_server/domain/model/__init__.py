@@ -45,9 +45,6 @@ from paygrid_server.domain.model.errors import (
     PreconditionFailed,
     DeadlineTooShort,
 )
-from paygrid_server.domain.model.fingerprint import (
-    fingerprint,
-)
 from paygrid_server.domain.model.money import (
     Money,
 )
@@ -132,7 +129,6 @@ __all__ = [
     "check_metadata",
     "check_money",
     "check_text",
-    "fingerprint",
     "major_units",
     "mask_account",
     "minor_units",

@@ -1,7 +1,7 @@
 """Where a batch's formed groups wait to be charged, and who may charge them.
 
 Two implementations, chosen by the storage engine (app.py):
-- PostgreSQL (storage/postgres_batch_store.py): groups are durable work units
+- PostgreSQL (storage/postgres/group_queue.py): groups are durable work units
   any replica claims under a lease (FOR UPDATE SKIP LOCKED, expiry, a fencing
   token), so several servers share one batch and finish a dead one's groups.
 - SQLite (domain/single_process_group_queue.py): one server process owns the

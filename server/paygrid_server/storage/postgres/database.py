@@ -21,7 +21,7 @@ import asyncpg
 import asyncpg.exceptions as pg
 
 from paygrid_server.domain.ports.storage_errors import StorageFault, StorageUnavailable
-from paygrid_server.storage.postgres.migrate import migrate
+from paygrid_server.storage.postgres.schema_migrations import migrate
 
 # How long close() waits for connections in use before it drops them.
 POOL_CLOSE_TIMEOUT_S = 2.0

@@ -8,12 +8,12 @@ from paygrid_server.storage.sqlite.batch_store import (
 from paygrid_server.storage.sqlite.database import (
     SqliteDatabase,
 )
-from paygrid_server.storage.sqlite.migrate import (
-    migration_scripts,
-    migrate,
-)
 from paygrid_server.storage.sqlite.payment_store import (
     SqlitePaymentStore,
+)
+from paygrid_server.storage.sqlite.schema_migrations import (
+    migration_scripts,
+    migrate,
 )
 from paygrid_server.storage.sqlite.writer import (
     SqliteTooOld,

@@ -21,6 +21,7 @@ from paygrid_server.storage.batch_item_ingest import sort_incoming
 from paygrid_server.storage.batch_rows import ITEM_COLUMNS as _ITEM_COLUMNS
 from paygrid_server.storage.batch_rows import batch_from_row as _batch
 from paygrid_server.storage.batch_rows import item_from_row as _item
+from paygrid_server.storage.batch_rows import item_insert_row, item_state_row
 from paygrid_server.storage.failure_columns import failure_columns
 from paygrid_server.storage.sqlite.database import SqliteDatabase
 
@@ -80,8 +81,7 @@ def _save_states(db: sqlite3.Connection, batch_uid: str, items: list[BatchItem])
     for chunk in _chunks(items):
         params = []
         for i in chunk:
-            params += (i.seq, i.status.value, i.attempt, i.group_no, i.channel_reference,
-                       *failure_columns(i.failure))
+            params += item_state_row(i)
         params.append(batch_uid)
         db.execute(_update_states_sql(len(chunk)), params)
 
@@ -153,11 +153,8 @@ class SqliteBatchStore:
             for chunk in _chunks(fresh):
                 params = []
                 for i in chunk:
-                    params += (i.seq, i.reference, i.payee, i.amount.currency,
-                               i.amount.amount_minor, i.requested_channel, i.requested_at_us,
-                               i.channel, i.status.value, i.attempt, i.group_no,
-                               i.channel_reference, *failure_columns(i.failure), batch_uid,
-                               i.content_digest(), submission)
+                    *row, digest = item_insert_row(i)
+                    params += (*row, batch_uid, digest, submission)
                 db.execute(_insert_items_sql(len(chunk)), params)
             # Seen in this submission now: a second copy later in the stream is a duplicate.
             for chunk in _chunks(resent):

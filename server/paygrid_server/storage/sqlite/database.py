@@ -14,7 +14,7 @@ from typing import Callable, TypeVar
 import aiosqlite
 
 from paygrid_server.storage.database_lock import DatabaseLock
-from paygrid_server.storage.sqlite.migrate import migrate
+from paygrid_server.storage.sqlite.schema_migrations import migrate
 from paygrid_server.storage.sqlite.writer import PRAGMAS, SqliteWriter
 
 T = TypeVar("T")
