@@ -24,7 +24,6 @@ its own earlier payments up after the same delay.
 
 from __future__ import annotations
 
-import json
 
 from paygrid_server.domain.model import clock, limits
 from paygrid_server.domain.model.payment import ChargeAttempt, Leg, LegStatus, Payment, PaymentStatus
@@ -33,7 +32,16 @@ from paygrid_server.domain.ports.payment_store import PageCursor, RefundExceedsR
 from paygrid_server.storage.failure_columns import failure_columns
 from paygrid_server.storage.payment_rows import leg_from_row as _leg
 from paygrid_server.storage.payment_rows import payment_from_row as _payment
-from paygrid_server.storage.payment_rows import refund_from_rows
+from paygrid_server.storage.payment_rows import (
+    first_attempt_rows,
+    leg_outcome_rows,
+    leg_rows,
+    payment_outcome_row,
+    payment_row,
+    refund_from_rows,
+    refund_leg_row,
+    refund_row,
+)
 from paygrid_server.storage.postgres.database import PostgresDatabase
 
 
@@ -65,27 +73,20 @@ class PostgresPaymentStore:
                 "mode, status, metadata_json, received_at_us) "
                 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
                 "ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING true",
-                payment.payment_id, payment.tenant_id, payment.idempotency_key,
-                payment.fingerprint, payment.payer, payment.mode.value, payment.status.value,
-                json.dumps(payment.metadata, sort_keys=True), payment.received_at_us)
+                *payment_row(payment))
             if inserted:
                 await db.executemany(
                     "INSERT INTO payment_legs (payment_id, leg_index, payee, currency, "
                     "amount_minor, requested_channel, reference, status, channel, "
                     "channel_reference, attempts, latency_us) "
                     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                    [(payment.payment_id, leg.index, leg.request.payee,
-                      leg.request.amount.currency, leg.request.amount.amount_minor,
-                      leg.request.channel, leg.request.reference, leg.status.value, leg.channel,
-                      leg.channel_reference, leg.attempts, leg.latency_us)
-                     for leg in payment.legs])
+                    leg_rows(payment))
                 # Before any channel call, so recovery knows where each leg may
                 # have been charged (ports/payment_store.py).
                 await db.executemany(
                     "INSERT INTO charge_attempts (payment_id, leg_index, channel, attempt_no, "
                     "started_at_us) VALUES ($1, $2, $3, 1, $4)",
-                    [(payment.payment_id, leg.index, leg.first_channel, payment.received_at_us)
-                     for leg in payment.legs if leg.first_channel])
+                    first_attempt_rows(payment))
         if inserted:
             self._own_payments.add(payment.payment_id)
             return None
@@ -153,14 +154,11 @@ class PostgresPaymentStore:
                 "UPDATE payment_legs SET status = $1, channel = $2, channel_reference = $3, "
                 "failure_reason = $4, failure_message = $5, failure_decline_code = $6, "
                 "attempts = $7, latency_us = $8 WHERE payment_id = $9 AND leg_index = $10",
-                [(leg.status.value, leg.channel, leg.channel_reference,
-                  *failure_columns(leg.failure), leg.attempts, leg.latency_us,
-                  payment.payment_id, leg.index) for leg in payment.legs])
+                leg_outcome_rows(payment))
             await db.execute(
                 "UPDATE payments SET status = $1, failure_reason = $2, failure_message = $3, "
                 "failure_decline_code = $4, completed_at_us = $5 WHERE payment_id = $6",
-                payment.status.value, *failure_columns(payment.failure),
-                payment.completed_at_us, payment.payment_id)
+                *payment_outcome_row(payment))
         if payment.status is not PaymentStatus.PROCESSING:
             self._own_payments.discard(payment.payment_id)
 
@@ -179,8 +177,7 @@ class PostgresPaymentStore:
                 "INSERT INTO refunds (refund_id, payment_id, idempotency_key, fingerprint, "
                 "reason, status, created_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7) "
                 "ON CONFLICT (payment_id, idempotency_key) DO NOTHING RETURNING true",
-                refund.refund_id, refund.payment_id, refund.idempotency_key, refund.fingerprint,
-                refund.reason, refund.status.value, refund.created_at_us)
+                *refund_row(refund))
             for leg in refund.legs if inserted else ():
                 # Under READ COMMITTED an UPDATE that waited for another
                 # replica's reservation checks its WHERE again on the row
@@ -201,9 +198,7 @@ class PostgresPaymentStore:
                 await db.execute(
                     "INSERT INTO refund_legs (refund_id, leg_index, currency, amount_minor, "
                     "channel, status, channel_reference) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    refund.refund_id, leg.leg_index, leg.amount.currency,
-                    leg.amount.amount_minor, leg.channel, leg.status.value,
-                    leg.channel_reference)
+                    *refund_leg_row(refund, leg))
         if inserted:
             self._own_refunds.add(refund.refund_id)
             return None

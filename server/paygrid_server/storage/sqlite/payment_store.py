@@ -3,7 +3,6 @@ it is answered (see sqlite_database.py)."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 
 import aiosqlite
@@ -18,7 +17,16 @@ from paygrid_server.domain.ports.payment_store import PageCursor, RefundExceedsR
 from paygrid_server.storage.failure_columns import failure_columns
 from paygrid_server.storage.payment_rows import leg_from_row as _leg
 from paygrid_server.storage.payment_rows import payment_from_row as _payment
-from paygrid_server.storage.payment_rows import refund_from_rows
+from paygrid_server.storage.payment_rows import (
+    first_attempt_rows,
+    leg_outcome_rows,
+    leg_rows,
+    payment_outcome_row,
+    payment_row,
+    refund_from_rows,
+    refund_leg_row,
+    refund_row,
+)
 from paygrid_server.storage.sqlite.database import SqliteDatabase
 
 
@@ -35,26 +43,20 @@ class SqlitePaymentStore:
                 "INSERT INTO payments (payment_id, tenant_id, idempotency_key, fingerprint, payer, "
                 "mode, status, metadata_json, received_at_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
-                (payment.payment_id, payment.tenant_id, payment.idempotency_key,
-                 payment.fingerprint, payment.payer, payment.mode.value, payment.status.value,
-                 json.dumps(payment.metadata, sort_keys=True), payment.received_at_us))
+                payment_row(payment))
             if cursor.rowcount == 0:
                 return False
             db.executemany(
                 "INSERT INTO payment_legs (payment_id, leg_index, payee, currency, amount_minor, "
                 "requested_channel, reference, status, channel, channel_reference, attempts, "
                 "latency_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(payment.payment_id, leg.index, leg.request.payee, leg.request.amount.currency,
-                  leg.request.amount.amount_minor, leg.request.channel, leg.request.reference,
-                  leg.status.value, leg.channel, leg.channel_reference, leg.attempts,
-                  leg.latency_us) for leg in payment.legs])
+                leg_rows(payment))
             # Before any channel call, so recovery knows where each leg may
             # have been charged (ports/payment_store.py).
             db.executemany(
                 "INSERT INTO charge_attempts (payment_id, leg_index, channel, attempt_no, "
                 "started_at_us) VALUES (?, ?, ?, 1, ?)",
-                [(payment.payment_id, leg.index, leg.first_channel, payment.received_at_us)
-                 for leg in payment.legs if leg.first_channel])
+                first_attempt_rows(payment))
             return True
 
         if await self._write(insert):
@@ -124,14 +126,11 @@ class SqlitePaymentStore:
                 "UPDATE payment_legs SET status = ?, channel = ?, channel_reference = ?, "
                 "failure_reason = ?, failure_message = ?, failure_decline_code = ?, "
                 "attempts = ?, latency_us = ? WHERE payment_id = ? AND leg_index = ?",
-                [(leg.status.value, leg.channel, leg.channel_reference,
-                  *failure_columns(leg.failure), leg.attempts, leg.latency_us,
-                  payment.payment_id, leg.index) for leg in payment.legs])
+                leg_outcome_rows(payment))
             db.execute(
                 "UPDATE payments SET status = ?, failure_reason = ?, failure_message = ?, "
                 "failure_decline_code = ?, completed_at_us = ? WHERE payment_id = ?",
-                (payment.status.value, *failure_columns(payment.failure),
-                 payment.completed_at_us, payment.payment_id))
+                payment_outcome_row(payment))
 
         await self._write(save)
 
@@ -143,8 +142,7 @@ class SqlitePaymentStore:
                 "INSERT INTO refunds (refund_id, payment_id, idempotency_key, fingerprint, "
                 "reason, status, created_at_us) VALUES (?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (payment_id, idempotency_key) DO NOTHING",
-                (refund.refund_id, refund.payment_id, refund.idempotency_key, refund.fingerprint,
-                 refund.reason, refund.status.value, refund.created_at_us))
+                refund_row(refund))
             if cursor.rowcount == 0:
                 return False
             for leg in refund.legs:
@@ -164,9 +162,7 @@ class SqlitePaymentStore:
                 db.execute(
                     "INSERT INTO refund_legs (refund_id, leg_index, currency, amount_minor, "
                     "channel, status, channel_reference) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (refund.refund_id, leg.leg_index, leg.amount.currency,
-                     leg.amount.amount_minor, leg.channel, leg.status.value,
-                     leg.channel_reference))
+                    refund_leg_row(refund, leg))
             return True
 
         if await self._write(insert):
