@@ -22,7 +22,7 @@ from paygrid_server.domain.ports.payment_channel import (
     ChargeStatus,
 )
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
-from tests.batch_client import batch_stub, chunk, header, submit, tx
+from tests.support.batch_client import batch_stub, chunk, header, submit, tx
 from tests.conftest import channel
 
 SUCCEEDED, FAILED = pb.BATCH_ITEM_STATUS_SUCCEEDED, pb.BATCH_ITEM_STATUS_FAILED

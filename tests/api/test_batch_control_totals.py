@@ -10,9 +10,9 @@ import grpc
 import pytest
 
 from paygrid.v1 import batch_service_pb2 as pb
-from tests.batch_client import batch_stub, chunk, collect, header, open_stream, submit, tx
+from tests.support.batch_client import batch_stub, chunk, collect, header, open_stream, submit, tx
 from tests.conftest import rich_status
-from tests.server_process import wait_for
+from tests.support.server_process import wait_for
 
 MIXED = [tx("eur-1", currency="EUR", amount_minor=1_250),  # 12.50
          tx("eur-2", currency="EUR", amount_minor=5),  # 0.05

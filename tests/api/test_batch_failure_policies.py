@@ -9,7 +9,7 @@ import pytest
 
 from paygrid.v1 import batch_service_pb2 as pb
 from paygrid_server.domain.ports.payment_channel import ChargeStatus
-from tests.batch_client import batch_stub, chunk, collect, header, open_stream, submit, tx
+from tests.support.batch_client import batch_stub, chunk, collect, header, open_stream, submit, tx
 from tests.conftest import rich_status
 
 STOP = pb.FAILURE_POLICY_STOP_ON_FIRST_FAILURE

@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from paygrid.v1 import batch_service_pb2 as pb
-from tests.batch_client import batch_stub, chunk, collect, header, open_stream, submit, tx
+from tests.support.batch_client import batch_stub, chunk, collect, header, open_stream, submit, tx
 from tests.conftest import channel, rich_status, slow
 
 

@@ -15,10 +15,10 @@ from paygrid.v1 import batch_service_pb2 as batch_pb
 from paygrid_client.errors import PaygridError
 from paygrid_server.domain.model.payment import FailureReason
 from paygrid_server.transport.failure_status import FAILURE_CODES
-from tests.batch_client import batch_stub, chunk, header, submit, tx
+from tests.support.batch_client import batch_stub, chunk, header, submit, tx
 from tests.conftest import leg, pay_request
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def _details(status: status_pb2.Status) -> dict[str, object]:

@@ -25,9 +25,9 @@ from paygrid.v1 import batch_service_pb2_grpc as batch_grpc
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid_server.domain.model import limits
 from paygrid_server.transport.grpc_server import MAX_MESSAGE_BYTES
-from tests.batch_client import chunk, header, submit, tx
+from tests.support.batch_client import chunk, header, submit, tx
 from tests.conftest import leg, pay_request
-from tests.hostile_probe import (
+from tests.support.hostile_probe import (
     Database,
     Outcome,
     ServerStatuses,
@@ -36,7 +36,7 @@ from tests.hostile_probe import (
     serving,
     status_problems,
 )
-from tests.hostile_strategies import (
+from tests.support.hostile_strategies import (
     METHODS,
     METHODS_BY_NAME,
     Known,

@@ -11,8 +11,8 @@ from paygrid.v1 import payment_service_pb2 as pb
 from paygrid_server.storage.postgres.payment_store import PostgresPaymentStore
 from paygrid_server.storage.sqlite.payment_store import SqlitePaymentStore
 from tests.conftest import leg, pay_request, rich_status
-from tests.ledger_check import assert_books_agree
-from tests.server_process import wait_for
+from tests.support.ledger_check import assert_books_agree
+from tests.support.server_process import wait_for
 
 
 async def test_replay_returns_the_first_answer_without_calling_the_channel(paygrid) -> None:

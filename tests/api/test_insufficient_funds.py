@@ -11,7 +11,7 @@ from paygrid.v1 import batch_service_pb2 as batch_pb
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid_client.iso20022_pain002 import reason_for
 from paygrid_server.domain.charging.circuit_breaker import BreakerState
-from tests.batch_client import batch_stub, chunk, header, submit, tx
+from tests.support.batch_client import batch_stub, chunk, header, submit, tx
 from tests.conftest import TEST_CHANNELS, leg, pay_request
 
 NO_FUNDS = "decline_insufficient_funds"  # the simulator declines with code insufficient_funds

@@ -10,9 +10,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from paygrid.v1 import payment_service_pb2 as pb
-from tests.batch_client import batch_stub, chunk, collect, header, open_stream, tx
+from tests.support.batch_client import batch_stub, chunk, collect, header, open_stream, tx
 from tests.conftest import channel, leg, pay_request, rich_status, slow
-from tests.server_process import wait_for
+from tests.support.server_process import wait_for
 
 
 async def test_calls_past_the_limit_are_shed_at_once_and_served_again_after(

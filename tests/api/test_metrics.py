@@ -22,7 +22,7 @@ from paygrid_server.config import ObservabilityConfig, ServerConfig
 from paygrid_server.observability.metrics import PaygridMetrics
 from paygrid_server.transport.call_interceptor import CallInterceptor
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour
-from tests.batch_client import batch_stub, chunk, header, submit, tx
+from tests.support.batch_client import batch_stub, chunk, header, submit, tx
 from tests.conftest import TEST_CHANNELS, channel, leg, pay_request
 
 PAYMENTS = "paygrid.v1.PaymentService"

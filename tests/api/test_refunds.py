@@ -16,7 +16,7 @@ from paygrid_server.domain.payments.refund_service import RefundInput, RefundSer
 from paygrid_server.storage.postgres.payment_store import PostgresPaymentStore
 from paygrid_server.storage.sqlite.payment_store import SqlitePaymentStore
 from tests.conftest import leg, money, pay_request, rich_status
-from tests.ledger_check import assert_books_agree
+from tests.support.ledger_check import assert_books_agree
 
 
 async def _paid(paygrid, key="k-pay", *legs):

@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
-from tests.batch_client import batch_stub, chunk, collect, header, tx
+from tests.support.batch_client import batch_stub, chunk, collect, header, tx
 from tests.conftest import leg, pay_request, rich_status
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

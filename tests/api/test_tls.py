@@ -10,11 +10,11 @@ import pytest
 
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
-from paygrid_server.api_key_metadata import keyed_channel
+from tests.support.api_key_metadata import keyed_channel
 from paygrid_server.config import ChannelConfig, TlsConfig
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
 from paygrid_server.tls_credentials import server_credentials
-from tests.certificates import CertificateFiles, TestCa
+from tests.support.certificates import CertificateFiles, TestCa
 from tests.conftest import money, pay_request
 
 

@@ -16,7 +16,7 @@ from opentelemetry.trace import SpanKind
 
 from paygrid.v1 import batch_service_pb2 as batch_pb
 from paygrid.v1 import payment_service_pb2 as pb
-from tests.batch_client import batch_stub, chunk, header, tx
+from tests.support.batch_client import batch_stub, chunk, header, tx
 from tests.conftest import TEST_CHANNELS, channel, leg, pay_request
 
 CHANNEL_SERVICE = "/paygrid.channel.v1.PaymentChannel/"

@@ -1,6 +1,6 @@
 """Channels misbehaving at run time: latency spikes, error bursts, hangs, a
 channel killed mid-call, compensation that fails first. After each one the
-channels' books must agree with paygrid's (tests/ledger_check.py): nothing
+channels' books must agree with paygrid's (tests/support/ledger_check.py): nothing
 charged without a record, no success without a charge, nothing left
 unsettled. The long, seeded version is scripts/reliability_faults."""
 
@@ -15,8 +15,8 @@ from paygrid_server.domain.charging.circuit_breaker import BreakerState
 from paygrid_server.domain.ports.payment_channel import ChargeStatus
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
 from tests.conftest import TEST_CHANNELS, channel, leg, pay_request
-from tests.ledger_check import assert_books_agree
-from tests.server_process import wait_for
+from tests.support.ledger_check import assert_books_agree
+from tests.support.server_process import wait_for
 
 S = pb  # statuses
 

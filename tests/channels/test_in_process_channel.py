@@ -18,7 +18,7 @@ from paygrid_server.domain.ports.payment_channel import (
 )
 from paygrid_server.simulator.channel_ledger import ChannelLedger
 from paygrid_server.simulator.channel_simulator import ChannelSimulator, SimulatorBehaviour
-from tests.batch_client import batch_stub, chunk, header, submit, tx
+from tests.support.batch_client import batch_stub, chunk, header, submit, tx
 from tests.conftest import channel, leg, pay_request
 
 SUCCEEDED, FAILED = bpb.BATCH_ITEM_STATUS_SUCCEEDED, bpb.BATCH_ITEM_STATUS_FAILED

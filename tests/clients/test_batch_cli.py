@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.conftest import channel, slow
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CLI = ROOT / "clients" / "python" / "paygrid_batch.py"
 
 

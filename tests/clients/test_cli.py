@@ -12,10 +12,10 @@ from pathlib import Path
 
 from paygrid_server.api_keys import ApiKeyEntry, api_key_sha256
 from paygrid_server.config import AuthConfig, TlsConfig
-from paygrid_server.local_process import free_loopback_port
-from tests.certificates import TestCa
+from tests.support.local_process import free_loopback_port
+from tests.support.certificates import TestCa
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CLI = ROOT / "clients" / "python" / "paygrid_cli.py"
 PAYER = "acct_000012345678"
 

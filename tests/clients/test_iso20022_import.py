@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.iso20022_samples import Block, Pain001Sample, Transfer, iban
-from tests.iso20022_structure import PAIN002, structure_errors
-from tests.test_cli import paygrid_cli
+from tests.support.iso20022_samples import Block, Pain001Sample, Transfer, iban
+from tests.support.iso20022_structure import PAIN002, structure_errors
+from tests.clients.test_cli import paygrid_cli
 
 NS = {"p": PAIN002}
 

@@ -23,7 +23,7 @@ import pytest
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CLIENT_DIR = ROOT / "clients" / "node"
 CLI = CLIENT_DIR / "paygrid.js"
 # Written after a successful `npm ci`: the digest of the lock file installed.

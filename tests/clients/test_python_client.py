@@ -26,9 +26,9 @@ from paygrid_client import (
 )
 from paygrid_server.api_keys import ApiKeyEntry, api_key_sha256
 from paygrid_server.config import AuthConfig, TlsConfig
-from paygrid_server.local_process import free_loopback_port
-from tests.batch_client import batch_stub, chunk, header, open_stream, tx
-from tests.certificates import TestCa
+from tests.support.local_process import free_loopback_port
+from tests.support.batch_client import batch_stub, chunk, header, open_stream, tx
+from tests.support.certificates import TestCa
 from tests.conftest import channel, slow
 
 PAYER = "acct_000012345678"

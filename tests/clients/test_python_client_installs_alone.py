@@ -12,7 +12,7 @@ from pathlib import Path
 from paygrid_client.currencies import MINOR_UNITS as CLIENT_MINOR_UNITS
 from paygrid_server.domain.model.currencies import MINOR_UNITS as SERVER_MINOR_UNITS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_client_installs_alone_in_a_fresh_virtualenv(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import pytest
 
 from paygrid_server.api_keys import DEV_API_KEY
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROTOS = ROOT / "protos"
 CLIENT = Path(__file__).resolve().parent / "polyglot" / "ruby_client.rb"
 RUBY_TIMEOUT_S = 60

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_node_client import node_client  # noqa: F401 (a fixture: npm ci when needed)
+from tests.clients.test_node_client import node_client  # noqa: F401 (a fixture: npm ci when needed)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 

@@ -12,12 +12,12 @@ import pytest
 
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
-from paygrid_server.api_key_metadata import keyed_channel
+from tests.support.api_key_metadata import keyed_channel
 from paygrid_server.config import DEFAULT_CHANNELS, SETTINGS, ConfigError, load_config
 from tests.conftest import pay_request
-from tests.server_process import ServerProcess, free_port, write_config
+from tests.support.server_process import ServerProcess, free_port, write_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_example_config_matches_the_defaults() -> None:

@@ -28,9 +28,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from paygrid_server.config import API_KEYS_ENV, SETTINGS, load_config
 from paygrid_server.transport.grpc_server import SERVICE_NAMES
-from tests.certificates import TestCa
+from tests.support.certificates import TestCa
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 DEPLOY = ROOT / "deploy" / "kubernetes"
 TLS_COMPONENT = DEPLOY / "tls"

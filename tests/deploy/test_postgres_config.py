@@ -18,7 +18,7 @@ from paygrid_server.storage.postgres.database import (
     PostgresLimits,
     PostgresUnavailable,
 )
-from tests.server_process import ROOT, free_port
+from tests.support.server_process import ROOT, free_port
 
 DSN = "postgresql://paygrid:s3cret@db.internal:5432/paygrid"
 

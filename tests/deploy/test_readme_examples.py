@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2  # noqa: F401  (registers grpc.health.v1)
 from paygrid.v1 import batch_service_pb2, payment_service_pb2  # noqa: F401  (register paygrid.v1)
 from paygrid_server.transport.api_key_authentication import PROTECTED_METHOD_PREFIXES
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 # The dev key in the quick start; a real key (or a variable) after it.
 API_KEY_HEADER = re.compile(r"authorization: Bearer (paygrid-dev-key|\$\w+|pgk_\S+)")
 FLAGS = {"-plaintext", "-insecure", "-v"}

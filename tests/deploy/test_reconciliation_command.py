@@ -20,9 +20,9 @@ from paygrid.v1 import payment_service_pb2 as pb
 from paygrid_server.domain.model import clock
 from paygrid_server.domain.model.money import Money
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
-from tests.batch_client import batch_stub, chunk, header, submit, tx
+from tests.support.batch_client import batch_stub, chunk, header, submit, tx
 from tests.conftest import channel, leg, money, pay_request
-from tests.server_process import ROOT, free_port, write_config
+from tests.support.server_process import ROOT, free_port, write_config
 
 pytestmark = pytest.mark.sqlite_only  # the command is run on the test's SQLite file
 

@@ -12,7 +12,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from tests.batch_client import batch_stub, chunk, header, open_stream, tx
+from tests.support.batch_client import batch_stub, chunk, header, open_stream, tx
 from tests.conftest import channel
 
 pytestmark = pytest.mark.postgresql_only

@@ -4,7 +4,7 @@ formed them. Kill a replica mid-batch and the others take its groups over
 once its leases expire: the channel's ledger must equal paygrid's records,
 no item lost, none charged twice, every group done once.
 
-The servers are real OS processes (tests/server_process.py) on one
+The servers are real OS processes (tests/support/server_process.py) on one
 PostgreSQL schema; the channel simulator runs in this process as the one
 remote channel they all call, so its ledger is the channel's whole record.
 """
@@ -22,15 +22,15 @@ import pytest
 
 from paygrid.type.v1 import money_pb2
 from paygrid.v1 import batch_service_pb2 as pb
-from paygrid_server.api_key_metadata import keyed_channel
+from tests.support.api_key_metadata import keyed_channel
 from paygrid_server.config import ConfigError, load_config
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
 from paygrid_server.ledger_reconciliation import reconcile, sqlite_rows
-from tests.batch_client import batch_stub, chunk, collect, header, open_stream, submit
+from tests.support.batch_client import batch_stub, chunk, collect, header, open_stream, submit
 from tests.conftest import rich_status
-from tests.exactly_once import count_batch
-from tests.postgres_databases import postgres_rows
-from tests.server_process import ServerProcess, free_port, wait_for, write_config
+from tests.support.exactly_once import count_batch
+from tests.support.postgres_databases import postgres_rows
+from tests.support.server_process import ServerProcess, free_port, wait_for, write_config
 
 ITEMS = 4_000  # at most: the last 1,000 are sent once the test has done its part
 PER_MESSAGE = 500

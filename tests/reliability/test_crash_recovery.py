@@ -13,12 +13,12 @@ import pytest
 
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
-from paygrid_server.api_key_metadata import keyed_channel
+from tests.support.api_key_metadata import keyed_channel
 from paygrid_server.config import ChannelConfig
 from paygrid_server.domain.ports.payment_channel import ChargeStatus
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
 from tests.conftest import channel, leg, pay_request, pay_until_final, slow
-from tests.server_process import ServerProcess, free_port, wait_for, write_config
+from tests.support.server_process import ServerProcess, free_port, wait_for, write_config
 
 
 async def test_payments_in_flight_at_a_crash_are_resolved_on_restart(tmp_path: Path) -> None:

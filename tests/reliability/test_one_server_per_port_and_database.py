@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from paygrid_server.config import ConfigError, load_config
-from tests.server_process import ROOT, ServerProcess, free_port, write_config
+from tests.support.server_process import ROOT, ServerProcess, free_port, write_config
 
 
 def serve_once(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

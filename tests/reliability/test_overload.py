@@ -17,10 +17,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
-from paygrid_server.api_key_metadata import keyed_channel
+from tests.support.api_key_metadata import keyed_channel
 from paygrid_server.transport.load_shedding import RETRY_SHED_CALL_AFTER_MS, ConcurrencyLimit
 from tests.conftest import channel, leg, pay_request, rich_status, slow
-from tests.nginx_front import nginx_front, nginx_unavailable
+from tests.support.nginx_front import nginx_front, nginx_unavailable
 
 MAX_CONCURRENT_CALLS = 4
 CHANNEL_LATENCY_MS = 100  # capacity: 4 calls per 100 ms = 40 payments/s

@@ -22,10 +22,10 @@ from paygrid_server.domain.model.payment import Leg, LegRequest, Payment, Paymen
 from paygrid_server.storage.postgres.payment_store import PostgresPaymentStore
 from paygrid_server.storage.sqlite.database import SqliteDatabase
 from paygrid_server.storage.sqlite.payment_store import SqlitePaymentStore
-from tests.batch_client import BatchReply, batch_stub, chunk, header, open_stream, submit, tx
+from tests.support.batch_client import BatchReply, batch_stub, chunk, header, open_stream, submit, tx
 from tests.conftest import channel, leg, pay_request, rich_status, slow
-from tests.ledger_check import assert_books_agree
-from tests.server_process import wait_for
+from tests.support.ledger_check import assert_books_agree
+from tests.support.server_process import wait_for
 
 STREAMS = 3  # each waits out the RetryInfo (1 s) per turn; the script runs 8
 ITEMS = 60

@@ -20,15 +20,15 @@ from paygrid.type.v1 import money_pb2
 from paygrid.v1 import batch_service_pb2 as bpb
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
-from paygrid_server.api_key_metadata import keyed_channel
+from tests.support.api_key_metadata import keyed_channel
 from paygrid_server.domain.ports.payment_channel import ChargeStatus
 from paygrid_server.simulator.channel_ledger import ChannelLedger
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
-from tests.batch_client import BatchReply, batch_stub, chunk, header, submit
+from tests.support.batch_client import BatchReply, batch_stub, chunk, header, submit
 from tests.conftest import leg, pay_request, pay_until_final, rich_status
-from tests.crash_rig import crash_rig
-from tests.exactly_once import count_batch
-from tests.server_process import ServerProcess, free_port, write_config
+from tests.support.crash_rig import crash_rig
+from tests.support.exactly_once import count_batch
+from tests.support.server_process import ServerProcess, free_port, write_config
 
 ITEMS = 20
 GROUP_SIZE = 10  # two groups: two ChargeBatch calls held at the channel

@@ -20,7 +20,7 @@ from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
 from paygrid_server.domain.ports.payment_channel import ChargeStatus
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour
 from tests.conftest import leg, pay_request, pay_until_final, rich_status
-from tests.crash_rig import crash_rig
+from tests.support.crash_rig import crash_rig
 
 PAYMENTS = 4
 

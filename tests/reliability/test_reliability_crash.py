@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.crash_batch_scenario import BatchCrashConfig, run_batch_crash
-from tests.crash_pay_scenario import PayCrashConfig, run_pay_crash
+from tests.support.crash_batch_scenario import BatchCrashConfig, run_batch_crash
+from tests.support.crash_pay_scenario import PayCrashConfig, run_pay_crash
 
 # Seed 5 kills twice after some groups; seed 7 before the items are sent,
 # then after some groups (kill points are drawn from the seed).

@@ -17,11 +17,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
-from paygrid_server.api_key_metadata import keyed_channel
+from tests.support.api_key_metadata import keyed_channel
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
-from tests.batch_client import batch_stub, chunk, collect, header, open_stream, submit, tx
+from tests.support.batch_client import batch_stub, chunk, collect, header, open_stream, submit, tx
 from tests.conftest import leg, pay_request, rich_status
-from tests.server_process import ServerProcess, free_port, wait_for, write_config
+from tests.support.server_process import ServerProcess, free_port, wait_for, write_config
 
 GRACE_MS = 300
 HARD_DEADLINE_MARGIN_S = 5  # process_shutdown.py (not imported: the test runs on old code too)

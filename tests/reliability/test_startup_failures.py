@@ -14,8 +14,8 @@ from typing import Callable
 
 import pytest
 
-from tests.certificates import TestCa
-from tests.server_process import ROOT, free_port
+from tests.support.certificates import TestCa
+from tests.support.server_process import ROOT, free_port
 
 # A failed start that does not end within this is the hang the issue saw.
 EXIT_WITHIN_S = 30

@@ -17,8 +17,8 @@ from paygrid_server.storage.postgres import schema_migrations as postgres_migrat
 from paygrid_server.storage.sqlite import schema_migrations as sqlite_migrations
 from paygrid_server.storage.postgres.database import PostgresDatabase, PostgresLimits
 from paygrid_server.storage.sqlite.database import SqliteDatabase
-from tests.batch_client import batch_stub
-from tests.postgres_databases import postgres_rows, require_postgres
+from tests.support.batch_client import batch_stub
+from tests.support.postgres_databases import postgres_rows, require_postgres
 
 BEFORE_TENANTS = ("0001_payments.sql", "0002_batches.sql")
 # Positional, so they insert the same rows into either engine's 0002 schema.

@@ -15,7 +15,7 @@ import pytest
 
 from paygrid.v1 import payment_service_pb2 as pb
 from tests.conftest import pay_request, rich_status
-from tests.postgres_databases import require_postgres
+from tests.support.postgres_databases import require_postgres
 
 
 class TcpProxy:

@@ -48,8 +48,8 @@ from paygrid_server.storage.postgres.database import PostgresDatabase, PostgresL
 from paygrid_server.storage.postgres.payment_store import HANDOFF_AFTER_MS, PostgresPaymentStore
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
 from tests.conftest import channel, leg, money, pay_request, rich_status
-from tests.postgres_databases import postgres_rows, require_postgres
-from tests.server_process import wait_for
+from tests.support.postgres_databases import postgres_rows, require_postgres
+from tests.support.server_process import wait_for
 
 REPLICAS = 2
 CAPTURED_MINOR = 1_000

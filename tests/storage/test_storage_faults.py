@@ -34,9 +34,9 @@ import pytest
 
 from paygrid.v1 import batch_service_pb2 as pb_batch
 from paygrid.v1 import payment_service_pb2 as pb
-from tests.batch_client import batch_stub, chunk, collect, header, open_stream, submit, tx
+from tests.support.batch_client import batch_stub, chunk, collect, header, open_stream, submit, tx
 from tests.conftest import channel, pay_request, rich_status, slow
-from tests.server_process import wait_for
+from tests.support.server_process import wait_for
 
 # Faults of the SQLite file itself (PostgreSQL's own storage is its server's).
 pytestmark = pytest.mark.sqlite_only

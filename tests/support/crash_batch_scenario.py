@@ -26,10 +26,10 @@ import grpc
 from paygrid.type.v1 import money_pb2
 from paygrid.v1 import batch_service_pb2 as pb
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour
-from tests.batch_client import BatchReply, batch_stub, chunk, header
+from tests.support.batch_client import BatchReply, batch_stub, chunk, header
 from paygrid_server.ledger_reconciliation import reconcile, sqlite_rows
-from tests.crash_rig import CrashRig, crash_rig
-from tests.exactly_once import CrashRunVerdict, count_batch
+from tests.support.crash_rig import CrashRig, crash_rig
+from tests.support.exactly_once import CrashRunVerdict, count_batch
 
 BATCH_ID = "crash-batch"
 CHANNELS = ("card", "wallet")

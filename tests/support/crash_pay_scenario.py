@@ -29,8 +29,8 @@ from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour
 from paygrid_server.ledger_reconciliation import reconcile, sqlite_rows
-from tests.crash_rig import CrashRig, crash_rig
-from tests.exactly_once import CrashRunVerdict, count_payments
+from tests.support.crash_rig import CrashRig, crash_rig
+from tests.support.exactly_once import CrashRunVerdict, count_payments
 
 CHANNELS = ("card", "wallet")
 CALL_TIMEOUT_S = 60

@@ -18,14 +18,14 @@ from typing import AsyncIterator, Sequence
 
 import grpc
 
-from paygrid_server.api_key_metadata import keyed_channel
+from tests.support.api_key_metadata import keyed_channel
 from paygrid_server.simulator.channel_ledger import ChannelLedger
 from paygrid_server.simulator.channel_simulator import (
     ChannelSimulator,
     SimulatorBehaviour,
     start_simulator,
 )
-from tests.server_process import ServerProcess, free_port, write_config
+from tests.support.server_process import ServerProcess, free_port, write_config
 
 # A restarted server is back within about a second: reconnect at once, not
 # after grpc's default backoff (1 s growing to 120 s).

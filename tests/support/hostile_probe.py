@@ -1,6 +1,6 @@
 """Sends one hostile call to paygrid and says what is wrong with the answer.
 
-Shared by tests/test_hostile_input.py and scripts/fuzz_requests.py. Every
+Shared by tests/api/test_hostile_input.py and scripts/fuzz_requests.py. Every
 call goes as raw bytes through a generic multi-callable (requests built as
 messages are serialized first), so typed and malformed requests take the
 same path. What must hold for every call:
@@ -35,7 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from paygrid.v1 import batch_service_pb2 as batch_pb
 from paygrid_server.transport.grpc_server import MAX_MESSAGE_BYTES
-from tests.hostile_strategies import Method
+from tests.support.hostile_strategies import Method
 
 C = grpc.StatusCode
 _COMMON = {C.OK, C.INVALID_ARGUMENT, C.RESOURCE_EXHAUSTED}

@@ -1,5 +1,5 @@
 """Hypothesis strategies for hostile paygrid.v1 requests, shared by
-tests/test_hostile_input.py (a fast subset) and scripts/fuzz_requests.py
+tests/api/test_hostile_input.py (a fast subset) and scripts/fuzz_requests.py
 (the long run).
 
 Requests are built from the proto descriptors, so every field of every

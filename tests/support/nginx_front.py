@@ -1,6 +1,6 @@
 """nginx in front of a paygrid server, from deploy/nginx/grpc-admission.conf.in:
 admission control ahead of the Python process (see that file for why). Used
-by tests/test_overload.py and scripts/reliability_overload.py --front nginx."""
+by tests/reliability/test_overload.py and scripts/reliability_overload.py --front nginx."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator
 
-from paygrid_server.local_process import free_loopback_port
+from tests.support.local_process import free_loopback_port
 from paygrid_server.transport.load_shedding import ConcurrencyLimit
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "deploy" / "nginx" / "grpc-admission.conf.in"
 START_TIMEOUT_S = 10
 

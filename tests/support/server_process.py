@@ -10,9 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from paygrid_server.local_process import free_loopback_port, wait_until_serving
+from tests.support.local_process import free_loopback_port, wait_until_serving
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_config(path: Path, port: int, database: Path, channels: dict[str, int],
