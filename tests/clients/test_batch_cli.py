@@ -1,4 +1,5 @@
-"""The batch CLI: a CSV or JSON Lines file in, a results file out, resumable."""
+"""The batch CLI (`paygrid batch submit`): a CSV or JSON Lines file in, a results file
+out, resumable."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from pathlib import Path
 from tests.conftest import channel, slow
 
 ROOT = Path(__file__).resolve().parents[2]
-CLI = ROOT / "clients" / "python" / "paygrid_batch.py"
+CLI = ROOT / "clients" / "python" / "paygrid_cli.py"
 
 
 async def _cli(target: str, *args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, str(CLI), "submit", *args, "--target", target, "--payer", "acct_payroll",
+        sys.executable, str(CLI), "batch", "submit", *args, "--target", target, "--payer", "acct_payroll",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
 
 
@@ -33,7 +34,7 @@ async def test_cli_submits_a_csv_and_writes_every_result(paygrid, tmp_path: Path
         f"p{i},employee_{i},EUR,{1000 + i},,2026-11-25T09:00:00+00:00\n" for i in range(300))
         + "bad,employee_x,EUR,not-a-number,,\n")
     output = tmp_path / "results.jsonl"
-    process = await _cli(f"127.0.0.1:{paygrid.app.port}", str(source), "--output", str(output))
+    process = await _cli(f"127.0.0.1:{paygrid.app.port}", str(source), "--results-file", str(output))
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 0, err.decode()
     assert "COMPLETED" in out.decode() and "301/301" in err.decode()
@@ -52,7 +53,7 @@ async def test_cli_resumes_after_being_killed(start_paygrid, tmp_path: Path) -> 
                                           "currency": "USD", "amount_minor": 500 + i}) + "\n"
                               for i in range(1_000)))
     output = tmp_path / "results.jsonl"
-    args = (str(source), "--output", str(output), "--group-size", "20", "--parallelism", "1")
+    args = (str(source), "--results-file", str(output), "--group-size", "20", "--parallelism", "1")
     first = await _cli(target, *args)
     while len(paygrid.ledger("card").captured()) < 40:  # part of the batch is paid
         await asyncio.sleep(0.02)
