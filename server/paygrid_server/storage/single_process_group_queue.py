@@ -10,7 +10,7 @@ A group claimed here cannot be lost to another process, so its lease is
 never taken over and never fenced. After a crash nothing of this queue is
 left: the items of unfinished groups are RECEIVED (never charged) or
 PROCESSING (maybe charged); a resubmission of the batch settles the latter
-with their channel and groups the rest again (batch_run.py, `durable`).
+with their channel and groups the rest again (domain/batches/resume.py, `durable`).
 """
 
 from __future__ import annotations

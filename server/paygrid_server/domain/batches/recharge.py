@@ -5,8 +5,8 @@ Each item's channel is asked first and what it made is adopted; a charge
 it never made is sent again under the item's same key (the channel replays
 a charge already made, so nothing is charged twice). Only a key the channel
 answered nothing about is fenced by a Void, and the item charged again
-later under a new attempt key. Used by a resubmission (batch_run.py) and by
-a replica taking over a dead one's group (batch_group_workers.py).
+later under a new attempt key. Used by a resubmission (resume.py) and by
+a replica taking over a dead one's group (workers.py).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     client messages -> intake (intake.py): validate, store, group
       -> sealed groups queued (at most 2 x parallelism unfinished; stored
-         QUEUED on PostgreSQL, in memory on SQLite: ports/group_queue.py)
+         QUEUED on PostgreSQL, in memory on SQLite: domain/ports/group_queue.py)
       -> group workers of any replica claim and charge them (workers.py)
       -> each group done, wherever -> progress (progress.py) -> outbox
 

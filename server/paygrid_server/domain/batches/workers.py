@@ -12,7 +12,7 @@ the group again. The new claim makes the old lease's writes fail (fenced),
 and the channel's idempotency keys make a charge the dead replica had sent
 a replay, not a second charge.
 
-The queue (ports/group_queue.py) is PostgreSQL's durable leases, or, on
+The queue (domain/ports/group_queue.py) is PostgreSQL's durable leases, or, on
 SQLite (one server process), groups in memory whose leases are never lost:
 the same steps, with no lease written, renewed or fenced.
 """
@@ -325,7 +325,7 @@ class GroupWorkers:
                                       lease: GroupLease) -> None:
         """Items the group's earlier holder left PROCESSING may be charged:
         their channel's outcome is adopted, a charge it never made is made
-        now under the same key (batch_recharge.py). A fenced one is charged
+        now under the same key (recharge.py). A fenced one is charged
         again in this group under a new attempt key; no answer leaves it
         UNKNOWN (settled when the batch is resubmitted). The group then
         goes on as any other: ALL_OR_NOTHING_PER_GROUP reverses it only if

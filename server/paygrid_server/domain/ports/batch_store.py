@@ -75,6 +75,6 @@ class BatchStore(Protocol):
     async def interrupt_abandoned(self) -> int:
         """At start-up: batches left RECEIVING or PROCESSING by a stopped
         server become INTERRUPTED (PostgreSQL: only those whose submission
-        lease no live replica holds, see ports/group_queue.py). Returns how
+        lease no live replica holds, see group_queue.py). Returns how
         many."""
         ...

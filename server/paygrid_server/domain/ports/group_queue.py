@@ -4,13 +4,13 @@ Two implementations, chosen by the storage engine (app.py):
 - PostgreSQL (storage/postgres/group_queue.py): groups are durable work units
   any replica claims under a lease (FOR UPDATE SKIP LOCKED, expiry, a fencing
   token), so several servers share one batch and finish a dead one's groups.
-- SQLite (domain/single_process_group_queue.py): one server process owns the
+- SQLite (storage/single_process_group_queue.py): one server process owns the
   file, so leases would buy nothing: groups wait in memory and their items
   are written exactly as before leases existed (PROCESSING before the charge,
   results after: two writes per group). A crash is recovered when the batch
   is resubmitted (its run settles the items left mid-charge).
 
-The domain (batch_run.py, batch_group_workers.py) uses either the same way.
+The domain (batches/run.py, batches/workers.py) uses either the same way.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class GroupQueue(Protocol):
     # True: groups outlive the process (claimed again after a lease runs
     # out; the claimant settles what the earlier holder left mid-charge).
     # False: groups live in this process; a resubmitted batch's run settles
-    # items a stopped server left PROCESSING (batch_run.py).
+    # items a stopped server left PROCESSING (batches/resume.py).
     durable: bool
 
     async def queue_group(self, batch_uid: str, group: BatchGroup, parallelism: int) -> None:

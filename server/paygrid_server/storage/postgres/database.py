@@ -5,7 +5,7 @@ Durable before acknowledged, as with SQLite: every connection runs with
 synchronous_commit = on, so a COMMIT returns only once it is flushed on the
 server (and on synchronous standbys, where configured). Several replicas
 share one database: what must hold across them is held by unique
-constraints and by transactions (see postgres_payment_store.py), never by
+constraints and by transactions (see postgres/payment_store.py), never by
 anything in one process.
 """
 

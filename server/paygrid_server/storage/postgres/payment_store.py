@@ -1,6 +1,6 @@
 """PaymentStore on PostgreSQL, safe with several replicas on one database.
 
-Each method is one transaction, committed (durably: postgres_database.py)
+Each method is one transaction, committed (durably: postgres/database.py)
 before it returns. What the SQLite store gets from having one writer, this
 one gets from the database, so it holds across replicas:
 - an idempotency key is taken by INSERT ... ON CONFLICT DO NOTHING on a
@@ -82,7 +82,7 @@ class PostgresPaymentStore:
                     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                     leg_rows(payment))
                 # Before any channel call, so recovery knows where each leg may
-                # have been charged (ports/payment_store.py).
+                # have been charged (domain/ports/payment_store.py).
                 await db.executemany(
                     "INSERT INTO charge_attempts (payment_id, leg_index, channel, attempt_no, "
                     "started_at_us) VALUES ($1, $2, $3, 1, $4)",

@@ -112,7 +112,7 @@ class SqliteBatchStore:
 
     async def get_batch(self, tenant_id: str, batch_id: str) -> Batch | None:
         # Reads are whole execute_fetchall calls: a cursor open across an
-        # await holds the shared reader's snapshot (sqlite_payment_store.py).
+        # await holds the shared reader's snapshot (sqlite/payment_store.py).
         rows = await self._reader.execute_fetchall(
             "SELECT * FROM batches WHERE tenant_id = ? AND batch_id = ?", (tenant_id, batch_id))
         return _batch(rows[0]) if rows else None

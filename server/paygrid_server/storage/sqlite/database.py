@@ -1,7 +1,7 @@
 """The SQLite file every store shares: WAL, synchronous=FULL, migrations.
 
 Writes go through one SqliteWriter (one thread, group commit; see
-sqlite_writer.py); reads through one aiosqlite connection, so they never
+sqlite/writer.py); reads through one aiosqlite connection, so they never
 see a unit of work that is not committed.
 """
 

@@ -1,5 +1,5 @@
 """PaymentStore on SQLite: a commit is on disk before the call that needed
-it is answered (see sqlite_database.py)."""
+it is answered (see sqlite/database.py)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ class SqlitePaymentStore:
                 "latency_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 leg_rows(payment))
             # Before any channel call, so recovery knows where each leg may
-            # have been charged (ports/payment_store.py).
+            # have been charged (domain/ports/payment_store.py).
             db.executemany(
                 "INSERT INTO charge_attempts (payment_id, leg_index, channel, attempt_no, "
                 "started_at_us) VALUES (?, ?, ?, 1, ?)",
