@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 
 from paygrid_server.domain.batch import (
+    Batch,
     BatchGroup,
     BatchHeader,
     BatchItem,
     BatchItemStatus,
+    BatchStatus,
     FailurePolicy,
     GroupingPolicy,
     ItemResult,
@@ -183,8 +185,8 @@ def test_a_payment_fingerprint_covers_the_body_but_not_the_key() -> None:
 
 def test_a_leg_is_refundable_only_once_captured_and_only_what_is_left() -> None:
     leg = Leg(0, leg_request(amount=1_000))
-    assert (leg.status, leg.attempts, leg.refunded_minor, leg.refund_pending_minor) == (
-        LegStatus.PENDING, 0, 0, 0)
+    assert (leg.status, leg.attempts, leg.latency_us, leg.refunded_minor,
+            leg.refund_pending_minor) == (LegStatus.PENDING, 0, 0, 0, 0)
     assert leg.refundable_minor == 0
     leg.status = LegStatus.SUCCEEDED
     assert leg.refundable_minor == 1_000
@@ -276,6 +278,13 @@ def test_a_batch_fingerprint_is_its_content_not_how_it_runs() -> None:
     assert count_only.fingerprint() == fingerprint(["p", "CHANNEL_AND_CURRENCY", 3, None])
     assert batch_header(grouping=GroupingPolicy.CHANNEL).fingerprint() != base.fingerprint()
     assert batch_header(payer="q").fingerprint() != base.fingerprint()
+
+
+def test_a_new_batch_has_no_earlier_wall_time() -> None:
+    # Wall time adds up over submissions: a new batch starts from zero.
+    batch = Batch("t", "b", "u", batch_header(), "fp", BatchStatus.RECEIVING, 1, 0)
+    assert (batch.wall_us_before, batch.submission_started_at_us, batch.completed_at_us) == (
+        0, 0, None)
 
 
 def batch_item(**changes) -> BatchItem:
