@@ -137,7 +137,8 @@ def test_a_currency_is_required_payable_and_its_minor_units_must_match() -> None
 
 
 @pytest.mark.parametrize("money", [MoneyInput("", 5, None), MoneyInput("XAU", 5, None),
-                                   MoneyInput("USD", 5, 3), MoneyInput("USD", 0, None)])
+                                   MoneyInput("USD", 5, 3), MoneyInput("USD", 0, None),
+                                   MoneyInput("USD", MAX + 1, None)])
 def test_money_with_any_violation_is_not_returned(money) -> None:
     assert check_money(Violations(), "a", money) is None
 
