@@ -124,7 +124,7 @@ def test_the_defaults_and_the_real_clock() -> None:
         breaker.record_failure()
     assert breaker.state is BreakerState.CLOSED  # the default threshold is 5
     breaker.record_failure()
-    assert breaker.state is BreakerState.OPEN and not breaker.allow()  # 5 s pause
+    assert breaker.state is BreakerState.OPEN and breaker.allow() is False  # 5 s pause
     now = {"ms": 0.0}
     paused = CircuitBreaker(failure_threshold=1, monotonic_ms=lambda: now["ms"])
     paused.record_failure()
