@@ -65,6 +65,9 @@ def _skipped_nodes(tree: ast.Module) -> set[int]:
                 skip_all(node.returns)
         elif isinstance(node, ast.ImportFrom):
             skip_all(node)
+        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and \
+                _is_log_call(node.value):
+            skip_all(node)  # the log statement itself is not dropped either
         elif isinstance(node, ast.Call) and _is_log_call(node):
             skip_all(node)
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
