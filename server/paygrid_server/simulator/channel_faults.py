@@ -6,8 +6,10 @@ servicer (`simulator.faults`) and make it misbehave for a while:
   slow_down(extra_ms, calls=N | for_s=S)  latency spike on Charge/ChargeBatch
   fail_charges(calls=N)                   the next N charge calls fail UNAVAILABLE
                                           before anything is charged (an error burst)
-  hold_charges() / release_charges()      charge calls hang, charging nothing,
-                                          until released
+  hold_charges(after_calls=N)             after N more calls pass, charge calls
+  / release_charges()                     hang, charging nothing, until released
+  await wait_held(calls=N)                until N calls in all have been held: a
+                                          test knows a caller is mid-charge
   fail_reversals(calls=N)                 the next N Void/Refund calls fail
                                           UNAVAILABLE before anything is done
   clear()                                 all of it off
@@ -53,6 +55,10 @@ class ChannelFaults:
         self._failing_charges = 0
         self._failing_reversals = 0
         self._release: asyncio.Event | None = None
+        self._calls_before_hold = 0  # of hold_charges(after_calls=N): still to pass
+        # Set (and replaced) whenever a call is held, so a test waits for the
+        # hold itself rather than polling for a moment that may pass by.
+        self._a_call_held = asyncio.Event()
         # Calls each fault acted on, so tests can see the fault really bit.
         self.charges_failed = 0
         self.charges_slowed = 0
@@ -72,15 +78,25 @@ class ChannelFaults:
         assert calls >= 0
         self._failing_charges = calls
 
-    def hold_charges(self) -> None:
+    def hold_charges(self, after_calls: int = 0) -> None:
+        """Holds charge calls until released; the next `after_calls` calls
+        still pass, so a caller provably finished some and holds the rest."""
+        assert after_calls >= 0
+        self._calls_before_hold = after_calls
         if self._release is None:
             self._release = asyncio.Event()
+
+    async def wait_held(self, calls: int = 1) -> None:
+        """Returns once `calls` charge calls in all (charges_held) were held."""
+        while self.charges_held < calls:
+            await self._a_call_held.wait()
 
     def release_charges(self) -> None:
         """Held calls go on (and charge, unless their key was fenced meanwhile)."""
         if self._release is not None:
             self._release.set()
             self._release = None
+        self._calls_before_hold = 0
 
     def fail_reversals(self, calls: int) -> None:
         assert calls >= 0
@@ -101,8 +117,14 @@ class ChannelFaults:
         extra_ms = self._take_latency_ms()
         if extra_ms:
             self.charges_slowed += 1
-        if self._release is not None:
-            self.charges_held += 1
+        if self._release is None:
+            return ChargeFault(extra_latency_ms=extra_ms)
+        if self._calls_before_hold:
+            self._calls_before_hold -= 1
+            return ChargeFault(extra_latency_ms=extra_ms)
+        self.charges_held += 1
+        self._a_call_held.set()
+        self._a_call_held = asyncio.Event()
         return ChargeFault(extra_latency_ms=extra_ms, release=self._release)
 
     def _take_latency_ms(self) -> float:
