@@ -378,7 +378,8 @@ class Database:
                 return
             version = now
             if time.monotonic() > deadline:
-                raise AssertionError(f"still running 30 s after its call ended: {self.busy()[:5]}")
+                raise AssertionError(f"still running {timeout_s:.0f} s after its call ended: "
+                                     f"{self.busy()[:5]}")
 
 
 def _digest(db: sqlite3.Connection) -> str:
