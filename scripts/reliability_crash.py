@@ -5,6 +5,9 @@ tests/crash_pay_scenario.py (the test suite runs a small subset of the same
 code, tests/test_reliability_crash.py). Usage (after scripts/setup):
   .venv/bin/python scripts/reliability_crash.py [--runs 20] [--seed 1]
       [--items 100000] [--payments 2000] [--max-kills 3] [--keep]
+      [--group-size 100] [--per-message 500] [--parallelism 4] [--channel-latency-ms 50]
+Each run also reports the voids left in the channels' ledgers: captures
+voided (a reversal the payee sees) and keys fenced, per kill.
 Run r uses seed `seed + r`, so any run can be repeated alone with
 `--runs 1 --seed <its seed>`. Exits 1 on any difference.
 """
@@ -39,6 +42,10 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--max-kills", type=int, default=3, help="kills per scenario: 1 to this")
     parser.add_argument("--concurrency", type=int, default=32, help="Pay calls in flight")
     parser.add_argument("--group-size", type=int, default=100)
+    parser.add_argument("--per-message", type=int, default=500, help="batch items per message")
+    parser.add_argument("--parallelism", type=int, default=4, help="batch groups charged at once")
+    parser.add_argument("--channel-latency-ms", type=float, default=None,
+                        help="the simulators' latency (default: each scenario's own)")
     parser.add_argument("--keep", action="store_true",
                         help="keep every run's database and server log (failed runs are kept)")
     return parser.parse_args()
@@ -46,15 +53,20 @@ def arguments() -> argparse.Namespace:
 
 async def main() -> int:
     args = arguments()
+    latency = ({} if args.channel_latency_ms is None
+               else {"channel_latency_ms": args.channel_latency_ms})
     batch = BatchCrashConfig(items=args.items, max_group_size=args.group_size,
-                             max_kills=args.max_kills)
+                             per_message=args.per_message, parallelism=args.parallelism,
+                             max_kills=args.max_kills, **latency)
     pay = PayCrashConfig(payments=args.payments, concurrency=args.concurrency,
-                         max_kills=args.max_kills)
+                         max_kills=args.max_kills, **latency)
     workdir = Path(tempfile.mkdtemp(prefix="paygrid-crash-"))
     # lost, duplicated, mismatched: the clients' view (tests/exactly_once.py);
     # books_differences: the database's (ledger_reconciliation.py).
     totals = dict(runs=0, kills=0, items=0, payments=0, legs=0, captures=0, lost=0,
-                  duplicated=0, mismatched=0, books_differences=0, problems=0)
+                  duplicated=0, mismatched=0, books_differences=0, problems=0,
+                  batch_kills=0, batch_voided_captures=0, batch_fences=0, pay_kills=0,
+                  pay_voided_captures=0, pay_fences=0, pay_interrupted_legs=0)
     failed = []
     started = time.perf_counter()
     print(f"{args.runs} runs from seed {args.seed}: {args.items:,} batch items and "
@@ -88,6 +100,12 @@ async def main() -> int:
             totals["mismatched"] += len(result.exactly_once.mismatched)
             totals["books_differences"] += len(result.books.violations)
             totals["problems"] += len(result.problems)
+            scenario = "pay" if hasattr(result, "interrupted_legs") else "batch"
+            totals[f"{scenario}_kills"] += result.kill_count
+            totals[f"{scenario}_voided_captures"] += result.voided_captures
+            totals[f"{scenario}_fences"] += result.fences
+            if scenario == "pay":
+                totals["pay_interrupted_legs"] += result.interrupted_legs
             if not result.ok:
                 failed.append(seed)
         if seed not in failed and not args.keep:

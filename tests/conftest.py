@@ -9,6 +9,7 @@ SQLite, `--storage-engines=sqlite` runs the whole suite on SQLite only.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -201,3 +202,18 @@ def rich_status(error: grpc.aio.AioRpcError) -> dict[str, object]:
                 packed.Unpack(detail)
                 found[kind.__name__] = detail
     return found
+
+
+async def pay_until_final(stub: pb_grpc.PaymentServiceStub, request: pb.PayRequest,
+                          timeout: float = 30) -> pb.Payment:
+    """Pay with the same key again after each ABORTED (the payment is still
+    being settled, e.g. by a restarted server's background recovery), after
+    the delay its RetryInfo asks for: what a client does."""
+    while True:
+        try:
+            return (await stub.Pay(request, timeout=timeout)).payment
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.ABORTED:
+                raise
+            delay = rich_status(error)["RetryInfo"].retry_delay
+            await asyncio.sleep(delay.ToMilliseconds() / 1_000)

@@ -153,6 +153,7 @@ async def run_batch_crash(seed: int, workdir: Path, config: BatchCrashConfig) ->
         _check_final_reply(reply, transactions, run)
         run.exactly_once = count_batch(transactions, reply.results, rig.ledgers)
         run.books = reconcile(sqlite_rows(rig.database), rig.ledgers)
+        run.count_voids(rig.ledgers)
     run.wall_s = time.perf_counter() - started
     return run
 

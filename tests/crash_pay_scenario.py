@@ -156,6 +156,7 @@ async def run_pay_crash(seed: int, workdir: Path, config: PayCrashConfig) -> Pay
         _check_against_requests(requests, answers, stored, run)
         run.exactly_once = count_payments(answers.values(), rig.ledgers)
         run.books = reconcile(sqlite_rows(rig.database), rig.ledgers)
+        run.count_voids(rig.ledgers)
     run.wall_s = time.perf_counter() - started
     return run
 

@@ -12,7 +12,7 @@ import asyncio
 import sqlite3
 import subprocess
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncIterator, Sequence
 
@@ -20,7 +20,11 @@ import grpc
 
 from paygrid_server.api_key_metadata import keyed_channel
 from paygrid_server.simulator.channel_ledger import ChannelLedger
-from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
+from paygrid_server.simulator.channel_simulator import (
+    ChannelSimulator,
+    SimulatorBehaviour,
+    start_simulator,
+)
 from tests.server_process import ServerProcess, free_port, write_config
 
 # A restarted server is back within about a second: reconnect at once, not
@@ -38,6 +42,7 @@ class CrashRig:
     port: int
     database: Path
     ledgers: dict[str, ChannelLedger]
+    simulators: dict[str, ChannelSimulator] = field(default_factory=dict)
     kills: int = 0
 
     @property
@@ -84,7 +89,8 @@ async def crash_rig(workdir: Path, channels: Sequence[str],
                           {name: sim_port for name, (_, _, sim_port) in zip(channels, simulators)})
     server = ServerProcess(config, workdir / "server.log")
     ledgers = {name: simulator.ledger for name, (_, simulator, _) in zip(channels, simulators)}
-    rig = CrashRig(server, port, database, ledgers)
+    rig = CrashRig(server, port, database, ledgers,
+                   {name: simulator for name, (_, simulator, _) in zip(channels, simulators)})
     try:
         await rig.restart()
         yield rig

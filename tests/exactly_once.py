@@ -164,12 +164,26 @@ class CrashRunVerdict:
     exactly_once: ExactlyOnce = field(default_factory=ExactlyOnce)  # the clients' view
     books: Reconciliation = field(default_factory=Reconciliation)  # the database's view
     wall_s: float = 0.0
+    # In the channels' ledgers: captures voided afterwards (a reversal the
+    # payee sees) and keys fenced by a Void before any charge (nothing seen).
+    voided_captures: int = 0
+    fences: int = 0
+
+    def count_voids(self, ledgers: Mapping[str, ChannelLedger]) -> None:
+        charges = [c for ledger in ledgers.values() for c in ledger.charges.values()
+                   if c.status is ChargeStatus.VOIDED]
+        self.fences = sum(c.amount is None for c in charges)
+        self.voided_captures = len(charges) - self.fences
 
     @property
     def ok(self) -> bool:
         return not self.problems and self.exactly_once.ok and self.books.ok
 
     def verdict_lines(self) -> list[str]:
+        kills = max(1, getattr(self, "kill_count", 1))
         lines = ["  " + self.exactly_once.describe().replace("\n", "\n  "),
+                 f"  channel ledgers: {self.voided_captures:,} captures voided, "
+                 f"{self.fences:,} keys fenced ({self.voided_captures / kills:,.0f} and "
+                 f"{self.fences / kills:,.0f} per kill)",
                  f"  books: {self.books}".replace("\n", "\n  ")]
         return lines + [f"  problem: {p}" for p in self.problems[:10]]

@@ -58,7 +58,7 @@ async def test_cli_resumes_after_being_killed(start_paygrid, tmp_path: Path) -> 
     # mid-batch, however fast or slow the machine.
     card.faults.hold_charges(after_calls=2)
     first = await _cli(target, *args)
-    await asyncio.wait_for(card.faults.wait_held(), 60)
+    await asyncio.wait_for(card.faults.held(1), 60)
     first.send_signal(signal.SIGKILL)
     await first.wait()
     assert len(card.ledger.captured()) == 40

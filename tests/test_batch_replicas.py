@@ -193,7 +193,7 @@ async def test_three_replicas_share_a_batch_and_finish_a_killed_ones_groups(
 
             # B holds a group at the channel (held: it cannot finish it) and
             # has stored the two groups the channel let through.
-            await asyncio.wait_for(card_b.faults.wait_held(), 60)
+            await asyncio.wait_for(card_b.faults.held(1), 60)
             rows = await _until(lambda rows: sum(b.owns(r["processed_by"]) for r in rows) >= 2,
                                 groups, "B to store the groups it was let charge")
             held_by_b = {r["group_no"] for r in rows
@@ -281,7 +281,7 @@ async def test_a_paused_replica_whose_lease_ran_out_cannot_store_its_stale_resul
 
         async with keyed_channel(a.target) as ch_a:
             feed = Feed(batch_stub(ch_a), "paused", _transactions(ITEMS), reserve=1_000)
-            await asyncio.wait_for(card_b.faults.wait_held(), 60)
+            await asyncio.wait_for(card_b.faults.held(1), 60)
             # Frozen inside a transaction, B would keep its rows locked (and
             # a statement half sent keeps the server from ending its
             # session): what this test is about needs B frozen between
@@ -396,7 +396,7 @@ async def test_one_sqlite_server_restarted_finishes_its_killed_groups_at_once(
         await server.process.start(server.port)
         async with keyed_channel(server.target) as ch:
             call = batch_stub(ch).SubmitBatch(iter(_messages("solo", transactions)), timeout=60)
-            await asyncio.wait_for(card.faults.wait_held(), 60)
+            await asyncio.wait_for(card.faults.held(1), 60)
             server.process.kill()
             with pytest.raises(grpc.aio.AioRpcError):
                 await collect(call)

@@ -70,7 +70,7 @@ async def test_failing_channel_is_fenced_and_the_leg_fails_over(start_paygrid) -
 
 async def test_held_charges_pass_the_first_n_calls_and_hold_the_next_until_released() -> None:
     """hold_charges(after_calls=N): exactly N calls go through, the next is
-    held (charging nothing) and announced to wait_held, until released."""
+    held (charging nothing) and announced to held(), until released."""
     from paygrid_server.simulator.channel_simulator import start_simulator
     server, card, port = await start_simulator("card", SimulatorBehaviour())
     card.faults.hold_charges(after_calls=2)
@@ -85,7 +85,7 @@ async def test_held_charges_pass_the_first_n_calls_and_hold_the_next_until_relea
             for key in ("k1", "k2"):  # exactly at the limit: through
                 assert (await charge(key)).charge.status == pb.CHARGE_STATUS_CAPTURED
             held = asyncio.ensure_future(charge("k3"))  # one past it: held
-            await asyncio.wait_for(card.faults.wait_held(1), 60)
+            await asyncio.wait_for(card.faults.held(1), 60)
             await card.wait_until(lambda: card.charges_in_progress == 1, "k3 in progress")
             assert card.faults.charges_held == 1 and sorted(card.ledger.charges) == ["k1", "k2"]
             card.faults.release_charges()

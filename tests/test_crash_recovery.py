@@ -17,7 +17,7 @@ from paygrid_server.api_key_metadata import keyed_channel
 from paygrid_server.config import ChannelConfig
 from paygrid_server.ports.payment_channel import ChargeStatus
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
-from tests.conftest import channel, leg, pay_request, slow
+from tests.conftest import channel, leg, pay_request, pay_until_final, slow
 from tests.server_process import ServerProcess, free_port, write_config
 
 
@@ -34,8 +34,9 @@ async def test_payments_in_flight_at_a_crash_are_resolved_on_restart(tmp_path: P
             charged = pay_request("k-charged", leg("hang_after_charge_1"))  # charge lands, answer lost
             unsent = pay_request("k-unsent", leg("timeout_1"))  # charge never lands
             calls = [asyncio.ensure_future(stub.Pay(r, timeout=60)) for r in (charged, unsent)]
-            await card.wait_until(lambda: card.charges_in_progress == 2 and bool(card.ledger.charges),
-                            "both charges to reach the channel")
+            await card.wait_until(
+                lambda: card.charges_in_progress == 2 and bool(card.ledger.charges),
+                "both charges to reach the channel")
             server.kill()
             for call in calls:
                 with pytest.raises(grpc.aio.AioRpcError):
@@ -49,14 +50,17 @@ async def test_payments_in_flight_at_a_crash_are_resolved_on_restart(tmp_path: P
         ids = dict(stored("SELECT idempotency_key, payment_id FROM payments"))
         assert stored("SELECT DISTINCT status FROM payments") == [("PROCESSING",)]
 
-        await server.start(port)  # recovery runs before SERVING
+        await server.start(port)  # serves at once; recovery runs in the background
         async with keyed_channel(f"127.0.0.1:{port}") as ch:
             stub = pb_grpc.PaymentServiceStub(ch)
-            got = (await stub.GetPayment(pb.GetPaymentRequest(payment_id=ids["k-charged"]))).payment
+            # The retries are told REQUEST_IN_PROGRESS until recovery is done.
+            got = await pay_until_final(stub, charged)
             assert got.status == pb.PAYMENT_STATUS_SUCCEEDED
             key = f"{got.payment_id}.0"
             assert got.legs[0].channel_reference == card.ledger.get(key).charge_id
-            lost = (await stub.GetPayment(pb.GetPaymentRequest(payment_id=ids["k-unsent"]))).payment
+            # Charged again under its key, the channel still answered nothing:
+            # only then is the key fenced.
+            lost = await pay_until_final(stub, unsent)
             assert lost.status == pb.PAYMENT_STATUS_FAILED
             assert lost.legs[0].failure.reason == "INTERRUPTED"
             fence = card.ledger.get(f"{lost.payment_id}.0")

@@ -33,7 +33,7 @@ async def test_sigterm_flips_health_and_lets_payments_in_progress_finish(tmp_pat
             stub = pb_grpc.PaymentServiceStub(channel)
             calls = [asyncio.ensure_future(stub.Pay(pay_request(f"k-{i}", leg(f"merchant_{i}")),
                                                     timeout=30)) for i in range(3)]
-            await asyncio.wait_for(card.faults.wait_held(3), 60)
+            await asyncio.wait_for(card.faults.held(3), 60)
             # Watched from before the signal: the flip is pushed to the
             # watcher, not caught by probing within the drain delay.
             watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
@@ -78,7 +78,7 @@ async def test_sigterm_mid_batch_finishes_its_groups_and_a_resubmission_complete
             call = batch_stub(channel).SubmitBatch(requests(), timeout=60)
             await outgoing.put(header("payroll-term", max_group_size=5, parallelism=2))
             await outgoing.put(chunk(*items[:20]))
-            await asyncio.wait_for(card.faults.wait_held(), 60)
+            await asyncio.wait_for(card.faults.held(1), 60)
             server.process.send_signal(signal.SIGTERM)
             card.faults.release_charges()
             try:

@@ -22,7 +22,7 @@ async def test_calls_past_the_limit_are_shed_at_once_and_served_again_after(
     card.faults.hold_charges()  # the two calls stay in progress until released
     held = [asyncio.ensure_future(paygrid.stub.Pay(pay_request(f"k-held-{i}", leg(f"m_{i}"))))
             for i in range(2)]
-    await asyncio.wait_for(card.faults.wait_held(2), 60)
+    await asyncio.wait_for(card.faults.held(2), 60)
 
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await paygrid.stub.Pay(pay_request("k-shed"), timeout=0.5)

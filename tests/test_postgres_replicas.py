@@ -262,7 +262,7 @@ async def test_a_retry_on_another_replica_while_the_first_runs_is_aborted_not_ru
         card.faults.hold_charges()  # A's charge waits at the channel
         request = pay_request("k-held")
         first = asyncio.ensure_future(a.stub.Pay(request, timeout=30))
-        await asyncio.wait_for(card.faults.wait_held(), 60)  # A's charge is at the channel
+        await asyncio.wait_for(card.faults.held(1), 60)  # A's charge is at the channel
         with pytest.raises(grpc.aio.AioRpcError) as retried:
             await b.stub.Pay(request, timeout=10)
         assert retried.value.code() == grpc.StatusCode.ABORTED, retried.value

@@ -8,6 +8,13 @@ import grpc
 import pytest
 
 from paygrid.v1 import payment_service_pb2 as pb
+from paygrid_server.api_keys import DEV_TENANT
+from paygrid_server.domain import limits
+from paygrid_server.domain.errors import DeadlineTooShort
+from paygrid_server.domain.refund import RefundStatus
+from paygrid_server.domain.refund_service import RefundInput, RefundService
+from paygrid_server.storage.postgres_payment_store import PostgresPaymentStore
+from paygrid_server.storage.sqlite_payment_store import SqlitePaymentStore
 from tests.conftest import leg, money, pay_request, rich_status
 from tests.ledger_check import assert_books_agree
 
@@ -121,3 +128,37 @@ async def test_refunds_that_cannot_be_made(paygrid) -> None:
         elif code == grpc.StatusCode.FAILED_PRECONDITION:
             assert details["PreconditionFailure"].violations[0].subject == field
     assert paygrid.rows("SELECT count(*) FROM refunds") == [(0,)]
+
+
+async def test_a_refund_with_a_too_short_deadline_is_refused_and_nothing_stored(paygrid) -> None:
+    payment = await _paid(paygrid, "k-rdl")
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await paygrid.stub.RefundPayment(_refund(payment.payment_id, "r-dl"), timeout=0.04)
+    assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    info = rich_status(error.value)["ErrorInfo"]
+    assert info.reason == "DEADLINE_TOO_SHORT"
+    assert info.metadata["minimum_deadline_ms"] == str(limits.MIN_CALL_DEADLINE_MS)
+    # Refused as the server's first step: nothing stored, nothing refunded.
+    assert paygrid.rows("SELECT count(*) FROM refunds") == [(0,)]
+    assert paygrid.ledger("card").get(f"{payment.payment_id}.0").refunded_minor == 0
+
+
+def _refund_service(paygrid) -> RefundService:
+    """The server's refund service over the same database and channels, to
+    hand it a remaining deadline exactly at the limit (gRPC cannot)."""
+    store = (PostgresPaymentStore(paygrid.app.database) if paygrid.engine == "postgresql"
+             else SqlitePaymentStore(paygrid.app.database))
+    return RefundService(store, paygrid.app.channels, paygrid.app.in_flight)
+
+
+async def test_a_refund_exactly_at_the_minimum_deadline_is_accepted_just_under_refused(
+        paygrid) -> None:
+    payment = await _paid(paygrid, "k-rmin")
+    refunds = _refund_service(paygrid)
+    request = RefundInput(payment.payment_id, "r-min", [], "")
+    with pytest.raises(DeadlineTooShort):
+        await refunds.refund(DEV_TENANT, request, limits.MIN_CALL_DEADLINE_MS - 0.1)
+    assert paygrid.rows("SELECT count(*) FROM refunds") == [(0,)]
+    refund, _ = await refunds.refund(DEV_TENANT, request, limits.MIN_CALL_DEADLINE_MS)
+    assert refund.status is RefundStatus.SUCCEEDED
+    assert paygrid.ledger("card").get(f"{payment.payment_id}.0").refunded_minor == 1_000

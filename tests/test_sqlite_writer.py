@@ -81,3 +81,17 @@ async def test_an_sqlite_too_old_for_the_schema_is_refused_at_open(
     with pytest.raises(RuntimeError, match=r"SQLite >= 3\.37\.0.*3\.31\.1"):
         await SqliteWriter.open(tmp_path / "old.sqlite3")
     assert not (tmp_path / "old.sqlite3").exists()
+
+
+async def test_a_write_after_close_gets_a_storage_fault_instead_of_waiting_for_ever(
+        tmp_path: Path) -> None:
+    """Work cut off by a shutdown (past its grace) writes after the database
+    closed: it must end with a clear fault, not hang the process's exit."""
+    from paygrid_server.ports.storage_errors import StorageFault, StorageUnavailable
+
+    closed = await SqliteWriter.open(tmp_path / "closed.sqlite3")
+    await closed.close()
+    with pytest.raises(StorageUnavailable) as refused:
+        await asyncio.wait_for(closed.unit(lambda db: db.execute("SELECT 1")), 5)
+    assert refused.value.fault.value == "CLOSED"
+    assert refused.value.fault is StorageFault.CLOSED

@@ -180,7 +180,7 @@ async def test_an_outcome_the_full_disk_could_not_take_is_settled_once_space_is_
     card.faults.hold_charges()  # the disk fills while the charge is out
     call = asyncio.ensure_future(paygrid.stub.Pay(pay_request("k-late"), timeout=30))
     # Recorded (a Charge is only sent after the payment is on disk), now charging.
-    await asyncio.wait_for(card.faults.wait_held(), 60)
+    await asyncio.wait_for(card.faults.held(1), 60)
     small_disk.fill(paygrid.database)
     card.faults.release_charges()
 

@@ -10,16 +10,17 @@ import dataclasses
 import gc
 import json
 import os
-import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 
+from paygrid_server import process_shutdown, startup_failure
 from paygrid_server.api_keys import TENANT_ID_PATTERN, api_key_sha256, new_api_key
 from paygrid_server.app import PaygridApp
 from paygrid_server.config import API_KEYS_ENV, SETTINGS, ConfigError, ServerConfig, load_config
 from paygrid_server.logging_setup import configure_logging
 from paygrid_server.reconciliation_command import run_reconciliation
-from paygrid_server.storage.postgres_database import PostgresUnavailable
+from paygrid_server.startup_failure import StartupFailure
 
 
 async def _serve(config: ServerConfig) -> None:
@@ -30,12 +31,13 @@ async def _serve(config: ServerConfig) -> None:
     gc.collect()
     gc.freeze()
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    process_shutdown.on_stop_signals(asyncio.get_running_loop(), stop.set)
     print(f"paygrid serving on {config.listen.rsplit(':', 1)[0]}:{app.port} "
           f"(database {config.database_shown})", file=sys.stderr, flush=True)
     await stop.wait()
+    process_shutdown.start_hard_deadline(
+        (config.shutdown_drain_delay_ms + config.shutdown_grace_ms) / 1_000
+        + process_shutdown.HARD_DEADLINE_MARGIN_S)
     await app.stop()
 
 
@@ -102,7 +104,7 @@ def main() -> None:
     try:
         config = _load(args)
     except ConfigError as error:
-        sys.exit(f"paygrid-server: bad configuration: {error}")
+        _fail(startup_failure.bad_config(error))
     if args.command == "check-config":
         printed = _printable(config)
         printed["postgres_dsn"] = config.postgres_dsn and config.database_shown  # no password
@@ -114,9 +116,15 @@ def main() -> None:
     try:
         asyncio.run(_serve(config))
     except ConfigError as error:
-        sys.exit(f"paygrid-server: bad configuration: {error}")
-    except PostgresUnavailable as error:
-        sys.exit(f"paygrid-server: {error}")
+        _fail(startup_failure.bad_config(error))
+    except StartupFailure as failure:
+        _fail(failure)
+
+
+def _fail(failure: StartupFailure) -> NoReturn:
+    """One line and exit code 2: the operator's to fix, not a crash to debug."""
+    print(failure.line(), file=sys.stderr, flush=True)
+    sys.exit(startup_failure.EXIT_CODE)
 
 
 if __name__ == "__main__":

@@ -4,15 +4,18 @@ owns their start and stop order. The only module that knows them all."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 import uuid
 from dataclasses import dataclass, field
+from typing import Awaitable, Callable
 
 import grpc
 import structlog
 from opentelemetry.sdk.trace.export import SpanExporter
 
+from paygrid_server import startup_failure
 from paygrid_server.api_keys import DEV_TENANT, ApiKeyRegistry
 from paygrid_server.channels.channel_from_config import grpc_channel_for
 from paygrid_server.channels.in_process_channel import InProcessPaymentChannel
@@ -43,9 +46,11 @@ from paygrid_server.storage.sqlite_batch_store import SqliteBatchStore
 from paygrid_server.storage.sqlite_database import SqliteDatabase
 from paygrid_server.storage.sqlite_payment_store import SqlitePaymentStore
 from paygrid_server.transport.batch_servicer import BatchServicer
+from paygrid_server.transport.call_cutoff import CallCutoff
 from paygrid_server.transport.call_interceptor import CallInterceptor
 from paygrid_server.transport.grpc_server import (
     ConnectionPolicy,
+    PortUnavailable,
     RunningServer,
     start_grpc_server,
 )
@@ -54,6 +59,10 @@ from paygrid_server.tls_credentials import server_credentials
 from paygrid_server.transport.payment_servicer import PaymentServicer
 
 log = structlog.get_logger("paygrid.app")
+
+# After the grace, how long calls cut off get to send their status before
+# grpc cancels them itself.
+CUT_OFF_ANSWER_S = 1.0
 
 
 async def open_storage(
@@ -89,6 +98,8 @@ class PaygridApp:
     load_shedding: LoadShedding | None = None
     observability: AppObservability | None = None
     group_workers: GroupWorkers | None = None
+    recovery: PaymentRecovery | None = None
+    cutoff: CallCutoff | None = None
 
     @property
     def port(self) -> int:
@@ -102,9 +113,35 @@ class PaygridApp:
     @classmethod
     async def start(cls, config: ServerConfig,
                     span_exporter: SpanExporter | None = None) -> "PaygridApp":
-        """`span_exporter` also gets every finished span (tests read spans there)."""
+        """`span_exporter` also gets every finished span (tests read spans there).
+        A step that fails closes, in reverse, what the steps before it opened
+        (threads, files, ports), so a failed start leaves nothing running; a
+        failure the operator can fix is raised as a StartupFailure."""
+        opened: list[Callable[[], Awaitable[object]]] = []
+        try:
+            return await cls._start(config, span_exporter, opened)
+        except BaseException:
+            for close in reversed(opened):
+                try:
+                    await close()
+                except Exception:  # noqa: BLE001 - the rest must still be closed
+                    log.warning("server.start_cleanup_failed", exc_info=True)
+            raise
+
+    @classmethod
+    async def _start(cls, config: ServerConfig, span_exporter: SpanExporter | None,
+                     opened: list[Callable[[], Awaitable[object]]]) -> "PaygridApp":
+        startup_failure.check_tls_files(config.tls)
         observability = AppObservability(config.observability, span_exporter)
-        database, store, batch_store, group_queue = await open_storage(config)
+        opened.append(observability.stop)
+        try:
+            database, store, batch_store, group_queue = await open_storage(config)
+        except Exception as error:
+            failure = startup_failure.database_failure(error, config.database_shown)
+            if failure is None:
+                raise
+            raise failure from None
+        opened.append(database.close)
         simulators: dict[str, tuple[grpc.aio.Server | None, ChannelSimulator]] = {}
         channels: dict[str, PaymentChannel] = {}
         for channel in config.channels:
@@ -116,10 +153,12 @@ class PaygridApp:
                 continue
             if target is None:
                 server, simulator, port = await start_simulator(channel.name, channel.simulator)
+                opened.append(functools.partial(server.stop, None))
                 simulators[channel.name] = (server, simulator)
                 target = f"127.0.0.1:{port}"
             channels[channel.name] = grpc_channel_for(
                 channel, target, observability.channel_interceptors(channel.name))
+            opened.append(channels[channel.name].close)
         breakers = {c.name: CircuitBreaker(config.breaker_failure_threshold,
                                            config.breaker_open_ms) for c in config.channels}
         observability.watch_circuit_breakers(breakers)
@@ -144,40 +183,54 @@ class PaygridApp:
         batches = BatchService(batch_store, router, channels, settlement, in_flight,
                                group_workers, lease)
 
-        # Whatever a crash left unfinished is resolved before new traffic;
-        # batches wait for their submitter to resubmit them.
-        resolved = await recovery.resolve_all()
+        # Whatever a crash left unfinished is claimed before new traffic
+        # and settled in the background: readiness never waits on a channel.
+        # Batches wait for their submitter to resubmit them.
+        recovering = await recovery.claim_unfinished(config.recovery_interval_ms)
+        opened.append(recovery.stop)  # its settling tasks, before the database closes
         interrupted = await batch_store.interrupt_abandoned()
         api_keys = ApiKeyRegistry(config.auth.api_keys)
         load_shedding = LoadShedding(config.max_concurrent_calls,
                                      config.max_concurrent_batch_streams)
+        cutoff = CallCutoff()
         interceptors = [*observability.server_interceptors(),
-                        CallInterceptor(observability.metrics, load_shedding, api_keys)]
+                        CallInterceptor(observability.metrics, load_shedding, api_keys, cutoff)]
         tls = config.tls
         credentials = None
         if tls.cert_file is not None and tls.key_file is not None:
             credentials = server_credentials(tls.cert_file, tls.key_file, tls.client_ca_file)
-        observability.start_metrics_endpoint()
-        running = await start_grpc_server(
-            config.listen, PaymentServicer(payments, refunds),
-            BatchServicer(batches, observability.observe_batch_event),
-            interceptors, credentials, ConnectionPolicy(
-                config.max_connection_age_ms, config.max_connection_age_grace_ms,
-                config.keepalive_time_ms, config.keepalive_timeout_ms,
-                config.keepalive_min_client_ping_interval_ms))
+        try:
+            observability.start_metrics_endpoint()
+        except OSError as error:
+            raise startup_failure.metrics_port_in_use(
+                config.observability.metrics_listen, error) from None
+        try:
+            running = await start_grpc_server(
+                config.listen, PaymentServicer(payments, refunds),
+                BatchServicer(batches, observability.observe_batch_event),
+                interceptors, credentials, ConnectionPolicy(
+                    config.max_connection_age_ms, config.max_connection_age_grace_ms,
+                    config.keepalive_time_ms, config.keepalive_timeout_ms,
+                    config.keepalive_min_client_ping_interval_ms), config.reuse_port)
+        except PortUnavailable:
+            raise startup_failure.port_in_use(config.listen, config.reuse_port) from None
+        opened.append(functools.partial(running.server.stop, None))
         if api_keys.dev_key_only:
             log.warning("auth.dev_key_only", tenant=DEV_TENANT,
                         hint="no API keys configured: only the documented dev key is accepted")
         app = cls(config, database, running, in_flight, channels, breakers, simulators)
+        app.cutoff = cutoff
         app.load_shedding = load_shedding
         app.observability = observability
         app.group_workers = group_workers
+        app.recovery = recovery
         await group_workers.start()
+        opened.append(functools.partial(group_workers.stop, 0))
         app.recovery_task = asyncio.get_running_loop().create_task(
             recovery.run_periodically(config.recovery_interval_ms))
         log.info("server.started", listen=config.listen, port=running.port,
                  metrics_port=observability.metrics_port,
-                 database=config.database_shown, recovered_payments=resolved,
+                 database=config.database_shown, recovering_payments=recovering,
                  interrupted_batches=interrupted, replica=replica,
                  channels={name: ch.target for name, ch in channels.items()})
         return app
@@ -194,12 +247,21 @@ class PaygridApp:
         await asyncio.sleep(self.config.shutdown_drain_delay_ms / 1_000)
         # One grace for both: calls, then the work they started, never 2x.
         grace_ends = asyncio.get_running_loop().time() + grace_s
-        await self.grpc.server.stop(grace_s)
+        # grpc would cancel what is left at its grace (CANCELLED, or a bare
+        # UNAVAILABLE); the cutoff ends those calls first, retryably.
+        stopping = asyncio.ensure_future(self.grpc.server.stop(grace_s + CUT_OFF_ANSWER_S))
+        await asyncio.wait([stopping], timeout=grace_s)
+        if not stopping.done() and self.cutoff is not None:
+            log.warning("server.calls_cut_off", calls=self.cutoff.cut(),
+                        hint="ended UNAVAILABLE with RetryInfo; their work is resumable")
+        await stopping
         await self.in_flight.drain(max(0.0, grace_ends - asyncio.get_running_loop().time()))
         if self.group_workers:
             await self.group_workers.stop(grace_ends - asyncio.get_running_loop().time())
         if self.recovery_task:
             self.recovery_task.cancel()
+        if self.recovery:
+            await self.recovery.stop()  # before the database closes
         for channel in self.channels.values():
             await channel.close()
         for server, _ in self.simulators.values():

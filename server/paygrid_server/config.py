@@ -95,6 +95,10 @@ SQLITE_SCHEME = "sqlite:///"
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     listen: str = "127.0.0.1:50051"
+    # SO_REUSEPORT on the gRPC port: several processes may then listen on it
+    # and the kernel splits connections between them. Off, a second server
+    # on a taken port refuses to start instead of silently sharing it.
+    reuse_port: bool = False
     # `[server] database` sets one of these two: a path (or sqlite:///path)
     # is a SQLite file; a postgresql:// DSN selects PostgreSQL, and then
     # database_path is not used.
@@ -168,7 +172,7 @@ def _one_of(*choices: str) -> Callable[[str], str | None]:
 class Setting:
     section: str  # TOML table
     key: str  # TOML key
-    kind: type  # str, int or Path
+    kind: type  # str, int, bool or Path
     path: tuple[str, ...]  # attribute path in ServerConfig
     env: str
     check: Callable[[Any], str | None] | None = None
@@ -215,6 +219,7 @@ def _parse_database(value: Any) -> Path | str | None:
 
 SETTINGS = (
     _server("listen", str, "PAYGRID_LISTEN", check=_host_port),
+    _server("reuse_port", bool, "PAYGRID_REUSE_PORT", check=None),
     _server("database", DatabaseLocation, "PAYGRID_DATABASE", "database_path", check=None),
     _server("breaker_failure_threshold", int, "PAYGRID_BREAKER_FAILURE_THRESHOLD"),
     _server("breaker_open_ms", int, "PAYGRID_BREAKER_OPEN_MS"),
@@ -267,6 +272,11 @@ def _coerce(setting: Setting, value: Any, where: str) -> Any:
                               f"postgresql://[user[:password]@]host[:port]/database, "
                               f"got {redacted_dsn(str(value))!r}")
         return parsed
+    if isinstance(value, str) and kind is bool:  # from the environment or a flag
+        words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+        if value.lower() not in words:
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        value = words[value.lower()]
     if isinstance(value, str) and kind is int:
         try:
             value = int(value)
@@ -276,7 +286,7 @@ def _coerce(setting: Setting, value: Any, where: str) -> Any:
         if not isinstance(value, (str, Path)) or not str(value):
             raise ConfigError(f"{where}: expected a file path, got {value!r}")
         value = Path(value)
-    elif not isinstance(value, kind) or isinstance(value, bool):
+    elif not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}")
     if setting.check is not None and (problem := setting.check(value)):
         raise ConfigError(f"{where}: {problem}")

@@ -46,13 +46,17 @@ class GroupReversal:
 
     async def keep_whole(self, group: BatchGroup) -> None:
         """After the group's charges: if one failed, reverse the rest."""
-        failed = first_failure(group.items)
+        await self.keep_items_whole(group.items, group.group_no)
+
+    async def keep_items_whole(self, items: list[BatchItem], group_no: int) -> None:
+        """keep_whole for a group's items given as a list."""
+        failed = first_failure(items)
         if failed is None:
             return
-        cause = f"item {failed.reference!r} of group {group.group_no} failed"
-        holding = [i for i in group.items
+        cause = f"item {failed.reference!r} of group {group_no} failed"
+        holding = [i for i in items
                    if i.status in (BatchItemStatus.SUCCEEDED, BatchItemStatus.UNKNOWN)]
-        log.info("batch.group_reversal", group_no=group.group_no, cause=failed.reference,
+        log.info("batch.group_reversal", group_no=group_no, cause=failed.reference,
                  items=len(holding))
         outcomes = await self._reverse_all(holding)
         for item, outcome in zip(holding, outcomes):
@@ -65,8 +69,9 @@ class GroupReversal:
             self._settle(item, outcome, "its group failed")
 
     async def restart(self, items: list[BatchItem]) -> None:
-        """Items of a group a crash interrupted: reversed whole, then back
-        to RECEIVED (new attempt key) to be charged again in a new group."""
+        """Items of an interrupted group that cannot stand as it is (the
+        channel fenced one of its keys): reversed, then back to RECEIVED
+        (new attempt key) to be charged again in a new group."""
         outcomes = await self._reverse_all(items)
         for item, outcome in zip(items, outcomes):
             if outcome is Reversal.NOT_DONE:

@@ -26,16 +26,16 @@ from typing import Awaitable, Callable, Mapping, Protocol
 
 import structlog
 
-from paygrid_server.domain import clock, limits
+from paygrid_server.domain import clock
 from paygrid_server.domain.batch import (
     Batch,
     BatchGroup,
-    BatchItem,
     BatchItemStatus,
     FailurePolicy,
 )
 from paygrid_server.domain.batch_failure_policy import GroupReversal, first_failure, stop
 from paygrid_server.domain.batch_group_charging import GroupCharger
+from paygrid_server.domain.batch_recharge import settle_interrupted
 from paygrid_server.domain.charge_settlement import ChargeSettlement
 from paygrid_server.domain.routing import Router
 from paygrid_server.ports.batch_store import BatchStore
@@ -209,6 +209,14 @@ class GroupWorkers:
             if listener is not None:
                 listener.group_failed(lease.group_no, error)
             await self._give_up(lease)
+        except asyncio.CancelledError:
+            # Cut off by a shutdown past its grace: a lease kept in memory
+            # would leave the batch's run waiting for this group forever (and
+            # with it the process's exit). What was stored stays resumable.
+            log.warning("batch.group_cut_off", batch_uid=lease.batch_uid,
+                        group_no=lease.group_no)
+            self.queue.abandon_group_lease(lease)
+            raise
         else:
             listener = self._listeners.get(lease.batch_uid)
             if listener is not None:
@@ -263,7 +271,7 @@ class GroupWorkers:
                                self._per_item_channels)
         policy = batch.header.failure_policy
         if lease.taken_over:
-            await self._settle_left_mid_charge(batch, group, lease, charger)
+            await self._settle_left_mid_charge(batch, group, lease)
         if lease.stopped_after is not None:
             return await self._skip(batch, group, lease)
         to_charge = [i for i in items if i.status is BatchItemStatus.RECEIVED]
@@ -301,37 +309,21 @@ class GroupWorkers:
             raise LeaseLost()
         return group
 
-    async def _settle_left_mid_charge(self, batch: Batch, group: BatchGroup, lease: GroupLease,
-                                      charger: GroupCharger) -> None:
+    async def _settle_left_mid_charge(self, batch: Batch, group: BatchGroup,
+                                      lease: GroupLease) -> None:
         """Items the group's earlier holder left PROCESSING may be charged:
-        ask their channel. Charged stays charged; fenced (never charged) is
-        charged again under a new attempt key; no answer leaves it UNKNOWN
-        (settled when the batch is resubmitted). ALL_OR_NOTHING_PER_GROUP:
-        they are reversed and the group charged again whole."""
+        their channel's outcome is adopted, a charge it never made is made
+        now under the same key (batch_recharge.py). A fenced one is charged
+        again in this group under a new attempt key; no answer leaves it
+        UNKNOWN (settled when the batch is resubmitted). The group then
+        goes on as any other: ALL_OR_NOTHING_PER_GROUP reverses it only if
+        one of its items failed."""
         mid = [i for i in group.items if i.status is BatchItemStatus.PROCESSING]
         if not mid:
             return
         log.info("batch.group_taken_over", group_no=group.group_no, items=len(mid),
                  claims=lease.token)
-        if batch.header.failure_policy is FailurePolicy.ALL_OR_NOTHING_PER_GROUP:
-            await GroupReversal(self._settlement, batch.uid).restart(mid)
-        else:
-            gate = asyncio.Semaphore(limits.BATCH_ITEM_CONCURRENCY_PER_GROUP)
-
-            async def settle(item: BatchItem) -> None:
-                async with gate:
-                    record = await self._settlement.settle(item.channel,
-                                                           item.channel_key(batch.uid))
-                if record is None:
-                    item.status = BatchItemStatus.UNKNOWN
-                elif record.fenced:
-                    item.status, item.attempt = BatchItemStatus.RECEIVED, item.attempt + 1
-                else:
-                    charger.apply(item, record)
-
-            await asyncio.gather(*(settle(item) for item in mid))
-        for item in mid:
-            item.group_no = group.group_no  # restart() unnumbers them: they stay in this group
+        await settle_interrupted(self._settlement, batch, mid)
         # The new attempt numbers are stored before any charge under them.
         if not await self.queue.save_items(batch.uid, mid, lease):
             raise LeaseLost()

@@ -34,7 +34,7 @@ from paygrid_server.domain.batch import (
 )
 from paygrid_server.domain.batch_control_totals import ControlTally, ControlTotals
 from paygrid_server.domain.batch_failure_policy import GroupReversal, first_failure
-from paygrid_server.domain.batch_group_charging import GroupCharger
+from paygrid_server.domain.batch_recharge import settle_interrupted, settle_interrupted_group
 from paygrid_server.domain.batch_group_workers import BatchLeaseLimits, GroupWorkers
 from paygrid_server.domain.batch_events import (
     BatchSummary,
@@ -283,55 +283,55 @@ class BatchRun:
     # -- resuming an earlier submission -------------------------------------
 
     async def _settle_interrupted_items(self) -> None:
-        """Items an earlier submission left with an unknown outcome: ask their
-        channel. Charged stays charged; a fenced (never charged) one is
-        charged again later under a new attempt key. Pending reversals
-        (ALL_OR_NOTHING_PER_GROUP) are finished.
+        """Items an earlier submission left with an unknown outcome are
+        settled with their channel (batch_recharge.py): a charge it made is
+        adopted, one it never made is made now under the same key; a key it
+        fenced is charged again later, in a new group, under a new attempt
+        key. Pending reversals (ALL_OR_NOTHING_PER_GROUP) are finished.
         Items left mid-charge (PROCESSING): with durable groups (PostgreSQL)
         an unfinished group's items are not touched here, whoever claims
         that group next settles them (batch_group_workers.py); with groups
         in memory (SQLite, one process) no group outlives its server, so
-        they are settled here too, and ALL_OR_NOTHING_PER_GROUP reverses
-        such a group whole and charges it again."""
+        they are settled here too, ALL_OR_NOTHING_PER_GROUP ones group by
+        group once every page was read (a group's items span pages)."""
         durable = self._groups_queue.durable
         unsettled = ((BatchItemStatus.UNKNOWN,) if durable else
                      (BatchItemStatus.PROCESSING, BatchItemStatus.UNKNOWN))
         whole_groups = (not durable
                         and self._policy is FailurePolicy.ALL_OR_NOTHING_PER_GROUP)
+        interrupted_groups: dict[int, list[BatchItem]] = {}
         after = 0
-        gate = asyncio.Semaphore(limits.BATCH_ITEM_CONCURRENCY_PER_GROUP)
         while items := await self._store.items_after(self.batch.uid, after,
                                                      limits.BATCH_PAGE_ITEMS, unsettled):
             after = items[-1].seq
             # An unfinished group's items are its claimant's to settle.
             items = [i for i in items if i.group_no not in self._unfinished]
+            if whole_groups:
+                for item in items:
+                    if item.status is BatchItemStatus.PROCESSING:
+                        interrupted_groups.setdefault(item.group_no, []).append(item)
+                items = [i for i in items if i.status is not BatchItemStatus.PROCESSING]
             if not items:
                 continue
-
-            async def settle(item: BatchItem) -> None:
-                async with gate:
-                    record = await self._settlement.settle(item.channel,
-                                                           item.channel_key(self.batch.uid))
-                if record is None:
-                    item.status = BatchItemStatus.UNKNOWN
-                elif record.fenced:
-                    item.status, item.attempt, item.group_no = (
-                        BatchItemStatus.RECEIVED, item.attempt + 1, 0)
-                else:
-                    GroupCharger.apply(item, record)
-
             pending = [i for i in items if i.failure is not None
                        and i.failure.reason is FailureReason.REVERSAL_PENDING]
-            interrupted = [i for i in items
-                           if whole_groups and i.status is BatchItemStatus.PROCESSING]
-            special = {id(i) for i in pending + interrupted}
-            await asyncio.gather(self._reversal.restart(interrupted),
-                                 self._reversal.finish_pending(pending),
-                                 *(settle(item) for item in items if id(item) not in special))
-            await self._store.save_items(self.batch.uid, items)
-            failed = first_failure(items)
-            if failed is not None and self._policy is FailurePolicy.STOP_ON_FIRST_FAILURE:
-                await self._stop(f"item {failed.reference!r} failed")
+            others = [i for i in items if not (i.failure is not None and i.failure.reason
+                                               is FailureReason.REVERSAL_PENDING)]
+            fenced, _ = await asyncio.gather(
+                settle_interrupted(self._settlement, self.batch, others),
+                self._reversal.finish_pending(pending))
+            for item in fenced:
+                item.group_no = 0  # charged again in a new group
+            await self._save_settled(items)
+        for group_items in interrupted_groups.values():
+            await settle_interrupted_group(self._settlement, self.batch, group_items)
+            await self._save_settled(group_items)
+
+    async def _save_settled(self, items: list[BatchItem]) -> None:
+        await self._store.save_items(self.batch.uid, items)
+        failed = first_failure(items)
+        if failed is not None and self._policy is FailurePolicy.STOP_ON_FIRST_FAILURE:
+            await self._stop(f"item {failed.reference!r} failed")
 
     async def _regroup_waiting_items(self) -> None:
         after = 0

@@ -1,9 +1,17 @@
 """Turns a charge call that produced no answer into a known outcome.
 
-Asks the channel for the charge made with our key; when it has none, voids
-the key, which fences it: a Charge that is still on its way is refused when
-it arrives. Only after that may a leg fail over to another channel, so a leg
-is never charged on two channels.
+settle: asks the channel for the charge made with our key; when it has
+none, voids the key, which fences it: a Charge that is still on its way is
+refused when it arrives. Only after that may a leg fail over to another
+channel, so a leg is never charged on two channels.
+
+charge_again: for a charge a crash interrupted, where the charge should
+still be made on the same channel: the channel's record if it made the
+charge (adopted), else the Charge sent again under the SAME key (the
+channel's idempotency makes a charge already made a replay). A void is a
+reversal the payee may see, and some channels have none: it is kept for a
+key no call could get an answer about, and for a charge that must not
+stand (an all-or-nothing group or payment that failed).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from paygrid_server.domain.money import Money
 from paygrid_server.ports.payment_channel import (
     ChannelRefused,
     ChargeNotFound,
+    ChargeOrderLike,
     ChargeRecord,
     ChargeStatus,
     PaymentChannel,
@@ -51,6 +60,34 @@ class ChargeSettlement:
 
         return await retry_settlement_call(look_up_or_fence, "settlement.retry",
                                            channel=channel_name, key=key)
+
+    async def charge_again(self, channel_name: str, order: ChargeOrderLike) -> ChargeRecord | None:
+        """The channel's final record for `order.key` after an interrupted
+        Charge: the charge it made, or the one made now with the same key.
+        Fenced (settle) only when the channel answered neither call; None
+        when it could not be reached at all (ask again later)."""
+        channel = self._channels[channel_name]
+        timeout_ms = limits.SETTLEMENT_CALL_TIMEOUT_MS
+
+        async def look_up_or_charge() -> ChargeRecord:
+            try:
+                return await channel.get_charge(order.key, timeout_ms)
+            except ChargeNotFound:
+                return await channel.charge(order.key, order.payer, order.payee, order.amount,
+                                            order.reference, timeout_ms)
+
+        try:
+            record = await retry_settlement_call(look_up_or_charge, "recharge.retry",
+                                                 channel=channel_name, key=order.key)
+        except ChannelRefused as error:
+            # The channel will not take this charge again (e.g. it holds the
+            # key in a state it cannot replay): fence it, as before adoption.
+            log.warning("recharge.refused", channel=channel_name, key=order.key,
+                        error=str(error))
+            record = None
+        if record is not None:
+            return record
+        return await self.settle(channel_name, order.key)
 
     async def reverse(self, channel_name: str, key: str, amount: Money) -> Reversal:
         """Cancels whatever was charged with `key` (void, or a full refund

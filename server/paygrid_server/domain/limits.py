@@ -43,6 +43,8 @@ MIN_CALL_DEADLINE_MS = MIN_PAYMENT_BUDGET_MS + RESPONSE_RESERVE_MS
 # these run after the caller's deadline if need be, so they have their own.
 SETTLEMENT_CALL_TIMEOUT_MS = 2_000
 SETTLEMENT_TRIES = 3
+# Payments a restarted server settles at once, in the background.
+RECOVERY_CONCURRENCY = 16
 
 # Batches
 BATCH_ID_MAX_CHARS = 64

@@ -29,14 +29,20 @@ from paygrid_server.ports.payment_store import PageCursor, PaymentStore
 RETRY_IN_PROGRESS_AFTER_MS = 100
 
 
+def refuse_too_short_deadline(caller_remaining_ms: float | None) -> None:
+    """Raises DeadlineTooShort for a call that could not be answered in
+    time: it is refused before anything is stored, rather than carried out
+    for a caller who is told DEADLINE_EXCEEDED (and may try elsewhere)."""
+    if caller_remaining_ms is not None and caller_remaining_ms < limits.MIN_CALL_DEADLINE_MS:
+        raise DeadlineTooShort(int(max(caller_remaining_ms, 0)), limits.MIN_CALL_DEADLINE_MS)
+
+
 def payment_budget_ms(caller_remaining_ms: float | None) -> float:
     """How long the legs may take, from what the caller's deadline leaves."""
     if caller_remaining_ms is None:
         return limits.DEFAULT_PAYMENT_BUDGET_MS
-    budget = min(caller_remaining_ms - limits.RESPONSE_RESERVE_MS, limits.MAX_PAYMENT_BUDGET_MS)
-    if budget < limits.MIN_PAYMENT_BUDGET_MS:
-        raise DeadlineTooShort(int(max(caller_remaining_ms, 0)), limits.MIN_CALL_DEADLINE_MS)
-    return budget
+    refuse_too_short_deadline(caller_remaining_ms)
+    return min(caller_remaining_ms - limits.RESPONSE_RESERVE_MS, limits.MAX_PAYMENT_BUDGET_MS)
 
 
 def owned_payment(tenant_id: str, payment_id: str, payment: Payment | None) -> Payment:

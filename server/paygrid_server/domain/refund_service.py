@@ -27,6 +27,7 @@ from paygrid_server.domain.payment_service import (
     RETRY_IN_PROGRESS_AFTER_MS,
     InFlight,
     owned_payment,
+    refuse_too_short_deadline,
 )
 from paygrid_server.domain.refund import Refund, RefundLeg, RefundLegRequest, RefundRequest, RefundStatus
 from paygrid_server.domain.request_validation import (
@@ -84,8 +85,12 @@ class RefundService:
         self._channels = channels
         self._in_flight = in_flight
 
-    async def refund(self, tenant_id: str, request_input: RefundInput) -> tuple[Refund, Payment]:
+    async def refund(self, tenant_id: str, request_input: RefundInput,
+                     caller_remaining_ms: float | None = None) -> tuple[Refund, Payment]:
+        """`caller_remaining_ms`: what the call's deadline leaves (None: no
+        deadline). Too little is refused before anything is stored, as for Pay."""
         request = validate_refund(request_input)
+        refuse_too_short_deadline(caller_remaining_ms)
         payment = owned_payment(tenant_id, request.payment_id,
                                 await self._store.get_payment(request.payment_id))
         fingerprint = request.fingerprint()

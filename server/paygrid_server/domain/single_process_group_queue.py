@@ -61,6 +61,9 @@ class SingleProcessGroupQueue:
     async def release_group_lease(self, lease: GroupLease) -> None:
         self._done(lease.batch_uid, lease.group_no)
 
+    def abandon_group_lease(self, lease: GroupLease) -> None:
+        self._done(lease.batch_uid, lease.group_no)
+
     async def group_items(self, batch_uid: str, group_no: int) -> list[BatchItem]:
         return self._leased[batch_uid][group_no].items
 

@@ -77,6 +77,13 @@ class GroupQueue(Protocol):
         items wait, stored, for the batch's resubmission)."""
         ...
 
+    def abandon_group_lease(self, lease: GroupLease) -> None:
+        """Its worker was cancelled mid-group (shutdown past its grace): forget
+        the lease here, with no I/O, leaving the group as a crash would (in
+        memory: dropped, so the batch's run is not left waiting for it;
+        durable: nothing to do, the lease runs out and is taken over)."""
+        ...
+
     async def group_items(self, batch_uid: str, group_no: int) -> list[BatchItem]: ...
 
     async def mark_group_processing(self, batch_uid: str, group: BatchGroup,

@@ -20,6 +20,7 @@ class StorageFault(Enum):
     IO_ERROR = "IO_ERROR"
     BUSY = "BUSY"  # another process held the write lock past the busy timeout
     UNREACHABLE = "UNREACHABLE"  # a database server (PostgreSQL) that cannot be reached
+    CLOSED = "CLOSED"  # this server closed its database: it is shutting down
 
 
 _DESCRIPTIONS = {
@@ -28,6 +29,7 @@ _DESCRIPTIONS = {
     StorageFault.IO_ERROR: "the database's disk failed a write",
     StorageFault.BUSY: "the database is locked by another process",
     StorageFault.UNREACHABLE: "the database server cannot be reached",
+    StorageFault.CLOSED: "this server is shutting down and has closed its database",
 }
 
 

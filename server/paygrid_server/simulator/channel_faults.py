@@ -8,8 +8,13 @@ servicer (`simulator.faults`) and make it misbehave for a while:
                                           before anything is charged (an error burst)
   hold_charges(after_calls=N)             after N more calls pass, charge calls
   / release_charges()                     hang, charging nothing, until released
-  await wait_held(calls=N)                until N calls in all have been held: a
-                                          test knows a caller is mid-charge
+                                          (drop=True: they end
+                                          then without charging, as requests
+                                          lost with their connection)
+  await held(calls=N)                     returns once N charge calls are held
+  freeze() / thaw()                       every call (charges, lookups, voids,
+                                          refunds) hangs, doing nothing, until
+                                          thawed: a channel that is down
   fail_reversals(calls=N)                 the next N Void/Refund calls fail
                                           UNAVAILABLE before anything is done
   clear()                                 all of it off
@@ -34,17 +39,32 @@ class ChargeFault:
 
     fail: bool = False
     extra_latency_ms: float = 0.0
-    release: asyncio.Event | None = None  # held until set
+    hold: "ChargeHold | None" = None  # held until released
 
     @property
     def delays(self) -> bool:
-        return bool(self.extra_latency_ms) or self.release is not None
+        return bool(self.extra_latency_ms) or self.hold is not None
 
-    async def wait(self) -> None:
+    async def wait(self) -> bool:
+        """False when the held call is to end without charging."""
         if self.extra_latency_ms:
             await asyncio.sleep(self.extra_latency_ms / 1_000)
-        if self.release is not None:
-            await self.release.wait()
+        if self.hold is not None:
+            await self.hold.released.wait()
+            return not self.hold.dropped
+        return True
+
+
+class ChargeDropped(Exception):
+    """A held call released with drop=True: nothing was charged."""
+
+
+@dataclass(slots=True)
+class ChargeHold:
+    """One hold_charges() period: the calls it holds wait for `released`."""
+
+    released: asyncio.Event
+    dropped: bool = False
 
 
 class ChannelFaults:
@@ -54,15 +74,15 @@ class ChannelFaults:
         self._slow_until_s: float | None = None  # time.monotonic(); None: no time limit
         self._failing_charges = 0
         self._failing_reversals = 0
-        self._release: asyncio.Event | None = None
+        self._hold: ChargeHold | None = None
         self._calls_before_hold = 0  # of hold_charges(after_calls=N): still to pass
-        # Set (and replaced) whenever a call is held, so a test waits for the
-        # hold itself rather than polling for a moment that may pass by.
-        self._a_call_held = asyncio.Event()
         # Calls each fault acted on, so tests can see the fault really bit.
         self.charges_failed = 0
         self.charges_slowed = 0
         self.charges_held = 0
+        self._held_more = asyncio.Event()  # set each time a call is held
+        self._thawed: asyncio.Event | None = None  # frozen while set to an Event
+        self.calls_frozen = 0
         self.reversals_failed = 0
 
     def slow_down(self, extra_ms: float, calls: int | None = None,
@@ -83,20 +103,39 @@ class ChannelFaults:
         still pass, so a caller provably finished some and holds the rest."""
         assert after_calls >= 0
         self._calls_before_hold = after_calls
-        if self._release is None:
-            self._release = asyncio.Event()
+        if self._hold is None:
+            self._hold = ChargeHold(asyncio.Event())
 
-    async def wait_held(self, calls: int = 1) -> None:
-        """Returns once `calls` charge calls in all (charges_held) were held."""
-        while self.charges_held < calls:
-            await self._a_call_held.wait()
-
-    def release_charges(self) -> None:
-        """Held calls go on (and charge, unless their key was fenced meanwhile)."""
-        if self._release is not None:
-            self._release.set()
-            self._release = None
+    def release_charges(self, drop: bool = False) -> None:
+        """Held calls go on (and charge, unless their key was fenced
+        meanwhile); with `drop`, they end without charging anything."""
+        if self._hold is not None:
+            self._hold.dropped = drop
+            self._hold.released.set()
+            self._hold = None
         self._calls_before_hold = 0
+
+    async def held(self, calls: int) -> None:
+        """Returns once `calls` charge calls in all have been held: a test
+        makes its moment (the calls are at the channel) happen, not wait for it."""
+        while self.charges_held < calls:
+            self._held_more.clear()
+            await self._held_more.wait()
+
+    def freeze(self) -> None:
+        if self._thawed is None:
+            self._thawed = asyncio.Event()
+
+    def thaw(self) -> None:
+        if self._thawed is not None:
+            self._thawed.set()
+            self._thawed = None
+
+    async def until_thawed(self) -> None:
+        """Every call waits here first: at once, unless the channel is frozen."""
+        if self._thawed is not None:
+            self.calls_frozen += 1
+            await self._thawed.wait()
 
     def fail_reversals(self, calls: int) -> None:
         assert calls >= 0
@@ -107,6 +146,7 @@ class ChannelFaults:
         self._slow_calls_left = self._slow_until_s = None
         self._failing_charges = self._failing_reversals = 0
         self.release_charges()
+        self.thaw()
 
     def take_charge_fault(self) -> ChargeFault:
         """The fault for the charge call arriving now (counts are used up)."""
@@ -117,15 +157,14 @@ class ChannelFaults:
         extra_ms = self._take_latency_ms()
         if extra_ms:
             self.charges_slowed += 1
-        if self._release is None:
+        if self._hold is None:
             return ChargeFault(extra_latency_ms=extra_ms)
         if self._calls_before_hold:
             self._calls_before_hold -= 1
             return ChargeFault(extra_latency_ms=extra_ms)
         self.charges_held += 1
-        self._a_call_held.set()
-        self._a_call_held = asyncio.Event()
-        return ChargeFault(extra_latency_ms=extra_ms, release=self._release)
+        self._held_more.set()
+        return ChargeFault(extra_latency_ms=extra_ms, hold=self._hold)
 
     def _take_latency_ms(self) -> float:
         if not self._extra_latency_ms:

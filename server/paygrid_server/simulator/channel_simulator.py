@@ -44,7 +44,7 @@ from paygrid.type.v1 import money_pb2
 from paygrid_server.domain import clock
 from paygrid_server.domain.money import Money
 from paygrid_server.ports.payment_channel import MAX_CHARGES_PER_BATCH_CALL, ChargeStatus
-from paygrid_server.simulator.channel_faults import ChannelFaults, ChargeFault
+from paygrid_server.simulator.channel_faults import ChannelFaults, ChargeDropped, ChargeFault
 from paygrid_server.simulator.channel_ledger import (
     ChannelLedger,
     LedgerNotFound,
@@ -154,6 +154,7 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
 
     async def Charge(self, request: pb.ChargeRequest, context: grpc.aio.ServicerContext):
         self._note_traceparent(context)
+        await self.faults.until_thawed()
         self.charge_calls += 1
         self._started(1)
         try:
@@ -171,7 +172,7 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
             await asyncio.sleep(NEVER_S)
         if self._fails_flaky(request):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "simulated flaky channel")
-        record = await self._after_fault(fault, lambda: self._book(request))
+        record = await self._after_fault(fault, lambda: self._book(request), context)
         if payee.startswith("hang_after_charge_"):
             await asyncio.sleep(NEVER_S)
         return pb.ChargeResponse(charge=_charge_pb(record))
@@ -179,6 +180,7 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
     async def ChargeBatch(self, request: pb.ChargeBatchRequest,
                           context: grpc.aio.ServicerContext):
         self._note_traceparent(context)
+        await self.faults.until_thawed()
         self.charge_batch_calls += 1
         if not self.behaviour.bulk_charge:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
@@ -203,7 +205,8 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
         flaky = [charge for charge in request.charges if self._fails_flaky(charge)]
         if flaky:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "simulated flaky channel")
-        records = await self._after_fault(fault, lambda: self._book_until_timeout(request))
+        records = await self._after_fault(fault, lambda: self._book_until_timeout(request),
+                                          context)
         if len(records) < len(request.charges):
             await asyncio.sleep(NEVER_S)  # stopped at a timeout_ charge
         if any(charge.payee.startswith("hang_after_charge_") for charge in request.charges):
@@ -224,7 +227,8 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "simulated outage (injected fault)")
         return fault
 
-    async def _after_fault(self, fault: ChargeFault, book: Callable[[], T]) -> T:
+    async def _after_fault(self, fault: ChargeFault, book: Callable[[], T],
+                           context: grpc.aio.ServicerContext) -> T:
         """`book()` now, or after the fault's delay; a delayed booking runs
         to its end even if the call is cancelled meanwhile (the channel has
         the request), so its charge can land after the caller gave up."""
@@ -232,13 +236,20 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
             return book()
 
         async def book_late() -> T:
-            await fault.wait()
+            if not await fault.wait():
+                raise ChargeDropped()
             return book()
 
         task = asyncio.get_running_loop().create_task(book_late())
         self._late_work.add(task)
         task.add_done_callback(self._late_work.discard)
-        return await asyncio.shield(task)
+        # A dropped call's caller may be gone: its exception is seen here.
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        try:
+            return await asyncio.shield(task)
+        except ChargeDropped:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "simulated lost request (dropped)")
+            raise
 
     async def finish_late_work(self) -> None:
         """Waits until every charge a fault delayed has landed (or been
@@ -286,6 +297,7 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
 
     async def GetCharge(self, request: pb.GetChargeRequest, context: grpc.aio.ServicerContext):
         self._note_traceparent(context)
+        await self.faults.until_thawed()
         try:
             return pb.GetChargeResponse(charge=_charge_pb(self.ledger.get(request.idempotency_key)))
         except LedgerNotFound as error:
@@ -304,6 +316,7 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
 
     async def Void(self, request: pb.VoidRequest, context: grpc.aio.ServicerContext):
         self._note_traceparent(context)
+        await self.faults.until_thawed()
         await self._maybe_fail_reversal(request.idempotency_key, context)
         try:
             record = self.ledger.void(request.idempotency_key, clock.now_us())
@@ -314,6 +327,7 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
 
     async def Refund(self, request: pb.RefundRequest, context: grpc.aio.ServicerContext):
         self._note_traceparent(context)
+        await self.faults.until_thawed()
         await self._maybe_fail_reversal(request.charge_idempotency_key, context)
         try:
             refund_id = self.ledger.refund(

@@ -303,6 +303,9 @@ class PostgresBatchStore:
         async with self._database.transaction() as db:
             await _holds(db, lease, "lease_expires_at_us = 0")
 
+    def abandon_group_lease(self, lease: GroupLease) -> None:
+        pass  # the lease runs out; whoever claims the group next settles it
+
     async def group_items(self, batch_uid: str, group_no: int) -> list[BatchItem]:
         async with self._database.transaction(readonly=True) as db:
             # One probe of batch_items_by_group: a planner whose statistics

@@ -11,6 +11,7 @@ anything in one process.
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
@@ -21,6 +22,9 @@ import asyncpg.exceptions as pg
 
 from paygrid_server.ports.storage_errors import StorageFault, StorageUnavailable
 from paygrid_server.storage.postgres_migrations import migrate
+
+# How long close() waits for connections in use before it drops them.
+POOL_CLOSE_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,4 +148,9 @@ class PostgresDatabase:
             return await getattr(db, method)(sql, *params)
 
     async def close(self) -> None:
-        await self.pool.close()
+        """Bounded: Pool.close waits for every connection to be released, and
+        one held by work cut off at shutdown may never be."""
+        try:
+            await asyncio.wait_for(self.pool.close(), POOL_CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            self.pool.terminate()

@@ -113,6 +113,10 @@ def as_storage_error(error: BaseException, path: Path) -> BaseException:
     return StorageUnavailable(fault, f"{error.sqlite_errorname}: {error}")
 
 
+def _closed_fault() -> StorageUnavailable:
+    return StorageUnavailable(StorageFault.CLOSED, "the SQLite writer is closed")
+
+
 def _settle(outcomes: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
     for future, result, error in outcomes:
         if future.cancelled():
@@ -136,6 +140,7 @@ class SqliteWriter:
         self._ready = threading.Event()
         self._db: sqlite3.Connection | None = None
         self._open_error: BaseException | None = None
+        self._closed = False
         self.commits = 0  # COMMITs made (fewer than units: that is group commit)
         self._thread.start()
 
@@ -156,12 +161,18 @@ class SqliteWriter:
         return await self._submit(work, in_transaction=False)
 
     async def _submit(self, work: Callable[[sqlite3.Connection], T], in_transaction: bool) -> T:
+        if self._closed:
+            # Work cut off by a shutdown (a group or payment past the grace)
+            # must end, not wait for a thread that is gone: nothing of it is
+            # stored, so it stays resumable as after a crash.
+            raise _closed_fault()
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._queue.put(_Unit(work, future, loop, in_transaction))
         return await future
 
     async def close(self) -> None:
+        self._closed = True
         self._queue.put(_STOP)
         await asyncio.to_thread(self._thread.join)
 
@@ -196,6 +207,18 @@ class SqliteWriter:
                     return
         finally:
             self._db.close()
+            self._answer_left_over()
+
+    def _answer_left_over(self) -> None:
+        """Units queued behind the stop (from another event loop, say) get the
+        fault instead of waiting for ever."""
+        while True:
+            try:
+                unit = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if unit is not _STOP:
+                self._hand_back([(unit, None, _closed_fault())])
 
     def _begin(self) -> None:
         if self._db.in_transaction:

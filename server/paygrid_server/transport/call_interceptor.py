@@ -37,6 +37,7 @@ from paygrid_server.observability.request_context import (
 )
 from paygrid_server.observability.request_metrics import MethodInstruments
 from paygrid_server.transport.api_key_authentication import authenticate, is_protected
+from paygrid_server.transport.call_cutoff import CallCutoff, abort_cut_off
 from paygrid_server.transport.handler_wrapping import wrap_handler
 from paygrid_server.transport.request_decoding import decoding_handler
 from paygrid_server.transport.load_shedding import (
@@ -51,18 +52,20 @@ class _MethodPolicy:
     instruments: MethodInstruments
     limit: ConcurrencyLimit | None  # None: never shed
     registry: ApiKeyRegistry | None  # None: open (health, reflection)
+    cutoff: CallCutoff | None  # None: grpc ends what a shutdown's grace leaves
 
 
 class _CallScope:
     """One call's way through the steps; a class, not a generator-based
     context manager, because it runs on every call."""
 
-    __slots__ = ("_policy", "_context", "_header", "_started", "_holds_slot")
+    __slots__ = ("_policy", "_context", "_header", "_started", "_holds_slot", "_task")
 
     def __init__(self, policy: _MethodPolicy, context: grpc.aio.ServicerContext) -> None:
         self._policy = policy
         self._context = context
         self._holds_slot = False
+        self._task = None
 
     async def __aenter__(self) -> EchoingContext:
         context = self._context
@@ -70,6 +73,8 @@ class _CallScope:
         self._header = (REQUEST_ID_HEADER, request_id_from(context.invocation_metadata()))
         bind_call_ids(self._header[1])
         given = EchoingContext(context, self._header)
+        if self._policy.cutoff is not None:
+            self._task = self._policy.cutoff.enter()
         try:
             limit = self._policy.limit
             if limit is not None:
@@ -92,20 +97,34 @@ class _CallScope:
         if self._holds_slot:
             self._holds_slot = False
             self._policy.limit.in_progress -= 1
+        cutoff = self._policy.cutoff
+        if cutoff is not None:
+            cutoff.leave(self._task)
+            if cutoff.was_cut(error):
+                try:
+                    await abort_cut_off(EchoingContext(self._context, self._header))
+                except BaseException as aborted:
+                    self._observe(aborted)
+                    raise
         # An abort sent the request id with it (EchoingContext); a cancelled
         # call sends nothing.
         if error is None or isinstance(error, Exception) and \
                 not isinstance(error, grpc.aio.AbortError):
             echo_request_id(self._context, self._header)
+        self._observe(error)
+        return False
+
+    def _observe(self, error: BaseException | None) -> None:
         self._policy.instruments.observe(final_status_code(self._context, error),
                                          time.perf_counter() - self._started)
-        return False
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, metrics: PaygridMetrics, shedding: LoadShedding | None = None,
-                 api_keys: ApiKeyRegistry | None = None) -> None:
+                 api_keys: ApiKeyRegistry | None = None,
+                 cutoff: CallCutoff | None = None) -> None:
         self._metrics = metrics
+        self._cutoff = cutoff
         self._shedding = shedding
         self._api_keys = api_keys
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
@@ -122,7 +141,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         policy = _MethodPolicy(
             MethodInstruments(self._metrics, details.method),
             self._shedding.limit_for(details.method) if self._shedding else None,
-            self._api_keys if self._api_keys and is_protected(details.method) else None)
+            self._api_keys if self._api_keys and is_protected(details.method) else None,
+            self._cutoff)
         # Parsed inside the call scope: a request that does not parse is
         # INVALID_ARGUMENT (after authentication), not grpc's UNKNOWN.
         wrapped = self._wrapped[details.method] = wrap_handler(

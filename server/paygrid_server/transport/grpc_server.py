@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -21,6 +22,14 @@ MAX_MESSAGE_BYTES = 1 * 1024 * 1024
 
 SERVICE_NAMES = (pb.DESCRIPTOR.services_by_name["PaymentService"].full_name,
                  batch_service_pb2.DESCRIPTOR.services_by_name["BatchService"].full_name)
+
+
+class PortUnavailable(OSError):
+    """The address is taken (by another server, unless reuse_port) or not local."""
+
+    def __init__(self, listen: str) -> None:
+        self.listen = listen
+        super().__init__(f"cannot listen on {listen}")
 
 
 @dataclass
@@ -64,12 +73,39 @@ class ConnectionPolicy:
         ]
 
 
+def _check_free(listen: str) -> None:
+    """PortUnavailable if `listen` is taken: asked here first because grpc
+    only says so in a C-core log line beside its own vague RuntimeError.
+    (A race with another process after this check still ends in grpc's.)"""
+    host, _, port = listen.rpartition(":")
+    if port == "0":
+        return
+    try:
+        addresses = socket.getaddrinfo(host.strip("[]") or None, int(port),
+                                       type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, ValueError):
+        return  # grpc says what is wrong with it
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc does
+            try:
+                probe.bind(address)
+            except OSError as error:
+                raise PortUnavailable(listen) from error
+
+
 async def start_grpc_server(listen: str, payments: PaymentServicer, batches: BatchServicer,
                             interceptors: Sequence[grpc.aio.ServerInterceptor],
                             credentials: grpc.ServerCredentials | None,
-                            connections: ConnectionPolicy) -> RunningServer:
+                            connections: ConnectionPolicy,
+                            reuse_port: bool = False) -> RunningServer:
+    if not reuse_port:
+        _check_free(listen)
     # Interceptors run in order, the first outermost.
     server = grpc.aio.server(interceptors=list(interceptors), options=[
+        # gRPC turns SO_REUSEPORT on by default: two servers would then both
+        # listen on one port and a retried Pay could land on the other one.
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         *connections.grpc_options(),
@@ -85,10 +121,13 @@ async def start_grpc_server(listen: str, payments: PaymentServicer, batches: Bat
          reflection_v1.SERVICE_NAME))
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflecting, server)
     server.add_generic_rpc_handlers((reflection_v1.v1_handler(reflecting),))
-    port = (server.add_insecure_port(listen) if credentials is None
-            else server.add_secure_port(listen, credentials))
+    try:
+        port = (server.add_insecure_port(listen) if credentials is None
+                else server.add_secure_port(listen, credentials))
+    except RuntimeError as error:  # grpc's only word for "cannot bind"
+        raise PortUnavailable(listen) from error
     if not port:
-        raise OSError(f"cannot listen on {listen}")
+        raise PortUnavailable(listen)
     await server.start()
     running = RunningServer(server, health_servicer, port)
     await running.set_serving(True)

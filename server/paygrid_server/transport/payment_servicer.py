@@ -51,5 +51,6 @@ class PaymentServicer(pb_grpc.PaymentServiceServicer):
     @maps_domain_errors
     async def RefundPayment(self, request: pb.RefundPaymentRequest,
                             context: grpc.aio.ServicerContext):
-        refund, payment = await self._refunds.refund(caller_tenant(), refund_input(request))
+        refund, payment = await self._refunds.refund(caller_tenant(), refund_input(request),
+                                                     _remaining_ms(context))
         return pb.RefundPaymentResponse(refund=refund_pb(refund), payment=payment_pb(payment))
