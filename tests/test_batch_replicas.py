@@ -28,7 +28,7 @@ from paygrid_server.simulator.channel_ledger import ChannelLedger
 from paygrid_server.simulator.channel_simulator import (ChannelSimulator, SimulatorBehaviour,
                                                         start_simulator)
 from paygrid_server.ledger_reconciliation import reconcile, sqlite_rows
-from tests.batch_client import batch_stub, chunk, collect, header, submit
+from tests.batch_client import batch_stub, chunk, collect, header, open_stream, submit
 from tests.conftest import rich_status
 from tests.exactly_once import count_batch
 from tests.postgres_databases import postgres_rows
@@ -185,9 +185,12 @@ async def test_three_replicas_share_a_batch_and_finish_a_killed_ones_groups(
             await c.process.start(c.port)
             await groups()
             # ...and refuses a second stream of it while A's runs.
+            # Only the header is sent: a refusal answered while the client is
+            # still writing can reach it as INTERNAL ("Failed execute_batch").
+            second, outgoing = open_stream(batch_stub(ch_c), timeout=30)
+            await outgoing.put(_messages("payroll", [])[0])
             with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await submit(batch_stub(ch_c), *_messages("payroll", feed.sent[:10]),
-                             timeout=30)
+                await collect(second)
             assert refused.value.code() == grpc.StatusCode.ABORTED, refused.value.details()
             assert "RetryInfo" in rich_status(refused.value)
 
