@@ -217,7 +217,7 @@ async def _drain(stream) -> list:
     return [message async for message in stream]
 
 
-async def _wait_for_status(stub, status: int, timeout_s: float = 10) -> None:
+async def _wait_for_status(stub, status: int, timeout_s: float = 60) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
         try:

@@ -51,7 +51,7 @@ async def scrape(port: int) -> Scrape:
     return Scrape(await asyncio.to_thread(get))
 
 
-async def scrape_until(port: int, condition, what: str, timeout_s: float = 10) -> Scrape:
+async def scrape_until(port: int, condition, what: str, timeout_s: float = 60) -> Scrape:
     """For outcomes recorded after the client has its answer (a cancel)."""
     deadline = time.monotonic() + timeout_s
     while not condition(page := await scrape(port)):
