@@ -13,7 +13,16 @@ from paygrid_server.domain.model.payment import (
     Payment,
 )
 from paygrid_server.domain.model.refund import Refund, RefundStatus
+from paygrid_server.domain.ports.event_log import SnapshotEncoder
 from paygrid_server.domain.ports.payment_store import PageCursor, RefundExceedsRefundable
+from paygrid_server.domain.model.event import EventType
+from paygrid_server.storage.event_rows import (
+    EVENT_COLUMNS,
+    payment_event_rows,
+    payment_outcome_types,
+    refund_event_row,
+    refund_outcome_type,
+)
 from paygrid_server.storage.failure_columns import failure_columns
 from paygrid_server.storage.payment_rows import leg_from_row as _leg
 from paygrid_server.storage.payment_rows import payment_from_row as _payment
@@ -31,9 +40,10 @@ from paygrid_server.storage.sqlite.database import SqliteDatabase
 
 
 class SqlitePaymentStore:
-    def __init__(self, database: SqliteDatabase) -> None:
+    def __init__(self, database: SqliteDatabase, encoder: SnapshotEncoder) -> None:
         self._reader = database.reader
         self._write = database.write
+        self._encoder = encoder
 
     # -- payments -----------------------------------------------------------
 
@@ -57,9 +67,11 @@ class SqlitePaymentStore:
                 "INSERT INTO charge_attempts (payment_id, leg_index, channel, attempt_no, "
                 "started_at_us) VALUES (?, ?, ?, 1, ?)",
                 first_attempt_rows(payment))
+            self._write_payment_events(db, [EventType.PAYMENT_CREATED], payment.payment_id, 0)
             return True
 
         if await self._write(insert):
+            payment.version = 1
             return None
         # The key's payment is committed by now (at the latest by the commit
         # that carried this unit), so the reader sees it.
@@ -121,7 +133,12 @@ class SqlitePaymentStore:
             "ORDER BY attempt_no", (payment_id, leg_index))]
 
     async def save_payment_outcome(self, payment: Payment) -> None:
-        def save(db: sqlite3.Connection) -> None:
+        def save(db: sqlite3.Connection) -> int:
+            before = db.execute("SELECT status, version FROM payments WHERE payment_id = ?",
+                                (payment.payment_id,)).fetchone()
+            legs_before = {row["leg_index"]: row["status"] for row in db.execute(
+                "SELECT leg_index, status FROM payment_legs WHERE payment_id = ?",
+                (payment.payment_id,))}
             db.executemany(
                 "UPDATE payment_legs SET status = ?, channel = ?, channel_reference = ?, "
                 "failure_reason = ?, failure_message = ?, failure_decline_code = ?, "
@@ -131,8 +148,54 @@ class SqlitePaymentStore:
                 "UPDATE payments SET status = ?, failure_reason = ?, failure_message = ?, "
                 "failure_decline_code = ?, completed_at_us = ? WHERE payment_id = ?",
                 payment_outcome_row(payment))
+            after = self._payment_in(db, payment.payment_id)
+            types = payment_outcome_types(before["status"], legs_before, after)
+            return self._write_payment_events(db, types, payment.payment_id, before["version"])
 
-        await self._write(save)
+        payment.version = await self._write(save)
+
+    # -- events (in the writer's transaction: see storage/event_rows.py) ------
+
+    @staticmethod
+    def _payment_in(db: sqlite3.Connection, payment_id: str) -> Payment:
+        row = db.execute("SELECT * FROM payments WHERE payment_id = ?", (payment_id,)).fetchone()
+        legs = [_leg(leg) for leg in db.execute(
+            "SELECT * FROM payment_legs WHERE payment_id = ? ORDER BY leg_index", (payment_id,))]
+        return _payment(row, legs)
+
+    def _write_payment_events(self, db: sqlite3.Connection, types: list[EventType],
+                              payment_id: str, version_before: int) -> int:
+        """Writes the events with the payment as its rows are now; returns
+        the payment's version after them."""
+        if not types:
+            return version_before
+        after = self._payment_in(db, payment_id)
+        rows = payment_event_rows(types, after, version_before, self._encoder)
+        self._insert_events(db, rows, payment_id, after.version)
+        return after.version
+
+    def _write_refund_event(self, db: sqlite3.Connection, event_type: EventType,
+                            refund_id: str) -> None:
+        refund = self._refund_in(db, refund_id)
+        owner = db.execute("SELECT tenant_id, version FROM payments WHERE payment_id = ?",
+                           (refund.payment_id,)).fetchone()
+        version = owner["version"] + 1
+        self._insert_events(db, [refund_event_row(event_type, owner["tenant_id"], refund,
+                                                  version, self._encoder)],
+                            refund.payment_id, version)
+
+    @staticmethod
+    def _refund_in(db: sqlite3.Connection, refund_id: str) -> Refund:
+        row = db.execute("SELECT * FROM refunds WHERE refund_id = ?", (refund_id,)).fetchone()
+        return refund_from_rows(row, db.execute(
+            "SELECT * FROM refund_legs WHERE refund_id = ? ORDER BY leg_index", (refund_id,)))
+
+    @staticmethod
+    def _insert_events(db: sqlite3.Connection, rows: list[tuple], payment_id: str,
+                       version: int) -> None:
+        db.executemany(f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       rows)
+        db.execute("UPDATE payments SET version = ? WHERE payment_id = ?", (version, payment_id))
 
     # -- refunds ------------------------------------------------------------
 
@@ -163,6 +226,7 @@ class SqlitePaymentStore:
                     "INSERT INTO refund_legs (refund_id, leg_index, currency, amount_minor, "
                     "channel, status, channel_reference) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     refund_leg_row(refund, leg))
+            self._write_refund_event(db, EventType.REFUND_CREATED, refund.refund_id)
             return True
 
         if await self._write(insert):
@@ -203,6 +267,8 @@ class SqlitePaymentStore:
 
     async def save_refund_outcome(self, refund: Refund) -> None:
         def save(db: sqlite3.Connection) -> None:
+            status_before = db.execute("SELECT status FROM refunds WHERE refund_id = ?",
+                                       (refund.refund_id,)).fetchone()["status"]
             for leg in refund.legs:
                 settled = db.execute(
                     "UPDATE refund_legs SET status = ?, channel_reference = ?, "
@@ -219,5 +285,8 @@ class SqlitePaymentStore:
                     (leg.amount.amount_minor, moved, refund.payment_id, leg.leg_index))
             db.execute("UPDATE refunds SET status = ? WHERE refund_id = ?",
                        (refund.status.value, refund.refund_id))
+            event_type = refund_outcome_type(status_before, refund)
+            if event_type is not None:
+                self._write_refund_event(db, event_type, refund.refund_id)
 
         await self._write(save)

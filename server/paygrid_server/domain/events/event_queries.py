@@ -1,0 +1,40 @@
+"""ListEvents and GetEvent: the caller's tenant's events, validated requests."""
+
+from __future__ import annotations
+
+from paygrid_server.domain.model import limits
+from paygrid_server.domain.model.errors import NotFound
+from paygrid_server.domain.model.event import Event, EventPage
+from paygrid_server.domain.model.request_validation import Violations, check_text
+from paygrid_server.domain.ports.event_log import EventLog
+
+
+class EventQueries:
+    def __init__(self, log: EventLog) -> None:
+        self._log = log
+
+    async def list(self, tenant_id: str, after_cursor: int, page_size: int,
+                   type_prefix: str) -> EventPage:
+        v = Violations()
+        if after_cursor < 0:
+            v.add("after_cursor", f"must be 0 (the beginning) or a cursor, got {after_cursor}")
+        if not 0 <= page_size <= limits.EVENTS_PAGE_SIZE_MAX:
+            v.add("page_size", f"must be 0 (default {limits.EVENTS_PAGE_SIZE_DEFAULT}) to "
+                  f"{limits.EVENTS_PAGE_SIZE_MAX}, got {page_size}")
+        check_text(v, "type_prefix", type_prefix, limits.EVENT_TYPE_PREFIX_MAX_CHARS,
+                   required=False)
+        v.raise_if_any()
+        events = await self._log.list_events(
+            tenant_id, after_cursor, type_prefix, page_size or limits.EVENTS_PAGE_SIZE_DEFAULT)
+        # An empty page keeps the cursor: nothing after it is committed yet.
+        return EventPage(events, events[-1].seq if events else after_cursor)
+
+    async def get(self, tenant_id: str, event_id: str) -> Event:
+        v = Violations()
+        check_text(v, "event_id", event_id, limits.EVENT_ID_MAX_CHARS, required=True)
+        v.raise_if_any()
+        event = await self._log.get_event(event_id)
+        # Another tenant's event is answered as one that does not exist.
+        if event is None or event.tenant_id != tenant_id:
+            raise NotFound("event", event_id)
+        return event

@@ -1,0 +1,34 @@
+"""What the domain and the stores need to read and write the event log."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from paygrid_server.domain.model.event import Event
+from paygrid_server.domain.model.payment import Payment
+from paygrid_server.domain.model.refund import Refund
+
+
+class SnapshotEncoder(Protocol):
+    """Serializes the snapshot an event carries. The stores call it inside
+    the transaction that writes the event; the API's message format is the
+    transport's business, so app.py hands its encoder to the stores."""
+
+    def payment(self, payment: Payment) -> tuple[str, bytes]:
+        """(payload type name, serialized payment)."""
+        ...
+
+    def refund(self, refund: Refund) -> tuple[str, bytes]: ...
+
+
+class EventLog(Protocol):
+    async def list_events(self, tenant_id: str, after_seq: int, type_prefix: str,
+                          limit: int) -> list[Event]:
+        """The tenant's events with seq > after_seq whose type starts with
+        type_prefix, in seq order. No event with a seq at or below one
+        returned here ever appears later."""
+        ...
+
+    async def get_event(self, event_id: str) -> Event | None:
+        """Whoever owns it: the caller checks the tenant."""
+        ...

@@ -1,0 +1,181 @@
+"""The event log through EventService: every state change of a payment and
+its refunds, in order, versions 1..N without gaps, the last payload equal to
+what GetPayment answers; paged by cursor, filtered by type prefix, scoped to
+the caller's tenant."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from paygrid.v1 import event_service_pb2 as ev
+from paygrid.v1 import event_service_pb2_grpc as ev_grpc
+from paygrid.v1 import payment_service_pb2 as pb
+from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
+from paygrid_server.api_keys import ApiKeyEntry, api_key_sha256
+from paygrid_server.config import AuthConfig
+from paygrid_server.domain.model import limits
+from tests.conftest import leg, money, pay_request, rich_status
+from tests.support.api_key_metadata import keyed_channel
+
+T = "io.paygrid.{}.v1".format
+
+
+def _events_stub(paygrid) -> ev_grpc.EventServiceStub:
+    return ev_grpc.EventServiceStub(paygrid.channel)
+
+
+async def _all_events(stub, type_prefix: str = "", page_size: int = 0) -> list[ev.Event]:
+    events, cursor = [], 0
+    while True:
+        page = await stub.ListEvents(ev.ListEventsRequest(
+            after_cursor=cursor, page_size=page_size, type_prefix=type_prefix))
+        if not page.events:
+            assert page.next_cursor == cursor  # an empty page keeps the cursor
+            return events
+        events.extend(page.events)
+        cursor = page.next_cursor
+        assert cursor == page.events[-1].seq
+
+
+def _payment_of(event: ev.Event) -> pb.Payment:
+    payment = pb.Payment()
+    assert event.data.Unpack(payment), event.data.type_url
+    return payment
+
+
+async def test_a_pay_writes_created_then_each_leg_then_the_outcome(paygrid) -> None:
+    request = pay_request("k-ev", leg("hotel_0001"), leg("flight_0001", "EUR", 5_000))
+    paid = (await paygrid.stub.Pay(request, timeout=5)).payment
+    assert paid.status == pb.PAYMENT_STATUS_SUCCEEDED
+    events = await _all_events(_events_stub(paygrid))
+    assert [e.type for e in events] == [T("payment.created"), T("payment.leg.succeeded"),
+                                        T("payment.leg.succeeded"), T("payment.succeeded")]
+    assert [e.aggregate_version for e in events] == [1, 2, 3, 4]
+    assert {(e.aggregate_type, e.aggregate_id) for e in events} == {("payment", paid.payment_id)}
+    assert [e.seq for e in events] == sorted(e.seq for e in events)
+    assert len({e.event_id for e in events}) == 4
+    stored = (await paygrid.stub.GetPayment(pb.GetPaymentRequest(
+        payment_id=paid.payment_id))).payment
+    assert stored.version == 4 and paid.version == 4
+    assert _payment_of(events[-1]) == stored  # the last payload is the stored state
+    created = _payment_of(events[0])
+    assert created.status == pb.PAYMENT_STATUS_PROCESSING and created.version == 1
+    assert [l.status for l in created.legs] == [pb.LEG_STATUS_PENDING] * 2
+    # GetEvent answers the same event.
+    got = await _events_stub(paygrid).GetEvent(ev.GetEventRequest(event_id=events[2].event_id))
+    assert got.event == events[2]
+
+
+async def test_a_declined_all_or_nothing_payment_reports_failed_and_voided_legs(paygrid) -> None:
+    request = pay_request("k-aon", leg("hotel_0001"), leg("decline_insufficient_funds"))
+    paid = (await paygrid.stub.Pay(request, timeout=5)).payment
+    assert paid.status == pb.PAYMENT_STATUS_FAILED
+    events = await _all_events(_events_stub(paygrid))
+    types = [e.type for e in events]
+    assert types[0] == T("payment.created") and types[-1] == T("payment.failed")
+    assert sorted(types[1:-1]) == [T("payment.leg.failed"), T("payment.leg.voided")]
+    assert [e.aggregate_version for e in events] == list(range(1, len(events) + 1))
+    assert _payment_of(events[-1]).version == paid.version == len(events)
+
+
+async def test_refunds_continue_their_payments_versions(paygrid) -> None:
+    paid = (await paygrid.stub.Pay(pay_request("k-r", leg(amount_minor=1_000)))).payment
+    refund = await paygrid.stub.RefundPayment(pb.RefundPaymentRequest(
+        payment_id=paid.payment_id, idempotency_key="r1",
+        legs=[pb.RefundLeg(leg_index=0, amount=money("USD", 400))]))
+    assert refund.refund.status == pb.REFUND_STATUS_SUCCEEDED
+    events = await _all_events(_events_stub(paygrid))
+    assert [(e.type, e.aggregate_version) for e in events] == [
+        (T("payment.created"), 1), (T("payment.leg.succeeded"), 2), (T("payment.succeeded"), 3),
+        (T("payment.refund.created"), 4), (T("payment.refund.succeeded"), 5)]
+    assert all(e.aggregate_id == paid.payment_id for e in events)
+    last = pb.Refund()
+    assert events[-1].data.Unpack(last)
+    assert last == refund.refund
+    pending = pb.Refund()
+    assert events[-2].data.Unpack(pending) and pending.status == pb.REFUND_STATUS_PENDING
+    stored = (await paygrid.stub.GetPayment(pb.GetPaymentRequest(
+        payment_id=paid.payment_id))).payment
+    assert stored.version == 5 and stored.legs[0].refunded_amount_minor == 400
+    # A retried refund (same key) changes nothing, so writes no event.
+    await paygrid.stub.RefundPayment(pb.RefundPaymentRequest(
+        payment_id=paid.payment_id, idempotency_key="r1",
+        legs=[pb.RefundLeg(leg_index=0, amount=money("USD", 400))]))
+    assert len(await _all_events(_events_stub(paygrid))) == 5
+
+
+async def test_a_retried_pay_writes_no_second_event(paygrid) -> None:
+    await paygrid.stub.Pay(pay_request("k-once"))
+    await paygrid.stub.Pay(pay_request("k-once"))
+    events = await _all_events(_events_stub(paygrid))
+    assert [e.aggregate_version for e in events] == [1, 2, 3]
+
+
+async def test_pages_and_the_type_prefix_filter(paygrid) -> None:
+    for n in range(3):
+        await paygrid.stub.Pay(pay_request(f"k-page-{n}"))
+    stub = _events_stub(paygrid)
+    everything = await _all_events(stub)
+    assert len(everything) == 9
+    assert await _all_events(stub, page_size=2) == everything
+    assert await _all_events(stub, page_size=limits.EVENTS_PAGE_SIZE_MAX) == everything
+    finals = await _all_events(stub, type_prefix=T("payment.succeeded"))
+    assert [e.type for e in finals] == [T("payment.succeeded")] * 3
+    legs = await _all_events(stub, type_prefix="io.paygrid.payment.leg.")
+    assert [e.type for e in legs] == [T("payment.leg.succeeded")] * 3
+    # A prefix is exact: no case folding, no LIKE wildcards.
+    assert await _all_events(stub, type_prefix="IO.PAYGRID.") == []
+    assert await _all_events(stub, type_prefix="io.paygrid.payment_") == []
+    assert await _all_events(stub, type_prefix="io.paygrid.payment.%") == []
+
+
+@pytest.mark.parametrize(("request_", "field"), [
+    (ev.ListEventsRequest(page_size=limits.EVENTS_PAGE_SIZE_MAX + 1), "page_size"),
+    (ev.ListEventsRequest(page_size=-1), "page_size"),
+    (ev.ListEventsRequest(after_cursor=-1), "after_cursor"),
+    (ev.ListEventsRequest(type_prefix="x" * (limits.EVENT_TYPE_PREFIX_MAX_CHARS + 1)),
+     "type_prefix"),
+])
+async def test_bad_list_requests_are_invalid_argument(paygrid, request_, field) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await _events_stub(paygrid).ListEvents(request_)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    violations = rich_status(error.value)["BadRequest"].field_violations
+    assert [v.field for v in violations] == [field]
+
+
+async def test_a_type_prefix_at_its_limit_is_accepted(paygrid) -> None:
+    page = await _events_stub(paygrid).ListEvents(ev.ListEventsRequest(
+        type_prefix="x" * limits.EVENT_TYPE_PREFIX_MAX_CHARS))
+    assert list(page.events) == []
+
+
+async def test_unknown_event_is_not_found(paygrid) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await _events_stub(paygrid).GetEvent(ev.GetEventRequest(event_id="no-such-event"))
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await _events_stub(paygrid).GetEvent(ev.GetEventRequest())
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+ACME_KEY = "pgk_acme_test_0123456789abcdef"
+GLOBEX_KEY = "pgk_globex_test_fedcba9876543210"
+
+
+async def test_a_tenant_sees_only_its_own_events(start_paygrid) -> None:
+    paygrid = await start_paygrid(auth=AuthConfig((
+        ApiKeyEntry("acme", api_key_sha256(ACME_KEY)),
+        ApiKeyEntry("globex", api_key_sha256(GLOBEX_KEY)))))
+    target = f"127.0.0.1:{paygrid.app.port}"
+    async with keyed_channel(target, ACME_KEY) as acme, \
+            keyed_channel(target, GLOBEX_KEY) as globex:
+        paid = (await pb_grpc.PaymentServiceStub(acme).Pay(pay_request("k-t"))).payment
+        acme_events = await _all_events(ev_grpc.EventServiceStub(acme))
+        assert [e.aggregate_id for e in acme_events] == [paid.payment_id] * 3
+        globex_stub = ev_grpc.EventServiceStub(globex)
+        assert await _all_events(globex_stub) == []
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await globex_stub.GetEvent(ev.GetEventRequest(event_id=acme_events[0].event_id))
+        assert error.value.code() == grpc.StatusCode.NOT_FOUND
