@@ -87,12 +87,19 @@ async def open_storage(
         postgres = await PostgresDatabase.open(config.postgres_dsn, PostgresLimits(
             limits.pool_max_connections, limits.statement_timeout_ms, limits.connect_timeout_ms))
         batch_store = PostgresBatchStore(postgres)
+        postgres_events = PostgresEventLog(postgres)
+        try:
+            await postgres_events.start_listening()
+        except BaseException:
+            await postgres.close()
+            raise
         return (postgres, PostgresPaymentStore(postgres, snapshots), batch_store,
-                PostgresGroupQueue(postgres, batch_store), PostgresEventLog(postgres))
+                PostgresGroupQueue(postgres, batch_store), postgres_events)
     sqlite = await SqliteDatabase.open(config.database_path)
     sqlite_batches = SqliteBatchStore(sqlite)
-    return (sqlite, SqlitePaymentStore(sqlite, snapshots), sqlite_batches,
-            SingleProcessGroupQueue(sqlite_batches), SqliteEventLog(sqlite))
+    sqlite_events = SqliteEventLog(sqlite)
+    return (sqlite, SqlitePaymentStore(sqlite, snapshots, sqlite_events.signal.notify),
+            sqlite_batches, SingleProcessGroupQueue(sqlite_batches), sqlite_events)
 
 
 @dataclass

@@ -179,3 +179,51 @@ async def test_a_tenant_sees_only_its_own_events(start_paygrid) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as error:
             await globex_stub.GetEvent(ev.GetEventRequest(event_id=acme_events[0].event_id))
         assert error.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def _frames(stream, n: int) -> list[ev.WatchEventsResponse]:
+    frames = []
+    async for frame in stream:
+        frames.append(frame)
+        if len(frames) == n:
+            return frames
+    raise AssertionError(f"the stream ended after {len(frames)} frames")
+
+
+async def test_watch_replays_from_the_cursor_then_follows_new_commits(paygrid) -> None:
+    stub = _events_stub(paygrid)
+    first = (await paygrid.stub.Pay(pay_request("k-w1"))).payment
+    stream = stub.WatchEvents(ev.WatchEventsRequest())
+    replayed = await _frames(stream, 3)
+    assert [f.event.aggregate_id for f in replayed] == [first.payment_id] * 3
+    assert [f.cursor for f in replayed] == [f.event.seq for f in replayed]
+    # Follows: a Pay committed after the replay arrives on the open stream.
+    second = (await paygrid.stub.Pay(pay_request("k-w2"))).payment
+    live = await _frames(stream, 3)
+    assert [(f.event.aggregate_id, f.event.aggregate_version) for f in live] == [
+        (second.payment_id, 1), (second.payment_id, 2), (second.payment_id, 3)]
+    assert live[0].event.seq > replayed[-1].event.seq
+    stream.cancel()
+    # Resumed from a cursor: exactly what came after it, nothing before.
+    resumed = stub.WatchEvents(ev.WatchEventsRequest(after_cursor=replayed[-1].cursor))
+    assert [f.event for f in await _frames(resumed, 3)] == [f.event for f in live]
+    resumed.cancel()
+    all_events = await _all_events(stub)
+    assert [f.event for f in replayed + live] == all_events
+
+
+async def test_watch_filters_by_type_prefix(paygrid) -> None:
+    stream = _events_stub(paygrid).WatchEvents(ev.WatchEventsRequest(
+        type_prefix=T("payment.succeeded")))
+    paid = [(await paygrid.stub.Pay(pay_request(f"k-wf{n}"))).payment for n in range(2)]
+    frames = await _frames(stream, 2)
+    assert [(f.event.type, f.event.aggregate_id) for f in frames] == [
+        (T("payment.succeeded"), p.payment_id) for p in paid]
+    stream.cancel()
+
+
+async def test_a_bad_watch_request_fails_before_any_frame(paygrid) -> None:
+    stream = _events_stub(paygrid).WatchEvents(ev.WatchEventsRequest(after_cursor=-1))
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await _frames(stream, 1)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -27,3 +27,14 @@ class EventServicer(pb_grpc.EventServiceServicer):
     async def GetEvent(self, request: pb.GetEventRequest, context: grpc.aio.ServicerContext):
         return pb.GetEventResponse(event=event_pb(await self._events.get(caller_tenant(),
                                                                          request.event_id)))
+
+    @maps_domain_errors
+    async def WatchEvents(self, request: pb.WatchEventsRequest,
+                          context: grpc.aio.ServicerContext) -> None:
+        # Sent with context.write until the caller cancels (or the server
+        # stops): a request error is raised by watch() before any frame.
+        frames = self._events.watch(caller_tenant(), request.after_cursor, request.type_prefix)
+        async for frame in frames:
+            await context.write(pb.WatchEventsResponse(
+                event=event_pb(frame.event) if frame.event is not None else None,
+                cursor=frame.cursor))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import AsyncIterator
+
 from paygrid_server.domain.model import limits
 from paygrid_server.domain.model.errors import NotFound
-from paygrid_server.domain.model.event import Event, EventPage
+from paygrid_server.domain.model.event import Event, EventPage, WatchFrame
 from paygrid_server.domain.model.request_validation import Violations, check_text
 from paygrid_server.domain.ports.event_log import EventLog
 
@@ -16,13 +18,10 @@ class EventQueries:
     async def list(self, tenant_id: str, after_cursor: int, page_size: int,
                    type_prefix: str) -> EventPage:
         v = Violations()
-        if after_cursor < 0:
-            v.add("after_cursor", f"must be 0 (the beginning) or a cursor, got {after_cursor}")
+        _check_position(v, after_cursor, type_prefix)
         if not 0 <= page_size <= limits.EVENTS_PAGE_SIZE_MAX:
             v.add("page_size", f"must be 0 (default {limits.EVENTS_PAGE_SIZE_DEFAULT}) to "
                   f"{limits.EVENTS_PAGE_SIZE_MAX}, got {page_size}")
-        check_text(v, "type_prefix", type_prefix, limits.EVENT_TYPE_PREFIX_MAX_CHARS,
-                   required=False)
         v.raise_if_any()
         events = await self._log.list_events(
             tenant_id, after_cursor, type_prefix, page_size or limits.EVENTS_PAGE_SIZE_DEFAULT)
@@ -38,3 +37,35 @@ class EventQueries:
         if event is None or event.tenant_id != tenant_id:
             raise NotFound("event", event_id)
         return event
+
+    def watch(self, tenant_id: str, after_cursor: int, type_prefix: str,
+              keepalive_s: float = limits.WATCH_KEEPALIVE_S) -> AsyncIterator[WatchFrame]:
+        """Validates now (a bad request fails the call before any frame),
+        then replays and follows."""
+        v = Violations()
+        _check_position(v, after_cursor, type_prefix)
+        v.raise_if_any()
+        return self._follow(tenant_id, after_cursor, type_prefix, keepalive_s)
+
+    async def _follow(self, tenant_id: str, cursor: int, type_prefix: str,
+                      keepalive_s: float) -> AsyncIterator[WatchFrame]:
+        while True:
+            # Taken before the read: a commit after it wakes the wait below
+            # even when it lands between the read and the wait.
+            seen = self._log.changes()
+            events = await self._log.list_events(tenant_id, cursor, type_prefix,
+                                                 limits.WATCH_READ_BATCH)
+            for event in events:
+                cursor = event.seq
+                yield WatchFrame(cursor, event)
+            if len(events) == limits.WATCH_READ_BATCH:
+                continue  # more are waiting: read on before sleeping
+            if not await self._log.wait_for_change(seen, keepalive_s):
+                yield WatchFrame(cursor, None)
+
+
+def _check_position(v: Violations, after_cursor: int, type_prefix: str) -> None:
+    if after_cursor < 0:
+        v.add("after_cursor", f"must be 0 (the beginning) or a cursor, got {after_cursor}")
+    check_text(v, "type_prefix", type_prefix, limits.EVENT_TYPE_PREFIX_MAX_CHARS,
+               required=False)

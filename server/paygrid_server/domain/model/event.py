@@ -47,6 +47,14 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class WatchFrame:
+    """One frame of a watch: an event, or (event None) a keep-alive."""
+
+    cursor: int
+    event: Event | None
+
+
+@dataclass(frozen=True, slots=True)
 class EventPage:
     events: list[Event]
     next_cursor: int

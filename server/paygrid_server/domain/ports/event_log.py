@@ -32,3 +32,14 @@ class EventLog(Protocol):
     async def get_event(self, event_id: str) -> Event | None:
         """Whoever owns it: the caller checks the tenant."""
         ...
+
+    def changes(self) -> int:
+        """How many times events were written so far, as this process
+        heard of it. Read it before list_events, then wait_for_change with
+        it: a write between the two is never missed."""
+        ...
+
+    async def wait_for_change(self, seen: int, timeout_s: float) -> bool:
+        """Until changes() differs from `seen` (True at once if it does
+        already), or timeout_s passes (False). Waiting costs no CPU."""
+        ...

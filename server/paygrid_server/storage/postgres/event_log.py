@@ -4,14 +4,27 @@ committed rows (postgres/event_sequencer.py says why not the id)."""
 from __future__ import annotations
 
 from paygrid_server.domain.model.event import Event
+from paygrid_server.storage.event_signal import EventSignal
 from paygrid_server.storage.event_rows import event_from_row
 from paygrid_server.storage.postgres.database import PostgresDatabase
 from paygrid_server.storage.postgres.event_sequencer import sequence_events
+from paygrid_server.storage.postgres.payment_events import EVENTS_CHANNEL
 
 
 class PostgresEventLog:
     def __init__(self, database: PostgresDatabase) -> None:
         self._database = database
+        self._signal = EventSignal()
+
+    async def start_listening(self) -> None:
+        """Wakes this replica's watchers on every replica's commits."""
+        await self._database.listen(EVENTS_CHANNEL, self._signal.notify)
+
+    def changes(self) -> int:
+        return self._signal.count
+
+    async def wait_for_change(self, seen: int, timeout_s: float) -> bool:
+        return await self._signal.wait(seen, timeout_s)
 
     async def list_events(self, tenant_id: str, after_seq: int, type_prefix: str,
                           limit: int) -> list[Event]:

@@ -23,6 +23,16 @@ from paygrid_server.storage.payment_rows import leg_from_row, payment_from_row, 
 _INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
 
+# LISTEN/NOTIFY channel: only a wake-up for watchers of every replica (they
+# read the table for what changed); delivered when the transaction commits,
+# never for one that rolls back.
+EVENTS_CHANNEL = "paygrid_events"
+
+
+async def notify_watchers(db: asyncpg.Connection) -> None:
+    await db.execute("SELECT pg_notify($1, '')", EVENTS_CHANNEL)
+
+
 async def lock_payment(db: asyncpg.Connection, payment_id: str) -> asyncpg.Record:
     """The payment's status, tenant_id and version, its row locked until commit."""
     return await db.fetchrow(
@@ -52,6 +62,7 @@ async def write_payment_events(db: asyncpg.Connection, encoder: SnapshotEncoder,
     after = await payment_as_stored(db, payment_id)
     rows = payment_event_rows(types, after, version_before, encoder)
     await db.executemany(_INSERT_EVENT, rows)
+    await notify_watchers(db)
     await db.execute("UPDATE payments SET version = $1 WHERE payment_id = $2",
                      after.version, payment_id)
     return after.version
@@ -66,5 +77,6 @@ async def write_refund_event(db: asyncpg.Connection, encoder: SnapshotEncoder,
     version = owner["version"] + 1
     await db.execute(_INSERT_EVENT, *refund_event_row(event_type, owner["tenant_id"], refund,
                                                       version, encoder))
+    await notify_watchers(db)
     await db.execute("UPDATE payments SET version = $1 WHERE payment_id = $2",
                      version, refund.payment_id)

@@ -4,6 +4,7 @@ is commit order: a reader that saw seq n can never see a smaller one later."""
 from __future__ import annotations
 
 from paygrid_server.domain.model.event import Event
+from paygrid_server.storage.event_signal import EventSignal
 from paygrid_server.storage.event_rows import event_from_row
 from paygrid_server.storage.sqlite.database import SqliteDatabase
 
@@ -11,6 +12,9 @@ from paygrid_server.storage.sqlite.database import SqliteDatabase
 class SqliteEventLog:
     def __init__(self, database: SqliteDatabase) -> None:
         self._reader = database.reader
+        # Notified by the payment store after each commit that wrote events:
+        # in this process, the only one that writes the file.
+        self.signal = EventSignal()
 
     async def list_events(self, tenant_id: str, after_seq: int, type_prefix: str,
                           limit: int) -> list[Event]:
@@ -24,3 +28,9 @@ class SqliteEventLog:
         rows = await self._reader.execute_fetchall(
             "SELECT * FROM events WHERE event_id = ?", (event_id,))
         return event_from_row(rows[0]) if rows else None
+
+    def changes(self) -> int:
+        return self.signal.count
+
+    async def wait_for_change(self, seen: int, timeout_s: float) -> bool:
+        return await self.signal.wait(seen, timeout_s)

@@ -4,6 +4,7 @@ it is answered (see sqlite/database.py)."""
 from __future__ import annotations
 
 import sqlite3
+from typing import Callable
 
 import aiosqlite
 
@@ -40,10 +41,20 @@ from paygrid_server.storage.sqlite.database import SqliteDatabase
 
 
 class SqlitePaymentStore:
-    def __init__(self, database: SqliteDatabase, encoder: SnapshotEncoder) -> None:
+    def __init__(self, database: SqliteDatabase, encoder: SnapshotEncoder,
+                 events_written: Callable[[], None] = lambda: None) -> None:
         self._reader = database.reader
-        self._write = database.write
+        self._database_write = database.write
         self._encoder = encoder
+        self._events_written = events_written  # wakes watchers (SqliteEventLog.signal)
+
+    async def _write(self, work):
+        # Every write that changes state writes events: watchers are woken
+        # after each commit (a spurious wake-up only costs them one read).
+        try:
+            return await self._database_write(work)
+        finally:
+            self._events_written()
 
     # -- payments -----------------------------------------------------------
 
