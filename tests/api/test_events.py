@@ -227,3 +227,37 @@ async def test_a_bad_watch_request_fails_before_any_frame(paygrid) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await _frames(stream, 1)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.postgresql_only
+async def test_a_watcher_on_one_replica_follows_payments_made_on_another(
+        start_paygrid, postgres_databases) -> None:
+    """LISTEN/NOTIFY wakes the other replica: no polling between them."""
+    dsn = await postgres_databases.create()
+    a = await start_paygrid(postgres_dsn=dsn)
+    b = await start_paygrid(postgres_dsn=dsn)
+    stream = _events_stub(b).WatchEvents(ev.WatchEventsRequest())
+    # The stream is open and idle once its (empty) replay is done: a Pay
+    # through A, then a Pay through B, both arrive, in commit order.
+    on_a = (await a.stub.Pay(pay_request("k-on-a"))).payment
+    frames = await _frames(stream, 3)
+    assert [f.event.aggregate_id for f in frames] == [on_a.payment_id] * 3
+    on_b = (await b.stub.Pay(pay_request("k-on-b"))).payment
+    frames = await _frames(stream, 3)
+    assert [f.event.aggregate_id for f in frames] == [on_b.payment_id] * 3
+    stream.cancel()
+
+
+async def test_a_quiet_watch_sends_a_keepalive_frame_with_its_cursor(tmp_path) -> None:
+    from paygrid_server.domain.events.event_queries import EventQueries
+    from paygrid_server.storage.sqlite.database import SqliteDatabase
+    from paygrid_server.storage.sqlite.event_log import SqliteEventLog
+
+    database = await SqliteDatabase.open(tmp_path / "quiet.sqlite3")
+    try:
+        frames = EventQueries(SqliteEventLog(database)).watch("dev", 7, "", keepalive_s=0.05)
+        keepalive = await anext(frames)  # nothing is written: the wait times out
+        assert keepalive.event is None and keepalive.cursor == 7
+        await frames.aclose()
+    finally:
+        await database.close()
