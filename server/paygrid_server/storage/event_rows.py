@@ -69,14 +69,13 @@ def payment_event_rows(types: list[EventType], payment: Payment, version_before:
     """Rows for `types`, versions from version_before + 1. Each payload is
     the snapshot with its own event's version, so the last one equals what
     GetPayment answers; payment.version ends at the last version."""
-    rows = []
     at_us = clock.now_us()
-    for offset, event_type in enumerate(types, start=1):
-        payment.version = version_before + offset
-        payload_type, payload = encoder.payment(payment)
-        rows.append(_row(event_type, payment.tenant_id, payment.payment_id, payment.version,
-                         payload_type, payload, at_us))
-    return rows
+    versions = range(version_before + 1, version_before + len(types) + 1)
+    payload_type, payloads = encoder.payment(payment, versions)
+    payment.version = versions[-1]
+    return [_row(event_type, payment.tenant_id, payment.payment_id, version, payload_type,
+                 payload, at_us)
+            for event_type, version, payload in zip(types, versions, payloads)]
 
 
 def refund_event_row(event_type: EventType, tenant_id: str, refund: Refund, version: int,

@@ -18,9 +18,13 @@ class ProtobufSnapshots:
     Payment and Refund messages, so an event's payload decodes as what
     GetPayment and RefundPayment answer."""
 
-    def payment(self, payment: Payment) -> tuple[str, bytes]:
-        message = payment_pb(payment)
-        return message.DESCRIPTOR.full_name, message.SerializeToString(deterministic=True)
+    def payment(self, payment: Payment, versions: range) -> tuple[str, list[bytes]]:
+        message = payment_pb(payment)  # built once: the costly part
+        payloads = []
+        for version in versions:
+            message.version = version
+            payloads.append(message.SerializeToString(deterministic=True))
+        return message.DESCRIPTOR.full_name, payloads
 
     def refund(self, refund: Refund) -> tuple[str, bytes]:
         message = refund_pb(refund)

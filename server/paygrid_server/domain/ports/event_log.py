@@ -14,8 +14,10 @@ class SnapshotEncoder(Protocol):
     the transaction that writes the event; the API's message format is the
     transport's business, so app.py hands its encoder to the stores."""
 
-    def payment(self, payment: Payment) -> tuple[str, bytes]:
-        """(payload type name, serialized payment)."""
+    def payment(self, payment: Payment, versions: range) -> tuple[str, list[bytes]]:
+        """(payload type name, the payment serialized once per version,
+        each with that version): one transaction's events differ only there,
+        and the stores encode inside the one writer's turn."""
         ...
 
     def refund(self, refund: Refund) -> tuple[str, bytes]: ...

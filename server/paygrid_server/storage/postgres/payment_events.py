@@ -53,13 +53,13 @@ async def payment_as_stored(db: asyncpg.Connection, payment_id: str) -> Payment:
 
 
 async def write_payment_events(db: asyncpg.Connection, encoder: SnapshotEncoder,
-                               types: list[EventType], payment_id: str,
+                               types: list[EventType], after: Payment,
                                version_before: int) -> int:
-    """Writes the events with the payment as its rows are now; returns the
-    payment's version after them."""
+    """Writes the events with `after`, the payment as payment_as_stored read
+    it in this transaction after the change; returns its version after them."""
     if not types:
         return version_before
-    after = await payment_as_stored(db, payment_id)
+    payment_id = after.payment_id
     rows = payment_event_rows(types, after, version_before, encoder)
     await db.executemany(_INSERT_EVENT, rows)
     await notify_watchers(db)

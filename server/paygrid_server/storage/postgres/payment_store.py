@@ -100,7 +100,8 @@ class PostgresPaymentStore:
                     first_attempt_rows(payment))
                 # The row is this transaction's own: nobody else can lock it yet.
                 payment.version = await write_payment_events(
-                    db, self._encoder, [EventType.PAYMENT_CREATED], payment.payment_id, 0)
+                    db, self._encoder, [EventType.PAYMENT_CREATED],
+                    await payment_as_stored(db, payment.payment_id), 0)
         if inserted:
             self._own_payments.add(payment.payment_id)
             return None
@@ -175,10 +176,10 @@ class PostgresPaymentStore:
                 "UPDATE payments SET status = $1, failure_reason = $2, failure_message = $3, "
                 "failure_decline_code = $4, completed_at_us = $5 WHERE payment_id = $6",
                 *payment_outcome_row(payment))
-            types = payment_outcome_types(before["status"], legs_before,
-                                          await payment_as_stored(db, payment.payment_id))
-            payment.version = await write_payment_events(db, self._encoder, types,
-                                                         payment.payment_id, before["version"])
+            after = await payment_as_stored(db, payment.payment_id)
+            types = payment_outcome_types(before["status"], legs_before, after)
+            payment.version = await write_payment_events(db, self._encoder, types, after,
+                                                         before["version"])
         if payment.status is not PaymentStatus.PROCESSING:
             self._own_payments.discard(payment.payment_id)
 

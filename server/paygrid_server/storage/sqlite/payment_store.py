@@ -78,7 +78,8 @@ class SqlitePaymentStore:
                 "INSERT INTO charge_attempts (payment_id, leg_index, channel, attempt_no, "
                 "started_at_us) VALUES (?, ?, ?, 1, ?)",
                 first_attempt_rows(payment))
-            self._write_payment_events(db, [EventType.PAYMENT_CREATED], payment.payment_id, 0)
+            self._write_payment_events(db, [EventType.PAYMENT_CREATED],
+                                       self._payment_in(db, payment.payment_id), 0)
             return True
 
         if await self._write(insert):
@@ -161,7 +162,7 @@ class SqlitePaymentStore:
                 payment_outcome_row(payment))
             after = self._payment_in(db, payment.payment_id)
             types = payment_outcome_types(before["status"], legs_before, after)
-            return self._write_payment_events(db, types, payment.payment_id, before["version"])
+            return self._write_payment_events(db, types, after, before["version"])
 
         payment.version = await self._write(save)
 
@@ -175,14 +176,13 @@ class SqlitePaymentStore:
         return _payment(row, legs)
 
     def _write_payment_events(self, db: sqlite3.Connection, types: list[EventType],
-                              payment_id: str, version_before: int) -> int:
-        """Writes the events with the payment as its rows are now; returns
-        the payment's version after them."""
+                              after: Payment, version_before: int) -> int:
+        """Writes the events with `after`, the payment as read from its rows
+        in this transaction after the change; returns its version after them."""
         if not types:
             return version_before
-        after = self._payment_in(db, payment_id)
         rows = payment_event_rows(types, after, version_before, self._encoder)
-        self._insert_events(db, rows, payment_id, after.version)
+        self._insert_events(db, rows, after.payment_id, after.version)
         return after.version
 
     def _write_refund_event(self, db: sqlite3.Connection, event_type: EventType,
