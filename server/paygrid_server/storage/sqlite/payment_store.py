@@ -4,7 +4,7 @@ it is answered (see sqlite/database.py)."""
 from __future__ import annotations
 
 import sqlite3
-from typing import Callable
+from typing import Callable, TypeVar
 
 import aiosqlite
 
@@ -17,13 +17,7 @@ from paygrid_server.domain.model.refund import Refund, RefundStatus
 from paygrid_server.domain.ports.event_log import SnapshotEncoder
 from paygrid_server.domain.ports.payment_store import PageCursor, RefundExceedsRefundable
 from paygrid_server.domain.model.event import EventType
-from paygrid_server.storage.event_rows import (
-    EVENT_COLUMNS,
-    payment_event_rows,
-    payment_outcome_types,
-    refund_event_row,
-    refund_outcome_type,
-)
+from paygrid_server.storage.event_rows import payment_outcome_types, refund_outcome_type
 from paygrid_server.storage.failure_columns import failure_columns
 from paygrid_server.storage.payment_rows import leg_from_row as _leg
 from paygrid_server.storage.payment_rows import payment_from_row as _payment
@@ -38,6 +32,13 @@ from paygrid_server.storage.payment_rows import (
     refund_row,
 )
 from paygrid_server.storage.sqlite.database import SqliteDatabase
+from paygrid_server.storage.sqlite.payment_events import (
+    payment_as_stored,
+    write_payment_events,
+    write_refund_event,
+)
+
+T = TypeVar("T")
 
 
 class SqlitePaymentStore:
@@ -48,7 +49,7 @@ class SqlitePaymentStore:
         self._encoder = encoder
         self._events_written = events_written  # wakes watchers (SqliteEventLog.signal)
 
-    async def _write(self, work):
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         # Every write that changes state writes events: watchers are woken
         # after each commit (a spurious wake-up only costs them one read).
         try:
@@ -78,8 +79,8 @@ class SqlitePaymentStore:
                 "INSERT INTO charge_attempts (payment_id, leg_index, channel, attempt_no, "
                 "started_at_us) VALUES (?, ?, ?, 1, ?)",
                 first_attempt_rows(payment))
-            self._write_payment_events(db, [EventType.PAYMENT_CREATED],
-                                       self._payment_in(db, payment.payment_id), 0)
+            write_payment_events(db, self._encoder, [EventType.PAYMENT_CREATED],
+                                 payment_as_stored(db, payment.payment_id), 0)
             return True
 
         if await self._write(insert):
@@ -160,53 +161,11 @@ class SqlitePaymentStore:
                 "UPDATE payments SET status = ?, failure_reason = ?, failure_message = ?, "
                 "failure_decline_code = ?, completed_at_us = ? WHERE payment_id = ?",
                 payment_outcome_row(payment))
-            after = self._payment_in(db, payment.payment_id)
+            after = payment_as_stored(db, payment.payment_id)
             types = payment_outcome_types(before["status"], legs_before, after)
-            return self._write_payment_events(db, types, after, before["version"])
+            return write_payment_events(db, self._encoder, types, after, before["version"])
 
         payment.version = await self._write(save)
-
-    # -- events (in the writer's transaction: see storage/event_rows.py) ------
-
-    @staticmethod
-    def _payment_in(db: sqlite3.Connection, payment_id: str) -> Payment:
-        row = db.execute("SELECT * FROM payments WHERE payment_id = ?", (payment_id,)).fetchone()
-        legs = [_leg(leg) for leg in db.execute(
-            "SELECT * FROM payment_legs WHERE payment_id = ? ORDER BY leg_index", (payment_id,))]
-        return _payment(row, legs)
-
-    def _write_payment_events(self, db: sqlite3.Connection, types: list[EventType],
-                              after: Payment, version_before: int) -> int:
-        """Writes the events with `after`, the payment as read from its rows
-        in this transaction after the change; returns its version after them."""
-        if not types:
-            return version_before
-        rows = payment_event_rows(types, after, version_before, self._encoder)
-        self._insert_events(db, rows, after.payment_id, after.version)
-        return after.version
-
-    def _write_refund_event(self, db: sqlite3.Connection, event_type: EventType,
-                            refund_id: str) -> None:
-        refund = self._refund_in(db, refund_id)
-        owner = db.execute("SELECT tenant_id, version FROM payments WHERE payment_id = ?",
-                           (refund.payment_id,)).fetchone()
-        version = owner["version"] + 1
-        self._insert_events(db, [refund_event_row(event_type, owner["tenant_id"], refund,
-                                                  version, self._encoder)],
-                            refund.payment_id, version)
-
-    @staticmethod
-    def _refund_in(db: sqlite3.Connection, refund_id: str) -> Refund:
-        row = db.execute("SELECT * FROM refunds WHERE refund_id = ?", (refund_id,)).fetchone()
-        return refund_from_rows(row, db.execute(
-            "SELECT * FROM refund_legs WHERE refund_id = ? ORDER BY leg_index", (refund_id,)))
-
-    @staticmethod
-    def _insert_events(db: sqlite3.Connection, rows: list[tuple], payment_id: str,
-                       version: int) -> None:
-        db.executemany(f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       rows)
-        db.execute("UPDATE payments SET version = ? WHERE payment_id = ?", (version, payment_id))
 
     # -- refunds ------------------------------------------------------------
 
@@ -237,7 +196,7 @@ class SqlitePaymentStore:
                     "INSERT INTO refund_legs (refund_id, leg_index, currency, amount_minor, "
                     "channel, status, channel_reference) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     refund_leg_row(refund, leg))
-            self._write_refund_event(db, EventType.REFUND_CREATED, refund.refund_id)
+            write_refund_event(db, self._encoder, EventType.REFUND_CREATED, refund.refund_id)
             return True
 
         if await self._write(insert):
@@ -298,6 +257,6 @@ class SqlitePaymentStore:
                        (refund.status.value, refund.refund_id))
             event_type = refund_outcome_type(status_before, refund)
             if event_type is not None:
-                self._write_refund_event(db, event_type, refund.refund_id)
+                write_refund_event(db, self._encoder, event_type, refund.refund_id)
 
         await self._write(save)
