@@ -74,9 +74,11 @@ def redacted_dsn(dsn: str) -> str:
 
 
 class PostgresDatabase:
-    def __init__(self, pool: asyncpg.Pool, dsn: str = "") -> None:
+    def __init__(self, pool: asyncpg.Pool, dsn: str = "",
+                 limits: PostgresLimits = PostgresLimits()) -> None:
         self.pool = pool
         self._dsn = dsn
+        self._limits = limits
         self._listener: asyncpg.Connection | None = None
 
     async def listen(self, channel: str, wake: Callable[[], None]) -> None:
@@ -84,7 +86,13 @@ class PostgresDatabase:
         its own (a pooled one would hold a slot forever). A lost connection
         wakes too, once: listeners re-read, and their own timeouts carry
         them until the database is back."""
-        connection = await asyncpg.connect(self._dsn)
+        try:
+            connection = await asyncpg.connect(
+                self._dsn, timeout=self._limits.connect_timeout_ms / 1_000)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
+            raise PostgresUnavailable(
+                f"cannot open PostgreSQL database {redacted_dsn(self._dsn)} to listen: "
+                f"{type(error).__name__}: {error}") from error
         await connection.add_listener(channel, lambda *_: wake())
         connection.add_termination_listener(lambda *_: wake())
         self._listener = connection
@@ -112,7 +120,7 @@ class PostgresDatabase:
         except BaseException:
             await pool.close()
             raise
-        return cls(pool, dsn)
+        return cls(pool, dsn, limits)
 
     @asynccontextmanager
     async def transaction(self, isolation: str = "read_committed",
