@@ -86,7 +86,7 @@ async def open_storage(
         limits = config.postgres
         postgres = await PostgresDatabase.open(config.postgres_dsn, PostgresLimits(
             limits.pool_max_connections, limits.statement_timeout_ms, limits.connect_timeout_ms))
-        batch_store = PostgresBatchStore(postgres)
+        batch_store = PostgresBatchStore(postgres, snapshots)
         postgres_events = PostgresEventLog(postgres)
         try:
             await postgres_events.start_listening()
@@ -96,8 +96,8 @@ async def open_storage(
         return (postgres, PostgresPaymentStore(postgres, snapshots), batch_store,
                 PostgresGroupQueue(postgres, batch_store), postgres_events)
     sqlite = await SqliteDatabase.open(config.database_path)
-    sqlite_batches = SqliteBatchStore(sqlite)
     sqlite_events = SqliteEventLog(sqlite)
+    sqlite_batches = SqliteBatchStore(sqlite, snapshots, sqlite_events.signal.notify)
     return (sqlite, SqlitePaymentStore(sqlite, snapshots, sqlite_events.signal.notify),
             sqlite_batches, SingleProcessGroupQueue(sqlite_batches), sqlite_events)
 

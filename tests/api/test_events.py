@@ -299,3 +299,32 @@ async def test_under_concurrent_pays_and_refunds_a_watcher_gets_every_event_in_o
         stored = (await paygrid.stub.GetPayment(pb.GetPaymentRequest(
             payment_id=payment.payment_id))).payment
         assert stored.version == 5
+
+
+async def test_a_batch_reports_created_then_completed_and_a_resubmission_resumes_it(
+        paygrid) -> None:
+    from paygrid.v1 import batch_service_pb2 as bpb
+    from tests.support.batch_client import batch_stub, chunk, header, submit, tx
+
+    stub = batch_stub(paygrid.channel)
+    items = [tx(f"r{i:02d}") for i in range(12)]
+    first = await submit(stub, header("b-ev", max_group_size=5), chunk(*items))
+    assert first.summary.status == bpb.BATCH_STATUS_COMPLETED
+    events = await _all_events(_events_stub(paygrid), type_prefix="io.paygrid.batch.")
+    assert [(e.type, e.aggregate_type, e.aggregate_id, e.aggregate_version) for e in events] == [
+        (T("batch.created"), "batch", "b-ev", 1), (T("batch.completed"), "batch", "b-ev", 2)]
+    created, completed = bpb.Batch(), bpb.Batch()
+    assert events[0].data.Unpack(created) and events[1].data.Unpack(completed)
+    assert created.status == bpb.BATCH_STATUS_RECEIVING and created.version == 1
+    stored = (await stub.GetBatch(bpb.GetBatchRequest(batch_id="b-ev"))).batch
+    assert completed == stored and stored.version == 2
+    assert completed.counts.succeeded == 12
+    # Sent again: the batch is resumed, then completed again (nothing charged twice).
+    again = await submit(stub, header("b-ev", max_group_size=5), chunk(*items))
+    assert again.summary.counts.succeeded == 12
+    events = await _all_events(_events_stub(paygrid), type_prefix="io.paygrid.batch.")
+    assert [(e.type, e.aggregate_version) for e in events] == [
+        (T("batch.created"), 1), (T("batch.completed"), 2), (T("batch.resumed"), 3),
+        (T("batch.completed"), 4)]
+    assert (await stub.GetBatch(bpb.GetBatchRequest(batch_id="b-ev"))).batch.version == 4
+    assert len(paygrid.captured_everywhere()) == 12

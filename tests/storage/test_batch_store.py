@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from paygrid_server.transport.event_messages import ProtobufSnapshots
 from paygrid_server.domain.model.batch import (
     Batch,
     BatchGroup,
@@ -37,10 +38,10 @@ async def store(tmp_path: Path, storage_engine: str, postgres_databases, monkeyp
         monkeypatch.setattr(postgres_batch_sql, "CHUNK_ROWS", 128)
         database = await PostgresDatabase.open(await postgres_databases.create(),
                                                PostgresLimits(pool_max_connections=2))
-        store = PostgresBatchStore(database)
+        store = PostgresBatchStore(database, ProtobufSnapshots())
     else:
         database = await SqliteDatabase.open(tmp_path / "paygrid.sqlite3")
-        store = SqliteBatchStore(database)
+        store = SqliteBatchStore(database, ProtobufSnapshots())
     header = BatchHeader("b1", "payer", GroupingPolicy.CHANNEL, 100, 4)
     await store.insert_batch(Batch("dev", "b1", UID, header, header.fingerprint(),
                                    BatchStatus.RECEIVING, 0, 1))

@@ -180,7 +180,7 @@ async def test_a_refund_retry_on_another_replica_while_it_may_still_run_is_abort
 
 async def test_batch_items_are_stored_once_whichever_replica_ingests_them(replicas) -> None:
     dsn, databases = replicas
-    stores = [PostgresBatchStore(d) for d in databases]
+    stores = [PostgresBatchStore(d, ProtobufSnapshots()) for d in databases]
     header = BatchHeader("payroll", "acct_1", GroupingPolicy.CHANNEL, 100, 4)
     # Each replica makes its own uid for the batch_id; one of them is kept.
     inserted = await asyncio.gather(*(s.insert_batch(Batch(

@@ -17,7 +17,8 @@ import uuid
 from typing import Any, Mapping
 
 from paygrid_server.domain.model import clock
-from paygrid_server.domain.model.event import PAYMENT_AGGREGATE, Event, EventType
+from paygrid_server.domain.model.batch import Batch, BatchCounts, BatchStatus
+from paygrid_server.domain.model.event import BATCH_AGGREGATE, PAYMENT_AGGREGATE, Event, EventType
 from paygrid_server.domain.model.payment import LegStatus, Payment, PaymentStatus
 from paygrid_server.domain.model.refund import Refund, RefundStatus
 from paygrid_server.domain.ports.event_log import SnapshotEncoder
@@ -86,9 +87,47 @@ def refund_event_row(event_type: EventType, tenant_id: str, refund: Refund, vers
 
 
 def _row(event_type: EventType, tenant_id: str, payment_id: str, version: int,
-         payload_type: str, payload: bytes, at_us: int) -> tuple:
-    return (str(uuid.uuid4()), event_type.cloud_type, tenant_id, PAYMENT_AGGREGATE, payment_id,
+         payload_type: str, payload: bytes, at_us: int,
+         aggregate_type: str = PAYMENT_AGGREGATE) -> tuple:
+    return (str(uuid.uuid4()), event_type.cloud_type, tenant_id, aggregate_type, payment_id,
             version, payload_type, payload, at_us)
+
+
+_BATCH_EVENTS = {
+    BatchStatus.COMPLETED: EventType.BATCH_COMPLETED,
+    BatchStatus.INTERRUPTED: EventType.BATCH_INTERRUPTED,
+    BatchStatus.REJECTED: EventType.BATCH_REJECTED,
+}
+
+
+def batch_event_type(status_before: str | None, after: Batch) -> EventType | None:
+    """None before: the batch was just stored. RECEIVING -> PROCESSING (the
+    stream ended, groups still charging) is no event: the batch did not stop
+    or start, and its groups' progress is in its counts."""
+    if status_before is None:
+        return EventType.BATCH_CREATED
+    if after.status.value == status_before:
+        return None
+    if after.status is BatchStatus.RECEIVING:
+        return EventType.BATCH_RESUMED
+    return _BATCH_EVENTS.get(after.status)
+
+
+def batch_event_row(event_type: EventType, after: Batch, counts: BatchCounts,
+                    group_processing_us: list[int], encoder: SnapshotEncoder) -> tuple:
+    """`after` as read in the transaction, its version already the event's."""
+    payload_type, payload = encoder.batch(after, counts, group_processing_us)
+    return _row(event_type, after.tenant_id, after.batch_id, after.version, payload_type, payload,
+                clock.now_us(), BATCH_AGGREGATE)
+
+
+def batch_counts(by_status: dict[str, int], unstored_rejections: int) -> BatchCounts:
+    """Counts from item counts by status, as BatchStore.counts gives them."""
+    rejected = by_status.get("REJECTED", 0) + unstored_rejections
+    succeeded = by_status.get("SUCCEEDED", 0)
+    failed = by_status.get("FAILED", 0)
+    total = sum(by_status.values()) + unstored_rejections
+    return BatchCounts(total, succeeded, failed, rejected, total - succeeded - failed - rejected)
 
 
 def event_from_row(row: Row) -> Event:

@@ -5,9 +5,13 @@ from __future__ import annotations
 from google.protobuf import any_pb2, timestamp_pb2
 
 from paygrid.v1 import event_service_pb2 as pb
+from paygrid_server.domain.batches.service import batch_report
+from paygrid_server.domain.model import clock
+from paygrid_server.domain.model.batch import Batch, BatchCounts
 from paygrid_server.domain.model.event import Event
 from paygrid_server.domain.model.payment import Payment
 from paygrid_server.domain.model.refund import Refund
+from paygrid_server.transport.batch_messages import batch_pb
 from paygrid_server.transport.payment_messages import payment_pb, refund_pb
 
 _TYPE_URL_PREFIX = "type.googleapis.com/"
@@ -28,6 +32,11 @@ class ProtobufSnapshots:
 
     def refund(self, refund: Refund) -> tuple[str, bytes]:
         message = refund_pb(refund)
+        return message.DESCRIPTOR.full_name, message.SerializeToString(deterministic=True)
+
+    def batch(self, batch: Batch, counts: BatchCounts,
+              group_processing_us: list[int]) -> tuple[str, bytes]:
+        message = batch_pb(batch_report(batch, counts, group_processing_us, clock.now_us()))
         return message.DESCRIPTOR.full_name, message.SerializeToString(deterministic=True)
 
 

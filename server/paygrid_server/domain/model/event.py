@@ -21,6 +21,11 @@ class EventType(enum.Enum):
     REFUND_SUCCEEDED = "payment.refund.succeeded"
     REFUND_PARTIALLY_SUCCEEDED = "payment.refund.partially_succeeded"
     REFUND_FAILED = "payment.refund.failed"
+    BATCH_CREATED = "batch.created"
+    BATCH_RESUMED = "batch.resumed"  # submitted again after it stopped
+    BATCH_COMPLETED = "batch.completed"
+    BATCH_INTERRUPTED = "batch.interrupted"
+    BATCH_REJECTED = "batch.rejected"  # control totals did not match; nothing charged
 
     @property
     def cloud_type(self) -> str:
@@ -30,6 +35,9 @@ class EventType(enum.Enum):
 # Refunds are part of their payment's aggregate: one version sequence, so
 # "in order per payment" covers them.
 PAYMENT_AGGREGATE = "payment"
+# A batch's aggregate_id is its batch_id: unique per tenant, as event
+# versions are (the log's key is tenant, aggregate type, id, version).
+BATCH_AGGREGATE = "batch"
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from paygrid_server.domain.model.batch import Batch, BatchCounts
 from paygrid_server.domain.model.event import Event
 from paygrid_server.domain.model.payment import Payment
 from paygrid_server.domain.model.refund import Refund
@@ -21,6 +22,12 @@ class SnapshotEncoder(Protocol):
         ...
 
     def refund(self, refund: Refund) -> tuple[str, bytes]: ...
+
+    def batch(self, batch: Batch, counts: BatchCounts,
+              group_processing_us: list[int]) -> tuple[str, bytes]:
+        """The batch as GetBatch reports it, from the stored batch, its
+        counts and its finished groups' processing times."""
+        ...
 
 
 class EventLog(Protocol):

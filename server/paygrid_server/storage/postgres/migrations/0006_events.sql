@@ -6,9 +6,11 @@
 -- sequencer (postgres/event_sequencer.py, under an advisory lock) to rows
 -- that have none: each run numbers only committed rows, above every seq
 -- given before, so no smaller seq can appear after a reader saw a larger.
--- version on payments is the last event's aggregate_version (0: none yet).
+-- version on payments and batches is the last event's aggregate_version
+-- (0: none yet).
 
 ALTER TABLE payments ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE batches ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
 
 CREATE TABLE events (
     id                BIGSERIAL PRIMARY KEY,
@@ -22,7 +24,7 @@ CREATE TABLE events (
     payload_type      TEXT NOT NULL,
     payload           BYTEA NOT NULL,
     occurred_at_us    BIGINT NOT NULL,
-    UNIQUE (aggregate_type, aggregate_id, aggregate_version)
+    UNIQUE (tenant_id, aggregate_type, aggregate_id, aggregate_version)
 );
 
 CREATE INDEX events_by_tenant ON events (tenant_id, seq) WHERE seq IS NOT NULL;
