@@ -142,3 +142,20 @@ async def test_a_reference_taken_once_per_submission(store: BatchStore) -> None:
         ("a", FailureReason.DUPLICATE_REFERENCE)]
     assert [i.reference for i in later.resent] == ["b"]  # now with its first content
     assert (await store.counts(UID)).total == 3 + 4  # stored, and refused (not stored)
+
+
+@pytest.mark.postgresql_only
+async def test_the_sweep_leaves_a_batch_between_its_insert_and_its_first_submission(
+        store: BatchStore) -> None:
+    """A batch just stored, not started (submissions 0, no submission lease):
+    a replica is about to take it. The sweep used to mark it INTERRUPTED
+    there (GetBatch and its events said so for a live batch). One stored
+    longer ago than the grace (the fixture's, created at 1 µs) is swept."""
+    from paygrid_server.domain.model import clock
+
+    header = BatchHeader("fresh", "payer", GroupingPolicy.CHANNEL, 100, 4)
+    await store.insert_batch(Batch("dev", "fresh", "bat_fresh", header, header.fingerprint(),
+                                   BatchStatus.RECEIVING, 0, clock.now_us()))
+    assert await store.interrupt_abandoned() == 1  # the fixture's old one only
+    assert (await store.get_batch_by_uid("bat_fresh")).status is BatchStatus.RECEIVING
+    assert (await store.get_batch_by_uid(UID)).status is BatchStatus.INTERRUPTED
