@@ -98,10 +98,10 @@ class PostgresPaymentStore:
                     "INSERT INTO charge_attempts (payment_id, leg_index, channel, attempt_no, "
                     "started_at_us) VALUES ($1, $2, $3, 1, $4)",
                     first_attempt_rows(payment))
-                # The row is this transaction's own: nobody else can lock it yet.
+                # The row is this transaction's own: nobody else can lock it
+                # yet, and it is this object, column for column (no read back).
                 payment.version = await write_payment_events(
-                    db, self._encoder, [EventType.PAYMENT_CREATED],
-                    await payment_as_stored(db, payment.payment_id), 0)
+                    db, self._encoder, [EventType.PAYMENT_CREATED], payment, 0)
         if inserted:
             self._own_payments.add(payment.payment_id)
             return None
