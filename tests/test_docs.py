@@ -82,6 +82,24 @@ def test_every_document_in_docs_is_linked_from_the_readme_or_another_document() 
     assert not orphans
 
 
+def test_the_api_overview_names_every_method_of_every_service() -> None:
+    from google.protobuf import descriptor_pool
+
+    from paygrid.channel.v1 import payment_channel_pb2  # noqa: F401  (registers the services)
+    from paygrid.v1 import batch_service_pb2, payment_service_pb2  # noqa: F401
+
+    table = (ROOT / "docs" / "api" / "README.md").read_text()
+    rows = {row.split("|")[2].strip(" `").split("`")[0]: row for row in table.splitlines()
+            if row.startswith("| `paygrid")}
+    pool = descriptor_pool.Default()
+    for service in ("paygrid.v1.PaymentService", "paygrid.v1.BatchService",
+                    "paygrid.channel.v1.PaymentChannel"):
+        descriptor = pool.FindServiceByName(service)
+        row = rows[descriptor.name]
+        missing = [m.name for m in descriptor.methods if f"`{m.name}`" not in row]
+        assert not missing, f"{service}: {missing} not in docs/api/README.md"
+
+
 def enum_members(class_name: str) -> set[str]:
     """The members of an enum class of the server, found wherever its
     module lives (the code moves; the diagrams must follow its states)."""
