@@ -17,7 +17,8 @@ from grpc_health.v1 import health_pb2  # noqa: F401  (registers grpc.health.v1)
 from paygrid.v1 import batch_service_pb2, payment_service_pb2  # noqa: F401  (register paygrid.v1)
 from paygrid_server.transport.api_key_authentication import PROTECTED_METHOD_PREFIXES
 
-ROOT = Path(__file__).resolve().parent.parent
+# The repository root, wherever in tests/ this file lives.
+ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
 # The README shows a taste; docs/ holds the rest (docs/clients/grpcurl.md...).
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 # The dev key in the quick start; a real key (or a variable) after it.
