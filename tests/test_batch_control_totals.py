@@ -4,12 +4,12 @@ rejects the batch before any money moves."""
 
 from __future__ import annotations
 
-import asyncio
-
 import grpc
 import pytest
 
 from paygrid.v1 import batch_service_pb2 as pb
+from paygrid_server.domain.single_process_group_queue import SingleProcessGroupQueue
+from paygrid_server.storage.postgres_batch_store import PostgresBatchStore
 from tests.batch_client import batch_stub, chunk, collect, header, open_stream, submit, tx
 from tests.conftest import rich_status
 from tests.server_process import wait_for
@@ -19,16 +19,36 @@ MIXED = [tx("eur-1", currency="EUR", amount_minor=1_250),  # 12.50
          tx("jpy-1", currency="JPY", amount_minor=300)]  # 300
 
 
-async def test_items_are_held_until_the_stream_ends_and_its_totals_match(paygrid) -> None:
+async def test_items_are_held_until_the_stream_ends_and_its_totals_match(
+        paygrid, monkeypatch) -> None:
+    # Every group the batch forms passes through its group queue (in memory on
+    # SQLite, a table on PostgreSQL): noting each one there shows whether the
+    # held items were grouped, without waiting to see if a charge shows up.
+    queued: list[int] = []
+
+    def noting(queue_group):
+        async def queue_and_note(self, batch_uid, group, parallelism):
+            queued.append(group.group_no)
+            return await queue_group(self, batch_uid, group, parallelism)
+        return queue_and_note
+
+    for queue in (SingleProcessGroupQueue, PostgresBatchStore):
+        monkeypatch.setattr(queue, "queue_group", noting(queue.queue_group))
     stub = batch_stub(paygrid.channel)
     call, outgoing = open_stream(stub)
-    # Groups of one: without the hold, each item would be charged at once.
+    # Groups of one: without the hold, each item would be grouped (and charged) at once.
     await outgoing.put(header("held", control_item_count=3, control_sum="312.55",
                               max_group_size=1))
-    await outgoing.put(chunk(*MIXED))
+    await outgoing.put(chunk(*MIXED[:2]))
+    await wait_for(lambda: paygrid.rows("SELECT count(*) FROM batch_items")[0][0] == 2,
+                   "the first items to be stored")
+    # A batch takes its messages in order and groups what it stored before it
+    # reads the next one: once the last item is stored, the first two have
+    # been through grouping, so a group of theirs would be queued by now.
+    await outgoing.put(chunk(MIXED[2]))
     await wait_for(lambda: paygrid.rows("SELECT count(*) FROM batch_items")[0][0] == 3,
-                   "the items to be stored")
-    await asyncio.sleep(0.3)  # what is not held is charged by now: the simulator answers at once
+                   "the last item to be stored")
+    assert queued == []
     got = await stub.GetBatch(pb.GetBatchRequest(batch_id="held"))
     assert got.batch.status == pb.BATCH_STATUS_RECEIVING
     assert got.batch.counts.pending == 3
@@ -38,6 +58,7 @@ async def test_items_are_held_until_the_stream_ends_and_its_totals_match(paygrid
     reply = await collect(call)
     assert reply.summary.status == pb.BATCH_STATUS_COMPLETED
     assert reply.summary.counts.succeeded == 3
+    assert len(queued) == 3  # grouped once the totals matched
     assert sorted(c.payee for c in paygrid.captured_everywhere()) == sorted(
         t.payee for t in MIXED)
 

@@ -25,6 +25,28 @@ async def test_replay_returns_the_first_answer_without_calling_the_channel(paygr
     assert paygrid.rows("SELECT count(*) FROM payments") == [(1,)]
 
 
+def metadata_in_two_orders() -> tuple[dict[str, str], dict[str, str]]:
+    """One metadata map written in two orders that a server reading the wire
+    also iterates in two orders (a map's order is not part of its value)."""
+    entries = [(f"k{i}", f"v{i}") for i in range(6)]
+    orders: dict[tuple[str, ...], dict[str, str]] = {}
+    for shift in range(len(entries)):
+        metadata = dict(entries[shift:] + entries[:shift])
+        received = pb.PayRequest.FromString(pb.PayRequest(metadata=metadata).SerializeToString())
+        orders.setdefault(tuple(received.metadata), metadata)
+    assert len(orders) >= 2, "every order arrived alike: the test would prove nothing"
+    first, second = list(orders.values())[:2]
+    return first, second
+
+
+async def test_a_replay_with_its_metadata_in_another_order_is_the_same_request(paygrid) -> None:
+    first_order, second_order = metadata_in_two_orders()
+    first = (await paygrid.stub.Pay(pay_request("k-meta", leg(), metadata=first_order))).payment
+    replay = (await paygrid.stub.Pay(pay_request("k-meta", leg(), metadata=second_order))).payment
+    assert replay == first
+    assert paygrid.ledger("card").charge_requests == {f"{first.payment_id}.0": 1}
+
+
 async def test_same_key_with_another_body_is_failed_precondition(paygrid) -> None:
     await paygrid.stub.Pay(pay_request("k-body", leg(amount_minor=1_000)))
     with pytest.raises(grpc.aio.AioRpcError) as error:

@@ -14,6 +14,7 @@ from paygrid_server.domain.errors import DeadlineTooShort
 from paygrid_server.domain.payment_service import payment_budget_ms
 from paygrid_server.ports.payment_channel import ChargeStatus
 from tests.conftest import channel, leg, pay_request, rich_status, slow, TEST_CHANNELS
+from tests.server_process import wait_for
 
 S = pb  # enum values read better as S.LEG_STATUS_...
 
@@ -123,15 +124,21 @@ async def test_routed_leg_fails_over_when_a_channel_is_down(start_paygrid) -> No
 
 
 async def test_failover_after_timeout_fences_the_slow_channel(start_paygrid) -> None:
-    # card answers after 1 s but paygrid waits 200 ms: the outcome at card is
+    # card holds the charge but paygrid waits 200 ms: the outcome at card is
     # unknown, so it is fenced (Void) before the wallet is charged.
-    paygrid = await start_paygrid((channel("card", timeout_ms=200, simulator=slow(1_000)),
-                                   *TEST_CHANNELS[1:]))
+    paygrid = await start_paygrid((channel("card", timeout_ms=200), *TEST_CHANNELS[1:]))
+    card = paygrid.simulator("card")
+    card.faults.hold_charges()
     payment = (await paygrid.stub.Pay(pay_request("k-to", leg()), timeout=5)).payment
     assert payment.status == S.PAYMENT_STATUS_SUCCEEDED
     assert payment.legs[0].channel == "wallet"
     key = f"{payment.payment_id}.0"
-    await asyncio.sleep(1.0)  # let the late charge reach card: the fence must refuse it
+    assert card.faults.charges_held == 1
+    # The late charge reaches card now, and only after it has landed (or been
+    # refused) is the ledger read: the fence must have refused it.
+    card.faults.release_charges()
+    await card.finish_late_work()
+    assert card.ledger.charge_requests == {key: 1}
     assert paygrid.ledger("card").get(key).status is ChargeStatus.VOIDED
     assert [c.idempotency_key for c in paygrid.captured_everywhere()] == [key]
 
@@ -192,10 +199,12 @@ async def test_caller_deadline_bounds_the_legs_and_is_answered_in_time(start_pay
 
 
 async def test_deadline_too_short_to_start_is_refused_and_nothing_stored(paygrid) -> None:
+    # The server's own refusal (its ErrorInfo), not the client giving up: the
+    # call has been handled to its end, so whatever it stored is visible now.
     with pytest.raises(grpc.aio.AioRpcError) as error:
-        await paygrid.stub.Pay(pay_request("k-dl2", leg()), timeout=0.03)
+        await paygrid.stub.Pay(pay_request("k-dl2", leg()), timeout=0.049)
     assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    await asyncio.sleep(0.1)
+    assert rich_status(error.value)["ErrorInfo"].reason == "DEADLINE_TOO_SHORT"
     assert paygrid.rows("SELECT count(*) FROM payments") == [(0,)]
 
 
@@ -223,11 +232,18 @@ def test_the_minimum_deadline_is_accepted_and_just_under_it_is_refused() -> None
 
 
 async def test_payment_finishes_even_when_the_caller_goes_away(start_paygrid) -> None:
-    paygrid = await start_paygrid((channel("card", simulator=slow(300)),))
+    paygrid = await start_paygrid((channel("card"),))
+    card = paygrid.simulator("card")
+    card.faults.hold_charges()  # the caller goes away while its charge is at the channel
     call = paygrid.stub.Pay(pay_request("k-gone", leg()))
-    await asyncio.sleep(0.1)
+    await wait_for(lambda: card.faults.charges_held == 1, "the charge to reach the channel")
     call.cancel()
-    await asyncio.sleep(0.5)
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    card.faults.release_charges()
+    # The execution outlives its call; once it has ended its result is stored.
+    await paygrid.app.in_flight.drain(timeout_s=10)
+    assert len(paygrid.app.in_flight) == 0
     [(payment_id, status)] = paygrid.rows("SELECT payment_id, status FROM payments")
     assert status == "SUCCEEDED"
     replay = (await paygrid.stub.Pay(pay_request("k-gone", leg()))).payment

@@ -25,14 +25,6 @@ class ControlTotals:
     item_count: int | None  # None: not declared
     amount_sum: Decimal | None  # major units, whatever the currency; None: not declared
 
-    def describe(self) -> str:
-        parts = []
-        if self.item_count is not None:
-            parts.append(f"{self.item_count} transactions")
-        if self.amount_sum is not None:
-            parts.append(f"amounts summing to {self.amount_sum}")
-        return " and ".join(parts)
-
 
 def parse_control_sum(text: str) -> Decimal | str:
     """The declared sum, or why it is not a pain.001 DecimalNumber."""
