@@ -52,7 +52,17 @@ class BatchReply:
 
 async def submit(stub: pb_grpc.BatchServiceStub, *messages: pb.SubmitBatchRequest,
                  timeout: float = 60) -> BatchReply:
-    call = stub.SubmitBatch(iter(messages), timeout=timeout)
+    # Written one by one rather than from a request iterator: a server that
+    # refuses the stream (ABORTED, ...) while messages are still being sent
+    # then reaches the client as its own status, not as grpc's INTERNAL
+    # "Failed execute_batch" of the iterator's failed write.
+    call = stub.SubmitBatch(timeout=timeout)
+    try:
+        for message in messages:
+            await call.write(message)
+        await call.done_writing()
+    except grpc.aio.AioRpcError:
+        pass  # the call has ended: its status is read below
     return await collect(call)
 
 

@@ -123,7 +123,7 @@ class ServerStatuses:
         return counts
 
     async def recorded_since(self, method: Method, before: Counter,
-                             timeout_s: float = 10) -> grpc.StatusCode:
+                             timeout_s: float = 60) -> grpc.StatusCode:
         """The code of the one call counted since `before` (the server counts
         a call when its handler has finished, which may be after the client
         has its answer)."""
@@ -366,7 +366,7 @@ class Database:
             " WHERE status = 'PROCESSING'"
             " UNION ALL SELECT 'refund', refund_id, status FROM refunds WHERE status = 'PENDING'")]
 
-    async def wait_until_quiet(self, timeout_s: float = 30) -> None:
+    async def wait_until_quiet(self, timeout_s: float = 60) -> None:
         """Waits until nothing runs in the background, and no commit came for
         a moment, so the next call's before and after can be compared."""
         deadline = time.monotonic() + timeout_s
@@ -378,7 +378,8 @@ class Database:
                 return
             version = now
             if time.monotonic() > deadline:
-                raise AssertionError(f"still running 30 s after its call ended: {self.busy()[:5]}")
+                raise AssertionError(f"still running {timeout_s:.0f} s after its call ended: "
+                                     f"{self.busy()[:5]}")
 
 
 def _digest(db: sqlite3.Connection) -> str:

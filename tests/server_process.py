@@ -72,7 +72,12 @@ class ServerProcess:
             self.process.wait(timeout=15)
 
 
-async def wait_for(condition, what: str, timeout_s: float = 10) -> None:
+async def wait_for(condition, what: str, timeout_s: float = 60) -> None:
+    """Until `condition()` holds: only for an outcome the test has made
+    certain (a stored result, a log line, a state a held channel keeps),
+    never for a moment that may pass unseen, nor to prove an absence. The
+    timeout only ends a test that went wrong, so it is generous: the
+    machine is shared."""
     deadline = time.monotonic() + timeout_s
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"

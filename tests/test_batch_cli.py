@@ -53,12 +53,16 @@ async def test_cli_resumes_after_being_killed(start_paygrid, tmp_path: Path) -> 
                               for i in range(1_000)))
     output = tmp_path / "results.jsonl"
     args = (str(source), "--output", str(output), "--group-size", "20", "--parallelism", "1")
+    card = paygrid.simulator("card")
+    # Two groups are paid, the third waits at the channel: the CLI is killed
+    # mid-batch, however fast or slow the machine.
+    card.faults.hold_charges(after_calls=2)
     first = await _cli(target, *args)
-    while len(paygrid.ledger("card").captured()) < 40:  # part of the batch is paid
-        await asyncio.sleep(0.02)
+    await asyncio.wait_for(card.faults.held(1), 60)
     first.send_signal(signal.SIGKILL)
     await first.wait()
-    assert len(paygrid.ledger("card").captured()) < 1_000
+    assert len(card.ledger.captured()) == 40
+    card.faults.release_charges()
 
     # The same command resumes (waiting, if need be, for the first submission's
     # last groups: the server answers ABORTED with a RetryInfo until then).

@@ -21,7 +21,7 @@ from tests.server_process import wait_for
 S = pb  # statuses
 
 
-async def _final(paygrid, payment_id: str, timeout_s: float = 20) -> pb.Payment:
+async def _final(paygrid, payment_id: str, timeout_s: float = 60) -> pb.Payment:
     """The payment once it is no longer PROCESSING (the resolver finishes it)."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -139,7 +139,7 @@ async def test_a_channel_killed_mid_call_leaves_legs_unknown_until_it_is_back(
     unsent = [pay_request(f"k-kill-u{i}", leg(f"timeout_{i}"), mode=independent)
               for i in range(3)]  # these it never books
     calls = [asyncio.ensure_future(paygrid.stub.Pay(r, timeout=30)) for r in (*charged, *unsent)]
-    await wait_for(lambda: card.charges_in_progress == 6 and len(card.ledger.charges) == 3,
+    await card.wait_until(lambda: card.charges_in_progress == 6 and len(card.ledger.charges) == 3,
                    "six charges in flight at the channel")
     await sim_server.stop(None)  # killed with six calls in flight
     payments = [(await call).payment for call in calls]

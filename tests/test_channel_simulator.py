@@ -66,3 +66,33 @@ async def test_failing_channel_is_fenced_and_the_leg_fails_over(start_paygrid) -
     assert payment.legs[0].channel == "wallet" and payment.legs[0].attempts == 3
     assert paygrid.ledger("card").get(f"{payment.payment_id}.0").status.value == "VOIDED"
     assert len(paygrid.captured_everywhere()) == 1
+
+
+async def test_held_charges_pass_the_first_n_calls_and_hold_the_next_until_released() -> None:
+    """hold_charges(after_calls=N): exactly N calls go through, the next is
+    held (charging nothing) and announced to held(), until released."""
+    from paygrid_server.simulator.channel_simulator import start_simulator
+    server, card, port = await start_simulator("card", SimulatorBehaviour())
+    card.faults.hold_charges(after_calls=2)
+    amount = money_pb2.Money(currency="EUR", amount_minor=700)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = pb_grpc.PaymentChannelStub(ch)
+
+            def charge(key: str):
+                return stub.Charge(pb.ChargeRequest(idempotency_key=key, payee="m1",
+                                                    amount=amount), timeout=60)
+            for key in ("k1", "k2"):  # exactly at the limit: through
+                assert (await charge(key)).charge.status == pb.CHARGE_STATUS_CAPTURED
+            held = asyncio.ensure_future(charge("k3"))  # one past it: held
+            await asyncio.wait_for(card.faults.held(1), 60)
+            await card.wait_until(lambda: card.charges_in_progress == 1, "k3 in progress")
+            assert card.faults.charges_held == 1 and sorted(card.ledger.charges) == ["k1", "k2"]
+            card.faults.release_charges()
+            assert (await held).charge.status == pb.CHARGE_STATUS_CAPTURED
+            assert sorted(card.ledger.charges) == ["k1", "k2", "k3"]
+            # Released: the hold and its count are gone.
+            assert (await charge("k4")).charge.status == pb.CHARGE_STATUS_CAPTURED
+            assert card.faults.charges_held == 1
+    finally:
+        await server.stop(None)

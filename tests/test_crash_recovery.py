@@ -18,7 +18,7 @@ from paygrid_server.config import ChannelConfig
 from paygrid_server.ports.payment_channel import ChargeStatus
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
 from tests.conftest import channel, leg, pay_request, pay_until_final, slow
-from tests.server_process import ServerProcess, free_port, wait_for, write_config
+from tests.server_process import ServerProcess, free_port, write_config
 
 
 async def test_payments_in_flight_at_a_crash_are_resolved_on_restart(tmp_path: Path) -> None:
@@ -34,8 +34,9 @@ async def test_payments_in_flight_at_a_crash_are_resolved_on_restart(tmp_path: P
             charged = pay_request("k-charged", leg("hang_after_charge_1"))  # charge lands, answer lost
             unsent = pay_request("k-unsent", leg("timeout_1"))  # charge never lands
             calls = [asyncio.ensure_future(stub.Pay(r, timeout=60)) for r in (charged, unsent)]
-            await wait_for(lambda: card.charges_in_progress == 2 and card.ledger.charges,
-                            "both charges to reach the channel")
+            await card.wait_until(
+                lambda: card.charges_in_progress == 2 and bool(card.ledger.charges),
+                "both charges to reach the channel")
             server.kill()
             for call in calls:
                 with pytest.raises(grpc.aio.AioRpcError):
@@ -87,7 +88,7 @@ async def test_unknown_leg_is_resolved_when_its_channel_comes_back(start_paygrid
                                   recovery_interval_ms=200)
     call = asyncio.ensure_future(paygrid.stub.Pay(pay_request(
         "k-unknown", leg("hang_after_charge_2"), mode=pb.PAYMENT_MODE_INDEPENDENT), timeout=30))
-    await wait_for(lambda: card.ledger.charges, "the charge to land")
+    await card.wait_until(lambda: bool(card.ledger.charges), "the charge to land")
     await sim_server.stop(None)  # the channel vanishes with the answer
     payment = (await call).payment
     assert payment.status == pb.PAYMENT_STATUS_PROCESSING
@@ -101,7 +102,7 @@ async def test_unknown_leg_is_resolved_when_its_channel_comes_back(start_paygrid
             return (await paygrid.stub.GetPayment(
                 pb.GetPaymentRequest(payment_id=payment.payment_id))).payment
 
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 60  # an outcome's timeout: the resolver settles it
         while (now := await settled()).status == pb.PAYMENT_STATUS_PROCESSING:
             assert time.monotonic() < deadline, "resolver never settled the leg"
             await asyncio.sleep(0.1)
@@ -134,7 +135,8 @@ async def test_all_or_nothing_reverses_a_leg_confirmed_after_the_payment_failed(
     call = asyncio.ensure_future(paygrid.stub.Pay(pay_request(
         "k-aon-unknown", leg("hotel_0001", channel="card"),
         leg("hang_after_charge_3", channel="acquirer")), timeout=30))
-    await wait_for(lambda: acquirer.ledger.charges, "the acquirer charge to land")
+    await acquirer.wait_until(lambda: bool(acquirer.ledger.charges),
+                            "the acquirer charge to land")
     await sim_server.stop(None)
     payment = (await call).payment
     assert payment.status == pb.PAYMENT_STATUS_PROCESSING
@@ -144,7 +146,7 @@ async def test_all_or_nothing_reverses_a_leg_confirmed_after_the_payment_failed(
     sim_server, _, _ = await start_simulator("acquirer", SimulatorBehaviour(),
                                              f"127.0.0.1:{sim_port}", ledger=acquirer.ledger)
     try:
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 60  # an outcome's timeout: the resolver settles it
         while True:
             now = (await paygrid.stub.GetPayment(
                 pb.GetPaymentRequest(payment_id=payment.payment_id))).payment

@@ -17,14 +17,11 @@ from paygrid_server.api_key_metadata import keyed_channel
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
 from tests.batch_client import batch_stub, chunk, collect, header, submit, tx
 from tests.conftest import leg, pay_request
-from tests.server_process import ServerProcess, free_port, wait_for, write_config
-
-CHANNEL_LATENCY_MS = 1_000
-
+from tests.server_process import ServerProcess, free_port, write_config
 
 async def test_sigterm_flips_health_and_lets_payments_in_progress_finish(tmp_path: Path) -> None:
-    sim_server, card, sim_port = await start_simulator(
-        "card", SimulatorBehaviour(latency_ms=CHANNEL_LATENCY_MS))
+    sim_server, card, sim_port = await start_simulator("card", SimulatorBehaviour())
+    card.faults.hold_charges()  # in progress, provably, until released
     port = free_port()
     database = tmp_path / "paygrid.sqlite3"
     config = write_config(tmp_path / "paygrid.toml", port, database, {"card": sim_port},
@@ -36,21 +33,15 @@ async def test_sigterm_flips_health_and_lets_payments_in_progress_finish(tmp_pat
             stub = pb_grpc.PaymentServiceStub(channel)
             calls = [asyncio.ensure_future(stub.Pay(pay_request(f"k-{i}", leg(f"merchant_{i}")),
                                                     timeout=30)) for i in range(3)]
-            await wait_for(lambda: card.charges_in_progress == 3, "3 charges at the channel")
+            await asyncio.wait_for(card.faults.held(3), 60)
+            # Watched from before the signal: the flip is pushed to the
+            # watcher, not caught by probing within the drain delay.
+            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+            assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
             server.process.send_signal(signal.SIGTERM)
-            health = health_pb2_grpc.HealthStub(channel)
-
-            async def not_serving() -> bool:
-                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
-                return reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
-
-            # Within the drain delay the port is still open and says so.
-            for _ in range(50):
-                if await not_serving():
-                    break
-                await asyncio.sleep(0.01)
-            else:
-                raise AssertionError("health never said NOT_SERVING")
+            assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            watch.cancel()
+            card.faults.release_charges()  # the calls in progress finish
             payments = [(await call).payment for call in calls]
         assert {p.status for p in payments} == {pb.PAYMENT_STATUS_SUCCEEDED}
         assert await asyncio.to_thread(server.process.wait, 20) == 0
@@ -66,7 +57,8 @@ async def test_sigterm_flips_health_and_lets_payments_in_progress_finish(tmp_pat
 
 async def test_sigterm_mid_batch_finishes_its_groups_and_a_resubmission_completes_it(
         tmp_path: Path) -> None:
-    sim_server, card, sim_port = await start_simulator("card", SimulatorBehaviour(latency_ms=200))
+    sim_server, card, sim_port = await start_simulator("card", SimulatorBehaviour())
+    card.faults.hold_charges()  # a group is charging, provably, when SIGTERM comes
     port = free_port()
     database = tmp_path / "paygrid.sqlite3"
     config = write_config(tmp_path / "paygrid.toml", port, database, {"card": sim_port},
@@ -86,8 +78,9 @@ async def test_sigterm_mid_batch_finishes_its_groups_and_a_resubmission_complete
             call = batch_stub(channel).SubmitBatch(requests(), timeout=60)
             await outgoing.put(header("payroll-term", max_group_size=5, parallelism=2))
             await outgoing.put(chunk(*items[:20]))
-            await wait_for(lambda: card.charges_in_progress > 0, "a group to be charging")
+            await asyncio.wait_for(card.faults.held(1), 60)
             server.process.send_signal(signal.SIGTERM)
+            card.faults.release_charges()
             try:
                 await collect(call)
             except grpc.aio.AioRpcError:

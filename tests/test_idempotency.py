@@ -127,7 +127,7 @@ async def test_a_retry_that_read_the_payment_mid_execution_answers_its_final_sta
     card.faults.hold_charges()
     request = pay_request("k-stale", leg())
     first = asyncio.ensure_future(paygrid.stub.Pay(request, timeout=30))
-    await wait_for(lambda: card.faults.charges_held == 1, "the first call to charge")
+    await asyncio.wait_for(card.faults.held(1), 60)  # the first call is charging
     retry = asyncio.ensure_future(paygrid.stub.Pay(request, timeout=30))
     await asyncio.wait_for(read_back.wait(), 30)  # the retry holds a PROCESSING snapshot
     card.faults.release_charges()

@@ -62,7 +62,8 @@ def test_the_api_docs_state_the_deadline_figures() -> None:
     assert limits.RESPONSE_RESERVE_MS == 30 and limits.MIN_PAYMENT_BUDGET_MS == 20
     assert limits.MIN_CALL_DEADLINE_MS == limits.MIN_PAYMENT_BUDGET_MS + \
         limits.RESPONSE_RESERVE_MS == 50
-    assert (f"minus {limits.RESPONSE_RESERVE_MS} ms kept back to persist and answer; "
+    assert (f"minus {limits.RESPONSE_RESERVE_PERCENT}% of it, at least {limits.RESPONSE_RESERVE_MS} ms, "
+            "kept back to persist and answer; "
             f"{limits.DEFAULT_PAYMENT_BUDGET_MS // 1_000} s when no") in API_TEXT
     assert f"a deadline under {limits.MIN_CALL_DEADLINE_MS} ms is refused" in API_TEXT
     assert f"at most {limits.MAX_CHANNELS_PER_LEG} are tried" in API_TEXT

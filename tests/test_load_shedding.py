@@ -11,17 +11,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from paygrid.v1 import payment_service_pb2 as pb
 from tests.batch_client import batch_stub, chunk, collect, header, open_stream, tx
-from tests.conftest import channel, leg, pay_request, rich_status, slow
+from tests.conftest import leg, pay_request, rich_status
 from tests.server_process import wait_for
 
 
 async def test_calls_past_the_limit_are_shed_at_once_and_served_again_after(
         start_paygrid) -> None:
-    paygrid = await start_paygrid((channel("card", simulator=slow(800)),),
-                                  max_concurrent_calls=2)
+    paygrid = await start_paygrid(max_concurrent_calls=2)
+    card = paygrid.simulator("card")
+    card.faults.hold_charges()  # the two calls stay in progress until released
     held = [asyncio.ensure_future(paygrid.stub.Pay(pay_request(f"k-held-{i}", leg(f"m_{i}"))))
             for i in range(2)]
-    await wait_for(lambda: paygrid.simulator("card").charges_in_progress == 2, "2 calls held")
+    await asyncio.wait_for(card.faults.held(2), 60)
 
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await paygrid.stub.Pay(pay_request("k-shed"), timeout=0.5)
@@ -34,6 +35,7 @@ async def test_calls_past_the_limit_are_shed_at_once_and_served_again_after(
     assert health.status == health_pb2.HealthCheckResponse.SERVING
     assert paygrid.rows("SELECT count(*) FROM payments WHERE idempotency_key = 'k-shed'") == [(0,)]
 
+    card.faults.release_charges()
     assert {(await call).payment.status for call in held} == {pb.PAYMENT_STATUS_SUCCEEDED}
     retried = (await paygrid.stub.Pay(pay_request("k-shed"))).payment
     assert retried.status == pb.PAYMENT_STATUS_SUCCEEDED

@@ -51,7 +51,7 @@ async def scrape(port: int) -> Scrape:
     return Scrape(await asyncio.to_thread(get))
 
 
-async def scrape_until(port: int, condition, what: str, timeout_s: float = 10) -> Scrape:
+async def scrape_until(port: int, condition, what: str, timeout_s: float = 60) -> Scrape:
     """For outcomes recorded after the client has its answer (a cancel)."""
     deadline = time.monotonic() + timeout_s
     while not condition(page := await scrape(port)):
@@ -116,7 +116,8 @@ async def test_a_cancelled_stream_of_a_coroutine_handler_is_counted(paygrid) -> 
     health = health_pb2_grpc.HealthStub(paygrid.channel)
     assert (await health.Check(health_pb2.HealthCheckRequest())).status == \
         health_pb2.HealthCheckResponse.SERVING
-    watch = health.Watch(health_pb2.HealthCheckRequest())
+    # A deadline far off: a cancel long before it is the client's, not the deadline.
+    watch = health.Watch(health_pb2.HealthCheckRequest(), timeout=60)
     assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
     watch.cancel()
     page = await scrape_until(

@@ -188,13 +188,14 @@ async def test_circuit_breaker_stops_calling_a_failing_channel(start_paygrid) ->
 
 
 async def test_caller_deadline_bounds_the_legs_and_is_answered_in_time(start_paygrid) -> None:
-    paygrid = await start_paygrid((channel("card", simulator=slow(2_000)),))
-    payment = (await paygrid.stub.Pay(pay_request("k-dl", leg()), timeout=0.3)).payment
-    # The legs got the caller's deadline minus a reserve, so the answer is a
-    # definite FAILED (fenced, nothing charged), not a DEADLINE_EXCEEDED.
+    paygrid = await start_paygrid((channel("card", simulator=slow(30_000)),))
+    payment = (await paygrid.stub.Pay(pay_request("k-dl", leg()), timeout=3.0)).payment
+    # The legs got the caller's deadline minus a reserve (300 ms of 3 s), so
+    # the answer is a definite FAILED (fenced, nothing charged), not a
+    # DEADLINE_EXCEEDED.
     assert payment.status == S.PAYMENT_STATUS_FAILED
     assert payment.legs[0].failure.reason == "CHANNEL_TIMEOUT"
-    assert payment.timing.processing_time.ToMilliseconds() < 300
+    assert payment.timing.processing_time.ToMilliseconds() < 3_000
     assert paygrid.captured_everywhere() == []
 
 
@@ -222,6 +223,13 @@ async def test_a_too_short_deadline_is_told_with_the_deadline_and_the_minimum(pa
     assert error.value.details() == (
         f"the call's deadline had {received_ms} ms left when it arrived; the minimum "
         "accepted is 50 ms: call again with a longer deadline")
+
+
+def test_the_reserve_is_a_tenth_of_the_deadline_and_never_under_30_ms() -> None:
+    assert payment_budget_ms(3_000) == 2_700
+    assert payment_budget_ms(300) == 270  # exactly where a tenth is 30 ms
+    assert payment_budget_ms(299) == 269  # a tenth would be 29.9: the floor holds
+    assert payment_budget_ms(1_000_000) == limits.MAX_PAYMENT_BUDGET_MS
 
 
 def test_the_minimum_deadline_is_accepted_and_just_under_it_is_refused() -> None:

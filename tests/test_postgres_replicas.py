@@ -49,7 +49,6 @@ from paygrid_server.storage.postgres_payment_store import HANDOFF_AFTER_MS, Post
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
 from tests.conftest import channel, leg, money, pay_request, rich_status
 from tests.postgres_databases import postgres_rows, require_postgres
-from tests.server_process import wait_for
 
 REPLICAS = 2
 CAPTURED_MINOR = 1_000
@@ -263,7 +262,7 @@ async def test_a_retry_on_another_replica_while_the_first_runs_is_aborted_not_ru
         card.faults.hold_charges()  # A's charge waits at the channel
         request = pay_request("k-held")
         first = asyncio.ensure_future(a.stub.Pay(request, timeout=30))
-        await wait_for(lambda: card.faults.charges_held == 1, "A's charge to reach the channel")
+        await asyncio.wait_for(card.faults.held(1), 60)  # A's charge is at the channel
         with pytest.raises(grpc.aio.AioRpcError) as retried:
             await b.stub.Pay(request, timeout=10)
         assert retried.value.code() == grpc.StatusCode.ABORTED, retried.value
@@ -293,7 +292,7 @@ async def test_a_retry_on_another_replica_gets_a_payment_whose_execution_ended_u
     b = await start_paygrid(channels, postgres_dsn=dsn)
     request = pay_request("k-vanished", leg("hang_after_charge_1"))
     first = asyncio.ensure_future(a.stub.Pay(request, timeout=30))
-    await wait_for(lambda: card.ledger.charges, "the charge to land")
+    await card.wait_until(lambda: bool(card.ledger.charges), "the charge to land")
     await sim_server.stop(None)
     unresolved = (await first).payment
     assert unresolved.status == pb.PAYMENT_STATUS_PROCESSING

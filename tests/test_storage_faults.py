@@ -35,7 +35,7 @@ import pytest
 from paygrid.v1 import batch_service_pb2 as pb_batch
 from paygrid.v1 import payment_service_pb2 as pb
 from tests.batch_client import batch_stub, chunk, collect, header, open_stream, submit, tx
-from tests.conftest import channel, pay_request, rich_status, slow
+from tests.conftest import pay_request, rich_status
 from tests.server_process import wait_for
 
 # Faults of the SQLite file itself (PostgreSQL's own storage is its server's).
@@ -43,10 +43,6 @@ pytestmark = pytest.mark.sqlite_only
 
 DISK_SIZE = "8m"
 FILL_CHUNK_BYTES = 64 * 1024
-# Channel latency that leaves the test time to fill the disk while a charge
-# is out (generous: the machine is shared).
-FILL_MARGIN_MS = 2_000
-SLOW_CARD = channel("card", simulator=slow(FILL_MARGIN_MS), timeout_ms=5 * FILL_MARGIN_MS)
 
 
 class SmallDisk:
@@ -178,13 +174,15 @@ async def test_a_full_disk_refuses_what_it_cannot_record_and_nothing_is_charged(
 
 async def test_an_outcome_the_full_disk_could_not_take_is_settled_once_space_is_back(
         small_disk, start_paygrid) -> None:
-    paygrid = await start_paygrid((SLOW_CARD,),
-                                  database_path=small_disk.path / "paygrid.sqlite3",
+    paygrid = await start_paygrid(database_path=small_disk.path / "paygrid.sqlite3",
                                   recovery_interval_ms=100)
+    card = paygrid.simulator("card")
+    card.faults.hold_charges()  # the disk fills while the charge is out
     call = asyncio.ensure_future(paygrid.stub.Pay(pay_request("k-late"), timeout=30))
     # Recorded (a Charge is only sent after the payment is on disk), now charging.
-    await wait_for(lambda: paygrid.simulator("card").charges_in_progress == 1, "the charge")
+    await asyncio.wait_for(card.faults.held(1), 60)
     small_disk.fill(paygrid.database)
+    card.faults.release_charges()
 
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await call
@@ -194,7 +192,7 @@ async def test_an_outcome_the_full_disk_could_not_take_is_settled_once_space_is_
 
     small_disk.free()
     await wait_for(lambda: paygrid.rows("SELECT status FROM payments") == [("SUCCEEDED",)],
-                   "the resolver to settle the payment", timeout_s=30)
+                   "the resolver to settle the payment", timeout_s=60)
     replay = (await paygrid.stub.Pay(pay_request("k-late"), timeout=30)).payment
     assert replay.status == pb.PAYMENT_STATUS_SUCCEEDED
     assert replay.legs[0].channel_reference == charge.charge_id
@@ -231,16 +229,18 @@ async def test_a_database_turned_read_only_refuses_writes_clearly_then_recovers(
 
 async def test_a_batch_whose_results_the_full_disk_cannot_take_ends_unavailable_and_resumes(
         small_disk, start_paygrid) -> None:
-    paygrid = await start_paygrid((SLOW_CARD,),
-                                  database_path=small_disk.path / "paygrid.sqlite3")
+    paygrid = await start_paygrid(database_path=small_disk.path / "paygrid.sqlite3")
+    card = paygrid.simulator("card")
+    card.faults.hold_charges()  # the disk fills while the charges are out
     stub = batch_stub(paygrid.channel)
     call, outgoing = open_stream(stub)
     await outgoing.put(header("b-mid"))
     await outgoing.put(chunk(tx("r1"), tx("r2")))
     await outgoing.put(None)
     # Both items stored and sent to the channel; their results not yet stored.
-    await wait_for(lambda: paygrid.simulator("card").charges_in_progress == 2, "the charges")
+    await card.wait_until(lambda: card.charges_in_progress == 2, "the charges held")
     small_disk.fill(paygrid.database)
+    card.faults.release_charges()
 
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await collect(call)

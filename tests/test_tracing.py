@@ -33,7 +33,7 @@ def traceparent_of(span) -> str:
 
 
 async def spans_of_trace(exporter: InMemorySpanExporter, trace_id: int, server_method: str,
-                         client_methods: set[str], timeout_s: float = 10) -> tuple:
+                         client_methods: set[str], timeout_s: float = 60) -> tuple:
     """The trace's server span and client spans, once every expected one
     has ended (a client span ends in its call's done callback)."""
     deadline = time.monotonic() + timeout_s

@@ -33,8 +33,12 @@ MAX_PAYMENT_BUDGET_MS = 60_000
 # settlement and reversal calls (each bounded by its own timeout). Until then
 # a payment another replica stored may still be running there.
 HANDOFF_AFTER_MS = MAX_PAYMENT_BUDGET_MS + 30_000
-# Part of the caller's deadline kept back to persist and answer.
+# Part of the caller's deadline kept back to persist and answer: a tenth of
+# it, at least RESPONSE_RESERVE_MS. A fixed 30 ms is too little on a loaded
+# machine for a long deadline (a PostgreSQL commit alone can take that), and
+# the caller would get DEADLINE_EXCEEDED for a payment that did finish.
 RESPONSE_RESERVE_MS = 30
+RESPONSE_RESERVE_PERCENT = 10
 # Below this much budget a payment is not started at all.
 MIN_PAYMENT_BUDGET_MS = 20
 # The shortest call deadline accepted: the minimum budget plus the reserve.

@@ -42,7 +42,9 @@ def payment_budget_ms(caller_remaining_ms: float | None) -> float:
     if caller_remaining_ms is None:
         return limits.DEFAULT_PAYMENT_BUDGET_MS
     refuse_too_short_deadline(caller_remaining_ms)
-    return min(caller_remaining_ms - limits.RESPONSE_RESERVE_MS, limits.MAX_PAYMENT_BUDGET_MS)
+    reserve_ms = max(limits.RESPONSE_RESERVE_MS,
+                     caller_remaining_ms * limits.RESPONSE_RESERVE_PERCENT / 100)
+    return min(caller_remaining_ms - reserve_ms, limits.MAX_PAYMENT_BUDGET_MS)
 
 
 def owned_payment(tenant_id: str, payment_id: str, payment: Payment | None) -> Payment:

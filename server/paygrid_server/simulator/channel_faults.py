@@ -6,8 +6,9 @@ servicer (`simulator.faults`) and make it misbehave for a while:
   slow_down(extra_ms, calls=N | for_s=S)  latency spike on Charge/ChargeBatch
   fail_charges(calls=N)                   the next N charge calls fail UNAVAILABLE
                                           before anything is charged (an error burst)
-  hold_charges() / release_charges()      charge calls hang, charging nothing,
-                                          until released (drop=True: they end
+  hold_charges(after_calls=N)             after N more calls pass, charge calls
+  / release_charges()                     hang, charging nothing, until released
+                                          (drop=True: they end
                                           then without charging, as requests
                                           lost with their connection)
   await held(calls=N)                     returns once N charge calls are held
@@ -74,6 +75,7 @@ class ChannelFaults:
         self._failing_charges = 0
         self._failing_reversals = 0
         self._hold: ChargeHold | None = None
+        self._calls_before_hold = 0  # of hold_charges(after_calls=N): still to pass
         # Calls each fault acted on, so tests can see the fault really bit.
         self.charges_failed = 0
         self.charges_slowed = 0
@@ -96,7 +98,11 @@ class ChannelFaults:
         assert calls >= 0
         self._failing_charges = calls
 
-    def hold_charges(self) -> None:
+    def hold_charges(self, after_calls: int = 0) -> None:
+        """Holds charge calls until released; the next `after_calls` calls
+        still pass, so a caller provably finished some and holds the rest."""
+        assert after_calls >= 0
+        self._calls_before_hold = after_calls
         if self._hold is None:
             self._hold = ChargeHold(asyncio.Event())
 
@@ -107,6 +113,7 @@ class ChannelFaults:
             self._hold.dropped = drop
             self._hold.released.set()
             self._hold = None
+        self._calls_before_hold = 0
 
     async def held(self, calls: int) -> None:
         """Returns once `calls` charge calls in all have been held: a test
@@ -150,9 +157,13 @@ class ChannelFaults:
         extra_ms = self._take_latency_ms()
         if extra_ms:
             self.charges_slowed += 1
-        if self._hold is not None:
-            self.charges_held += 1
-            self._held_more.set()
+        if self._hold is None:
+            return ChargeFault(extra_latency_ms=extra_ms)
+        if self._calls_before_hold:
+            self._calls_before_hold -= 1
+            return ChargeFault(extra_latency_ms=extra_ms)
+        self.charges_held += 1
+        self._held_more.set()
         return ChargeFault(extra_latency_ms=extra_ms, hold=self._hold)
 
     def _take_latency_ms(self) -> float:

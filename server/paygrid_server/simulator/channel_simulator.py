@@ -104,6 +104,9 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
         self._late_work: set[asyncio.Task] = set()
         self.charges_in_progress = 0
         self.peak_charges_in_progress = 0
+        # Set (and replaced) on every change of the counters or the ledger:
+        # a test waits on it (wait_until) instead of polling by the clock.
+        self._changed = asyncio.Event()
         # Calls received, processed or not: bulk calls save round trips.
         self.charge_calls = 0
         self.charge_batch_calls = 0
@@ -126,6 +129,28 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
         self.charges_in_progress += charges
         self.peak_charges_in_progress = max(self.peak_charges_in_progress,
                                             self.charges_in_progress)
+        self._note_change()
+
+    def _ended(self, charges: int) -> None:
+        self.charges_in_progress -= charges
+        self._note_change()
+
+    def _note_change(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_until(self, condition: Callable[[], bool], what: str,
+                         timeout_s: float = 60) -> None:
+        """Returns once `condition()` (on calls in progress or the ledger)
+        holds, checked at each change. The timeout only bounds a test whose
+        condition never comes: it is an outcome's, never a moment's."""
+        async def changes() -> None:
+            while not condition():
+                await self._changed.wait()
+        try:
+            await asyncio.wait_for(changes(), timeout_s)
+        except TimeoutError:
+            raise AssertionError(f"timed out waiting for {what}") from None
 
     async def Charge(self, request: pb.ChargeRequest, context: grpc.aio.ServicerContext):
         self._note_traceparent(context)
@@ -135,7 +160,7 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
         try:
             return await self._charge(request, context)
         finally:
-            self.charges_in_progress -= 1
+            self._ended(1)
 
     async def _charge(self, request: pb.ChargeRequest, context: grpc.aio.ServicerContext):
         fault = await self._fault_for_charge_call(context)
@@ -167,7 +192,7 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
         try:
             return await self._charge_batch(request, context)
         finally:
-            self.charges_in_progress -= count
+            self._ended(count)
 
     async def _charge_batch(self, request: pb.ChargeBatchRequest,
                             context: grpc.aio.ServicerContext):
@@ -263,10 +288,12 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
         decline_code = ""
         if payee.startswith("decline_"):
             decline_code = payee.removeprefix("decline_") or "generic_decline"
-        return self.ledger.charge(
+        record = self.ledger.charge(
             request.idempotency_key, request.payer, payee,
             Money(request.amount.currency, request.amount.amount_minor), clock.now_us(),
             decline_code=decline_code)
+        self._note_change()
+        return record
 
     async def GetCharge(self, request: pb.GetChargeRequest, context: grpc.aio.ServicerContext):
         self._note_traceparent(context)
@@ -295,6 +322,7 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
             record = self.ledger.void(request.idempotency_key, clock.now_us())
         except LedgerRefusal as error:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+        self._note_change()
         return pb.VoidResponse(charge=_charge_pb(record))
 
     async def Refund(self, request: pb.RefundRequest, context: grpc.aio.ServicerContext):
@@ -310,6 +338,7 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
         except LedgerRefusal as error:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+        self._note_change()
         return pb.RefundResponse(refund_id=refund_id, charge=_charge_pb(record))
 
 
