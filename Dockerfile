@@ -27,14 +27,19 @@ COPY clients/python ./clients/python
 RUN pip install --no-deps .
 
 # The stubs are not in git: generate them from the protos with the same
-# script (and grpcio-tools) as scripts/setup does, then put them in
-# site-packages, so that `paygrid.v1` & co. import like any installed package.
+# script (and grpcio-tools, a dev dependency: installed for this step, then
+# removed) as scripts/setup does, then put them in site-packages, so that
+# `paygrid.v1` & co. import like any installed package.
 # The script empties its output folder, hence a folder of its own first.
 # The import at the end fails the build, not the first start, if a stub
 # or a package is missing.
 COPY protos ./protos
 COPY scripts/generate_protos.py ./scripts/
-RUN python scripts/generate_protos.py --out /tmp/gen \
+RUN python -c 'import tomllib; print(next(d for d in tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["dev"] if d.startswith("grpcio-tools")))' \
+        > /tmp/tools.txt \
+ && pip install -r /tmp/tools.txt \
+ && python scripts/generate_protos.py --out /tmp/gen \
+ && pip uninstall --yes --quiet grpcio-tools \
  && site_packages=$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') \
  && cp -r /tmp/gen/paygrid "$site_packages/" \
  && python -m compileall -q "$site_packages/paygrid" \

@@ -8,6 +8,8 @@ SQLite file, and streams N generated transfers. Usage (after scripts/setup):
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 import argparse
 import asyncio
 import json
@@ -16,7 +18,8 @@ import time
 from paygrid.type.v1 import money_pb2
 from paygrid.v1 import batch_service_pb2 as pb
 from paygrid.v1 import batch_service_pb2_grpc as pb_grpc
-from paygrid_server.api_key_metadata import keyed_channel
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/support/: helpers shared with the tests
+from tests.support.api_key_metadata import keyed_channel
 
 from bench_server import paygrid_server, rss_kib
 

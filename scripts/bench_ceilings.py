@@ -152,7 +152,7 @@ async def measure_stream(target: str, chunk: bytes, duration_s: float) -> dict:
     }
 
 
-# --- SQLite, with the pragmas of paygrid_server.storage.sqlite_database
+# --- SQLite, with the pragmas of paygrid_server.storage.sqlite.database
 
 PRAGMAS = ("journal_mode = WAL", "busy_timeout = 5000", "synchronous = FULL")
 CREATE_TABLE = "CREATE TABLE bench (id INTEGER PRIMARY KEY, reference TEXT NOT NULL, " \

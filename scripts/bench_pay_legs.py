@@ -8,6 +8,7 @@ with a throw-away SQLite file. Usage (after scripts/setup):
 
 from __future__ import annotations
 
+import sys
 import argparse
 import asyncio
 import json
@@ -20,7 +21,8 @@ from pathlib import Path
 from paygrid.type.v1 import money_pb2
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
-from paygrid_server.api_key_metadata import keyed_channel
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/support/: helpers shared with the tests
+from tests.support.api_key_metadata import keyed_channel
 from paygrid_server.app import PaygridApp
 from paygrid_server.config import ChannelConfig, ObservabilityConfig, ServerConfig
 from paygrid_server.logging_setup import configure_logging

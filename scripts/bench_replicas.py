@@ -34,8 +34,9 @@ import asyncpg
 
 from paygrid.v1 import batch_service_pb2 as pb
 from paygrid.v1 import batch_service_pb2_grpc as pb_grpc
-from paygrid_server.api_key_metadata import keyed_channel
-from paygrid_server.local_process import free_loopback_port, wait_until_serving
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/support/: helpers shared with the tests
+from tests.support.api_key_metadata import keyed_channel
+from tests.support.local_process import free_loopback_port, wait_until_serving
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
 from paygrid_server.ledger_reconciliation import reconcile
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from paygrid_server.api_keys import DEV_API_KEY
-from paygrid_server.local_process import free_loopback_port, wait_until_serving
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/support/: helpers shared with the tests
+from tests.support.local_process import free_loopback_port, wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTH_METADATA = (("authorization", f"Bearer {DEV_API_KEY}"),)

@@ -1,5 +1,5 @@
-"""Hostile input, the long run: the strategies of tests/test_hostile_input.py
-(tests/hostile_strategies.py), many more examples, one server.
+"""Hostile input, the long run: the strategies of tests/api/test_hostile_input.py
+(tests/support/hostile_strategies.py), many more examples, one server.
 
 paygrid runs as its own OS process (so a crash is seen as one) on a
 throw-away SQLite file, with three simulated channels. For every paygrid.v1
@@ -48,9 +48,9 @@ from paygrid.v1 import batch_service_pb2 as batch_pb  # noqa: E402
 from paygrid.v1 import batch_service_pb2_grpc as batch_grpc  # noqa: E402
 from paygrid.v1 import payment_service_pb2 as pb  # noqa: E402
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc  # noqa: E402
-from paygrid_server.api_key_metadata import keyed_channel  # noqa: E402
-from paygrid_server.local_process import free_loopback_port, wait_until_serving  # noqa: E402
-from tests.hostile_probe import (  # noqa: E402
+from tests.support.api_key_metadata import keyed_channel  # noqa: E402
+from tests.support.local_process import free_loopback_port, wait_until_serving  # noqa: E402
+from tests.support.hostile_probe import (  # noqa: E402
     Database,
     ServerStatuses,
     must_leave_db_unchanged,
@@ -58,7 +58,7 @@ from tests.hostile_probe import (  # noqa: E402
     serving,
     status_problems,
 )
-from tests.hostile_strategies import (  # noqa: E402
+from tests.support.hostile_strategies import (  # noqa: E402
     METHODS,
     Known,
     Method,

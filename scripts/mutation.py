@@ -32,21 +32,21 @@ EQUIVALENT_FILE = ROOT / "scripts" / "mutation_equivalent.txt"
 # Module (relative to the package) -> the tests that pin its behaviour down:
 # fast ones, so one mutant costs one pytest start and a few seconds at most.
 MODULES: dict[str, list[str]] = {
-    "domain/money.py": ["tests/test_domain_model.py"],
-    "domain/currencies.py": ["tests/test_domain_model.py"],
-    "domain/fingerprint.py": ["tests/test_domain_model.py"],
-    "domain/errors.py": ["tests/test_domain_model.py"],
-    "domain/limits.py": ["tests/test_limits.py"],
-    "domain/payment.py": ["tests/test_domain_model.py"],
-    "domain/refund.py": ["tests/test_domain_model.py"],
-    "domain/batch.py": ["tests/test_domain_model.py"],
-    "domain/request_validation.py": ["tests/test_request_validation.py"],
-    "domain/batch_control_totals.py": ["tests/test_request_validation.py"],
-    "domain/routing.py": ["tests/test_routing.py"],
-    "domain/circuit_breaker.py": ["tests/test_circuit_breaker.py"],
-    "domain/channel_charge.py": ["tests/test_channel_charge.py"],
-    "domain/channel_retries.py": ["tests/test_channel_charge.py"],
-    "domain/batch_grouping.py": ["tests/test_batch_grouping.py"],
+    "domain/model/money.py": ["tests/domain/test_domain_model.py"],
+    "domain/model/currencies.py": ["tests/domain/test_domain_model.py"],
+    "domain/model/fingerprint.py": ["tests/domain/test_domain_model.py"],
+    "domain/model/errors.py": ["tests/domain/test_domain_model.py"],
+    "domain/model/limits.py": ["tests/domain/test_limits.py"],
+    "domain/model/payment.py": ["tests/domain/test_domain_model.py"],
+    "domain/model/refund.py": ["tests/domain/test_domain_model.py"],
+    "domain/model/batch.py": ["tests/domain/test_domain_model.py"],
+    "domain/model/request_validation.py": ["tests/domain/test_request_validation.py"],
+    "domain/model/control_totals.py": ["tests/domain/test_request_validation.py"],
+    "domain/charging/routing.py": ["tests/domain/test_routing.py"],
+    "domain/charging/circuit_breaker.py": ["tests/domain/test_circuit_breaker.py"],
+    "domain/charging/channel_charge.py": ["tests/domain/test_channel_charge.py"],
+    "domain/charging/retries.py": ["tests/domain/test_channel_charge.py"],
+    "domain/batches/grouping.py": ["tests/domain/test_batch_grouping.py"],
 }
 
 
@@ -141,7 +141,7 @@ def markdown_table(results: list[ModuleResult]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--module", action="append", help="e.g. domain/routing.py (repeatable)")
+    parser.add_argument("--module", action="append", help="e.g. domain/charging/routing.py (repeatable)")
     parser.add_argument("--tests", nargs="+", help="tests for --module instead of the mapped ones")
     parser.add_argument("-k", dest="select", help="pytest -k expression for the tests")
     parser.add_argument("--package", type=Path, default=PACKAGE,

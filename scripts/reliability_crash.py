@@ -1,8 +1,8 @@
 """Crash runs at full size: SIGKILL paygrid during a batch and during streams
 of Pay calls, restart, resubmit; the channels' ledgers must equal what paygrid
-recorded: 0 lost, 0 duplicated. See tests/crash_batch_scenario.py and
-tests/crash_pay_scenario.py (the test suite runs a small subset of the same
-code, tests/test_reliability_crash.py). Usage (after scripts/setup):
+recorded: 0 lost, 0 duplicated. See tests/support/crash_batch_scenario.py and
+tests/support/crash_pay_scenario.py (the test suite runs a small subset of the same
+code, tests/reliability/test_reliability_crash.py). Usage (after scripts/setup):
   .venv/bin/python scripts/reliability_crash.py [--runs 20] [--seed 1]
       [--items 100000] [--payments 2000] [--max-kills 3] [--keep]
       [--group-size 100] [--per-message 500] [--parallelism 4] [--channel-latency-ms 50]
@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the scenarios live with the tests that run them too
 
-from tests.crash_batch_scenario import BatchCrashConfig, run_batch_crash  # noqa: E402
-from tests.crash_pay_scenario import PayCrashConfig, run_pay_crash  # noqa: E402
+from tests.support.crash_batch_scenario import BatchCrashConfig, run_batch_crash  # noqa: E402
+from tests.support.crash_pay_scenario import PayCrashConfig, run_pay_crash  # noqa: E402
 
 SCENARIO_TIMEOUT_S = 3_600  # a run that hangs is a finding, not a wait without end
 
@@ -61,7 +61,7 @@ async def main() -> int:
     pay = PayCrashConfig(payments=args.payments, concurrency=args.concurrency,
                          max_kills=args.max_kills, **latency)
     workdir = Path(tempfile.mkdtemp(prefix="paygrid-crash-"))
-    # lost, duplicated, mismatched: the clients' view (tests/exactly_once.py);
+    # lost, duplicated, mismatched: the clients' view (tests/support/exactly_once.py);
     # books_differences: the database's (ledger_reconciliation.py).
     totals = dict(runs=0, kills=0, items=0, payments=0, legs=0, captures=0, lost=0,
                   duplicated=0, mismatched=0, books_differences=0, problems=0,

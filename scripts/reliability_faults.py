@@ -1,5 +1,5 @@
 """Channel faults and races, repeated with seeds: the long version of
-tests/test_channel_faults.py, tests/test_races.py and the concurrent tests
+tests/channels/test_channel_faults.py, tests/reliability/test_races.py and the concurrent tests
 of test_idempotency.py and test_refunds.py.
 
 Each run starts a real paygrid (gRPC on loopback, a throw-away SQLite file)
@@ -45,11 +45,12 @@ from paygrid.v1 import batch_service_pb2 as bpb
 from paygrid.v1 import batch_service_pb2_grpc as bpb_grpc
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
-from paygrid_server.api_key_metadata import keyed_channel
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/support/: helpers shared with the tests
+from tests.support.api_key_metadata import keyed_channel
 from paygrid_server.app import PaygridApp
 from paygrid_server.config import ChannelConfig, ObservabilityConfig, ServerConfig
-from paygrid_server.domain import limits
-from paygrid_server.domain.circuit_breaker import BreakerState
+from paygrid_server.domain.model import limits
+from paygrid_server.domain.charging.circuit_breaker import BreakerState
 from paygrid_server.logging_setup import configure_logging
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
 from paygrid_server.ledger_reconciliation import reconcile, sqlite_rows

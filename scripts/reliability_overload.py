@@ -37,7 +37,7 @@ from bench_server import AUTH_METADATA, ROOT, paygrid_server, rss_kib
 from node_load import node_load_unavailable, node_unary_load
 
 sys.path.insert(0, str(ROOT))  # nginx in front lives with the test that uses it too
-from tests.nginx_front import nginx_front, nginx_unavailable  # noqa: E402
+from tests.support.nginx_front import nginx_front, nginx_unavailable  # noqa: E402
 
 OK = grpc.StatusCode.OK
 SHED = grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -1,6 +1,6 @@
 """Shared harness: real paygrid servers on loopback ports, real channel
 simulators (gRPC servers), real databases: a SQLite file in a per-test
-folder, or a fresh PostgreSQL schema per server (tests/postgres_databases.py).
+folder, or a fresh PostgreSQL schema per server (tests/support/postgres_databases.py).
 
 Every test that uses `start_paygrid` or `paygrid` runs on each storage
 engine (`[sqlite]`, `[postgresql]`); `@pytest.mark.sqlite_only` keeps one on
@@ -21,12 +21,12 @@ import pytest
 from paygrid.type.v1 import money_pb2
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
-from paygrid_server.api_key_metadata import keyed_channel
+from tests.support.api_key_metadata import keyed_channel
 from paygrid_server.app import PaygridApp
 from paygrid_server.config import ChannelConfig, ObservabilityConfig, PostgresConfig, ServerConfig
 from paygrid_server.simulator.channel_ledger import ChannelLedger
 from paygrid_server.simulator.channel_simulator import ChannelSimulator, SimulatorBehaviour
-from tests.postgres_databases import (
+from tests.support.postgres_databases import (
     ENGINES,
     PostgresDatabases,
     postgres_rows,

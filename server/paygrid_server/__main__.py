@@ -21,6 +21,7 @@ from paygrid_server.config import API_KEYS_ENV, SETTINGS, ConfigError, ServerCon
 from paygrid_server.logging_setup import configure_logging
 from paygrid_server.reconciliation_command import run_reconciliation
 from paygrid_server.startup_failure import StartupFailure
+from paygrid_server.tls_credentials import TlsFileUnreadable
 
 
 async def _serve(config: ServerConfig) -> None:
@@ -115,7 +116,7 @@ def main() -> None:
     configure_logging(args.log_level)
     try:
         asyncio.run(_serve(config))
-    except ConfigError as error:
+    except (ConfigError, TlsFileUnreadable) as error:
         _fail(startup_failure.bad_config(error))
     except StartupFailure as failure:
         _fail(failure)

@@ -20,31 +20,34 @@ from paygrid_server.api_keys import DEV_TENANT, ApiKeyRegistry
 from paygrid_server.channels.channel_from_config import grpc_channel_for
 from paygrid_server.channels.in_process_channel import InProcessPaymentChannel
 from paygrid_server.config import ServerConfig
-from paygrid_server.domain.batch_group_workers import BatchLeaseLimits, GroupWorkers
-from paygrid_server.domain.batch_service import BatchService
-from paygrid_server.domain.single_process_group_queue import SingleProcessGroupQueue
-from paygrid_server.domain.charge_settlement import ChargeSettlement
-from paygrid_server.domain.circuit_breaker import CircuitBreaker
-from paygrid_server.domain.leg_dispatch import LegDispatcher
-from paygrid_server.domain.payment_completion import PaymentCompletion
-from paygrid_server.domain.payment_recovery import PaymentRecovery
-from paygrid_server.domain.payment_service import InFlight, PaymentService
-from paygrid_server.domain.refund_service import RefundService
-from paygrid_server.domain.routing import ChannelRoute, Router
+from paygrid_server.domain.batches.workers import BatchLeaseLimits, GroupWorkers
+from paygrid_server.domain.batches.service import BatchService
+from paygrid_server.storage.single_process_group_queue import SingleProcessGroupQueue
+from paygrid_server.domain.charging.charge_path import ChargePath
+from paygrid_server.domain.charging.settlement import ChargeSettlement
+from paygrid_server.domain.charging.circuit_breaker import CircuitBreaker
+from paygrid_server.domain.payments.leg_dispatch import LegDispatcher
+from paygrid_server.domain.payments.completion import PaymentCompletion
+from paygrid_server.domain.payments.recovery import PaymentRecovery
+from paygrid_server.domain.in_flight import InFlight
+from paygrid_server.domain.payments.payment_service import PaymentService
+from paygrid_server.domain.payments.refund_service import RefundService
+from paygrid_server.domain.charging.routing import ChannelRoute, Router
 from paygrid_server.observability.app_observability import AppObservability
-from paygrid_server.ports.batch_store import BatchStore
-from paygrid_server.ports.group_queue import GroupQueue
-from paygrid_server.ports.payment_channel import PaymentChannel
-from paygrid_server.ports.payment_store import PaymentStore
+from paygrid_server.domain.ports.batch_store import BatchStore
+from paygrid_server.domain.ports.group_queue import GroupQueue
+from paygrid_server.domain.ports.payment_channel import PaymentChannel
+from paygrid_server.domain.ports.payment_store import PaymentStore
 from paygrid_server.simulator.channel_ledger import ChannelLedger
 from paygrid_server.simulator.channel_simulator import ChannelSimulator, start_simulator
 from paygrid_server.storage.database import Database
-from paygrid_server.storage.postgres_batch_store import PostgresBatchStore
-from paygrid_server.storage.postgres_database import PostgresDatabase, PostgresLimits
-from paygrid_server.storage.postgres_payment_store import PostgresPaymentStore
-from paygrid_server.storage.sqlite_batch_store import SqliteBatchStore
-from paygrid_server.storage.sqlite_database import SqliteDatabase
-from paygrid_server.storage.sqlite_payment_store import SqlitePaymentStore
+from paygrid_server.storage.postgres.batch_store import PostgresBatchStore
+from paygrid_server.storage.postgres.group_queue import PostgresGroupQueue
+from paygrid_server.storage.postgres.database import PostgresDatabase, PostgresLimits
+from paygrid_server.storage.postgres.payment_store import PostgresPaymentStore
+from paygrid_server.storage.sqlite.batch_store import SqliteBatchStore
+from paygrid_server.storage.sqlite.database import SqliteDatabase
+from paygrid_server.storage.sqlite.payment_store import SqlitePaymentStore
 from paygrid_server.transport.batch_servicer import BatchServicer
 from paygrid_server.transport.call_cutoff import CallCutoff
 from paygrid_server.transport.call_interceptor import CallInterceptor
@@ -76,7 +79,8 @@ async def open_storage(
         postgres = await PostgresDatabase.open(config.postgres_dsn, PostgresLimits(
             limits.pool_max_connections, limits.statement_timeout_ms, limits.connect_timeout_ms))
         batch_store = PostgresBatchStore(postgres)
-        return postgres, PostgresPaymentStore(postgres), batch_store, batch_store
+        return (postgres, PostgresPaymentStore(postgres), batch_store,
+                PostgresGroupQueue(postgres, batch_store))
     sqlite = await SqliteDatabase.open(config.database_path)
     sqlite_batches = SqliteBatchStore(sqlite)
     return (sqlite, SqlitePaymentStore(sqlite), sqlite_batches,
@@ -167,9 +171,10 @@ class PaygridApp:
                          for c in config.channels], breakers)
         in_flight = InFlight()
         settlement = ChargeSettlement(channels)
+        path = ChargePath(router, channels, settlement)
         completion = PaymentCompletion(store, settlement)
         payments = PaymentService(store, router,
-                                  LegDispatcher(router, channels, store, settlement),
+                                  LegDispatcher(path, store),
                                   completion, in_flight)
         refunds = RefundService(store, channels, in_flight)
         recovery = PaymentRecovery(store, settlement, completion, refunds, in_flight)
@@ -178,9 +183,9 @@ class PaygridApp:
                                  config.batch_progress_poll_ms)
         # This replica in leases: unique per process, readable in the database.
         replica = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        group_workers = GroupWorkers(batch_store, group_queue, router, channels, settlement, replica,
+        group_workers = GroupWorkers(batch_store, group_queue, path, replica,
                                      lease)
-        batches = BatchService(batch_store, router, channels, settlement, in_flight,
+        batches = BatchService(batch_store, path, in_flight,
                                group_workers, lease)
 
         # Whatever a crash left unfinished is claimed before new traffic

@@ -10,137 +10,26 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from paygrid_server.api_keys import SHA256_HEX_PATTERN, TENANT_ID_PATTERN, ApiKeyEntry
-from paygrid_server.domain import limits
-from paygrid_server.domain.currencies import MINOR_UNITS
-from paygrid_server.simulator.channel_simulator import SimulatorBehaviour
-from paygrid_server.storage.postgres_database import redacted_dsn
-
-
-class ConfigError(ValueError):
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelConfig:
-    name: str
-    # host:port of a paygrid.channel.v1 service; None runs a simulator in-process.
-    target: str | None = None
-    currencies: frozenset[str] = frozenset()  # empty: every currency
-    min_amount_minor: int = 1
-    max_amount_minor: int = limits.MAX_AMOUNT_MINOR
-    priority: int = 100
-    timeout_ms: int = 2_000
-    simulator: SimulatorBehaviour = SimulatorBehaviour()
-    # The simulator called directly instead of over loopback gRPC: measures
-    # paygrid's own cost without a second transport in the same process.
-    simulator_in_process: bool = False
-    # TLS to a remote channel: the CA to trust turns it on; a client
-    # certificate and key add mTLS.
-    tls_ca_file: Path | None = None
-    tls_cert_file: Path | None = None
-    tls_key_file: Path | None = None
-    tls_server_name: str | None = None  # when the certificate names another host
-
-
-DEFAULT_CHANNELS = (
-    ChannelConfig("card", priority=10, simulator=SimulatorBehaviour(latency_ms=20, jitter_ms=10)),
-    ChannelConfig("wallet", currencies=frozenset({"USD", "EUR", "GBP"}),
-                  max_amount_minor=1_000_000, priority=20,
-                  simulator=SimulatorBehaviour(latency_ms=10, jitter_ms=5)),
-    ChannelConfig("bank_transfer", currencies=frozenset({"EUR", "GBP", "USD", "CHF"}),
-                  priority=30, simulator=SimulatorBehaviour(latency_ms=50, jitter_ms=20)),
+from paygrid_server.config_model import (  # noqa: F401 - re-exported: the settings' shape
+    AuthConfig,
+    ChannelConfig,
+    ConfigError,
+    DEFAULT_CHANNELS,
+    ObservabilityConfig,
+    POSTGRES_SCHEMES,
+    PostgresConfig,
+    SQLITE_SCHEME,
+    ServerConfig,
+    SimulatorBehaviour,
+    TlsConfig,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class TlsConfig:
-    cert_file: Path | None = None  # server certificate chain (PEM); with key_file turns TLS on
-    key_file: Path | None = None
-    client_ca_file: Path | None = None  # when set, clients must present a certificate it signed
-
-
-@dataclass(frozen=True, slots=True)
-class AuthConfig:
-    # SHA-256 digests of API keys and their tenants; none: only the dev key works.
-    api_keys: tuple[ApiKeyEntry, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class ObservabilityConfig:
-    # host:port of the Prometheus /metrics HTTP endpoint; "" turns it off.
-    metrics_listen: str = "127.0.0.1:9464"
-    # Where finished spans go: "none", "console" (stderr) or "otlp" (gRPC).
-    tracing_exporter: str = "none"
-    # host:port of an OpenTelemetry collector, for tracing_exporter = "otlp".
-    otlp_endpoint: str = "127.0.0.1:4317"
-
-
-@dataclass(frozen=True, slots=True)
-class PostgresConfig:
-    """Limits of one replica's connection pool (only with a postgresql:// database)."""
-    pool_max_connections: int = 10  # replicas x this must stay under the server's max_connections
-    statement_timeout_ms: int = 30_000  # the server cancels a statement running longer
-    connect_timeout_ms: int = 5_000  # to open one connection (TCP, TLS, authentication)
-
-
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
-SQLITE_SCHEME = "sqlite:///"
-
-
-@dataclass(frozen=True, slots=True)
-class ServerConfig:
-    listen: str = "127.0.0.1:50051"
-    # SO_REUSEPORT on the gRPC port: several processes may then listen on it
-    # and the kernel splits connections between them. Off, a second server
-    # on a taken port refuses to start instead of silently sharing it.
-    reuse_port: bool = False
-    # `[server] database` sets one of these two: a path (or sqlite:///path)
-    # is a SQLite file; a postgresql:// DSN selects PostgreSQL, and then
-    # database_path is not used.
-    database_path: Path = Path("var/paygrid.sqlite3")
-    postgres_dsn: str | None = None
-    channels: tuple[ChannelConfig, ...] = field(default=DEFAULT_CHANNELS)
-    breaker_failure_threshold: int = 5
-    breaker_open_ms: int = 5_000
-    recovery_interval_ms: int = 5_000
-    shutdown_grace_ms: int = 10_000
-    # After SIGTERM, health says NOT_SERVING but calls are still taken for
-    # this long, so load balancers stop routing here before the port closes.
-    shutdown_drain_delay_ms: int = 0
-    # Load shedding: calls past these get RESOURCE_EXHAUSTED at once.
-    max_concurrent_calls: int = 512
-    max_concurrent_batch_streams: int = 16
-    # Batch groups are work units any replica claims (leases in the database):
-    batch_group_workers: int = 32  # groups this replica charges at once, all batches together
-    batch_lease_ms: int = 15_000  # a group or a batch stream not renewed this long is taken over
-    batch_lease_renew_every_ms: int = 5_000  # held leases are renewed this often (< lease / 2)
-    batch_claim_poll_ms: int = 100  # an idle replica looks for groups to claim this often
-    batch_progress_poll_ms: int = 100  # a stream looks for groups done by other replicas
-    # Connections are closed after this age (with a grace for calls in
-    # flight), so clients re-resolve and load spreads over new replicas.
-    max_connection_age_ms: int = 300_000
-    max_connection_age_grace_ms: int = 30_000
-    keepalive_time_ms: int = 60_000  # server pings an idle connection this often
-    keepalive_timeout_ms: int = 20_000  # and drops it when a ping is not answered in time
-    keepalive_min_client_ping_interval_ms: int = 10_000  # clients may ping this often
-    tls: TlsConfig = TlsConfig()
-    auth: AuthConfig = AuthConfig()
-    observability: ObservabilityConfig = ObservabilityConfig()
-    postgres: PostgresConfig = PostgresConfig()
-
-    @property
-    def database_engine(self) -> str:
-        return "postgresql" if self.postgres_dsn else "sqlite"
-
-    @property
-    def database_shown(self) -> str:
-        """Where the data is, fit for logs: the DSN without its password."""
-        return redacted_dsn(self.postgres_dsn) if self.postgres_dsn else str(self.database_path)
+from paygrid_server.config_tables import channel_from_table, take
+from paygrid_server.storage.postgres.database import redacted_dsn
 
 
 def _positive(value: int) -> str | None:
@@ -302,75 +191,6 @@ def _set(config: ServerConfig, path: tuple[str, ...], value: Any) -> ServerConfi
     return replace(config, **{path[0]: replace(inner, **{path[1]: value})})
 
 
-def _take(table: dict[str, Any], key: str, kind: type, where: str, default: Any) -> Any:
-    if key not in table:
-        return default
-    value = table.pop(key)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise ConfigError(f"{where}.{key}: expected {kind.__name__}, got {value!r}")
-    return value
-
-
-def _positive_int(table: dict[str, Any], key: str, where: str, default: int) -> int:
-    value = _take(table, key, int, where, default)
-    if problem := _positive(value):
-        raise ConfigError(f"{where}.{key}: {problem}")
-    return value
-
-
-def _optional_path(table: dict[str, Any], key: str, where: str) -> Path | None:
-    value = _take(table, key, str, where, None)
-    return Path(value) if value else None
-
-
-def _channel(table: dict[str, Any], where: str) -> ChannelConfig:
-    table = dict(table)
-    name = _take(table, "name", str, where, "")
-    if not name or len(name) > limits.CHANNEL_NAME_MAX_CHARS:
-        raise ConfigError(f"{where}.name: required, 1-{limits.CHANNEL_NAME_MAX_CHARS} characters")
-    currencies = frozenset(_take(table, "currencies", list, where, []))
-    unknown = sorted(c for c in currencies if c not in MINOR_UNITS)
-    if unknown:
-        raise ConfigError(f"{where}.currencies: not ISO 4217 codes: {', '.join(map(str, unknown))}")
-    sim_table = dict(_take(table, "simulator", dict, where, {}))
-    sim_where = f"{where}.simulator"
-    simulator = SimulatorBehaviour(
-        latency_ms=_take(sim_table, "latency_ms", float, sim_where, 0.0),
-        jitter_ms=_take(sim_table, "jitter_ms", float, sim_where, 0.0),
-        failure_rate=_take(sim_table, "failure_rate", float, sim_where, 0.0),
-        seed=_take(sim_table, "seed", int, sim_where, None),
-    )
-    config = ChannelConfig(
-        name=name,
-        target=_take(table, "target", str, where, None),
-        currencies=currencies,
-        min_amount_minor=_positive_int(table, "min_amount_minor", where, 1),
-        max_amount_minor=_positive_int(table, "max_amount_minor", where, limits.MAX_AMOUNT_MINOR),
-        priority=_take(table, "priority", int, where, 100),
-        timeout_ms=_positive_int(table, "timeout_ms", where, 2_000),
-        simulator=simulator,
-        simulator_in_process=_take(sim_table, "in_process", bool, sim_where, False),
-        tls_ca_file=_optional_path(table, "tls_ca_file", where),
-        tls_cert_file=_optional_path(table, "tls_cert_file", where),
-        tls_key_file=_optional_path(table, "tls_key_file", where),
-        tls_server_name=_take(table, "tls_server_name", str, where, None),
-    )
-    leftovers = sorted(table) + [f"simulator.{k}" for k in sorted(sim_table)]
-    if leftovers:
-        raise ConfigError(f"{where}: unknown keys {', '.join(leftovers)}")
-    if config.min_amount_minor > config.max_amount_minor:
-        raise ConfigError(f"{where}: min_amount_minor is above max_amount_minor")
-    if (config.tls_cert_file is None) != (config.tls_key_file is None):
-        raise ConfigError(f"{where}: tls_cert_file and tls_key_file go together")
-    if config.tls_cert_file is not None and config.tls_ca_file is None:
-        raise ConfigError(f"{where}: a client certificate needs tls_ca_file (TLS) as well")
-    if config.target is None and config.tls_ca_file is not None:
-        raise ConfigError(f"{where}: TLS settings need a remote target")
-    return config
-
-
 def _api_key(tenant: Any, digest: Any, where: str) -> ApiKeyEntry:
     if not isinstance(tenant, str) or not TENANT_ID_PATTERN.fullmatch(tenant):
         raise ConfigError(f"{where}: tenant must be 1-64 of a-z, 0-9, '_' or '-' "
@@ -416,7 +236,7 @@ def _from_file(config: ServerConfig, path: Path) -> ServerConfig:
             raise ConfigError(f"{name}: unknown keys {', '.join(sorted(section))}")
     if auth is not None:
         auth = dict(auth)
-        keys = _take(auth, "api_keys", list, "auth", [])
+        keys = take(auth, "api_keys", list, "auth", [])
         if auth:
             raise ConfigError(f"auth: unknown keys {', '.join(sorted(auth))}")
         entries = []
@@ -429,7 +249,7 @@ def _from_file(config: ServerConfig, path: Path) -> ServerConfig:
     if channels is not None:
         if not isinstance(channels, list) or not channels:
             raise ConfigError("channels: give at least one [[channels]] table")
-        parsed = tuple(_channel(c, f"channels[{i}]") for i, c in enumerate(channels))
+        parsed = tuple(channel_from_table(c, f"channels[{i}]") for i, c in enumerate(channels))
         names = [c.name for c in parsed]
         if len(set(names)) != len(names):
             raise ConfigError(f"channels: names must be unique, got {names}")

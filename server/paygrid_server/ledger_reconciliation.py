@@ -27,7 +27,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Callable, Mapping, Protocol, Sequence
 
-from paygrid_server.ports.payment_channel import ChargeRecord, ChargeStatus
+from paygrid_server.domain.ports.payment_channel import ChargeRecord, ChargeStatus
 from paygrid_server.simulator.channel_ledger import SimulatedCharge
 
 

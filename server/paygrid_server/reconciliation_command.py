@@ -19,7 +19,7 @@ import asyncpg
 
 from paygrid_server.channels.channel_from_config import grpc_channel_for
 from paygrid_server.config import ServerConfig
-from paygrid_server.ports.payment_channel import ChannelCallError, ChargeRecord
+from paygrid_server.domain.ports.payment_channel import ChannelCallError, ChargeRecord
 from paygrid_server.ledger_reconciliation import (
     Reconciliation,
     Rows,

@@ -18,10 +18,10 @@ import ssl
 from pathlib import Path
 
 from paygrid_server.config import TlsConfig
-from paygrid_server.ports.storage_errors import StorageUnavailable
+from paygrid_server.domain.ports.storage_errors import StorageUnavailable
 from paygrid_server.storage.database_lock import DatabaseLocked
-from paygrid_server.storage.postgres_database import PostgresUnavailable
-from paygrid_server.storage.sqlite_writer import SqliteTooOld
+from paygrid_server.storage.postgres.database import PostgresUnavailable
+from paygrid_server.storage.sqlite.writer import SqliteTooOld
 
 EXIT_CODE = 2
 

@@ -1,7 +1,7 @@
 """gRPC TLS credentials from PEM files, for our server and for channel stubs.
 
-A missing or unreadable file is a configuration error at start-up, not a
-failed handshake later.
+A missing or unreadable file is a configuration error at start-up
+(TlsFileUnreadable, reported as one), not a failed handshake later.
 """
 
 from __future__ import annotations
@@ -10,14 +10,17 @@ from pathlib import Path
 
 import grpc
 
-from paygrid_server.config import ConfigError
+
+
+class TlsFileUnreadable(ValueError):
+    """A certificate, key or CA file named in the configuration cannot be read."""
 
 
 def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
     except OSError as error:
-        raise ConfigError(f"{what}: cannot read {str(path)!r}: {error.strerror}") from error
+        raise TlsFileUnreadable(f"{what}: cannot read {str(path)!r}: {error.strerror}") from error
 
 
 def server_credentials(cert_file: Path, key_file: Path,

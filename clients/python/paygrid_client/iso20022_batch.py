@@ -9,8 +9,7 @@ from decimal import Decimal
 
 from paygrid.type.v1 import money_pb2
 from paygrid.v1 import batch_service_pb2 as batch_pb
-# The ISO 4217 table ships in the same package as the server; one copy.
-from paygrid_server.domain.currencies import minor_units
+from paygrid_client.currencies import minor_units
 from paygrid_client.iso20022_pain001 import CreditTransferInitiation, PaymentInformation
 
 BATCH_ID_MAX_CHARS = 64

@@ -10,8 +10,8 @@ import grpc
 from paygrid.channel.v1 import payment_channel_pb2 as pb
 from paygrid.channel.v1 import payment_channel_pb2_grpc as pb_grpc
 from paygrid.type.v1 import money_pb2
-from paygrid_server.domain.money import Money
-from paygrid_server.ports.payment_channel import (
+from paygrid_server.domain.model.money import Money
+from paygrid_server.domain.ports.payment_channel import (
     BulkChargeUnsupported,
     ChannelCallError,
     ChannelRefused,

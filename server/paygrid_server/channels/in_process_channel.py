@@ -24,8 +24,8 @@ from paygrid_server.channels.grpc_payment_channel import (
     charge_record,
     money_message,
 )
-from paygrid_server.domain.money import Money
-from paygrid_server.ports.payment_channel import (
+from paygrid_server.domain.model.money import Money
+from paygrid_server.domain.ports.payment_channel import (
     ChannelTimeout,
     ChannelUnavailable,
     ChargeOrderLike,

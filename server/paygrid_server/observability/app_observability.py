@@ -11,8 +11,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from paygrid_server.config import ObservabilityConfig
-from paygrid_server.domain.batch_events import BatchEvent
-from paygrid_server.domain.circuit_breaker import CircuitBreaker
+from paygrid_server.domain.batches.events import BatchEvent
+from paygrid_server.domain.charging.circuit_breaker import CircuitBreaker
 from paygrid_server.observability import tracing
 from paygrid_server.observability.batch_metrics import BatchMetrics
 from paygrid_server.observability.channel_metrics_interceptor import ChannelMetricsInterceptor

@@ -8,7 +8,7 @@ they reach the transport, so they are not counted here either.
 
 from __future__ import annotations
 
-from paygrid_server.domain.batch_events import (
+from paygrid_server.domain.batches.events import (
     BatchEvent,
     BatchSummary,
     GroupCompleted,

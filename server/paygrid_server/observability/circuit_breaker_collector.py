@@ -11,7 +11,7 @@ from typing import Iterator, Mapping
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from paygrid_server.domain.circuit_breaker import BreakerState, CircuitBreaker
+from paygrid_server.domain.charging.circuit_breaker import BreakerState, CircuitBreaker
 
 
 class CircuitBreakerCollector(Collector):

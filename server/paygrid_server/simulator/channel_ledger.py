@@ -9,8 +9,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from paygrid_server.domain.money import Money
-from paygrid_server.ports.payment_channel import ChargeStatus
+from paygrid_server.domain.model.money import Money
+from paygrid_server.domain.ports.payment_channel import ChargeStatus
 
 
 class LedgerRefusal(Exception):

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from dataclasses import dataclass
 from typing import Callable, TypeVar
 
 import grpc
@@ -41,9 +40,10 @@ import grpc
 from paygrid.channel.v1 import payment_channel_pb2 as pb
 from paygrid.channel.v1 import payment_channel_pb2_grpc as pb_grpc
 from paygrid.type.v1 import money_pb2
-from paygrid_server.domain import clock
-from paygrid_server.domain.money import Money
-from paygrid_server.ports.payment_channel import MAX_CHARGES_PER_BATCH_CALL, ChargeStatus
+from paygrid_server.config_model import SimulatorBehaviour  # noqa: F401 - also imported from here
+from paygrid_server.domain.model import clock
+from paygrid_server.domain.model.money import Money
+from paygrid_server.domain.ports.payment_channel import MAX_CHARGES_PER_BATCH_CALL, ChargeStatus
 from paygrid_server.simulator.channel_faults import ChannelFaults, ChargeDropped, ChargeFault
 from paygrid_server.simulator.channel_ledger import (
     ChannelLedger,
@@ -63,19 +63,6 @@ _STATUS = {
     ChargeStatus.DECLINED: pb.CHARGE_STATUS_DECLINED,
     ChargeStatus.VOIDED: pb.CHARGE_STATUS_VOIDED,
 }
-
-
-@dataclass(frozen=True, slots=True)
-class SimulatorBehaviour:
-    latency_ms: float = 0.0
-    jitter_ms: float = 0.0
-    failure_rate: float = 0.0  # share of Charge calls failing UNAVAILABLE before processing
-    seed: int | None = None
-    bulk_charge: bool = True  # False: ChargeBatch answers UNIMPLEMENTED
-
-    def __post_init__(self) -> None:
-        assert self.latency_ms >= 0 and self.jitter_ms >= 0
-        assert 0.0 <= self.failure_rate <= 1.0
 
 
 def _charge_pb(record: SimulatedCharge) -> pb.Charge:

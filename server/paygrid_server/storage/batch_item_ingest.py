@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from paygrid_server.domain.batch import BatchItem, BatchItemStatus, ItemResult
-from paygrid_server.domain.payment import Failure, FailureReason
-from paygrid_server.ports.batch_store import IngestOutcome
+from paygrid_server.domain.model.batch import BatchItem, BatchItemStatus, ItemResult
+from paygrid_server.domain.model.payment import Failure, FailureReason
+from paygrid_server.domain.ports.batch_store import IngestOutcome
 from paygrid_server.storage.batch_rows import item_from_row
 
 # A reference no stored item has; one an earlier item of the same call took

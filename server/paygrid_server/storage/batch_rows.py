@@ -1,10 +1,11 @@
-"""Batch and batch item rows as domain objects, the same for every engine."""
+"""Batch items and batches <-> rows, both directions, the same for every
+engine: each store only says how its dialect sends them."""
 
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from paygrid_server.domain.batch import (
+from paygrid_server.domain.model.batch import (
     Batch,
     BatchHeader,
     BatchItem,
@@ -13,8 +14,8 @@ from paygrid_server.domain.batch import (
     FailurePolicy,
     GroupingPolicy,
 )
-from paygrid_server.domain.money import Money
-from paygrid_server.storage.failure_columns import failure_from_columns
+from paygrid_server.domain.model.money import Money
+from paygrid_server.storage.failure_columns import failure_columns, failure_from_columns
 
 ITEM_COLUMNS = (
     "seq, reference, payee, currency, amount_minor, requested_channel, requested_at_us, "
@@ -49,3 +50,19 @@ def item_from_row(row: Sequence[Any]) -> BatchItem:
         status=_ITEM_STATUS[status], attempt=attempt, group_no=group_no,
         channel_reference=channel_reference,
         failure=failure_from_columns(failure_reason, failure_message, failure_decline_code))
+
+
+def item_insert_row(item: BatchItem) -> tuple:
+    """An item as stored first: ITEM_COLUMNS, then its content digest."""
+    return (item.seq, item.reference, item.payee, item.amount.currency, item.amount.amount_minor,
+            item.requested_channel, item.requested_at_us, item.channel, item.status.value,
+            item.attempt, item.group_no, item.channel_reference, *failure_columns(item.failure),
+            item.content_digest())
+
+
+def item_state_row(item: BatchItem) -> tuple:
+    """What changes of an item after it is stored: seq, status, attempt,
+    group_no, channel_reference, failure_reason, failure_message,
+    failure_decline_code."""
+    return (item.seq, item.status.value, item.attempt, item.group_no, item.channel_reference,
+            *failure_columns(item.failure))

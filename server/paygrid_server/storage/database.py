@@ -1,5 +1,5 @@
 """What the composition root holds of a storage engine, whichever it is
-(sqlite_database.py, postgres_database.py): each opens itself, migrated, in
+(sqlite/database.py, postgres/database.py): each opens itself, migrated, in
 its own way (a file path, a DSN); app.py only has to close it."""
 
 from __future__ import annotations

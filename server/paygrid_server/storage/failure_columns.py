@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from paygrid_server.domain.payment import Failure, FailureReason
+from paygrid_server.domain.model.payment import Failure, FailureReason
 
 
 def failure_columns(failure: Failure | None) -> tuple:

@@ -1,14 +1,15 @@
-"""Payment, leg and refund rows as domain objects, the same for every engine (rows
-are read by column name: sqlite3.Row, aiosqlite.Row and asyncpg.Record all
-allow it)."""
+"""Payments, legs and refunds <-> rows, both directions, the same for every
+engine (rows are read by column name: sqlite3.Row, aiosqlite.Row and
+asyncpg.Record all allow it; written as tuples in the order the stores'
+statements name their columns)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any, Iterable, Mapping
 
-from paygrid_server.domain.money import Money
-from paygrid_server.domain.payment import (
+from paygrid_server.domain.model.money import Money
+from paygrid_server.domain.model.payment import (
     Leg,
     LegRequest,
     LegStatus,
@@ -16,8 +17,8 @@ from paygrid_server.domain.payment import (
     PaymentMode,
     PaymentStatus,
 )
-from paygrid_server.domain.refund import Refund, RefundLeg, RefundStatus
-from paygrid_server.storage.failure_columns import failure_from_columns
+from paygrid_server.domain.model.refund import Refund, RefundLeg, RefundStatus
+from paygrid_server.storage.failure_columns import failure_columns, failure_from_columns
 
 Row = Mapping[str, Any]
 
@@ -69,3 +70,56 @@ def refund_from_rows(row: Row, leg_rows: Iterable[Row]) -> Refund:
         idempotency_key=row["idempotency_key"], fingerprint=row["fingerprint"],
         reason=row["reason"], legs=legs, created_at_us=row["created_at_us"],
         status=RefundStatus(row["status"]))
+
+
+# -- objects -> rows (column orders as the stores' INSERT and UPDATE name them)
+
+def payment_row(payment: Payment) -> tuple:
+    """payment_id, tenant_id, idempotency_key, fingerprint, payer, mode,
+    status, metadata_json, received_at_us."""
+    return (payment.payment_id, payment.tenant_id, payment.idempotency_key, payment.fingerprint,
+            payment.payer, payment.mode.value, payment.status.value,
+            json.dumps(payment.metadata, sort_keys=True), payment.received_at_us)
+
+
+def leg_rows(payment: Payment) -> list[tuple]:
+    """payment_id, leg_index, payee, currency, amount_minor, requested_channel,
+    reference, status, channel, channel_reference, attempts, latency_us."""
+    return [(payment.payment_id, leg.index, leg.request.payee, leg.request.amount.currency,
+             leg.request.amount.amount_minor, leg.request.channel, leg.request.reference,
+             leg.status.value, leg.channel, leg.channel_reference, leg.attempts, leg.latency_us)
+            for leg in payment.legs]
+
+
+def first_attempt_rows(payment: Payment) -> list[tuple]:
+    """payment_id, leg_index, channel, started_at_us: where each leg may be
+    charged first, stored before any channel call."""
+    return [(payment.payment_id, leg.index, leg.first_channel, payment.received_at_us)
+            for leg in payment.legs if leg.first_channel]
+
+
+def leg_outcome_rows(payment: Payment) -> list[tuple]:
+    """status, channel, channel_reference, failure_reason, failure_message,
+    failure_decline_code, attempts, latency_us, then the key: payment_id, leg_index."""
+    return [(leg.status.value, leg.channel, leg.channel_reference, *failure_columns(leg.failure),
+             leg.attempts, leg.latency_us, payment.payment_id, leg.index)
+            for leg in payment.legs]
+
+
+def payment_outcome_row(payment: Payment) -> tuple:
+    """status, failure_reason, failure_message, failure_decline_code,
+    completed_at_us, then the key: payment_id."""
+    return (payment.status.value, *failure_columns(payment.failure), payment.completed_at_us,
+            payment.payment_id)
+
+
+def refund_row(refund: Refund) -> tuple:
+    """refund_id, payment_id, idempotency_key, fingerprint, reason, status, created_at_us."""
+    return (refund.refund_id, refund.payment_id, refund.idempotency_key, refund.fingerprint,
+            refund.reason, refund.status.value, refund.created_at_us)
+
+
+def refund_leg_row(refund: Refund, leg: RefundLeg) -> tuple:
+    """refund_id, leg_index, currency, amount_minor, channel, status, channel_reference."""
+    return (refund.refund_id, leg.leg_index, leg.amount.currency, leg.amount.amount_minor,
+            leg.channel, leg.status.value, leg.channel_reference)

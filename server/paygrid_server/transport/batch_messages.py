@@ -7,7 +7,7 @@ from typing import Iterable
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from paygrid.v1 import batch_service_pb2 as pb
-from paygrid_server.domain.batch import (
+from paygrid_server.domain.model.batch import (
     Batch,
     BatchCounts,
     BatchGroup,
@@ -17,22 +17,22 @@ from paygrid_server.domain.batch import (
     GroupingPolicy,
     ItemResult,
 )
-from paygrid_server.domain.batch_events import (
+from paygrid_server.domain.batches.events import (
     BatchEvent,
     BatchSummary,
     GroupCompleted,
     ItemsAlreadyProcessed,
     ItemsRejected,
 )
-from paygrid_server.domain.batch_service import BatchReport
-from paygrid_server.domain.batch_timing import BatchTiming
-from paygrid_server.domain.batch_control_totals import ControlTotals
-from paygrid_server.domain.batch_validation import (
+from paygrid_server.domain.batches.service import BatchReport
+from paygrid_server.domain.batches.timing import BatchTiming
+from paygrid_server.domain.model.control_totals import ControlTotals
+from paygrid_server.domain.model.batch_validation import (
     BatchHeaderInput,
     TransactionInput,
     validate_end_totals,
 )
-from paygrid_server.domain.errors import FieldViolation, InvalidRequest
+from paygrid_server.domain.model.errors import FieldViolation, InvalidRequest
 from paygrid_server.transport.payment_messages import failure_pb, money_input, money_pb
 
 _GROUPING = {

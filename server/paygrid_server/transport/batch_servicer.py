@@ -9,11 +9,11 @@ import grpc
 
 from paygrid.v1 import batch_service_pb2 as pb
 from paygrid.v1 import batch_service_pb2_grpc as pb_grpc
-from paygrid_server.domain import limits
-from paygrid_server.domain.batch_events import BatchEvent, BatchSummary
-from paygrid_server.domain.batch_run import BatchRun
-from paygrid_server.domain.batch_service import BatchService
-from paygrid_server.domain.errors import DomainError, FieldViolation, InvalidRequest
+from paygrid_server.domain.model import limits
+from paygrid_server.domain.batches.events import BatchEvent, BatchSummary
+from paygrid_server.domain.batches.run import BatchRun
+from paygrid_server.domain.batches.service import BatchService
+from paygrid_server.domain.model.errors import DomainError, FieldViolation, InvalidRequest
 from paygrid_server.transport.api_key_authentication import caller_tenant
 from paygrid_server.transport.batch_messages import (
     batch_item_pb,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from google.rpc import code_pb2, status_pb2
 
-from paygrid_server.domain.payment import Failure, FailureReason
+from paygrid_server.domain.model.payment import Failure, FailureReason
 from paygrid_server.transport.status_errors import error_info, packed_details, retry_info
 
 # A channel that was down or too slow is usually back within a second or

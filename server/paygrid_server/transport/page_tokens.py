@@ -6,9 +6,9 @@ import base64
 import binascii
 import json
 
-from paygrid_server.domain import limits
-from paygrid_server.domain.errors import FieldViolation, InvalidRequest
-from paygrid_server.ports.payment_store import PageCursor
+from paygrid_server.domain.model import limits
+from paygrid_server.domain.model.errors import FieldViolation, InvalidRequest
+from paygrid_server.domain.ports.payment_store import PageCursor
 
 
 def encode(cursor: PageCursor | None) -> str:

@@ -6,11 +6,11 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from paygrid.type.v1 import money_pb2
 from paygrid.v1 import payment_service_pb2 as pb
-from paygrid_server.domain.money import Money
-from paygrid_server.domain.payment import Failure, Leg, Payment, PaymentMode
-from paygrid_server.domain.refund import Refund
-from paygrid_server.domain.refund_service import RefundInput, RefundLegInput
-from paygrid_server.domain.request_validation import LegInput, MoneyInput, PayInput
+from paygrid_server.domain.model.money import Money
+from paygrid_server.domain.model.payment import Failure, Leg, Payment, PaymentMode
+from paygrid_server.domain.model.refund import Refund
+from paygrid_server.domain.payments.refund_service import RefundInput, RefundLegInput
+from paygrid_server.domain.model.request_validation import LegInput, MoneyInput, PayInput
 from paygrid_server.transport.failure_status import failure_status
 
 _MODES = {

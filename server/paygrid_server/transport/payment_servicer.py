@@ -6,8 +6,8 @@ import grpc
 
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
-from paygrid_server.domain.payment_service import PaymentService
-from paygrid_server.domain.refund_service import RefundService
+from paygrid_server.domain.payments.payment_service import PaymentService
+from paygrid_server.domain.payments.refund_service import RefundService
 from paygrid_server.transport import page_tokens
 from paygrid_server.transport.api_key_authentication import caller_tenant
 from paygrid_server.transport.payment_messages import (

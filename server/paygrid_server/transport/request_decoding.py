@@ -19,7 +19,7 @@ import grpc
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError
 
-from paygrid_server.domain.errors import FieldViolation, InvalidRequest
+from paygrid_server.domain.model.errors import FieldViolation, InvalidRequest
 from paygrid_server.transport.handler_wrapping import behaviour_and_maker
 from paygrid_server.transport.status_errors import abort_with
 

@@ -16,7 +16,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from paygrid_server.domain.errors import (
+from paygrid_server.domain.model.errors import (
     DeadlineTooShort,
     DomainError,
     IdempotencyConflict,
@@ -25,7 +25,7 @@ from paygrid_server.domain.errors import (
     PreconditionFailed,
     RequestInProgress,
 )
-from paygrid_server.ports.storage_errors import StorageUnavailable
+from paygrid_server.domain.ports.storage_errors import StorageUnavailable
 
 ERROR_DOMAIN = "paygrid"
 # Storage faults pass (a lock freed, space made, a database back) in seconds

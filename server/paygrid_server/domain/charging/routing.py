@@ -1,0 +1,72 @@
+"""Which channels may take a leg, in which order.
+
+A leg that names a channel goes there only. A routed leg goes to every
+channel that accepts its currency and amount, healthiest and cheapest first;
+the dispatcher fails over down that list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from paygrid_server.domain.model import limits
+from paygrid_server.domain.charging.circuit_breaker import BreakerState, CircuitBreaker
+from paygrid_server.domain.model.money import Money
+from paygrid_server.domain.model.payment import LegRequest
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRoute:
+    name: str
+    currencies: frozenset[str]  # empty: every currency
+    min_amount_minor: int = 1
+    max_amount_minor: int = limits.MAX_AMOUNT_MINOR
+    priority: int = 100  # lower is tried first
+    timeout_ms: int = 2_000  # per Charge call
+
+    def accepts(self, money: Money) -> str | None:
+        if self.currencies and money.currency not in self.currencies:
+            return f"channel {self.name!r} does not accept {money.currency}"
+        if not self.min_amount_minor <= money.amount_minor <= self.max_amount_minor:
+            return (
+                f"channel {self.name!r} accepts {self.min_amount_minor} to "
+                f"{self.max_amount_minor} minor units, not {money.amount_minor}"
+            )
+        return None
+
+
+class Router:
+    def __init__(self, routes: list[ChannelRoute], breakers: dict[str, CircuitBreaker]) -> None:
+        assert routes, "at least one channel is configured"
+        assert len({r.name for r in routes}) == len(routes), "channel names are unique"
+        self._routes = {r.name: r for r in routes}
+        self._breakers = breakers
+
+    def route(self, name: str) -> ChannelRoute:
+        return self._routes[name]
+
+    def breaker(self, name: str) -> CircuitBreaker:
+        return self._breakers[name]
+
+    def check(self, channel: str, money: Money) -> str | None:
+        """Why a leg with this channel and amount cannot be routed, or None."""
+        if channel:
+            route = self._routes.get(channel)
+            if route is None:
+                return f"unknown channel {channel!r}; known: {', '.join(sorted(self._routes))}"
+            return route.accepts(money)
+        if not self._eligible(money):
+            return f"no channel accepts {money.amount_minor} minor units of {money.currency}"
+        return None
+
+    def candidates(self, leg: LegRequest) -> list[ChannelRoute]:
+        if leg.channel:
+            return [self._routes[leg.channel]]
+        eligible = self._eligible(leg.amount)
+        # Open breakers sink to the end rather than vanish: when every channel
+        # is unhealthy the leg still fails with the breaker as its reason.
+        eligible.sort(key=lambda r: (self._breakers[r.name].state is BreakerState.OPEN, r.priority))
+        return eligible[: limits.MAX_CHANNELS_PER_LEG]
+
+    def _eligible(self, money: Money) -> list[ChannelRoute]:
+        return [r for r in self._routes.values() if r.accepts(money) is None]

@@ -1,0 +1,149 @@
+"""Batch entities: a batch, its items and its groups."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from paygrid_server.domain.model.control_totals import ControlTotals
+from paygrid_server.domain.model.fingerprint import fingerprint as digest_of
+from paygrid_server.domain.model.money import Money
+from paygrid_server.domain.model.payment import Failure
+
+
+class GroupingPolicy(enum.Enum):
+    CHANNEL_AND_CURRENCY = "CHANNEL_AND_CURRENCY"
+    CHANNEL = "CHANNEL"
+    CHANNEL_CURRENCY_AND_PAYEE = "CHANNEL_CURRENCY_AND_PAYEE"
+
+
+class FailurePolicy(enum.Enum):
+    """What an item that fails does to the rest of its batch."""
+    CONTINUE = "CONTINUE"
+    STOP_ON_FIRST_FAILURE = "STOP_ON_FIRST_FAILURE"
+    ALL_OR_NOTHING_PER_GROUP = "ALL_OR_NOTHING_PER_GROUP"
+
+
+class BatchStatus(enum.Enum):
+    RECEIVING = "RECEIVING"
+    PROCESSING = "PROCESSING"
+    COMPLETED = "COMPLETED"
+    INTERRUPTED = "INTERRUPTED"
+    REJECTED = "REJECTED"  # its control totals did not match; nothing was charged
+
+
+class BatchItemStatus(enum.Enum):
+    RECEIVED = "RECEIVED"
+    PROCESSING = "PROCESSING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    REJECTED = "REJECTED"
+    UNKNOWN = "UNKNOWN"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (BatchItemStatus.SUCCEEDED, BatchItemStatus.FAILED,
+                        BatchItemStatus.REJECTED)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchHeader:
+    batch_id: str
+    payer: str
+    grouping: GroupingPolicy
+    max_group_size: int
+    parallelism: int
+    control: ControlTotals | None = None  # declared by the client, checked per stream
+    failure_policy: FailurePolicy = FailurePolicy.CONTINUE
+
+    def fingerprint(self) -> str:
+        """What makes a batch the same batch on resubmission. Group size and
+        parallelism are how to run it, not what it is, so they may change.
+        Declared control totals describe its content, so they may not."""
+        parts = [self.payer, self.grouping.value]
+        if self.failure_policy is not FailurePolicy.CONTINUE:  # older batches' digests stand
+            parts.append(self.failure_policy.value)
+        if self.control is not None:
+            total = self.control.amount_sum
+            parts += [self.control.item_count,
+                      None if total is None else format(total.normalize(), "f")]
+        return digest_of(parts)
+
+
+@dataclass(slots=True)
+class Batch:
+    tenant_id: str  # the owner: only its API keys see the batch
+    batch_id: str  # the client's, unique per tenant
+    uid: str  # server-made, unique forever: the root of channel idempotency keys
+    header: BatchHeader
+    fingerprint: str
+    status: BatchStatus
+    submissions: int
+    created_at_us: int
+    completed_at_us: int | None = None
+    wall_us_before: int = 0  # wall time of earlier submissions
+    submission_started_at_us: int = 0
+
+
+@dataclass(slots=True)
+class BatchItem:
+    seq: int  # arrival order in the batch, from 1
+    reference: str
+    payee: str
+    amount: Money
+    requested_channel: str
+    requested_at_us: int | None
+    channel: str  # where it is (or would be) charged
+    status: BatchItemStatus = BatchItemStatus.RECEIVED
+    attempt: int = 1
+    group_no: int = 0
+    channel_reference: str = ""
+    failure: Failure | None = None
+
+    def content_digest(self) -> str:
+        """An item resent on resubmission must carry the same content."""
+        return digest_of([self.payee, self.amount.currency, self.amount.amount_minor,
+                          self.requested_channel, self.requested_at_us])
+
+    def result(self) -> ItemResult:
+        return ItemResult(self.reference, self.status, self.channel, self.channel_reference,
+                          self.failure, self.group_no)
+
+    def channel_key(self, batch_uid: str) -> str:
+        # A new attempt (after a fenced interrupted one) gets a new key, so
+        # at most one key per item can ever be captured.
+        return f"{batch_uid}.{self.seq}.{self.attempt}"
+
+
+@dataclass(slots=True)
+class BatchGroup:
+    group_no: int
+    key: str
+    items: list[BatchItem] = field(default_factory=list)
+    started_at_us: int = 0
+    completed_at_us: int = 0
+
+    @property
+    def processing_us(self) -> int:
+        return self.completed_at_us - self.started_at_us
+
+
+@dataclass(frozen=True, slots=True)
+class BatchCounts:
+    total: int
+    succeeded: int
+    failed: int
+    rejected: int
+    pending: int
+
+
+@dataclass(frozen=True, slots=True)
+class ItemResult:
+    """What the client is told about one item."""
+
+    reference: str
+    status: BatchItemStatus
+    channel: str = ""
+    channel_reference: str = ""
+    failure: Failure | None = None
+    group_no: int = 0

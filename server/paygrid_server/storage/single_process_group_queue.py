@@ -1,0 +1,133 @@
+"""The group queue of an engine only one server process opens (SQLite).
+
+No other replica can open the database file, so durable leases would buy
+nothing and cost writes on SQLite's single writer (queueing, claiming and
+fencing a group are three more per group): groups wait here, in memory, and
+a group's items are written twice, as before leases existed - PROCESSING
+(with the group row) before the charge, the results (group done) after.
+
+A group claimed here cannot be lost to another process, so its lease is
+never taken over and never fenced. After a crash nothing of this queue is
+left: the items of unfinished groups are RECEIVED (never charged) or
+PROCESSING (maybe charged); a resubmission of the batch settles the latter
+with their channel and groups the rest again (domain/batches/resume.py, `durable`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Awaitable, Callable
+
+from paygrid_server.domain.model.batch import BatchGroup, BatchItem
+from paygrid_server.domain.ports.batch_store import BatchStore
+from paygrid_server.domain.ports.group_queue import DoneGroup, GroupLease
+
+# How often release_submission looks whether a batch's groups still
+# charging here are done (only after a group failed; normally none are).
+_DRAIN_POLL_S = 0.01
+
+
+class SingleProcessGroupQueue:
+    durable = False
+
+    def __init__(self, store: BatchStore) -> None:
+        self._store = store
+        self._queued: dict[str, deque[BatchGroup]] = {}  # by batch uid, in group order
+        self._leased: dict[str, dict[int, BatchGroup]] = {}
+        self._parallelism: dict[str, int] = {}
+        self._stopped: dict[str, str] = {}
+        self._marked: set[tuple[str, int]] = set()  # groups whose row is stored
+
+    async def queue_group(self, batch_uid: str, group: BatchGroup, parallelism: int) -> None:
+        for item in group.items:
+            item.group_no = group.group_no  # in memory; stored with PROCESSING
+        self._parallelism[batch_uid] = parallelism
+        self._queued.setdefault(batch_uid, deque()).append(group)
+
+    async def claim_group(self, owner: str, lease_ms: int) -> GroupLease | None:
+        for batch_uid, groups in self._queued.items():
+            leased = self._leased.setdefault(batch_uid, {})
+            if groups and len(leased) < self._parallelism[batch_uid]:
+                group = groups.popleft()
+                leased[group.group_no] = group
+                return GroupLease(batch_uid, group.group_no, group.key, owner, 1,
+                                  self._stopped.get(batch_uid))
+        return None
+
+    async def renew_group_lease(self, lease: GroupLease, lease_ms: int) -> bool:
+        return True  # no other process can claim it
+
+    async def release_group_lease(self, lease: GroupLease) -> None:
+        self._done(lease.batch_uid, lease.group_no)
+
+    def abandon_group_lease(self, lease: GroupLease) -> None:
+        self._done(lease.batch_uid, lease.group_no)
+
+    async def group_items(self, batch_uid: str, group_no: int) -> list[BatchItem]:
+        return self._leased[batch_uid][group_no].items
+
+    async def mark_group_processing(self, batch_uid: str, group: BatchGroup,
+                                    lease: GroupLease | None = None) -> bool:
+        await self._store.mark_group_processing(batch_uid, group)
+        self._marked.add((batch_uid, group.group_no))
+        return True
+
+    async def save_group_results(self, batch_uid: str, group: BatchGroup,
+                                 lease: GroupLease | None = None,
+                                 stops_batch: str | None = None) -> bool:
+        if (batch_uid, group.group_no) not in self._marked:
+            # A skipped group (the batch stopped): its row is stored too,
+            # so its number stays taken, as a charged group's does.
+            await self._store.mark_group_processing(batch_uid, group)
+            await self._store.save_items(batch_uid, group.items)
+        else:
+            await self._store.save_group_results(batch_uid, group)
+        if stops_batch is not None:
+            self._stopped.setdefault(batch_uid, stops_batch)
+        self._done(batch_uid, group.group_no)
+        return True
+
+    async def save_items(self, batch_uid: str, items: list[BatchItem],
+                         lease: GroupLease | None = None) -> bool:
+        await self._store.save_items(batch_uid, items)
+        return True
+
+    def _done(self, batch_uid: str, group_no: int) -> None:
+        self._leased.get(batch_uid, {}).pop(group_no, None)
+        self._marked.discard((batch_uid, group_no))
+
+    async def unfinished_groups(self, batch_uid: str) -> list[int]:
+        return []  # none outlives the run that queued it (release_submission)
+
+    async def done_groups(self, batch_uid: str, group_nos: list[int]) -> list[DoneGroup]:
+        return []  # every group is done here and told to its run at once
+
+    async def stop_batch(self, batch_uid: str, cause: str) -> None:
+        self._stopped.setdefault(batch_uid, cause)
+
+    async def acquire_submission(self, batch_uid: str, owner: str, lease_ms: int) -> bool:
+        return True  # one process: its in-flight check is the whole guard
+
+    async def renew_submission(self, batch_uid: str, owner: str, lease_ms: int) -> bool:
+        return True
+
+    async def release_submission(self, batch_uid: str, owner: str) -> None:
+        # Groups not claimed yet are dropped (their items stay RECEIVED and
+        # ungrouped in the database); groups charging finish first, so a
+        # resubmission never settles an item a worker is still charging.
+        self._queued.pop(batch_uid, None)
+        while self._leased.get(batch_uid):
+            await asyncio.sleep(_DRAIN_POLL_S)
+        self._leased.pop(batch_uid, None)
+        self._parallelism.pop(batch_uid, None)
+        self._stopped.pop(batch_uid, None)
+
+    async def watch_groups(self, changed: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+        async def nothing() -> None:
+            pass
+
+        return nothing  # groups are queued and done in this process: it wakes itself
+
+    async def interrupt_abandoned(self) -> int:
+        return 0  # start-up's BatchStore.interrupt_abandoned covers a crash

@@ -1,0 +1,255 @@
+"""BatchStore on SQLite, sharing the database (and its writer) with payments."""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from typing import Iterator, Sequence, TypeVar
+
+from paygrid_server.domain.model.batch import (
+    Batch,
+    BatchCounts,
+    BatchGroup,
+    BatchHeader,
+    BatchItem,
+    BatchItemStatus,
+    BatchStatus,
+)
+from paygrid_server.domain.model.payment import Failure
+from paygrid_server.domain.ports.batch_store import IngestOutcome
+from paygrid_server.storage.batch_item_ingest import sort_incoming
+from paygrid_server.storage.batch_rows import ITEM_COLUMNS as _ITEM_COLUMNS
+from paygrid_server.storage.batch_rows import batch_from_row as _batch
+from paygrid_server.storage.batch_rows import item_from_row as _item
+from paygrid_server.storage.batch_rows import item_insert_row, item_state_row
+from paygrid_server.storage.failure_columns import failure_columns
+from paygrid_server.storage.sqlite.database import SqliteDatabase
+
+
+# Items are read and written a chunk per statement, not a statement per
+# item: every statement the writer thread runs has to win the GIL back from
+# the event loop. A chunk binds at most 18 * 256 host parameters, well under
+# SQLite's default limit (32766).
+_CHUNK_ROWS = 256
+
+T = TypeVar("T")
+
+
+def _chunks(rows: Sequence[T]) -> Iterator[Sequence[T]]:
+    """`rows` in chunks of _CHUNK_ROWS, the rest in halving sizes (128, 64...
+    1), so statements come in a few sizes: each is prepared once, then taken
+    from the connection's statement cache (preparing a statement of 256 rows
+    costs about as much as running it)."""
+    start, size = 0, _CHUNK_ROWS
+    while start < len(rows):
+        while size > len(rows) - start:
+            size //= 2
+        yield rows[start:start + size]
+        start += size
+
+
+@functools.cache
+def _in_list(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+_INSERT_COLUMNS = f"{_ITEM_COLUMNS}, batch_uid, content_digest, submission"
+
+
+@functools.cache
+def _insert_items_sql(rows: int) -> str:
+    row = f"({_in_list(_INSERT_COLUMNS.count(',') + 1)})"
+    return f"INSERT INTO batch_items ({_INSERT_COLUMNS}) VALUES {', '.join([row] * rows)}"
+
+
+# An item's state: everything that changes after it is stored.
+_STATE_COLUMNS = ("status", "attempt", "group_no", "channel_reference", "failure_reason",
+                  "failure_message", "failure_decline_code")
+
+
+@functools.cache
+def _update_states_sql(rows: int) -> str:
+    row = f"({_in_list(1 + len(_STATE_COLUMNS))})"
+    return (f"WITH state (seq, {', '.join(_STATE_COLUMNS)}) AS (VALUES {', '.join([row] * rows)}) "
+            f"UPDATE batch_items SET {', '.join(f'{c} = state.{c}' for c in _STATE_COLUMNS)} "
+            "FROM state WHERE batch_items.batch_uid = ? AND batch_items.seq = state.seq")
+
+
+def _save_states(db: sqlite3.Connection, batch_uid: str, items: list[BatchItem]) -> None:
+    """Each item's own state: per chunk, one UPDATE joining the items' rows
+    (a VALUES table) to batch_items by seq."""
+    for chunk in _chunks(items):
+        params = []
+        for i in chunk:
+            params += item_state_row(i)
+        params.append(batch_uid)
+        db.execute(_update_states_sql(len(chunk)), params)
+
+
+class SqliteBatchStore:
+    def __init__(self, database: SqliteDatabase) -> None:
+        self._reader = database.reader
+        self._write = database.write
+
+    async def insert_batch(self, batch: Batch) -> Batch | None:
+        h = batch.header
+
+        def insert(db: sqlite3.Connection) -> bool:
+            return db.execute(
+                "INSERT INTO batches (tenant_id, batch_id, uid, payer, grouping, max_group_size, "
+                "parallelism, fingerprint, status, submissions, created_at_us, "
+                "submission_started_at_us, failure_policy) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (tenant_id, batch_id) DO NOTHING",
+                (batch.tenant_id, batch.batch_id, batch.uid, h.payer, h.grouping.value,
+                 h.max_group_size, h.parallelism, batch.fingerprint, batch.status.value,
+                 batch.submissions, batch.created_at_us,
+                 batch.submission_started_at_us, h.failure_policy.value)).rowcount == 1
+
+        if await self._write(insert):
+            return None
+        return await self.get_batch(batch.tenant_id, batch.batch_id)
+
+    async def get_batch(self, tenant_id: str, batch_id: str) -> Batch | None:
+        # Reads are whole execute_fetchall calls: a cursor open across an
+        # await holds the shared reader's snapshot (sqlite/payment_store.py).
+        rows = await self._reader.execute_fetchall(
+            "SELECT * FROM batches WHERE tenant_id = ? AND batch_id = ?", (tenant_id, batch_id))
+        return _batch(rows[0]) if rows else None
+
+    async def get_batch_by_uid(self, batch_uid: str) -> Batch | None:
+        rows = await self._reader.execute_fetchall("SELECT * FROM batches WHERE uid = ?",
+                                                   (batch_uid,))
+        return _batch(rows[0]) if rows else None
+
+    async def start_submission(self, batch_uid: str, header: BatchHeader,
+                               started_at_us: int) -> tuple[int, int, int]:
+        def start(db: sqlite3.Connection) -> tuple[int, int, int]:
+            db.execute(
+                "UPDATE batches SET submissions = submissions + 1, status = 'RECEIVING', "
+                "max_group_size = ?, parallelism = ?, submission_started_at_us = ? "
+                "WHERE uid = ?",
+                (header.max_group_size, header.parallelism, started_at_us, batch_uid))
+            submission, max_seq, max_group = db.execute(
+                "SELECT submissions, "
+                "(SELECT coalesce(max(seq), 0) FROM batch_items WHERE batch_uid = ?), "
+                "(SELECT coalesce(max(group_no), 0) FROM batch_groups WHERE batch_uid = ?) "
+                "FROM batches WHERE uid = ?", (batch_uid, batch_uid, batch_uid)).fetchone()
+            return submission, max_seq + 1, max_group + 1
+
+        return await self._write(start)
+
+    async def insert_items(self, batch_uid: str, submission: int, items: list[BatchItem],
+                           unstored_rejections: int) -> IngestOutcome:
+        def insert(db: sqlite3.Connection) -> IngestOutcome:
+            outcome = IngestOutcome()
+            existing: dict[str, sqlite3.Row | object] = {}
+            for chunk in _chunks([item.reference for item in items]):
+                existing.update({row["reference"]: row for row in db.execute(
+                    f"SELECT {_ITEM_COLUMNS}, submission, content_digest FROM batch_items "
+                    f"WHERE batch_uid = ? AND reference IN ({_in_list(len(chunk))})",
+                    (batch_uid, *chunk))})
+            fresh, resent = sort_incoming(items, existing, submission, outcome)
+            for chunk in _chunks(fresh):
+                params = []
+                for i in chunk:
+                    *row, digest = item_insert_row(i)
+                    params += (*row, batch_uid, digest, submission)
+                db.execute(_insert_items_sql(len(chunk)), params)
+            # Seen in this submission now: a second copy later in the stream is a duplicate.
+            for chunk in _chunks(resent):
+                db.execute(f"UPDATE batch_items SET submission = ? "
+                           f"WHERE batch_uid = ? AND seq IN ({_in_list(len(chunk))})",
+                           (submission, batch_uid, *chunk))
+            unstored = unstored_rejections + len(outcome.refused)
+            if unstored:
+                db.execute("UPDATE batches SET unstored_rejections = unstored_rejections + ? "
+                           "WHERE uid = ?", (unstored, batch_uid))
+            outcome.new = fresh
+            return outcome
+
+        return await self._write(insert)
+
+    async def mark_group_processing(self, batch_uid: str, group: BatchGroup) -> None:
+        # A group is formed from items as stored (by insert_items, or read
+        # back to be regrouped); only their status and group number change
+        # when it starts, the same for all of them.
+        def mark(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO batch_groups (batch_uid, group_no, group_key, size, started_at_us) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (batch_uid, group.group_no, group.key, len(group.items), group.started_at_us))
+            for chunk in _chunks([item.seq for item in group.items]):
+                db.execute(f"UPDATE batch_items SET status = 'PROCESSING', group_no = ? "
+                           f"WHERE batch_uid = ? AND seq IN ({_in_list(len(chunk))})",
+                           (group.group_no, batch_uid, *chunk))
+
+        await self._write(mark)
+
+    async def save_group_results(self, batch_uid: str, group: BatchGroup) -> None:
+        def save(db: sqlite3.Connection) -> None:
+            _save_states(db, batch_uid, group.items)
+            db.execute(
+                "UPDATE batch_groups SET completed_at_us = ? WHERE batch_uid = ? AND group_no = ?",
+                (group.completed_at_us, batch_uid, group.group_no))
+
+        await self._write(save)
+
+    async def save_items(self, batch_uid: str, items: list[BatchItem]) -> None:
+        await self._write(lambda db: _save_states(db, batch_uid, items))
+
+    async def reject_waiting_items(self, batch_uid: str, failure: Failure) -> int:
+        return await self._write(lambda db: db.execute(
+            "UPDATE batch_items SET status = 'REJECTED', failure_reason = ?, "
+            "failure_message = ?, failure_decline_code = ? "
+            "WHERE batch_uid = ? AND status = 'RECEIVED'",
+            (*failure_columns(failure), batch_uid)).rowcount)
+
+    async def items_after(self, batch_uid: str, after_seq: int, limit: int,
+                          statuses: tuple[BatchItemStatus, ...] = ()) -> list[BatchItem]:
+        # One range of batch_items_by_status per status, merged in seq
+        # order: `status IN (...)` would walk every item after `after_seq`.
+        statuses = tuple(dict.fromkeys(statuses))
+        arms = [f"AND status = ?{4 + n}" for n in range(len(statuses))] or [""]
+        return [_item(row) for row in await self._reader.execute_fetchall(
+            " UNION ALL ".join(f"SELECT {_ITEM_COLUMNS} FROM batch_items "
+                               f"WHERE batch_uid = ?1 AND seq > ?2 {arm}" for arm in arms)
+            + " ORDER BY seq LIMIT ?3",
+            (batch_uid, after_seq, limit, *(s.value for s in statuses)))]
+
+    async def counts(self, batch_uid: str) -> BatchCounts:
+        by_status = {BatchItemStatus(status): n for status, n in await self._reader.execute_fetchall(
+            "SELECT status, count(*) FROM batch_items WHERE batch_uid = ? GROUP BY status",
+            (batch_uid,))}
+        rows = await self._reader.execute_fetchall(
+            "SELECT unstored_rejections FROM batches WHERE uid = ?", (batch_uid,))
+        unstored = rows[0][0] if rows else 0
+        rejected = by_status.get(BatchItemStatus.REJECTED, 0) + unstored
+        succeeded = by_status.get(BatchItemStatus.SUCCEEDED, 0)
+        failed = by_status.get(BatchItemStatus.FAILED, 0)
+        total = sum(by_status.values()) + unstored
+        return BatchCounts(total, succeeded, failed, rejected,
+                           total - succeeded - failed - rejected)
+
+    async def group_processing_us(self, batch_uid: str) -> list[int]:
+        return [row[0] for row in await self._reader.execute_fetchall(
+            "SELECT completed_at_us - started_at_us FROM batch_groups "
+            "WHERE batch_uid = ? AND completed_at_us IS NOT NULL", (batch_uid,))]
+
+    async def set_status(self, batch_uid: str, status: BatchStatus) -> None:
+        await self._write(lambda db: db.execute(
+            "UPDATE batches SET status = ? WHERE uid = ?", (status.value, batch_uid)))
+
+    async def finish_submission(self, batch_uid: str, status: BatchStatus, wall_us: int,
+                                completed_at_us: int | None) -> None:
+        await self._write(lambda db: db.execute(
+            "UPDATE batches SET status = ?, wall_us_before = wall_us_before + ?, "
+            "completed_at_us = coalesce(?, completed_at_us) WHERE uid = ?",
+            (status.value, wall_us, completed_at_us, batch_uid)))
+
+    async def interrupt_abandoned(self) -> int:
+        return await self._write(lambda db: db.execute(
+            "UPDATE batches SET status = 'INTERRUPTED', wall_us_before = wall_us_before + "
+            "max(0, coalesce((SELECT max(completed_at_us) FROM batch_groups g "
+            "        WHERE g.batch_uid = batches.uid) - submission_started_at_us, 0)) "
+            "WHERE status IN ('RECEIVING', 'PROCESSING')").rowcount)

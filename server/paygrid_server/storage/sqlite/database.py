@@ -1,0 +1,62 @@
+"""The SQLite file every store shares: WAL, synchronous=FULL, migrations.
+
+Writes go through one SqliteWriter (one thread, group commit; see
+sqlite/writer.py); reads through one aiosqlite connection, so they never
+see a unit of work that is not committed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Callable, TypeVar
+
+import aiosqlite
+
+from paygrid_server.storage.database_lock import DatabaseLock
+from paygrid_server.storage.sqlite.schema_migrations import migrate
+from paygrid_server.storage.sqlite.writer import PRAGMAS, SqliteWriter
+
+T = TypeVar("T")
+
+
+class SqliteDatabase:
+    def __init__(self, lock: DatabaseLock, writer: SqliteWriter,
+                 reader: aiosqlite.Connection) -> None:
+        self._lock = lock
+        self._writer = writer
+        self.reader = reader
+
+    @classmethod
+    async def open(cls, path: Path) -> "SqliteDatabase":
+        """Held by this process until close (DatabaseLocked if another holds
+        it); whatever was opened is closed again when a later step fails."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = DatabaseLock.take(path)
+        writer = reader = None
+        try:
+            writer = await SqliteWriter.open(path)
+            await writer.alone(migrate)
+            reader = await aiosqlite.connect(path, isolation_level=None)
+            reader.row_factory = aiosqlite.Row
+            for pragma in PRAGMAS:
+                await reader.execute(f"PRAGMA {pragma}")
+        except BaseException:
+            if reader is not None:
+                await reader.close()
+            if writer is not None:
+                await writer.close()
+            lock.release()
+            raise
+        return cls(lock, writer, reader)
+
+    async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Runs `work` as one all-or-nothing unit; returns once it is durable."""
+        return await self._writer.unit(work)
+
+    async def close(self) -> None:
+        try:
+            await self.reader.close()
+            await self._writer.close()
+        finally:
+            self._lock.release()

@@ -1,0 +1,97 @@
+"""A channel configured with `simulator = { in_process = true }`: the
+simulator's servicer called directly, without gRPC. Batches over it are
+charged with ChargeBatch, as over gRPC, and payments work the same."""
+
+from __future__ import annotations
+
+import pytest
+
+from paygrid.v1 import batch_service_pb2 as bpb
+from paygrid.v1 import payment_service_pb2 as pb
+from paygrid_server.channels.in_process_channel import InProcessPaymentChannel
+from paygrid_server.domain.charging.channel_charge import ChargeOrder
+from paygrid_server.domain.model.money import Money
+from paygrid_server.domain.ports.payment_channel import (
+    BulkChargeUnsupported,
+    ChannelTimeout,
+    ChargeStatus,
+)
+from paygrid_server.simulator.channel_ledger import ChannelLedger
+from paygrid_server.simulator.channel_simulator import ChannelSimulator, SimulatorBehaviour
+from tests.support.batch_client import batch_stub, chunk, header, submit, tx
+from tests.conftest import channel, leg, pay_request
+
+SUCCEEDED, FAILED = bpb.BATCH_ITEM_STATUS_SUCCEEDED, bpb.BATCH_ITEM_STATUS_FAILED
+
+
+def _in_process(behaviour: SimulatorBehaviour = SimulatorBehaviour()):
+    return channel("card", simulator=behaviour, simulator_in_process=True)
+
+
+async def test_a_batch_is_charged_with_one_charge_batch_call_per_group(start_paygrid) -> None:
+    paygrid = await start_paygrid((_in_process(),))
+    assert paygrid.app.simulators["card"][0] is None  # no gRPC server: called directly
+    items = [tx(f"r{i:03d}", amount_minor=100 + i) for i in range(249)] + [
+        tx("nsf", payee="decline_insufficient_funds")]
+    reply = await submit(batch_stub(paygrid.channel), header(max_group_size=100),
+                         chunk(*items[:200]), chunk(*items[200:]))
+    assert reply.summary.status == bpb.BATCH_STATUS_COMPLETED
+    assert (reply.summary.counts.succeeded, reply.summary.counts.failed) == (249, 1)
+    card = paygrid.simulator("card")
+    assert (card.charge_batch_calls, card.charge_calls) == (3, 0)
+    assert set(card.ledger.charge_requests.values()) == {1}
+    by_payee = {c.payee: c for c in card.ledger.captured()}
+    assert len(by_payee) == 249
+    for i in range(249):
+        charge = by_payee[f"payee_r{i:03d}"]
+        assert reply.results[f"r{i:03d}"].channel_reference == charge.charge_id
+        assert charge.amount.amount_minor == 100 + i
+    assert reply.results["nsf"].status == FAILED
+    assert reply.results["nsf"].failure.decline_code == "insufficient_funds"
+
+
+async def test_a_servicer_without_charge_batch_gets_the_batch_done_per_item(
+        start_paygrid) -> None:
+    paygrid = await start_paygrid((_in_process(SimulatorBehaviour(bulk_charge=False)),))
+    reply = await submit(batch_stub(paygrid.channel), header(max_group_size=10, parallelism=1),
+                         chunk(*(tx(f"r{i:02d}") for i in range(25))))
+    assert reply.summary.counts.succeeded == 25
+    assert all(r.status == SUCCEEDED for r in reply.results.values())
+    card = paygrid.simulator("card")
+    assert (card.charge_batch_calls, card.charge_calls) == (1, 25)
+    assert len(card.ledger.captured()) == 25
+
+
+async def test_pay_works_through_it(start_paygrid) -> None:
+    paygrid = await start_paygrid((_in_process(),))
+    response = await paygrid.stub.Pay(pay_request("k1", leg(currency="EUR")), timeout=5)
+    payment = response.payment
+    assert payment.status == pb.PAYMENT_STATUS_SUCCEEDED
+    [result] = payment.legs
+    assert result.channel == "card"
+    charge = paygrid.ledger("card").get(f"{payment.payment_id}.0")
+    assert result.channel_reference == charge.charge_id
+    declined = await paygrid.stub.Pay(pay_request(
+        "k2", leg(payee="decline_do_not_honor", currency="EUR")), timeout=5)
+    assert declined.payment.status == pb.PAYMENT_STATUS_FAILED
+    assert declined.payment.legs[0].failure.decline_code == "do_not_honor"
+    assert (paygrid.simulator("card").charge_calls,
+            paygrid.simulator("card").charge_batch_calls) == (2, 0)
+
+
+@pytest.mark.parametrize("behaviour, payee, error", [
+    (SimulatorBehaviour(bulk_charge=False), "m1", BulkChargeUnsupported),
+    (SimulatorBehaviour(), "hang_after_charge_1", ChannelTimeout),
+])
+async def test_the_adapter_maps_what_the_servicer_aborts_with(behaviour, payee, error) -> None:
+    servicer = ChannelSimulator(ChannelLedger("card"), behaviour)
+    adapter = InProcessPaymentChannel("card", servicer)
+    orders = [ChargeOrder("k1", "p1", "m0", Money("EUR", 100), "ref"),
+              ChargeOrder("k2", "p1", payee, Money("EUR", 200), "ref")]
+    with pytest.raises(error):
+        await adapter.charge_batch(orders, 200)
+    assert servicer.charge_batch_calls == 1
+    record = await adapter.charge("k1", "p1", "m0", Money("EUR", 100), "ref", 1_000)
+    assert record.status is ChargeStatus.CAPTURED
+    assert await adapter.charge_batch([], 1_000) == []
+    assert servicer.charge_batch_calls == 1  # an empty call is not made

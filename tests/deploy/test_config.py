@@ -1,0 +1,142 @@
+"""Configuration: the shipped example loads; bad values stop start-up clearly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+
+from paygrid.v1 import payment_service_pb2 as pb
+from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
+from tests.support.api_key_metadata import keyed_channel
+from paygrid_server.config import DEFAULT_CHANNELS, SETTINGS, ConfigError, load_config
+from tests.conftest import pay_request
+from tests.support.server_process import ServerProcess, free_port, write_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_example_config_matches_the_defaults() -> None:
+    config = load_config(ROOT / "config" / "paygrid.example.toml")
+    assert config == load_config(None)
+    assert config.channels == DEFAULT_CHANNELS
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[server]\nlisten = 50051\n", "server.listen: expected str"),
+    ("[server]\nport = 1\n", "server: unknown keys port"),
+    ("[servers]\n", "unknown sections servers"),
+    ("[[channels]]\nname = 'c'\ncurrencies = ['USD', 'EURO']\n", "not ISO 4217 codes: EURO"),
+    ("[[channels]]\nname = 'c'\ntimeout_ms = 0\n", "channels[0].timeout_ms: must be greater than 0"),
+    ("[[channels]]\nname = 'c'\n[[channels]]\nname = 'c'\n", "names must be unique"),
+    ("[[channels]]\ncurrencies = []\n", "channels[0].name: required"),
+    ("[[channels]]\nname = 'c'\nsimulator = { latency = 5 }\n", "unknown keys simulator.latency"),
+    ("[server\n", "paygrid.toml"),
+])
+def test_bad_config_is_refused_with_the_key_named(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "paygrid.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_config(path)
+
+
+def test_server_exits_with_a_clear_message_on_bad_config(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[server]\nbreaker_open_ms = -1\n")
+    result = subprocess.run([sys.executable, "-m", "paygrid_server", "serve", "--config", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "bad configuration: server.breaker_open_ms: must be greater than 0" in result.stderr
+
+
+def test_environment_overrides_the_file_and_flags_override_both(tmp_path: Path) -> None:
+    path = tmp_path / "paygrid.toml"
+    path.write_text("[server]\nmax_concurrent_calls = 10\nshutdown_grace_ms = 100\n"
+                    "[observability]\nmetrics_listen = ''\n")
+    config = load_config(path, {"shutdown_grace_ms": "300"},
+                         environ={"PAYGRID_MAX_CONCURRENT_CALLS": "20",
+                                  "PAYGRID_SHUTDOWN_GRACE_MS": "200"})
+    assert (config.max_concurrent_calls, config.shutdown_grace_ms) == (20, 300)
+    assert config.observability.metrics_listen == ""
+
+
+@pytest.mark.parametrize(("environ", "message"), [
+    ({"PAYGRID_MAX_CONCURRENT_CALLS": "many"}, "PAYGRID_MAX_CONCURRENT_CALLS: expected an integer"),
+    ({"PAYGRID_LISTEN": "50051"}, "PAYGRID_LISTEN: expected host:port"),
+    ({"PAYGRID_TRACING_EXPORTER": "jaeger"}, "PAYGRID_TRACING_EXPORTER: expected one of none"),
+    ({"PAYGRID_API_KEYS": "acme"}, r"PAYGRID_API_KEYS\[0\]: expected tenant:sha256"),
+    ({"PAYGRID_API_KEYS": "acme:pgk_secret"}, r"PAYGRID_API_KEYS\[0\]: sha256 must be the 64 hex"),
+    ({"PAYGRID_API_KEYS": "Acme Corp:" + "0" * 64}, r"PAYGRID_API_KEYS\[0\]: tenant must be"),
+    ({"PAYGRID_TLS_CERT_FILE": "/nonexistent.crt"}, "tls: cert_file and key_file go together"),
+    ({"PAYGRID_TLS_CERT_FILE": "/nonexistent.crt", "PAYGRID_TLS_KEY_FILE": "/nonexistent.key"},
+     "tls.cert_file: no such file"),
+])
+def test_bad_environment_is_refused_with_the_variable_named(environ, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, environ=environ)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[auth]\napi_keys = [{ tenant = 'acme', sha256 = 'pgk_clear_text' }]\n",
+     r"auth.api_keys\[0\]: sha256 must be the 64 hex digits"),
+    ("[auth]\napi_keys = [{ tenant = 'acme' }]\n", r"auth.api_keys\[0\]: expected"),
+    ("[auth]\nkeys = []\n", "auth: unknown keys keys"),
+    ("[tls]\nclient_ca_file = 'ca.pem'\n", "tls.client_ca_file \\(mTLS\\) needs cert_file"),
+    ("[[channels]]\nname = 'c'\ntarget = 'x:1'\ntls_cert_file = 'c.pem'\ntls_key_file = 'k.pem'\n",
+     "channels\\[0\\]: a client certificate needs tls_ca_file"),
+    ("[[channels]]\nname = 'c'\ntls_ca_file = 'ca.pem'\n",
+     "channels\\[0\\]: TLS settings need a remote target"),
+])
+def test_bad_auth_and_tls_config_is_refused(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "paygrid.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, environ={})
+
+
+def test_every_setting_has_a_flag_and_check_config_prints_the_result(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "paygrid_server", "check-config", "--max-concurrent-calls", "7",
+         "--metrics-listen", ""], capture_output=True, text=True, timeout=60,
+        env={"PATH": "", "PAYGRID_SHUTDOWN_GRACE_MS": "1234"})
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert (printed["max_concurrent_calls"], printed["shutdown_grace_ms"]) == (7, 1234)
+    assert printed["observability"]["metrics_listen"] == ""
+    help_text = subprocess.run([sys.executable, "-m", "paygrid_server", "serve", "--help"],
+                               capture_output=True, text=True, timeout=60).stdout
+    for setting in SETTINGS:
+        assert setting.flag in help_text and setting.env in help_text
+
+
+async def test_a_new_api_key_works_against_a_server_configured_by_environment(
+        tmp_path: Path) -> None:
+    made = subprocess.run([sys.executable, "-m", "paygrid_server", "new-api-key",
+                           "--tenant", "acme"], capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    key = next(line.strip() for line in made.stdout.splitlines()
+               if line.strip().startswith("pgk_acme_"))
+    env_line = next(line.strip() for line in made.stdout.splitlines()
+                    if line.strip().startswith("PAYGRID_API_KEYS="))
+    assert key not in env_line, "only the digest is configured"
+
+    port = free_port()
+    config = write_config(tmp_path / "paygrid.toml", port, tmp_path / "db.sqlite3", {})
+    config.write_text(config.read_text() + "[[channels]]\nname = \"card\"\n")
+    server = ServerProcess(config, tmp_path / "server.log")
+    try:
+        await server.start(port, env=dict([env_line.split("=", 1)]))
+        async with keyed_channel(f"127.0.0.1:{port}", key) as channel:
+            reply = await pb_grpc.PaymentServiceStub(channel).Pay(pay_request("k-acme"))
+        assert reply.payment.status == pb.PAYMENT_STATUS_SUCCEEDED
+        async with keyed_channel(f"127.0.0.1:{port}") as channel:  # the dev key
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await pb_grpc.PaymentServiceStub(channel).Pay(pay_request("k-dev"))
+        assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        server.terminate()
+    assert key not in (tmp_path / "server.log").read_text()

@@ -1,0 +1,143 @@
+"""Both BatchStores (SQLite, PostgreSQL) write items a chunk per statement:
+every item still gets its own state, whatever the chunk sizes, and reads
+follow the indexes. Each test runs on both engines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from paygrid_server.domain.model.batch import (
+    Batch,
+    BatchGroup,
+    BatchHeader,
+    BatchItem,
+    BatchItemStatus,
+    BatchStatus,
+    GroupingPolicy,
+)
+from paygrid_server.domain.model.money import Money
+from paygrid_server.domain.model.payment import Failure, FailureReason
+from paygrid_server.domain.ports.batch_store import BatchStore
+from paygrid_server.storage.postgres import batch_sql as postgres_batch_sql
+from paygrid_server.storage.postgres.batch_store import PostgresBatchStore
+from paygrid_server.storage.postgres.database import PostgresDatabase, PostgresLimits
+from paygrid_server.storage.sqlite.batch_store import SqliteBatchStore, _chunks
+from paygrid_server.storage.sqlite.database import SqliteDatabase
+
+UID = "bat_test"
+S = BatchItemStatus
+
+
+@pytest.fixture
+async def store(tmp_path: Path, storage_engine: str, postgres_databases, monkeypatch):
+    if storage_engine == "postgresql":
+        # Small chunks, so a few hundred items take several statements.
+        monkeypatch.setattr(postgres_batch_sql, "CHUNK_ROWS", 128)
+        database = await PostgresDatabase.open(await postgres_databases.create(),
+                                               PostgresLimits(pool_max_connections=2))
+        store = PostgresBatchStore(database)
+    else:
+        database = await SqliteDatabase.open(tmp_path / "paygrid.sqlite3")
+        store = SqliteBatchStore(database)
+    header = BatchHeader("b1", "payer", GroupingPolicy.CHANNEL, 100, 4)
+    await store.insert_batch(Batch("dev", "b1", UID, header, header.fingerprint(),
+                                   BatchStatus.RECEIVING, 0, 1))
+    yield store
+    await database.close()
+
+
+def _item(seq: int, reference: str | None = None, amount_minor: int = 100) -> BatchItem:
+    reference = reference or f"r{seq:04d}"
+    return BatchItem(seq, reference, f"payee_{reference}", Money("EUR", amount_minor), "",
+                     None, "card")
+
+
+async def _stored(store: BatchStore) -> dict[int, BatchItem]:
+    return {i.seq: i for i in await store.items_after(UID, 0, 10_000)}
+
+
+def test_chunks_come_in_few_sizes() -> None:
+    assert [len(c) for c in _chunks(range(1_000))] == [256, 256, 256, 128, 64, 32, 8]
+    assert [len(c) for c in _chunks(range(3))] == [2, 1]
+    assert [x for c in _chunks(range(777)) for x in c] == list(range(777))
+    assert list(_chunks([])) == []
+
+
+async def test_group_marked_then_saved_item_by_item(store: BatchStore) -> None:
+    items = [_item(seq) for seq in range(1, 301)]  # more than one chunk on either engine
+    await store.start_submission(UID, BatchHeader("b1", "payer", GroupingPolicy.CHANNEL, 300, 1), 1)
+    outcome = await store.insert_items(UID, 1, items, 0)
+    assert [i.seq for i in outcome.new] == list(range(1, 301))
+    group = BatchGroup(7, "card", items, started_at_us=10)
+    for item in items:
+        item.status, item.group_no = S.PROCESSING, 7
+    await store.mark_group_processing(UID, group)
+    assert {(i.status, i.group_no) for i in (await _stored(store)).values()} == {(S.PROCESSING, 7)}
+
+    for item in items:
+        item.status, item.channel_reference = S.SUCCEEDED, f"ch_{item.seq}"
+    items[4].status = S.FAILED
+    items[4].failure = Failure(FailureReason.INSUFFICIENT_FUNDS, "no funds",
+                               "insufficient_funds")
+    items[299].status = S.UNKNOWN
+    items[299].failure = Failure(FailureReason.OUTCOME_UNKNOWN, "no answer")
+    group.completed_at_us = 25
+    await store.save_group_results(UID, group)
+    stored = await _stored(store)
+    assert [stored[i.seq] for i in items] == items
+    assert await store.group_processing_us(UID) == [15]
+    counts = await store.counts(UID)
+    assert (counts.succeeded, counts.failed, counts.pending) == (298, 1, 1)
+
+
+async def test_marking_keeps_what_an_item_was_stored_with(store: BatchStore) -> None:
+    # A fenced item back to RECEIVED under a new attempt keeps its attempt
+    # and last failure when it is grouped again.
+    items = [_item(1), _item(2)]
+    await store.insert_items(UID, 1, items, 0)
+    items[1].attempt, items[1].group_no = 2, 3
+    items[1].failure = Failure(FailureReason.OUTCOME_UNKNOWN, "no answer")
+    await store.save_items(UID, items[1:])
+    regrouped = await store.items_after(UID, 0, 10, (S.RECEIVED,))
+    assert regrouped == items
+    for item in regrouped:
+        item.status, item.group_no = S.PROCESSING, 4
+    await store.mark_group_processing(UID, BatchGroup(4, "card", regrouped, started_at_us=1))
+    assert list((await _stored(store)).values()) == regrouped
+
+
+async def test_items_after_merges_statuses_in_seq_order(store: BatchStore) -> None:
+    items = [_item(seq) for seq in range(1, 21)]
+    for item in items:
+        item.status = (S.PROCESSING, S.UNKNOWN, S.SUCCEEDED, S.RECEIVED)[item.seq % 4]
+    await store.insert_items(UID, 1, items, 0)
+    wanted = [i.seq for i in items if i.status in (S.PROCESSING, S.UNKNOWN)]
+    both = (S.PROCESSING, S.UNKNOWN)
+    assert [i.seq for i in await store.items_after(UID, 0, 100, both)] == wanted
+    assert [i.seq for i in await store.items_after(UID, 5, 3, both)] == [
+        s for s in wanted if s > 5][:3]
+    assert [i.seq for i in await store.items_after(UID, 0, 100, (S.UNKNOWN, S.UNKNOWN))] == [
+        i.seq for i in items if i.status is S.UNKNOWN]
+    assert [i.seq for i in await store.items_after(UID, 15, 100)] == [16, 17, 18, 19, 20]
+
+
+async def test_a_reference_taken_once_per_submission(store: BatchStore) -> None:
+    first = await store.insert_items(UID, 1, [_item(1, "a"), _item(2, "b"), _item(3, "a")], 0)
+    assert [i.reference for i in first.new] == ["a", "b"]
+    assert [(r.reference, r.failure.reason) for r in first.refused] == [
+        ("a", FailureReason.DUPLICATE_REFERENCE)]
+    # Resubmitted: a resend is taken once, a second copy in the same call
+    # is a duplicate, other content is a conflict.
+    again = await store.insert_items(UID, 2, [
+        _item(4, "a"), _item(5, "a"), _item(6, "b", amount_minor=999), _item(7, "c")], 0)
+    assert [i.reference for i in again.resent] == ["a"]
+    assert [i.reference for i in again.new] == ["c"]
+    assert [(r.reference, r.failure.reason) for r in again.refused] == [
+        ("a", FailureReason.DUPLICATE_REFERENCE), ("b", FailureReason.REFERENCE_CONFLICT)]
+    later = await store.insert_items(UID, 2, [_item(8, "a"), _item(9, "b")], 0)
+    assert [(r.reference, r.failure.reason) for r in later.refused] == [
+        ("a", FailureReason.DUPLICATE_REFERENCE)]
+    assert [i.reference for i in later.resent] == ["b"]  # now with its first content
+    assert (await store.counts(UID)).total == 3 + 4  # stored, and refused (not stored)
