@@ -154,3 +154,25 @@ async def test_a_refund_that_rolls_back_leaves_no_event(tmp_path, storage_engine
         assert (await store.get_payment(payment.payment_id)).version == 4
     finally:
         await database.close()
+
+
+async def test_readers_arriving_together_share_sequencer_runs(replicas, monkeypatch) -> None:
+    """50 readers at once (a woken crowd of watchers): two sequencer runs,
+    not 50, and every reader still sees the committed event."""
+    from paygrid_server.storage.postgres import event_log as event_log_module
+
+    dsn, databases = replicas
+    runs = []
+    real = event_log_module.sequence_events
+
+    async def counted(database):
+        runs.append(database)
+        return await real(database)
+
+    monkeypatch.setattr(event_log_module, "sequence_events", counted)
+    store = PostgresPaymentStore(databases[0], ProtobufSnapshots())
+    assert await store.insert_payment(_payment("k-crowd")) is None
+    log = PostgresEventLog(databases[1])
+    pages = await asyncio.gather(*(log.list_events("dev", 0, "", 10) for _ in range(50)))
+    assert all(len(page) == 1 for page in pages)
+    assert len(runs) == 2

@@ -3,6 +3,8 @@ committed rows (postgres/event_sequencer.py says why not the id)."""
 
 from __future__ import annotations
 
+import asyncio
+
 from paygrid_server.domain.model.event import Event
 from paygrid_server.storage.event_signal import EventSignal
 from paygrid_server.storage.event_rows import event_from_row
@@ -15,6 +17,25 @@ class PostgresEventLog:
     def __init__(self, database: PostgresDatabase) -> None:
         self._database = database
         self._signal = EventSignal()
+        # Single flight: readers that arrive while a sequencer run is going
+        # share the next one (a woken crowd of watchers costs two runs, not
+        # one each). Tickets number the requests; `_covered` is the highest
+        # ticket a finished run started after.
+        self._sequencing = asyncio.Lock()
+        self._tickets = 0
+        self._covered = 0
+
+    async def _sequence(self) -> None:
+        """Returns once a sequencer run that started after this call
+        began has finished: every event committed before the call has its seq."""
+        self._tickets += 1
+        ticket = self._tickets
+        async with self._sequencing:
+            if self._covered >= ticket:
+                return
+            covered = self._tickets  # all of these began before this run starts
+            await sequence_events(self._database)
+            self._covered = covered
 
     async def start_listening(self) -> None:
         """Wakes this replica's watchers on every replica's commits."""
@@ -29,7 +50,7 @@ class PostgresEventLog:
     async def list_events(self, tenant_id: str, after_seq: int, type_prefix: str,
                           limit: int) -> list[Event]:
         # Everything committed before this call gets its seq first.
-        await sequence_events(self._database)
+        await self._sequence()
         rows = await self._database.read(
             "fetch", "SELECT * FROM events WHERE tenant_id = $1 AND seq > $2 "
             "AND starts_with(type, $3) ORDER BY seq LIMIT $4",
@@ -38,7 +59,7 @@ class PostgresEventLog:
 
     async def get_event(self, event_id: str) -> Event | None:
         # Sequenced first: an event is never answered without its cursor.
-        await sequence_events(self._database)
+        await self._sequence()
         row = await self._database.read(
             "fetchrow", "SELECT * FROM events WHERE event_id = $1", event_id)
         return event_from_row(row) if row is not None else None
