@@ -255,16 +255,34 @@ async def test_a_watcher_on_one_replica_follows_payments_made_on_another(
     stream.cancel()
 
 
-async def test_a_quiet_watch_sends_a_keepalive_frame_with_its_cursor(tmp_path) -> None:
+async def test_a_quiet_watch_sends_a_keepalive_frame_past_what_it_does_not_see(
+        tmp_path) -> None:
+    """Nothing of the watcher's comes: the keep-alive frame's cursor moves
+    past the other tenant's events (a consumer resuming from it skips them)."""
     from paygrid_server.domain.events.event_queries import EventQueries
+    from paygrid_server.domain.model.money import Money
+    from paygrid_server.domain.model.payment import Leg, LegRequest, Payment, PaymentMode
     from paygrid_server.storage.sqlite.database import SqliteDatabase
     from paygrid_server.storage.sqlite.event_log import SqliteEventLog
+    from paygrid_server.storage.sqlite.payment_store import SqlitePaymentStore
+    from paygrid_server.transport.event_messages import ProtobufSnapshots
 
     database = await SqliteDatabase.open(tmp_path / "quiet.sqlite3")
     try:
-        frames = EventQueries(SqliteEventLog(database)).watch("dev", 7, "", keepalive_s=0.05)
-        keepalive = await anext(frames)  # nothing is written: the wait times out
-        assert keepalive.event is None and keepalive.cursor == 7
+        store = SqlitePaymentStore(database, ProtobufSnapshots())
+        for n in range(2):
+            leg_ = Leg(0, LegRequest("m", Money("EUR", 100), "", ""))
+            await store.insert_payment(Payment(f"pay_{n}", "other-tenant", f"k{n}", "fp", "p",
+                                               PaymentMode.ALL_OR_NOTHING, [leg_], {}, 1))
+        log = SqliteEventLog(database)
+        assert await log.last_seq() == 2
+        frames = EventQueries(log).watch("dev", 0, "", keepalive_s=0.05)
+        keepalive = await anext(frames)  # nothing of dev's is written: the wait times out
+        assert keepalive.event is None and keepalive.cursor == 2
+        await frames.aclose()
+        # Never backwards: a cursor past the log's end stays where it is.
+        frames = EventQueries(log).watch("dev", 7, "", keepalive_s=0.05)
+        assert (await anext(frames)).cursor == 7
         await frames.aclose()
     finally:
         await database.close()

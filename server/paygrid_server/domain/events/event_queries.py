@@ -60,7 +60,20 @@ class EventQueries:
                 yield WatchFrame(cursor, event)
             if len(events) == limits.WATCH_READ_BATCH:
                 continue  # more are waiting: read on before sleeping
-            if not await self._log.wait_for_change(seen, keepalive_s):
+            if await self._log.wait_for_change(seen, keepalive_s):
+                continue
+            # Quiet: a keep-alive frame, its cursor moved past what this
+            # watch does not see (other tenants, other types), so a consumer
+            # resuming from it does not scan them again. The high-water mark
+            # is taken before the read that proves nothing of ours is below it.
+            high = await self._log.last_seq()
+            events = await self._log.list_events(tenant_id, cursor, type_prefix,
+                                                 limits.WATCH_READ_BATCH)
+            for event in events:
+                cursor = event.seq
+                yield WatchFrame(cursor, event)
+            if not events:
+                cursor = max(cursor, high)
                 yield WatchFrame(cursor, None)
 
 

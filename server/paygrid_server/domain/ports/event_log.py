@@ -42,6 +42,11 @@ class EventLog(Protocol):
         """Whoever owns it: the caller checks the tenant."""
         ...
 
+    async def last_seq(self) -> int:
+        """The highest seq given so far, any tenant (0 for none): no event
+        given a seq later can have a smaller one."""
+        ...
+
     def changes(self) -> int:
         """How many times events were written so far, as this process
         heard of it. Read it before list_events, then wait_for_change with

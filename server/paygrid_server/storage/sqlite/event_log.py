@@ -29,6 +29,10 @@ class SqliteEventLog:
             "SELECT * FROM events WHERE event_id = ?", (event_id,))
         return event_from_row(rows[0]) if rows else None
 
+    async def last_seq(self) -> int:
+        rows = await self._reader.execute_fetchall("SELECT coalesce(max(seq), 0) FROM events")
+        return rows[0][0]
+
     def changes(self) -> int:
         return self.signal.count
 
