@@ -11,8 +11,6 @@ import pytest
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid_server.domain.model import limits
 from paygrid_server.domain.model.errors import DeadlineTooShort
-from paygrid_server.domain.model.request_validation import PayWait
-from paygrid_server.domain.payments.payment_service import legs_budget_ms
 from tests.conftest import leg, pay_request, rich_status
 from tests.support.ledger_check import assert_books_agree
 
@@ -116,6 +114,10 @@ async def test_an_accepted_pay_reusing_a_key_with_another_body_is_a_conflict(pay
 def test_accepted_legs_get_the_budget_of_a_call_without_deadline() -> None:
     # The caller is gone before the legs end: its deadline must only suffice
     # to store the payment and answer (the same minimum as any Pay).
+    # Imported here: the API tests above also run against code without it.
+    from paygrid_server.domain.model.request_validation import PayWait
+    from paygrid_server.domain.payments.payment_service import legs_budget_ms
+
     minimum = limits.MIN_CALL_DEADLINE_MS
     assert legs_budget_ms(PayWait.ACCEPTED, minimum) == limits.DEFAULT_PAYMENT_BUDGET_MS
     assert legs_budget_ms(PayWait.ACCEPTED, None) == limits.DEFAULT_PAYMENT_BUDGET_MS
