@@ -124,3 +124,32 @@ def test_accepted_legs_get_the_budget_of_a_call_without_deadline() -> None:
     with pytest.raises(DeadlineTooShort):
         legs_budget_ms(PayWait.ACCEPTED, minimum - 0.1)
     assert legs_budget_ms(PayWait.FINAL, minimum) == limits.MIN_PAYMENT_BUDGET_MS
+
+
+async def test_accepted_payments_running_are_limited_exactly_at_the_limit(start_paygrid) -> None:
+    # Their calls have ended, so max_concurrent_calls no longer bounds them.
+    paygrid = await start_paygrid(max_accepted_payments=2)
+    card = paygrid.simulator("card")
+    card.faults.hold_charges()  # both stay running until released
+    for i in range(2):  # exactly at the limit: accepted
+        accepted = (await paygrid.stub.Pay(pay_request(f"k-lim-{i}", leg(f"merchant_{i}"),
+                                                       wait=ACCEPTED), timeout=10)).payment
+        assert accepted.status == pb.PAYMENT_STATUS_PROCESSING
+    with pytest.raises(grpc.aio.AioRpcError) as error:  # one past it: refused, nothing stored
+        await paygrid.stub.Pay(pay_request("k-lim-2", leg("merchant_2"), wait=ACCEPTED),
+                               timeout=10)
+    assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    details = rich_status(error.value)
+    assert details["ErrorInfo"].reason == "OVERLOADED"
+    assert details["ErrorInfo"].metadata["limit"] == "accepted_payments"
+    assert details["RetryInfo"].retry_delay.ToMilliseconds() > 0
+    assert paygrid.rows("SELECT count(*) FROM payments") == [(2,)]
+
+    card.faults.release_charges()
+    await paygrid.app.in_flight.drain(timeout_s=30)
+    again = (await paygrid.stub.Pay(pay_request("k-lim-2", leg("merchant_2"), wait=ACCEPTED),
+                                    timeout=10)).payment
+    assert again.status == pb.PAYMENT_STATUS_PROCESSING
+    await paygrid.app.in_flight.drain(timeout_s=30)
+    assert paygrid.rows("SELECT status, count(*) FROM payments GROUP BY status") == [
+        ("SUCCEEDED", 3)]

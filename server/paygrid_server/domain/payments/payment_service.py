@@ -18,6 +18,7 @@ import structlog
 
 from paygrid_server.domain.model import clock, limits
 from paygrid_server.domain.model.errors import (
+    AcceptedPaymentsAtLimit,
     DeadlineTooShort,
     IdempotencyConflict,
     NotFound,
@@ -38,6 +39,7 @@ from paygrid_server.domain.in_flight import InFlight
 from paygrid_server.domain.ports.payment_store import PageCursor, PaymentStore
 
 RETRY_IN_PROGRESS_AFTER_MS = 100
+RETRY_AT_ACCEPTED_LIMIT_AFTER_MS = 200  # as a shed call (transport/load_shedding.py)
 
 log = structlog.get_logger("paygrid.payments")
 
@@ -105,18 +107,26 @@ def bind_payment_ids(payment: Payment) -> None:
 
 class PaymentService:
     def __init__(self, store: PaymentStore, router: Router, dispatcher: LegDispatcher,
-                 completion: PaymentCompletion, in_flight: InFlight) -> None:
+                 completion: PaymentCompletion, in_flight: InFlight,
+                 max_accepted_running: int) -> None:
         self._store = store
         self._router = router
         self._dispatcher = dispatcher
         self._completion = completion
         self._in_flight = in_flight
+        # Accepted executions outlive their calls, so the calls limit does
+        # not bound them: without this a client could start any number.
+        self._max_accepted_running = max_accepted_running
+        self._accepted_running = 0
 
     async def pay(self, tenant_id: str, request: PayInput,
                   caller_remaining_ms: float | None) -> Payment:
         valid = validate_pay(request, self._router.check)
         wait = request.waits_for
         deadline_ms = clock.monotonic_ms() + legs_budget_ms(wait, caller_remaining_ms)
+        if wait is PayWait.ACCEPTED and self._accepted_running >= self._max_accepted_running:
+            raise AcceptedPaymentsAtLimit(self._max_accepted_running,
+                                          RETRY_AT_ACCEPTED_LIMIT_AFTER_MS)
         payment = Payment(
             payment_id=f"pay_{uuid.uuid4().hex}",
             tenant_id=tenant_id,
@@ -137,8 +147,13 @@ class PaymentService:
                                    self._start(payment, deadline_ms, wait, accepted))
         if accepted is None:
             return await asyncio.shield(task)
+        self._accepted_running += 1
+        task.add_done_callback(self._accepted_ended)
         answer_on_acceptance(task, accepted)
         return await asyncio.shield(accepted)
+
+    def _accepted_ended(self, _: asyncio.Task) -> None:
+        self._accepted_running -= 1
 
     async def _start(self, payment: Payment, deadline_ms: float, wait: PayWait,
                      accepted: asyncio.Future | None) -> Payment:
