@@ -54,6 +54,10 @@ async def test_an_accepted_payment_cut_by_sigkill_is_finished_by_recovery_charge
             got = (await stub.GetPayment(
                 pb.GetPaymentRequest(payment_id=accepted.payment_id), timeout=10)).payment
             assert got.status == pb.PAYMENT_STATUS_PROCESSING
+            # An accepted-only retry meanwhile: the payment as it stands, not a second one.
+            again = (await stub.Pay(request, timeout=10)).payment
+            assert (again.payment_id, again.status) == (accepted.payment_id,
+                                                        pb.PAYMENT_STATUS_PROCESSING)
             card.faults.release_charges()
             final = await pay_until_final(stub, pay_request(
                 "async-crash", leg("payee_1", "EUR", 1_234), wait=pb.PAY_WAIT_FINAL))
