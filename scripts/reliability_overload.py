@@ -250,7 +250,7 @@ def main() -> None:
                              "python (bench_load.py, the benchmarks' own)")
     parser.add_argument("--front", choices=["none", "nginx"], default="nginx",
                         help="nginx (the default): admission control in front of the server, "
-                             "as README 'Deployment' advises (deploy/nginx/"
+                             "as docs/operations/deployment.md advises (deploy/nginx/"
                              "grpc-admission.conf.in); none: the server alone")
     parser.add_argument("--front-max-calls", type=int, default=16,
                         help="with --front nginx: Pay calls let through to the server at once")

@@ -5,7 +5,7 @@
 
 const { callOptions } = require('./paygrid_client');
 
-const MAX_TRANSACTIONS_PER_MESSAGE = 1000; // the server's limit (README, Limits)
+const MAX_TRANSACTIONS_PER_MESSAGE = 1000; // the server's limit (docs/api/limits.md)
 const TIMING_TRAILER_PREFIX = 'x-paygrid-';
 
 async function* requestMessages(header, transactions, chunkSize) {

@@ -14,13 +14,13 @@ const protoLoader = require('@grpc/proto-loader');
 const PROTOS_DIR = path.resolve(__dirname, '..', '..', 'protos');
 const PROTO_FILES = ['paygrid/v1/payment_service.proto', 'paygrid/v1/batch_service.proto'];
 
-// The key the server accepts while no key is configured (see README, "API keys").
+// The key the server accepts while no key is configured (see docs/operations/auth.md).
 const DEV_API_KEY = 'paygrid-dev-key';
 const API_KEY_ENV = 'PAYGRID_API_KEY';
 
 const LOADER_OPTIONS = {
   includeDirs: [PROTOS_DIR],
-  keepCase: true, // field names as in the protos and the README (amount_minor, not amountMinor)
+  keepCase: true, // field names as in the protos and docs/ (amount_minor, not amountMinor)
   longs: String, // int64/uint64 as decimal strings: money stays exact, never a float
   enums: String, // enum names, readable in JSON output
   defaults: true, // every field present in output, zero values included

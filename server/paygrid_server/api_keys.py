@@ -12,7 +12,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-# Documented in the README: the one-command start works with it out of the
+# Documented in docs/operations/auth.md: the one-command start works with it out of the
 # box. It is accepted only while no key at all is configured.
 DEV_API_KEY = "paygrid-dev-key"
 DEV_TENANT = "dev"

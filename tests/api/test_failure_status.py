@@ -1,7 +1,7 @@
 """A failure in a result (a leg's, the payment's, a batch item's) comes as a
 google.rpc.Status too, with the code and details a call error would carry:
 ErrorInfo (reason, domain "paygrid", the channel's decline code) and a
-RetryInfo where a new attempt can succeed (README, "Errors")."""
+RetryInfo where a new attempt can succeed (docs/api/errors.md)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from paygrid_server.transport.failure_status import FAILURE_CODES
 from tests.support.batch_client import batch_stub, chunk, header, submit, tx
 from tests.conftest import leg, pay_request
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ERRORS_DOC = Path(__file__).resolve().parents[2] / "docs" / "api" / "errors.md"
 
 
 def _details(status: status_pb2.Status) -> dict[str, object]:
@@ -32,9 +32,9 @@ def _details(status: status_pb2.Status) -> dict[str, object]:
     return found
 
 
-def test_every_reason_the_domain_can_give_has_a_code_and_a_row_in_the_readme() -> None:
+def test_every_reason_the_domain_can_give_has_a_code_and_a_row_in_the_errors_doc() -> None:
     assert set(FAILURE_CODES) == set(FailureReason)
-    errors = README.read_text().split("### Errors", 1)[1].split("\n### ", 1)[0]
+    errors = ERRORS_DOC.read_text()
     documented = {reason for row in errors.splitlines() if row.startswith("| `")
                   for reason in re.findall(r"`([A-Z_]+)`", row.split("|")[1])}
     assert {r.value for r in FailureReason} <= documented

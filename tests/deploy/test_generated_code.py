@@ -40,7 +40,7 @@ def test_protos_pass_buf_lint() -> None:
 
 
 # The API as published: a buf image checked in, updated on purpose when the
-# API changes (README, "Protocol buffers and other languages"). Against a
+# API changes (docs/api/protocol-buffers.md). Against a
 # file, not git history: a shallow CI clone or a first commit has no HEAD~1.
 API_IMAGE = ROOT / "protos" / "buf.image.binpb"
 

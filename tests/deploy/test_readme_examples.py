@@ -17,7 +17,10 @@ from grpc_health.v1 import health_pb2  # noqa: F401  (registers grpc.health.v1)
 from paygrid.v1 import batch_service_pb2, payment_service_pb2  # noqa: F401  (register paygrid.v1)
 from paygrid_server.transport.api_key_authentication import PROTECTED_METHOD_PREFIXES
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+# The repository root, wherever in tests/ this file lives.
+ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
+# The README shows a taste; docs/ holds the rest (docs/clients/grpcurl.md...).
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 # The dev key in the quick start; a real key (or a variable) after it.
 API_KEY_HEADER = re.compile(r"authorization: Bearer (paygrid-dev-key|\$\w+|pgk_\S+)")
 FLAGS = {"-plaintext", "-insecure", "-v"}
@@ -27,6 +30,7 @@ OPTIONS = {"-H", "-d", "-cacert", "-cert", "-key", "-authority", "-servername",
 
 @dataclass
 class Grpcurl:
+    document: str
     line: int
     argv: list[str]
     stdin: str = ""
@@ -58,15 +62,16 @@ def shell_commands(block: str, first_line: int) -> list[tuple[int, str, str]]:
     return commands
 
 
-def readme_grpcurl_commands() -> list[Grpcurl]:
-    text = README.read_text()
+def grpcurl_commands(document: Path) -> list[Grpcurl]:
+    text = document.read_text()
+    name = str(document.relative_to(ROOT))
     found = []
     for match in re.finditer(r"^```(?:sh|bash|console)\n(.*?)^```", text, re.M | re.S):
         first_line = text.count("\n", 0, match.start(1)) + 1
         for line, command, heredoc in shell_commands(match.group(1).rstrip("\n"), first_line):
             argv = shlex.split(command, comments=True)
             if argv and argv[0] == "grpcurl":
-                found.append(parse(Grpcurl(line, argv, heredoc)))
+                found.append(parse(Grpcurl(name, line, argv, heredoc)))
     return found
 
 
@@ -78,26 +83,38 @@ def parse(command: Grpcurl) -> Grpcurl:
         elif word in OPTIONS:
             command.options.setdefault(word, []).append(next(words))
         elif word.startswith("-"):
-            raise AssertionError(f"README line {command.line}: grpcurl option {word} "
+            raise AssertionError(f"{command.document} line {command.line}: grpcurl option {word} "
                                  "is not one this test knows")
         else:
             command.positional.append(word)
     return command
 
 
-COMMANDS = readme_grpcurl_commands()
+COMMANDS = [command for document in DOCUMENTS for command in grpcurl_commands(document)]
 
 
-def test_the_readme_has_grpcurl_examples_for_every_paygrid_service() -> None:
-    methods = {c.positional[1] for c in COMMANDS if len(c.positional) == 2}
-    assert {"paygrid.v1.PaymentService/Pay", "paygrid.v1.PaymentService/RefundPayment",
-            "paygrid.v1.BatchService/SubmitBatch", "grpc.health.v1.Health/Check"} <= methods
+def methods(commands: list[Grpcurl]) -> set[str]:
+    return {c.positional[1] for c in commands if len(c.positional) == 2}
+
+
+def test_the_docs_have_grpcurl_examples_for_every_paygrid_method() -> None:
+    services = ("paygrid.v1.PaymentService", "paygrid.v1.BatchService")
+    every_method = {f"{name}/{method.name}" for name in services
+                    for method in descriptor_pool.Default().FindServiceByName(name).methods}
+    assert every_method | {"grpc.health.v1.Health/Check"} <= methods(COMMANDS)
     assert any(c.positional[1:2] == ["list"] for c in COMMANDS)
 
 
-@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: f"line{c.line}")
+def test_the_readme_gives_a_taste_of_pay_and_submit_batch() -> None:
+    readme = grpcurl_commands(ROOT / "README.md")
+    assert {"paygrid.v1.PaymentService/Pay", "paygrid.v1.BatchService/SubmitBatch",
+            "grpc.health.v1.Health/Check"} <= methods(readme)
+    assert any(c.positional[1:2] == ["list"] for c in readme)
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: f"{c.document}:{c.line}")
 def test_grpcurl_example_is_valid_for_the_protos(command: Grpcurl) -> None:
-    where = f"README line {command.line}"
+    where = f"{command.document} line {command.line}"
     target, *call = command.positional
     assert re.fullmatch(r"[\w.-]+:\d+", target), f"{where}: address first, got {target!r}"
     headers = command.options.get("-H", [])

@@ -124,13 +124,15 @@ async def test_a_second_sigterm_during_the_grace_exits_at_once(tmp_path: Path) -
         async with keyed_channel(f"127.0.0.1:{port}") as channel:
             pay = asyncio.ensure_future(pb_grpc.PaymentServiceStub(channel).Pay(
                 pay_request("k-held", leg()), timeout=60))
-            await wait_for(lambda: card.faults.charges_held == 1, "a charge held at the channel")
+            await asyncio.wait_for(card.faults.held(1), 60)
+            # Watched from before the signal: the flip is pushed to the watcher
+            # (a Check sent after the signal may meet a server no longer
+            # taking new calls, with no drain delay configured).
+            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+            assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
             server.process.send_signal(signal.SIGTERM)
-            # The first signal was taken: health already says so.
-            health = health_pb2_grpc.HealthStub(channel)
-            reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
-            while reply.status != health_pb2.HealthCheckResponse.NOT_SERVING:
-                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            # The first signal was taken: health says so.
+            assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
             server.process.send_signal(signal.SIGTERM)
             # Far inside the 10-minute grace: only the second signal ends it.
             assert await asyncio.to_thread(server.process.wait, 10) == EXIT_CUT_SHORT

@@ -52,7 +52,7 @@ ALLOWED_CODES: dict[str, frozenset[grpc.StatusCode]] = {
 }
 # Statuses paygrid makes itself, which must carry its ErrorInfo.
 _PAYGRID_STATUSES = {C.INVALID_ARGUMENT, C.NOT_FOUND, C.FAILED_PRECONDITION}
-# Why a batch item may be refused (README, Batches).
+# Why a batch item may be refused (docs/api/batches.md).
 ITEM_REJECTION_REASONS = {"INVALID_ITEM", "DUPLICATE_REFERENCE", "REFERENCE_CONFLICT",
                           "BATCH_LIMIT", "CONTROL_TOTALS_MISMATCH"}
 CALL_TIMEOUT_S = 30.0

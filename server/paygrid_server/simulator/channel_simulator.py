@@ -1,7 +1,7 @@
 """A payment channel as a real gRPC service, for development and tests.
 
 Behaviour is steered by test values in the payee id, like Stripe's test
-cards (documented in the README):
+cards (documented in docs/operations/simulator.md):
   decline_<code>        DECLINED with decline code <code>
   timeout_<anything>    Charge never answers and charges nothing
   hang_after_charge_<x> Charge is recorded, then the answer never comes

@@ -1,7 +1,7 @@
 """A leg's, payment's or batch item's Failure as a google.rpc.Status.
 
 The one mapping from failure reason to gRPC code and retry delay, so a
-result's `failure.status` reads like a call error (README, "Errors").
+result's `failure.status` reads like a call error (docs/api/errors.md).
 RetryInfo goes only where a new attempt can succeed without anyone acting
 (a new payment, or resubmitting the batch); never on a decline (the payer
 must act) nor on an unknown outcome (a second payment could charge twice

@@ -1,6 +1,6 @@
 """Every explicit limit of the payment domain, in one place.
 
-Limits are part of the API contract (the README lists them); a request past
+Limits are part of the API contract (docs/api/limits.md lists them); a request past
 one is rejected at the edge with a field violation, never truncated.
 """
 
