@@ -28,7 +28,7 @@ from tests.support.batch_client import BatchReply, batch_stub, chunk, header, su
 from tests.conftest import leg, pay_request, pay_until_final, rich_status
 from tests.support.crash_rig import crash_rig
 from tests.support.exactly_once import count_batch
-from tests.support.server_process import ServerProcess, free_port, write_config
+from tests.support.server_process import ServerProcess, free_port, wait_for, write_config
 
 ITEMS = 20
 GROUP_SIZE = 10  # two groups: two ChargeBatch calls held at the channel
@@ -114,6 +114,10 @@ async def test_a_payment_killed_mid_charge_comes_back_succeeded_without_a_void(
             c.charge_id for c in card.ledger.captured())
 
 
+def _taken_over(log: Path) -> list[str]:
+    return [line for line in log.read_text().splitlines() if '"batch.group_taken_over"' in line]
+
+
 async def _submit_when_free(target: str, messages: list) -> BatchReply:
     """Resubmits; ABORTED while the dead replica's submission lease runs out
     is retried after the delay its RetryInfo asks for, as a client does."""
@@ -163,15 +167,18 @@ async def test_a_replica_taking_over_a_killed_ones_group_adopts_its_charges(
         assert len(card.ledger.captured()) == ITEMS
 
         await b.start(b_port)
+        # B's group workers claim the dead replica's groups once their leases
+        # run out; resubmitting before that would settle them through the
+        # resume path instead (also without a void, but not what this tests).
+        await wait_for(lambda: len(_taken_over(tmp_path / "b.log")) == ITEMS // GROUP_SIZE,
+                       "B to take over the killed replica's groups")
         reply = await _submit_when_free(f"127.0.0.1:{b_port}", messages)
         assert reply.summary.status == bpb.BATCH_STATUS_COMPLETED
         assert reply.summary.counts.succeeded == ITEMS
         assert _voided(card.ledger) == []
         exactly_once = count_batch(transactions, reply.results, {"card": card.ledger})
         assert exactly_once.ok and exactly_once.captures == ITEMS, exactly_once.describe()
-        taken_over = [line for line in (tmp_path / "b.log").read_text().splitlines()
-                      if '"batch.group_taken_over"' in line]
-        assert len(taken_over) == ITEMS // GROUP_SIZE
+        assert len(_taken_over(tmp_path / "b.log")) == ITEMS // GROUP_SIZE
     finally:
         for process, _ in replicas:
             process.terminate()
