@@ -190,7 +190,7 @@ class PaygridApp:
         completion = PaymentCompletion(store, settlement)
         payments = PaymentService(store, router,
                                   LegDispatcher(path, store),
-                                  completion, in_flight)
+                                  completion, in_flight, config.max_accepted_payments)
         refunds = RefundService(store, channels, in_flight)
         recovery = PaymentRecovery(store, settlement, completion, refunds, in_flight)
         lease = BatchLeaseLimits(config.batch_group_workers, config.batch_lease_ms,

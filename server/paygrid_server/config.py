@@ -117,6 +117,7 @@ SETTINGS = (
     _server("shutdown_drain_delay_ms", int, "PAYGRID_SHUTDOWN_DRAIN_DELAY_MS", check=_not_negative),
     _server("max_concurrent_calls", int, "PAYGRID_MAX_CONCURRENT_CALLS"),
     _server("max_concurrent_batch_streams", int, "PAYGRID_MAX_CONCURRENT_BATCH_STREAMS"),
+    _server("max_accepted_payments", int, "PAYGRID_MAX_ACCEPTED_PAYMENTS"),
     _server("batch_group_workers", int, "PAYGRID_BATCH_GROUP_WORKERS", check=_positive),
     _server("batch_lease_ms", int, "PAYGRID_BATCH_LEASE_MS", check=_positive),
     _server("batch_lease_renew_every_ms", int, "PAYGRID_BATCH_LEASE_RENEW_EVERY_MS",

@@ -121,6 +121,9 @@ class ServerConfig:
     # Load shedding: calls past these get RESOURCE_EXHAUSTED at once.
     max_concurrent_calls: int = 512
     max_concurrent_batch_streams: int = 16
+    # Pay with wait=ACCEPTED: payments accepted and still running (their
+    # calls have ended, so max_concurrent_calls does not bound them).
+    max_accepted_payments: int = 512
     # Batch groups are work units any replica claims (leases in the database):
     batch_group_workers: int = 32  # groups this replica charges at once, all batches together
     batch_lease_ms: int = 15_000  # a group or a batch stream not renewed this long is taken over

@@ -82,6 +82,27 @@ async def test_pay_get_list_and_refund_in_human_and_json_output(paygrid) -> None
     assert len(paygrid.captured_everywhere()) == 3
 
 
+async def test_pay_async_prints_the_accepted_payment_and_get_shows_its_outcome(paygrid) -> None:
+    target = f"127.0.0.1:{paygrid.app.port}"
+    card = paygrid.simulator("card")
+    card.faults.hold_charges()  # still processing, provably, when the CLI answers
+    code, out, err = await paygrid_cli(target, "--output", "json", "pay", "--async",
+                                       "--payer", PAYER, "--leg", "merchant_0001:USD:1250:card")
+    assert code == 0, err
+    (accepted,) = json_lines(out)
+    assert accepted["status"] == "PAYMENT_STATUS_PROCESSING"
+    assert accepted["legs"][0]["status"] == "LEG_STATUS_PENDING"
+    code, out, _ = await paygrid_cli(target, "pay", "--async", "--payer", PAYER,
+                                     "--leg", "merchant_0002:USD:1250:card")
+    assert code == 0 and "PROCESSING" in out
+
+    card.faults.release_charges()
+    await paygrid.app.in_flight.drain(timeout_s=30)
+    code, out, _ = await paygrid_cli(target, "--output", "json", "get", accepted["paymentId"])
+    assert code == 0
+    assert json_lines(out)[0]["status"] == "PAYMENT_STATUS_SUCCEEDED"
+
+
 async def test_a_declined_payment_exits_1_and_says_why(paygrid) -> None:
     code, out, _ = await paygrid_cli(
         f"127.0.0.1:{paygrid.app.port}", "pay", "--payer", PAYER,

@@ -44,6 +44,20 @@ def stored_keys(paygrid) -> list[str]:
     return [key for (key,) in paygrid.rows("SELECT idempotency_key FROM payments")]
 
 
+async def test_async_client_pays_accepted_only_and_reads_the_outcome_later(paygrid) -> None:
+    card = paygrid.simulator("card")
+    card.faults.hold_charges()  # still running, provably, when pay() returns
+    async with AsyncPaygridClient(target_of(paygrid)) as client:
+        accepted = await client.pay(PAYER, [Leg("merchant_7", "USD", 700, channel="card")],
+                                    wait=pb.PAY_WAIT_ACCEPTED)
+        assert accepted.status == pb.PAYMENT_STATUS_PROCESSING
+        card.faults.release_charges()
+        await paygrid.app.in_flight.drain(timeout_s=30)
+        final = await client.get_payment(accepted.payment_id)
+    assert final.status == pb.PAYMENT_STATUS_SUCCEEDED
+    assert stored_keys(paygrid) == [accepted.idempotency_key]
+
+
 async def test_async_client_pays_gets_lists_pages_and_refunds(paygrid) -> None:
     async with AsyncPaygridClient(target_of(paygrid)) as client:
         trip = await client.pay(PAYER, [Leg("hotel_4711", "EUR", 45_000),

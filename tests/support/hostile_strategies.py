@@ -283,6 +283,7 @@ def valid_fields(known: Known) -> dict[str, Callable[[], st.SearchStrategy]]:
             st.one_of(plain_id("merchant_"), plain_id("decline_")), money(),
             st.sampled_from(["", "", "card"]), ascii_text()), min_size=1, max_size=3),
         "paygrid.v1.PayRequest.mode": lambda: st.sampled_from([0, 1, 2]),
+        "paygrid.v1.PayRequest.wait": lambda: st.sampled_from([0, 1, 2]),
         "paygrid.v1.PayRequest.metadata": lambda: st.dictionaries(
             plain_id(), ascii_text(), max_size=3),
         "paygrid.v1.GetPaymentRequest.payment_id": lambda: _one_of_list(known.payment_ids),

@@ -76,13 +76,17 @@ class AsyncPaygridClient:
                   mode: pb.PaymentMode.ValueType = pb.PAYMENT_MODE_UNSPECIFIED,
                   metadata: Mapping[str, str] | None = None,
                   idempotency_key: str | None = None,
-                  timeout_s: float | None = None) -> pb.Payment:
+                  timeout_s: float | None = None,
+                  wait: pb.PayWait.ValueType = pb.PAY_WAIT_UNSPECIFIED) -> pb.Payment:
         """Executes one payment and returns it as it ended, even FAILED (its
         `failure` says why). The idempotency key (given, or made here once)
         is the same on every retry, so the payment is charged at most once;
-        on PaygridError, `error.idempotency_key` resumes it safely."""
+        on PaygridError, `error.idempotency_key` resumes it safely. With
+        wait=PAY_WAIT_ACCEPTED it returns as soon as the server has stored
+        the payment (PROCESSING); get_payment shows the outcome later."""
         key = idempotency_key or new_idempotency_key("pay")
-        request = pay_request(payer, legs, idempotency_key=key, mode=mode, metadata=metadata)
+        request = pay_request(payer, legs, idempotency_key=key, mode=mode, metadata=metadata,
+                              wait=wait)
         response = await self._unary("Pay", self._payments.Pay, request,
                                      timeout_s or self.timeouts.pay_s, idempotency_key=key)
         return response.payment

@@ -2,6 +2,7 @@
 
   paygrid pay --payer acct_000012345678 --leg hotel_4711:EUR:45000 \\
       --leg flight_0815:EUR:31999:card
+  paygrid pay --async --payer ... --leg ...   (answers once accepted: PROCESSING)
   paygrid get pay_...
   paygrid list --page-size 20 [--all]
   paygrid refund pay_... [--leg 0:EUR:5000]
@@ -15,8 +16,8 @@ the development key), --tls-ca/--tls-cert/--tls-key/--tls-server-name,
 --timeout-s (each call's deadline), --max-attempts (per call, retries
 included), --output human|json.
 
-Exit codes: 0 done; 1 the payment or refund did not succeed (declined,
-failed, partly succeeded, still processing); 2 bad usage, or a request the
+Exit codes: 0 done (for pay --async: accepted); 1 the payment or refund did
+not succeed (declined, failed, partly succeeded, still processing); 2 bad usage, or a request the
 server refused (INVALID_ARGUMENT, FAILED_PRECONDITION, NOT_FOUND,
 UNAUTHENTICATED, ...); 3 the server could not be reached or did not finish
 in time (run the same command again: with the same idempotency key or batch
@@ -131,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     pay.add_argument("--idempotency-key", help="default: a new key; reuse one to retry safely")
     pay.add_argument("--metadata", type=metadata_entry, action="append", default=[],
                      metavar="KEY=VALUE")
+    pay.add_argument("--async", dest="accepted_only", action="store_true",
+                     help="answer as soon as the server has stored the payment (PROCESSING); "
+                          "the legs run on in the server: see the outcome with `paygrid get`")
     pay.set_defaults(run=run_pay)
 
     get = command(commands, "get", "show one payment")
@@ -196,10 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
 # -- commands ---------------------------------------------------------------
 
 def run_pay(client: PaygridClient, args: argparse.Namespace, printer: Printer) -> int:
+    wait = pb.PAY_WAIT_ACCEPTED if args.accepted_only else pb.PAY_WAIT_UNSPECIFIED
     payment = client.pay(args.payer, args.legs, mode=args.mode, metadata=dict(args.metadata),
-                         idempotency_key=args.idempotency_key, timeout_s=args.timeout_s)
+                         idempotency_key=args.idempotency_key, timeout_s=args.timeout_s,
+                         wait=wait)
     printer.payment(payment)
-    return EXIT_OK if payment.status == pb.PAYMENT_STATUS_SUCCEEDED else EXIT_NOT_SUCCEEDED
+    # --async asked only for acceptance; a payment already final (a retry of
+    # a finished key) still exits by its outcome.
+    accepted = args.accepted_only and payment.status == pb.PAYMENT_STATUS_PROCESSING
+    succeeded = payment.status == pb.PAYMENT_STATUS_SUCCEEDED
+    return EXIT_OK if accepted or succeeded else EXIT_NOT_SUCCEEDED
 
 
 def run_get(client: PaygridClient, args: argparse.Namespace, printer: Printer) -> int:

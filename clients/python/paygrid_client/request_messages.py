@@ -80,8 +80,9 @@ class RefundLeg:
 
 def pay_request(payer: str, legs: Sequence[Leg | pb.PayLeg], *, idempotency_key: str,
                 mode: pb.PaymentMode.ValueType = pb.PAYMENT_MODE_UNSPECIFIED,
-                metadata: Mapping[str, str] | None = None) -> pb.PayRequest:
-    return pb.PayRequest(idempotency_key=idempotency_key, payer=payer, mode=mode,
+                metadata: Mapping[str, str] | None = None,
+                wait: pb.PayWait.ValueType = pb.PAY_WAIT_UNSPECIFIED) -> pb.PayRequest:
+    return pb.PayRequest(idempotency_key=idempotency_key, payer=payer, mode=mode, wait=wait,
                          legs=[leg.to_proto() if isinstance(leg, Leg) else leg for leg in legs],
                          metadata=dict(metadata or {}))
 

@@ -66,10 +66,12 @@ class PaygridClient:
     def pay(self, payer: str, legs: Sequence[Leg | pb.PayLeg], *,
             mode: pb.PaymentMode.ValueType = pb.PAYMENT_MODE_UNSPECIFIED,
             metadata: Mapping[str, str] | None = None, idempotency_key: str | None = None,
-            timeout_s: float | None = None) -> pb.Payment:
+            timeout_s: float | None = None,
+            wait: pb.PayWait.ValueType = pb.PAY_WAIT_UNSPECIFIED) -> pb.Payment:
         """See AsyncPaygridClient.pay."""
         key = idempotency_key or new_idempotency_key("pay")
-        request = pay_request(payer, legs, idempotency_key=key, mode=mode, metadata=metadata)
+        request = pay_request(payer, legs, idempotency_key=key, mode=mode, metadata=metadata,
+                              wait=wait)
         response = self._unary("Pay", self._payments.Pay, request,
                                timeout_s or self.timeouts.pay_s, idempotency_key=key)
         return response.payment

@@ -10,13 +10,24 @@ from paygrid_server.domain.model.money import Money
 from paygrid_server.domain.model.payment import Failure, Leg, Payment, PaymentMode
 from paygrid_server.domain.model.refund import Refund
 from paygrid_server.domain.payments.refund_service import RefundInput, RefundLegInput
-from paygrid_server.domain.model.request_validation import LegInput, MoneyInput, PayInput
+from paygrid_server.domain.model.request_validation import (
+    LegInput,
+    MoneyInput,
+    PayInput,
+    PayWait,
+)
 from paygrid_server.transport.failure_status import failure_status
 
 _MODES = {
     pb.PAYMENT_MODE_UNSPECIFIED: None,
     pb.PAYMENT_MODE_ALL_OR_NOTHING: PaymentMode.ALL_OR_NOTHING,
     pb.PAYMENT_MODE_INDEPENDENT: PaymentMode.INDEPENDENT,
+}
+
+_WAITS = {
+    pb.PAY_WAIT_UNSPECIFIED: None,
+    pb.PAY_WAIT_FINAL: PayWait.FINAL,
+    pb.PAY_WAIT_ACCEPTED: PayWait.ACCEPTED,
 }
 
 
@@ -34,6 +45,7 @@ def pay_input(request: pb.PayRequest) -> PayInput:
                        leg.channel, leg.reference) for leg in request.legs],
         mode=mode,
         metadata=dict(request.metadata),
+        wait=_WAITS.get(request.wait, f"number {request.wait}"),
     )
 
 

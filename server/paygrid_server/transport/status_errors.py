@@ -17,6 +17,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from paygrid_server.domain.model.errors import (
+    AcceptedPaymentsAtLimit,
     DeadlineTooShort,
     DomainError,
     IdempotencyConflict,
@@ -89,6 +90,13 @@ def status_for(error: DomainError) -> status_pb2.Status:
         return status_pb2.Status(code=code_pb2.UNAVAILABLE, message=message, details=packed_details(
             error_info("STORAGE_UNAVAILABLE", fault=error.fault.value),
             retry_info(RETRY_STORAGE_AFTER_MS)))
+    if isinstance(error, AcceptedPaymentsAtLimit):
+        # As load shedding refuses a call (OVERLOADED): the server's limit,
+        # not the caller's quota, and nothing was stored.
+        return status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=message,
+                                 details=packed_details(
+                                     error_info("OVERLOADED", limit="accepted_payments"),
+                                     retry_info(error.retry_after_ms)))
     if isinstance(error, DeadlineTooShort):
         return status_pb2.Status(code=code_pb2.DEADLINE_EXCEEDED, message=message,
                                  details=packed_details(error_info(

@@ -61,6 +61,20 @@ class PreconditionFailed(DomainError):
         super().__init__(message)
 
 
+class AcceptedPaymentsAtLimit(DomainError):
+    """As many payments as allowed were accepted (PayWait.ACCEPTED) and
+    are still running: their calls have ended, so the calls limit no longer
+    bounds them, this one does. Retry shortly with the same key."""
+
+    def __init__(self, limit: int, retry_after_ms: int) -> None:
+        self.limit = limit
+        self.retry_after_ms = retry_after_ms
+        super().__init__(
+            f"server is at its limit of {limit} accepted payments still running; "
+            f"retry in {retry_after_ms} ms (with the same idempotency key)"
+        )
+
+
 class DeadlineTooShort(DomainError):
     """The call's deadline, as the server received it, is under the minimum
     it accepts (which includes the part kept back to answer)."""

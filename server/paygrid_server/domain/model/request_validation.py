@@ -6,6 +6,7 @@ request in one round trip. Nothing is persisted until a request passes.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -31,6 +32,14 @@ class LegInput:
     reference: str
 
 
+class PayWait(enum.Enum):
+    """When Pay answers. Not part of the payment (nor of its fingerprint):
+    a retry may wait differently under the same key."""
+
+    FINAL = "FINAL"  # once the payment is final (or the caller's deadline is near)
+    ACCEPTED = "ACCEPTED"  # once the payment and its legs are stored; the legs run on
+
+
 @dataclass(frozen=True, slots=True)
 class PayInput:
     idempotency_key: str
@@ -39,6 +48,13 @@ class PayInput:
     # None: not set (the default applies); str: a value the server does not know.
     mode: PaymentMode | str | None
     metadata: dict[str, str] = field(default_factory=dict)
+    # None: not set (FINAL); str: a value the server does not know.
+    wait: PayWait | str | None = None
+
+    @property
+    def waits_for(self) -> PayWait:
+        """The PayWait to apply; call only once validate_pay has passed."""
+        return self.wait if isinstance(self.wait, PayWait) else PayWait.FINAL
 
 
 # Returns why `channel` cannot take the leg, or None when it can.
@@ -125,6 +141,8 @@ def validate_pay(request: PayInput, channel_check: ChannelCheck) -> PaymentReque
     check_text(v, "payer", request.payer, limits.PARTY_ID_MAX_CHARS, required=True)
     if isinstance(request.mode, str):
         v.add("mode", f"unknown mode {request.mode}; use ALL_OR_NOTHING or INDEPENDENT")
+    if isinstance(request.wait, str):
+        v.add("wait", f"unknown wait {request.wait}; use FINAL or ACCEPTED")
     check_metadata(v, "metadata", request.metadata)
 
     if not request.legs:

@@ -2,18 +2,23 @@
 
 A payment's execution is shielded from its RPC: if the caller goes away or
 its deadline passes, the payment still runs to a final, persisted state, and
-a retry with the same key returns it.
+a retry with the same key returns it. A caller that asked to wait only until
+the payment is accepted (PayWait.ACCEPTED) is answered once the payment is
+stored, from the same execution, which runs on exactly as for a caller that
+went away: in flight (shutdown drains it), resumed by recovery after a crash.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import uuid
 
 import structlog
 
 from paygrid_server.domain.model import clock, limits
 from paygrid_server.domain.model.errors import (
+    AcceptedPaymentsAtLimit,
     DeadlineTooShort,
     IdempotencyConflict,
     NotFound,
@@ -22,12 +27,21 @@ from paygrid_server.domain.model.errors import (
 from paygrid_server.domain.payments.leg_dispatch import LegDispatcher
 from paygrid_server.domain.model.payment import Leg, Payment
 from paygrid_server.domain.payments.completion import PaymentCompletion
-from paygrid_server.domain.model.request_validation import PayInput, Violations, check_text, validate_pay
+from paygrid_server.domain.model.request_validation import (
+    PayInput,
+    PayWait,
+    Violations,
+    check_text,
+    validate_pay,
+)
 from paygrid_server.domain.charging.routing import Router
 from paygrid_server.domain.in_flight import InFlight
 from paygrid_server.domain.ports.payment_store import PageCursor, PaymentStore
 
 RETRY_IN_PROGRESS_AFTER_MS = 100
+RETRY_AT_ACCEPTED_LIMIT_AFTER_MS = 200  # as a shed call (transport/load_shedding.py)
+
+log = structlog.get_logger("paygrid.payments")
 
 
 def refuse_too_short_deadline(caller_remaining_ms: float | None) -> None:
@@ -48,6 +62,34 @@ def payment_budget_ms(caller_remaining_ms: float | None) -> float:
     return min(caller_remaining_ms - reserve_ms, limits.MAX_PAYMENT_BUDGET_MS)
 
 
+def legs_budget_ms(wait: PayWait, caller_remaining_ms: float | None) -> float:
+    """A caller waiting only for acceptance is gone before the legs end:
+    they get the budget of a call without a deadline, not what is left of
+    its deadline (which must still suffice to store the payment and answer)."""
+    if wait is PayWait.ACCEPTED:
+        refuse_too_short_deadline(caller_remaining_ms)
+        return limits.DEFAULT_PAYMENT_BUDGET_MS
+    return payment_budget_ms(caller_remaining_ms)
+
+
+def answer_on_acceptance(execution: asyncio.Task, accepted: asyncio.Future) -> None:
+    """`accepted` gets the execution's outcome if it ends before accepting
+    (a replay, a conflict, a storage error). One that fails after has no
+    caller left to tell: it is logged, and the payment, still PROCESSING,
+    is the resolver's."""
+    def ended(task: asyncio.Task) -> None:
+        if accepted.done():
+            if not task.cancelled() and task.exception() is not None:
+                log.error("payment.execution_failed", exc_info=task.exception())
+        elif task.cancelled():
+            accepted.cancel()
+        elif task.exception() is not None:
+            accepted.set_exception(task.exception())
+        else:
+            accepted.set_result(task.result())
+    execution.add_done_callback(ended)
+
+
 def owned_payment(tenant_id: str, payment_id: str, payment: Payment | None) -> Payment:
     """Another tenant's payment is NOT_FOUND, exactly like a missing one, so
     a caller learns nothing about ids it does not own."""
@@ -65,18 +107,26 @@ def bind_payment_ids(payment: Payment) -> None:
 
 class PaymentService:
     def __init__(self, store: PaymentStore, router: Router, dispatcher: LegDispatcher,
-                 completion: PaymentCompletion, in_flight: InFlight) -> None:
+                 completion: PaymentCompletion, in_flight: InFlight,
+                 max_accepted_running: int) -> None:
         self._store = store
         self._router = router
         self._dispatcher = dispatcher
         self._completion = completion
         self._in_flight = in_flight
+        # Accepted executions outlive their calls, so the calls limit does
+        # not bound them: without this a client could start any number.
+        self._max_accepted_running = max_accepted_running
+        self._accepted_running = 0
 
     async def pay(self, tenant_id: str, request: PayInput,
                   caller_remaining_ms: float | None) -> Payment:
         valid = validate_pay(request, self._router.check)
-        budget_ms = payment_budget_ms(caller_remaining_ms)
-        deadline_ms = clock.monotonic_ms() + budget_ms
+        wait = request.waits_for
+        deadline_ms = clock.monotonic_ms() + legs_budget_ms(wait, caller_remaining_ms)
+        if wait is PayWait.ACCEPTED and self._accepted_running >= self._max_accepted_running:
+            raise AcceptedPaymentsAtLimit(self._max_accepted_running,
+                                          RETRY_AT_ACCEPTED_LIMIT_AFTER_MS)
         payment = Payment(
             payment_id=f"pay_{uuid.uuid4().hex}",
             tenant_id=tenant_id,
@@ -89,20 +139,39 @@ class PaymentService:
             metadata=valid.metadata,
             received_at_us=clock.now_us(),
         )
+        accepted = asyncio.get_running_loop().create_future() \
+            if wait is PayWait.ACCEPTED else None
         # Registered as in flight before its row exists, so the resolver can
         # never mistake a payment that is just starting for an abandoned one.
-        task = self._in_flight.run(payment.payment_id, self._start(payment, deadline_ms))
-        return await asyncio.shield(task)
+        task = self._in_flight.run(payment.payment_id,
+                                   self._start(payment, deadline_ms, wait, accepted))
+        if accepted is None:
+            return await asyncio.shield(task)
+        self._accepted_running += 1
+        task.add_done_callback(self._accepted_ended)
+        answer_on_acceptance(task, accepted)
+        return await asyncio.shield(accepted)
 
-    async def _start(self, payment: Payment, deadline_ms: float) -> Payment:
+    def _accepted_ended(self, _: asyncio.Task) -> None:
+        self._accepted_running -= 1
+
+    async def _start(self, payment: Payment, deadline_ms: float, wait: PayWait,
+                     accepted: asyncio.Future | None) -> Payment:
         existing = await self._store.insert_payment(payment)
         if existing is not None:
-            return await self._replay(existing, payment.fingerprint)
+            return await self._replay(existing, payment.fingerprint, wait)
+        if accepted is not None:
+            # A copy: the execution goes on changing `payment` while the
+            # answer is being encoded.
+            accepted.set_result(copy.deepcopy(payment))
         return await self._execute(payment, deadline_ms)
 
-    async def _replay(self, existing: Payment, fingerprint: str) -> Payment:
+    async def _replay(self, existing: Payment, fingerprint: str, wait: PayWait) -> Payment:
         if existing.fingerprint != fingerprint:
             raise IdempotencyConflict(existing.idempotency_key)
+        if wait is PayWait.ACCEPTED:
+            # Accepted already: the payment as stored now, final or not.
+            return await self._store.get_payment(existing.payment_id) or existing
         if existing.payment_id in self._in_flight:
             raise RequestInProgress(existing.idempotency_key, RETRY_IN_PROGRESS_AFTER_MS)
         if not existing.status.is_final:
