@@ -22,6 +22,8 @@ from paygrid_server.channels.in_process_channel import InProcessPaymentChannel
 from paygrid_server.config import ServerConfig
 from paygrid_server.domain.batches.workers import BatchLeaseLimits, GroupWorkers
 from paygrid_server.domain.batches.service import BatchService
+from paygrid_server.domain.events.event_queries import EventQueries
+from paygrid_server.domain.ports.event_log import EventLog
 from paygrid_server.storage.single_process_group_queue import SingleProcessGroupQueue
 from paygrid_server.domain.charging.charge_path import ChargePath
 from paygrid_server.domain.charging.settlement import ChargeSettlement
@@ -44,11 +46,15 @@ from paygrid_server.storage.database import Database
 from paygrid_server.storage.postgres.batch_store import PostgresBatchStore
 from paygrid_server.storage.postgres.group_queue import PostgresGroupQueue
 from paygrid_server.storage.postgres.database import PostgresDatabase, PostgresLimits
+from paygrid_server.storage.postgres.event_log import PostgresEventLog
 from paygrid_server.storage.postgres.payment_store import PostgresPaymentStore
 from paygrid_server.storage.sqlite.batch_store import SqliteBatchStore
 from paygrid_server.storage.sqlite.database import SqliteDatabase
+from paygrid_server.storage.sqlite.event_log import SqliteEventLog
 from paygrid_server.storage.sqlite.payment_store import SqlitePaymentStore
 from paygrid_server.transport.batch_servicer import BatchServicer
+from paygrid_server.transport.event_messages import ProtobufSnapshots
+from paygrid_server.transport.event_servicer import EventServicer
 from paygrid_server.transport.call_cutoff import CallCutoff
 from paygrid_server.transport.call_interceptor import CallInterceptor
 from paygrid_server.transport.grpc_server import (
@@ -70,21 +76,30 @@ CUT_OFF_ANSWER_S = 1.0
 
 async def open_storage(
     config: ServerConfig,
-) -> tuple[Database, PaymentStore, BatchStore, GroupQueue]:
-    """The engine `[server] database` names, migrated, its two stores and
-    where batch groups wait to be charged: PostgreSQL leases them to any
-    replica; SQLite (one process per file) keeps them in memory."""
+) -> tuple[Database, PaymentStore, BatchStore, GroupQueue, EventLog]:
+    """The engine `[server] database` names, migrated, its two stores,
+    where batch groups wait to be charged (PostgreSQL leases them to any
+    replica; SQLite, one process per file, keeps them in memory) and the
+    event log the stores write events to (payloads as the API's messages)."""
+    snapshots = ProtobufSnapshots()
     if config.postgres_dsn:
         limits = config.postgres
         postgres = await PostgresDatabase.open(config.postgres_dsn, PostgresLimits(
             limits.pool_max_connections, limits.statement_timeout_ms, limits.connect_timeout_ms))
-        batch_store = PostgresBatchStore(postgres)
-        return (postgres, PostgresPaymentStore(postgres), batch_store,
-                PostgresGroupQueue(postgres, batch_store))
+        batch_store = PostgresBatchStore(postgres, snapshots)
+        postgres_events = PostgresEventLog(postgres)
+        try:
+            await postgres_events.start_listening()
+        except BaseException:
+            await postgres.close()
+            raise
+        return (postgres, PostgresPaymentStore(postgres, snapshots), batch_store,
+                PostgresGroupQueue(postgres, batch_store), postgres_events)
     sqlite = await SqliteDatabase.open(config.database_path)
-    sqlite_batches = SqliteBatchStore(sqlite)
-    return (sqlite, SqlitePaymentStore(sqlite), sqlite_batches,
-            SingleProcessGroupQueue(sqlite_batches))
+    sqlite_events = SqliteEventLog(sqlite)
+    sqlite_batches = SqliteBatchStore(sqlite, snapshots, sqlite_events.signal.notify)
+    return (sqlite, SqlitePaymentStore(sqlite, snapshots, sqlite_events.signal.notify),
+            sqlite_batches, SingleProcessGroupQueue(sqlite_batches), sqlite_events)
 
 
 @dataclass
@@ -139,7 +154,7 @@ class PaygridApp:
         observability = AppObservability(config.observability, span_exporter)
         opened.append(observability.stop)
         try:
-            database, store, batch_store, group_queue = await open_storage(config)
+            database, store, batch_store, group_queue, event_log = await open_storage(config)
         except Exception as error:
             failure = startup_failure.database_failure(error, config.database_shown)
             if failure is None:
@@ -213,6 +228,7 @@ class PaygridApp:
             running = await start_grpc_server(
                 config.listen, PaymentServicer(payments, refunds),
                 BatchServicer(batches, observability.observe_batch_event),
+                EventServicer(EventQueries(event_log)),
                 interceptors, credentials, ConnectionPolicy(
                     config.max_connection_age_ms, config.max_connection_age_grace_ms,
                     config.keepalive_time_ms, config.keepalive_timeout_ms,

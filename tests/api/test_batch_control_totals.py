@@ -10,6 +10,8 @@ import pytest
 from paygrid.v1 import batch_service_pb2 as pb
 from paygrid_server.storage.single_process_group_queue import SingleProcessGroupQueue
 from paygrid_server.storage.postgres.group_queue import PostgresGroupQueue
+from paygrid.v1.event_service_pb2 import ListEventsRequest
+from paygrid.v1.event_service_pb2_grpc import EventServiceStub
 from tests.support.batch_client import batch_stub, chunk, collect, header, open_stream, submit, tx
 from tests.conftest import rich_status
 from tests.support.server_process import wait_for
@@ -92,6 +94,13 @@ async def test_a_mismatch_rejects_the_batch_and_charges_nothing(paygrid, control
     got = await stub.GetBatch(pb.GetBatchRequest(batch_id="mismatch"))
     assert got.batch.status == pb.BATCH_STATUS_REJECTED
     assert (got.batch.counts.total, got.batch.counts.rejected) == (3, 3)
+    # Its events end with batch.rejected, its snapshot the stored batch.
+    events = (await EventServiceStub(paygrid.channel).ListEvents(
+        ListEventsRequest(type_prefix="io.paygrid.batch."))).events
+    assert [(e.type, e.aggregate_version) for e in events] == [
+        ("io.paygrid.batch.created.v1", 1), ("io.paygrid.batch.rejected.v1", 2)]
+    rejected = pb.Batch()
+    assert events[-1].data.Unpack(rejected) and rejected == got.batch
     items = [i async for page in stub.ListBatchItems(pb.ListBatchItemsRequest(
         batch_id="mismatch")) for i in page.items]
     assert {(i.result.status, i.result.failure.reason) for i in items} == {

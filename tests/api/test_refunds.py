@@ -8,6 +8,7 @@ import grpc
 import pytest
 
 from paygrid.v1 import payment_service_pb2 as pb
+from paygrid_server.transport.event_messages import ProtobufSnapshots
 from paygrid_server.api_keys import DEV_TENANT
 from paygrid_server.domain.model import limits
 from paygrid_server.domain.model.errors import DeadlineTooShort
@@ -146,8 +147,8 @@ async def test_a_refund_with_a_too_short_deadline_is_refused_and_nothing_stored(
 def _refund_service(paygrid) -> RefundService:
     """The server's refund service over the same database and channels, to
     hand it a remaining deadline exactly at the limit (gRPC cannot)."""
-    store = (PostgresPaymentStore(paygrid.app.database) if paygrid.engine == "postgresql"
-             else SqlitePaymentStore(paygrid.app.database))
+    store = (PostgresPaymentStore(paygrid.app.database, ProtobufSnapshots()) if paygrid.engine == "postgresql"
+             else SqlitePaymentStore(paygrid.app.database, ProtobufSnapshots()))
     return RefundService(store, paygrid.app.channels, paygrid.app.in_flight)
 
 

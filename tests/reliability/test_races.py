@@ -16,6 +16,7 @@ import pytest
 
 from paygrid.v1 import batch_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2 as pay_pb
+from paygrid_server.transport.event_messages import ProtobufSnapshots
 from paygrid_server.domain.model import limits
 from paygrid_server.domain.model.money import Money
 from paygrid_server.domain.model.payment import Leg, LegRequest, Payment, PaymentMode
@@ -111,7 +112,7 @@ async def test_sqlite_reads_see_every_commit_made_before_they_start(tmp_path) ->
     # interleaved meanwhile saw data older than its own start: a retried Pay
     # was answered PROCESSING with PENDING legs after the payment succeeded.
     database = await SqliteDatabase.open(tmp_path / "reads.sqlite3")
-    store = SqlitePaymentStore(database)
+    store = SqlitePaymentStore(database, ProtobufSnapshots())
 
     def payment(n: int, legs: int) -> Payment:
         return Payment(

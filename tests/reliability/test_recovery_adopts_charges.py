@@ -19,6 +19,8 @@ import pytest
 from paygrid.type.v1 import money_pb2
 from paygrid.v1 import batch_service_pb2 as bpb
 from paygrid.v1 import payment_service_pb2 as pb
+from paygrid.v1 import event_service_pb2 as ev
+from paygrid.v1 import event_service_pb2_grpc as ev_grpc
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
 from tests.support.api_key_metadata import keyed_channel
 from paygrid_server.domain.ports.payment_channel import ChargeStatus
@@ -104,7 +106,16 @@ async def test_a_payment_killed_mid_charge_comes_back_succeeded_without_a_void(
         await rig.restart()
         async with rig.channel() as channel:
             payment = await pay_until_final(pb_grpc.PaymentServiceStub(channel), request)
+            events = list((await ev_grpc.EventServiceStub(channel).ListEvents(
+                ev.ListEventsRequest())).events)
 
+        # The event written with the payment survived the kill; recovery's
+        # continue its versions, and the last one is the final state.
+        assert [e.type for e in events] == [f"io.paygrid.payment.{name}.v1" for name in (
+            "created", "leg.succeeded", "leg.succeeded", "succeeded")]
+        assert [e.aggregate_version for e in events] == [1, 2, 3, 4]
+        last = pb.Payment()
+        assert events[-1].data.Unpack(last) and last == payment and payment.version == 4
         assert payment.status == pb.PAYMENT_STATUS_SUCCEEDED
         assert [l.status for l in payment.legs] == [pb.LEG_STATUS_SUCCEEDED] * 2
         assert _voided(card.ledger) == []

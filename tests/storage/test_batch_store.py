@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from paygrid_server.transport.event_messages import ProtobufSnapshots
 from paygrid_server.domain.model.batch import (
     Batch,
     BatchGroup,
@@ -37,10 +38,10 @@ async def store(tmp_path: Path, storage_engine: str, postgres_databases, monkeyp
         monkeypatch.setattr(postgres_batch_sql, "CHUNK_ROWS", 128)
         database = await PostgresDatabase.open(await postgres_databases.create(),
                                                PostgresLimits(pool_max_connections=2))
-        store = PostgresBatchStore(database)
+        store = PostgresBatchStore(database, ProtobufSnapshots())
     else:
         database = await SqliteDatabase.open(tmp_path / "paygrid.sqlite3")
-        store = SqliteBatchStore(database)
+        store = SqliteBatchStore(database, ProtobufSnapshots())
     header = BatchHeader("b1", "payer", GroupingPolicy.CHANNEL, 100, 4)
     await store.insert_batch(Batch("dev", "b1", UID, header, header.fingerprint(),
                                    BatchStatus.RECEIVING, 0, 1))
@@ -141,3 +142,20 @@ async def test_a_reference_taken_once_per_submission(store: BatchStore) -> None:
         ("a", FailureReason.DUPLICATE_REFERENCE)]
     assert [i.reference for i in later.resent] == ["b"]  # now with its first content
     assert (await store.counts(UID)).total == 3 + 4  # stored, and refused (not stored)
+
+
+@pytest.mark.postgresql_only
+async def test_the_sweep_leaves_a_batch_between_its_insert_and_its_first_submission(
+        store: BatchStore) -> None:
+    """A batch just stored, not started (submissions 0, no submission lease):
+    a replica is about to take it. The sweep used to mark it INTERRUPTED
+    there (GetBatch and its events said so for a live batch). One stored
+    longer ago than the grace (the fixture's, created at 1 µs) is swept."""
+    from paygrid_server.domain.model import clock
+
+    header = BatchHeader("fresh", "payer", GroupingPolicy.CHANNEL, 100, 4)
+    await store.insert_batch(Batch("dev", "fresh", "bat_fresh", header, header.fingerprint(),
+                                   BatchStatus.RECEIVING, 0, clock.now_us()))
+    assert await store.interrupt_abandoned() == 1  # the fixture's old one only
+    assert (await store.get_batch_by_uid("bat_fresh")).status is BatchStatus.RECEIVING
+    assert (await store.get_batch_by_uid(UID)).status is BatchStatus.INTERRUPTED

@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 from paygrid.v1 import payment_service_pb2 as pb
+from paygrid_server.transport.event_messages import ProtobufSnapshots
 from paygrid_server.domain.model.batch import (
     Batch,
     BatchHeader,
@@ -87,7 +88,7 @@ async def _captured_payment(store: PostgresPaymentStore) -> Payment:
 
 async def test_one_payment_per_key_whichever_replica_takes_it(replicas) -> None:
     dsn, databases = replicas
-    stores = [PostgresPaymentStore(d) for d in databases]
+    stores = [PostgresPaymentStore(d, ProtobufSnapshots()) for d in databases]
     keys = [f"key-{n}" for n in range(20)]
     # Every key sent 3 times to each replica at once, each with its own payment id.
     attempts = [(key, stores[n % REPLICAS]) for key in keys for n in range(3 * REPLICAS)]
@@ -106,7 +107,7 @@ async def test_one_payment_per_key_whichever_replica_takes_it(replicas) -> None:
 
 async def test_refunds_racing_on_two_replicas_never_exceed_the_capture(replicas) -> None:
     dsn, databases = replicas
-    stores = [PostgresPaymentStore(d) for d in databases]
+    stores = [PostgresPaymentStore(d, ProtobufSnapshots()) for d in databases]
     payment = await _captured_payment(stores[0])
     # 7 refunds of 150 on each replica: 14 x 150 = 2,100 asked of 1,000 captured.
     refunds = [_refund(payment.payment_id, f"r-{n}", 150) for n in range(7 * REPLICAS)]
@@ -136,7 +137,7 @@ async def test_refunds_racing_on_two_replicas_never_exceed_the_capture(replicas)
 
 async def test_one_refund_per_key_whichever_replica_takes_it(replicas) -> None:
     dsn, databases = replicas
-    stores = [PostgresPaymentStore(d) for d in databases]
+    stores = [PostgresPaymentStore(d, ProtobufSnapshots()) for d in databases]
     payment = await _captured_payment(stores[0])
     outcomes = await asyncio.gather(*(
         stores[n % REPLICAS].insert_refund(_refund(payment.payment_id, "same-key", 400))
@@ -154,7 +155,7 @@ def _items(first_seq: int, references: range) -> list[BatchItem]:
 async def test_a_refund_retry_on_another_replica_while_it_may_still_run_is_aborted(
         replicas) -> None:
     _, databases = replicas
-    stores = [PostgresPaymentStore(d) for d in databases]
+    stores = [PostgresPaymentStore(d, ProtobufSnapshots()) for d in databases]
     payment = await _captured_payment(stores[0])
     asked = RefundInput(payment.payment_id, "refund-in-progress",
                         [RefundLegInput(0, MoneyInput("EUR", 400, None))], "")
@@ -179,7 +180,7 @@ async def test_a_refund_retry_on_another_replica_while_it_may_still_run_is_abort
 
 async def test_batch_items_are_stored_once_whichever_replica_ingests_them(replicas) -> None:
     dsn, databases = replicas
-    stores = [PostgresBatchStore(d) for d in databases]
+    stores = [PostgresBatchStore(d, ProtobufSnapshots()) for d in databases]
     header = BatchHeader("payroll", "acct_1", GroupingPolicy.CHANNEL, 100, 4)
     # Each replica makes its own uid for the batch_id; one of them is kept.
     inserted = await asyncio.gather(*(s.insert_batch(Batch(
@@ -325,7 +326,7 @@ async def test_a_replica_leaves_another_replicas_payment_in_flight_alone(
 async def test_another_replicas_unfinished_work_is_taken_up_only_after_the_handoff(
         replicas) -> None:
     _, databases = replicas
-    a, b = (PostgresPaymentStore(d) for d in databases)
+    a, b = (PostgresPaymentStore(d, ProtobufSnapshots()) for d in databases)
     live = _payment("live")
     live.received_at_us = clock.now_us()
     assert await a.insert_payment(live) is None

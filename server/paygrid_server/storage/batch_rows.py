@@ -35,7 +35,7 @@ def batch_from_row(row: Mapping[str, Any]) -> Batch:
         status=BatchStatus(row["status"]), submissions=row["submissions"],
         created_at_us=row["created_at_us"], completed_at_us=row["completed_at_us"],
         wall_us_before=row["wall_us_before"],
-        submission_started_at_us=row["submission_started_at_us"])
+        submission_started_at_us=row["submission_started_at_us"], version=row["version"])
 
 
 def item_from_row(row: Sequence[Any]) -> BatchItem:

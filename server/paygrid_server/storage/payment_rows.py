@@ -55,6 +55,7 @@ def payment_from_row(row: Row, legs: list[Leg]) -> Payment:
         failure=failure_from_columns(row["failure_reason"], row["failure_message"],
                                      row["failure_decline_code"]),
         completed_at_us=row["completed_at_us"],
+        version=row["version"],
     )
 
 

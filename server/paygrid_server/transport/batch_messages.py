@@ -194,7 +194,8 @@ def batch_pb(report: BatchReport) -> pb.Batch:
         grouping=pb.GroupingPolicy.Value(f"GROUPING_POLICY_{batch.header.grouping.value}"),
         submissions=batch.submissions, created_at=_stamp(batch.created_at_us),
         failure_policy=pb.FailurePolicy.Value(
-            f"FAILURE_POLICY_{batch.header.failure_policy.value}"))
+            f"FAILURE_POLICY_{batch.header.failure_policy.value}"),
+        version=batch.version)
     if batch.completed_at_us is not None:
         message.completed_at.CopyFrom(_stamp(batch.completed_at_us))
     return message

@@ -11,17 +11,20 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from paygrid.v1 import batch_service_pb2, batch_service_pb2_grpc
+from paygrid.v1 import event_service_pb2, event_service_pb2_grpc
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
 from paygrid_server.transport import reflection_v1
 from paygrid_server.transport.batch_servicer import BatchServicer
+from paygrid_server.transport.event_servicer import EventServicer
 from paygrid_server.transport.payment_servicer import PaymentServicer
 
 # Explicit wire limit: a Pay of 16 legs with full metadata is a few KiB.
 MAX_MESSAGE_BYTES = 1 * 1024 * 1024
 
 SERVICE_NAMES = (pb.DESCRIPTOR.services_by_name["PaymentService"].full_name,
-                 batch_service_pb2.DESCRIPTOR.services_by_name["BatchService"].full_name)
+                 batch_service_pb2.DESCRIPTOR.services_by_name["BatchService"].full_name,
+                 event_service_pb2.DESCRIPTOR.services_by_name["EventService"].full_name)
 
 
 class PortUnavailable(OSError):
@@ -95,6 +98,7 @@ def _check_free(listen: str) -> None:
 
 
 async def start_grpc_server(listen: str, payments: PaymentServicer, batches: BatchServicer,
+                            events: EventServicer,
                             interceptors: Sequence[grpc.aio.ServerInterceptor],
                             credentials: grpc.ServerCredentials | None,
                             connections: ConnectionPolicy,
@@ -112,6 +116,7 @@ async def start_grpc_server(listen: str, payments: PaymentServicer, batches: Bat
     ])
     pb_grpc.add_PaymentServiceServicer_to_server(payments, server)
     batch_service_pb2_grpc.add_BatchServiceServicer_to_server(batches, server)
+    event_service_pb2_grpc.add_EventServiceServicer_to_server(events, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     # Reflection under both names (v1alpha, and v1 for newer clients).

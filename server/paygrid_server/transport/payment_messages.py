@@ -116,6 +116,7 @@ def payment_pb(payment: Payment) -> pb.Payment:
         metadata=payment.metadata,
         failure=failure_pb(payment.failure),
         timing=timing,
+        version=payment.version,
     )
 
 

@@ -34,6 +34,16 @@ class BatchReport:
     timing: BatchTiming
 
 
+def batch_report(batch: Batch, counts: BatchCounts, group_processing_us: list[int],
+                 now_us: int) -> BatchReport:
+    """What GetBatch answers, and a batch event carries, from stored state."""
+    wall_us = batch.wall_us_before
+    if batch.status in (BatchStatus.RECEIVING, BatchStatus.PROCESSING):
+        wall_us += now_us - batch.submission_started_at_us
+    timing = batch_timing(group_processing_us, counts.succeeded + counts.failed, wall_us)
+    return BatchReport(batch, counts, timing)
+
+
 class BatchService:
     def __init__(self, store: BatchStore, path: ChargePath, in_flight: InFlight,
                  workers: GroupWorkers, lease: BatchLeaseLimits) -> None:
@@ -76,12 +86,8 @@ class BatchService:
     async def report(self, tenant_id: str, batch_id: str) -> BatchReport:
         batch = await self._find(tenant_id, batch_id)
         counts = await self._store.counts(batch.uid)
-        wall_us = batch.wall_us_before
-        if batch.status in (BatchStatus.RECEIVING, BatchStatus.PROCESSING):
-            wall_us += clock.now_us() - batch.submission_started_at_us
-        timing = batch_timing(await self._store.group_processing_us(batch.uid),
-                              counts.succeeded + counts.failed, wall_us)
-        return BatchReport(batch, counts, timing)
+        return batch_report(batch, counts, await self._store.group_processing_us(batch.uid),
+                            clock.now_us())
 
     async def items(self, tenant_id: str, batch_id: str,
                     status: BatchItemStatus | None) -> AsyncIterator[list[BatchItem]]:

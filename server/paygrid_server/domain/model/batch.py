@@ -83,6 +83,8 @@ class Batch:
     completed_at_us: int | None = None
     wall_us_before: int = 0  # wall time of earlier submissions
     submission_started_at_us: int = 0
+    # The aggregate_version of the batch's last event (0 before it is stored).
+    version: int = 0
 
 
 @dataclass(slots=True)

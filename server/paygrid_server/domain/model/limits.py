@@ -71,3 +71,13 @@ BATCH_FLUSH_IDLE_MS = 5
 BATCH_INBOX_MESSAGES = 4
 # Items per message of ListBatchItems and per chunk when resuming.
 BATCH_PAGE_ITEMS = 1_000
+
+# ListEvents: page sizes and the longest type prefix (longer than any type).
+EVENTS_PAGE_SIZE_DEFAULT = 100
+EVENTS_PAGE_SIZE_MAX = 1000
+EVENT_TYPE_PREFIX_MAX_CHARS = 128
+EVENT_ID_MAX_CHARS = 64
+# WatchEvents: events read per round, and how long a quiet stream waits
+# before a keep-alive frame (proxies drop streams idle for a minute or so).
+WATCH_READ_BATCH = 500
+WATCH_KEEPALIVE_S = 15.0

@@ -135,6 +135,8 @@ class Payment:
     status: PaymentStatus = PaymentStatus.PROCESSING
     failure: Failure | None = None
     completed_at_us: int | None = None
+    # The aggregate_version of the payment's last event (0 before it is stored).
+    version: int = 0
 
     def channel_key(self, leg_index: int) -> str:
         """The idempotency key paygrid gives every channel for one leg's charge.

@@ -25,6 +25,7 @@ from paygrid_server.domain.model.batch import (
     BatchStatus,
 )
 from paygrid_server.domain.model.payment import Failure
+from paygrid_server.domain.ports.event_log import SnapshotEncoder
 from paygrid_server.domain.ports.batch_store import IngestOutcome
 from paygrid_server.storage.batch_item_ingest import sort_incoming
 from paygrid_server.storage.batch_rows import ITEM_COLUMNS as _ITEM_COLUMNS
@@ -32,6 +33,7 @@ from paygrid_server.storage.batch_rows import batch_from_row as _batch
 from paygrid_server.storage.batch_rows import item_from_row as _item
 from paygrid_server.storage.batch_rows import item_insert_row
 from paygrid_server.storage.failure_columns import failure_columns
+from paygrid_server.storage.postgres.batch_events import lock_batch, write_batch_event
 from paygrid_server.storage.postgres.batch_sql import (
     GROUPS_CHANGED,
     IN_INDEX_ORDER,
@@ -64,22 +66,30 @@ _STORED_BY_REFERENCE = (
 
 
 
+# How long a stored batch may wait for its first submission to start.
+UNSTARTED_GRACE_US = 60_000_000
+
+
 class PostgresBatchStore:
-    def __init__(self, database: PostgresDatabase) -> None:
+    def __init__(self, database: PostgresDatabase, encoder: SnapshotEncoder) -> None:
         self._database = database
+        self._encoder = encoder
 
     async def insert_batch(self, batch: Batch) -> Batch | None:
         h = batch.header
-        inserted = await self._database.write(
-            "fetchval", "INSERT INTO batches (tenant_id, batch_id, uid, payer, grouping, max_group_size, "
-            "parallelism, fingerprint, status, submissions, created_at_us, "
-            "submission_started_at_us, failure_policy) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) "
-            "ON CONFLICT (tenant_id, batch_id) DO NOTHING RETURNING true",
-            batch.tenant_id, batch.batch_id, batch.uid, h.payer, h.grouping.value,
-            h.max_group_size, h.parallelism, batch.fingerprint, batch.status.value,
-            batch.submissions, batch.created_at_us, batch.submission_started_at_us,
-            h.failure_policy.value)
+        async with self._database.transaction() as db:
+            inserted = await db.fetchval(
+                "INSERT INTO batches (tenant_id, batch_id, uid, payer, grouping, "
+                "max_group_size, parallelism, fingerprint, status, submissions, created_at_us, "
+                "submission_started_at_us, failure_policy) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) "
+                "ON CONFLICT (tenant_id, batch_id) DO NOTHING RETURNING true",
+                batch.tenant_id, batch.batch_id, batch.uid, h.payer, h.grouping.value,
+                h.max_group_size, h.parallelism, batch.fingerprint, batch.status.value,
+                batch.submissions, batch.created_at_us, batch.submission_started_at_us,
+                h.failure_policy.value)
+            if inserted:  # the row is this transaction's own: nobody else can lock it yet
+                await write_batch_event(db, self._encoder, batch.uid, None)
         if inserted:
             return None
         return await self.get_batch(batch.tenant_id, batch.batch_id)
@@ -92,6 +102,7 @@ class PostgresBatchStore:
     async def start_submission(self, batch_uid: str, header: BatchHeader,
                                started_at_us: int) -> tuple[int, int, int]:
         async with self._database.transaction() as db:
+            status_before = await lock_batch(db, batch_uid)
             submission = await db.fetchval(
                 "UPDATE batches SET submissions = submissions + 1, status = 'RECEIVING', "
                 "max_group_size = $1, parallelism = $2, submission_started_at_us = $3 "
@@ -101,6 +112,7 @@ class PostgresBatchStore:
                 "SELECT (SELECT coalesce(max(seq), 0) FROM batch_items WHERE batch_uid = $1), "
                 "(SELECT coalesce(max(group_no), 0) FROM batch_groups WHERE batch_uid = $1)",
                 batch_uid)
+            await write_batch_event(db, self._encoder, batch_uid, status_before)
         return submission, max_seq + 1, max_group + 1
 
     async def insert_items(self, batch_uid: str, submission: int, items: list[BatchItem],
@@ -211,15 +223,21 @@ class PostgresBatchStore:
         return [row[0] for row in rows]
 
     async def set_status(self, batch_uid: str, status: BatchStatus) -> None:
-        await self._database.write("execute", "UPDATE batches SET status = $1 WHERE uid = $2",
-                                   status.value, batch_uid)
+        async with self._database.transaction() as db:
+            status_before = await lock_batch(db, batch_uid)
+            await db.execute("UPDATE batches SET status = $1 WHERE uid = $2",
+                             status.value, batch_uid)
+            await write_batch_event(db, self._encoder, batch_uid, status_before)
 
     async def finish_submission(self, batch_uid: str, status: BatchStatus, wall_us: int,
                                 completed_at_us: int | None) -> None:
-        await self._database.write(
-            "execute", "UPDATE batches SET status = $1, wall_us_before = wall_us_before + $2, "
-            "completed_at_us = coalesce($3, completed_at_us) WHERE uid = $4",
-            status.value, wall_us, completed_at_us, batch_uid)
+        async with self._database.transaction() as db:
+            status_before = await lock_batch(db, batch_uid)
+            await db.execute(
+                "UPDATE batches SET status = $1, wall_us_before = wall_us_before + $2, "
+                "completed_at_us = coalesce($3, completed_at_us) WHERE uid = $4",
+                status.value, wall_us, completed_at_us, batch_uid)
+            await write_batch_event(db, self._encoder, batch_uid, status_before)
 
     async def interrupt_abandoned(self) -> int:
         # Replicas gone for an hour are forgotten (they count for an hour
@@ -228,10 +246,25 @@ class PostgresBatchStore:
             "execute", f"DELETE FROM batch_replicas WHERE seen_at_us < {NOW_US} - 3600000000")
         # Only batches no live replica holds: their submission lease is
         # free (released, or never taken) or expired.
-        status = await self._database.write(
-            "execute", "UPDATE batches SET status = 'INTERRUPTED', wall_us_before = wall_us_before + "
-            "greatest(0, coalesce((SELECT max(completed_at_us) FROM batch_groups g "
-            "        WHERE g.batch_uid = batches.uid) - submission_started_at_us, 0)) "
-            "WHERE status IN ('RECEIVING', 'PROCESSING') AND (submission_owner IS NULL "
-            f"OR submission_lease_expires_at_us < {NOW_US})")
+        async with self._database.transaction() as db:
+            # Locked first (the condition checked again on each row as locked):
+            # the events say what this UPDATE changed, no more.
+            # A batch never started (submissions = 0) is between its INSERT and
+            # its submission lease on a live replica, for milliseconds: it is
+            # abandoned only once UNSTARTED_GRACE_US has passed (before, the
+            # sweep marked fresh batches INTERRUPTED, and their events said so).
+            stopped = await db.fetch(
+                "SELECT uid, status FROM batches WHERE status IN ('RECEIVING', 'PROCESSING') "
+                "AND (submission_owner IS NULL "
+                f"OR submission_lease_expires_at_us < {NOW_US}) "
+                f"AND (submissions > 0 OR created_at_us < {NOW_US} - $1::bigint) "
+                "ORDER BY uid FOR UPDATE", UNSTARTED_GRACE_US)
+            uids = [row["uid"] for row in stopped]
+            status = await db.execute(
+                "UPDATE batches SET status = 'INTERRUPTED', wall_us_before = wall_us_before + "
+                "greatest(0, coalesce((SELECT max(completed_at_us) FROM batch_groups g "
+                "        WHERE g.batch_uid = batches.uid) - submission_started_at_us, 0)) "
+                "WHERE uid = ANY($1::text[])", uids)
+            for row in stopped:
+                await write_batch_event(db, self._encoder, row["uid"], row["status"])
         return rows_touched(status)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -74,8 +74,28 @@ def redacted_dsn(dsn: str) -> str:
 
 
 class PostgresDatabase:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, dsn: str = "",
+                 limits: PostgresLimits = PostgresLimits()) -> None:
         self.pool = pool
+        self._dsn = dsn
+        self._limits = limits
+        self._listener: asyncpg.Connection | None = None
+
+    async def listen(self, channel: str, wake: Callable[[], None]) -> None:
+        """Calls wake() on every NOTIFY on `channel`, over a connection of
+        its own (a pooled one would hold a slot forever). A lost connection
+        wakes too, once: listeners re-read, and their own timeouts carry
+        them until the database is back."""
+        try:
+            connection = await asyncpg.connect(
+                self._dsn, timeout=self._limits.connect_timeout_ms / 1_000)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
+            raise PostgresUnavailable(
+                f"cannot open PostgreSQL database {redacted_dsn(self._dsn)} to listen: "
+                f"{type(error).__name__}: {error}") from error
+        await connection.add_listener(channel, lambda *_: wake())
+        connection.add_termination_listener(lambda *_: wake())
+        self._listener = connection
 
     @classmethod
     async def open(cls, dsn: str, limits: PostgresLimits = PostgresLimits()) -> "PostgresDatabase":
@@ -100,7 +120,7 @@ class PostgresDatabase:
         except BaseException:
             await pool.close()
             raise
-        return cls(pool)
+        return cls(pool, dsn, limits)
 
     @asynccontextmanager
     async def transaction(self, isolation: str = "read_committed",
@@ -150,6 +170,8 @@ class PostgresDatabase:
     async def close(self) -> None:
         """Bounded: Pool.close waits for every connection to be released, and
         one held by work cut off at shutdown may never be."""
+        if self._listener is not None:
+            self._listener.terminate()  # a LISTEN connection holds no work
         try:
             await asyncio.wait_for(self.pool.close(), POOL_CLOSE_TIMEOUT_S)
         except TimeoutError:

@@ -28,7 +28,10 @@ from __future__ import annotations
 from paygrid_server.domain.model import clock, limits
 from paygrid_server.domain.model.payment import ChargeAttempt, Leg, LegStatus, Payment, PaymentStatus
 from paygrid_server.domain.model.refund import Refund, RefundStatus
+from paygrid_server.domain.model.event import EventType
+from paygrid_server.domain.ports.event_log import SnapshotEncoder
 from paygrid_server.domain.ports.payment_store import PageCursor, RefundExceedsRefundable
+from paygrid_server.storage.event_rows import payment_outcome_types, refund_outcome_type
 from paygrid_server.storage.failure_columns import failure_columns
 from paygrid_server.storage.payment_rows import leg_from_row as _leg
 from paygrid_server.storage.payment_rows import payment_from_row as _payment
@@ -43,6 +46,13 @@ from paygrid_server.storage.payment_rows import (
     refund_row,
 )
 from paygrid_server.storage.postgres.database import PostgresDatabase
+from paygrid_server.storage.postgres.payment_events import (
+    leg_statuses,
+    lock_payment,
+    payment_as_stored,
+    write_payment_events,
+    write_refund_event,
+)
 
 
 HANDOFF_AFTER_MS = limits.HANDOFF_AFTER_MS
@@ -58,8 +68,9 @@ def _updated(status: str) -> int:
 
 
 class PostgresPaymentStore:
-    def __init__(self, database: PostgresDatabase) -> None:
+    def __init__(self, database: PostgresDatabase, encoder: SnapshotEncoder) -> None:
         self._database = database
+        self._encoder = encoder
         # Payments and refunds this replica stored and has not finished.
         self._own_payments: set[str] = set()
         self._own_refunds: set[str] = set()
@@ -87,6 +98,10 @@ class PostgresPaymentStore:
                     "INSERT INTO charge_attempts (payment_id, leg_index, channel, attempt_no, "
                     "started_at_us) VALUES ($1, $2, $3, 1, $4)",
                     first_attempt_rows(payment))
+                # The row is this transaction's own: nobody else can lock it
+                # yet, and it is this object, column for column (no read back).
+                payment.version = await write_payment_events(
+                    db, self._encoder, [EventType.PAYMENT_CREATED], payment, 0)
         if inserted:
             self._own_payments.add(payment.payment_id)
             return None
@@ -150,6 +165,8 @@ class PostgresPaymentStore:
 
     async def save_payment_outcome(self, payment: Payment) -> None:
         async with self._database.transaction() as db:
+            before = await lock_payment(db, payment.payment_id)
+            legs_before = await leg_statuses(db, payment.payment_id)
             await db.executemany(
                 "UPDATE payment_legs SET status = $1, channel = $2, channel_reference = $3, "
                 "failure_reason = $4, failure_message = $5, failure_decline_code = $6, "
@@ -159,6 +176,10 @@ class PostgresPaymentStore:
                 "UPDATE payments SET status = $1, failure_reason = $2, failure_message = $3, "
                 "failure_decline_code = $4, completed_at_us = $5 WHERE payment_id = $6",
                 *payment_outcome_row(payment))
+            after = await payment_as_stored(db, payment.payment_id)
+            types = payment_outcome_types(before["status"], legs_before, after)
+            payment.version = await write_payment_events(db, self._encoder, types, after,
+                                                         before["version"])
         if payment.status is not PaymentStatus.PROCESSING:
             self._own_payments.discard(payment.payment_id)
 
@@ -173,6 +194,8 @@ class PostgresPaymentStore:
 
     async def insert_refund(self, refund: Refund) -> Refund | None:
         async with self._database.transaction() as db:
+            # The payment row first, as every writer locks it: one lock order.
+            owner = await lock_payment(db, refund.payment_id)
             inserted = await db.fetchval(
                 "INSERT INTO refunds (refund_id, payment_id, idempotency_key, fingerprint, "
                 "reason, status, created_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7) "
@@ -199,6 +222,9 @@ class PostgresPaymentStore:
                     "INSERT INTO refund_legs (refund_id, leg_index, currency, amount_minor, "
                     "channel, status, channel_reference) VALUES ($1, $2, $3, $4, $5, $6, $7)",
                     *refund_leg_row(refund, leg))
+            if inserted:
+                await write_refund_event(db, self._encoder, EventType.REFUND_CREATED,
+                                         refund.refund_id, owner)
         if inserted:
             self._own_refunds.add(refund.refund_id)
             return None
@@ -240,6 +266,9 @@ class PostgresPaymentStore:
 
     async def save_refund_outcome(self, refund: Refund) -> None:
         async with self._database.transaction() as db:
+            owner = await lock_payment(db, refund.payment_id)
+            status_before = await db.fetchval("SELECT status FROM refunds WHERE refund_id = $1",
+                                              refund.refund_id)
             for leg in refund.legs:
                 # Only while PENDING: of two replicas settling the same leg,
                 # the second waits for the first, then finds it settled.
@@ -258,5 +287,8 @@ class PostgresPaymentStore:
                     leg.amount.amount_minor, moved, refund.payment_id, leg.leg_index)
             await db.execute("UPDATE refunds SET status = $1 WHERE refund_id = $2",
                              refund.status.value, refund.refund_id)
+            event_type = refund_outcome_type(status_before, refund)
+            if event_type is not None:
+                await write_refund_event(db, self._encoder, event_type, refund.refund_id, owner)
         if refund.status is not RefundStatus.PENDING:
             self._own_refunds.discard(refund.refund_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from typing import Iterator, Sequence, TypeVar
+from typing import Callable, Iterator, Sequence, TypeVar
 
 from paygrid_server.domain.model.batch import (
     Batch,
@@ -17,12 +17,14 @@ from paygrid_server.domain.model.batch import (
 )
 from paygrid_server.domain.model.payment import Failure
 from paygrid_server.domain.ports.batch_store import IngestOutcome
+from paygrid_server.domain.ports.event_log import SnapshotEncoder
 from paygrid_server.storage.batch_item_ingest import sort_incoming
 from paygrid_server.storage.batch_rows import ITEM_COLUMNS as _ITEM_COLUMNS
 from paygrid_server.storage.batch_rows import batch_from_row as _batch
 from paygrid_server.storage.batch_rows import item_from_row as _item
 from paygrid_server.storage.batch_rows import item_insert_row, item_state_row
 from paygrid_server.storage.failure_columns import failure_columns
+from paygrid_server.storage.sqlite.batch_events import batch_status, write_batch_event
 from paygrid_server.storage.sqlite.database import SqliteDatabase
 
 
@@ -87,15 +89,24 @@ def _save_states(db: sqlite3.Connection, batch_uid: str, items: list[BatchItem])
 
 
 class SqliteBatchStore:
-    def __init__(self, database: SqliteDatabase) -> None:
+    def __init__(self, database: SqliteDatabase, encoder: SnapshotEncoder,
+                 events_written: Callable[[], None] = lambda: None) -> None:
         self._reader = database.reader
-        self._write = database.write
+        self._database_write = database.write
+        self._encoder = encoder
+        self._events_written = events_written  # wakes watchers (SqliteEventLog.signal)
+
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return await self._database_write(work)
+        finally:
+            self._events_written()
 
     async def insert_batch(self, batch: Batch) -> Batch | None:
         h = batch.header
 
         def insert(db: sqlite3.Connection) -> bool:
-            return db.execute(
+            inserted = db.execute(
                 "INSERT INTO batches (tenant_id, batch_id, uid, payer, grouping, max_group_size, "
                 "parallelism, fingerprint, status, submissions, created_at_us, "
                 "submission_started_at_us, failure_policy) "
@@ -105,6 +116,9 @@ class SqliteBatchStore:
                  h.max_group_size, h.parallelism, batch.fingerprint, batch.status.value,
                  batch.submissions, batch.created_at_us,
                  batch.submission_started_at_us, h.failure_policy.value)).rowcount == 1
+            if inserted:
+                write_batch_event(db, self._encoder, batch.uid, None)
+            return inserted
 
         if await self._write(insert):
             return None
@@ -125,6 +139,7 @@ class SqliteBatchStore:
     async def start_submission(self, batch_uid: str, header: BatchHeader,
                                started_at_us: int) -> tuple[int, int, int]:
         def start(db: sqlite3.Connection) -> tuple[int, int, int]:
+            status_before = batch_status(db, batch_uid)
             db.execute(
                 "UPDATE batches SET submissions = submissions + 1, status = 'RECEIVING', "
                 "max_group_size = ?, parallelism = ?, submission_started_at_us = ? "
@@ -135,6 +150,7 @@ class SqliteBatchStore:
                 "(SELECT coalesce(max(seq), 0) FROM batch_items WHERE batch_uid = ?), "
                 "(SELECT coalesce(max(group_no), 0) FROM batch_groups WHERE batch_uid = ?) "
                 "FROM batches WHERE uid = ?", (batch_uid, batch_uid, batch_uid)).fetchone()
+            write_batch_event(db, self._encoder, batch_uid, status_before)
             return submission, max_seq + 1, max_group + 1
 
         return await self._write(start)
@@ -237,19 +253,36 @@ class SqliteBatchStore:
             "WHERE batch_uid = ? AND completed_at_us IS NOT NULL", (batch_uid,))]
 
     async def set_status(self, batch_uid: str, status: BatchStatus) -> None:
-        await self._write(lambda db: db.execute(
-            "UPDATE batches SET status = ? WHERE uid = ?", (status.value, batch_uid)))
+        def save(db: sqlite3.Connection) -> None:
+            status_before = batch_status(db, batch_uid)
+            db.execute("UPDATE batches SET status = ? WHERE uid = ?", (status.value, batch_uid))
+            write_batch_event(db, self._encoder, batch_uid, status_before)
+
+        await self._write(save)
 
     async def finish_submission(self, batch_uid: str, status: BatchStatus, wall_us: int,
                                 completed_at_us: int | None) -> None:
-        await self._write(lambda db: db.execute(
-            "UPDATE batches SET status = ?, wall_us_before = wall_us_before + ?, "
-            "completed_at_us = coalesce(?, completed_at_us) WHERE uid = ?",
-            (status.value, wall_us, completed_at_us, batch_uid)))
+        def finish(db: sqlite3.Connection) -> None:
+            status_before = batch_status(db, batch_uid)
+            db.execute(
+                "UPDATE batches SET status = ?, wall_us_before = wall_us_before + ?, "
+                "completed_at_us = coalesce(?, completed_at_us) WHERE uid = ?",
+                (status.value, wall_us, completed_at_us, batch_uid))
+            write_batch_event(db, self._encoder, batch_uid, status_before)
+
+        await self._write(finish)
 
     async def interrupt_abandoned(self) -> int:
-        return await self._write(lambda db: db.execute(
-            "UPDATE batches SET status = 'INTERRUPTED', wall_us_before = wall_us_before + "
-            "max(0, coalesce((SELECT max(completed_at_us) FROM batch_groups g "
-            "        WHERE g.batch_uid = batches.uid) - submission_started_at_us, 0)) "
-            "WHERE status IN ('RECEIVING', 'PROCESSING')").rowcount)
+        def interrupt(db: sqlite3.Connection) -> int:
+            stopped = db.execute("SELECT uid, status FROM batches "
+                                 "WHERE status IN ('RECEIVING', 'PROCESSING')").fetchall()
+            db.execute(
+                "UPDATE batches SET status = 'INTERRUPTED', wall_us_before = wall_us_before + "
+                "max(0, coalesce((SELECT max(completed_at_us) FROM batch_groups g "
+                "        WHERE g.batch_uid = batches.uid) - submission_started_at_us, 0)) "
+                "WHERE status IN ('RECEIVING', 'PROCESSING')")
+            for uid, status_before in stopped:
+                write_batch_event(db, self._encoder, uid, status_before)
+            return len(stopped)
+
+        return await self._write(interrupt)

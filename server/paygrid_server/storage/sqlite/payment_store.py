@@ -4,6 +4,7 @@ it is answered (see sqlite/database.py)."""
 from __future__ import annotations
 
 import sqlite3
+from typing import Callable, TypeVar
 
 import aiosqlite
 
@@ -13,7 +14,10 @@ from paygrid_server.domain.model.payment import (
     Payment,
 )
 from paygrid_server.domain.model.refund import Refund, RefundStatus
+from paygrid_server.domain.ports.event_log import SnapshotEncoder
 from paygrid_server.domain.ports.payment_store import PageCursor, RefundExceedsRefundable
+from paygrid_server.domain.model.event import EventType
+from paygrid_server.storage.event_rows import payment_outcome_types, refund_outcome_type
 from paygrid_server.storage.failure_columns import failure_columns
 from paygrid_server.storage.payment_rows import leg_from_row as _leg
 from paygrid_server.storage.payment_rows import payment_from_row as _payment
@@ -28,12 +32,30 @@ from paygrid_server.storage.payment_rows import (
     refund_row,
 )
 from paygrid_server.storage.sqlite.database import SqliteDatabase
+from paygrid_server.storage.sqlite.payment_events import (
+    payment_as_stored,
+    write_payment_events,
+    write_refund_event,
+)
+
+T = TypeVar("T")
 
 
 class SqlitePaymentStore:
-    def __init__(self, database: SqliteDatabase) -> None:
+    def __init__(self, database: SqliteDatabase, encoder: SnapshotEncoder,
+                 events_written: Callable[[], None] = lambda: None) -> None:
         self._reader = database.reader
-        self._write = database.write
+        self._database_write = database.write
+        self._encoder = encoder
+        self._events_written = events_written  # wakes watchers (SqliteEventLog.signal)
+
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        # Every write that changes state writes events: watchers are woken
+        # after each commit (a spurious wake-up only costs them one read).
+        try:
+            return await self._database_write(work)
+        finally:
+            self._events_written()
 
     # -- payments -----------------------------------------------------------
 
@@ -57,9 +79,13 @@ class SqlitePaymentStore:
                 "INSERT INTO charge_attempts (payment_id, leg_index, channel, attempt_no, "
                 "started_at_us) VALUES (?, ?, ?, 1, ?)",
                 first_attempt_rows(payment))
+            # The rows just inserted are this object, column for column: no
+            # need to read them back (the insert is a third of Pay's writes).
+            write_payment_events(db, self._encoder, [EventType.PAYMENT_CREATED], payment, 0)
             return True
 
         if await self._write(insert):
+            payment.version = 1
             return None
         # The key's payment is committed by now (at the latest by the commit
         # that carried this unit), so the reader sees it.
@@ -121,7 +147,12 @@ class SqlitePaymentStore:
             "ORDER BY attempt_no", (payment_id, leg_index))]
 
     async def save_payment_outcome(self, payment: Payment) -> None:
-        def save(db: sqlite3.Connection) -> None:
+        def save(db: sqlite3.Connection) -> int:
+            before = db.execute("SELECT status, version FROM payments WHERE payment_id = ?",
+                                (payment.payment_id,)).fetchone()
+            legs_before = {row["leg_index"]: row["status"] for row in db.execute(
+                "SELECT leg_index, status FROM payment_legs WHERE payment_id = ?",
+                (payment.payment_id,))}
             db.executemany(
                 "UPDATE payment_legs SET status = ?, channel = ?, channel_reference = ?, "
                 "failure_reason = ?, failure_message = ?, failure_decline_code = ?, "
@@ -131,8 +162,11 @@ class SqlitePaymentStore:
                 "UPDATE payments SET status = ?, failure_reason = ?, failure_message = ?, "
                 "failure_decline_code = ?, completed_at_us = ? WHERE payment_id = ?",
                 payment_outcome_row(payment))
+            after = payment_as_stored(db, payment.payment_id)
+            types = payment_outcome_types(before["status"], legs_before, after)
+            return write_payment_events(db, self._encoder, types, after, before["version"])
 
-        await self._write(save)
+        payment.version = await self._write(save)
 
     # -- refunds ------------------------------------------------------------
 
@@ -163,6 +197,7 @@ class SqlitePaymentStore:
                     "INSERT INTO refund_legs (refund_id, leg_index, currency, amount_minor, "
                     "channel, status, channel_reference) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     refund_leg_row(refund, leg))
+            write_refund_event(db, self._encoder, EventType.REFUND_CREATED, refund.refund_id)
             return True
 
         if await self._write(insert):
@@ -203,6 +238,8 @@ class SqlitePaymentStore:
 
     async def save_refund_outcome(self, refund: Refund) -> None:
         def save(db: sqlite3.Connection) -> None:
+            status_before = db.execute("SELECT status FROM refunds WHERE refund_id = ?",
+                                       (refund.refund_id,)).fetchone()["status"]
             for leg in refund.legs:
                 settled = db.execute(
                     "UPDATE refund_legs SET status = ?, channel_reference = ?, "
@@ -219,5 +256,8 @@ class SqlitePaymentStore:
                     (leg.amount.amount_minor, moved, refund.payment_id, leg.leg_index))
             db.execute("UPDATE refunds SET status = ? WHERE refund_id = ?",
                        (refund.status.value, refund.refund_id))
+            event_type = refund_outcome_type(status_before, refund)
+            if event_type is not None:
+                write_refund_event(db, self._encoder, event_type, refund.refund_id)
 
         await self._write(save)

@@ -1,0 +1,82 @@
+"""The events of a payment's state changes, written by PostgresPaymentStore
+inside the transaction that makes the change (storage/event_rows.py says
+which events and how versions go). Every function here expects the
+payment's row locked by lock_payment first: versions are read, then written,
+and two replicas must not interleave there. Locking the payment row before
+any leg row also keeps one lock order for every writer (no deadlocks)."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from paygrid_server.domain.model.event import EventType
+from paygrid_server.domain.model.payment import Payment
+from paygrid_server.domain.model.refund import Refund
+from paygrid_server.domain.ports.event_log import SnapshotEncoder
+from paygrid_server.storage.event_rows import (
+    EVENT_COLUMNS,
+    payment_event_rows,
+    refund_event_row,
+)
+from paygrid_server.storage.payment_rows import leg_from_row, payment_from_row, refund_from_rows
+
+_INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+
+
+# LISTEN/NOTIFY channel: only a wake-up for watchers of every replica (they
+# read the table for what changed); delivered when the transaction commits,
+# never for one that rolls back.
+EVENTS_CHANNEL = "paygrid_events"
+
+
+async def notify_watchers(db: asyncpg.Connection) -> None:
+    await db.execute("SELECT pg_notify($1, '')", EVENTS_CHANNEL)
+
+
+async def lock_payment(db: asyncpg.Connection, payment_id: str) -> asyncpg.Record:
+    """The payment's status, tenant_id and version, its row locked until commit."""
+    return await db.fetchrow(
+        "SELECT status, tenant_id, version FROM payments WHERE payment_id = $1 FOR UPDATE",
+        payment_id)
+
+
+async def leg_statuses(db: asyncpg.Connection, payment_id: str) -> dict[int, str]:
+    return {row["leg_index"]: row["status"] for row in await db.fetch(
+        "SELECT leg_index, status FROM payment_legs WHERE payment_id = $1", payment_id)}
+
+
+async def payment_as_stored(db: asyncpg.Connection, payment_id: str) -> Payment:
+    row = await db.fetchrow("SELECT * FROM payments WHERE payment_id = $1", payment_id)
+    legs = await db.fetch(
+        "SELECT * FROM payment_legs WHERE payment_id = $1 ORDER BY leg_index", payment_id)
+    return payment_from_row(row, [leg_from_row(leg) for leg in legs])
+
+
+async def write_payment_events(db: asyncpg.Connection, encoder: SnapshotEncoder,
+                               types: list[EventType], after: Payment,
+                               version_before: int) -> int:
+    """Writes the events with `after`, the payment as payment_as_stored read
+    it in this transaction after the change; returns its version after them."""
+    if not types:
+        return version_before
+    payment_id = after.payment_id
+    rows = payment_event_rows(types, after, version_before, encoder)
+    await db.executemany(_INSERT_EVENT, rows)
+    await notify_watchers(db)
+    await db.execute("UPDATE payments SET version = $1 WHERE payment_id = $2",
+                     after.version, payment_id)
+    return after.version
+
+
+async def write_refund_event(db: asyncpg.Connection, encoder: SnapshotEncoder,
+                             event_type: EventType, refund_id: str, owner: asyncpg.Record) -> None:
+    """`owner` is the payment's lock_payment row, taken in this transaction."""
+    row = await db.fetchrow("SELECT * FROM refunds WHERE refund_id = $1", refund_id)
+    refund: Refund = refund_from_rows(row, await db.fetch(
+        "SELECT * FROM refund_legs WHERE refund_id = $1 ORDER BY leg_index", refund_id))
+    version = owner["version"] + 1
+    await db.execute(_INSERT_EVENT, *refund_event_row(event_type, owner["tenant_id"], refund,
+                                                      version, encoder))
+    await notify_watchers(db)
+    await db.execute("UPDATE payments SET version = $1 WHERE payment_id = $2",
+                     version, refund.payment_id)

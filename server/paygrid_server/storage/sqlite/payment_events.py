@@ -1,0 +1,49 @@
+"""The events of a payment's state changes, written by SqlitePaymentStore
+inside the writer's transaction that makes the change (storage/event_rows.py
+says which events and how versions go). SQLite has one writer: nothing else
+can change the payment between reading its version and writing the next."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from paygrid_server.domain.model.event import EventType
+from paygrid_server.domain.model.payment import Payment
+from paygrid_server.domain.ports.event_log import SnapshotEncoder
+from paygrid_server.storage.event_rows import EVENT_COLUMNS, payment_event_rows, refund_event_row
+from paygrid_server.storage.payment_rows import leg_from_row, payment_from_row, refund_from_rows
+
+_INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+def payment_as_stored(db: sqlite3.Connection, payment_id: str) -> Payment:
+    row = db.execute("SELECT * FROM payments WHERE payment_id = ?", (payment_id,)).fetchone()
+    legs = [leg_from_row(leg) for leg in db.execute(
+        "SELECT * FROM payment_legs WHERE payment_id = ? ORDER BY leg_index", (payment_id,))]
+    return payment_from_row(row, legs)
+
+
+def write_payment_events(db: sqlite3.Connection, encoder: SnapshotEncoder,
+                         types: list[EventType], after: Payment, version_before: int) -> int:
+    """Writes the events with `after`, the payment as payment_as_stored read
+    it in this transaction after the change; returns its version after them."""
+    if not types:
+        return version_before
+    db.executemany(_INSERT_EVENT, payment_event_rows(types, after, version_before, encoder))
+    db.execute("UPDATE payments SET version = ? WHERE payment_id = ?",
+               (after.version, after.payment_id))
+    return after.version
+
+
+def write_refund_event(db: sqlite3.Connection, encoder: SnapshotEncoder,
+                       event_type: EventType, refund_id: str) -> None:
+    row = db.execute("SELECT * FROM refunds WHERE refund_id = ?", (refund_id,)).fetchone()
+    refund = refund_from_rows(row, db.execute(
+        "SELECT * FROM refund_legs WHERE refund_id = ? ORDER BY leg_index", (refund_id,)))
+    owner = db.execute("SELECT tenant_id, version FROM payments WHERE payment_id = ?",
+                       (refund.payment_id,)).fetchone()
+    version = owner["version"] + 1
+    db.execute(_INSERT_EVENT, refund_event_row(event_type, owner["tenant_id"], refund, version,
+                                               encoder))
+    db.execute("UPDATE payments SET version = ? WHERE payment_id = ?",
+               (version, refund.payment_id))
