@@ -25,7 +25,7 @@ from paygrid_server.storage.batch_rows import item_from_row as _item
 from paygrid_server.storage.batch_rows import item_insert_row, item_state_row
 from paygrid_server.storage.failure_columns import failure_columns
 from paygrid_server.storage.sqlite.batch_events import batch_status, write_batch_event
-from paygrid_server.storage.sqlite.database import SqliteDatabase
+from paygrid_server.storage.sqlite.database import SqliteDatabase, write_then_wake
 
 
 # Items are read and written a chunk per statement, not a statement per
@@ -92,15 +92,9 @@ class SqliteBatchStore:
     def __init__(self, database: SqliteDatabase, encoder: SnapshotEncoder,
                  events_written: Callable[[], None] = lambda: None) -> None:
         self._reader = database.reader
-        self._database_write = database.write
         self._encoder = encoder
-        self._events_written = events_written  # wakes watchers (SqliteEventLog.signal)
-
-    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        try:
-            return await self._database_write(work)
-        finally:
-            self._events_written()
+        # events_written wakes watchers (SqliteEventLog.signal)
+        self._write = write_then_wake(database.write, events_written)
 
     async def insert_batch(self, batch: Batch) -> Batch | None:
         h = batch.header

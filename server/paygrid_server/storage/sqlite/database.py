@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Awaitable, Callable, TypeVar
 
 import aiosqlite
 
@@ -60,3 +60,17 @@ class SqliteDatabase:
             await self._writer.close()
         finally:
             self._lock.release()
+
+
+def write_then_wake(write: Callable[[Callable[[sqlite3.Connection], T]], Awaitable[T]],
+                    wake: Callable[[], None]) -> Callable[[Callable[[sqlite3.Connection], T]],
+                                                          Awaitable[T]]:
+    """`write`, then `wake` (the event log's watchers) after each commit or
+    failure: every state-changing write writes events, and a spurious
+    wake-up only costs a watcher one read."""
+    async def write_and_wake(work: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return await write(work)
+        finally:
+            wake()
+    return write_and_wake

@@ -31,7 +31,7 @@ from paygrid_server.storage.payment_rows import (
     refund_leg_row,
     refund_row,
 )
-from paygrid_server.storage.sqlite.database import SqliteDatabase
+from paygrid_server.storage.sqlite.database import SqliteDatabase, write_then_wake
 from paygrid_server.storage.sqlite.payment_events import (
     payment_as_stored,
     write_payment_events,
@@ -45,17 +45,9 @@ class SqlitePaymentStore:
     def __init__(self, database: SqliteDatabase, encoder: SnapshotEncoder,
                  events_written: Callable[[], None] = lambda: None) -> None:
         self._reader = database.reader
-        self._database_write = database.write
         self._encoder = encoder
-        self._events_written = events_written  # wakes watchers (SqliteEventLog.signal)
-
-    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        # Every write that changes state writes events: watchers are woken
-        # after each commit (a spurious wake-up only costs them one read).
-        try:
-            return await self._database_write(work)
-        finally:
-            self._events_written()
+        # events_written wakes watchers (SqliteEventLog.signal)
+        self._write = write_then_wake(database.write, events_written)
 
     # -- payments -----------------------------------------------------------
 
