@@ -7,6 +7,7 @@ from typing import Any, Mapping, Sequence
 
 from paygrid_server.domain.model.batch import (
     Batch,
+    BatchCounts,
     BatchHeader,
     BatchItem,
     BatchItemStatus,
@@ -66,3 +67,16 @@ def item_state_row(item: BatchItem) -> tuple:
     failure_decline_code."""
     return (item.seq, item.status.value, item.attempt, item.group_no, item.channel_reference,
             *failure_columns(item.failure))
+
+
+def counts_from_rows(status_counts: Sequence[Sequence[Any]],
+                     unstored_rejections: int) -> BatchCounts:
+    """The batch's counts from its items' (status, count) rows, plus the
+    rejections that were never stored as items; the rest are in progress."""
+    by_status = {BatchItemStatus(status): n for status, n in status_counts}
+    rejected = by_status.get(BatchItemStatus.REJECTED, 0) + unstored_rejections
+    succeeded = by_status.get(BatchItemStatus.SUCCEEDED, 0)
+    failed = by_status.get(BatchItemStatus.FAILED, 0)
+    total = sum(by_status.values()) + unstored_rejections
+    return BatchCounts(total, succeeded, failed, rejected,
+                       total - succeeded - failed - rejected)

@@ -31,7 +31,7 @@ from paygrid_server.storage.batch_item_ingest import sort_incoming
 from paygrid_server.storage.batch_rows import ITEM_COLUMNS as _ITEM_COLUMNS
 from paygrid_server.storage.batch_rows import batch_from_row as _batch
 from paygrid_server.storage.batch_rows import item_from_row as _item
-from paygrid_server.storage.batch_rows import item_insert_row
+from paygrid_server.storage.batch_rows import counts_from_rows, item_insert_row
 from paygrid_server.storage.failure_columns import failure_columns
 from paygrid_server.storage.postgres.batch_events import lock_batch, write_batch_event
 from paygrid_server.storage.postgres.batch_sql import (
@@ -208,13 +208,7 @@ class PostgresBatchStore:
                 batch_uid)
             unstored = await db.fetchval(
                 "SELECT unstored_rejections FROM batches WHERE uid = $1", batch_uid) or 0
-        by_status = {BatchItemStatus(status): n for status, n in rows}
-        rejected = by_status.get(BatchItemStatus.REJECTED, 0) + unstored
-        succeeded = by_status.get(BatchItemStatus.SUCCEEDED, 0)
-        failed = by_status.get(BatchItemStatus.FAILED, 0)
-        total = sum(by_status.values()) + unstored
-        return BatchCounts(total, succeeded, failed, rejected,
-                           total - succeeded - failed - rejected)
+        return counts_from_rows(rows, unstored)
 
     async def group_processing_us(self, batch_uid: str) -> list[int]:
         rows = await self._database.read(

@@ -22,7 +22,7 @@ from paygrid_server.storage.batch_item_ingest import sort_incoming
 from paygrid_server.storage.batch_rows import ITEM_COLUMNS as _ITEM_COLUMNS
 from paygrid_server.storage.batch_rows import batch_from_row as _batch
 from paygrid_server.storage.batch_rows import item_from_row as _item
-from paygrid_server.storage.batch_rows import item_insert_row, item_state_row
+from paygrid_server.storage.batch_rows import counts_from_rows, item_insert_row, item_state_row
 from paygrid_server.storage.failure_columns import failure_columns
 from paygrid_server.storage.sqlite.batch_events import batch_status, write_batch_event
 from paygrid_server.storage.sqlite.database import SqliteDatabase, write_then_wake
@@ -228,18 +228,12 @@ class SqliteBatchStore:
             (batch_uid, after_seq, limit, *(s.value for s in statuses)))]
 
     async def counts(self, batch_uid: str) -> BatchCounts:
-        by_status = {BatchItemStatus(status): n for status, n in await self._reader.execute_fetchall(
+        status_counts = await self._reader.execute_fetchall(
             "SELECT status, count(*) FROM batch_items WHERE batch_uid = ? GROUP BY status",
-            (batch_uid,))}
+            (batch_uid,))
         rows = await self._reader.execute_fetchall(
             "SELECT unstored_rejections FROM batches WHERE uid = ?", (batch_uid,))
-        unstored = rows[0][0] if rows else 0
-        rejected = by_status.get(BatchItemStatus.REJECTED, 0) + unstored
-        succeeded = by_status.get(BatchItemStatus.SUCCEEDED, 0)
-        failed = by_status.get(BatchItemStatus.FAILED, 0)
-        total = sum(by_status.values()) + unstored
-        return BatchCounts(total, succeeded, failed, rejected,
-                           total - succeeded - failed - rejected)
+        return counts_from_rows(status_counts, rows[0][0] if rows else 0)
 
     async def group_processing_us(self, batch_uid: str) -> list[int]:
         return [row[0] for row in await self._reader.execute_fetchall(
