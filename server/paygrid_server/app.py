@@ -19,7 +19,9 @@ from paygrid_server import startup_failure
 from paygrid_server.api_keys import DEV_TENANT, ApiKeyRegistry
 from paygrid_server.channels.channel_from_config import grpc_channel_for
 from paygrid_server.channels.in_process_channel import InProcessPaymentChannel
+from paygrid_server.app_storage import open_storage
 from paygrid_server.config import ServerConfig
+from paygrid_server.storage.database import Database
 from paygrid_server.domain.batches.workers import BatchLeaseLimits, GroupWorkers
 from paygrid_server.domain.batches.service import BatchService
 from paygrid_server.domain.events.event_consumers import EventConsumers
@@ -29,9 +31,6 @@ from paygrid_server.domain.events.event_retention import (
     EventRetention,
     RetentionPolicy,
 )
-from paygrid_server.domain.ports.event_consumers import EventConsumerStore, EventPruner
-from paygrid_server.domain.ports.event_log import EventLog
-from paygrid_server.storage.single_process_group_queue import SingleProcessGroupQueue
 from paygrid_server.domain.charging.charge_path import ChargePath
 from paygrid_server.domain.charging.settlement import ChargeSettlement
 from paygrid_server.domain.charging.circuit_breaker import CircuitBreaker
@@ -43,26 +42,10 @@ from paygrid_server.domain.payments.payment_service import PaymentService
 from paygrid_server.domain.payments.refund_service import RefundService
 from paygrid_server.domain.charging.routing import ChannelRoute, Router
 from paygrid_server.observability.app_observability import AppObservability
-from paygrid_server.domain.ports.batch_store import BatchStore
-from paygrid_server.domain.ports.group_queue import GroupQueue
 from paygrid_server.domain.ports.payment_channel import PaymentChannel
-from paygrid_server.domain.ports.payment_store import PaymentStore
 from paygrid_server.simulator.channel_ledger import ChannelLedger
 from paygrid_server.simulator.channel_simulator import ChannelSimulator, start_simulator
-from paygrid_server.storage.database import Database
-from paygrid_server.storage.postgres.batch_store import PostgresBatchStore
-from paygrid_server.storage.postgres.group_queue import PostgresGroupQueue
-from paygrid_server.storage.postgres.database import PostgresDatabase, PostgresLimits
-from paygrid_server.storage.postgres.event_consumers import PostgresEventConsumers
-from paygrid_server.storage.postgres.event_log import PostgresEventLog
-from paygrid_server.storage.postgres.payment_store import PostgresPaymentStore
-from paygrid_server.storage.sqlite.batch_store import SqliteBatchStore
-from paygrid_server.storage.sqlite.database import SqliteDatabase
-from paygrid_server.storage.sqlite.event_consumers import SqliteEventConsumers
-from paygrid_server.storage.sqlite.event_log import SqliteEventLog
-from paygrid_server.storage.sqlite.payment_store import SqlitePaymentStore
 from paygrid_server.transport.batch_servicer import BatchServicer
-from paygrid_server.transport.event_messages import ProtobufSnapshots
 from paygrid_server.transport.event_servicer import EventServicer
 from paygrid_server.transport.call_cutoff import CallCutoff
 from paygrid_server.transport.call_interceptor import CallInterceptor
@@ -81,48 +64,6 @@ log = structlog.get_logger("paygrid.app")
 # After the grace, how long calls cut off get to send their status before
 # grpc cancels them itself.
 CUT_OFF_ANSWER_S = 1.0
-
-
-@dataclass(frozen=True)
-class Storage:
-    """The engine `[server] database` names, migrated, and what is built on it."""
-    database: Database
-    payments: PaymentStore
-    batches: BatchStore
-    # Where batch groups wait to be charged: PostgreSQL leases them to any
-    # replica; SQLite, one process per file, keeps them in memory.
-    group_queue: GroupQueue
-    # The event log the stores write events to (payloads as the API's
-    # messages), consumers' positions and retention's pruning.
-    events: EventLog
-    consumers: EventConsumerStore
-    pruner: EventPruner
-
-
-async def open_storage(config: ServerConfig) -> Storage:
-    snapshots = ProtobufSnapshots()
-    if config.postgres_dsn:
-        limits = config.postgres
-        postgres = await PostgresDatabase.open(config.postgres_dsn, PostgresLimits(
-            limits.pool_max_connections, limits.statement_timeout_ms, limits.connect_timeout_ms))
-        batch_store = PostgresBatchStore(postgres, snapshots)
-        postgres_events = PostgresEventLog(postgres)
-        try:
-            await postgres_events.start_listening()
-        except BaseException:
-            await postgres.close()
-            raise
-        postgres_consumers = PostgresEventConsumers(postgres)
-        return Storage(postgres, PostgresPaymentStore(postgres, snapshots), batch_store,
-                       PostgresGroupQueue(postgres, batch_store), postgres_events,
-                       postgres_consumers, postgres_consumers)
-    sqlite = await SqliteDatabase.open(config.database_path)
-    sqlite_events = SqliteEventLog(sqlite)
-    sqlite_batches = SqliteBatchStore(sqlite, snapshots, sqlite_events.signal.notify)
-    sqlite_consumers = SqliteEventConsumers(sqlite)
-    return Storage(sqlite, SqlitePaymentStore(sqlite, snapshots, sqlite_events.signal.notify),
-                   sqlite_batches, SingleProcessGroupQueue(sqlite_batches), sqlite_events,
-                   sqlite_consumers, sqlite_consumers)
 
 
 @dataclass

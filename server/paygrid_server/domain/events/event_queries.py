@@ -113,6 +113,10 @@ class EventQueries:
     async def _follow(self, tenant_id: str, start: WatchStart, where: EventFilter,
                       keepalive_s: float) -> AsyncIterator[WatchFrame]:
         cursor, field = await self._start_cursor(tenant_id, start)
+        if field == "start":
+            # LATEST: the position first, so the caller holds a cursor (to
+            # resume or ack from) and knows from when it is following.
+            yield WatchFrame(cursor, None)
         while True:
             # Taken before the read: a commit after it wakes the wait below
             # even when it lands between the read and the wait.
