@@ -30,13 +30,20 @@ class EventRetention:
     def __init__(self, pruner: EventPruner, policy: RetentionPolicy) -> None:
         self._pruner = pruner
         self._policy = policy
+        # One round at a time in this process (the periodic one and one
+        # asked for); other replicas are kept out by the store.
+        self._round = asyncio.Lock()
 
     async def prune(self, now_us: int | None = None) -> int:
         """One round: chunks until none is full. Returns events deleted.
         `now_us` (default: the clock) lets tests age the log at will."""
         if self._policy.retention_us <= 0:
             return 0
-        older_than = (clock.now_us() if now_us is None else now_us) - self._policy.retention_us
+        async with self._round:
+            return await self._prune(
+                (clock.now_us() if now_us is None else now_us) - self._policy.retention_us)
+
+    async def _prune(self, older_than: int) -> int:
         total = 0
         while True:
             deleted = await self._pruner.prune_chunk(older_than, self._policy.chunk_rows)
@@ -49,12 +56,14 @@ class EventRetention:
                 return total
 
     async def run_periodically(self) -> None:
-        """Until cancelled; a failed round is logged and tried again next time."""
+        """Until cancelled, a round every interval (the first after one:
+        start-up has enough to do); a failed round is logged and tried
+        again next time."""
         while True:
+            await asyncio.sleep(self._policy.interval_s)
             try:
                 await self.prune()
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - retention must outlive a database hiccup
                 log.warning("events.prune_failed", exc_info=True)
-            await asyncio.sleep(self._policy.interval_s)

@@ -12,10 +12,12 @@ from __future__ import annotations
 from paygrid_server.domain.ports.event_consumers import AckOutcome, AckResult
 from paygrid_server.storage.event_positions import ack_result, last_prunable_seq
 from paygrid_server.storage.postgres.database import PostgresDatabase
-from paygrid_server.storage.postgres.event_sequencer import HIGH_WATER_SQL
+from paygrid_server.storage.postgres.event_sequencer import HIGH_WATER_SQL, sequence_events
 
-# pg_try_advisory_xact_lock key: "paygrid\2" (sequencer "\1", migrations "\0").
-RETENTION_LOCK_KEY = 0x7061796772696402
+# pg_try_advisory_xact_lock(class, schema): one pruner per schema (advisory
+# locks are database-wide; schemas sharing a database prune independently).
+RETENTION_LOCK_CLASS = 0x70677202  # "pg" "r" 2
+RETENTION_LOCK_SQL = "SELECT pg_try_advisory_xact_lock($1, hashtext(current_schema()))"
 
 
 class PostgresEventConsumers:
@@ -54,10 +56,12 @@ class PostgresEventConsumers:
         return status != "DELETE 0"
 
     async def prune_chunk(self, older_than_us: int, max_rows: int) -> int | None:
+        # Only numbered rows are pruned: without readers nobody else numbers
+        # them, and a log nobody reads must still shrink.
+        await sequence_events(self._database)
         async with self._database.transaction() as db:
             # One replica prunes at a time; the others skip, not queue.
-            if not await db.fetchval("SELECT pg_try_advisory_xact_lock($1)",
-                                     RETENTION_LOCK_KEY):
+            if not await db.fetchval(RETENTION_LOCK_SQL, RETENTION_LOCK_CLASS):
                 return None
             pruned = await db.fetchval(
                 "SELECT pruned_through_seq FROM event_retention FOR UPDATE")
