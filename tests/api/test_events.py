@@ -19,6 +19,7 @@ from paygrid_server.config import AuthConfig
 from paygrid_server.domain.model import limits
 from tests.conftest import leg, money, pay_request, rich_status
 from tests.support.api_key_metadata import keyed_channel
+from tests.support.server_process import wait_for
 
 T = "io.paygrid.{}.v1".format
 
@@ -346,3 +347,26 @@ async def test_a_batch_reports_created_then_completed_and_a_resubmission_resumes
         (T("batch.completed"), 4)]
     assert (await stub.GetBatch(bpb.GetBatchRequest(batch_id="b-ev"))).batch.version == 4
     assert len(paygrid.captured_everywhere()) == 12
+
+
+@pytest.mark.postgresql_only
+async def test_a_lost_listen_connection_is_reopened(start_paygrid, postgres_databases) -> None:
+    """B's LISTEN backend is ended (as a restart or failover would): B opens
+    another, and a Pay through A wakes B's watcher again at once."""
+    from tests.support.postgres_databases import postgres_rows
+
+    dsn = await postgres_databases.create()
+    a = await start_paygrid(postgres_dsn=dsn)
+    b = await start_paygrid(postgres_dsn=dsn)
+    stream = _events_stub(b).WatchEvents(ev.WatchEventsRequest(
+        start=ev.START_POSITION_LATEST))
+    await _frames(stream, 1, keepalives=True)  # open: its start position came
+    lost = b.app.database.listener.server_pid
+    assert postgres_rows(dsn, "SELECT pg_terminate_backend(?)", (lost,)) == [(True,)]
+    await wait_for(lambda: b.app.database.listener.server_pid not in (None, lost),
+                   "B to listen again")
+    on_a = (await a.stub.Pay(pay_request("k-after-relisten"))).payment
+    # Keep-alives count: one here means no NOTIFY woke B.
+    frames = await _frames(stream, 3, keepalives=True)
+    assert [f.event.aggregate_id for f in frames] == [on_a.payment_id] * 3
+    stream.cancel()
