@@ -11,10 +11,9 @@ from paygrid.v1 import event_service_pb2 as ev
 from paygrid.v1 import event_service_pb2_grpc as ev_grpc
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
-from paygrid_server.api_keys import ApiKeyEntry, api_key_sha256
-from paygrid_server.config import AuthConfig, EventsConfig
+from paygrid_server.config import EventsConfig
 from tests.conftest import money, pay_request, rich_status
-from tests.support.api_key_metadata import keyed_channel
+from tests.support.api_key_metadata import ACME_KEY, GLOBEX_KEY, keyed_channel, two_tenants
 from tests.support.batch_client import batch_stub, chunk, header, submit, tx
 from tests.support.server_process import wait_for
 
@@ -177,14 +176,8 @@ async def test_the_subject_filter_is_an_exact_aggregate_id(paygrid) -> None:
     stream.cancel()
 
 
-ACME_KEY = "pgk_acme_test_0123456789abcdef"
-GLOBEX_KEY = "pgk_globex_test_fedcba9876543210"
-
-
 async def test_consumers_are_per_tenant(start_paygrid) -> None:
-    paygrid = await start_paygrid(auth=AuthConfig((
-        ApiKeyEntry("acme", api_key_sha256(ACME_KEY)),
-        ApiKeyEntry("globex", api_key_sha256(GLOBEX_KEY)))))
+    paygrid = await start_paygrid(auth=two_tenants())
     target = f"127.0.0.1:{paygrid.app.port}"
     async with keyed_channel(target, ACME_KEY) as acme, \
             keyed_channel(target, GLOBEX_KEY) as globex:

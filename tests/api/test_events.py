@@ -14,11 +14,9 @@ from paygrid.v1 import event_service_pb2 as ev
 from paygrid.v1 import event_service_pb2_grpc as ev_grpc
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
-from paygrid_server.api_keys import ApiKeyEntry, api_key_sha256
-from paygrid_server.config import AuthConfig
 from paygrid_server.domain.model import limits
 from tests.conftest import leg, money, pay_request, rich_status
-from tests.support.api_key_metadata import keyed_channel
+from tests.support.api_key_metadata import ACME_KEY, GLOBEX_KEY, keyed_channel, two_tenants
 from tests.support.server_process import wait_for
 
 T = "io.paygrid.{}.v1".format
@@ -163,14 +161,8 @@ async def test_unknown_event_is_not_found(paygrid) -> None:
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-ACME_KEY = "pgk_acme_test_0123456789abcdef"
-GLOBEX_KEY = "pgk_globex_test_fedcba9876543210"
-
-
 async def test_a_tenant_sees_only_its_own_events(start_paygrid) -> None:
-    paygrid = await start_paygrid(auth=AuthConfig((
-        ApiKeyEntry("acme", api_key_sha256(ACME_KEY)),
-        ApiKeyEntry("globex", api_key_sha256(GLOBEX_KEY)))))
+    paygrid = await start_paygrid(auth=two_tenants())
     target = f"127.0.0.1:{paygrid.app.port}"
     async with keyed_channel(target, ACME_KEY) as acme, \
             keyed_channel(target, GLOBEX_KEY) as globex:

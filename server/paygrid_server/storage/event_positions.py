@@ -7,6 +7,9 @@ from typing import Iterable
 
 from paygrid_server.domain.ports.event_consumers import AckOutcome, AckResult
 
+# Retention's mark (one row, both engines): every seq at or below it may be gone.
+PRUNED_SQL = "SELECT pruned_through_seq FROM event_retention"
+
 
 def ack_result(saved: int | None, up_to: int, high_water: int, pruned_through: int) -> AckResult:
     """What an ack of `up_to` does to a consumer whose saved cursor is

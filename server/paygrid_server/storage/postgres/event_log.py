@@ -9,11 +9,8 @@ from paygrid_server.domain.model.event import Event
 from paygrid_server.storage.event_signal import EventSignal
 from paygrid_server.storage.event_rows import AGGREGATE_TYPES, event_from_row
 from paygrid_server.storage.postgres.database import PostgresDatabase
-from paygrid_server.storage.postgres.event_sequencer import (
-    HIGH_WATER_SQL,
-    PRUNED_SQL,
-    sequence_events,
-)
+from paygrid_server.storage.event_positions import PRUNED_SQL
+from paygrid_server.storage.postgres.event_sequencer import HIGH_WATER_SQL, sequence_events
 from paygrid_server.storage.postgres.payment_events import EVENTS_CHANNEL
 
 

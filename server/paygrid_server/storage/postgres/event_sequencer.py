@@ -20,11 +20,11 @@ from 1 again.
 
 from __future__ import annotations
 
+from paygrid_server.storage.event_positions import PRUNED_SQL
 from paygrid_server.storage.postgres.database import PostgresDatabase
 
 # pg_advisory_xact_lock key: "paygrid\1" (the migrations hold "paygrid\0").
 SEQUENCER_LOCK_KEY = 0x7061796772696401
-PRUNED_SQL = "SELECT pruned_through_seq FROM event_retention"
 # The highest seq ever given, deleted or not.
 _HIGH_WATER = f"greatest(coalesce(max(seq), 0), ({PRUNED_SQL}))"
 HIGH_WATER_SQL = f"SELECT {_HIGH_WATER} FROM events"

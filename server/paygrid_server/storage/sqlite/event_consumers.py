@@ -6,13 +6,12 @@ from __future__ import annotations
 import sqlite3
 
 from paygrid_server.domain.ports.event_consumers import AckOutcome, AckResult
-from paygrid_server.storage.event_positions import ack_result, last_prunable_seq
+from paygrid_server.storage.event_positions import PRUNED_SQL, ack_result, last_prunable_seq
 from paygrid_server.storage.sqlite.database import SqliteDatabase
 
 # seq is AUTOINCREMENT: sqlite_sequence remembers the highest ever given,
 # even when retention deleted every event.
 HIGH_WATER_SQL = "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)"
-PRUNED_SQL = "SELECT pruned_through_seq FROM event_retention"
 
 
 class SqliteEventConsumers:

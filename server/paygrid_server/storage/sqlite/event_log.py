@@ -8,7 +8,8 @@ from paygrid_server.storage.event_signal import EventSignal
 from paygrid_server.storage.event_rows import event_from_row
 from paygrid_server.storage.event_rows import AGGREGATE_TYPES
 from paygrid_server.storage.sqlite.database import SqliteDatabase
-from paygrid_server.storage.sqlite.event_consumers import HIGH_WATER_SQL, PRUNED_SQL
+from paygrid_server.storage.event_positions import PRUNED_SQL
+from paygrid_server.storage.sqlite.event_consumers import HIGH_WATER_SQL
 
 
 class SqliteEventLog:
