@@ -10,9 +10,7 @@ import sys
 from paygrid.v1 import event_service_pb2 as ev
 from paygrid.v1 import event_service_pb2_grpc as ev_grpc
 from tests.clients.test_cli import CLI, json_lines, paygrid_cli
-from paygrid_client import PaygridClient, RetryPolicy
 from tests.conftest import pay_request
-from tests.support.dropping_event_service import start_dropping_event_service
 from tests.support.server_process import wait_for
 
 
@@ -97,21 +95,3 @@ async def test_list_ack_and_delete_consumer(paygrid) -> None:
     code, _, err = await paygrid_cli(target, "events", "watch", "--from", "3", "--latest")
     assert code == 2 and "not allowed with" in err
 
-
-async def test_the_python_client_resumes_a_dropped_watch_after_the_last_cursor() -> None:
-    events, server, port = await start_dropping_event_service()
-
-    def watch() -> list[int]:
-        with PaygridClient(f"127.0.0.1:{port}", retry_policy=RetryPolicy(
-                initial_backoff_s=0.01)) as client:
-            frames = client.watch_events(consumer="erp", start=ev.START_POSITION_LATEST,
-                                         type_prefix="io.paygrid.payment.")
-            return [frame.event.seq for frame, _ in zip(frames, range(4))]
-
-    try:
-        assert await asyncio.to_thread(watch) == [1, 2, 3, 4]
-    finally:
-        await server.stop(None)
-    first, again = events.requests
-    assert (first.consumer, first.start) == ("erp", ev.START_POSITION_LATEST)
-    assert again == ev.WatchEventsRequest(after_cursor=2, type_prefix="io.paygrid.payment.")
