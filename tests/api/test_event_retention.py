@@ -80,6 +80,14 @@ async def test_old_events_go_in_chunks_and_a_cursor_below_the_mark_expires(paygr
     _expired(error.value, last, "after_cursor")
     # 0 is the beginning: whatever is kept.
     assert await _listed(stub) == []
+    # A consumer's saved cursor below the mark (retention never makes one:
+    # written here as a restored backup might leave it) expires its watch.
+    paygrid.rows("INSERT INTO event_consumers VALUES ('dev', 'restored', ?, 0)", (last - 1,))
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        async for _ in stub.WatchEvents(ev.WatchEventsRequest(consumer="restored")):
+            raise AssertionError("a frame before the error")
+    _expired(error.value, last, "consumer")
+    paygrid.rows("DELETE FROM event_consumers")
     # Acks below the mark are refused too; at it, saved.
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await stub.AckEvents(ev.AckEventsRequest(consumer="late", up_to_cursor=last - 1))
