@@ -23,6 +23,8 @@ from paygrid_server.config import ServerConfig
 from paygrid_server.domain.batches.workers import BatchLeaseLimits, GroupWorkers
 from paygrid_server.domain.batches.service import BatchService
 from paygrid_server.domain.events.event_queries import EventQueries
+from paygrid_server.domain.events.event_relay import EventRelay
+from paygrid_server.event_relay_from_config import event_relay_for
 from paygrid_server.domain.ports.event_log import EventLog
 from paygrid_server.storage.single_process_group_queue import SingleProcessGroupQueue
 from paygrid_server.domain.charging.charge_path import ChargePath
@@ -119,6 +121,7 @@ class PaygridApp:
     group_workers: GroupWorkers | None = None
     recovery: PaymentRecovery | None = None
     cutoff: CallCutoff | None = None
+    event_relay: EventRelay | None = None  # publishes the event log to RabbitMQ, when configured
 
     @property
     def port(self) -> int:
@@ -249,6 +252,12 @@ class PaygridApp:
         opened.append(functools.partial(group_workers.stop, 0))
         app.recovery_task = asyncio.get_running_loop().create_task(
             recovery.run_periodically(config.recovery_interval_ms))
+        # Never blocks the start: an unreachable broker is retried in the background.
+        app.event_relay = event_relay_for(config, database, event_log)
+        if app.event_relay is not None:
+            observability.watch_event_relay(app.event_relay.stats)
+            app.event_relay.start()
+            opened.append(app.event_relay.stop)
         log.info("server.started", listen=config.listen, port=running.port,
                  metrics_port=observability.metrics_port,
                  database=config.database_shown, recovering_payments=recovering,
@@ -283,6 +292,8 @@ class PaygridApp:
             self.recovery_task.cancel()
         if self.recovery:
             await self.recovery.stop()  # before the database closes
+        if self.event_relay:
+            await self.event_relay.stop()
         for channel in self.channels.values():
             await channel.close()
         for server, _ in self.simulators.values():

@@ -94,6 +94,17 @@ class PostgresConfig:
     connect_timeout_ms: int = 5_000  # to open one connection (TCP, TLS, authentication)
 
 
+@dataclass(frozen=True, slots=True)
+class EventsRabbitMqConfig:
+    """The RabbitMQ event relay ([events.rabbitmq]); off while url is empty."""
+    url: str = ""  # amqp://user:password@host:port/vhost (amqps:// for TLS)
+    exchange: str = "paygrid.events"  # a durable topic exchange, declared at connect
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 SQLITE_SCHEME = "sqlite:///"
 
@@ -141,6 +152,7 @@ class ServerConfig:
     auth: AuthConfig = AuthConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
     postgres: PostgresConfig = PostgresConfig()
+    events_rabbitmq: EventsRabbitMqConfig = EventsRabbitMqConfig()
 
     @property
     def database_engine(self) -> str:

@@ -24,6 +24,11 @@ class SqliteEventLog:
             "ORDER BY seq LIMIT ?", (tenant_id, after_seq, len(type_prefix), type_prefix, limit))
         return [event_from_row(row) for row in rows]
 
+    async def list_all_events(self, after_seq: int, limit: int) -> list[Event]:
+        rows = await self._reader.execute_fetchall(
+            "SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit))
+        return [event_from_row(row) for row in rows]
+
     async def get_event(self, event_id: str) -> Event | None:
         rows = await self._reader.execute_fetchall(
             "SELECT * FROM events WHERE event_id = ?", (event_id,))
