@@ -118,6 +118,7 @@ class EventRelay:
                 self.stats.state = RelayState.CONNECTING
                 cursor = await self._position.load()
                 self.stats.cursor = cursor
+                self.stats.head_seq = max(await self._events.last_seq(), cursor)
                 await self._publisher.connect()
                 self.stats.state = RelayState.RELAYING
                 log.info("event_relay.connected", broker=self._broker, cursor=cursor)

@@ -16,8 +16,9 @@ from paygrid_server.storage.postgres.database import redacted_dsn
 
 log = structlog.get_logger("paygrid.event_relay")
 
-# pg_advisory_lock key: "paygrid\2" (the migrations hold "paygrid\0", the sequencer "paygrid\1").
-RELAY_LOCK_KEY = 0x7061796772696402
+# The lock's key, per schema: advisory locks are per database, and two
+# paygrids in two schemas of one database (tests do that) are two deployments.
+RELAY_LOCK_KEY_SQL = "hashtextextended('paygrid relay leader ' || current_schema(), 0)"
 # After a failed connect, before the next try.
 RETRY_S = 1.0
 
@@ -39,7 +40,7 @@ class PostgresRelayLeadership:
                     # Waiting for the lock is a statement that may last for days.
                     server_settings={"application_name": "paygrid-relay-leader",
                                      "statement_timeout": "0"})
-                await connection.execute("SELECT pg_advisory_lock($1)", RELAY_LOCK_KEY)
+                await connection.execute(f"SELECT pg_advisory_lock({RELAY_LOCK_KEY_SQL})")
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
                     TimeoutError) as error:
                 if connection is not None:
