@@ -15,6 +15,7 @@ from paygrid.v1 import event_service_pb2 as ev
 from paygrid.v1 import event_service_pb2_grpc as ev_grpc
 from paygrid_server.config import EventsRabbitMqConfig
 from paygrid_server.domain.events.event_relay import RelayState
+from tests.api.test_metrics import scrape
 from tests.conftest import leg, pay_request
 from tests.support.rabbitmq import EXCHANGE, GatedProxy, Vhost, require_rabbitmq, url
 from tests.support.server_process import wait_for
@@ -83,6 +84,12 @@ async def test_events_are_published_in_seq_order_with_cloud_event_headers(
         assert headers["cloudEvents:paygridtenant"] == "dev"
     assert (stats.lag, stats.cursor) == (0, logged[-1].seq)
     assert stats.confirmed == stats.published == 9
+    page = await scrape(paygrid.app.metrics_port)
+    assert page.value("paygrid_event_relay_lag_events") == 0
+    assert page.value("paygrid_event_relay_cursor") == logged[-1].seq
+    assert page.value("paygrid_event_relay_published_total") == 9
+    assert page.value("paygrid_event_relay_confirmed_total") == 9
+    assert page.value("paygrid_event_relay_state", state="relaying") == 1
 
 
 async def test_a_returned_event_stops_the_cursor_until_a_queue_takes_it(
@@ -157,4 +164,8 @@ async def test_an_unreachable_broker_does_not_stop_payments_and_shows_as_lag(
     await wait_for(lambda: stats.failures >= 2 and stats.head_seq == logged[-1].seq,
                    "the relay retried")
     assert stats.lag == len(logged) and stats.cursor == 0
-    assert stats.state in (RelayState.BACKING_OFF, RelayState.CONNECTING)
+    page = await scrape(paygrid.app.metrics_port)
+    assert page.value("paygrid_event_relay_lag_events") == len(logged)  # what operators alert on
+    assert page.value("paygrid_event_relay_failures_total") >= 2
+    assert page.value("paygrid_event_relay_state", state="relaying") == 0
+    # Payments are still served: the Pay above answered.
