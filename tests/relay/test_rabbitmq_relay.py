@@ -144,6 +144,7 @@ async def test_a_connection_cut_with_confirms_outstanding_republishes_from_the_c
         # may have woken once for all three), then all again from the cursor.
         rest = [e.seq for e in logged[len(first):]]
         cut_session = seqs[len(first):len(seqs) - len(rest)]
+        assert cut_session, f"nothing published again after the cut: {seqs}"
         assert cut_session[0] == held and cut_session == rest[:len(cut_session)]
         assert seqs[:len(first)] == [e.seq for e in first]
         assert seqs[len(seqs) - len(rest):] == rest
