@@ -6,10 +6,8 @@ confirms are out, and every event still arrives."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import AsyncIterator
 
 import aio_pika
-import pytest
 
 from paygrid.v1 import event_service_pb2 as ev
 from paygrid.v1 import event_service_pb2_grpc as ev_grpc
@@ -17,18 +15,10 @@ from paygrid_server.config import EventsRabbitMqConfig
 from paygrid_server.domain.events.event_relay import RelayState
 from tests.api.test_metrics import scrape
 from tests.conftest import leg, pay_request
-from tests.support.rabbitmq import EXCHANGE, GatedProxy, Vhost, require_rabbitmq, url
+from tests.support.rabbitmq import EXCHANGE, GatedProxy, url
 from tests.support.server_process import wait_for
 
 T = "io.paygrid.{}.v1".format
-
-
-@pytest.fixture
-async def vhost() -> AsyncIterator[Vhost]:
-    require_rabbitmq()
-    made = Vhost()
-    yield made
-    await made.close()
 
 
 def _relay_config(amqp_url: str) -> EventsRabbitMqConfig:

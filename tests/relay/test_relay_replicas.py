@@ -8,26 +8,16 @@ import asyncio
 import json
 import time
 from pathlib import Path
-from typing import AsyncIterator
 
 import asyncpg
-import pytest
 
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
 from tests.conftest import leg, pay_request
 from tests.support.api_key_metadata import keyed_channel
 from tests.support.postgres_databases import require_postgres
-from tests.support.rabbitmq import Vhost, require_rabbitmq
+from tests.support.rabbitmq import Vhost
 from tests.support.server_process import ServerProcess, free_port, wait_for
 from paygrid_server.storage.postgres.relay_leadership import RELAY_LOCK_KEY_SQL
-
-
-@pytest.fixture
-async def vhost() -> AsyncIterator[Vhost]:
-    require_rabbitmq()
-    made = Vhost()
-    yield made
-    await made.close()
 
 
 def _replica(tmp_path: Path, name: str, dsn: str, amqp_url: str) -> tuple[ServerProcess, int]:
