@@ -9,10 +9,13 @@ from datetime import datetime, timezone
 
 import aio_pika
 
+import pytest
+
 from paygrid.v1 import event_service_pb2 as ev
 from paygrid.v1 import event_service_pb2_grpc as ev_grpc
 from paygrid_server.config import EventsRabbitMqConfig
 from paygrid_server.domain.events.event_relay import RelayState
+from paygrid_server.storage.postgres.relay_leadership import RELAY_LOCK_KEY_SQL
 from tests.api.test_metrics import scrape
 from tests.conftest import leg, pay_request
 from tests.support.rabbitmq import EXCHANGE, GatedProxy, url
@@ -160,3 +163,22 @@ async def test_an_unreachable_broker_does_not_stop_payments_and_shows_as_lag(
     assert page.value("paygrid_event_relay_failures_total") >= 2
     assert page.value("paygrid_event_relay_state", state="relaying") == 0
     # Payments are still served: the Pay above answered.
+
+
+@pytest.mark.postgresql_only
+async def test_a_leader_whose_lock_connection_breaks_stops_and_leads_again(
+        vhost, start_paygrid) -> None:
+    consumed = await vhost.consume()
+    paygrid = await start_paygrid(events_rabbitmq=_relay_config(vhost.url))
+    stats = paygrid.app.event_relay.stats
+    await wait_for(lambda: stats.state is RelayState.RELAYING, "the relay leading")
+    holder = paygrid.rows(
+        f"SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+        f"AND classid::bigint = (({RELAY_LOCK_KEY_SQL}) >> 32) & 4294967295 "
+        f"AND objid::bigint = ({RELAY_LOCK_KEY_SQL}) & 4294967295")
+    assert len(holder) == 1
+    paygrid.rows("SELECT pg_terminate_backend(?)", (holder[0][0],))
+    await wait_for(lambda: stats.leads == 2, "the lead lost and taken again")
+    await paygrid.stub.Pay(pay_request("k-lead", leg("payee_0001", "EUR", 600)), timeout=10)
+    logged = await _logged_events(paygrid)
+    await wait_for(lambda: consumed.seqs() == [e.seq for e in logged], "the events relayed")

@@ -60,6 +60,7 @@ class RelayStats:
     published: int = 0
     confirmed: int = 0
     failures: int = 0  # sessions ended by a failure
+    leads: int = 0  # times this replica took the lead
 
     @property
     def lag(self) -> int:
@@ -96,6 +97,7 @@ class EventRelay:
         while True:
             self.stats.state = RelayState.WAITING_FOR_LEAD
             await self._leadership.acquire()
+            self.stats.leads += 1
             log.info("event_relay.leading")
             session = asyncio.ensure_future(self._lead())
             lost = asyncio.ensure_future(self._leadership.lost.wait())
