@@ -18,7 +18,7 @@ from paygrid_server.domain.events.event_relay import RelayState
 from paygrid_server.storage.postgres.relay_leadership import RELAY_LOCK_KEY_SQL
 from tests.api.test_metrics import scrape
 from tests.conftest import leg, pay_request
-from tests.support.rabbitmq import EXCHANGE, GatedProxy, url
+from tests.support.rabbitmq import EXCHANGE, GatedProxy, rabbitmq_close_connection, url
 from tests.support.server_process import wait_for
 
 T = "io.paygrid.{}.v1".format
@@ -146,7 +146,7 @@ async def test_a_connection_cut_with_confirms_outstanding_republishes_from_the_c
 
 
 async def test_an_unreachable_broker_does_not_stop_payments_and_shows_as_lag(
-        vhost, start_paygrid) -> None:
+        vhost, start_paygrid, capsys) -> None:
     proxy = GatedProxy()
     await proxy.start()
     port = proxy.port
@@ -162,7 +162,11 @@ async def test_an_unreachable_broker_does_not_stop_payments_and_shows_as_lag(
     assert page.value("paygrid_event_relay_lag_events") == len(logged)  # what operators alert on
     assert page.value("paygrid_event_relay_failures_total") >= 2
     assert page.value("paygrid_event_relay_state", state="relaying") == 0
-    # Payments are still served: the Pay above answered.
+    # Payments are still served: the Pay above answered. One line, not one per retry:
+    warnings = [line for line in capsys.readouterr().out.splitlines()
+                if "event_relay.failed" in line]
+    assert len(warnings) == 1 and "Connect call failed" in warnings[0] \
+        and "[events.rabbitmq] url" in warnings[0] and "guest:***@" in warnings[0], warnings
 
 
 @pytest.mark.postgresql_only
@@ -182,3 +186,22 @@ async def test_a_leader_whose_lock_connection_breaks_stops_and_leads_again(
     await paygrid.stub.Pay(pay_request("k-lead", leg("payee_0001", "EUR", 600)), timeout=10)
     logged = await _logged_events(paygrid)
     await wait_for(lambda: consumed.seqs() == [e.seq for e in logged], "the events relayed")
+
+
+async def test_a_connection_the_broker_closes_is_reopened_and_nothing_is_lost(
+        vhost, start_paygrid) -> None:
+    consumed = await vhost.consume()
+    paygrid = await start_paygrid(events_rabbitmq=_relay_config(vhost.url))
+    stats = paygrid.app.event_relay.stats
+    await paygrid.stub.Pay(pay_request("k-1", leg("payee_0001", "EUR", 700)), timeout=10)
+    first = await _logged_events(paygrid)
+    await wait_for(lambda: stats.cursor == first[-1].seq, "the first payment confirmed")
+    (connection,) = vhost.relay_connections()
+    rabbitmq_close_connection(connection)  # server side, as an operator or a broker restart does
+    await wait_for(lambda: vhost.relay_connections() == [], "the connection gone")
+
+    await paygrid.stub.Pay(pay_request("k-2", leg("payee_0002", "EUR", 800)), timeout=10)
+    logged = await _logged_events(paygrid)
+    await wait_for(lambda: stats.cursor == logged[-1].seq, "the second payment confirmed")
+    assert stats.failures >= 1
+    assert set(consumed.seqs()) == {e.seq for e in logged}

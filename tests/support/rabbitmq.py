@@ -53,6 +53,10 @@ def rabbitmqctl(*args: str) -> str:
     return done.stdout
 
 
+def rabbitmq_close_connection(pid: str) -> None:
+    rabbitmqctl("close_connection", pid, "closed by a paygrid test")
+
+
 def url(vhost: str, port: int = PORT) -> str:
     return f"amqp://{USER}:{PASSWORD}@{HOST}:{port}/{vhost}"
 
