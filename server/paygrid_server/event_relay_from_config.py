@@ -12,10 +12,8 @@ from paygrid_server.storage.database import Database
 from paygrid_server.storage.postgres.database import PostgresDatabase, redacted_dsn
 from paygrid_server.storage.postgres.relay_leadership import PostgresRelayLeadership
 from paygrid_server.storage.postgres.relay_position import PostgresRelayPosition
-from paygrid_server.storage.sqlite.relay_position import (
-    SqliteRelayLeadership,
-    SqliteRelayPosition,
-)
+from paygrid_server.storage.sqlite.relay_leadership import SqliteRelayLeadership
+from paygrid_server.storage.sqlite.relay_position import SqliteRelayPosition
 
 
 def event_relay_for(config: ServerConfig, database: Database,

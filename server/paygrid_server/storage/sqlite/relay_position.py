@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 
 from paygrid_server.domain.model import clock
@@ -24,16 +23,3 @@ class SqliteRelayPosition:
             db.execute(SAVE_SQL.format("?", "?", "?", "?"),
                        (RELAY_TENANT, RELAY_NAME, cursor, clock.now_us()))
         await self._database.write(save)
-
-
-class SqliteRelayLeadership:
-    """One server per SQLite file (storage/database_lock.py): it always leads."""
-
-    def __init__(self) -> None:
-        self.lost = asyncio.Event()  # never set
-
-    async def acquire(self) -> None:
-        return None
-
-    async def release(self) -> None:
-        return None
