@@ -21,6 +21,7 @@ from paygrid_server.config import API_KEYS_ENV, SETTINGS, ConfigError, ServerCon
 from paygrid_server.logging_setup import configure_logging
 from paygrid_server.reconciliation_command import run_reconciliation
 from paygrid_server.startup_failure import StartupFailure
+from paygrid_server.storage.postgres.database import redacted_dsn
 from paygrid_server.tls_credentials import TlsFileUnreadable
 
 
@@ -109,6 +110,7 @@ def main() -> None:
     if args.command == "check-config":
         printed = _printable(config)
         printed["postgres_dsn"] = config.postgres_dsn and config.database_shown  # no password
+        printed["events_rabbitmq"]["url"] = redacted_dsn(config.events_rabbitmq.url)
         print(json.dumps(printed, indent=2))
         return
     if args.command == "reconcile":

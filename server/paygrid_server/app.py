@@ -31,6 +31,8 @@ from paygrid_server.domain.events.event_retention import (
     EventRetention,
     RetentionPolicy,
 )
+from paygrid_server.domain.events.event_relay import EventRelay
+from paygrid_server.event_relay_from_config import event_relay_for
 from paygrid_server.domain.charging.charge_path import ChargePath
 from paygrid_server.domain.charging.settlement import ChargeSettlement
 from paygrid_server.domain.charging.circuit_breaker import CircuitBreaker
@@ -85,6 +87,7 @@ class PaygridApp:
     cutoff: CallCutoff | None = None
     event_retention: EventRetention | None = None
     retention_task: asyncio.Task | None = None
+    event_relay: EventRelay | None = None  # publishes the event log to RabbitMQ, when configured
 
     @property
     def port(self) -> int:
@@ -225,6 +228,12 @@ class PaygridApp:
         app.event_retention = retention
         app.retention_task = asyncio.get_running_loop().create_task(
             retention.run_periodically())
+        # Never blocks the start: an unreachable broker is retried in the background.
+        app.event_relay = event_relay_for(config, database, storage.events)
+        if app.event_relay is not None:
+            observability.watch_event_relay(app.event_relay.stats)
+            app.event_relay.start()
+            opened.append(app.event_relay.stop)
         log.info("server.started", listen=config.listen, port=running.port,
                  metrics_port=observability.metrics_port,
                  database=config.database_shown, recovering_payments=recovering,
@@ -263,6 +272,8 @@ class PaygridApp:
             await asyncio.gather(self.retention_task, return_exceptions=True)
         if self.recovery:
             await self.recovery.stop()  # before the database closes
+        if self.event_relay:
+            await self.event_relay.stop()
         for channel in self.channels.values():
             await channel.close()
         for server, _ in self.simulators.values():

@@ -105,6 +105,17 @@ class EventsConfig:
     max_watchers: int = 10_000
 
 
+@dataclass(frozen=True, slots=True)
+class EventsRabbitMqConfig:
+    """The RabbitMQ event relay ([events.rabbitmq]); off while url is empty."""
+    url: str = ""  # amqp://user:password@host:port/vhost (amqps:// for TLS)
+    exchange: str = "paygrid.events"  # a durable topic exchange, declared at connect
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 SQLITE_SCHEME = "sqlite:///"
 
@@ -153,6 +164,7 @@ class ServerConfig:
     observability: ObservabilityConfig = ObservabilityConfig()
     postgres: PostgresConfig = PostgresConfig()
     events: EventsConfig = EventsConfig()
+    events_rabbitmq: EventsRabbitMqConfig = EventsRabbitMqConfig()
 
     @property
     def database_engine(self) -> str:

@@ -84,6 +84,11 @@ def configure_logging(level: str = "INFO") -> None:
         logger_factory=lambda *_: _LineLogger(out),
         cache_logger_on_first_use=True,
     )
+    # aiormq logs every failed connect and dropped connection at ERROR, with
+    # a traceback, to stderr: the event relay reports those itself, one line
+    # per distinct problem, not one per retry.
+    for chatty in ("aiormq", "aio_pika"):
+        logging.getLogger(chatty).setLevel(logging.CRITICAL)
 
 
 def _json_bytes(event: dict, **kwargs) -> bytes:

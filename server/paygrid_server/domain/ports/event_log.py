@@ -46,6 +46,11 @@ class EventLog(Protocol):
         above it was missing from the read."""
         ...
 
+    async def list_all_events(self, after_seq: int, limit: int) -> list[Event]:
+        """Every tenant's events with seq > after_seq, in seq order, with the
+        same promise as list_events: for the operator's relay."""
+        ...
+
     async def get_event(self, event_id: str) -> Event | None:
         """Whoever owns it: the caller checks the tenant."""
         ...

@@ -73,6 +73,12 @@ class PostgresEventLog:
             "fetch", f"SELECT * FROM events WHERE {where} ORDER BY seq LIMIT $4", *params)
         return [event_from_row(row) for row in rows]
 
+    async def list_all_events(self, after_seq: int, limit: int) -> list[Event]:
+        await self._sequence()
+        rows = await self._database.read(
+            "fetch", "SELECT * FROM events WHERE seq > $1 ORDER BY seq LIMIT $2", after_seq, limit)
+        return [event_from_row(row) for row in rows]
+
     async def get_event(self, event_id: str) -> Event | None:
         # Sequenced first: an event is never answered without its cursor.
         await self._sequence()

@@ -37,6 +37,11 @@ class SqliteEventLog:
         rows = await self._reader.execute_fetchall(PRUNED_SQL)
         return rows[0][0]
 
+    async def list_all_events(self, after_seq: int, limit: int) -> list[Event]:
+        rows = await self._reader.execute_fetchall(
+            "SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit))
+        return [event_from_row(row) for row in rows]
+
     async def get_event(self, event_id: str) -> Event | None:
         rows = await self._reader.execute_fetchall(
             "SELECT * FROM events WHERE event_id = ?", (event_id,))
