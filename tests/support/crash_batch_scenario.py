@@ -27,7 +27,7 @@ from paygrid.type.v1 import money_pb2
 from paygrid.v1 import batch_service_pb2 as pb
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour
 from tests.support.batch_client import BatchReply, batch_stub, chunk, header
-from paygrid_server.ledger_reconciliation import reconcile, sqlite_rows
+from paygrid_server.ledger_reconciliation import reconcile
 from tests.support.crash_rig import CrashRig, crash_rig
 from tests.support.exactly_once import CrashRunVerdict, count_batch
 
@@ -152,7 +152,7 @@ async def run_batch_crash(seed: int, workdir: Path, config: BatchCrashConfig) ->
         assert reply is not None  # the loop ends with a submission that ran to its end
         _check_final_reply(reply, transactions, run)
         run.exactly_once = count_batch(transactions, reply.results, rig.ledgers)
-        run.books = reconcile(sqlite_rows(rig.database), rig.ledgers)
+        run.books = reconcile(rig.rows, rig.ledgers)
         run.count_voids(rig.ledgers)
     run.wall_s = time.perf_counter() - started
     return run

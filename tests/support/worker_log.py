@@ -37,8 +37,8 @@ def served_by(log: Path, idempotency_key: str) -> int | None:
     return done[0] if done else None
 
 
-def own_connection(target: str) -> grpc.aio.Channel:
+def own_connection(target: str, options: list[tuple[str, object]] = ()) -> grpc.aio.Channel:
     """A channel with a connection of its own (grpc shares a connection
     between a process's channels to one target otherwise), so the kernel
     picks a worker for it anew."""
-    return keyed_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+    return keyed_channel(target, options=[*options, ("grpc.use_local_subchannel_pool", 1)])
