@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import asyncpg
+import grpc
 import pytest
 
 from paygrid.type.v1 import money_pb2
@@ -30,7 +31,9 @@ from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
 from paygrid_server.ledger_reconciliation import reconcile
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
 from paygrid_server.worker_supervisor import worker_count, worker_metrics_listen
-from tests.conftest import pay_request
+from paygrid.v1 import payment_service_pb2 as pb
+from paygrid_server.domain.model.limits import HANDOFF_AFTER_MS
+from tests.conftest import pay_request, pay_until_final
 from tests.reliability.test_one_server_per_port_and_database import refusal, serve_once
 from tests.support.batch_client import batch_stub, chunk, collect, header, open_stream
 from tests.support.exactly_once import count_batch
@@ -214,5 +217,60 @@ async def test_a_killed_worker_is_started_again_and_its_group_is_paid_once(
         card.faults.release_charges()
         if watch is not None:
             await watch.close()
+        supervisor.terminate()
+        await sim_server.stop(None)
+
+
+@pytest.mark.postgresql_only
+async def test_a_payment_of_a_killed_worker_is_finished_once_after_the_hand_off(
+        tmp_path: Path, storage_engine: str, postgres_databases) -> None:
+    """The worker driving a Pay is SIGKILLed while its charge is held at the
+    channel; the charge lands anyway. The supervisor starts the worker again;
+    the payment is a live-looking replica's until HANDOFF_AFTER_MS (a retry
+    is told to wait, never handed a half-settled payment), then recovery
+    finds the charge (GetCharge) and the payment ends SUCCEEDED: one capture.
+    Slow by design: the hand-off is 90 s."""
+    sim_server, card, sim_port = await card_simulator()
+    supervisor, port = workers_process(tmp_path, await postgres_databases.create(), sim_port,
+                                       recovery_interval_ms=500)
+    try:
+        await supervisor.start(port)
+        await wait_for(lambda: len(ready_workers(supervisor.log)) == 2, "both workers ready")
+        async with own_connection(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.PaymentServiceStub(channel)
+            await stub.Pay(pay_request("which-worker"), timeout=30)
+            await wait_for(lambda: served_by(supervisor.log, "which-worker") is not None, "log")
+            driving = served_by(supervisor.log, "which-worker")  # this connection's worker
+            card.faults.hold_charges()
+            call = stub.Pay(pay_request("killed-mid-charge"), timeout=60)
+            await asyncio.wait_for(card.faults.held(1), 60)
+            os.kill(driving, signal.SIGKILL)
+            card.faults.release_charges()
+            await card.finish_late_work()
+            with pytest.raises(grpc.aio.AioRpcError) as cut:
+                await call
+            assert cut.value.code() == grpc.StatusCode.UNAVAILABLE
+        await wait_for(lambda: len(ready_workers(supervisor.log)) == 3, "the worker's restart")
+        started = asyncio.get_running_loop().time()
+        async with own_connection(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.PaymentServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as waiting:
+                await stub.Pay(pay_request("killed-mid-charge"), timeout=30)
+            assert waiting.value.code() == grpc.StatusCode.ABORTED, "not taken over yet"
+
+            async def final() -> pb.Payment:
+                while True:  # PROCESSING: taken over, being settled now
+                    payment = await pay_until_final(stub, pay_request("killed-mid-charge"))
+                    if payment.status != pb.PAYMENT_STATUS_PROCESSING:
+                        return payment
+                    await asyncio.sleep(0.1)
+
+            payment = await asyncio.wait_for(final(), HANDOFF_AFTER_MS / 1_000 + 60)
+        assert payment.status == pb.PAYMENT_STATUS_SUCCEEDED, payment
+        assert asyncio.get_running_loop().time() - started < HANDOFF_AFTER_MS / 1_000 + 60
+        captured = [c for c in card.ledger.captured() if c.idempotency_key.startswith(payment.payment_id)]
+        assert len(captured) == 1, captured
+    finally:
+        card.faults.release_charges()
         supervisor.terminate()
         await sim_server.stop(None)

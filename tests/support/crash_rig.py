@@ -79,8 +79,8 @@ class CrashRig:
         else:
             started = log_events(self.server.log, "workers.worker_started")
             self._started_before = len(started)
-            live = [e["pid"] for e in started[-self.workers:]]
-            _kill(live[self.kills % len(live)])
+            latest = {e["index"]: e["pid"] for e in started}  # each worker's current process
+            _kill(latest[self.kills % self.workers])
         self.kills += 1
 
     async def restart(self, killed_after_ms: int | None = None) -> None:
