@@ -101,6 +101,12 @@ class WorkerSupervisor:
             listen = f"{self._config.listen.rpartition(':')[0]}:{held.port}"
             log.info("workers.starting", workers=self._workers, listen=listen,
                      database=self._config.database_shown)
+            simulated = [c.name for c in self._config.channels if c.target is None]
+            if simulated:
+                log.warning("workers.simulator_per_worker", channels=simulated,
+                            hint="each worker simulates these channels with a ledger of its "
+                                 "own: a payment taken over from a dead worker is settled "
+                                 "against another ledger; give them a target but for load tests")
             slots = []
             for index in range(self._workers):
                 ready = asyncio.Event()

@@ -153,6 +153,8 @@ async def test_workers_stop_when_their_supervisor_is_killed(
         await wait_for(lambda: not any(map(alive, workers)), "the workers to stop")
     finally:
         supervisor.terminate()
+        for pid in (w for w in ready_workers(supervisor.log) if alive(w)):
+            os.kill(pid, signal.SIGKILL)  # none, unless the test failed
         await sim_server.stop(None)
 
 
