@@ -22,8 +22,11 @@ The supervisor:
 - forwards SIGTERM and SIGINT to every worker (graceful stop; a second
   signal stops them at once, as for one server) and exits 0 when all
   stopped cleanly;
-- starts a worker again when it dies (SIGKILL, OOM): its payments and
-  groups are finished by the replica rules (leases, hand-off).
+- starts a worker again when it dies (SIGKILL, OOM), telling the new one
+  which replica died (DEAD_REPLICA_ENV): its batch group and stream leases
+  are expired at once, so its groups are taken over now rather than when
+  batch_lease_ms runs out; its payments follow the hand-off rule (payments
+  carry no owner to tell them by).
 Workers run in their own session, so a terminal's Ctrl-C reaches only the
 supervisor (one stop signal, forwarded once), and get SIGTERM from the
 kernel if the supervisor itself dies (PR_SET_PDEATHSIG): no worker outlives it.
@@ -35,8 +38,10 @@ import asyncio
 import ctypes
 import os
 import signal
+import socket
 import sys
 import time
+import uuid
 
 import structlog
 
@@ -50,6 +55,8 @@ log = structlog.get_logger("paygrid.workers")
 WORKERS_SETTING = "--workers or PAYGRID_WORKERS"
 READY_FD_ENV = "PAYGRID_READY_FD"  # a worker writes one byte there once it serves
 WORKER_OF_ENV = "PAYGRID_WORKER_OF"  # the supervisor's pid, in each worker's logs
+REPLICA_NONCE_ENV = "PAYGRID_REPLICA_NONCE"  # so the supervisor knows each worker's replica id
+DEAD_REPLICA_ENV = "PAYGRID_DEAD_REPLICA"  # the replica a restarted worker replaces
 # A worker that dies sooner than this after its start is started again only
 # after this long, so a worker that cannot run does not spin a core.
 RESTART_PAUSE_S = 1.0
@@ -132,10 +139,13 @@ class WorkerSupervisor:
     async def _keep_running(self, index: int, listen: str, ready: asyncio.Event) -> int:
         """Worker `index`, started again each time it dies, until the stop;
         returns its last exit code."""
+        dead: str | None = None
         while True:
             started = time.monotonic()
-            process = await self._spawn(index, listen, ready)
+            nonce = uuid.uuid4().hex[:8]
+            process = await self._spawn(index, listen, ready, nonce, dead)
             code = await process.wait()
+            dead = _replica(process.pid, nonce)
             self._processes.pop(index, None)
             if self._stopping.is_set():
                 log.info("workers.worker_stopped", index=index, pid=process.pid, exit_code=code)
@@ -152,8 +162,8 @@ class WorkerSupervisor:
                 if self._stopping.is_set():
                     return code
 
-    async def _spawn(self, index: int, listen: str,
-                     ready: asyncio.Event) -> asyncio.subprocess.Process:
+    async def _spawn(self, index: int, listen: str, ready: asyncio.Event, nonce: str,
+                     dead: str | None) -> asyncio.subprocess.Process:
         read_end, write_end = os.pipe()
         supervisor = os.getpid()
         try:
@@ -163,7 +173,8 @@ class WorkerSupervisor:
                 "--metrics-listen",
                 worker_metrics_listen(self._config.observability.metrics_listen, index),
                 env={**os.environ, READY_FD_ENV: str(write_end),
-                     WORKER_OF_ENV: str(supervisor)},
+                     WORKER_OF_ENV: str(supervisor), REPLICA_NONCE_ENV: nonce,
+                     **({DEAD_REPLICA_ENV: dead} if dead else {})},
                 pass_fds=(write_end,), start_new_session=True,
                 preexec_fn=lambda: _die_with(supervisor))
         finally:
@@ -183,6 +194,21 @@ class WorkerSupervisor:
         if told:
             log.info("workers.worker_ready", index=index, pid=pid)
             ready.set()
+
+
+def _replica(pid: int, nonce: str) -> str:
+    """A replica's id in leases (host:pid:nonce): unique per process."""
+    return f"{socket.gethostname()}:{pid}:{nonce}"
+
+
+def replica_id() -> str:
+    """This process's replica id; a worker's nonce is its supervisor's choice."""
+    return _replica(os.getpid(), os.environ.get(REPLICA_NONCE_ENV) or uuid.uuid4().hex[:8])
+
+
+def dead_predecessor() -> str | None:
+    """In a restarted worker: the replica it replaces, which has exited."""
+    return os.environ.get(DEAD_REPLICA_ENV)
 
 
 def _die_with(supervisor: int) -> None:

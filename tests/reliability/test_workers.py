@@ -170,12 +170,15 @@ async def test_a_killed_worker_is_started_again_and_its_group_is_paid_once(
     """One group at a time per worker, charges held at the channel: the
     stream's worker holds one group, so the next is provably the other
     worker's. That one is SIGKILLed mid-charge; its charge lands anyway (as
-    at a real channel); its lease runs out and the group is charged by a
-    live worker under the same keys: each item once."""
+    at a real channel). Leases are 10 minutes, far past the test's time: its
+    group is taken over only because the supervisor tells the restarted
+    worker which replica died, and its leases are expired at once. A live
+    worker charges the group again under the same keys: each item once."""
     sim_server, card, sim_port = await card_simulator(latency_ms=5)
     card.faults.hold_charges()
     dsn = await postgres_databases.create()
-    supervisor, port = workers_process(tmp_path, dsn, sim_port, batch_group_workers=1, **LEASES)
+    supervisor, port = workers_process(tmp_path, dsn, sim_port, batch_group_workers=1,
+                                       **{**LEASES, "batch_lease_ms": 600_000})
     watch = None
     try:
         await supervisor.start(port)
