@@ -227,6 +227,7 @@ async def test_a_killed_worker_is_started_again_and_its_group_is_paid_once(
 
 
 @pytest.mark.postgresql_only
+@pytest.mark.timeout(HANDOFF_AFTER_MS // 1_000 + 180)  # the hand-off itself is 90 s
 async def test_a_payment_of_a_killed_worker_is_finished_once_after_the_hand_off(
         tmp_path: Path, storage_engine: str, postgres_databases) -> None:
     """The worker driving a Pay is SIGKILLed while its charge is held at the
