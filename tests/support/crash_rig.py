@@ -52,6 +52,7 @@ class CrashRig:
     kills: int = 0
     workers: int = 1
     _started_before: int = 0  # workers started when the last one was killed
+    _restarts_due: int = 0  # workers that kill killed
 
     @property
     def rows(self) -> Rows:
@@ -70,17 +71,28 @@ class CrashRig:
             return own_connection(self.target, RECONNECT_OPTIONS)
         return keyed_channel(self.target, options=RECONNECT_OPTIONS)
 
-    def kill(self) -> None:
+    def kill(self, stream_of: str | None = None) -> None:
         """SIGKILL, no warning: synchronous, so it can be called from inside a
-        request generator at an exact message. With workers: the next live
-        worker in turn (its supervisor starts it again)."""
+        request generator at an exact message. With workers (each started
+        again by the supervisor): the next worker in turn; with `stream_of`,
+        the worker running that batch's stream, or every worker while the
+        batch has none stored yet (the stream must break)."""
         if self.workers == 1:
             self.server.kill()
-        else:
-            started = log_events(self.server.log, "workers.worker_started")
-            self._started_before = len(started)
-            latest = {e["index"]: e["pid"] for e in started}  # each worker's current process
-            _kill(latest[self.kills % self.workers])
+            self.kills += 1
+            return
+        started = log_events(self.server.log, "workers.worker_started")
+        self._started_before = len(started)
+        latest = {e["index"]: e["pid"] for e in started}  # each worker's current process
+        victims = [latest[self.kills % self.workers]]
+        if stream_of is not None:
+            owners = [pid for (owner,) in self.rows(
+                f"SELECT submission_owner FROM batches WHERE batch_id = '{stream_of}'")
+                if owner and (pid := int(owner.split(":")[-2])) in latest.values()]
+            victims = owners or list(latest.values())
+        for pid in victims:
+            _kill(pid)
+        self._restarts_due = len(victims)
         self.kills += 1
 
     async def restart(self, killed_after_ms: int | None = None) -> None:
@@ -101,16 +113,17 @@ class CrashRig:
         def started() -> list[dict]:
             return log_events(self.server.log, "workers.worker_started")
 
-        await wait_for(lambda: len(started()) > self._started_before, "the worker's restart")
+        due = self._started_before + self._restarts_due
+        await wait_for(lambda: len(started()) >= due, "the workers' restart")
         if killed_after_ms is not None:
             await asyncio.sleep(killed_after_ms / 1_000)
-            self._started_before = len(started())
             _kill(started()[-1]["pid"])
             self.kills += 1
-            await wait_for(lambda: len(started()) > self._started_before, "its restart")
-        pid = started()[-1]["pid"]
-        await wait_for(lambda: any(e["pid"] == pid for e in log_events(
-            self.server.log, "workers.worker_ready")), "the restarted worker to serve")
+            due = len(started()) + 1
+            await wait_for(lambda: len(started()) >= due, "its restart")
+        latest = {e["index"]: e["pid"] for e in started()}
+        await wait_for(lambda: set(latest.values()) <= {e["pid"] for e in log_events(
+            self.server.log, "workers.worker_ready")}, "the restarted workers to serve")
 
     def count_by_status(self, table: str) -> dict[str, int]:
         """Rows of `table` by status, as the server left them (call it while
