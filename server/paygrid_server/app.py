@@ -205,7 +205,7 @@ class PaygridApp:
         # Batches wait for their submitter to resubmit them.
         recovering = await recovery.claim_unfinished(config.recovery_interval_ms)
         opened.append(recovery.stop)  # its settling tasks, before the database closes
-        if (dead := worker_supervisor.dead_predecessor()) is not None:
+        for dead in worker_supervisor.dead_predecessors():
             # A worker started again: the one it replaces has exited.
             log.info("workers.dead_replica_leases_expired", dead_replica=dead,
                      groups=await group_queue.expire_leases_of(dead))

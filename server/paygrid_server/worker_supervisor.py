@@ -23,8 +23,9 @@ The supervisor:
   signal stops them at once, as for one server) and exits 0 when all
   stopped cleanly;
 - starts a worker again when it dies (SIGKILL, OOM), telling the new one
-  which replica died (DEAD_REPLICA_ENV): its batch group and stream leases
-  are expired at once, so its groups are taken over now rather than when
+  which replicas of its slot died (DEAD_REPLICAS_ENV; all of them, as one
+  killed while starting may not have done this for its predecessor): their
+  batch group and stream leases are expired at once, so its groups are taken over now rather than when
   batch_lease_ms runs out; its payments follow the hand-off rule (payments
   carry no owner to tell them by).
 Workers run in their own session, so a terminal's Ctrl-C reaches only the
@@ -56,7 +57,10 @@ WORKERS_SETTING = "--workers or PAYGRID_WORKERS"
 READY_FD_ENV = "PAYGRID_READY_FD"  # a worker writes one byte there once it serves
 WORKER_OF_ENV = "PAYGRID_WORKER_OF"  # the supervisor's pid, in each worker's logs
 REPLICA_NONCE_ENV = "PAYGRID_REPLICA_NONCE"  # so the supervisor knows each worker's replica id
-DEAD_REPLICA_ENV = "PAYGRID_DEAD_REPLICA"  # the replica a restarted worker replaces
+DEAD_REPLICAS_ENV = "PAYGRID_DEAD_REPLICAS"  # those a restarted worker replaces, comma-separated
+# Dead replicas told to a restarted worker at most: the last ones (expiring
+# an older one's leases again finds nothing).
+DEAD_REPLICAS_TOLD = 16
 # A worker that dies sooner than this after its start is started again only
 # after this long, so a worker that cannot run does not spin a core.
 RESTART_PAUSE_S = 1.0
@@ -139,13 +143,13 @@ class WorkerSupervisor:
     async def _keep_running(self, index: int, listen: str, ready: asyncio.Event) -> int:
         """Worker `index`, started again each time it dies, until the stop;
         returns its last exit code."""
-        dead: str | None = None
+        dead: list[str] = []
         while True:
             started = time.monotonic()
             nonce = uuid.uuid4().hex[:8]
             process = await self._spawn(index, listen, ready, nonce, dead)
             code = await process.wait()
-            dead = _replica(process.pid, nonce)
+            dead = [*dead, _replica(process.pid, nonce)][-DEAD_REPLICAS_TOLD:]
             self._processes.pop(index, None)
             if self._stopping.is_set():
                 log.info("workers.worker_stopped", index=index, pid=process.pid, exit_code=code)
@@ -163,7 +167,7 @@ class WorkerSupervisor:
                     return code
 
     async def _spawn(self, index: int, listen: str, ready: asyncio.Event, nonce: str,
-                     dead: str | None) -> asyncio.subprocess.Process:
+                     dead: list[str]) -> asyncio.subprocess.Process:
         read_end, write_end = os.pipe()
         supervisor = os.getpid()
         try:
@@ -174,7 +178,7 @@ class WorkerSupervisor:
                 worker_metrics_listen(self._config.observability.metrics_listen, index),
                 env={**os.environ, READY_FD_ENV: str(write_end),
                      WORKER_OF_ENV: str(supervisor), REPLICA_NONCE_ENV: nonce,
-                     **({DEAD_REPLICA_ENV: dead} if dead else {})},
+                     **({DEAD_REPLICAS_ENV: ",".join(dead)} if dead else {})},
                 pass_fds=(write_end,), start_new_session=True,
                 preexec_fn=lambda: _die_with(supervisor))
         finally:
@@ -206,9 +210,9 @@ def replica_id() -> str:
     return _replica(os.getpid(), os.environ.get(REPLICA_NONCE_ENV) or uuid.uuid4().hex[:8])
 
 
-def dead_predecessor() -> str | None:
-    """In a restarted worker: the replica it replaces, which has exited."""
-    return os.environ.get(DEAD_REPLICA_ENV)
+def dead_predecessors() -> list[str]:
+    """In a restarted worker: the replicas it replaces, all exited."""
+    return [r for r in os.environ.get(DEAD_REPLICAS_ENV, "").split(",") if r]
 
 
 def _die_with(supervisor: int) -> None:
