@@ -234,8 +234,12 @@ async def _check_interrupted(rig: CrashRig, run: BatchCrashRun) -> None:
                 raise
             status = "NOT_FOUND"
     all_final = sum(left.values()) == run.items and set(left) <= FINAL_STATUSES
+    # Workers (PostgreSQL): a batch stored but not yet started by any stream
+    # stays RECEIVING for the replicas' grace (UNSTARTED_GRACE_US), as then
+    # nothing tells it from one a live replica is starting.
+    unstarted = rig.workers > 1 and status == "RECEIVING" and not left
     if not (status == "INTERRUPTED" or (status == "NOT_FOUND" and not left)
-            or (status == "COMPLETED" and all_final)):
+            or (status == "COMPLETED" and all_final) or unstarted):
         run.problems.append(f"after kill {len(run.kills)} the batch reads {status}, "
                             f"with items left {left}")
 
