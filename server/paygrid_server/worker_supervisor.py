@@ -184,6 +184,8 @@ class WorkerSupervisor:
         finally:
             os.close(write_end)
         self._processes[index] = process
+        if self._stopping.is_set():  # the stop came while it was being started
+            process.send_signal(signal.SIGTERM)
         log.info("workers.worker_started", index=index, pid=process.pid)
         asyncio.create_task(self._told_ready(index, process.pid, read_end, ready))
         return process
