@@ -50,10 +50,14 @@ class RunningServer:
 async def paygrid_server(in_process_channel_latency_ms: float | None = None,
                          channel_called_directly: bool = False,
                          simulator_process: bool = False,
-                         extra_env: dict[str, str] | None = None) -> AsyncIterator[RunningServer]:
+                         extra_env: dict[str, str] | None = None,
+                         postgres_dsn: str | None = None,
+                         workers: int = 1) -> AsyncIterator[RunningServer]:
     """One channel "card": an in-process simulator with the given latency
     (over loopback gRPC, or called directly), or (simulator_process) a
-    simulator in a process of its own."""
+    simulator in a process of its own. On `postgres_dsn` instead of a
+    throw-away SQLite file, with `workers` server processes (the pid is
+    then their supervisor's)."""
     assert (in_process_channel_latency_ms is None) == simulator_process
     with tempfile.TemporaryDirectory() as folder:
         port = free_loopback_port()
@@ -75,13 +79,14 @@ async def paygrid_server(in_process_channel_latency_ms: float | None = None,
         config.write_text(f"""
 [server]
 listen = "127.0.0.1:{port}"
-database = "{database}"
+database = "{postgres_dsn or database}"
 [[channels]]
 name = "card"
 {channel}
 """)
         server = subprocess.Popen(
-            [sys.executable, "-m", "paygrid_server", "serve", "--config", str(config)],
+            [sys.executable, "-m", "paygrid_server", "serve", "--config", str(config),
+             "--workers", str(workers)],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         processes.insert(0, server)
         try:

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
-import socket
-import uuid
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
@@ -15,7 +12,7 @@ import grpc
 import structlog
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from paygrid_server import startup_failure
+from paygrid_server import startup_failure, worker_supervisor
 from paygrid_server.api_keys import DEV_TENANT, ApiKeyRegistry
 from paygrid_server.channels.channel_from_config import grpc_channel_for
 from paygrid_server.channels.in_process_channel import InProcessPaymentChannel
@@ -167,7 +164,7 @@ class PaygridApp:
                                  config.batch_lease_renew_every_ms, config.batch_claim_poll_ms,
                                  config.batch_progress_poll_ms)
         # This replica in leases: unique per process, readable in the database.
-        replica = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        replica = worker_supervisor.replica_id()
         group_workers = GroupWorkers(batch_store, storage.group_queue, path, replica,
                                      lease)
         batches = BatchService(batch_store, path, in_flight,
@@ -178,6 +175,10 @@ class PaygridApp:
         # Batches wait for their submitter to resubmit them.
         recovering = await recovery.claim_unfinished(config.recovery_interval_ms)
         opened.append(recovery.stop)  # its settling tasks, before the database closes
+        for dead in worker_supervisor.dead_predecessors():
+            # A worker started again: the one it replaces has exited.
+            log.info("workers.dead_replica_leases_expired", dead_replica=dead,
+                     groups=await storage.group_queue.expire_leases_of(dead))
         interrupted = await batch_store.interrupt_abandoned()
         api_keys = ApiKeyRegistry(config.auth.api_keys)
         consumers = EventConsumers(storage.consumers)
