@@ -40,7 +40,7 @@ RECONNECT_OPTIONS = [
 class CrashRig:
     server: ServerProcess
     port: int
-    database: Path
+    database: Path  # or a PostgreSQL DSN (count_by_status is SQLite's)
     ledgers: dict[str, ChannelLedger]
     simulators: dict[str, ChannelSimulator] = field(default_factory=dict)
     kills: int = 0
@@ -81,25 +81,45 @@ async def crash_rig(workdir: Path, channels: Sequence[str],
                     behaviour: SimulatorBehaviour) -> AsyncIterator[CrashRig]:
     """Simulators for `channels` (equal priority: the first is tried first), then a
     running server; everything is stopped on exit."""
+    async with crash_rigs(workdir, channels, behaviour) as (rig,):
+        yield rig
+
+
+@asynccontextmanager
+async def crash_rigs(workdir: Path, channels: Sequence[str], behaviour: SimulatorBehaviour,
+                     database: str | None = None, replicas: int = 1
+                     ) -> AsyncIterator[tuple[CrashRig, ...]]:
+    """As crash_rig, with `replicas` servers sharing the simulators and one
+    database: a SQLite file in `workdir` (one server only) or a PostgreSQL DSN."""
     workdir.mkdir(parents=True, exist_ok=True)
     simulators = [await start_simulator(name, behaviour) for name in channels]
-    port = free_port()
-    database = workdir / "paygrid.sqlite3"
-    config = write_config(workdir / "paygrid.toml", port, database,
-                          {name: sim_port for name, (_, _, sim_port) in zip(channels, simulators)})
-    server = ServerProcess(config, workdir / "server.log")
     ledgers = {name: simulator.ledger for name, (_, simulator, _) in zip(channels, simulators)}
-    rig = CrashRig(server, port, database, ledgers,
-                   {name: simulator for name, (_, simulator, _) in zip(channels, simulators)})
+    rigs = []
+    for replica in range(replicas):
+        port = free_port()
+        stored = database or workdir / "paygrid.sqlite3"
+        suffix = "" if replicas == 1 else f"-{replica}"
+        config = write_config(workdir / f"paygrid{suffix}.toml", port, stored,  # type: ignore[arg-type]
+                              {name: sim_port for name, (_, _, sim_port) in zip(channels, simulators)})
+        if database is not None:
+            # Several servers (and other tests) share PostgreSQL's connections.
+            config.write_text(config.read_text() + "[postgres]\npool_max_connections = 5\n")
+        rigs.append(CrashRig(ServerProcess(config, workdir / f"server{suffix}.log"), port, stored,
+                             ledgers, {name: simulator
+                                       for name, (_, simulator, _) in zip(channels, simulators)}))
     try:
-        await rig.restart()
-        yield rig
+        for rig in rigs:
+            await rig.restart()
+        yield tuple(rigs)
     finally:
-        try:
-            server.terminate()
-        except subprocess.TimeoutExpired:
-            server.kill()  # no process left behind; the slow stop is still reported
-            raise
-        finally:
-            for sim_server, _, _ in simulators:
-                await sim_server.stop(None)
+        slow_stop = None
+        for rig in rigs:
+            try:
+                rig.server.terminate()
+            except subprocess.TimeoutExpired as error:
+                rig.server.kill()  # no process left behind; the slow stop is still reported
+                slow_stop = slow_stop or error
+        for sim_server, _, _ in simulators:
+            await sim_server.stop(None)
+        if slow_stop is not None:
+            raise slow_stop
