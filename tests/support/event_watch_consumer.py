@@ -61,7 +61,7 @@ class WatchConsumer:
                     self._call = stub.WatchEvents(ev.WatchEventsRequest(after_cursor=self.cursor))
                     async for response in self._call:
                         if response.HasField("event"):
-                            self._deliver(response.event)
+                            await self._deliver(response.event)
                         self.cursor = response.cursor
                         backoff = BACKOFF_FIRST_S
                 except grpc.aio.AioRpcError as error:
@@ -80,8 +80,10 @@ class WatchConsumer:
             for channel in channels.values():
                 await channel.close()
 
-    def _deliver(self, event: ev.Event) -> None:
-        self.log.append(Delivery(
+    async def _deliver(self, event: ev.Event) -> None:
+        # fsync off the event loop: the channel simulators share this loop,
+        # and a slow disk must not make them miss paygrid's deadlines.
+        await asyncio.to_thread(self.log.append, Delivery(
             consumer=self.name, session=self.sessions, seq=event.seq, event_id=event.event_id,
             type=event.type, aggregate_type=event.aggregate_type,
             aggregate_id=event.aggregate_id, version=event.aggregate_version,
