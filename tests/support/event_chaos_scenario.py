@@ -9,7 +9,7 @@ down) or "postgresql" (two replicas on one schema; a seeded one of them is
 killed while the other serves; the consumer connects to a seeded replica at
 each connection). Kill points are numbers of Pay calls answered (drawn
 before the run), so every kill lands mid-load whatever the machine's speed;
-at a seeded half of the kills the consumer restarts too, from its last saved
+at every second kill the consumer restarts too, from its last saved
 cursor (the duplicates reported).
 """
 
@@ -190,8 +190,7 @@ async def run_event_chaos(seed: int, workdir: Path, config: EventChaosConfig) ->
 async def _run(rigs: tuple[CrashRig, ...], rng: random.Random, requests: list[pb.PayRequest],
                config: EventChaosConfig, run: EventChaosRun, deliveries: Path) -> None:
     started = time.perf_counter()
-    consumer = WatchConsumer("watch", [rig.target for rig in rigs], deliveries,
-                             random.Random(rng.random()))
+    consumer = WatchConsumer("watch", [rig.target for rig in rigs], deliveries)
     watching = asyncio.create_task(consumer.run())
     channels = [rig.channel() for rig in rigs]
     # Without load on the killed replica, the last one is killed and the
@@ -247,23 +246,38 @@ async def _kill_at(rigs: tuple[CrashRig, ...], victims: Sequence[int], load: Loa
     """Hands the calls to the clients a share at a time, the next share only
     after the kill in this one, so every kill point is reached with calls
     still running, however fast the machine. At each point: SIGKILL a seeded
-    victim (the only server on SQLite), at a seeded half restart the
-    consumer too, then restart the server."""
+    victim (the only server on SQLite), at every second one restart the
+    consumer too (so a run has both: a watch resumed from its live cursor,
+    and a consumer back from its saved one), then restart the server."""
     share = max(1, len(calls) // (len(run.kill_points) + 1))
+    shares = [calls[k * share:(k + 1) * share] for k in range(len(run.kill_points))]
+    shares.append(calls[len(run.kill_points) * share:])
+    victim = rng.choice(victims)
+    consumer.attach(victim)
+    for call in shares[0]:
+        todo.put_nowait(call)
     for k, point in enumerate(run.kill_points):
-        for call in calls[k * share:(k + 1) * share]:
-            todo.put_nowait(call)
         while load.answered < point:
             await asyncio.sleep(POLL_S)
-        victim = rng.choice(victims)
         rigs[victim].kill()
         run.kills.append(f"replica {victim} at {load.answered} answered, "
                          f"{_processing(rigs[victim])} PROCESSING")
-        if rng.random() < 0.5:
+        if k % 2 == 1:
             consumer.restart()
+        delivered = consumer.delivered
         await rigs[victim].restart()
-    for call in calls[len(run.kill_points) * share:]:
-        todo.put_nowait(call)
+        victim = rng.choice(victims)
+        # PostgreSQL: the watch is on the next victim at even kills (it
+        # fails over to the other replica), on a replica that stays up at odd ones.
+        consumer.attach(victim if k % 2 == 1 or len(rigs) == 1
+                        else (victim + 1) % len(rigs))
+        for call in shares[k + 1]:
+            todo.put_nowait(call)
+        # The next share writes events: before the next kill, the watch
+        # must have resumed and delivered one (else a kill could find it
+        # still backing off, and the resume would go untested).
+        await wait_for(lambda: consumer.delivered > delivered, "the watch resumed",
+                       QUIESCENCE_TIMEOUT_S)
     for _ in range(clients):
         todo.put_nowait(None)  # no more calls
 

@@ -2,7 +2,8 @@
 
 Each event is appended to the delivery file (on disk, fsync) before the
 cursor moves past it; a dropped stream is resumed with the last cursor,
-retried with backoff while no server answers. The cursor it would keep
+retried with backoff while no server answers (on the next replica, when
+there are several). The cursor it would keep
 across its own restarts is saved only every `save_cursor_every` events, as
 a real consumer commits its offset now and then: `restart()` stands for the
 consumer process dying, so it resumes from the saved cursor and gets again
@@ -12,7 +13,6 @@ what it had after it (the duplicates the checker counts).
 from __future__ import annotations
 
 import asyncio
-import random
 from pathlib import Path
 from typing import Sequence
 
@@ -29,12 +29,12 @@ BACKOFF_MAX_S = 1.0
 
 
 class WatchConsumer:
-    def __init__(self, name: str, targets: Sequence[str], deliveries: Path, rng: random.Random,
+    def __init__(self, name: str, targets: Sequence[str], deliveries: Path,
                  save_cursor_every: int = 25) -> None:
         self.name = name
-        self.targets = list(targets)  # one is picked (seeded) for each connection
+        self.targets = list(targets)  # replicas; one at a time, the next when it fails
+        self.attached = 0  # index of the replica it watches (or will, once it answers)
         self.log = DeliveryLog(deliveries)
-        self.rng = rng
         self.save_cursor_every = save_cursor_every
         self.cursor = 0  # the live cursor: after the last event written to the file
         self.saved_cursor = 0  # what a restarted consumer resumes from
@@ -43,19 +43,19 @@ class WatchConsumer:
         self.delivered = 0
         self._unsaved = 0
         self._call = None
+        self._dropped = False  # its stream was cancelled on purpose (attach, restart)
         self._restarting = False
 
     async def run(self) -> None:
         """Until cancelled."""
-        channels = {target: keyed_channel(target, options=RECONNECT_OPTIONS)
-                    for target in self.targets}
+        channels = [keyed_channel(target, options=RECONNECT_OPTIONS) for target in self.targets]
         backoff = BACKOFF_FIRST_S
         try:
             while True:
                 if self._restarting:
-                    self._restarting = False
                     self.cursor, self._unsaved = self.saved_cursor, 0
-                stub = ev_grpc.EventServiceStub(channels[self.rng.choice(self.targets)])
+                self._dropped = self._restarting = False
+                stub = ev_grpc.EventServiceStub(channels[self.attached])
                 self.sessions += 1
                 try:
                     self._call = stub.WatchEvents(ev.WatchEventsRequest(after_cursor=self.cursor))
@@ -70,14 +70,16 @@ class WatchConsumer:
                                             grpc.StatusCode.RESOURCE_EXHAUSTED):
                         raise
                 except asyncio.CancelledError:
-                    if not self._restarting or asyncio.current_task().cancelling():
-                        raise  # the consumer is stopped, not restarted
-                if not self._restarting:
-                    await asyncio.sleep(backoff)  # the server is down or restarting
+                    if not self._dropped or asyncio.current_task().cancelling():
+                        raise  # the consumer is stopped
+                if not self._dropped:
+                    # The replica is down or restarting: the next one, after a while.
+                    self.attached = (self.attached + 1) % len(self.targets)
+                    await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, BACKOFF_MAX_S)
         finally:
             self.log.close()
-            for channel in channels.values():
+            for channel in channels:
                 await channel.close()
 
     async def _deliver(self, event: ev.Event) -> None:
@@ -93,10 +95,21 @@ class WatchConsumer:
         if self._unsaved >= self.save_cursor_every:
             self.saved_cursor, self._unsaved = event.seq, 0
 
+    def attach(self, replica: int) -> None:
+        """Watch through this replica from now on: the stream is dropped
+        and resumed there with the live cursor."""
+        if replica != self.attached:
+            self.attached = replica
+            self._drop()
+
     def restart(self) -> None:
         """The consumer dies and comes back: its stream is dropped, and it
         resumes from the cursor it last saved (never ahead of the file)."""
         self.restarts += 1
         self._restarting = True
+        self._drop()
+
+    def _drop(self) -> None:
+        self._dropped = True
         if self._call is not None:
             self._call.cancel()
