@@ -143,6 +143,7 @@ class Load:
     async def batch(self, messages: list) -> None:
         """Submitted again (same batch id) until a submission completes it."""
         while True:
+            self.run.outcomes["batch submissions"] += 1
             try:
                 # From an iterator, not written one by one: a write to a call the
                 # kill ended raises InvalidStateError through the key interceptor.
