@@ -24,7 +24,7 @@ def _events(aggregate: str = "pay_a", versions: int = 4, first_seq: int = 10) ->
                               pb.PAYMENT_STATUS_PROCESSING)) for v in range(1, versions + 1)]
 
 
-FINAL = FinalState("payment", "pay_a", 4, _payload(4, pb.PAYMENT_STATUS_SUCCEEDED))
+FINAL = FinalState(("payment", "pay_a"), 4, _payload(4, pb.PAYMENT_STATUS_SUCCEEDED))
 
 
 def _listed(deliveries: list[Delivery]) -> dict[int, str]:
@@ -106,7 +106,7 @@ def test_a_seq_gap_is_reported(tmp_path: Path) -> None:
     events = _events()
     other = _events("pay_b", versions=1, first_seq=30)
     listed = _listed(events + other)
-    finals = (FINAL, FinalState("payment", "pay_b", 1, other[0].payload))
+    finals = (FINAL, FinalState(("payment", "pay_b"), 1, other[0].payload))
     # pay_b's only event is missing: both its version and its seq are reported.
     verdict = _check(tmp_path, events, finals=finals, listed=listed)
     assert verdict.seq_gaps == ["watch: 1 seqs ListEvents lists were never delivered: 32"]
@@ -116,7 +116,7 @@ def test_a_seq_gap_is_reported(tmp_path: Path) -> None:
 def test_seqs_going_down_across_a_reconnect_are_reported(tmp_path: Path) -> None:
     first = _events()
     second = _events("pay_b", versions=1, first_seq=5)  # seq 7, after seq 18
-    finals = (FINAL, FinalState("payment", "pay_b", 1, second[0].payload))
+    finals = (FINAL, FinalState(("payment", "pay_b"), 1, second[0].payload))
     verdict = _check(tmp_path, first + [replace(second[0], session=2)], finals=finals,
                      listed=_listed(first + second))
     assert verdict.seq_gaps == ["watch: seq 7 first delivered after seq 18 (session 2)"]

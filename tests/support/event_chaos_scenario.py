@@ -321,11 +321,11 @@ async def _quiescent_final_states(load: Load, channel: grpc.aio.Channel,
             last = await load.refund(payment.payment_id, load.refunds[payment.payment_id])
             run.outcomes["refund " + pb.RefundStatus.Name(last.status)
                          .removeprefix("REFUND_STATUS_")] += 1
-        finals.append(FinalState("payment", payment.payment_id, payment.version,
+        finals.append(FinalState(("payment", payment.payment_id), payment.version,
                                  Payload.of(last)))
     batch = (await batch_stub(channel).GetBatch(batch_pb.GetBatchRequest(batch_id=BATCH_ID),
                                                 timeout=CALL_TIMEOUT_S)).batch
-    finals.append(FinalState("batch", BATCH_ID, batch.version, Payload.of(batch)))
+    finals.append(FinalState(("batch", BATCH_ID), batch.version, Payload.of(batch)))
     return finals
 
 

@@ -117,14 +117,9 @@ def read_deliveries(path: Path) -> list[Delivery]:
 class FinalState:
     """An aggregate as the server holds it after the run: its version and
     the snapshot its last event must carry."""
-    aggregate_type: str
-    aggregate_id: str
+    aggregate: tuple[str, str]  # (aggregate_type, aggregate_id), as Delivery.aggregate
     version: int
     payload: Payload
-
-    @property
-    def aggregate(self) -> tuple[str, str]:
-        return self.aggregate_type, self.aggregate_id
 
 
 @dataclass
