@@ -31,10 +31,11 @@ from paygrid.v1 import event_service_pb2_grpc as ev_grpc
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour
-from tests.support.batch_client import batch_stub, chunk, collect, header
-from tests.support.crash_batch_scenario import batch_transactions
-from tests.support.crash_pay_scenario import RETRIED, pay_requests
+from tests.support.batch_client import batch_stub
+from tests.support.crash_pay_scenario import pay_requests
 from tests.support.crash_rig import CrashRig, crash_rigs
+from tests.support.event_chaos_load import (BATCH_ID, CALL_TIMEOUT_S, ChaosLoad, batch_messages,
+                                            client)
 from tests.support.event_delivery_check import (DeliveryVerdict, FinalState, Payload,
                                                 check_deliveries, read_deliveries)
 from tests.support.event_watch_consumer import WatchConsumer
@@ -42,9 +43,6 @@ from tests.support.postgres_databases import PostgresDatabases, postgres_rows
 from tests.support.server_process import wait_for
 
 CHANNELS = ("card", "wallet")
-BATCH_ID = "chaos-batch"
-CALL_TIMEOUT_S = 60
-RETRY_DELAY_S = 0.05
 POLL_S = 0.005
 QUIESCENCE_TIMEOUT_S = 180  # generous: the machine is shared; only a broken run waits it out
 
@@ -96,72 +94,6 @@ class EventChaosRun:
             *(f"  problem: {p}" for p in self.problems[:10])])
 
 
-class Load:
-    """The clients: each call goes to a seeded live replica and is retried
-    (same key) on another while one is down."""
-
-    def __init__(self, channels: list[grpc.aio.Channel], rng: random.Random,
-                 run: EventChaosRun) -> None:
-        self.channels, self.rng, self.run = channels, rng, run
-        self.answered = 0  # Pay calls answered (the kill points count these)
-        self.refunds: dict[str, str] = {}  # payment_id -> refund idempotency key
-
-    def payments(self) -> pb_grpc.PaymentServiceStub:
-        return pb_grpc.PaymentServiceStub(self.rng.choice(self.channels))
-
-    async def call(self, method: str, request):
-        """A PaymentService `method` on a seeded replica, retried until one answers."""
-        while True:
-            try:
-                return await getattr(self.payments(), method)(request, timeout=CALL_TIMEOUT_S)
-            except grpc.aio.AioRpcError as error:
-                if error.code() not in RETRIED:
-                    raise
-            await asyncio.sleep(RETRY_DELAY_S)
-
-    async def pay(self, request: pb.PayRequest, refund: bool) -> None:
-        while True:
-            payment = (await self.call("Pay", request)).payment
-            if request.wait == pb.PAY_WAIT_ACCEPTED or \
-                    payment.status != pb.PAYMENT_STATUS_PROCESSING:
-                break
-            await asyncio.sleep(RETRY_DELAY_S)  # still resolving: ask again, same key
-        self.answered += 1
-        if refund and payment.status == pb.PAYMENT_STATUS_SUCCEEDED:
-            key = f"refund-{request.idempotency_key}"
-            self.refunds[payment.payment_id] = key
-            await self.refund(payment.payment_id, key)
-
-    async def refund(self, payment_id: str, key: str) -> pb.Refund:
-        request = pb.RefundPaymentRequest(payment_id=payment_id, idempotency_key=key)
-        while True:
-            refund = (await self.call("RefundPayment", request)).refund
-            if refund.status != pb.REFUND_STATUS_PENDING:
-                return refund
-            await asyncio.sleep(RETRY_DELAY_S)
-
-    async def batch(self, messages: list) -> None:
-        """Submitted again (same batch id) until a submission completes it."""
-        while True:
-            self.run.outcomes["batch submissions"] += 1
-            try:
-                # From an iterator, not written one by one: a write to a call the
-                # kill ended raises InvalidStateError through the key interceptor.
-                reply = await collect(batch_stub(self.rng.choice(self.channels)).SubmitBatch(
-                    iter(messages), timeout=CALL_TIMEOUT_S * 5))
-            except grpc.aio.AioRpcError as error:
-                # A kill ends the stream UNAVAILABLE, or INTERNAL from this
-                # client's own gRPC core when its write fails.
-                if error.code() not in RETRIED | {grpc.StatusCode.INTERNAL}:
-                    raise
-                reply = None
-            if reply is not None and reply.summary is not None:
-                self.run.outcomes["batch " + batch_pb.BatchStatus.Name(
-                    reply.summary.status).removeprefix("BATCH_STATUS_")] += 1
-                return
-            await asyncio.sleep(RETRY_DELAY_S)
-
-
 async def run_event_chaos(seed: int, workdir: Path, config: EventChaosConfig) -> EventChaosRun:
     rng = random.Random(seed)
     requests = pay_requests(rng, seed, config.payments)
@@ -199,16 +131,17 @@ async def _run(rigs: tuple[CrashRig, ...], rng: random.Random, requests: list[pb
     spared = len(rigs) > 1 and not config.load_on_killed_replica
     victims = [len(rigs) - 1] if spared else list(range(len(rigs)))
     try:
-        load = Load(channels[:-1] if spared else channels, random.Random(rng.random()), run)
+        load = ChaosLoad(channels[:-1] if spared else channels, random.Random(rng.random()),
+                         run.outcomes)
         todo: asyncio.Queue = asyncio.Queue()
         calls = [(request, i % 3 != 2 and i % config.refund_every == 0)
                  for i, request in enumerate(requests)]
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(_kill_at(rigs, victims, load, consumer, rng, run, todo, calls,
                                        config.concurrency))
-            tasks.create_task(load.batch(_batch_messages(config.batch_items)))
+            tasks.create_task(load.batch(batch_messages(config.batch_items)))
             for _ in range(config.concurrency):
-                tasks.create_task(_client(load, todo))
+                tasks.create_task(client(load, todo))
         run.load_s = time.perf_counter() - started
         async with rigs[0].channel() as reader:  # new: a channel to a killed server may
             # still be waiting out its reconnect backoff (UNAVAILABLE at once)
@@ -230,18 +163,7 @@ async def _run(rigs: tuple[CrashRig, ...], rng: random.Random, requests: list[pb
     run.verdict = check_deliveries(read_deliveries(deliveries), finals, listed)
 
 
-async def _client(load: Load, todo: asyncio.Queue) -> None:
-    while (call := await todo.get()) is not None:
-        await load.pay(*call)
-
-
-def _batch_messages(items: int) -> list:
-    transactions = batch_transactions(items)
-    return [header(BATCH_ID, payer="acct_payroll_chaos", max_group_size=25, parallelism=2),
-            *(chunk(*transactions[i:i + 50]) for i in range(0, items, 50))]
-
-
-async def _kill_at(rigs: tuple[CrashRig, ...], victims: Sequence[int], load: Load,
+async def _kill_at(rigs: tuple[CrashRig, ...], victims: Sequence[int], load: ChaosLoad,
                    consumer: WatchConsumer, rng: random.Random, run: EventChaosRun,
                    todo: asyncio.Queue, calls: list, clients: int) -> None:
     """Hands the calls to the clients a share at a time, the next share only
@@ -292,7 +214,7 @@ def _processing(rig: CrashRig) -> int:
                          "SELECT count(*) FROM payments WHERE status = 'PROCESSING'")[0][0]
 
 
-async def _quiescent_final_states(load: Load, channel: grpc.aio.Channel,
+async def _quiescent_final_states(load: ChaosLoad, channel: grpc.aio.Channel,
                                   run: EventChaosRun) -> list[FinalState]:
     """Once no payment is PROCESSING (recovery ran at each restart and
     finishes what a kill left; accepted payments finish on their own): every
