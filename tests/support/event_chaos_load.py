@@ -69,7 +69,6 @@ class ChaosLoad:
     async def batch(self, messages: list) -> None:
         """Submitted again (same batch id) until a submission completes it."""
         while True:
-            self.outcomes["batch submissions"] += 1
             try:
                 # From an iterator, not written one by one: a write to a call the
                 # kill ended raises InvalidStateError through the key interceptor.
@@ -80,6 +79,7 @@ class ChaosLoad:
                 # client's own gRPC core when its write fails.
                 if error.code() not in RETRIED | {grpc.StatusCode.INTERNAL}:
                     raise
+                self.outcomes[f"batch retried {error.code().name}"] += 1
                 reply = None
             if reply is not None and reply.summary is not None:
                 self.outcomes["batch " + batch_pb.BatchStatus.Name(
