@@ -31,6 +31,7 @@ class ChaosLoad:
         self.channels, self.rng, self.outcomes = channels, rng, outcomes
         self.answered = 0  # Pay calls answered (the kill points count these)
         self.refunds: dict[str, str] = {}  # payment_id -> refund idempotency key
+        self.batch_released = asyncio.Event()
 
     def payments(self) -> pb_grpc.PaymentServiceStub:
         return pb_grpc.PaymentServiceStub(self.rng.choice(self.channels))
@@ -67,13 +68,21 @@ class ChaosLoad:
             await asyncio.sleep(RETRY_DELAY_S)
 
     async def batch(self, messages: list) -> None:
-        """Submitted again (same batch id) until a submission completes it."""
+        """Submitted again (same batch id) until a submission completes it.
+        The last message waits for `batch_released`: a kill before that
+        finds the stream open, whatever the machine's speed."""
+        async def requests():
+            for message in messages[:-1]:
+                yield message
+            await self.batch_released.wait()
+            yield messages[-1]
+
         while True:
             try:
                 # From an iterator, not written one by one: a write to a call the
                 # kill ended raises InvalidStateError through the key interceptor.
                 reply = await collect(batch_stub(self.rng.choice(self.channels)).SubmitBatch(
-                    iter(messages), timeout=CALL_TIMEOUT_S * 5))
+                    requests(), timeout=CALL_TIMEOUT_S * 5))
             except grpc.aio.AioRpcError as error:
                 # A kill ends the stream UNAVAILABLE, or INTERNAL from this
                 # client's own gRPC core when its write fails.

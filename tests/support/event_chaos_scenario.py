@@ -185,6 +185,7 @@ async def _kill_at(rigs: tuple[CrashRig, ...], victims: Sequence[int], load: Cha
         rigs[victim].kill()
         run.kills.append(f"replica {victim} at {load.answered} answered, "
                          f"{_processing(rigs[victim])} PROCESSING")
+        load.batch_released.set()  # the batch's stream was open at the first kill
         if k % 2 == 1:
             consumer.restart()
         delivered = consumer.delivered
@@ -201,6 +202,7 @@ async def _kill_at(rigs: tuple[CrashRig, ...], victims: Sequence[int], load: Cha
         # still backing off, and the resume would go untested).
         await wait_for(lambda: consumer.delivered > delivered, "the watch resumed",
                        QUIESCENCE_TIMEOUT_S)
+    load.batch_released.set()
     for _ in range(clients):
         todo.put_nowait(None)  # no more calls
 
