@@ -5,12 +5,13 @@ moving its cursor. Afterwards the deliveries are checked against the
 server's final state and ListEvents (tests/support/event_delivery_check.py).
 
 Engines: "sqlite" (one server on a file: every kill takes the whole service
-down) or "postgresql" (two replicas on one schema; a seeded one of them is
-killed while the other serves; the consumer connects to a seeded replica at
-each connection). Kill points are numbers of Pay calls answered (drawn
-before the run), so every kill lands mid-load whatever the machine's speed;
-at every second kill the consumer restarts too, from its last saved
-cursor (the duplicates reported).
+down) or "postgresql" (two replicas on one schema; a seeded one is killed
+while the other serves; at even kills the watch is on the replica killed,
+and fails over to the other, at odd ones on a replica that stays up). Kill
+points are numbers of Pay calls answered, drawn before the run; the calls
+are handed out a share at a time, so every kill lands mid-load whatever the
+machine's speed. At every second kill the consumer restarts too, from its
+last saved cursor (the duplicates reported).
 """
 
 from __future__ import annotations
@@ -143,8 +144,9 @@ async def _run(rigs: tuple[CrashRig, ...], rng: random.Random, requests: list[pb
             for _ in range(config.concurrency):
                 tasks.create_task(client(load, todo))
         run.load_s = time.perf_counter() - started
-        async with rigs[0].channel() as reader:  # new: a channel to a killed server may
-            # still be waiting out its reconnect backoff (UNAVAILABLE at once)
+        # A channel of its own: one to a server that was killed may still be
+        # waiting out its reconnect backoff (UNAVAILABLE at once).
+        async with rigs[0].channel() as reader:
             finals = await _quiescent_final_states(load, reader, run)
             listed = await _listed_seqs(ev_grpc.EventServiceStub(reader))
         run.quiet_s = time.perf_counter() - started - run.load_s
@@ -183,8 +185,9 @@ async def _kill_at(rigs: tuple[CrashRig, ...], victims: Sequence[int], load: Cha
         while load.answered < point:
             await asyncio.sleep(POLL_S)
         rigs[victim].kill()
-        run.kills.append(f"replica {victim} at {load.answered} answered, "
-                         f"{_processing(rigs[victim])} PROCESSING")
+        answered = load.answered
+        left = await asyncio.to_thread(_processing, rigs[victim])  # the simulators share the loop
+        run.kills.append(f"replica {victim} at {answered} answered, {left} PROCESSING")
         load.batch_released.set()  # the batch's stream was open at the first kill
         if k % 2 == 1:
             consumer.restart()
