@@ -20,6 +20,7 @@ from paygrid_server.config_model import (  # noqa: F401 - re-exported: the setti
     ChannelConfig,
     ConfigError,
     DEFAULT_CHANNELS,
+    EventsConfig,
     ObservabilityConfig,
     POSTGRES_SCHEMES,
     PostgresConfig,
@@ -146,6 +147,14 @@ SETTINGS = (
             "PAYGRID_POSTGRES_STATEMENT_TIMEOUT_MS", _positive),
     Setting("postgres", "connect_timeout_ms", int, ("postgres", "connect_timeout_ms"),
             "PAYGRID_POSTGRES_CONNECT_TIMEOUT_MS", _positive),
+    Setting("events", "retention_days", int, ("events", "retention_days"),
+            "PAYGRID_EVENTS_RETENTION_DAYS", _not_negative),
+    Setting("events", "prune_interval_ms", int, ("events", "prune_interval_ms"),
+            "PAYGRID_EVENTS_PRUNE_INTERVAL_MS", _positive),
+    Setting("events", "prune_chunk_rows", int, ("events", "prune_chunk_rows"),
+            "PAYGRID_EVENTS_PRUNE_CHUNK_ROWS", _positive),
+    Setting("events", "max_watchers", int, ("events", "max_watchers"),
+            "PAYGRID_EVENTS_MAX_WATCHERS", _positive),
 )
 
 # Not scalars: API keys are a list ([auth] api_keys, or PAYGRID_API_KEYS as
@@ -218,7 +227,7 @@ def _from_file(config: ServerConfig, path: Path) -> ServerConfig:
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"{path}: {error}") from error
     sections = {name: table.pop(name, None)
-                for name in ("server", "tls", "observability", "postgres")}
+                for name in ("server", "tls", "observability", "postgres", "events")}
     auth = table.pop("auth", None)
     channels = table.pop("channels", None)
     if table:

@@ -13,7 +13,13 @@ import pytest
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
 from tests.support.api_key_metadata import keyed_channel
-from paygrid_server.config import DEFAULT_CHANNELS, SETTINGS, ConfigError, load_config
+from paygrid_server.config import (
+    DEFAULT_CHANNELS,
+    SETTINGS,
+    ConfigError,
+    EventsConfig,
+    load_config,
+)
 from tests.conftest import pay_request
 from tests.support.server_process import ServerProcess, free_port, write_config
 
@@ -140,3 +146,20 @@ async def test_a_new_api_key_works_against_a_server_configured_by_environment(
     finally:
         server.terminate()
     assert key not in (tmp_path / "server.log").read_text()
+
+
+def test_events_settings_come_from_file_environment_and_flags(tmp_path: Path) -> None:
+    path = tmp_path / "events.toml"
+    path.write_text("[events]\nretention_days = 7\nprune_chunk_rows = 50\n")
+    config = load_config(path, {"events_max_watchers": "3"},
+                         environ={"PAYGRID_EVENTS_PRUNE_INTERVAL_MS": "1000"})
+    assert config.events == EventsConfig(retention_days=7, prune_interval_ms=1_000,
+                                         prune_chunk_rows=50, max_watchers=3)
+    # 0 keeps every event; below that, and an empty chunk, are refused by name.
+    assert load_config(None, environ={"PAYGRID_EVENTS_RETENTION_DAYS": "0"}
+                       ).events.retention_days == 0
+    with pytest.raises(ConfigError, match="PAYGRID_EVENTS_RETENTION_DAYS: must be 0 or more"):
+        load_config(None, environ={"PAYGRID_EVENTS_RETENTION_DAYS": "-1"})
+    path.write_text("[events]\nprune_chunk_rows = 0\n")
+    with pytest.raises(ConfigError, match="events.prune_chunk_rows: must be greater than 0"):
+        load_config(path, environ={})
