@@ -142,34 +142,54 @@ def _kill(pid: int) -> None:
 async def crash_rig(workdir: Path, channels: Sequence[str], behaviour: SimulatorBehaviour,
                     workers: int = 1, dsn: str | None = None) -> AsyncIterator[CrashRig]:
     """Simulators for `channels` (equal priority: the first is tried first), then a
-    running server (`workers` of them on PostgreSQL `dsn`); everything is
-    stopped on exit."""
+    running server (`workers` of them behind one port, on PostgreSQL `dsn`);
+    everything is stopped on exit."""
+    async with crash_rigs(workdir, channels, behaviour, dsn, workers=workers) as (rig,):
+        yield rig
+
+
+@asynccontextmanager
+async def crash_rigs(workdir: Path, channels: Sequence[str], behaviour: SimulatorBehaviour,
+                     database: str | None = None, replicas: int = 1, workers: int = 1
+                     ) -> AsyncIterator[tuple[CrashRig, ...]]:
+    """As crash_rig, with `replicas` servers (each of `workers` processes)
+    sharing the simulators and one database: a SQLite file in `workdir` (one
+    server only) or a PostgreSQL DSN."""
     workdir.mkdir(parents=True, exist_ok=True)
     simulators = [await start_simulator(name, behaviour) for name in channels]
-    port = free_port()
-    database: Path | str = dsn if dsn is not None else workdir / "paygrid.sqlite3"
-    config = write_config(workdir / "paygrid.toml", port, database,  # type: ignore[arg-type]
-                          {name: sim_port for name, (_, _, sim_port) in zip(channels, simulators)})
-    if dsn is not None:
-        config.write_text(config.read_text() + "[postgres]\npool_max_connections = 5\n")
-    server = ServerProcess(config, workdir / "server.log",
-                           ("--workers", str(workers)) if workers > 1 else ())
     ledgers = {name: simulator.ledger for name, (_, simulator, _) in zip(channels, simulators)}
-    rig = CrashRig(server, port, database, ledgers,
-                   {name: simulator for name, (_, simulator, _) in zip(channels, simulators)},
-                   workers=workers)
+    rigs = []
+    for replica in range(replicas):
+        port = free_port()
+        stored: Path | str = database or workdir / "paygrid.sqlite3"
+        suffix = "" if replicas == 1 else f"-{replica}"
+        config = write_config(workdir / f"paygrid{suffix}.toml", port, stored,  # type: ignore[arg-type]
+                              {name: sim_port for name, (_, _, sim_port) in zip(channels, simulators)})
+        if database is not None:
+            # Several servers (and other tests) share PostgreSQL's connections.
+            config.write_text(config.read_text() + "[postgres]\npool_max_connections = 5\n")
+        server = ServerProcess(config, workdir / f"server{suffix}.log",
+                               ("--workers", str(workers)) if workers > 1 else ())
+        rigs.append(CrashRig(server, port, stored, ledgers,
+                             {name: simulator
+                              for name, (_, simulator, _) in zip(channels, simulators)},
+                             workers=workers))
     try:
-        await server.start(port)
-        if workers > 1:
-            await wait_for(lambda: len(log_events(server.log, "workers.worker_ready")) == workers,
-                           "every worker to serve")
-        yield rig
+        for rig in rigs:
+            await rig.server.start(rig.port)
+            if workers > 1:
+                await wait_for(lambda: len(log_events(
+                    rig.server.log, "workers.worker_ready")) == workers, "every worker to serve")
+        yield tuple(rigs)
     finally:
-        try:
-            server.terminate()
-        except subprocess.TimeoutExpired:
-            server.kill()  # no process left behind; the slow stop is still reported
-            raise
-        finally:
-            for sim_server, _, _ in simulators:
-                await sim_server.stop(None)
+        slow_stop = None
+        for rig in rigs:
+            try:
+                rig.server.terminate()
+            except subprocess.TimeoutExpired as error:
+                rig.server.kill()  # no process left behind; the slow stop is still reported
+                slow_stop = slow_stop or error
+        for sim_server, _, _ in simulators:
+            await sim_server.stop(None)
+        if slow_stop is not None:
+            raise slow_stop
