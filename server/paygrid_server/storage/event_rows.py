@@ -13,7 +13,6 @@ versions.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any, Mapping
 
 from paygrid_server.domain.model import clock
@@ -22,6 +21,7 @@ from paygrid_server.domain.model.event import BATCH_AGGREGATE, PAYMENT_AGGREGATE
 from paygrid_server.domain.model.payment import LegStatus, Payment, PaymentStatus
 from paygrid_server.domain.model.refund import Refund, RefundStatus
 from paygrid_server.domain.ports.event_log import SnapshotEncoder
+from paygrid_server.storage.event_ids import new_event_id
 
 Row = Mapping[str, Any]
 
@@ -89,7 +89,7 @@ def refund_event_row(event_type: EventType, tenant_id: str, refund: Refund, vers
 def _row(event_type: EventType, tenant_id: str, payment_id: str, version: int,
          payload_type: str, payload: bytes, at_us: int,
          aggregate_type: str = PAYMENT_AGGREGATE) -> tuple:
-    return (str(uuid.uuid4()), event_type.cloud_type, tenant_id, aggregate_type, payment_id,
+    return (new_event_id(), event_type.cloud_type, tenant_id, aggregate_type, payment_id,
             version, payload_type, payload, at_us)
 
 
