@@ -6,6 +6,7 @@ the caller's tenant."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import grpc
 import pytest
@@ -57,6 +58,7 @@ async def test_a_pay_writes_created_then_each_leg_then_the_outcome(paygrid) -> N
     assert {(e.aggregate_type, e.aggregate_id) for e in events} == {("payment", paid.payment_id)}
     assert [e.seq for e in events] == sorted(e.seq for e in events)
     assert len({e.event_id for e in events}) == 4
+    assert {uuid.UUID(e.event_id).version for e in events} == {7}  # time-ordered ids
     stored = (await paygrid.stub.GetPayment(pb.GetPaymentRequest(
         payment_id=paid.payment_id))).payment
     assert stored.version == 4 and paid.version == 4
