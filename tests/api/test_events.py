@@ -81,6 +81,12 @@ async def test_a_declined_all_or_nothing_payment_reports_failed_and_voided_legs(
     assert sorted(types[1:-1]) == [T("payment.leg.failed"), T("payment.leg.voided")]
     assert [e.aggregate_version for e in events] == list(range(1, len(events) + 1))
     assert _payment_of(events[-1]).version == paid.version == len(events)
+    # The outcome's snapshot (built from the payment saved, not read back)
+    # is the stored state, failures and decline codes included.
+    stored = (await paygrid.stub.GetPayment(pb.GetPaymentRequest(
+        payment_id=paid.payment_id))).payment
+    assert _payment_of(events[-1]) == stored
+    assert stored.failure.decline_code and stored.legs[1].failure.decline_code
 
 
 async def test_refunds_continue_their_payments_versions(paygrid) -> None:

@@ -22,9 +22,11 @@ from paygrid_server.storage.failure_columns import failure_columns
 from paygrid_server.storage.payment_rows import leg_from_row as _leg
 from paygrid_server.storage.payment_rows import payment_from_row as _payment
 from paygrid_server.storage.payment_rows import (
+    LEGS_BEFORE_OUTCOME_SQL,
     first_attempt_rows,
     leg_outcome_rows,
     leg_rows,
+    payment_after_outcome,
     payment_outcome_row,
     payment_row,
     refund_from_rows,
@@ -33,12 +35,13 @@ from paygrid_server.storage.payment_rows import (
 )
 from paygrid_server.storage.sqlite.database import SqliteDatabase, write_then_wake
 from paygrid_server.storage.sqlite.payment_events import (
-    payment_as_stored,
     write_payment_events,
     write_refund_event,
 )
 
 T = TypeVar("T")
+
+_LEGS_BEFORE_OUTCOME = LEGS_BEFORE_OUTCOME_SQL.format("?")
 
 
 class SqlitePaymentStore:
@@ -142,9 +145,8 @@ class SqlitePaymentStore:
         def save(db: sqlite3.Connection) -> int:
             before = db.execute("SELECT status, version FROM payments WHERE payment_id = ?",
                                 (payment.payment_id,)).fetchone()
-            legs_before = {row["leg_index"]: row["status"] for row in db.execute(
-                "SELECT leg_index, status FROM payment_legs WHERE payment_id = ?",
-                (payment.payment_id,))}
+            legs_before = {row["leg_index"]: row for row in db.execute(
+                _LEGS_BEFORE_OUTCOME, (payment.payment_id,))}
             db.executemany(
                 "UPDATE payment_legs SET status = ?, channel = ?, channel_reference = ?, "
                 "failure_reason = ?, failure_message = ?, failure_decline_code = ?, "
@@ -154,8 +156,9 @@ class SqlitePaymentStore:
                 "UPDATE payments SET status = ?, failure_reason = ?, failure_message = ?, "
                 "failure_decline_code = ?, completed_at_us = ? WHERE payment_id = ?",
                 payment_outcome_row(payment))
-            after = payment_as_stored(db, payment.payment_id)
-            types = payment_outcome_types(before["status"], legs_before, after)
+            after = payment_after_outcome(payment, legs_before, before["version"])
+            types = payment_outcome_types(
+                before["status"], {i: row["status"] for i, row in legs_before.items()}, after)
             return write_payment_events(db, self._encoder, types, after, before["version"])
 
         payment.version = await self._write(save)
