@@ -76,10 +76,17 @@ async def run(duration_s: float, levels: list[int], rounds: int, batch_items: in
                 batch[name].append(await _batch(trees[name], batch_items))
     result = {name: _summary(pay[name], batch[name], cpu_level) for name in trees}
     with_, without = result["with_events"], result["without_events"]
+    # Each round's two runs ran back to back: their ratio is paired, less
+    # exposed to what the rest of the machine did meanwhile.
+    cpu = {name: [next(lv for lv in run["levels"] if lv["concurrency"] == cpu_level)
+                  ["server_cpu_us_per_call"] for run in pay[name]] for name in trees}
+    paired = sorted(round(w / wo, 3) for w, wo in zip(cpu["with_events"], cpu["without_events"]))
     result.update({
         "baseline": baseline, "rounds": rounds, "cpu_level": cpu_level,
         "batch_items": batch_items,
         "pay_cpu_ratio": round(with_["pay_cpu_us_per_call"] / without["pay_cpu_us_per_call"], 3),
+        "pay_cpu_us_per_call_by_round": cpu, "pay_cpu_ratio_by_round": paired,
+        "pay_cpu_ratio_paired_median": statistics.median(paired),
         "pay_peak_ratio": round(with_["pay_peak_qps"] / without["pay_peak_qps"], 3),
         "batch_cpu_ratio": round(with_["batch_cpu_us_per_item"]
                                  / without["batch_cpu_us_per_item"], 3),
@@ -98,6 +105,8 @@ def markdown(result: dict, noop_cpu_us_per_call: float | None) -> str:
         "| figure | with events | without | ratio |", "|---|---:|---:|---:|",
         f"| Pay server CPU µs per call | {w['pay_cpu_us_per_call']:,.0f} "
         f"| {wo['pay_cpu_us_per_call']:,.0f} | {result['pay_cpu_ratio']:.2f} |",
+        f"| Pay server CPU, ratio of each round's pair (sorted) | | "
+        f"| {', '.join(f'{r:.2f}' for r in result['pay_cpu_ratio_by_round'])} |",
         f"| Pay peak calls/s | {w['pay_peak_qps']:,.0f} | {wo['pay_peak_qps']:,.0f} "
         f"| {result['pay_peak_ratio']:.2f} |",
         f"| SubmitBatch {result['batch_items']:,} items: server CPU µs per item "

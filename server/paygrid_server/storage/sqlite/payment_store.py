@@ -56,9 +56,11 @@ class SqlitePaymentStore:
 
     async def insert_payment(self, payment: Payment) -> Payment | None:
         def insert(db: sqlite3.Connection) -> bool:
+            # version 1: the payment.created event written below.
             cursor = db.execute(
                 "INSERT INTO payments (payment_id, tenant_id, idempotency_key, fingerprint, payer, "
-                "mode, status, metadata_json, received_at_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "mode, status, metadata_json, received_at_us, version) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1) "
                 "ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
                 payment_row(payment))
             if cursor.rowcount == 0:
@@ -147,19 +149,21 @@ class SqlitePaymentStore:
                                 (payment.payment_id,)).fetchone()
             legs_before = {row["leg_index"]: row for row in db.execute(
                 _LEGS_BEFORE_OUTCOME, (payment.payment_id,))}
+            after = payment_after_outcome(payment, legs_before, before["version"])
+            types = payment_outcome_types(
+                before["status"], {i: row["status"] for i, row in legs_before.items()}, after)
+            version = write_payment_events(db, self._encoder, types, after, before["version"])
             db.executemany(
                 "UPDATE payment_legs SET status = ?, channel = ?, channel_reference = ?, "
                 "failure_reason = ?, failure_message = ?, failure_decline_code = ?, "
                 "attempts = ?, latency_us = ? WHERE payment_id = ? AND leg_index = ?",
                 leg_outcome_rows(payment))
             db.execute(
-                "UPDATE payments SET status = ?, failure_reason = ?, failure_message = ?, "
-                "failure_decline_code = ?, completed_at_us = ? WHERE payment_id = ?",
-                payment_outcome_row(payment))
-            after = payment_after_outcome(payment, legs_before, before["version"])
-            types = payment_outcome_types(
-                before["status"], {i: row["status"] for i, row in legs_before.items()}, after)
-            return write_payment_events(db, self._encoder, types, after, before["version"])
+                "UPDATE payments SET version = ?, status = ?, failure_reason = ?, "
+                "failure_message = ?, failure_decline_code = ?, completed_at_us = ? "
+                "WHERE payment_id = ?",
+                (version, *payment_outcome_row(payment)))
+            return version
 
         payment.version = await self._write(save)
 
