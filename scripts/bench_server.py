@@ -22,6 +22,8 @@ from tests.support.local_process import free_loopback_port, wait_until_serving
 ROOT = Path(__file__).resolve().parent.parent
 AUTH_METADATA = (("authorization", f"Bearer {DEV_API_KEY}"),)
 STOP_TIMEOUT_S = 30
+PORT_ATTEMPTS = 3
+START_ERROR_EXIT_CODE = 2  # paygrid-server's one-line start-up errors, a port taken among them
 
 
 def cpu_s(pid: int) -> float:
@@ -46,6 +48,35 @@ class RunningServer:
         return f"127.0.0.1:{self.port}"
 
 
+async def _start_server(folder: Path, database: Path, channel: str,
+                        env: dict[str, str]) -> tuple[int, subprocess.Popen]:
+    """Serving on a free port. Other work on the machine may take the port
+    between free_loopback_port and the server's bind (the server exits with
+    code 2): then another port. Its stderr stays unread (the log lines would
+    cost the server writes the measurements should not include)."""
+    for attempt in range(PORT_ATTEMPTS):
+        port = free_loopback_port()
+        config = folder / "bench.toml"
+        config.write_text(f"""
+[server]
+listen = "127.0.0.1:{port}"
+database = "{database}"
+[[channels]]
+name = "card"
+{channel}
+""")
+        server = subprocess.Popen(
+            [sys.executable, "-m", "paygrid_server", "serve", "--config", str(config)],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        try:
+            await wait_until_serving(port, server)
+            return port, server
+        except RuntimeError:  # it exited
+            if server.returncode != START_ERROR_EXIT_CODE or attempt == PORT_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 @asynccontextmanager
 async def paygrid_server(in_process_channel_latency_ms: float | None = None,
                          channel_called_directly: bool = False,
@@ -56,7 +87,6 @@ async def paygrid_server(in_process_channel_latency_ms: float | None = None,
     simulator in a process of its own."""
     assert (in_process_channel_latency_ms is None) == simulator_process
     with tempfile.TemporaryDirectory() as folder:
-        port = free_loopback_port()
         database = Path(folder) / "bench.sqlite3"
         env = {**os.environ, "PAYGRID_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
                "PAYGRID_METRICS_LISTEN": "127.0.0.1:0", **(extra_env or {})}
@@ -71,21 +101,9 @@ async def paygrid_server(in_process_channel_latency_ms: float | None = None,
             direct = "true" if channel_called_directly else "false"
             channel = (f"simulator = {{ latency_ms = {in_process_channel_latency_ms}, "
                        f"in_process = {direct} }}")
-        config = Path(folder) / "bench.toml"
-        config.write_text(f"""
-[server]
-listen = "127.0.0.1:{port}"
-database = "{database}"
-[[channels]]
-name = "card"
-{channel}
-""")
-        server = subprocess.Popen(
-            [sys.executable, "-m", "paygrid_server", "serve", "--config", str(config)],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        processes.insert(0, server)
         try:
-            await wait_until_serving(port, server)
+            port, server = await _start_server(Path(folder), database, channel, env)
+            processes.insert(0, server)
             yield RunningServer(port, server.pid, database)
         finally:
             for process in processes:
