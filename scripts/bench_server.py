@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from paygrid_server.api_keys import DEV_API_KEY
+from paygrid_server.startup_failure import EXIT_CODE as START_ERROR_EXIT_CODE  # a port taken, among others
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/support/: helpers shared with the tests
 from tests.support.local_process import free_loopback_port, wait_until_serving
 
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 AUTH_METADATA = (("authorization", f"Bearer {DEV_API_KEY}"),)
 STOP_TIMEOUT_S = 30
 PORT_ATTEMPTS = 3
-START_ERROR_EXIT_CODE = 2  # paygrid-server's one-line start-up errors, a port taken among them
+
 
 
 def cpu_s(pid: int) -> float:
