@@ -1,7 +1,8 @@
 """Which events a state change writes, and events <-> rows, the same for
 every engine. The stores call these inside the transaction that makes the
-change, with the payment or refund as read back from its rows after it, so
-an event's payload is what the database holds, never a stale copy.
+change, with the payment or refund as its rows are after it (read back, or
+the object the rows were just written from: payment_rows.payment_after_outcome),
+so an event's payload is what the database holds, never a stale copy.
 
 Versions: payments.version is the aggregate_version of the payment's last
 event. A transaction that writes n events gives them version + 1 .. version + n
