@@ -221,7 +221,7 @@ def main() -> None:
     parser.add_argument("--legs-payments", type=int, default=50)
     parser.add_argument("--legs-latency-ms", type=float, default=100.0)
     parser.add_argument("--events-concurrency", type=int, default=32)
-    parser.add_argument("--event-cost-rounds", type=int, default=3)
+    parser.add_argument("--event-cost-rounds", type=int, default=5)
     parser.add_argument("--event-cost-batch-items", type=int, default=20_000)
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
     args = parser.parse_args()

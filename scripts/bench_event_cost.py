@@ -156,7 +156,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration-s", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch-items", type=int, default=20_000)
     parser.add_argument("--baseline", default=BEFORE_EVENT_LOG)
     parser.add_argument("--events-commit", help="measure this commit as \"with events\" "
