@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -47,10 +46,12 @@ DRIVER_NICENESS = 10
 def _drive(targets: list[str], concurrency: int, duration_s: float) -> list[dict]:
     """Pay load on every target at once, from a process of its own, niced:
     the load generator yields the cores to the servers it measures."""
+    # `nice` the command, not preexec_fn: this process runs gRPC threads, and
+    # a fork that runs Python code in the child is unsafe with threads.
     out = subprocess.run(
-        [sys.executable, __file__, "--drive", ",".join(targets), "--concurrency",
-         str(concurrency), "--duration-s", str(duration_s)],
-        check=True, capture_output=True, text=True, preexec_fn=lambda: os.nice(DRIVER_NICENESS))
+        ["nice", "-n", str(DRIVER_NICENESS), sys.executable, __file__, "--drive",
+         ",".join(targets), "--concurrency", str(concurrency), "--duration-s", str(duration_s)],
+        check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
 
 
