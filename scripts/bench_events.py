@@ -73,9 +73,10 @@ def events_stored(server: RunningServer) -> int:
 
 
 async def measure_relay(server: RunningServer, backlog: int) -> dict | None:
-    """HOOK for the RabbitMQ relay (branch `relay`): events/s from the log to
-    a RabbitMQ queue, as {"events": n, "events_per_s": x} (the report prints
-    it beside WatchEvents'). None until the relay exists: "not measured"."""
+    """HOOK for the RabbitMQ relay (issue 16, merged from branch `relay`):
+    events/s from the log to a RabbitMQ queue, as {"events": n,
+    "events_per_s": x} (the report prints it beside WatchEvents'). None
+    until this function measures it: "not measured"."""
     return None
 
 
@@ -116,7 +117,7 @@ async def run(duration_s: float, concurrency: int) -> dict:
 def markdown(result: dict) -> str:
     pay, follow, replay, relay = (result[k] for k in ("pay", "follow", "replay", "relay"))
     relay_cell = (f"{relay['events_per_s']:,.0f} events/s ({relay['events']:,} events)"
-                  if relay else "not measured (the relay is not built yet)")
+                  if relay else "not measured yet (bench_events.measure_relay)")
     return "\n".join([
         f"Pay at {result['concurrency']} in flight, 1 leg, channel in process, "
         f"{result['duration_s']} s, one watcher following the log:", "",

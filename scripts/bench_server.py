@@ -49,8 +49,8 @@ class RunningServer:
         return f"127.0.0.1:{self.port}"
 
 
-async def _start_server(folder: Path, database: Path, channel: str,
-                        env: dict[str, str]) -> tuple[int, subprocess.Popen]:
+async def _start_server(folder: Path, database: str, channel: str, env: dict[str, str],
+                        workers: int) -> tuple[int, subprocess.Popen]:
     """Serving on a free port. Other work on the machine may take the port
     between free_loopback_port and the server's bind (the server exits with
     code 2): then another port. Its stderr stays unread (the log lines would
@@ -66,8 +66,10 @@ database = "{database}"
 name = "card"
 {channel}
 """)
+        # --workers only when asked: older commits (bench_baseline_tree) lack it.
+        more = ["--workers", str(workers)] if workers != 1 else []
         server = subprocess.Popen(
-            [sys.executable, "-m", "paygrid_server", "serve", "--config", str(config)],
+            [sys.executable, "-m", "paygrid_server", "serve", "--config", str(config), *more],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         try:
             await wait_until_serving(port, server)
@@ -82,10 +84,14 @@ name = "card"
 async def paygrid_server(in_process_channel_latency_ms: float | None = None,
                          channel_called_directly: bool = False,
                          simulator_process: bool = False,
-                         extra_env: dict[str, str] | None = None) -> AsyncIterator[RunningServer]:
+                         extra_env: dict[str, str] | None = None,
+                         postgres_dsn: str | None = None,
+                         workers: int = 1) -> AsyncIterator[RunningServer]:
     """One channel "card": an in-process simulator with the given latency
     (over loopback gRPC, or called directly), or (simulator_process) a
-    simulator in a process of its own."""
+    simulator in a process of its own. On `postgres_dsn` instead of a
+    throw-away SQLite file, with `workers` server processes (the pid is
+    then their supervisor's)."""
     assert (in_process_channel_latency_ms is None) == simulator_process
     with tempfile.TemporaryDirectory() as folder:
         database = Path(folder) / "bench.sqlite3"
@@ -103,7 +109,8 @@ async def paygrid_server(in_process_channel_latency_ms: float | None = None,
             channel = (f"simulator = {{ latency_ms = {in_process_channel_latency_ms}, "
                        f"in_process = {direct} }}")
         try:
-            port, server = await _start_server(Path(folder), database, channel, env)
+            port, server = await _start_server(Path(folder), postgres_dsn or str(database),
+                                               channel, env, workers)
             processes.insert(0, server)
             yield RunningServer(port, server.pid, database)
         finally:

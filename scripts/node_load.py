@@ -39,9 +39,10 @@ async def node_unary_load(target: str, method: str, make_request: Callable[[int]
                           timeout_s: float, *, closed_loop: tuple[int, float] | None = None,
                           phases: list[tuple[float, float]] | None = None,
                           max_in_flight: int = 4_096,
-                          niceness: int = 0) -> tuple[list[Call], int]:
-    """closed_loop=(concurrency, seconds), or phases=[(rate_per_s, seconds)].
-    Returns every call and how many were not sent (max_in_flight reached)."""
+                          niceness: int = 0, connections: int = 1) -> tuple[list[Call], int]:
+    """closed_loop=(concurrency, seconds), or phases=[(rate_per_s, seconds)];
+    calls spread over `connections` connections. Returns every call and how
+    many were not sent (max_in_flight reached)."""
     assert (closed_loop is None) != (phases is None)
     with tempfile.TemporaryDirectory() as folder:
         bodies, output, spec = (Path(folder) / name for name in ("bodies", "calls", "run.json"))
@@ -52,7 +53,7 @@ async def node_unary_load(target: str, method: str, make_request: Callable[[int]
         spec.write_text(json.dumps({
             "target": target, "method": method, "bodies": str(bodies), "output": str(output),
             "metadata": [list(pair) for pair in metadata], "timeout_ms": timeout_s * 1_000,
-            "max_in_flight": max_in_flight,
+            "max_in_flight": max_in_flight, "connections": connections,
             "closed_loop": closed_loop and {"concurrency": closed_loop[0],
                                             "seconds": closed_loop[1]},
             "phases": phases and [{"rate": rate, "seconds": seconds} for rate, seconds in phases],

@@ -17,7 +17,11 @@ const grpc = require(path.join(__dirname, "..", "clients", "node", "node_modules
 
 const run = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
 const bodies = readBodies(run.bodies);
-const client = new grpc.Client(run.target, grpc.credentials.createInsecure());
+// `connections` clients, each with a connection of its own (grpc-js shares
+// one between clients otherwise), taken in turn: with `serve --workers N` the
+// kernel spreads connections, not calls, over the workers.
+const clients = Array.from({length: run.connections || 1}, () => new grpc.Client(
+  run.target, grpc.credentials.createInsecure(), {"grpc.use_local_subchannel_pool": 1}));
 const metadata = new grpc.Metadata();
 for (const [key, value] of run.metadata) metadata.set(key, value);
 const raw = (buffer) => buffer;
@@ -43,6 +47,7 @@ function call(done) {
   const body = bodies[next++];
   const callStarted = performance.now();
   inFlight++;
+  const client = clients[next % clients.length];
   client.makeUnaryRequest(run.method, raw, raw, body, metadata,
                           {deadline: Date.now() + run.timeout_ms}, (error) => {
     inFlight--;
@@ -91,7 +96,7 @@ function finish() {
     if (inFlight > 0) return setTimeout(waitForCalls, 5);
     fs.writeFileSync(run.output, lines.join("\n") + "\n");
     process.stdout.write(JSON.stringify({calls: lines.length, not_sent: notSent}) + "\n");
-    client.close();
+    for (const client of clients) client.close();
   };
   waitForCalls();
 }

@@ -6,6 +6,13 @@ code, tests/reliability/test_reliability_crash.py). Usage (after scripts/setup):
   .venv/bin/python scripts/reliability_crash.py [--runs 20] [--seed 1]
       [--items 100000] [--payments 2000] [--max-kills 3] [--keep]
       [--group-size 100] [--per-message 500] [--parallelism 4] [--channel-latency-ms 50]
+      [--workers 2]
+With --workers N (N > 1) the server is `serve --workers N` on PostgreSQL (a
+fresh schema per run in PAYGRID_TEST_POSTGRES_DSN's database) and each kill
+SIGKILLs one worker, which its supervisor starts again: during Pay, each
+client on a connection of its own, the workers in turn (a killed worker's
+payments are handed over after HANDOFF_AFTER_MS: about 90 s a kill); during
+a batch, the worker running its stream (every worker before it is stored).
 Each run also reports the voids left in the channels' ledgers: captures
 voided (a reversal the payee sees) and keys fenced, per kill.
 Run r uses seed `seed + r`, so any run can be repeated alone with
@@ -46,6 +53,8 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--parallelism", type=int, default=4, help="batch groups charged at once")
     parser.add_argument("--channel-latency-ms", type=float, default=None,
                         help="the simulators' latency (default: each scenario's own)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="server processes (more than 1: PostgreSQL)")
     parser.add_argument("--keep", action="store_true",
                         help="keep every run's database and server log (failed runs are kept)")
     return parser.parse_args()
@@ -57,9 +66,9 @@ async def main() -> int:
                else {"channel_latency_ms": args.channel_latency_ms})
     batch = BatchCrashConfig(items=args.items, max_group_size=args.group_size,
                              per_message=args.per_message, parallelism=args.parallelism,
-                             max_kills=args.max_kills, **latency)
+                             max_kills=args.max_kills, workers=args.workers, **latency)
     pay = PayCrashConfig(payments=args.payments, concurrency=args.concurrency,
-                         max_kills=args.max_kills, **latency)
+                         max_kills=args.max_kills, workers=args.workers, **latency)
     workdir = Path(tempfile.mkdtemp(prefix="paygrid-crash-"))
     # lost, duplicated, mismatched: the clients' view (tests/support/exactly_once.py);
     # books_differences: the database's (ledger_reconciliation.py).

@@ -1,5 +1,5 @@
 'use strict';
-// Clients for paygrid's PaymentService and BatchService, built at run time
+// Clients for paygrid's PaymentService, BatchService and EventService, built at run time
 // from the project's .proto files (no generated JavaScript to keep in sync).
 //
 //   const { createClients, unaryCall } = require('./paygrid_client');
@@ -12,7 +12,8 @@ const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 
 const PROTOS_DIR = path.resolve(__dirname, '..', '..', 'protos');
-const PROTO_FILES = ['paygrid/v1/payment_service.proto', 'paygrid/v1/batch_service.proto'];
+const PROTO_FILES = ['paygrid/v1/payment_service.proto', 'paygrid/v1/batch_service.proto',
+  'paygrid/v1/event_service.proto'];
 
 // The key the server accepts while no key is configured (see docs/operations/auth.md).
 const DEV_API_KEY = 'paygrid-dev-key';
@@ -75,7 +76,7 @@ function bearerTokenInterceptor(apiKey) {
 }
 
 /**
- * PaymentService and BatchService clients for `target` ("host:port").
+ * PaymentService, BatchService and EventService clients for `target` ("host:port").
  * tls: { caPath, certPath, keyPath, serverName } or omitted for plaintext.
  */
 function createClients({ target, tls = {}, apiKey }) {
@@ -89,12 +90,15 @@ function createClients({ target, tls = {}, apiKey }) {
   }
   const payments = new v1.PaymentService(target, credentials, options);
   const batches = new v1.BatchService(target, credentials, options);
+  const events = new v1.EventService(target, credentials, options);
   return {
     payments,
     batches,
+    events,
     close() {
       payments.close();
       batches.close();
+      events.close();
     },
   };
 }

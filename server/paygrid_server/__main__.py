@@ -21,7 +21,14 @@ from paygrid_server.config import API_KEYS_ENV, SETTINGS, ConfigError, ServerCon
 from paygrid_server.logging_setup import configure_logging
 from paygrid_server.reconciliation_command import run_reconciliation
 from paygrid_server.startup_failure import StartupFailure
+from paygrid_server.storage.postgres.database import redacted_dsn
 from paygrid_server.tls_credentials import TlsFileUnreadable
+from paygrid_server.worker_supervisor import (
+    WORKER_OF_ENV,
+    WorkerSupervisor,
+    tell_ready,
+    worker_count,
+)
 
 
 async def _serve(config: ServerConfig) -> None:
@@ -33,8 +40,10 @@ async def _serve(config: ServerConfig) -> None:
     gc.freeze()
     stop = asyncio.Event()
     process_shutdown.on_stop_signals(asyncio.get_running_loop(), stop.set)
-    print(f"paygrid serving on {config.listen.rsplit(':', 1)[0]}:{app.port} "
-          f"(database {config.database_shown})", file=sys.stderr, flush=True)
+    if WORKER_OF_ENV not in os.environ:  # a worker's supervisor says it once for all
+        print(f"paygrid serving on {config.listen.rsplit(':', 1)[0]}:{app.port} "
+              f"(database {config.database_shown})", file=sys.stderr, flush=True)
+    tell_ready()
     await stop.wait()
     process_shutdown.start_hard_deadline(
         (config.shutdown_drain_delay_ms + config.shutdown_grace_ms) / 1_000
@@ -90,6 +99,10 @@ def main() -> None:
     serve.add_argument("--log-level", default=os.environ.get("PAYGRID_LOG_LEVEL", "INFO"),
                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
                        help="env PAYGRID_LOG_LEVEL")
+    serve.add_argument("--workers", default=os.environ.get("PAYGRID_WORKERS", "1"),
+                       metavar="N", help="server processes sharing the port: a number, or "
+                       "auto (one per core); more than 1 needs PostgreSQL "
+                       "(env PAYGRID_WORKERS; default 1)")
     check = commands.add_parser("check-config",
                                 help="validate the configuration and print it as JSON")
     _add_config_options(check)
@@ -109,12 +122,19 @@ def main() -> None:
     if args.command == "check-config":
         printed = _printable(config)
         printed["postgres_dsn"] = config.postgres_dsn and config.database_shown  # no password
+        printed["events_rabbitmq"]["url"] = redacted_dsn(config.events_rabbitmq.url)
         print(json.dumps(printed, indent=2))
         return
     if args.command == "reconcile":
         sys.exit(run_reconciliation(config, args.output))
-    configure_logging(args.log_level)
     try:
+        workers = worker_count(args.workers)
+    except ValueError as error:
+        serve.error(f"--workers: {error}")
+    configure_logging(args.log_level, worker_of=os.environ.get(WORKER_OF_ENV))
+    try:
+        if workers > 1:
+            sys.exit(asyncio.run(WorkerSupervisor(config, workers, sys.argv[1:]).run()))
         asyncio.run(_serve(config))
     except (ConfigError, TlsFileUnreadable) as error:
         _fail(startup_failure.bad_config(error))

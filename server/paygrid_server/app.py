@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
-import socket
-import uuid
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
@@ -15,16 +12,24 @@ import grpc
 import structlog
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from paygrid_server import startup_failure
+from paygrid_server import startup_failure, worker_supervisor
 from paygrid_server.api_keys import DEV_TENANT, ApiKeyRegistry
 from paygrid_server.channels.channel_from_config import grpc_channel_for
 from paygrid_server.channels.in_process_channel import InProcessPaymentChannel
+from paygrid_server.app_storage import open_storage
 from paygrid_server.config import ServerConfig
+from paygrid_server.storage.database import Database
 from paygrid_server.domain.batches.workers import BatchLeaseLimits, GroupWorkers
 from paygrid_server.domain.batches.service import BatchService
+from paygrid_server.domain.events.event_consumers import EventConsumers
 from paygrid_server.domain.events.event_queries import EventQueries
-from paygrid_server.domain.ports.event_log import EventLog
-from paygrid_server.storage.single_process_group_queue import SingleProcessGroupQueue
+from paygrid_server.domain.events.event_retention import (
+    US_PER_DAY,
+    EventRetention,
+    RetentionPolicy,
+)
+from paygrid_server.domain.events.event_relay import EventRelay
+from paygrid_server.event_relay_from_config import event_relay_for
 from paygrid_server.domain.charging.charge_path import ChargePath
 from paygrid_server.domain.charging.settlement import ChargeSettlement
 from paygrid_server.domain.charging.circuit_breaker import CircuitBreaker
@@ -36,24 +41,10 @@ from paygrid_server.domain.payments.payment_service import PaymentService
 from paygrid_server.domain.payments.refund_service import RefundService
 from paygrid_server.domain.charging.routing import ChannelRoute, Router
 from paygrid_server.observability.app_observability import AppObservability
-from paygrid_server.domain.ports.batch_store import BatchStore
-from paygrid_server.domain.ports.group_queue import GroupQueue
 from paygrid_server.domain.ports.payment_channel import PaymentChannel
-from paygrid_server.domain.ports.payment_store import PaymentStore
 from paygrid_server.simulator.channel_ledger import ChannelLedger
 from paygrid_server.simulator.channel_simulator import ChannelSimulator, start_simulator
-from paygrid_server.storage.database import Database
-from paygrid_server.storage.postgres.batch_store import PostgresBatchStore
-from paygrid_server.storage.postgres.group_queue import PostgresGroupQueue
-from paygrid_server.storage.postgres.database import PostgresDatabase, PostgresLimits
-from paygrid_server.storage.postgres.event_log import PostgresEventLog
-from paygrid_server.storage.postgres.payment_store import PostgresPaymentStore
-from paygrid_server.storage.sqlite.batch_store import SqliteBatchStore
-from paygrid_server.storage.sqlite.database import SqliteDatabase
-from paygrid_server.storage.sqlite.event_log import SqliteEventLog
-from paygrid_server.storage.sqlite.payment_store import SqlitePaymentStore
 from paygrid_server.transport.batch_servicer import BatchServicer
-from paygrid_server.transport.event_messages import ProtobufSnapshots
 from paygrid_server.transport.event_servicer import EventServicer
 from paygrid_server.transport.call_cutoff import CallCutoff
 from paygrid_server.transport.call_interceptor import CallInterceptor
@@ -74,34 +65,6 @@ log = structlog.get_logger("paygrid.app")
 CUT_OFF_ANSWER_S = 1.0
 
 
-async def open_storage(
-    config: ServerConfig,
-) -> tuple[Database, PaymentStore, BatchStore, GroupQueue, EventLog]:
-    """The engine `[server] database` names, migrated, its two stores,
-    where batch groups wait to be charged (PostgreSQL leases them to any
-    replica; SQLite, one process per file, keeps them in memory) and the
-    event log the stores write events to (payloads as the API's messages)."""
-    snapshots = ProtobufSnapshots()
-    if config.postgres_dsn:
-        limits = config.postgres
-        postgres = await PostgresDatabase.open(config.postgres_dsn, PostgresLimits(
-            limits.pool_max_connections, limits.statement_timeout_ms, limits.connect_timeout_ms))
-        batch_store = PostgresBatchStore(postgres, snapshots)
-        postgres_events = PostgresEventLog(postgres)
-        try:
-            await postgres_events.start_listening()
-        except BaseException:
-            await postgres.close()
-            raise
-        return (postgres, PostgresPaymentStore(postgres, snapshots), batch_store,
-                PostgresGroupQueue(postgres, batch_store), postgres_events)
-    sqlite = await SqliteDatabase.open(config.database_path)
-    sqlite_events = SqliteEventLog(sqlite)
-    sqlite_batches = SqliteBatchStore(sqlite, snapshots, sqlite_events.signal.notify)
-    return (sqlite, SqlitePaymentStore(sqlite, snapshots, sqlite_events.signal.notify),
-            sqlite_batches, SingleProcessGroupQueue(sqlite_batches), sqlite_events)
-
-
 @dataclass
 class PaygridApp:
     config: ServerConfig
@@ -119,6 +82,9 @@ class PaygridApp:
     group_workers: GroupWorkers | None = None
     recovery: PaymentRecovery | None = None
     cutoff: CallCutoff | None = None
+    event_retention: EventRetention | None = None
+    retention_task: asyncio.Task | None = None
+    event_relay: EventRelay | None = None  # publishes the event log to RabbitMQ, when configured
 
     @property
     def port(self) -> int:
@@ -154,12 +120,13 @@ class PaygridApp:
         observability = AppObservability(config.observability, span_exporter)
         opened.append(observability.stop)
         try:
-            database, store, batch_store, group_queue, event_log = await open_storage(config)
+            storage = await open_storage(config)
         except Exception as error:
             failure = startup_failure.database_failure(error, config.database_shown)
             if failure is None:
                 raise
             raise failure from None
+        database, store, batch_store = storage.database, storage.payments, storage.batches
         opened.append(database.close)
         simulators: dict[str, tuple[grpc.aio.Server | None, ChannelSimulator]] = {}
         channels: dict[str, PaymentChannel] = {}
@@ -197,8 +164,8 @@ class PaygridApp:
                                  config.batch_lease_renew_every_ms, config.batch_claim_poll_ms,
                                  config.batch_progress_poll_ms)
         # This replica in leases: unique per process, readable in the database.
-        replica = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        group_workers = GroupWorkers(batch_store, group_queue, path, replica,
+        replica = worker_supervisor.replica_id()
+        group_workers = GroupWorkers(batch_store, storage.group_queue, path, replica,
                                      lease)
         batches = BatchService(batch_store, path, in_flight,
                                group_workers, lease)
@@ -208,10 +175,20 @@ class PaygridApp:
         # Batches wait for their submitter to resubmit them.
         recovering = await recovery.claim_unfinished(config.recovery_interval_ms)
         opened.append(recovery.stop)  # its settling tasks, before the database closes
+        for dead in worker_supervisor.dead_predecessors():
+            # A worker started again: the one it replaces has exited.
+            log.info("workers.dead_replica_leases_expired", dead_replica=dead,
+                     groups=await storage.group_queue.expire_leases_of(dead))
         interrupted = await batch_store.interrupt_abandoned()
         api_keys = ApiKeyRegistry(config.auth.api_keys)
+        consumers = EventConsumers(storage.consumers)
+        events = config.events
+        retention = EventRetention(storage.pruner, RetentionPolicy(
+            events.retention_days * US_PER_DAY, events.prune_interval_ms / 1_000,
+            events.prune_chunk_rows))
         load_shedding = LoadShedding(config.max_concurrent_calls,
-                                     config.max_concurrent_batch_streams)
+                                     config.max_concurrent_batch_streams,
+                                     config.events.max_watchers)
         cutoff = CallCutoff()
         interceptors = [*observability.server_interceptors(),
                         CallInterceptor(observability.metrics, load_shedding, api_keys, cutoff)]
@@ -228,7 +205,7 @@ class PaygridApp:
             running = await start_grpc_server(
                 config.listen, PaymentServicer(payments, refunds),
                 BatchServicer(batches, observability.observe_batch_event),
-                EventServicer(EventQueries(event_log)),
+                EventServicer(EventQueries(storage.events, consumers), consumers),
                 interceptors, credentials, ConnectionPolicy(
                     config.max_connection_age_ms, config.max_connection_age_grace_ms,
                     config.keepalive_time_ms, config.keepalive_timeout_ms,
@@ -249,6 +226,15 @@ class PaygridApp:
         opened.append(functools.partial(group_workers.stop, 0))
         app.recovery_task = asyncio.get_running_loop().create_task(
             recovery.run_periodically(config.recovery_interval_ms))
+        app.event_retention = retention
+        app.retention_task = asyncio.get_running_loop().create_task(
+            retention.run_periodically())
+        # Never blocks the start: an unreachable broker is retried in the background.
+        app.event_relay = event_relay_for(config, database, storage.events)
+        if app.event_relay is not None:
+            observability.watch_event_relay(app.event_relay.stats)
+            app.event_relay.start()
+            opened.append(app.event_relay.stop)
         log.info("server.started", listen=config.listen, port=running.port,
                  metrics_port=observability.metrics_port,
                  database=config.database_shown, recovering_payments=recovering,
@@ -279,10 +265,16 @@ class PaygridApp:
         await self.in_flight.drain(max(0.0, grace_ends - asyncio.get_running_loop().time()))
         if self.group_workers:
             await self.group_workers.stop(grace_ends - asyncio.get_running_loop().time())
-        if self.recovery_task:
-            self.recovery_task.cancel()
+        for task in (self.recovery_task, self.retention_task):
+            if task:
+                task.cancel()
+        if self.retention_task:
+            # A pruning chunk in progress ends (or rolls back) before the database closes.
+            await asyncio.gather(self.retention_task, return_exceptions=True)
         if self.recovery:
             await self.recovery.stop()  # before the database closes
+        if self.event_relay:
+            await self.event_relay.stop()
         for channel in self.channels.values():
             await channel.close()
         for server, _ in self.simulators.values():

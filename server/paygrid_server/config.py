@@ -9,10 +9,12 @@ key and where it came from.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 from paygrid_server.api_keys import SHA256_HEX_PATTERN, TENANT_ID_PATTERN, ApiKeyEntry
 from paygrid_server.config_model import (  # noqa: F401 - re-exported: the settings' shape
@@ -20,6 +22,8 @@ from paygrid_server.config_model import (  # noqa: F401 - re-exported: the setti
     ChannelConfig,
     ConfigError,
     DEFAULT_CHANNELS,
+    EventsConfig,
+    EventsRabbitMqConfig,
     ObservabilityConfig,
     POSTGRES_SCHEMES,
     PostgresConfig,
@@ -30,6 +34,8 @@ from paygrid_server.config_model import (  # noqa: F401 - re-exported: the setti
 )
 from paygrid_server.config_tables import channel_from_table, take
 from paygrid_server.storage.postgres.database import redacted_dsn
+
+redacted_url = redacted_dsn  # any URL's password, not only a DSN's
 
 
 def _positive(value: int) -> str | None:
@@ -49,6 +55,27 @@ def _host_port(value: str) -> str | None:
 
 def _host_port_or_off(value: str) -> str | None:
     return None if value == "" else _host_port(value)
+
+
+def _amqp_url_or_off(value: str) -> str | None:
+    if value == "":
+        return None
+    parts = urlsplit(value)
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    if parts.scheme not in ("amqp", "amqps") or not parts.hostname or not port_ok:
+        return (f"expected amqp://[user:password@]host[:port][/vhost] (or amqps://), "
+                f"got {redacted_url(value)!r}")
+    return None
+
+
+def _exchange_name(value: str) -> str | None:
+    # AMQP 0-9-1: up to 255 of letters, digits, '-', '_', '.', ':'; "" is the default exchange.
+    if re.fullmatch(r"[A-Za-z0-9_.:-]{1,255}", value) is None or value.startswith("amq."):
+        return f"expected 1-255 of A-Z, a-z, 0-9, '-', '_', '.', ':' (not amq.*), got {value!r}"
+    return None
 
 
 def _one_of(*choices: str) -> Callable[[str], str | None]:
@@ -146,6 +173,18 @@ SETTINGS = (
             "PAYGRID_POSTGRES_STATEMENT_TIMEOUT_MS", _positive),
     Setting("postgres", "connect_timeout_ms", int, ("postgres", "connect_timeout_ms"),
             "PAYGRID_POSTGRES_CONNECT_TIMEOUT_MS", _positive),
+    Setting("events", "retention_days", int, ("events", "retention_days"),
+            "PAYGRID_EVENTS_RETENTION_DAYS", _not_negative),
+    Setting("events", "prune_interval_ms", int, ("events", "prune_interval_ms"),
+            "PAYGRID_EVENTS_PRUNE_INTERVAL_MS", _positive),
+    Setting("events", "prune_chunk_rows", int, ("events", "prune_chunk_rows"),
+            "PAYGRID_EVENTS_PRUNE_CHUNK_ROWS", _positive),
+    Setting("events", "max_watchers", int, ("events", "max_watchers"),
+            "PAYGRID_EVENTS_MAX_WATCHERS", _positive),
+    Setting("events.rabbitmq", "url", str, ("events_rabbitmq", "url"),
+            "PAYGRID_EVENTS_RABBITMQ_URL", _amqp_url_or_off),
+    Setting("events.rabbitmq", "exchange", str, ("events_rabbitmq", "exchange"),
+            "PAYGRID_EVENTS_RABBITMQ_EXCHANGE", _exchange_name),
 )
 
 # Not scalars: API keys are a list ([auth] api_keys, or PAYGRID_API_KEYS as
@@ -212,13 +251,31 @@ def _api_keys_from_env(value: str) -> tuple[ApiKeyEntry, ...]:
     return tuple(entries)
 
 
+def _pop_table(table: dict[str, Any], name: str) -> Any:
+    """`name`'s table (dotted: a table inside a table), taken out of
+    `table`; a parent left empty goes too, so it is not an unknown section."""
+    parent_name, _, key = name.rpartition(".")
+    if not parent_name:
+        return table.pop(name, None)
+    parent = table.get(parent_name)
+    if not isinstance(parent, dict):
+        return None
+    found = parent.pop(key, None)
+    if not parent:
+        del table[parent_name]
+    return found
+
+
 def _from_file(config: ServerConfig, path: Path) -> ServerConfig:
     try:
         table = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"{path}: {error}") from error
-    sections = {name: table.pop(name, None)
-                for name in ("server", "tls", "observability", "postgres")}
+    # "events.rabbitmq" before "events": the nested table is taken out of
+    # [events] first, so it is not reported as an unknown key there.
+    sections = {name: _pop_table(table, name)
+                for name in ("server", "tls", "observability", "postgres",
+                             "events.rabbitmq", "events")}
     auth = table.pop("auth", None)
     channels = table.pop("channels", None)
     if table:

@@ -94,6 +94,28 @@ class PostgresConfig:
     connect_timeout_ms: int = 5_000  # to open one connection (TCP, TLS, authentication)
 
 
+@dataclass(frozen=True, slots=True)
+class EventsConfig:
+    """The event log's retention and its watchers."""
+    retention_days: int = 30  # events older are deleted (never past a consumer's cursor); 0: kept
+    prune_interval_ms: int = 60_000  # how often a pruning round runs
+    prune_chunk_rows: int = 1_000  # events deleted per transaction
+    # Open WatchEvents streams: each costs memory, not CPU, while idle, and
+    # does not count against max_concurrent_calls (it would starve Pay).
+    max_watchers: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class EventsRabbitMqConfig:
+    """The RabbitMQ event relay ([events.rabbitmq]); off while url is empty."""
+    url: str = ""  # amqp://user:password@host:port/vhost (amqps:// for TLS)
+    exchange: str = "paygrid.events"  # a durable topic exchange, declared at connect
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 SQLITE_SCHEME = "sqlite:///"
 
@@ -141,6 +163,8 @@ class ServerConfig:
     auth: AuthConfig = AuthConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
     postgres: PostgresConfig = PostgresConfig()
+    events: EventsConfig = EventsConfig()
+    events_rabbitmq: EventsRabbitMqConfig = EventsRabbitMqConfig()
 
     @property
     def database_engine(self) -> str:

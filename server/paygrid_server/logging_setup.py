@@ -14,6 +14,7 @@ import atexit
 import io
 import json
 import logging
+import os
 import sys
 import threading
 from typing import BinaryIO
@@ -64,7 +65,9 @@ class _LineLogger:
     log = debug = info = warn = warning = error = critical = exception = fatal = msg
 
 
-def configure_logging(level: str = "INFO") -> None:
+def configure_logging(level: str = "INFO", worker_of: str | None = None) -> None:
+    """`worker_of`: in a worker of `serve --workers N`, its supervisor's pid;
+    each line then names the worker's pid, as the workers share one stderr."""
     global _stderr_lines
     if _stderr_lines is None:
         # Shares the file descriptor with sys.stderr; text written there
@@ -75,6 +78,7 @@ def configure_logging(level: str = "INFO") -> None:
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
+            *([_worker_pid(os.getpid())] if worker_of else []),
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(serializer=_json_bytes),
@@ -84,6 +88,18 @@ def configure_logging(level: str = "INFO") -> None:
         logger_factory=lambda *_: _LineLogger(out),
         cache_logger_on_first_use=True,
     )
+    # aiormq logs every failed connect and dropped connection at ERROR, with
+    # a traceback, to stderr: the event relay reports those itself, one line
+    # per distinct problem, not one per retry.
+    for chatty in ("aiormq", "aio_pika"):
+        logging.getLogger(chatty).setLevel(logging.CRITICAL)
+
+
+def _worker_pid(pid: int):
+    def add(logger, method: str, event: dict) -> dict:
+        event["worker_pid"] = pid
+        return event
+    return add
 
 
 def _json_bytes(event: dict, **kwargs) -> bytes:

@@ -15,11 +15,10 @@ from paygrid.v1 import event_service_pb2 as ev
 from paygrid.v1 import event_service_pb2_grpc as ev_grpc
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
-from paygrid_server.api_keys import ApiKeyEntry, api_key_sha256
-from paygrid_server.config import AuthConfig
 from paygrid_server.domain.model import limits
 from tests.conftest import leg, money, pay_request, rich_status
-from tests.support.api_key_metadata import keyed_channel
+from tests.support.api_key_metadata import ACME_KEY, GLOBEX_KEY, keyed_channel, two_tenants
+from tests.support.server_process import wait_for
 
 T = "io.paygrid.{}.v1".format
 
@@ -170,14 +169,8 @@ async def test_unknown_event_is_not_found(paygrid) -> None:
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-ACME_KEY = "pgk_acme_test_0123456789abcdef"
-GLOBEX_KEY = "pgk_globex_test_fedcba9876543210"
-
-
 async def test_a_tenant_sees_only_its_own_events(start_paygrid) -> None:
-    paygrid = await start_paygrid(auth=AuthConfig((
-        ApiKeyEntry("acme", api_key_sha256(ACME_KEY)),
-        ApiKeyEntry("globex", api_key_sha256(GLOBEX_KEY)))))
+    paygrid = await start_paygrid(auth=two_tenants())
     target = f"127.0.0.1:{paygrid.app.port}"
     async with keyed_channel(target, ACME_KEY) as acme, \
             keyed_channel(target, GLOBEX_KEY) as globex:
@@ -354,3 +347,26 @@ async def test_a_batch_reports_created_then_completed_and_a_resubmission_resumes
         (T("batch.completed"), 4)]
     assert (await stub.GetBatch(bpb.GetBatchRequest(batch_id="b-ev"))).batch.version == 4
     assert len(paygrid.captured_everywhere()) == 12
+
+
+@pytest.mark.postgresql_only
+async def test_a_lost_listen_connection_is_reopened(start_paygrid, postgres_databases) -> None:
+    """B's LISTEN backend is ended (as a restart or failover would): B opens
+    another, and a Pay through A wakes B's watcher again at once."""
+    from tests.support.postgres_databases import postgres_rows
+
+    dsn = await postgres_databases.create()
+    a = await start_paygrid(postgres_dsn=dsn)
+    b = await start_paygrid(postgres_dsn=dsn)
+    stream = _events_stub(b).WatchEvents(ev.WatchEventsRequest(
+        start=ev.START_POSITION_LATEST))
+    await _frames(stream, 1, keepalives=True)  # open: its start position came
+    lost = b.app.database.listener.server_pid
+    assert postgres_rows(dsn, "SELECT pg_terminate_backend(?)", (lost,)) == [(True,)]
+    await wait_for(lambda: b.app.database.listener.server_pid not in (None, lost),
+                   "B to listen again")
+    on_a = (await a.stub.Pay(pay_request("k-after-relisten"))).payment
+    # Keep-alives count: one here means no NOTIFY woke B.
+    frames = await _frames(stream, 3, keepalives=True)
+    assert [f.event.aggregate_id for f in frames] == [on_a.payment_id] * 3
+    stream.cancel()

@@ -59,7 +59,7 @@ def test_bench_quick_run_writes_table_figures_and_plot(tmp_path: Path) -> None:
     assert events["follow"]["events"] >= 3 * events["pay"]["calls"]
     assert events["replay"]["events"] == events["follow"]["events"]
     assert events["replay"]["events_per_s"] > 0
-    assert events["relay"] is None  # the RabbitMQ relay's hook: not built yet
+    assert events["relay"] is None  # the RabbitMQ relay's hook: not measured yet
     cost = results["event_cost"]
     assert cost["baseline"] == "d38ff4b^1" and cost["rounds"] == 1
     for tree in ("with_events", "without_events"):

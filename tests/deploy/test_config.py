@@ -13,7 +13,13 @@ import pytest
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
 from tests.support.api_key_metadata import keyed_channel
-from paygrid_server.config import DEFAULT_CHANNELS, SETTINGS, ConfigError, load_config
+from paygrid_server.config import (
+    DEFAULT_CHANNELS,
+    SETTINGS,
+    ConfigError,
+    EventsConfig,
+    load_config,
+)
 from tests.conftest import pay_request
 from tests.support.server_process import ServerProcess, free_port, write_config
 
@@ -36,6 +42,13 @@ def test_example_config_matches_the_defaults() -> None:
     ("[[channels]]\ncurrencies = []\n", "channels[0].name: required"),
     ("[[channels]]\nname = 'c'\nsimulator = { latency = 5 }\n", "unknown keys simulator.latency"),
     ("[server\n", "paygrid.toml"),
+    ("[events.rabbitmq]\nurl = 'http://127.0.0.1:5672/'\n", "events.rabbitmq.url: expected amqp://"),
+    ("[events.rabbitmq]\nurl = 'amqp://u:secret@:5672/'\n", "events.rabbitmq.url: .*u:\\*\\*\\*@"),
+    ("[events.rabbitmq]\nurl = 'amqp://h:99999/'\n", "events.rabbitmq.url: expected amqp://"),
+    ("[events.rabbitmq]\nexchange = ''\n", "events.rabbitmq.exchange: expected 1-255"),
+    ("[events.rabbitmq]\nexchange = 'amq.topic'\n", "events.rabbitmq.exchange: .*not amq"),
+    ("[events.rabbitmq]\nurls = ''\n", "events.rabbitmq: unknown keys urls"),
+    ("[events]\nrabbitmq = 1\n", "events.rabbitmq: expected a [events.rabbitmq] table"),
 ])
 def test_bad_config_is_refused_with_the_key_named(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "paygrid.toml"
@@ -98,6 +111,20 @@ def test_bad_auth_and_tls_config_is_refused(tmp_path: Path, text: str, message: 
         load_config(path, environ={})
 
 
+def test_the_relay_is_off_by_default_and_set_by_file_environment_or_flag(tmp_path: Path) -> None:
+    assert not load_config(None, environ={}).events_rabbitmq.enabled
+    path = tmp_path / "paygrid.toml"
+    path.write_text("[events.rabbitmq]\nurl = 'amqp://guest:guest@127.0.0.1:5672/'\n"
+                    "exchange = 'ops.events'\n")
+    from_file = load_config(path, environ={}).events_rabbitmq
+    assert (from_file.url, from_file.exchange, from_file.enabled) == (
+        "amqp://guest:guest@127.0.0.1:5672/", "ops.events", True)
+    overridden = load_config(path, {"events_rabbitmq_exchange": "flag.events"},
+                             environ={"PAYGRID_EVENTS_RABBITMQ_URL": "amqps://mq.example:5671/pg"})
+    assert (overridden.events_rabbitmq.url, overridden.events_rabbitmq.exchange) == (
+        "amqps://mq.example:5671/pg", "flag.events")
+
+
 def test_every_setting_has_a_flag_and_check_config_prints_the_result(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "paygrid_server", "check-config", "--max-concurrent-calls", "7",
@@ -107,6 +134,7 @@ def test_every_setting_has_a_flag_and_check_config_prints_the_result(tmp_path: P
     printed = json.loads(result.stdout)
     assert (printed["max_concurrent_calls"], printed["shutdown_grace_ms"]) == (7, 1234)
     assert printed["observability"]["metrics_listen"] == ""
+    assert printed["events_rabbitmq"] == {"url": "", "exchange": "paygrid.events"}
     help_text = subprocess.run([sys.executable, "-m", "paygrid_server", "serve", "--help"],
                                capture_output=True, text=True, timeout=60).stdout
     for setting in SETTINGS:
@@ -140,3 +168,35 @@ async def test_a_new_api_key_works_against_a_server_configured_by_environment(
     finally:
         server.terminate()
     assert key not in (tmp_path / "server.log").read_text()
+
+
+def test_events_settings_come_from_file_environment_and_flags(tmp_path: Path) -> None:
+    path = tmp_path / "events.toml"
+    path.write_text("[events]\nretention_days = 7\nprune_chunk_rows = 50\n")
+    config = load_config(path, {"events_max_watchers": "3"},
+                         environ={"PAYGRID_EVENTS_PRUNE_INTERVAL_MS": "1000"})
+    assert config.events == EventsConfig(retention_days=7, prune_interval_ms=1_000,
+                                         prune_chunk_rows=50, max_watchers=3)
+    # 0 keeps every event; below that, and an empty chunk, are refused by name.
+    assert load_config(None, environ={"PAYGRID_EVENTS_RETENTION_DAYS": "0"}
+                       ).events.retention_days == 0
+    with pytest.raises(ConfigError, match="PAYGRID_EVENTS_RETENTION_DAYS: must be 0 or more"):
+        load_config(None, environ={"PAYGRID_EVENTS_RETENTION_DAYS": "-1"})
+    path.write_text("[events]\nprune_chunk_rows = 0\n")
+    with pytest.raises(ConfigError, match="events.prune_chunk_rows: must be greater than 0"):
+        load_config(path, environ={})
+
+
+def test_events_and_its_rabbitmq_table_are_read_from_one_file(tmp_path: Path) -> None:
+    # [events.rabbitmq] is a table inside [events]: neither hides the other
+    # nor is reported as an unknown key of it.
+    path = tmp_path / "events.toml"
+    path.write_text("[events]\nretention_days = 7\n\n[events.rabbitmq]\n"
+                    'url = "amqp://guest:guest@127.0.0.1:5672/"\nexchange = "x.events"\n')
+    config = load_config(path, environ={})
+    assert config.events.retention_days == 7
+    assert config.events_rabbitmq.url == "amqp://guest:guest@127.0.0.1:5672/"
+    assert config.events_rabbitmq.exchange == "x.events"
+    path.write_text("[events]\nretention_days = 7\nsurprise = 1\n")
+    with pytest.raises(ConfigError, match="surprise"):
+        load_config(path, environ={})

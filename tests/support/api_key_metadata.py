@@ -65,3 +65,17 @@ def keyed_channel(target: str, api_key: str = DEV_API_KEY,
         return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
     return grpc.aio.secure_channel(target, credentials, options=options,
                                    interceptors=interceptors)
+
+
+# Two tenants' keys, for tests of what one tenant may see of another's.
+ACME_KEY = "pgk_acme_test_0123456789abcdef"
+GLOBEX_KEY = "pgk_globex_test_fedcba9876543210"
+
+
+def two_tenants():
+    """AuthConfig with the keys of tenants "acme" and "globex"."""
+    from paygrid_server.api_keys import ApiKeyEntry, api_key_sha256
+    from paygrid_server.config import AuthConfig
+
+    return AuthConfig((ApiKeyEntry("acme", api_key_sha256(ACME_KEY)),
+                       ApiKeyEntry("globex", api_key_sha256(GLOBEX_KEY))))

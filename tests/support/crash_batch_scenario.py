@@ -11,6 +11,11 @@ megabytes ahead of the server, so `sent:N` is an early kill: the header
 may not even be stored. One run kills 1 to `max_kills` times, then
 resubmits without a kill. A quarter of the restarts are themselves killed
 a seeded 0 to 2 s after they were spawned (while loading or recovering).
+
+With `workers` > 1 (`serve --workers N` on a fresh PostgreSQL schema) a kill
+is the stream's worker's (every worker's before the batch is stored); the
+others charge on, and the restarted worker expires the dead one's leases,
+so the batch reads INTERRUPTED and a resubmission is taken at once.
 """
 
 from __future__ import annotations
@@ -27,9 +32,10 @@ from paygrid.type.v1 import money_pb2
 from paygrid.v1 import batch_service_pb2 as pb
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour
 from tests.support.batch_client import BatchReply, batch_stub, chunk, header
-from paygrid_server.ledger_reconciliation import reconcile, sqlite_rows
+from paygrid_server.ledger_reconciliation import reconcile
 from tests.support.crash_rig import CrashRig, crash_rig
 from tests.support.exactly_once import CrashRunVerdict, count_batch
+from tests.support.postgres_databases import PostgresDatabases
 
 BATCH_ID = "crash-batch"
 CHANNELS = ("card", "wallet")
@@ -46,6 +52,7 @@ class BatchCrashConfig:
     max_kills: int = 3
     channel_latency_ms: float = 2.0
     channel_jitter_ms: float = 3.0
+    workers: int = 1  # more than 1: serve --workers N on PostgreSQL
 
 
 @dataclass(frozen=True)
@@ -138,7 +145,20 @@ async def run_batch_crash(seed: int, workdir: Path, config: BatchCrashConfig) ->
     started = time.perf_counter()
     behaviour = SimulatorBehaviour(latency_ms=config.channel_latency_ms,
                                    jitter_ms=config.channel_jitter_ms, seed=seed)
-    async with crash_rig(workdir, CHANNELS, behaviour) as rig:
+    databases = PostgresDatabases()
+    dsn = await databases.create() if config.workers > 1 else None
+    try:
+        return await _run_with(run, transactions, messages, workdir, behaviour, config, dsn,
+                               started)
+    finally:
+        await databases.drop_all()
+
+
+async def _run_with(run: BatchCrashRun, transactions: list[pb.BatchTransaction],
+                    messages: list[pb.SubmitBatchRequest], workdir: Path,
+                    behaviour: SimulatorBehaviour, config: BatchCrashConfig, dsn: str | None,
+                    started: float) -> BatchCrashRun:
+    async with crash_rig(workdir, CHANNELS, behaviour, config.workers, dsn) as rig:
         reply = None
         for point in [*run.planned, None]:
             run.submissions += 1
@@ -152,7 +172,7 @@ async def run_batch_crash(seed: int, workdir: Path, config: BatchCrashConfig) ->
         assert reply is not None  # the loop ends with a submission that ran to its end
         _check_final_reply(reply, transactions, run)
         run.exactly_once = count_batch(transactions, reply.results, rig.ledgers)
-        run.books = reconcile(sqlite_rows(rig.database), rig.ledgers)
+        run.books = reconcile(rig.rows, rig.ledgers)
         run.count_voids(rig.ledgers)
     run.wall_s = time.perf_counter() - started
     return run
@@ -168,7 +188,7 @@ async def _submit(rig: CrashRig, messages: list[pb.SubmitBatchRequest],
     def reached(after: str, count: int) -> bool:
         if kill is not None and kill.after == after and count >= kill.count \
                 and rig.kills == kills_before:
-            rig.kill()
+            rig.kill(stream_of=BATCH_ID)
         return rig.kills != kills_before
 
     async def requests():
@@ -214,8 +234,12 @@ async def _check_interrupted(rig: CrashRig, run: BatchCrashRun) -> None:
                 raise
             status = "NOT_FOUND"
     all_final = sum(left.values()) == run.items and set(left) <= FINAL_STATUSES
+    # Workers (PostgreSQL): a batch stored but not yet started by any stream
+    # stays RECEIVING for the replicas' grace (UNSTARTED_GRACE_US), as then
+    # nothing tells it from one a live replica is starting.
+    unstarted = rig.workers > 1 and status == "RECEIVING" and not left
     if not (status == "INTERRUPTED" or (status == "NOT_FOUND" and not left)
-            or (status == "COMPLETED" and all_final)):
+            or (status == "COMPLETED" and all_final) or unstarted):
         run.problems.append(f"after kill {len(run.kills)} the batch reads {status}, "
                             f"with items left {left}")
 

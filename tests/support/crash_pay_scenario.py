@@ -11,6 +11,11 @@ the run, distinct and below the number of payments; one is skipped only if
 the clients were all answered while the server was restarting. A quarter of
 the restarts are themselves killed a seeded 0 to 2 s after they were spawned,
 which can catch the server resolving the payments the last kill left.
+
+With `workers` > 1 the server is `serve --workers N` on a fresh PostgreSQL
+schema, each client on a connection of its own (so every worker has calls
+in flight), and a kill is one worker's: its payments are taken over by the
+replica hand-off (HANDOFF_AFTER_MS), so each kill costs about 90 s.
 """
 
 from __future__ import annotations
@@ -28,9 +33,10 @@ from paygrid.type.v1 import money_pb2
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour
-from paygrid_server.ledger_reconciliation import reconcile, sqlite_rows
+from paygrid_server.ledger_reconciliation import reconcile
 from tests.support.crash_rig import CrashRig, crash_rig
 from tests.support.exactly_once import CrashRunVerdict, count_payments
+from tests.support.postgres_databases import PostgresDatabases
 
 CHANNELS = ("card", "wallet")
 CALL_TIMEOUT_S = 60
@@ -49,6 +55,7 @@ class PayCrashConfig:
     max_kills: int = 3
     channel_latency_ms: float = 5.0
     channel_jitter_ms: float = 10.0
+    workers: int = 1  # more than 1: serve --workers N on PostgreSQL
 
 
 @dataclass(frozen=True)
@@ -137,26 +144,37 @@ async def run_pay_crash(seed: int, workdir: Path, config: PayCrashConfig) -> Pay
     started = time.perf_counter()
     behaviour = SimulatorBehaviour(latency_ms=config.channel_latency_ms,
                                    jitter_ms=config.channel_jitter_ms, seed=seed)
-    async with crash_rig(workdir, CHANNELS, behaviour) as rig:
-        answers: dict[str, pb.Payment] = {}
-        async with rig.channel() as channel:
-            stub = pb_grpc.PaymentServiceStub(channel)
-            todo: asyncio.Queue = asyncio.Queue()
-            for request in requests:
-                todo.put_nowait(request)
-            clients_done = asyncio.Event()
-            killer = asyncio.create_task(_kill_at(rig, run, answers, clients_done))
+    databases = PostgresDatabases()
+    dsn = await databases.create() if config.workers > 1 else None
+    try:
+        async with crash_rig(workdir, CHANNELS, behaviour, config.workers, dsn) as rig:
+            answers: dict[str, pb.Payment] = {}
+            # One connection for all clients; with workers, one each.
+            channels = [rig.channel() for _ in range(
+                config.concurrency if config.workers > 1 else 1)]
             try:
-                await asyncio.gather(*(_client(stub, todo, answers, run)
-                                       for _ in range(config.concurrency)))
+                stubs = [pb_grpc.PaymentServiceStub(channel) for channel in channels]
+                todo: asyncio.Queue = asyncio.Queue()
+                for request in requests:
+                    todo.put_nowait(request)
+                clients_done = asyncio.Event()
+                killer = asyncio.create_task(_kill_at(rig, run, answers, clients_done))
+                try:
+                    await asyncio.gather(*(_client(stubs[c % len(stubs)], todo, answers, run)
+                                           for c in range(config.concurrency)))
+                finally:
+                    clients_done.set()
+                    await killer  # it may be restarting the server: let it finish
+                stored = await _stored_payments(stubs[0], answers, run)
             finally:
-                clients_done.set()
-                await killer  # it may be restarting the server: let it finish
-            stored = await _stored_payments(stub, answers, run)
-        _check_against_requests(requests, answers, stored, run)
-        run.exactly_once = count_payments(answers.values(), rig.ledgers)
-        run.books = reconcile(sqlite_rows(rig.database), rig.ledgers)
-        run.count_voids(rig.ledgers)
+                for channel in channels:
+                    await channel.close()
+            _check_against_requests(requests, answers, stored, run)
+            run.exactly_once = count_payments(answers.values(), rig.ledgers)
+            run.books = reconcile(rig.rows, rig.ledgers)
+            run.count_voids(rig.ledgers)
+    finally:
+        await databases.drop_all()
     run.wall_s = time.perf_counter() - started
     return run
 

@@ -3,13 +3,16 @@
 The channel simulators run in the driving process, so their ledgers (the
 money that really moved) survive every kill of the server; the server is its
 own OS process on a real SQLite file, restarted on the same file and port.
+With `workers` > 1 it is `serve --workers N` on PostgreSQL instead: a kill
+SIGKILLs one worker (in turn), and its supervisor starts it again.
 Used by the crash scenarios (tests and scripts/reliability_crash).
 """
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
+import os
+import signal
 import subprocess
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -25,7 +28,10 @@ from paygrid_server.simulator.channel_simulator import (
     SimulatorBehaviour,
     start_simulator,
 )
-from tests.support.server_process import ServerProcess, free_port, write_config
+from paygrid_server.ledger_reconciliation import Rows, sqlite_rows
+from tests.support.postgres_databases import postgres_rows
+from tests.support.server_process import ServerProcess, free_port, wait_for, write_config
+from tests.support.worker_log import log_events, own_connection
 
 # A restarted server is back within about a second: reconnect at once, not
 # after grpc's default backoff (1 s growing to 120 s).
@@ -40,22 +46,53 @@ RECONNECT_OPTIONS = [
 class CrashRig:
     server: ServerProcess
     port: int
-    database: Path
+    database: Path | str  # the SQLite file, or the PostgreSQL DSN (workers)
     ledgers: dict[str, ChannelLedger]
     simulators: dict[str, ChannelSimulator] = field(default_factory=dict)
     kills: int = 0
+    workers: int = 1
+    _started_before: int = 0  # workers started when the last one was killed
+    _restarts_due: int = 0  # workers that kill killed
+
+    @property
+    def rows(self) -> Rows:
+        if isinstance(self.database, Path):
+            return sqlite_rows(self.database)
+        dsn = self.database
+        return lambda sql: postgres_rows(dsn, sql)
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def channel(self) -> grpc.aio.Channel:
+        """With workers, a connection of its own: the kernel picks its worker."""
+        if self.workers > 1:
+            return own_connection(self.target, RECONNECT_OPTIONS)
         return keyed_channel(self.target, options=RECONNECT_OPTIONS)
 
-    def kill(self) -> None:
+    def kill(self, stream_of: str | None = None) -> None:
         """SIGKILL, no warning: synchronous, so it can be called from inside a
-        request generator at an exact message."""
-        self.server.kill()
+        request generator at an exact message. With workers (each started
+        again by the supervisor): the next worker in turn; with `stream_of`,
+        the worker running that batch's stream, or every worker while the
+        batch has none stored yet (the stream must break)."""
+        if self.workers == 1:
+            self.server.kill()
+            self.kills += 1
+            return
+        started = log_events(self.server.log, "workers.worker_started")
+        self._started_before = len(started)
+        latest = {e["index"]: e["pid"] for e in started}  # each worker's current process
+        victims = [latest[self.kills % self.workers]]
+        if stream_of is not None:
+            owners = [pid for (owner,) in self.rows(
+                f"SELECT submission_owner FROM batches WHERE batch_id = '{stream_of}'")
+                if owner and (pid := int(owner.split(":")[-2])) in latest.values()]
+            victims = owners or list(latest.values())
+        for pid in victims:
+            _kill(pid)
+        self._restarts_due = len(victims)
         self.kills += 1
 
     async def restart(self, killed_after_ms: int | None = None) -> None:
@@ -63,36 +100,69 @@ class CrashRig:
         `killed_after_ms`, the restart is itself SIGKILLed that long after it
         was spawned (loading, recovering, or already serving: whatever it was
         doing by then), then restarted again."""
+        if self.workers > 1:
+            await self._worker_restarted(killed_after_ms)
+            return
         if killed_after_ms is not None:
             self.server.spawn()
             await asyncio.sleep(killed_after_ms / 1_000)
             self.kill()
         await self.server.start(self.port)
 
+    async def _worker_restarted(self, killed_after_ms: int | None) -> None:
+        def started() -> list[dict]:
+            return log_events(self.server.log, "workers.worker_started")
+
+        due = self._started_before + self._restarts_due
+        await wait_for(lambda: len(started()) >= due, "the workers' restart")
+        if killed_after_ms is not None:
+            await asyncio.sleep(killed_after_ms / 1_000)
+            _kill(started()[-1]["pid"])
+            self.kills += 1
+            due = len(started()) + 1
+            await wait_for(lambda: len(started()) >= due, "its restart")
+        latest = {e["index"]: e["pid"] for e in started()}
+        await wait_for(lambda: set(latest.values()) <= {e["pid"] for e in log_events(
+            self.server.log, "workers.worker_ready")}, "the restarted workers to serve")
+
     def count_by_status(self, table: str) -> dict[str, int]:
-        """Rows of `table` by status, read from the file as the server left it
-        (call it while the server is down)."""
-        with sqlite3.connect(self.database) as db:
-            return dict(db.execute(f"SELECT status, count(*) FROM {table} GROUP BY status"))
+        """Rows of `table` by status, as the server left them (call it while
+        the server is down)."""
+        return dict(self.rows(f"SELECT status, count(*) FROM {table} GROUP BY status"))
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # died already (a restart killed while starting): its supervisor starts it
 
 
 @asynccontextmanager
-async def crash_rig(workdir: Path, channels: Sequence[str],
-                    behaviour: SimulatorBehaviour) -> AsyncIterator[CrashRig]:
+async def crash_rig(workdir: Path, channels: Sequence[str], behaviour: SimulatorBehaviour,
+                    workers: int = 1, dsn: str | None = None) -> AsyncIterator[CrashRig]:
     """Simulators for `channels` (equal priority: the first is tried first), then a
-    running server; everything is stopped on exit."""
+    running server (`workers` of them on PostgreSQL `dsn`); everything is
+    stopped on exit."""
     workdir.mkdir(parents=True, exist_ok=True)
     simulators = [await start_simulator(name, behaviour) for name in channels]
     port = free_port()
-    database = workdir / "paygrid.sqlite3"
-    config = write_config(workdir / "paygrid.toml", port, database,
+    database: Path | str = dsn if dsn is not None else workdir / "paygrid.sqlite3"
+    config = write_config(workdir / "paygrid.toml", port, database,  # type: ignore[arg-type]
                           {name: sim_port for name, (_, _, sim_port) in zip(channels, simulators)})
-    server = ServerProcess(config, workdir / "server.log")
+    if dsn is not None:
+        config.write_text(config.read_text() + "[postgres]\npool_max_connections = 5\n")
+    server = ServerProcess(config, workdir / "server.log",
+                           ("--workers", str(workers)) if workers > 1 else ())
     ledgers = {name: simulator.ledger for name, (_, simulator, _) in zip(channels, simulators)}
     rig = CrashRig(server, port, database, ledgers,
-                   {name: simulator for name, (_, simulator, _) in zip(channels, simulators)})
+                   {name: simulator for name, (_, simulator, _) in zip(channels, simulators)},
+                   workers=workers)
     try:
-        await rig.restart()
+        await server.start(port)
+        if workers > 1:
+            await wait_for(lambda: len(log_events(server.log, "workers.worker_ready")) == workers,
+                           "every worker to serve")
         yield rig
     finally:
         try:

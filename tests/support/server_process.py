@@ -40,9 +40,10 @@ free_port = free_loopback_port
 class ServerProcess:
     """paygrid-server as its own OS process, as deployed."""
 
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, args: tuple[str, ...] = ()) -> None:
         self.config = config
         self.log = log
+        self.args = args  # more `serve` flags (e.g. --workers 2)
         self.process: subprocess.Popen | None = None
 
     async def start(self, port: int, env: dict[str, str] | None = None) -> None:
@@ -55,7 +56,8 @@ class ServerProcess:
     def spawn(self, env: dict[str, str] | None = None) -> None:
         """Starts the process without waiting for it to serve."""
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "paygrid_server", "serve", "--config", str(self.config)],
+            [sys.executable, "-m", "paygrid_server", "serve", "--config", str(self.config),
+             *self.args],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.log.open("a"),
             # Metrics on a free port, so servers never collide on the default one.
             env={**os.environ, "PYTHONUNBUFFERED": "1", "PAYGRID_METRICS_LISTEN": "127.0.0.1:0",

@@ -9,6 +9,8 @@
   paygrid batch submit payroll.csv --payer acct_000012345678
   paygrid batch status file-...
   paygrid batch results file-... --status failed
+  paygrid events watch [--from CURSOR | --earliest | --latest] [--consumer NAME]
+      [--type PREFIX] [--subject ID] [--json]   (also: events list, ack, delete-consumer)
 
 Global options go before or after the subcommand: --target (default
 $PAYGRID_TARGET or 127.0.0.1:50051), --api-key (default $PAYGRID_API_KEY or
@@ -43,6 +45,7 @@ from paygrid_client.cli_arguments import (
     refund_leg,
 )
 from paygrid_client.cli_batch_submit import submit_batch_file
+from paygrid_client.cli_events import add_event_commands
 from paygrid_client.cli_exit_codes import (
     EXIT_NOT_SUCCEEDED,
     EXIT_OK,
@@ -194,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
                          default=batch_pb.BATCH_ITEM_STATUS_UNSPECIFIED,
                          help="only items with this status: " + ", ".join(ITEM_STATUSES))
     results.set_defaults(run=run_batch_results)
+    add_event_commands(commands, command)
     return parser
 
 

@@ -13,6 +13,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from paygrid.v1 import batch_service_pb2 as batch_pb
+from paygrid.v1 import event_service_pb2 as ev
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid_client.batch_files import ITEM_STATUS_NAMES
 
@@ -64,6 +65,15 @@ class Printer:
 
     def _json(self, message: Message) -> None:
         self._line(json.dumps(json_format.MessageToDict(message)))
+
+    # -- events -----------------------------------------------------------
+
+    def event(self, event: ev.Event) -> None:
+        """One line: the event as JSON (its data decoded), or its position and what changed."""
+        if self.is_json:
+            return self._json(event)
+        self._line(f"{event.seq}  {event.type}  {event.aggregate_type} {event.aggregate_id} "
+                   f"v{event.aggregate_version}  {event.time.ToJsonString()}")
 
     # -- payments ---------------------------------------------------------
 

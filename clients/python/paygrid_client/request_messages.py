@@ -9,6 +9,7 @@ from typing import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Se
 
 from paygrid.type.v1 import money_pb2
 from paygrid.v1 import batch_service_pb2 as batch_pb
+from paygrid.v1 import event_service_pb2 as ev
 from paygrid.v1 import payment_service_pb2 as pb
 
 # The server takes 1 to 1000 transactions per message; 500 keeps a message
@@ -92,6 +93,21 @@ def refund_request(payment_id: str, legs: Sequence[RefundLeg | pb.RefundLeg], *,
     return pb.RefundPaymentRequest(
         payment_id=payment_id, idempotency_key=idempotency_key, reason=reason,
         legs=[leg.to_proto() if isinstance(leg, RefundLeg) else leg for leg in legs])
+
+
+def watch_request(*, after_cursor: int = 0,
+                  start: ev.StartPosition.ValueType = ev.START_POSITION_UNSPECIFIED,
+                  consumer: str = "", type_prefix: str = "",
+                  subject: str = "") -> ev.WatchEventsRequest:
+    return ev.WatchEventsRequest(after_cursor=after_cursor, start=start, consumer=consumer,
+                                 type_prefix=type_prefix, subject=subject)
+
+
+def resumed_watch(request: ev.WatchEventsRequest, cursor: int) -> ev.WatchEventsRequest:
+    """The same watch, again after `cursor` (the last one received): a
+    reconnection neither repeats nor skips an event."""
+    return ev.WatchEventsRequest(after_cursor=cursor, type_prefix=request.type_prefix,
+                                 subject=request.subject)
 
 
 def checked_chunk_items(chunk_items: int) -> int:

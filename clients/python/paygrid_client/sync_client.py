@@ -10,6 +10,8 @@ import grpc
 
 from paygrid.v1 import batch_service_pb2 as batch_pb
 from paygrid.v1 import batch_service_pb2_grpc as batch_grpc
+from paygrid.v1 import event_service_pb2 as ev
+from paygrid.v1 import event_service_pb2_grpc as ev_grpc
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
 from paygrid_client.connection import DEFAULT_TARGET, ConnectionSettings, PathLike
@@ -23,6 +25,8 @@ from paygrid_client.request_messages import (
     new_idempotency_key,
     pay_request,
     refund_request,
+    resumed_watch,
+    watch_request,
 )
 from paygrid_client.retries import NO_RETRIES, Attempts, RetryListener, RetryPolicy
 from paygrid_client.timeouts import CallTimeouts
@@ -50,6 +54,7 @@ class PaygridClient:
         self._channel = channel if channel is not None else self.connection.open_channel()
         self._payments = pb_grpc.PaymentServiceStub(self._channel)
         self._batches = batch_grpc.BatchServiceStub(self._channel)
+        self._events = ev_grpc.EventServiceStub(self._channel)
 
     def close(self) -> None:
         if self._owns_channel:
@@ -153,6 +158,56 @@ class PaygridClient:
                     request, timeout=timeout, metadata=self.connection.auth_metadata),
                 self.retry_policy):
             yield from response.items
+
+    # -- events -----------------------------------------------------------
+
+    def list_events_page(self, after_cursor: int = 0, page_size: int = 0, *,
+                         type_prefix: str = "", subject: str = "",
+                         timeout_s: float | None = None) -> ev.ListEventsResponse:
+        """One page of the caller's events after `after_cursor`, in seq order."""
+        return self._unary("ListEvents", self._events.ListEvents, ev.ListEventsRequest(
+            after_cursor=after_cursor, page_size=page_size, type_prefix=type_prefix,
+            subject=subject), timeout_s or self.timeouts.read_s)
+
+    def ack_events(self, consumer: str, up_to_cursor: int, *,
+                   timeout_s: float | None = None) -> int:
+        """Saves the consumer's position (cumulative); returns the saved cursor."""
+        return self._unary("AckEvents", self._events.AckEvents, ev.AckEventsRequest(
+            consumer=consumer, up_to_cursor=up_to_cursor),
+            timeout_s or self.timeouts.read_s).cursor
+
+    def delete_event_consumer(self, consumer: str, *, timeout_s: float | None = None) -> None:
+        self._unary("DeleteEventConsumer", self._events.DeleteEventConsumer,
+                    ev.DeleteEventConsumerRequest(consumer=consumer),
+                    timeout_s or self.timeouts.read_s)
+
+    def watch_events(self, *, after_cursor: int = 0,
+                     start: ev.StartPosition.ValueType = ev.START_POSITION_UNSPECIFIED,
+                     consumer: str = "", type_prefix: str = "", subject: str = "",
+                     keepalives: bool = False) -> Iterator[ev.WatchEventsResponse]:
+        """Frames until the caller stops iterating (no deadline): events,
+        and keep-alive frames (only a cursor) when `keepalives`. A dropped
+        stream is opened again after the last cursor received, with the
+        retry policy's backoff (counted afresh once a frame arrives), so no
+        event is yielded twice or skipped."""
+        request = watch_request(after_cursor=after_cursor, start=start, consumer=consumer,
+                                type_prefix=type_prefix, subject=subject)
+        attempts = Attempts(self.retry_policy, "WatchEvents", on_retry=self._on_retry)
+        while True:
+            call = self._events.WatchEvents(request, metadata=self.connection.auth_metadata)
+            try:
+                for frame in call:
+                    attempts = Attempts(self.retry_policy, "WatchEvents",
+                                        on_retry=self._on_retry)
+                    request = resumed_watch(request, frame.cursor)
+                    if keepalives or frame.HasField("event"):
+                        yield frame
+                return  # the server ended the stream
+            except grpc.RpcError as rpc_error:
+                delay_s = attempts.delay_after(rpc_error)
+            finally:
+                call.cancel()
+            time.sleep(delay_s)
 
     # -- retries ----------------------------------------------------------
 

@@ -13,10 +13,12 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from paygrid_server.config import ObservabilityConfig
 from paygrid_server.domain.batches.events import BatchEvent
 from paygrid_server.domain.charging.circuit_breaker import CircuitBreaker
+from paygrid_server.domain.events.event_relay import RelayStats
 from paygrid_server.observability import tracing
 from paygrid_server.observability.batch_metrics import BatchMetrics
 from paygrid_server.observability.channel_metrics_interceptor import ChannelMetricsInterceptor
 from paygrid_server.observability.circuit_breaker_collector import CircuitBreakerCollector
+from paygrid_server.observability.event_relay_collector import EventRelayCollector
 from paygrid_server.observability.metrics import PaygridMetrics
 from paygrid_server.observability.metrics_endpoint import MetricsEndpoint
 
@@ -46,6 +48,9 @@ class AppObservability:
 
     def watch_circuit_breakers(self, breakers: Mapping[str, CircuitBreaker]) -> None:
         self.metrics.registry.register(CircuitBreakerCollector(breakers))
+
+    def watch_event_relay(self, stats: RelayStats) -> None:
+        self.metrics.registry.register(EventRelayCollector(stats))
 
     def observe_batch_event(self, event: BatchEvent) -> None:
         self._batch_metrics.observe(event)

@@ -26,6 +26,10 @@ from paygrid_server.storage.event_ids import new_event_id
 
 Row = Mapping[str, Any]
 
+# Every aggregate type, as an SQL list: a subject filter names them all so
+# the (tenant, aggregate type, id, version) index serves it.
+AGGREGATE_TYPES = f"('{PAYMENT_AGGREGATE}', '{BATCH_AGGREGATE}')"
+
 # The order of event_row's tuple, as the stores' INSERT names the columns.
 EVENT_COLUMNS = ("event_id, type, tenant_id, aggregate_type, aggregate_id, aggregate_version, "
                  "payload_type, payload, occurred_at_us")

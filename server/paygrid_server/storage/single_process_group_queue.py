@@ -131,3 +131,6 @@ class SingleProcessGroupQueue:
 
     async def interrupt_abandoned(self) -> int:
         return 0  # start-up's BatchStore.interrupt_abandoned covers a crash
+
+    async def expire_leases_of(self, owner: str) -> int:
+        return 0  # only this process ever holds this queue's groups

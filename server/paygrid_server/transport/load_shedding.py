@@ -3,6 +3,8 @@ refused at once with RESOURCE_EXHAUSTED and a RetryInfo, instead of queueing
 without bound behind the others (where it would only miss its deadline).
 
 Batch streams have their own, smaller limit: one holds its slot for minutes.
+Event watch streams too, a large one: a watcher holds its slot for hours
+while costing no CPU, so thousands of them must not take Pay's slots.
 Health checks and reflection are never shed, so probes tell the truth about
 an overloaded but alive server.
 """
@@ -19,6 +21,7 @@ from paygrid_server.transport.status_errors import error_info, packed_details, r
 
 SHED_METHOD_PREFIX = "/paygrid.v1."
 BATCH_STREAM_METHOD = "/paygrid.v1.BatchService/SubmitBatch"
+WATCH_STREAM_METHOD = "/paygrid.v1.EventService/WatchEvents"
 RETRY_SHED_CALL_AFTER_MS = 200
 
 
@@ -48,15 +51,19 @@ def _shed_status(limit: ConcurrencyLimit) -> status_pb2.Status:
 class LoadShedding:
     """The limits; transport/call_interceptor.py applies them to each call."""
 
-    def __init__(self, max_concurrent_calls: int, max_concurrent_batch_streams: int) -> None:
+    def __init__(self, max_concurrent_calls: int, max_concurrent_batch_streams: int,
+                 max_event_watchers: int = 10_000) -> None:
         self.calls = ConcurrencyLimit("calls", max_concurrent_calls)
         self.batch_streams = ConcurrencyLimit("batch_streams", max_concurrent_batch_streams)
+        self.event_watchers = ConcurrencyLimit("event_watchers", max_event_watchers)
+        self._streams = {BATCH_STREAM_METHOD: self.batch_streams,
+                         WATCH_STREAM_METHOD: self.event_watchers}
 
     def limit_for(self, method: str) -> ConcurrencyLimit | None:
         """None: the method is never shed."""
         if not method.startswith(SHED_METHOD_PREFIX):
             return None
-        return self.batch_streams if method == BATCH_STREAM_METHOD else self.calls
+        return self._streams.get(method, self.calls)
 
 
 async def abort_overloaded(context: grpc.aio.ServicerContext, limit: ConcurrencyLimit) -> NoReturn:

@@ -23,6 +23,7 @@ from paygrid_server.domain.model.errors import (
     IdempotencyConflict,
     InvalidRequest,
     NotFound,
+    OutOfRange,
     PreconditionFailed,
     RequestInProgress,
 )
@@ -97,6 +98,11 @@ def status_for(error: DomainError) -> status_pb2.Status:
                                  details=packed_details(
                                      error_info("OVERLOADED", limit="accepted_payments"),
                                      retry_info(error.retry_after_ms)))
+    if isinstance(error, OutOfRange):
+        bad = error_details_pb2.BadRequest(field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=error.field, description=message)])
+        return status_pb2.Status(code=code_pb2.OUT_OF_RANGE, message=message, details=packed_details(
+            error_info(error.reason, **error.metadata), bad))
     if isinstance(error, DeadlineTooShort):
         return status_pb2.Status(code=code_pb2.DEADLINE_EXCEEDED, message=message,
                                  details=packed_details(error_info(

@@ -75,6 +75,17 @@ class AcceptedPaymentsAtLimit(DomainError):
         )
 
 
+class OutOfRange(DomainError):
+    """A position outside what the log holds: before what retention kept
+    (EVENT_CURSOR_EXPIRED) or after its end (EVENT_CURSOR_AHEAD)."""
+
+    def __init__(self, field: str, reason: str, message: str, **metadata: str) -> None:
+        self.field = field
+        self.reason = reason
+        self.metadata = metadata
+        super().__init__(message)
+
+
 class DeadlineTooShort(DomainError):
     """The call's deadline, as the server received it, is under the minimum
     it accepts (which includes the part kept back to answer)."""

@@ -54,6 +54,19 @@ class Event:
     occurred_at_us: int
 
 
+class StartPosition(enum.Enum):
+    """Where a watch starts when not after a cursor it names."""
+
+    AFTER_CURSOR = "AFTER_CURSOR"  # after_cursor decides (0: the beginning)
+    EARLIEST = "EARLIEST"  # the oldest event retention kept
+    LATEST = "LATEST"  # only events committed after the call
+
+
+# google.rpc.ErrorInfo reasons of OUT_OF_RANGE positions.
+CURSOR_EXPIRED = "EVENT_CURSOR_EXPIRED"  # below what retention kept
+CURSOR_AHEAD = "EVENT_CURSOR_AHEAD"  # past the log's end
+
+
 @dataclass(frozen=True, slots=True)
 class WatchFrame:
     """One frame of a watch: an event, or (event None) a keep-alive."""

@@ -77,6 +77,10 @@ EVENTS_PAGE_SIZE_DEFAULT = 100
 EVENTS_PAGE_SIZE_MAX = 1000
 EVENT_TYPE_PREFIX_MAX_CHARS = 128
 EVENT_ID_MAX_CHARS = 64
+# A subject is an aggregate id: a payment_id or a batch_id.
+EVENT_SUBJECT_MAX_CHARS = max(PAYMENT_ID_MAX_CHARS, BATCH_ID_MAX_CHARS)
+# A named consumer (AckEvents): 1-64 of a-z, 0-9, '.', '_', '-'.
+EVENT_CONSUMER_PATTERN = r"[a-z0-9._-]{1,64}"
 # WatchEvents: events read per round, and how long a quiet stream waits
 # before a keep-alive frame (proxies drop streams idle for a minute or so).
 WATCH_READ_BATCH = 500

@@ -32,10 +32,23 @@ class SnapshotEncoder(Protocol):
 
 class EventLog(Protocol):
     async def list_events(self, tenant_id: str, after_seq: int, type_prefix: str,
-                          limit: int) -> list[Event]:
+                          limit: int, subject: str = "") -> list[Event]:
         """The tenant's events with seq > after_seq whose type starts with
-        type_prefix, in seq order. No event with a seq at or below one
-        returned here ever appears later."""
+        type_prefix (and, unless empty, whose aggregate_id is subject), in
+        seq order. No event with a seq at or below one returned here ever
+        appears later."""
+        ...
+
+    async def pruned_through(self) -> int:
+        """Retention's mark: events with seq at or below it may be deleted.
+        It only grows, and it moves in the transaction that deletes, so a
+        read followed by this check proves nothing after a cursor at or
+        above it was missing from the read."""
+        ...
+
+    async def list_all_events(self, after_seq: int, limit: int) -> list[Event]:
+        """Every tenant's events with seq > after_seq, in seq order, with the
+        same promise as list_events: for the operator's relay."""
         ...
 
     async def get_event(self, event_id: str) -> Event | None:
@@ -43,8 +56,10 @@ class EventLog(Protocol):
         ...
 
     async def last_seq(self) -> int:
-        """The highest seq given so far, any tenant (0 for none): no event
-        given a seq later can have a smaller one."""
+        """The highest seq given so far, any tenant (0 for none), even if
+        retention deleted it since: no event given a seq later can have a
+        smaller one. On PostgreSQL, events committed before the call have
+        their seq first."""
         ...
 
     def changes(self) -> int:

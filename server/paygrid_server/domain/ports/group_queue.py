@@ -142,3 +142,11 @@ class GroupQueue(Protocol):
         (submission lease free or expired) become INTERRUPTED. In memory:
         nothing (start-up's BatchStore.interrupt_abandoned covers a crash)."""
         ...
+
+    async def expire_leases_of(self, owner: str) -> int:
+        """`owner` is known dead (its supervisor saw it exit): its group and
+        submission leases expire now, not when their time runs out, so any
+        replica takes its groups over at once (fenced by the claim count as
+        ever). Returns how many groups it held. In memory: 0 (no other
+        process ever held anything here)."""
+        ...

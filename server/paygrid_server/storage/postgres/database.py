@@ -21,6 +21,7 @@ import asyncpg
 import asyncpg.exceptions as pg
 
 from paygrid_server.domain.ports.storage_errors import StorageFault, StorageUnavailable
+from paygrid_server.storage.postgres.notify_listener import NotifyListener
 from paygrid_server.storage.postgres.schema_migrations import migrate
 
 # How long close() waits for connections in use before it drops them.
@@ -79,23 +80,26 @@ class PostgresDatabase:
         self.pool = pool
         self._dsn = dsn
         self._limits = limits
-        self._listener: asyncpg.Connection | None = None
+        self._listener: NotifyListener | None = None
+
+    @property
+    def listener(self) -> NotifyListener | None:
+        return self._listener
 
     async def listen(self, channel: str, wake: Callable[[], None]) -> None:
-        """Calls wake() on every NOTIFY on `channel`, over a connection of
-        its own (a pooled one would hold a slot forever). A lost connection
-        wakes too, once: listeners re-read, and their own timeouts carry
-        them until the database is back."""
+        """Calls wake() on every NOTIFY on `channel` (notify_listener.py:
+        its own connection, reopened when lost, waking on loss too)."""
+        self._listener = NotifyListener(self._connect_listener, channel, wake)
+        await self._listener.open()
+
+    async def _connect_listener(self) -> asyncpg.Connection:
         try:
-            connection = await asyncpg.connect(
+            return await asyncpg.connect(
                 self._dsn, timeout=self._limits.connect_timeout_ms / 1_000)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
             raise PostgresUnavailable(
                 f"cannot open PostgreSQL database {redacted_dsn(self._dsn)} to listen: "
                 f"{type(error).__name__}: {error}") from error
-        await connection.add_listener(channel, lambda *_: wake())
-        connection.add_termination_listener(lambda *_: wake())
-        self._listener = connection
 
     @classmethod
     async def open(cls, dsn: str, limits: PostgresLimits = PostgresLimits()) -> "PostgresDatabase":
@@ -171,7 +175,7 @@ class PostgresDatabase:
         """Bounded: Pool.close waits for every connection to be released, and
         one held by work cut off at shutdown may never be."""
         if self._listener is not None:
-            self._listener.terminate()  # a LISTEN connection holds no work
+            self._listener.close()
         try:
             await asyncio.wait_for(self.pool.close(), POOL_CLOSE_TIMEOUT_S)
         except TimeoutError:

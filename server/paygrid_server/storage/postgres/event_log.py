@@ -7,9 +7,10 @@ import asyncio
 
 from paygrid_server.domain.model.event import Event
 from paygrid_server.storage.event_signal import EventSignal
-from paygrid_server.storage.event_rows import event_from_row
+from paygrid_server.storage.event_rows import AGGREGATE_TYPES, event_from_row
 from paygrid_server.storage.postgres.database import PostgresDatabase
-from paygrid_server.storage.postgres.event_sequencer import sequence_events
+from paygrid_server.storage.event_positions import PRUNED_SQL
+from paygrid_server.storage.postgres.event_sequencer import HIGH_WATER_SQL, sequence_events
 from paygrid_server.storage.postgres.payment_events import EVENTS_CHANNEL
 
 
@@ -42,9 +43,14 @@ class PostgresEventLog:
         await self._database.listen(EVENTS_CHANNEL, self._signal.notify)
 
     async def last_seq(self) -> int:
-        # Only given seqs count: a row still without one gets a larger one.
-        return await self._database.read("fetchval",
-                                         "SELECT coalesce(max(seq), 0) FROM events")
+        # Only given seqs count: a row still without one gets a larger one,
+        # so the rows committed before this call get theirs first (LATEST
+        # starts after them).
+        await self._sequence()
+        return await self._database.read("fetchval", HIGH_WATER_SQL)
+
+    async def pruned_through(self) -> int:
+        return await self._database.read("fetchval", PRUNED_SQL)
 
     def changes(self) -> int:
         return self._signal.count
@@ -53,13 +59,24 @@ class PostgresEventLog:
         return await self._signal.wait(seen, timeout_s)
 
     async def list_events(self, tenant_id: str, after_seq: int, type_prefix: str,
-                          limit: int) -> list[Event]:
+                          limit: int, subject: str = "") -> list[Event]:
         # Everything committed before this call gets its seq first.
         await self._sequence()
+        where = "tenant_id = $1 AND seq > $2 AND starts_with(type, $3)"
+        params: tuple = (tenant_id, after_seq, type_prefix, limit)
+        if subject:
+            # Every aggregate type named: the unique (tenant, type, id,
+            # version) index then finds a subject's few events directly.
+            where += f" AND aggregate_type IN {AGGREGATE_TYPES} AND aggregate_id = $5"
+            params += (subject,)
         rows = await self._database.read(
-            "fetch", "SELECT * FROM events WHERE tenant_id = $1 AND seq > $2 "
-            "AND starts_with(type, $3) ORDER BY seq LIMIT $4",
-            tenant_id, after_seq, type_prefix, limit)
+            "fetch", f"SELECT * FROM events WHERE {where} ORDER BY seq LIMIT $4", *params)
+        return [event_from_row(row) for row in rows]
+
+    async def list_all_events(self, after_seq: int, limit: int) -> list[Event]:
+        await self._sequence()
+        rows = await self._database.read(
+            "fetch", "SELECT * FROM events WHERE seq > $1 ORDER BY seq LIMIT $2", after_seq, limit)
         return [event_from_row(row) for row in rows]
 
     async def get_event(self, event_id: str) -> Event | None:

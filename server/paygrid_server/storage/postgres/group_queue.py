@@ -216,6 +216,17 @@ class PostgresGroupQueue:
             "submission_lease_expires_at_us = 0 WHERE uid = $1 AND submission_owner = $2",
             batch_uid, owner)
 
+    async def expire_leases_of(self, owner: str) -> int:
+        async with self._database.transaction() as db:
+            status = await db.execute(
+                "UPDATE batch_groups SET lease_expires_at_us = 0 "
+                "WHERE status = 'LEASED' AND lease_owner = $1", owner)
+            await db.execute("UPDATE batches SET submission_lease_expires_at_us = 0 "
+                             "WHERE submission_owner = $1", owner)
+            if rows_touched(status):
+                await db.execute(f"NOTIFY {GROUPS_CHANGED}")
+        return rows_touched(status)
+
     async def watch_groups(self, changed: Callable[[], None]) -> Callable[[], Awaitable[None]]:
         async def nothing() -> None:
             pass

@@ -1,0 +1,103 @@
+"""`serve --workers N` figures: Pay peak and batch throughput with 1 and 2
+workers, on SQLite (1 worker: more are refused there) and PostgreSQL.
+
+Pay: closed loop from the Node load generator (niced, so the server gets
+the cores first), calls spread over `--connections` connections (the kernel
+spreads connections, not calls, over the workers), 1 leg, an in-process
+channel simulator called directly with 0 latency; the peak is the best of the
+concurrency levels. Batch: one SubmitBatch stream from Python (it lands on
+one worker; on PostgreSQL the other workers claim its groups too), a channel
+simulator process of its own. The machine is shared: run it more than once.
+Usage (after scripts/setup, `npm ci` in clients/node, a PostgreSQL at
+PAYGRID_TEST_POSTGRES_DSN):
+  .venv/bin/python scripts/bench_workers.py [--duration-s 5] [--concurrency 32,128]
+      [--connections 8] [--items 20000] [--niceness 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+
+from paygrid.v1 import batch_service_pb2_grpc as pb_grpc
+from bench_batch import batch_requests
+from bench_pay_load import PAY_METHOD, pay_request_maker
+from bench_server import AUTH_METADATA, paygrid_server
+from node_load import node_unary_load
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/support/
+from tests.support.api_key_metadata import keyed_channel  # noqa: E402
+from tests.support.postgres_databases import PostgresDatabases  # noqa: E402
+
+SETUPS = (("sqlite", 1), ("postgresql", 1), ("postgresql", 2))
+CALLS_PER_SECOND_AT_MOST = 5_000  # bodies prepared per level: above any peak here
+
+
+async def pay_peak(target: str, levels: list[int], duration_s: float, connections: int,
+                   niceness: int) -> dict:
+    by_level = {}
+    for level in levels:
+        calls, _ = await node_unary_load(
+            target, PAY_METHOD, pay_request_maker(uuid.uuid4().hex[:8]),
+            int(CALLS_PER_SECOND_AT_MOST * duration_s), AUTH_METADATA, 30,
+            closed_loop=(level, duration_s), niceness=niceness, connections=connections)
+        ok = sum(1 for _, code, _ in calls if code == grpc.StatusCode.OK)
+        by_level[level] = round(ok / duration_s, 1)
+    return {"pay_qps_by_concurrency": by_level, "pay_peak_qps": max(by_level.values())}
+
+
+async def batch_rate(target: str, items: int) -> float:
+    started = time.perf_counter()
+    async with keyed_channel(target) as channel:
+        call = pb_grpc.BatchServiceStub(channel).SubmitBatch(
+            batch_requests(items, 500, 100, 8), timeout=600)
+        summary = None
+        async for response in call:
+            if response.WhichOneof("kind") == "summary":
+                summary = response.summary
+    assert summary is not None and summary.counts.succeeded == items, summary
+    return round(items / (time.perf_counter() - started), 1)
+
+
+async def measure(engine: str, workers: int, args: argparse.Namespace) -> dict:
+    databases = PostgresDatabases()
+    try:
+        dsn = await databases.create() if engine == "postgresql" else None
+        async with paygrid_server(0, channel_called_directly=True, postgres_dsn=dsn,
+                                  workers=workers) as server:
+            result = await pay_peak(server.target, args.levels, args.duration_s,
+                                    args.connections, args.niceness)
+        dsn = await databases.create() if engine == "postgresql" else None
+        async with paygrid_server(simulator_process=True, postgres_dsn=dsn,
+                                  workers=workers) as server:
+            result["batch_items_per_s"] = await batch_rate(server.target, args.items)
+    finally:
+        await databases.drop_all()
+    return {"engine": engine, "workers": workers, **result}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration-s", type=float, default=5.0)
+    parser.add_argument("--concurrency", default="32,128")
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--items", type=int, default=20_000)
+    parser.add_argument("--niceness", type=int, default=10)
+    args = parser.parse_args()
+    args.levels = [int(level) for level in args.concurrency.split(",")]
+    results = []
+    for engine, workers in SETUPS:
+        results.append(await measure(engine, workers, args))
+        print(json.dumps(results[-1]), flush=True)
+    one, two = (r["pay_peak_qps"] for r in results if r["engine"] == "postgresql")
+    print(f"PostgreSQL Pay peak, 2 workers / 1 worker: {two / one:.2f}x")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,1 @@
+"""Brokers the event relay publishes to (domain/ports/event_relay.py)."""
