@@ -6,7 +6,10 @@
    simulator, durable and idempotent; p99 at half of peak load (open loop);
    3 legs x 100 ms channel latency (wall time per payment);
 3. SubmitBatch: items/s for each batch size, chunked and one item per
-   message; APT; the server's peak RSS.
+   message; APT; the server's peak RSS;
+4. events: WatchEvents following the log under Pay load, and replaying the
+   backlog (bench_events.py); the event log's cost on Pay and SubmitBatch,
+   against the commit before it (bench_event_cost.py).
 Writes bench-results/<UTC time>.md (table, ratios to the ceilings, targets),
 .json (every figure) and .png (throughput vs concurrency, RSS vs batch size).
 
@@ -27,6 +30,8 @@ from pathlib import Path
 
 import bench_batch
 import bench_ceilings
+import bench_event_cost
+import bench_events
 import bench_pay_legs
 import bench_pay_load
 from paygrid_server.logging_setup import configure_logging
@@ -40,6 +45,7 @@ TARGETS = {
     "legs_3x100ms_p50_ms": 130.0,
     "batch_share_of_ceiling": 0.50,
     "rss_largest_over_smallest": 1.5,
+    "event_log_pay_cpu_ratio": bench_event_cost.TARGET_CPU_RATIO,
 }
 
 
@@ -60,8 +66,13 @@ async def measure(args: argparse.Namespace) -> dict:
             print(f"SubmitBatch {size} items, {per_message}/message...", file=sys.stderr)
             batches.append(await bench_batch.run(size, min(per_message, size), args.group_size,
                                                  args.parallelism))
+    print("events: WatchEvents under Pay load, replay...", file=sys.stderr)
+    events = await bench_events.run(args.duration_s, args.events_concurrency)
+    print("the event log's cost (against the commit before it)...", file=sys.stderr)
+    event_cost = await bench_event_cost.run(args.duration_s, args.events_concurrency,
+                                            args.event_cost_rounds, args.event_cost_batch_items)
     return {"ceilings": ceilings, "pay_direct": pay_direct, "pay_grpc": pay_grpc,
-            "legs": legs, "batches": batches}
+            "legs": legs, "batches": batches, "events": events, "event_cost": event_cost}
 
 
 def evaluate(results: dict) -> dict:
@@ -87,6 +98,7 @@ def evaluate(results: dict) -> dict:
         "batch_best_items_per_s": batch_best,
         "batch_share_of_ceiling": round(batch_best / batch_ceiling, 4),
         "rss_largest_over_smallest": round(rss_ratio, 3),
+        "event_log_pay_cpu_ratio": results["event_cost"]["pay_cpu_ratio"],
     }
     met = {
         "pay_qps_share_of_noop": figures["pay_qps_share_of_noop"] >= TARGETS["pay_qps_share_of_noop"],
@@ -94,6 +106,7 @@ def evaluate(results: dict) -> dict:
         "legs_3x100ms_p50_ms": figures["legs_3x100ms_p50_ms"] < TARGETS["legs_3x100ms_p50_ms"],
         "batch_share_of_ceiling": figures["batch_share_of_ceiling"] >= TARGETS["batch_share_of_ceiling"],
         "rss_largest_over_smallest": rss_ratio <= TARGETS["rss_largest_over_smallest"],
+        "event_log_pay_cpu_ratio": results["event_cost"]["pay_cpu_ratio_met"],
     }
     return {"figures": figures, "met": met}
 
@@ -109,7 +122,7 @@ def markdown(results: dict, verdict: dict, meta: dict) -> str:
            "## Pay by concurrency (1 leg, 0 ms channel, durable, idempotent)", "",
            "| in flight | no-op unary calls/s | Pay calls/s (channel in process) | ratio "
            "| Pay p50 / p99 ms | Pay calls/s (channel over loopback gRPC) | ratio "
-           "| p50 / p99 ms | server CPU µs per Pay (in process / gRPC) |",
+           "| p50 / p99 ms | server CPU µs per call (no-op / Pay in process / Pay gRPC) |",
            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     grpc_levels = {level["concurrency"]: level for level in results["pay_grpc"]["levels"]}
     for level in results["pay_direct"]["levels"]:
@@ -120,7 +133,8 @@ def markdown(results: dict, verdict: dict, meta: dict) -> str:
             f"| {level['qps'] / ceiling['qps']:.0%} | {level['p50_ms']:.1f} / {level['p99_ms']:.1f} "
             f"| {over_grpc['qps']:,.0f} | {over_grpc['qps'] / ceiling['qps']:.0%} "
             f"| {over_grpc['p50_ms']:.1f} / {over_grpc['p99_ms']:.1f} "
-            f"| {level['server_cpu_us_per_call']} / {over_grpc['server_cpu_us_per_call']} |")
+            f"| {ceiling['server_cpu_us_per_call']} / {level['server_cpu_us_per_call']} "
+            f"/ {over_grpc['server_cpu_us_per_call']} |")
     half = results["pay_direct"]["at_half_peak"]
     legs = results["legs"]
     noop_half = c["unary_at_half_peak"]
@@ -144,13 +158,18 @@ def markdown(results: dict, verdict: dict, meta: dict) -> str:
                    f"| {b['client_items_per_s'] / f['batch_ceiling_items_per_s']:.1%} "
                    f"| {b['apt_ms']:.1f} | {b['groups']:,} | {b['server_rss_start_mib']} -> "
                    f"{b['server_rss_peak_mib']} | {b['wall_s']} |")
+    noop_cpu = next((lv["server_cpu_us_per_call"] for lv in c["unary"]
+                     if lv["concurrency"] == results["event_cost"]["concurrency"]), None)
+    out += ["", "## Events", "", bench_events.markdown(results["events"]), "",
+            "## The event log's cost", "", bench_event_cost.markdown(results["event_cost"], noop_cpu)]
     out += ["", "## Ceilings", "", bench_ceilings.markdown_table(c), "", "## Targets", "",
             "| target | wanted | measured | met |", "|---|---|---|---|"]
     wanted = {"pay_qps_share_of_noop": ">= 60% of no-op unary peak",
               "pay_p99_ms_at_half_peak": "< 10 ms",
               "legs_3x100ms_p50_ms": "< 130 ms",
               "batch_share_of_ceiling": ">= 50% of min(echo, group commit)",
-              "rss_largest_over_smallest": "<= 1.5x (largest vs smallest batch)"}
+              "rss_largest_over_smallest": "<= 1.5x (largest vs smallest batch)",
+              "event_log_pay_cpu_ratio": "<= 1.15x server CPU per Pay, with vs without events"}
     for key, text in wanted.items():
         out.append(f"| {key} | {text} | {f[key]} | {'yes' if verdict['met'][key] else 'NO'} |")
     return "\n".join(out) + "\n"
@@ -201,11 +220,15 @@ def main() -> None:
     parser.add_argument("--parallelism", type=int, default=4)
     parser.add_argument("--legs-payments", type=int, default=50)
     parser.add_argument("--legs-latency-ms", type=float, default=100.0)
+    parser.add_argument("--events-concurrency", type=int, default=32)
+    parser.add_argument("--event-cost-rounds", type=int, default=5)
+    parser.add_argument("--event-cost-batch-items", type=int, default=20_000)
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
     args = parser.parse_args()
     if args.quick:
         args.duration_s, args.concurrency, args.batch_sizes = 0.3, "1,4", "300,600"
         args.group_size, args.legs_payments, args.legs_latency_ms = 100, 3, 10.0
+        args.events_concurrency, args.event_cost_rounds, args.event_cost_batch_items = 4, 1, 300
     # The 3-leg run hosts paygrid in this process: its per-payment log lines
     # would bury the report.
     configure_logging("WARNING")

@@ -29,6 +29,7 @@ from paygrid.v1 import batch_service_pb2 as batch_pb
 from paygrid.v1 import payment_service_pb2 as pay_pb
 
 from bench_load import measure_unary, measure_unary_at_rate
+from bench_server import cpu_s
 
 SERVICE = "paygrid.bench.v1.Noop"
 UNARY_METHOD = f"/{SERVICE}/Unary"
@@ -112,6 +113,7 @@ class NoopServer:
             self.stop()
             raise TimeoutError(f"no-op server not listening after {SERVER_START_TIMEOUT_S} s")
         self.port: int = self._control.recv()
+        self.pid: int = self._process.pid
 
     def stop(self) -> None:
         try:
@@ -210,13 +212,23 @@ def measure_sqlite3(path: Path, rows_per_commit: int, duration_s: float) -> dict
     return _sqlite_result("sqlite3", rows_per_commit, commits, wall_s)
 
 
+async def _measure_unary_cpu(pid: int, target: str, request: bytes, concurrency: int,
+                             duration_s: float) -> dict:
+    """measure_unary, with the no-op server's CPU per call (as Pay's is taken)."""
+    before = cpu_s(pid)
+    result = await measure_unary(target, UNARY_METHOD, lambda _: request, concurrency, duration_s)
+    result["server_cpu_us_per_call"] = round(
+        (cpu_s(pid) - before) * 1e6 / (result["calls"] + concurrency))
+    return result
+
+
 async def run(duration_s: float, concurrency_levels: list[int]) -> dict:
     pay_request, pay_response = _pay_payloads()
     chunk = _batch_chunk()
     server = NoopServer(pay_response)
     try:
         target = f"127.0.0.1:{server.port}"
-        unary = [await measure_unary(target, UNARY_METHOD, lambda _: pay_request, level, duration_s)
+        unary = [await _measure_unary_cpu(server.pid, target, pay_request, level, duration_s)
                  for level in concurrency_levels]
         # The same open loop as Pay's, at half of this server's peak: what
         # the load generator and the machine alone do to the tail.

@@ -39,13 +39,15 @@ def check_succeeded(response: bytes) -> None:
 
 
 async def run(duration_s: float, concurrency_levels: list[int], channel_called_directly: bool,
-              half_peak_rate: bool = True) -> dict:
+              half_peak_rate: bool = True, extra_env: dict[str, str] | None = None) -> dict:
     """Closed-loop levels, then (half_peak_rate) an open-loop run at half of
-    the best throughput seen, for the latency at that load."""
+    the best throughput seen, for the latency at that load. extra_env: the
+    server's (bench_baseline_tree runs an older commit's code with it)."""
     levels = []
     at_half_peak = None
     async with paygrid_server(in_process_channel_latency_ms=0,
-                              channel_called_directly=channel_called_directly) as server:
+                              channel_called_directly=channel_called_directly,
+                              extra_env=extra_env) as server:
         for level in concurrency_levels:
             cpu_before = cpu_s(server.pid)
             result = await measure_unary(

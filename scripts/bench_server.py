@@ -16,12 +16,15 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from paygrid_server.api_keys import DEV_API_KEY
+from paygrid_server.startup_failure import EXIT_CODE as START_ERROR_EXIT_CODE  # a port taken, among others
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/support/: helpers shared with the tests
 from tests.support.local_process import free_loopback_port, wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTH_METADATA = (("authorization", f"Bearer {DEV_API_KEY}"),)
 STOP_TIMEOUT_S = 30
+PORT_ATTEMPTS = 3
+
 
 
 def cpu_s(pid: int) -> float:
@@ -46,6 +49,37 @@ class RunningServer:
         return f"127.0.0.1:{self.port}"
 
 
+async def _start_server(folder: Path, database: str, channel: str, env: dict[str, str],
+                        workers: int) -> tuple[int, subprocess.Popen]:
+    """Serving on a free port. Other work on the machine may take the port
+    between free_loopback_port and the server's bind (the server exits with
+    code 2): then another port. Its stderr stays unread (the log lines would
+    cost the server writes the measurements should not include)."""
+    for attempt in range(PORT_ATTEMPTS):
+        port = free_loopback_port()
+        config = folder / "bench.toml"
+        config.write_text(f"""
+[server]
+listen = "127.0.0.1:{port}"
+database = "{database}"
+[[channels]]
+name = "card"
+{channel}
+""")
+        # --workers only when asked: older commits (bench_baseline_tree) lack it.
+        more = ["--workers", str(workers)] if workers != 1 else []
+        server = subprocess.Popen(
+            [sys.executable, "-m", "paygrid_server", "serve", "--config", str(config), *more],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        try:
+            await wait_until_serving(port, server)
+            return port, server
+        except RuntimeError:  # it exited
+            if server.returncode != START_ERROR_EXIT_CODE or attempt == PORT_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 @asynccontextmanager
 async def paygrid_server(in_process_channel_latency_ms: float | None = None,
                          channel_called_directly: bool = False,
@@ -60,7 +94,6 @@ async def paygrid_server(in_process_channel_latency_ms: float | None = None,
     then their supervisor's)."""
     assert (in_process_channel_latency_ms is None) == simulator_process
     with tempfile.TemporaryDirectory() as folder:
-        port = free_loopback_port()
         database = Path(folder) / "bench.sqlite3"
         env = {**os.environ, "PAYGRID_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
                "PAYGRID_METRICS_LISTEN": "127.0.0.1:0", **(extra_env or {})}
@@ -75,22 +108,10 @@ async def paygrid_server(in_process_channel_latency_ms: float | None = None,
             direct = "true" if channel_called_directly else "false"
             channel = (f"simulator = {{ latency_ms = {in_process_channel_latency_ms}, "
                        f"in_process = {direct} }}")
-        config = Path(folder) / "bench.toml"
-        config.write_text(f"""
-[server]
-listen = "127.0.0.1:{port}"
-database = "{postgres_dsn or database}"
-[[channels]]
-name = "card"
-{channel}
-""")
-        server = subprocess.Popen(
-            [sys.executable, "-m", "paygrid_server", "serve", "--config", str(config),
-             "--workers", str(workers)],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        processes.insert(0, server)
         try:
-            await wait_until_serving(port, server)
+            port, server = await _start_server(Path(folder), postgres_dsn or str(database),
+                                               channel, env, workers)
+            processes.insert(0, server)
             yield RunningServer(port, server.pid, database)
         finally:
             for process in processes:

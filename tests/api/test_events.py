@@ -6,6 +6,7 @@ the caller's tenant."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import grpc
 import pytest
@@ -56,6 +57,7 @@ async def test_a_pay_writes_created_then_each_leg_then_the_outcome(paygrid) -> N
     assert {(e.aggregate_type, e.aggregate_id) for e in events} == {("payment", paid.payment_id)}
     assert [e.seq for e in events] == sorted(e.seq for e in events)
     assert len({e.event_id for e in events}) == 4
+    assert {uuid.UUID(e.event_id).version for e in events} == {7}  # time-ordered ids
     stored = (await paygrid.stub.GetPayment(pb.GetPaymentRequest(
         payment_id=paid.payment_id))).payment
     assert stored.version == 4 and paid.version == 4
@@ -78,6 +80,12 @@ async def test_a_declined_all_or_nothing_payment_reports_failed_and_voided_legs(
     assert sorted(types[1:-1]) == [T("payment.leg.failed"), T("payment.leg.voided")]
     assert [e.aggregate_version for e in events] == list(range(1, len(events) + 1))
     assert _payment_of(events[-1]).version == paid.version == len(events)
+    # The outcome's snapshot (built from the payment saved, not read back)
+    # is the stored state, failures and decline codes included.
+    stored = (await paygrid.stub.GetPayment(pb.GetPaymentRequest(
+        payment_id=paid.payment_id))).payment
+    assert _payment_of(events[-1]) == stored
+    assert stored.failure.decline_code and stored.legs[1].failure.decline_code
 
 
 async def test_refunds_continue_their_payments_versions(paygrid) -> None:

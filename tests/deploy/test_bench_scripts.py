@@ -50,6 +50,24 @@ def test_bench_quick_run_writes_table_figures_and_plot(tmp_path: Path) -> None:
         assert batch["server_rss_peak_mib"] >= batch["server_rss_start_mib"] > 0
         assert batch["apt_ms"] > 0 and batch["groups"] > 0
 
+    for level in ceilings["unary"]:
+        assert level["server_cpu_us_per_call"] > 0
+
+    events = results["events"]
+    assert events["pay"]["calls"] > 0
+    # Every event stored (3 a Pay, warm-up calls too) reached the watcher, then the replay.
+    assert events["follow"]["events"] >= 3 * events["pay"]["calls"]
+    assert events["replay"]["events"] == events["follow"]["events"]
+    assert events["replay"]["events_per_s"] > 0
+    assert events["relay"] is None  # the RabbitMQ relay's hook: not measured yet
+    cost = results["event_cost"]
+    assert cost["baseline"] == "d38ff4b^1" and cost["rounds"] == 1
+    for tree in ("with_events", "without_events"):
+        assert cost[tree]["pay_cpu_us_per_call"] > 0 and cost[tree]["pay_peak_qps"] > 0
+        assert cost[tree]["batch_cpu_us_per_item"] > 0
+    assert cost["pay_cpu_ratio"] > 0
+    assert "## The event log's cost" in report and "WatchEvents replaying" in report
+
     assert set(run["verdict"]["met"]) == set(run["targets"])
     for target in run["targets"]:
         assert f"| {target} |" in report

@@ -1,7 +1,8 @@
 """Which events a state change writes, and events <-> rows, the same for
 every engine. The stores call these inside the transaction that makes the
-change, with the payment or refund as read back from its rows after it, so
-an event's payload is what the database holds, never a stale copy.
+change, with the payment or refund as its rows are after it (read back, or
+the object the rows were just written from: payment_rows.payment_after_outcome),
+so an event's payload is what the database holds, never a stale copy.
 
 Versions: payments.version is the aggregate_version of the payment's last
 event. A transaction that writes n events gives them version + 1 .. version + n
@@ -13,7 +14,6 @@ versions.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any, Mapping
 
 from paygrid_server.domain.model import clock
@@ -22,6 +22,7 @@ from paygrid_server.domain.model.event import BATCH_AGGREGATE, PAYMENT_AGGREGATE
 from paygrid_server.domain.model.payment import LegStatus, Payment, PaymentStatus
 from paygrid_server.domain.model.refund import Refund, RefundStatus
 from paygrid_server.domain.ports.event_log import SnapshotEncoder
+from paygrid_server.storage.event_ids import new_event_id
 
 Row = Mapping[str, Any]
 
@@ -93,7 +94,7 @@ def refund_event_row(event_type: EventType, tenant_id: str, refund: Refund, vers
 def _row(event_type: EventType, tenant_id: str, payment_id: str, version: int,
          payload_type: str, payload: bytes, at_us: int,
          aggregate_type: str = PAYMENT_AGGREGATE) -> tuple:
-    return (str(uuid.uuid4()), event_type.cloud_type, tenant_id, aggregate_type, payment_id,
+    return (new_event_id(), event_type.cloud_type, tenant_id, aggregate_type, payment_id,
             version, payload_type, payload, at_us)
 
 

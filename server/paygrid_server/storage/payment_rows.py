@@ -5,6 +5,7 @@ statements name their columns)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any, Iterable, Mapping
 
@@ -71,6 +72,28 @@ def refund_from_rows(row: Row, leg_rows: Iterable[Row]) -> Refund:
         idempotency_key=row["idempotency_key"], fingerprint=row["fingerprint"],
         reason=row["reason"], legs=legs, created_at_us=row["created_at_us"],
         status=RefundStatus(row["status"]))
+
+
+# The refund columns of payment_legs: the only ones an outcome's UPDATEs
+# (leg_outcome_rows, payment_outcome_row) leave as they are.
+LEGS_BEFORE_OUTCOME_SQL = ("SELECT leg_index, status, refunded_minor, refund_pending_minor "
+                           "FROM payment_legs WHERE payment_id = {}")
+
+
+def payment_after_outcome(payment: Payment, legs_before: Mapping[int, Row],
+                          version: int) -> Payment:
+    """The payment as its rows are after the outcome's UPDATEs in the same
+    transaction, without reading them back: those UPDATEs write every column
+    an outcome changes from `payment` itself, the other columns were fixed
+    at insert, but for each leg's refund columns, taken from `legs_before`
+    (LEGS_BEFORE_OUTCOME_SQL's rows by leg_index, read in this transaction)
+    and the version. A copy: `payment` is left as it is should the
+    transaction not commit."""
+    legs = [dataclasses.replace(
+        leg, refunded_minor=legs_before[leg.index]["refunded_minor"],
+        refund_pending_minor=legs_before[leg.index]["refund_pending_minor"])
+        for leg in payment.legs]
+    return dataclasses.replace(payment, legs=legs, version=version)
 
 
 # -- objects -> rows (column orders as the stores' INSERT and UPDATE name them)

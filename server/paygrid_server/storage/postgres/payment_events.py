@@ -18,8 +18,9 @@ from paygrid_server.storage.event_rows import (
     payment_event_rows,
     refund_event_row,
 )
-from paygrid_server.storage.payment_rows import leg_from_row, payment_from_row, refund_from_rows
+from paygrid_server.storage.payment_rows import LEGS_BEFORE_OUTCOME_SQL, refund_from_rows
 
+_LEGS_BEFORE_OUTCOME = LEGS_BEFORE_OUTCOME_SQL.format("$1")
 _INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
 
@@ -40,23 +41,16 @@ async def lock_payment(db: asyncpg.Connection, payment_id: str) -> asyncpg.Recor
         payment_id)
 
 
-async def leg_statuses(db: asyncpg.Connection, payment_id: str) -> dict[int, str]:
-    return {row["leg_index"]: row["status"] for row in await db.fetch(
-        "SELECT leg_index, status FROM payment_legs WHERE payment_id = $1", payment_id)}
-
-
-async def payment_as_stored(db: asyncpg.Connection, payment_id: str) -> Payment:
-    row = await db.fetchrow("SELECT * FROM payments WHERE payment_id = $1", payment_id)
-    legs = await db.fetch(
-        "SELECT * FROM payment_legs WHERE payment_id = $1 ORDER BY leg_index", payment_id)
-    return payment_from_row(row, [leg_from_row(leg) for leg in legs])
+async def legs_before_outcome(db: asyncpg.Connection, payment_id: str) -> dict[int, asyncpg.Record]:
+    """By leg_index: status and the refund columns (payment_after_outcome)."""
+    return {row["leg_index"]: row for row in await db.fetch(_LEGS_BEFORE_OUTCOME, payment_id)}
 
 
 async def write_payment_events(db: asyncpg.Connection, encoder: SnapshotEncoder,
                                types: list[EventType], after: Payment,
                                version_before: int) -> int:
-    """Writes the events with `after`, the payment as payment_as_stored read
-    it in this transaction after the change; returns its version after them."""
+    """Writes the events with `after`, the payment as its rows are in this
+    transaction after the change; returns its version after them."""
     if not types:
         return version_before
     payment_id = after.payment_id

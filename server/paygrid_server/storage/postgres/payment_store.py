@@ -39,6 +39,7 @@ from paygrid_server.storage.payment_rows import (
     first_attempt_rows,
     leg_outcome_rows,
     leg_rows,
+    payment_after_outcome,
     payment_outcome_row,
     payment_row,
     refund_from_rows,
@@ -47,9 +48,8 @@ from paygrid_server.storage.payment_rows import (
 )
 from paygrid_server.storage.postgres.database import PostgresDatabase
 from paygrid_server.storage.postgres.payment_events import (
-    leg_statuses,
+    legs_before_outcome,
     lock_payment,
-    payment_as_stored,
     write_payment_events,
     write_refund_event,
 )
@@ -166,7 +166,7 @@ class PostgresPaymentStore:
     async def save_payment_outcome(self, payment: Payment) -> None:
         async with self._database.transaction() as db:
             before = await lock_payment(db, payment.payment_id)
-            legs_before = await leg_statuses(db, payment.payment_id)
+            legs_before = await legs_before_outcome(db, payment.payment_id)
             await db.executemany(
                 "UPDATE payment_legs SET status = $1, channel = $2, channel_reference = $3, "
                 "failure_reason = $4, failure_message = $5, failure_decline_code = $6, "
@@ -176,8 +176,9 @@ class PostgresPaymentStore:
                 "UPDATE payments SET status = $1, failure_reason = $2, failure_message = $3, "
                 "failure_decline_code = $4, completed_at_us = $5 WHERE payment_id = $6",
                 *payment_outcome_row(payment))
-            after = await payment_as_stored(db, payment.payment_id)
-            types = payment_outcome_types(before["status"], legs_before, after)
+            after = payment_after_outcome(payment, legs_before, before["version"])
+            types = payment_outcome_types(
+                before["status"], {i: row["status"] for i, row in legs_before.items()}, after)
             payment.version = await write_payment_events(db, self._encoder, types, after,
                                                          before["version"])
         if payment.status is not PaymentStatus.PROCESSING:

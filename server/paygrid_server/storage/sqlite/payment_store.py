@@ -22,9 +22,11 @@ from paygrid_server.storage.failure_columns import failure_columns
 from paygrid_server.storage.payment_rows import leg_from_row as _leg
 from paygrid_server.storage.payment_rows import payment_from_row as _payment
 from paygrid_server.storage.payment_rows import (
+    LEGS_BEFORE_OUTCOME_SQL,
     first_attempt_rows,
     leg_outcome_rows,
     leg_rows,
+    payment_after_outcome,
     payment_outcome_row,
     payment_row,
     refund_from_rows,
@@ -33,12 +35,13 @@ from paygrid_server.storage.payment_rows import (
 )
 from paygrid_server.storage.sqlite.database import SqliteDatabase, write_then_wake
 from paygrid_server.storage.sqlite.payment_events import (
-    payment_as_stored,
     write_payment_events,
     write_refund_event,
 )
 
 T = TypeVar("T")
+
+_LEGS_BEFORE_OUTCOME = LEGS_BEFORE_OUTCOME_SQL.format("?")
 
 
 class SqlitePaymentStore:
@@ -53,9 +56,11 @@ class SqlitePaymentStore:
 
     async def insert_payment(self, payment: Payment) -> Payment | None:
         def insert(db: sqlite3.Connection) -> bool:
+            # version 1: the payment.created event written below.
             cursor = db.execute(
                 "INSERT INTO payments (payment_id, tenant_id, idempotency_key, fingerprint, payer, "
-                "mode, status, metadata_json, received_at_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "mode, status, metadata_json, received_at_us, version) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1) "
                 "ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
                 payment_row(payment))
             if cursor.rowcount == 0:
@@ -142,21 +147,23 @@ class SqlitePaymentStore:
         def save(db: sqlite3.Connection) -> int:
             before = db.execute("SELECT status, version FROM payments WHERE payment_id = ?",
                                 (payment.payment_id,)).fetchone()
-            legs_before = {row["leg_index"]: row["status"] for row in db.execute(
-                "SELECT leg_index, status FROM payment_legs WHERE payment_id = ?",
-                (payment.payment_id,))}
+            legs_before = {row["leg_index"]: row for row in db.execute(
+                _LEGS_BEFORE_OUTCOME, (payment.payment_id,))}
+            after = payment_after_outcome(payment, legs_before, before["version"])
+            types = payment_outcome_types(
+                before["status"], {i: row["status"] for i, row in legs_before.items()}, after)
+            version = write_payment_events(db, self._encoder, types, after, before["version"])
             db.executemany(
                 "UPDATE payment_legs SET status = ?, channel = ?, channel_reference = ?, "
                 "failure_reason = ?, failure_message = ?, failure_decline_code = ?, "
                 "attempts = ?, latency_us = ? WHERE payment_id = ? AND leg_index = ?",
                 leg_outcome_rows(payment))
             db.execute(
-                "UPDATE payments SET status = ?, failure_reason = ?, failure_message = ?, "
-                "failure_decline_code = ?, completed_at_us = ? WHERE payment_id = ?",
-                payment_outcome_row(payment))
-            after = payment_as_stored(db, payment.payment_id)
-            types = payment_outcome_types(before["status"], legs_before, after)
-            return write_payment_events(db, self._encoder, types, after, before["version"])
+                "UPDATE payments SET version = ?, status = ?, failure_reason = ?, "
+                "failure_message = ?, failure_decline_code = ?, completed_at_us = ? "
+                "WHERE payment_id = ?",
+                (version, *payment_outcome_row(payment)))
+            return version
 
         payment.version = await self._write(save)
 
