@@ -21,7 +21,7 @@ from paygrid.v1 import batch_service_pb2_grpc as pb_grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/support/: helpers shared with the tests
 from tests.support.api_key_metadata import keyed_channel
 
-from bench_server import paygrid_server, rss_kib
+from bench_server import cpu_s, paygrid_server, rss_kib
 
 
 def batch_requests(items: int, per_message: int, group_size: int, parallelism: int):
@@ -39,6 +39,7 @@ def batch_requests(items: int, per_message: int, group_size: int, parallelism: i
 async def run(items: int, per_message: int, group_size: int, parallelism: int) -> dict:
     async with paygrid_server(simulator_process=True) as server:
         rss_start = rss_kib(server.pid)
+        cpu_start = cpu_s(server.pid)
         peak = rss_start
         done = asyncio.Event()
 
@@ -58,6 +59,7 @@ async def run(items: int, per_message: int, group_size: int, parallelism: int) -
                 if response.WhichOneof("kind") == "summary":
                     summary = response.summary
         wall_s = time.perf_counter() - started
+        cpu_used_s = cpu_s(server.pid) - cpu_start
         done.set()
         await sampler
     assert summary is not None and summary.counts.succeeded == items, summary
@@ -69,6 +71,8 @@ async def run(items: int, per_message: int, group_size: int, parallelism: int) -
         "apt_ms": round(summary.timing.average_processing_time.ToMicroseconds() / 1_000, 3),
         "groups": summary.timing.groups,
         "wall_s": round(wall_s, 2),
+        # What the batch costs the server (user + system), whatever else runs on the machine.
+        "server_cpu_us_per_item": round(cpu_used_s * 1e6 / items, 1),
         "server_rss_start_mib": round(rss_start / 1024, 1),
         "server_rss_peak_mib": round(peak / 1024, 1),
     }
