@@ -24,7 +24,8 @@ from paygrid_server.domain.ports.batch_store import BatchStore
 from paygrid_server.storage.postgres import batch_sql as postgres_batch_sql
 from paygrid_server.storage.postgres.batch_store import PostgresBatchStore
 from paygrid_server.storage.postgres.database import PostgresDatabase, PostgresLimits
-from paygrid_server.storage.sqlite.batch_store import SqliteBatchStore, _chunks
+from paygrid_server.storage.sqlite.batch_item_rows import chunks as _chunks
+from paygrid_server.storage.sqlite.batch_store import SqliteBatchStore
 from paygrid_server.storage.sqlite.database import SqliteDatabase
 
 UID = "bat_test"

@@ -11,7 +11,7 @@ from typing import Iterator, Sequence, TypeVar
 import asyncpg
 
 from paygrid_server.domain.model.batch import BatchGroup, BatchItem, BatchItemStatus
-from paygrid_server.storage.batch_rows import item_state_row
+from paygrid_server.storage.batch_rows import ITEM_COLUMNS, item_from_row, item_state_row
 
 # Rows per statement: arrays have no parameter limit, but a bounded chunk
 # bounds one statement's time (statement_timeout) and the memory of its
@@ -91,3 +91,41 @@ async def mark_items_processing(db: asyncpg.Connection, batch_uid: str, group: B
         await db.execute("UPDATE batch_items SET status = 'PROCESSING', group_no = $1 "
                          "WHERE batch_uid = $2 AND seq = ANY($3::bigint[])",
                          group.group_no, batch_uid, chunk)
+
+
+async def save_versions(db: asyncpg.Connection, batch_uid: str, items: list[BatchItem]) -> None:
+    """Each item's version (after save_states: by key lookups already set)."""
+    for chunk in chunks(items):
+        await db.execute(
+            "UPDATE batch_items SET version = v.version "
+            "FROM unnest($2::bigint[], $3::bigint[]) AS v (seq, version) "
+            "WHERE batch_items.batch_uid = $1 AND batch_items.seq = v.seq",
+            batch_uid, [i.seq for i in chunk], [i.version for i in chunk])
+
+
+async def stored_statuses(db: asyncpg.Connection, batch_uid: str,
+                          items: list[BatchItem]) -> dict[int, str]:
+    """The items' statuses as stored, by seq."""
+    found: dict[int, str] = {}
+    for chunk in chunks([item.seq for item in items]):
+        found.update((row[0], row[1]) for row in await db.fetch(
+            "SELECT seq, status FROM batch_items WHERE batch_uid = $1 "
+            "AND seq = ANY($2::bigint[])", batch_uid, chunk))
+    return found
+
+
+async def groups_as_stored(db: asyncpg.Connection, batch_uid: str,
+                           group_nos: list[int]) -> list[BatchGroup]:
+    """Each group with every item of it, as stored (batch_items_by_group)."""
+    groups = []
+    for setting in BY_GROUP:
+        await db.execute(setting)
+    for group_no in group_nos:
+        key, started_at_us, completed_at_us = await db.fetchrow(
+            "SELECT group_key, started_at_us, completed_at_us FROM batch_groups "
+            "WHERE batch_uid = $1 AND group_no = $2", batch_uid, group_no)
+        rows = await db.fetch(f"SELECT {ITEM_COLUMNS} FROM batch_items WHERE batch_uid = $1 "
+                              "AND group_no = $2 ORDER BY seq", batch_uid, group_no)
+        groups.append(BatchGroup(group_no, key, [item_from_row(row) for row in rows],
+                                 started_at_us, completed_at_us or 0))
+    return groups

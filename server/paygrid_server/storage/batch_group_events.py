@@ -1,0 +1,113 @@
+"""Which events a batch group's results write, and their rows, the same for
+every engine; each store only says how its dialect reads and writes them,
+inside the transaction that stores the results (under the group's fence on
+PostgreSQL: a replica whose write is refused writes no event either).
+
+A group's completion reports it: one batch.item.failed or batch.item.unknown
+per FAILED or UNKNOWN item (in seq order), then one batch.group.completed
+carrying every item's result. Successes get no event of their own: a
+million-item payroll writes one event per group, plus one per item that
+needs a look. A later save that changes items of a group (a resubmission
+settling UNKNOWN items, or items a crash left mid-charge) reports that group
+again: an event per changed item now FAILED or UNKNOWN, then the group as
+stored. A save that changes nothing writes nothing.
+
+These are events of the batch aggregate: they share one version sequence
+with the batch's status events (batch.created ... batch.completed), so a
+consumer applying version = last + 1 per batch sees them all in order.
+An item's version is its own event's, else its group's event's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+from paygrid_server.domain.model import clock
+from paygrid_server.domain.model.batch import BatchGroup, BatchItem, BatchItemStatus
+from paygrid_server.domain.model.event import BATCH_AGGREGATE, EventType
+from paygrid_server.domain.ports.event_log import SnapshotEncoder
+from paygrid_server.storage.event_rows import event_row
+
+_ITEM_EVENTS = {
+    BatchItemStatus.FAILED: EventType.BATCH_ITEM_FAILED,
+    BatchItemStatus.UNKNOWN: EventType.BATCH_ITEM_UNKNOWN,
+}
+# The statuses a group's charge leaves: an item saved into one of these is
+# reported; one put back to RECEIVED (fenced, charged again in a new group)
+# is reported with that group.
+_REPORTED = {BatchItemStatus.SUCCEEDED, *_ITEM_EVENTS}
+
+
+@dataclass(slots=True)
+class GroupReport:
+    group: BatchGroup  # as stored after the change: every item of the group
+    told_alone: list[BatchItem]  # those with an event of their own, in seq order
+
+    @property
+    def event_count(self) -> int:
+        return len(self.told_alone) + 1
+
+
+def completed(group: BatchGroup) -> GroupReport:
+    """The group just completed: every FAILED or UNKNOWN item is told."""
+    return GroupReport(group, [i for i in group.items if i.status in _ITEM_EVENTS])
+
+
+def changed(group: BatchGroup, changed_seqs: set[int]) -> GroupReport:
+    """The group reported again: only its changed FAILED or UNKNOWN items are told."""
+    return GroupReport(group, [i for i in group.items
+                               if i.seq in changed_seqs and i.status in _ITEM_EVENTS])
+
+
+def changed_items(items: Iterable[BatchItem], status_before: Mapping[int, str]) -> set[int]:
+    """Seqs of `items` saved into a reported status they did not have."""
+    return {i.seq for i in items
+            if i.status in _REPORTED and status_before.get(i.seq) != i.status.value}
+
+
+def groups_of(items: Iterable[BatchItem], seqs: set[int]) -> list[int]:
+    return sorted({i.group_no for i in items if i.seq in seqs and i.group_no})
+
+
+def event_count(reports: list[GroupReport]) -> int:
+    return sum(report.event_count for report in reports)
+
+
+def group_payloads(reports: list[GroupReport], encoder: SnapshotEncoder) -> list[tuple[str, bytes]]:
+    """A group's payload has no version in it: encoded before the versions are
+    taken (PostgreSQL holds the batch row's lock from then to commit)."""
+    return [encoder.group(report.group) for report in reports]
+
+
+def group_event_rows(reports: list[GroupReport], payloads: list[tuple[str, bytes]],
+                     tenant_id: str, batch_id: str, version_before: int,
+                     encoder: SnapshotEncoder) -> list[tuple]:
+    """The events' rows, versions from version_before + 1; sets each
+    reported item's version (its own event's, else its group's)."""
+    version = version_before
+    alone: list[BatchItem] = []
+    order: list[tuple[EventType, int, tuple[str, bytes] | None]] = []
+    for report, payload in zip(reports, payloads):
+        told = set()
+        for item in report.told_alone:
+            version += 1
+            item.version = version
+            alone.append(item)
+            told.add(item.seq)
+            order.append((_ITEM_EVENTS[item.status], version, None))
+        version += 1
+        for item in report.group.items:
+            if item.seq not in told:
+                item.version = version
+        order.append((EventType.BATCH_GROUP_COMPLETED, version, payload))
+    item_type, item_payloads = encoder.batch_items(alone)
+    next_item = iter(item_payloads)
+    at_us = clock.now_us()
+    return [event_row(event_type, tenant_id, batch_id, version,
+                      *(payload or (item_type, next(next_item))), at_us, BATCH_AGGREGATE)
+            for event_type, version, payload in order]
+
+
+def reported_items(reports: list[GroupReport]) -> list[BatchItem]:
+    return [item for report in reports for item in report.group.items]
