@@ -250,6 +250,8 @@ async def test_three_replicas_share_a_batch_and_finish_a_killed_ones_groups(
                                     if not tx.payee.startswith("decline_"))
         books = reconcile(lambda sql: postgres_rows(dsn, sql), {"card": card.ledger})
         assert books.ok, str(books)
+        # B's kill and the takeovers left no group told twice, none untold.
+        await _each_group_told_once(watch, "payroll", len(rows), transactions)
     finally:
         if watch is not None:
             await watch.close()
@@ -324,6 +326,8 @@ async def test_a_paused_replica_whose_lease_ran_out_cannot_store_its_stale_resul
         assert told.ok, told.describe()
         books = reconcile(lambda sql: postgres_rows(dsn, sql), {"card": card.ledger})
         assert books.ok, str(books)
+        # B's refused results wrote no event: each group told once, by A.
+        await _each_group_told_once(watch, "paused", len(await groups()), transactions)
     finally:
         if watch is not None:
             await watch.close()
@@ -334,6 +338,27 @@ async def test_a_paused_replica_whose_lease_ran_out_cannot_store_its_stale_resul
         for front in (card_a, card_b):
             front.faults.release_charges()
         await card.stop()
+
+
+async def _each_group_told_once(watch: asyncpg.Connection, batch_id: str, groups: int,
+                                transactions: list[pb.BatchTransaction]) -> None:
+    """The batch's events: versions 1..N without a gap; one
+    batch.group.completed per group; one batch.item.failed per declined
+    item (every other item succeeded: told only by its group)."""
+    rows = await watch.fetch(
+        "SELECT type, aggregate_version, payload FROM events WHERE aggregate_type = 'batch' "
+        "AND aggregate_id = $1 ORDER BY aggregate_version", batch_id)
+    assert [r["aggregate_version"] for r in rows] == list(range(1, len(rows) + 1))
+    told = Counter(r["type"] for r in rows)
+    assert set(told) == {f"io.paygrid.batch.{t}.v1" for t in (
+        "created", "group.completed", "item.failed", "completed")}, told
+    group_nos = Counter(pb.GroupResult.FromString(r["payload"]).group_no for r in rows
+                        if r["type"] == "io.paygrid.batch.group.completed.v1")
+    assert group_nos == Counter(range(1, groups + 1))
+    failed = Counter(pb.BatchItem.FromString(r["payload"]).transaction.reference for r in rows
+                     if r["type"] == "io.paygrid.batch.item.failed.v1")
+    assert failed == Counter(tx.reference for tx in transactions
+                             if tx.payee.startswith("decline_"))
 
 
 def _postgres_client_ports(pid: int) -> set[int]:
