@@ -251,7 +251,7 @@ async def test_three_replicas_share_a_batch_and_finish_a_killed_ones_groups(
         books = reconcile(lambda sql: postgres_rows(dsn, sql), {"card": card.ledger})
         assert books.ok, str(books)
         # B's kill and the takeovers left no group told twice, none untold.
-        await _each_group_told_once(watch, "payroll", len(rows), transactions)
+        _each_group_told_once(await watch.fetch(_BATCH_EVENTS), rows, transactions)
     finally:
         if watch is not None:
             await watch.close()
@@ -327,7 +327,7 @@ async def test_a_paused_replica_whose_lease_ran_out_cannot_store_its_stale_resul
         books = reconcile(lambda sql: postgres_rows(dsn, sql), {"card": card.ledger})
         assert books.ok, str(books)
         # B's refused results wrote no event: each group told once, by A.
-        await _each_group_told_once(watch, "paused", len(await groups()), transactions)
+        _each_group_told_once(await watch.fetch(_BATCH_EVENTS), await groups(), transactions)
     finally:
         if watch is not None:
             await watch.close()
@@ -340,23 +340,27 @@ async def test_a_paused_replica_whose_lease_ran_out_cannot_store_its_stale_resul
         await card.stop()
 
 
-async def _each_group_told_once(watch: asyncpg.Connection, batch_id: str, groups: int,
-                                transactions: list[pb.BatchTransaction]) -> None:
-    """The batch's events: versions 1..N without a gap; one
-    batch.group.completed per group; one batch.item.failed per declined
-    item (every other item succeeded: told only by its group)."""
-    rows = await watch.fetch(
-        "SELECT type, aggregate_version, payload FROM events WHERE aggregate_type = 'batch' "
-        "AND aggregate_id = $1 ORDER BY aggregate_version", batch_id)
-    assert [r["aggregate_version"] for r in rows] == list(range(1, len(rows) + 1))
-    told = Counter(r["type"] for r in rows)
-    assert set(told) == {f"io.paygrid.batch.{t}.v1" for t in (
-        "created", "group.completed", "item.failed", "completed")}, told
-    group_nos = Counter(pb.GroupResult.FromString(r["payload"]).group_no for r in rows
-                        if r["type"] == "io.paygrid.batch.group.completed.v1")
-    assert group_nos == Counter(range(1, groups + 1))
-    failed = Counter(pb.BatchItem.FromString(r["payload"]).transaction.reference for r in rows
-                     if r["type"] == "io.paygrid.batch.item.failed.v1")
+# The test's one batch's events, in version order.
+_BATCH_EVENTS = ("SELECT type, aggregate_version, payload FROM events "
+                 "WHERE aggregate_type = 'batch' ORDER BY aggregate_version")
+
+
+def _each_group_told_once(events: list, groups: list,
+                          transactions: list[pb.BatchTransaction]) -> None:
+    """`events` (rows of _BATCH_EVENTS): versions 1..N without a gap; one
+    batch.group.completed per group (`groups`: rows, group_no first); one
+    batch.item.failed per declined item (every other item succeeded: told
+    only by its group)."""
+    assert [version for _, version, _ in events] == list(range(1, len(events) + 1))
+    told = Counter(event_type.removeprefix("io.paygrid.batch.").removesuffix(".v1")
+                   for event_type, _, _ in events)
+    assert set(told) <= {"created", "resumed", "group.completed", "item.failed", "completed",
+                         "interrupted"} and told["completed"] >= 1, told
+    group_nos = Counter(pb.GroupResult.FromString(payload).group_no
+                        for event_type, _, payload in events if ".group." in event_type)
+    assert group_nos == Counter(group[0] for group in groups)
+    failed = Counter(pb.BatchItem.FromString(payload).transaction.reference
+                     for event_type, _, payload in events if ".item.failed." in event_type)
     assert failed == Counter(tx.reference for tx in transactions
                              if tx.payee.startswith("decline_"))
 
@@ -444,6 +448,10 @@ async def test_one_sqlite_server_restarted_finishes_its_killed_groups_at_once(
         assert told.ok, told.describe()
         books = reconcile(sqlite_rows(database), {"card": card.ledger})
         assert books.ok, str(books)
+        # The groups the kill left mid-charge are told once, when settled.
+        rows = sqlite_rows(database)
+        _each_group_told_once(rows(_BATCH_EVENTS), rows("SELECT group_no FROM batch_groups"),
+                              transactions)
     finally:
         server.process.terminate()
         await sim_server.stop(None)
