@@ -54,37 +54,52 @@ def completed(group: BatchGroup) -> GroupReport:
     return GroupReport(group, [i for i in group.items if i.status in _ITEM_EVENTS])
 
 
-def changed(group: BatchGroup, changed_seqs: set[int]) -> GroupReport:
-    """The group reported again: only its changed FAILED or UNKNOWN items are told."""
-    return GroupReport(group, [i for i in group.items
-                               if i.seq in changed_seqs and i.status in _ITEM_EVENTS])
+@dataclass(frozen=True, slots=True)
+class ItemChanges:
+    """What a save outside a group's completion changed: the seqs of the
+    items saved into a reported status they did not have, and their groups."""
+    seqs: set[int]
+    group_nos: list[int]
+
+    @classmethod
+    def of(cls, items: Iterable[BatchItem], status_before: Mapping[int, str]) -> ItemChanges:
+        seqs = {i.seq: i.group_no for i in items
+                if i.status in _REPORTED and status_before.get(i.seq) != i.status.value}
+        return cls(set(seqs), sorted({group_no for group_no in seqs.values() if group_no}))
+
+    def reports(self, groups: list[BatchGroup]) -> list[GroupReport]:
+        """`groups` (these, as stored after the save) reported again: only
+        their changed FAILED or UNKNOWN items are told one by one."""
+        return [GroupReport(group, [i for i in group.items
+                                    if i.seq in self.seqs and i.status in _ITEM_EVENTS])
+                for group in groups]
 
 
-def changed_items(items: Iterable[BatchItem], status_before: Mapping[int, str]) -> set[int]:
-    """Seqs of `items` saved into a reported status they did not have."""
-    return {i.seq for i in items
-            if i.status in _REPORTED and status_before.get(i.seq) != i.status.value}
+class GroupEvents:
+    """The events of `reports`, for one transaction. The groups' payloads
+    have no version in them, so they are encoded here, before the versions
+    are taken (PostgreSQL holds the batch row's lock from then to commit)."""
+
+    def __init__(self, reports: list[GroupReport], encoder: SnapshotEncoder) -> None:
+        self._reports = reports
+        self._encoder = encoder
+        self._payloads = [encoder.group(report.group) for report in reports]
+        self.count = sum(report.event_count for report in reports)
+
+    @property
+    def items(self) -> list[BatchItem]:
+        """Every reported item: each one's version is set by rows()."""
+        return [item for report in self._reports for item in report.group.items]
+
+    def rows(self, tenant_id: str, batch_id: str, version_before: int) -> list[tuple]:
+        """The events' rows, versions from version_before + 1; sets each
+        reported item's version (its own event's, else its group's)."""
+        return _rows(self._reports, self._payloads, tenant_id, batch_id, version_before,
+                     self._encoder)
 
 
-def groups_of(items: Iterable[BatchItem], seqs: set[int]) -> list[int]:
-    return sorted({i.group_no for i in items if i.seq in seqs and i.group_no})
-
-
-def event_count(reports: list[GroupReport]) -> int:
-    return sum(report.event_count for report in reports)
-
-
-def group_payloads(reports: list[GroupReport], encoder: SnapshotEncoder) -> list[tuple[str, bytes]]:
-    """A group's payload has no version in it: encoded before the versions are
-    taken (PostgreSQL holds the batch row's lock from then to commit)."""
-    return [encoder.group(report.group) for report in reports]
-
-
-def group_event_rows(reports: list[GroupReport], payloads: list[tuple[str, bytes]],
-                     tenant_id: str, batch_id: str, version_before: int,
-                     encoder: SnapshotEncoder) -> list[tuple]:
-    """The events' rows, versions from version_before + 1; sets each
-    reported item's version (its own event's, else its group's)."""
+def _rows(reports: list[GroupReport], payloads: list[tuple[str, bytes]], tenant_id: str,
+          batch_id: str, version_before: int, encoder: SnapshotEncoder) -> list[tuple]:
     version = version_before
     alone: list[BatchItem] = []
     order: list[tuple[EventType, int, tuple[str, bytes] | None]] = []
@@ -107,7 +122,3 @@ def group_event_rows(reports: list[GroupReport], payloads: list[tuple[str, bytes
     return [event_row(event_type, tenant_id, batch_id, version,
                       *(payload or (item_type, next(next_item))), at_us, BATCH_AGGREGATE)
             for event_type, version, payload in order]
-
-
-def reported_items(reports: list[GroupReport]) -> list[BatchItem]:
-    return [item for report in reports for item in report.group.items]

@@ -19,16 +19,7 @@ import asyncpg
 
 from paygrid_server.domain.model.batch import BatchItem
 from paygrid_server.domain.ports.event_log import SnapshotEncoder
-from paygrid_server.storage.batch_group_events import (
-    GroupReport,
-    changed,
-    changed_items,
-    event_count,
-    group_event_rows,
-    group_payloads,
-    groups_of,
-    reported_items,
-)
+from paygrid_server.storage.batch_group_events import GroupEvents, GroupReport, ItemChanges
 from paygrid_server.storage.event_rows import EVENT_COLUMNS
 from paygrid_server.storage.postgres.batch_sql import (
     groups_as_stored,
@@ -46,15 +37,14 @@ async def write_group_events(db: asyncpg.Connection, encoder: SnapshotEncoder, b
     """The reports' events, then each reported item's version; with
     `stops_batch`, the batch is stopped in the same statement that takes
     the versions (its row is locked once, last)."""
-    payloads = group_payloads(reports, encoder)
-    count = event_count(reports)
+    events = GroupEvents(reports, encoder)
     batch = await db.fetchrow(
         "UPDATE batches SET version = version + $2, stopped_after = coalesce(stopped_after, $3) "
-        "WHERE uid = $1 RETURNING tenant_id, batch_id, version", batch_uid, count, stops_batch)
-    await db.executemany(_INSERT_EVENT, group_event_rows(
-        reports, payloads, batch["tenant_id"], batch["batch_id"], batch["version"] - count,
-        encoder))
-    await save_versions(db, batch_uid, reported_items(reports))
+        "WHERE uid = $1 RETURNING tenant_id, batch_id, version",
+        batch_uid, events.count, stops_batch)
+    await db.executemany(_INSERT_EVENT, events.rows(batch["tenant_id"], batch["batch_id"],
+                                                    batch["version"] - events.count))
+    await save_versions(db, batch_uid, events.items)
     await notify_watchers(db)
 
 
@@ -64,9 +54,8 @@ async def save_and_report(db: asyncpg.Connection, encoder: SnapshotEncoder, batc
     changed into a reported status are reported again, as stored."""
     status_before = await stored_statuses(db, batch_uid, items)
     await save_states(db, batch_uid, items)
-    seqs = changed_items(items, status_before)
-    if not seqs:
+    changes = ItemChanges.of(items, status_before)
+    if not changes.seqs:
         return
-    reports = [changed(group, seqs)
-               for group in await groups_as_stored(db, batch_uid, groups_of(items, seqs))]
+    reports = changes.reports(await groups_as_stored(db, batch_uid, changes.group_nos))
     await write_group_events(db, encoder, batch_uid, reports)

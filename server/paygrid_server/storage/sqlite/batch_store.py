@@ -23,17 +23,12 @@ from paygrid_server.storage.batch_rows import ITEM_COLUMNS as _ITEM_COLUMNS
 from paygrid_server.storage.batch_rows import STORED_ITEM_COLUMNS
 from paygrid_server.storage.batch_rows import batch_from_row as _batch
 from paygrid_server.storage.batch_rows import item_from_row as _item
-from paygrid_server.storage.batch_rows import counts_from_rows, item_insert_row, item_state_row
+from paygrid_server.storage.batch_rows import counts_from_rows, item_insert_row
 from paygrid_server.storage.failure_columns import failure_columns
 from paygrid_server.storage.batch_group_events import completed
 from paygrid_server.storage.sqlite.batch_events import batch_status, write_batch_event
-from paygrid_server.storage.sqlite.batch_group_events import report_changes, write_group_events
-from paygrid_server.storage.sqlite.batch_item_rows import (
-    chunks,
-    in_list,
-    save_states,
-    stored_statuses,
-)
+from paygrid_server.storage.sqlite.batch_group_events import save_and_report, write_group_events
+from paygrid_server.storage.sqlite.batch_item_rows import chunks, in_list, save_states
 from paygrid_server.storage.sqlite.database import SqliteDatabase, write_then_wake
 
 
@@ -44,14 +39,6 @@ _INSERT_COLUMNS = f"{STORED_ITEM_COLUMNS}, batch_uid, content_digest, submission
 def _insert_items_sql(rows: int) -> str:
     row = f"({in_list(_INSERT_COLUMNS.count(',') + 1)})"
     return f"INSERT INTO batch_items ({_INSERT_COLUMNS}) VALUES {', '.join([row] * rows)}"
-
-
-def _save_and_report(db: sqlite3.Connection, encoder: SnapshotEncoder, batch_uid: str,
-                     items: list[BatchItem]) -> None:
-    """Items saved outside a group's completion: what changed is reported."""
-    status_before = stored_statuses(db, batch_uid, items)
-    save_states(db, batch_uid, items)
-    report_changes(db, encoder, batch_uid, items, status_before)
 
 
 class SqliteBatchStore:
@@ -169,7 +156,7 @@ class SqliteBatchStore:
                 "AND completed_at_us IS NULL",
                 (group.completed_at_us, batch_uid, group.group_no)).rowcount == 1
             if not completes:  # saved again: only a change is reported
-                _save_and_report(db, self._encoder, batch_uid, group.items)
+                save_and_report(db, self._encoder, batch_uid, group.items)
                 return
             # The payloads are `group` as its items are stored next, column for
             # column (what else an item holds never changes after its insert):
@@ -180,7 +167,7 @@ class SqliteBatchStore:
         await self._write(save)
 
     async def save_items(self, batch_uid: str, items: list[BatchItem]) -> None:
-        await self._write(lambda db: _save_and_report(db, self._encoder, batch_uid, items))
+        await self._write(lambda db: save_and_report(db, self._encoder, batch_uid, items))
 
     async def reject_waiting_items(self, batch_uid: str, failure: Failure) -> int:
         return await self._write(lambda db: db.execute(
