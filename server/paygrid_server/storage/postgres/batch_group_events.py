@@ -3,9 +3,12 @@ transaction that stores them (storage/batch_group_events.py says which):
 under the group queue's fence, so a replica whose lease was lost writes
 neither results nor events.
 
-Versions are taken last: UPDATE batches ... RETURNING version locks the
-batch row only for the transaction's tail, so groups of one batch saved
-in parallel wait for each other there, not for each other's item writes.
+Versions are taken late: UPDATE batches ... RETURNING version locks the
+batch row for the transaction's tail only (the items' one UPDATE, with
+their versions, the events, the commit), so groups of one batch saved in
+parallel wait for each other there, not for their fences or payloads.
+Taking it after the items' UPDATE would hold the lock as long (the items
+would need a second UPDATE for their versions) and write every item twice.
 Lock order, the same for every writer: group row (the fence), item rows,
 then the batch row. The batch's status events lock the batch row alone
 (lock_batch) and only read items and groups; ingest (insert_items) takes
@@ -24,7 +27,6 @@ from paygrid_server.storage.event_rows import EVENT_COLUMNS
 from paygrid_server.storage.postgres.batch_sql import (
     groups_as_stored,
     save_states,
-    save_versions,
     stored_statuses,
 )
 from paygrid_server.storage.postgres.payment_events import notify_watchers
@@ -34,9 +36,9 @@ _INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $
 
 async def write_group_events(db: asyncpg.Connection, encoder: SnapshotEncoder, batch_uid: str,
                              reports: list[GroupReport], stops_batch: str | None = None) -> None:
-    """The reports' events, then each reported item's version; with
-    `stops_batch`, the batch is stopped in the same statement that takes
-    the versions (its row is locked once, last)."""
+    """The reports' events, and every reported item saved (its state and its
+    version); with `stops_batch`, the batch is stopped in the same statement
+    that takes the versions (its row is locked once, late)."""
     events = GroupEvents(reports, encoder)
     batch = await db.fetchrow(
         "UPDATE batches SET version = version + $2, stopped_after = coalesce(stopped_after, $3) "
@@ -44,7 +46,7 @@ async def write_group_events(db: asyncpg.Connection, encoder: SnapshotEncoder, b
         batch_uid, events.count, stops_batch)
     await db.executemany(_INSERT_EVENT, events.rows(batch["tenant_id"], batch["batch_id"],
                                                     batch["version"] - events.count))
-    await save_versions(db, batch_uid, events.items)
+    await save_states(db, batch_uid, events.items)
     await notify_watchers(db)
 
 

@@ -31,15 +31,16 @@ def columns(rows: Sequence[tuple]) -> list[list]:
     return [list(column) for column in zip(*rows)]
 
 
-# An item's state: everything that changes after it is stored.
+# An item's state: everything that changes after it is stored, and the
+# version of the event that last reported it.
 SAVE_STATES = (
     "UPDATE batch_items SET status = state.status, attempt = state.attempt, "
     "group_no = state.group_no, channel_reference = state.channel_reference, "
     "failure_reason = state.failure_reason, failure_message = state.failure_message, "
-    "failure_decline_code = state.failure_decline_code "
+    "failure_decline_code = state.failure_decline_code, version = state.version "
     "FROM unnest($2::bigint[], $3::text[], $4::int[], $5::int[], $6::text[], $7::text[], "
-    "$8::text[], $9::text[]) AS state (seq, status, attempt, group_no, channel_reference, "
-    "failure_reason, failure_message, failure_decline_code) "
+    "$8::text[], $9::text[], $10::bigint[]) AS state (seq, status, attempt, group_no, "
+    "channel_reference, failure_reason, failure_message, failure_decline_code, version) "
     "WHERE batch_items.batch_uid = $1 AND batch_items.seq = state.seq")
 
 
@@ -64,7 +65,8 @@ async def by_key_lookups(db: asyncpg.Connection) -> None:
 async def save_states(db: asyncpg.Connection, batch_uid: str, items: list[BatchItem]) -> None:
     await by_key_lookups(db)
     for chunk in chunks(items):
-        await db.execute(SAVE_STATES, batch_uid, *columns([item_state_row(i) for i in chunk]))
+        await db.execute(SAVE_STATES, batch_uid,
+                         *columns([(*item_state_row(i), i.version) for i in chunk]))
 
 
 def rows_touched(status: str) -> int:
@@ -91,16 +93,6 @@ async def mark_items_processing(db: asyncpg.Connection, batch_uid: str, group: B
         await db.execute("UPDATE batch_items SET status = 'PROCESSING', group_no = $1 "
                          "WHERE batch_uid = $2 AND seq = ANY($3::bigint[])",
                          group.group_no, batch_uid, chunk)
-
-
-async def save_versions(db: asyncpg.Connection, batch_uid: str, items: list[BatchItem]) -> None:
-    """Each item's version (after save_states: by key lookups already set)."""
-    for chunk in chunks(items):
-        await db.execute(
-            "UPDATE batch_items SET version = v.version "
-            "FROM unnest($2::bigint[], $3::bigint[]) AS v (seq, version) "
-            "WHERE batch_items.batch_uid = $1 AND batch_items.seq = v.seq",
-            batch_uid, [i.seq for i in chunk], [i.version for i in chunk])
 
 
 async def stored_statuses(db: asyncpg.Connection, batch_uid: str,

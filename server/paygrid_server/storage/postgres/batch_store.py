@@ -46,7 +46,6 @@ from paygrid_server.storage.postgres.batch_sql import (
     columns,
     mark_items_processing,
     rows_touched,
-    save_states,
 )
 from paygrid_server.storage.postgres.database import PostgresDatabase
 
@@ -173,8 +172,7 @@ class PostgresBatchStore:
                 "started_at_us = $4 WHERE batch_uid = $1 AND group_no = $2 "
                 "AND status <> 'DONE'", batch_uid, group.group_no,
                 group.completed_at_us or None, group.started_at_us)) == 1
-            if completes:
-                await save_states(db, batch_uid, group.items)
+            if completes:  # its items are stored with their events
                 await write_group_events(db, self.encoder, batch_uid, [completed(group)])
             else:  # saved again: only a change is reported
                 await save_and_report(db, self.encoder, batch_uid, group.items)

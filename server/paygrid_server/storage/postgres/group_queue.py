@@ -163,11 +163,11 @@ class PostgresGroupQueue:
             if not await _holds(db, lease, done, group.completed_at_us or None,
                                 group.started_at_us, lease.owner):
                 return False
-            await save_states(db, batch_uid, group.items)
             await db.execute(f"NOTIFY {GROUPS_CHANGED}")
             # The fence passed: the group goes from LEASED to DONE here, once.
-            # Its payloads are `group` as just stored, column for column (what
-            # else an item holds never changes after its insert): no read back.
+            # Its items are stored with their events; the payloads are `group`
+            # as stored, column for column (what else an item holds never
+            # changes after its insert): no read back.
             await write_group_events(db, self._store.encoder, batch_uid, [completed(group)],
                                      stops_batch)
             return True
