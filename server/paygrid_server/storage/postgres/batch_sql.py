@@ -64,6 +64,11 @@ async def by_key_lookups(db: asyncpg.Connection) -> None:
 
 async def save_states(db: asyncpg.Connection, batch_uid: str, items: list[BatchItem]) -> None:
     await by_key_lookups(db)
+    await write_states(db, batch_uid, items)
+
+
+async def write_states(db: asyncpg.Connection, batch_uid: str, items: list[BatchItem]) -> None:
+    """save_states, the transaction's planner settings already made (by_key_lookups)."""
     for chunk in chunks(items):
         await db.execute(SAVE_STATES, batch_uid,
                          *columns([(*item_state_row(i), i.version) for i in chunk]))

@@ -122,16 +122,21 @@ class PostgresBatchStore:
         outcome = IngestOutcome()
         async with self._database.transaction() as db:
             # Ingest of one batch, one transaction at a time, whichever replica.
-            # A lock of its own, not the batch row's: a group saving its
-            # results holds item rows (resent ones among them) and then takes
-            # the batch row (batch_group_events.py): holding the batch row
-            # here while waiting for those item rows would deadlock.
+            # A lock of its own, not the batch row's: groups saving their
+            # results take the batch row for their commit's tail
+            # (batch_group_events.py), and need not wait for a whole ingest.
             await db.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 11))", batch_uid)
             existing: dict[str, asyncpg.Record | object] = {}
             for chunk in chunks([item.reference for item in items]):
                 existing.update({row["reference"]: row for row in await db.fetch(
                     _STORED_BY_REFERENCE, batch_uid, chunk)})
             fresh, resent = sort_incoming(items, existing, submission, outcome)
+            # The batch row before any item row, as every writer takes them
+            # (batch_group_events.py): no deadlock with a group's results.
+            unstored = unstored_rejections + len(outcome.refused)
+            if unstored:
+                await db.execute("UPDATE batches SET unstored_rejections = "
+                                 "unstored_rejections + $1 WHERE uid = $2", unstored, batch_uid)
             for chunk in chunks(fresh):
                 arrays = columns([item_insert_row(i) for i in chunk])
                 await db.execute(_INSERT_ITEMS, *arrays[:15], batch_uid, submission, arrays[15])
@@ -142,10 +147,6 @@ class PostgresBatchStore:
                 await db.execute("UPDATE batch_items SET submission = $1 "
                                  "WHERE batch_uid = $2 AND seq = ANY($3::bigint[])",
                                  submission, batch_uid, chunk)
-            unstored = unstored_rejections + len(outcome.refused)
-            if unstored:
-                await db.execute("UPDATE batches SET unstored_rejections = "
-                                 "unstored_rejections + $1 WHERE uid = $2", unstored, batch_uid)
         outcome.new = fresh
         return outcome
 
