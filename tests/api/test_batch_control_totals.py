@@ -12,7 +12,8 @@ from paygrid_server.storage.single_process_group_queue import SingleProcessGroup
 from paygrid_server.storage.postgres.group_queue import PostgresGroupQueue
 from paygrid.v1.event_service_pb2 import ListEventsRequest
 from paygrid.v1.event_service_pb2_grpc import EventServiceStub
-from tests.support.batch_client import batch_stub, chunk, collect, header, open_stream, submit, tx
+from tests.support.batch_client import (batch_stub, chunk, collect, header, open_stream,
+                                        resubmit, submit, tx)
 from tests.conftest import rich_status
 from tests.support.server_process import wait_for
 
@@ -127,7 +128,7 @@ async def test_a_resubmission_is_checked_against_its_own_stream(paygrid) -> None
                    "the submission to stop")
     assert paygrid.captured_everywhere() == []
 
-    reply = await submit(stub, first, chunk(*MIXED))  # the whole batch again
+    reply = await resubmit(stub, first, chunk(*MIXED))  # the whole batch again
     assert reply.summary.status == pb.BATCH_STATUS_COMPLETED
     assert reply.summary.counts.succeeded == 3
     assert len(paygrid.captured_everywhere()) == 3

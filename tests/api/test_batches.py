@@ -9,7 +9,8 @@ import grpc
 import pytest
 
 from paygrid.v1 import batch_service_pb2 as pb
-from tests.support.batch_client import batch_stub, chunk, collect, header, open_stream, submit, tx
+from tests.support.batch_client import (batch_stub, chunk, collect, header, open_stream,
+                                        resubmit, submit, tx)
 from tests.conftest import channel, rich_status, slow
 
 
@@ -157,7 +158,7 @@ async def test_resume_after_a_cancelled_stream_processes_each_item_once(start_pa
     before = await stub.GetBatch(pb.GetBatchRequest(batch_id="batch-1"))
     assert 10 <= before.batch.counts.succeeded < 60
 
-    reply = await submit(stub, header(max_group_size=10, parallelism=1), chunk(*items))
+    reply = await resubmit(stub, header(max_group_size=10, parallelism=1), chunk(*items))
     assert reply.summary.status == pb.BATCH_STATUS_COMPLETED
     assert reply.summary.counts.succeeded == 60 and reply.summary.counts.total == 60
     assert len(reply.already_processed) >= 10  # stored results, not charged again

@@ -250,6 +250,8 @@ async def test_three_replicas_share_a_batch_and_finish_a_killed_ones_groups(
                                     if not tx.payee.startswith("decline_"))
         books = reconcile(lambda sql: postgres_rows(dsn, sql), {"card": card.ledger})
         assert books.ok, str(books)
+        # B's kill and the takeovers left no group told twice, none untold.
+        _each_group_told_once(await watch.fetch(_BATCH_EVENTS), rows, transactions)
     finally:
         if watch is not None:
             await watch.close()
@@ -324,6 +326,8 @@ async def test_a_paused_replica_whose_lease_ran_out_cannot_store_its_stale_resul
         assert told.ok, told.describe()
         books = reconcile(lambda sql: postgres_rows(dsn, sql), {"card": card.ledger})
         assert books.ok, str(books)
+        # B's refused results wrote no event: each group told once, by A.
+        _each_group_told_once(await watch.fetch(_BATCH_EVENTS), await groups(), transactions)
     finally:
         if watch is not None:
             await watch.close()
@@ -334,6 +338,31 @@ async def test_a_paused_replica_whose_lease_ran_out_cannot_store_its_stale_resul
         for front in (card_a, card_b):
             front.faults.release_charges()
         await card.stop()
+
+
+# The test's one batch's events, in version order.
+_BATCH_EVENTS = ("SELECT type, aggregate_version, payload FROM events "
+                 "WHERE aggregate_type = 'batch' ORDER BY aggregate_version")
+
+
+def _each_group_told_once(events: list, groups: list,
+                          transactions: list[pb.BatchTransaction]) -> None:
+    """`events` (rows of _BATCH_EVENTS): versions 1..N without a gap; one
+    batch.group.completed per group (`groups`: rows, group_no first); one
+    batch.item.failed per declined item (every other item succeeded: told
+    only by its group)."""
+    assert [version for _, version, _ in events] == list(range(1, len(events) + 1))
+    told = Counter(event_type.removeprefix("io.paygrid.batch.").removesuffix(".v1")
+                   for event_type, _, _ in events)
+    assert set(told) <= {"created", "resumed", "group.completed", "item.failed", "completed",
+                         "interrupted"} and told["completed"] >= 1, told
+    group_nos = Counter(pb.GroupResult.FromString(payload).group_no
+                        for event_type, _, payload in events if ".group." in event_type)
+    assert group_nos == Counter(group[0] for group in groups)
+    failed = Counter(pb.BatchItem.FromString(payload).transaction.reference
+                     for event_type, _, payload in events if ".item.failed." in event_type)
+    assert failed == Counter(tx.reference for tx in transactions
+                             if tx.payee.startswith("decline_"))
 
 
 def _postgres_client_ports(pid: int) -> set[int]:
@@ -419,6 +448,10 @@ async def test_one_sqlite_server_restarted_finishes_its_killed_groups_at_once(
         assert told.ok, told.describe()
         books = reconcile(sqlite_rows(database), {"card": card.ledger})
         assert books.ok, str(books)
+        # The groups the kill left mid-charge are told once, when settled.
+        rows = sqlite_rows(database)
+        _each_group_told_once(rows(_BATCH_EVENTS), rows("SELECT group_no FROM batch_groups"),
+                              transactions)
     finally:
         server.process.terminate()
         await sim_server.stop(None)

@@ -24,7 +24,8 @@ from paygrid_server.domain.ports.batch_store import BatchStore
 from paygrid_server.storage.postgres import batch_sql as postgres_batch_sql
 from paygrid_server.storage.postgres.batch_store import PostgresBatchStore
 from paygrid_server.storage.postgres.database import PostgresDatabase, PostgresLimits
-from paygrid_server.storage.sqlite.batch_store import SqliteBatchStore, _chunks
+from paygrid_server.storage.sqlite.batch_item_rows import chunks as _chunks
+from paygrid_server.storage.sqlite.batch_store import SqliteBatchStore
 from paygrid_server.storage.sqlite.database import SqliteDatabase
 
 UID = "bat_test"
@@ -159,3 +160,46 @@ async def test_the_sweep_leaves_a_batch_between_its_insert_and_its_first_submiss
     assert await store.interrupt_abandoned() == 1  # the fixture's old one only
     assert (await store.get_batch_by_uid("bat_fresh")).status is BatchStatus.RECEIVING
     assert (await store.get_batch_by_uid(UID)).status is BatchStatus.INTERRUPTED
+
+
+async def _batch_events(store: BatchStore) -> list[tuple[str, int]]:
+    """(type, version) of the batch's events, as stored."""
+    sql = "SELECT type, aggregate_version FROM events ORDER BY aggregate_version"
+    if isinstance(store, PostgresBatchStore):
+        rows = await store._database.read("fetch", sql)
+    else:
+        rows = await store._reader.execute_fetchall(sql)
+    return [(t.removeprefix("io.paygrid.").removesuffix(".v1"), v) for t, v in rows]
+
+
+async def test_a_group_saved_again_reports_only_what_changed(store: BatchStore) -> None:
+    """A retried save of a group's results (a crash after its commit, a
+    writer retrying) changes nothing and writes no event; a later save that
+    settles an item reports that group again."""
+    items = [_item(seq) for seq in range(1, 4)]
+    await store.insert_items(UID, 1, items, 0)
+    for item in items:
+        item.status, item.group_no = S.PROCESSING, 2
+    group = BatchGroup(2, "card", items, started_at_us=10)
+    await store.mark_group_processing(UID, group)
+    items[0].status, items[1].status = S.SUCCEEDED, S.SUCCEEDED
+    items[2].status = S.UNKNOWN
+    items[2].failure = Failure(FailureReason.OUTCOME_UNKNOWN, "no answer")
+    group.completed_at_us = 20
+    await store.save_group_results(UID, group)
+    told = [("batch.created", 1), ("batch.item.unknown", 2), ("batch.group.completed", 3)]
+    assert await _batch_events(store) == told
+    assert [i.version for i in (await _stored(store)).values()] == [3, 3, 2]
+
+    await store.save_group_results(UID, group)  # the same results again
+    await store.save_items(UID, items)
+    assert await _batch_events(store) == told
+    assert (await store.get_batch_by_uid(UID)).version == 3
+
+    # The unknown item settled (succeeded): its group is told again, alone.
+    settled = (await _stored(store))[3]
+    settled.status, settled.failure, settled.channel_reference = S.SUCCEEDED, None, "ch_3"
+    await store.save_items(UID, [settled])
+    assert await _batch_events(store) == [*told, ("batch.group.completed", 4)]
+    assert [i.version for i in (await _stored(store)).values()] == [4, 4, 4]
+    assert (await store.get_batch_by_uid(UID)).version == 4

@@ -66,6 +66,24 @@ async def submit(stub: pb_grpc.BatchServiceStub, *messages: pb.SubmitBatchReques
     return await collect(call)
 
 
+async def resubmit(stub: pb_grpc.BatchServiceStub, *messages: pb.SubmitBatchRequest,
+                   tries: int = 30) -> BatchReply:
+    """submit() a batch whose earlier stream dropped. Its INTERRUPTED status is
+    stored before the dropped run lets go of the batch (its submission lease,
+    then its in-flight entry): a resubmission in between is told ABORTED with
+    a retry delay, and does as a client is told."""
+    from tests.conftest import rich_status
+
+    for _ in range(tries - 1):
+        try:
+            return await submit(stub, *messages)
+        except grpc.aio.AioRpcError as error:
+            assert error.code() == grpc.StatusCode.ABORTED, error
+            delay = rich_status(error)["RetryInfo"].retry_delay  # type: ignore[attr-defined]
+            await asyncio.sleep(delay.ToMilliseconds() / 1_000)
+    return await submit(stub, *messages)
+
+
 async def collect(call) -> BatchReply:
     """Reads the rest of a SubmitBatch call (read(), so it can follow earlier reads)."""
     reply = BatchReply()

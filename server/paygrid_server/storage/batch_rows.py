@@ -18,10 +18,14 @@ from paygrid_server.domain.model.batch import (
 from paygrid_server.domain.model.money import Money
 from paygrid_server.storage.failure_columns import failure_columns, failure_from_columns
 
-ITEM_COLUMNS = (
+# The columns an item is first stored with.
+STORED_ITEM_COLUMNS = (
     "seq, reference, payee, currency, amount_minor, requested_channel, requested_at_us, "
     "channel, status, attempt, group_no, channel_reference, failure_reason, failure_message, "
     "failure_decline_code")
+# The columns an item is read with (item_from_row): its version is written
+# only with the events that report it.
+ITEM_COLUMNS = f"{STORED_ITEM_COLUMNS}, version"
 
 _ITEM_STATUS = {status.value: status for status in BatchItemStatus}
 
@@ -44,17 +48,18 @@ def item_from_row(row: Sequence[Any]) -> BatchItem:
     times cheaper than by name, per item read."""
     (seq, reference, payee, currency, amount_minor, requested_channel, requested_at_us, channel,
      status, attempt, group_no, channel_reference, failure_reason, failure_message,
-     failure_decline_code, *_) = row
+     failure_decline_code, version, *_) = row
     return BatchItem(
         seq=seq, reference=reference, payee=payee, amount=Money(currency, amount_minor),
         requested_channel=requested_channel, requested_at_us=requested_at_us, channel=channel,
         status=_ITEM_STATUS[status], attempt=attempt, group_no=group_no,
         channel_reference=channel_reference,
-        failure=failure_from_columns(failure_reason, failure_message, failure_decline_code))
+        failure=failure_from_columns(failure_reason, failure_message, failure_decline_code),
+        version=version)
 
 
 def item_insert_row(item: BatchItem) -> tuple:
-    """An item as stored first: ITEM_COLUMNS, then its content digest."""
+    """An item as stored first: STORED_ITEM_COLUMNS, then its content digest."""
     return (item.seq, item.reference, item.payee, item.amount.currency, item.amount.amount_minor,
             item.requested_channel, item.requested_at_us, item.channel, item.status.value,
             item.attempt, item.group_no, item.channel_reference, *failure_columns(item.failure),

@@ -79,22 +79,23 @@ def payment_event_rows(types: list[EventType], payment: Payment, version_before:
     versions = range(version_before + 1, version_before + len(types) + 1)
     payload_type, payloads = encoder.payment(payment, versions)
     payment.version = versions[-1]
-    return [_row(event_type, payment.tenant_id, payment.payment_id, version, payload_type,
-                 payload, at_us)
+    return [event_row(event_type, payment.tenant_id, payment.payment_id, version, payload_type,
+                      payload, at_us)
             for event_type, version, payload in zip(types, versions, payloads)]
 
 
 def refund_event_row(event_type: EventType, tenant_id: str, refund: Refund, version: int,
                      encoder: SnapshotEncoder) -> tuple:
     payload_type, payload = encoder.refund(refund)
-    return _row(event_type, tenant_id, refund.payment_id, version, payload_type, payload,
-                clock.now_us())
+    return event_row(event_type, tenant_id, refund.payment_id, version, payload_type, payload,
+                     clock.now_us())
 
 
-def _row(event_type: EventType, tenant_id: str, payment_id: str, version: int,
-         payload_type: str, payload: bytes, at_us: int,
-         aggregate_type: str = PAYMENT_AGGREGATE) -> tuple:
-    return (new_event_id(), event_type.cloud_type, tenant_id, aggregate_type, payment_id,
+def event_row(event_type: EventType, tenant_id: str, aggregate_id: str, version: int,
+              payload_type: str, payload: bytes, at_us: int,
+              aggregate_type: str = PAYMENT_AGGREGATE) -> tuple:
+    """One event's row, in EVENT_COLUMNS' order."""
+    return (new_event_id(), event_type.cloud_type, tenant_id, aggregate_type, aggregate_id,
             version, payload_type, payload, at_us)
 
 
@@ -122,8 +123,8 @@ def batch_event_row(event_type: EventType, after: Batch, counts: BatchCounts,
                     group_processing_us: list[int], encoder: SnapshotEncoder) -> tuple:
     """`after` as read in the transaction, its version already the event's."""
     payload_type, payload = encoder.batch(after, counts, group_processing_us)
-    return _row(event_type, after.tenant_id, after.batch_id, after.version, payload_type, payload,
-                clock.now_us(), BATCH_AGGREGATE)
+    return event_row(event_type, after.tenant_id, after.batch_id, after.version, payload_type,
+                     payload, clock.now_us(), BATCH_AGGREGATE)
 
 
 def batch_counts(by_status: dict[str, int], unstored_rejections: int) -> BatchCounts:

@@ -207,4 +207,11 @@ def batch_item_pb(item: BatchItem) -> pb.BatchItem:
                                       channel=item.requested_channel)
     if item.requested_at_us is not None:
         transaction.requested_at.CopyFrom(_stamp(item.requested_at_us))
-    return pb.BatchItem(transaction=transaction, result=result_pb(item.result()))
+    return pb.BatchItem(transaction=transaction, result=result_pb(item.result()),
+                        version=item.version)
+
+
+def group_pb(group: BatchGroup) -> pb.GroupResult:
+    message = pb.GroupResult()
+    _fill_group(message, group)
+    return message

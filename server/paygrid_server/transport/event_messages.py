@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from google.protobuf import any_pb2, timestamp_pb2
 
+from paygrid.v1 import batch_service_pb2 as batch_pb2
 from paygrid.v1 import event_service_pb2 as pb
 from paygrid_server.domain.batches.service import batch_report
 from paygrid_server.domain.model import clock
-from paygrid_server.domain.model.batch import Batch, BatchCounts
+from paygrid_server.domain.model.batch import Batch, BatchCounts, BatchGroup, BatchItem
 from paygrid_server.domain.model.event import Event
 from paygrid_server.domain.model.payment import Payment
 from paygrid_server.domain.model.refund import Refund
-from paygrid_server.transport.batch_messages import batch_pb
+from paygrid_server.transport.batch_messages import batch_item_pb, batch_pb, group_pb
 from paygrid_server.transport.payment_messages import payment_pb, refund_pb
 
 _TYPE_URL_PREFIX = "type.googleapis.com/"
+_BATCH_ITEM = batch_pb2.BatchItem.DESCRIPTOR.full_name
 
 
 class ProtobufSnapshots:
@@ -38,6 +40,14 @@ class ProtobufSnapshots:
               group_processing_us: list[int]) -> tuple[str, bytes]:
         message = batch_pb(batch_report(batch, counts, group_processing_us, clock.now_us()))
         return message.DESCRIPTOR.full_name, message.SerializeToString(deterministic=True)
+
+    def group(self, group: BatchGroup) -> tuple[str, bytes]:
+        message = group_pb(group)
+        return message.DESCRIPTOR.full_name, message.SerializeToString(deterministic=True)
+
+    def batch_items(self, items: list[BatchItem]) -> tuple[str, list[bytes]]:
+        return _BATCH_ITEM, [batch_item_pb(item).SerializeToString(deterministic=True)
+                             for item in items]
 
 
 def event_pb(event: Event) -> pb.Event:

@@ -101,6 +101,9 @@ class BatchItem:
     group_no: int = 0
     channel_reference: str = ""
     failure: Failure | None = None
+    # The batch's aggregate_version of the event that last reported the item
+    # (0: none yet; storage/batch_group_events.py).
+    version: int = 0
 
     def content_digest(self) -> str:
         """An item resent on resubmission must carry the same content."""

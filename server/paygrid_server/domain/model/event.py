@@ -26,6 +26,11 @@ class EventType(enum.Enum):
     BATCH_COMPLETED = "batch.completed"
     BATCH_INTERRUPTED = "batch.interrupted"
     BATCH_REJECTED = "batch.rejected"  # control totals did not match; nothing charged
+    # A group's results, every item's (successes are told only here); then,
+    # one by one, the items that need a look: failed, or outcome unknown.
+    BATCH_GROUP_COMPLETED = "batch.group.completed"
+    BATCH_ITEM_FAILED = "batch.item.failed"
+    BATCH_ITEM_UNKNOWN = "batch.item.unknown"
 
     @property
     def cloud_type(self) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from paygrid_server.domain.model.batch import Batch, BatchCounts
+from paygrid_server.domain.model.batch import Batch, BatchCounts, BatchGroup, BatchItem
 from paygrid_server.domain.model.event import Event
 from paygrid_server.domain.model.payment import Payment
 from paygrid_server.domain.model.refund import Refund
@@ -27,6 +27,16 @@ class SnapshotEncoder(Protocol):
               group_processing_us: list[int]) -> tuple[str, bytes]:
         """The batch as GetBatch reports it, from the stored batch, its
         counts and its finished groups' processing times."""
+        ...
+
+    def group(self, group: BatchGroup) -> tuple[str, bytes]:
+        """A group's results as SubmitBatch streams them (every item's)."""
+        ...
+
+    def batch_items(self, items: list[BatchItem]) -> tuple[str, list[bytes]]:
+        """(payload type name, each item as ListBatchItems answers it, with
+        its version): the items a transaction reports one by one, encoded
+        together."""
         ...
 
 

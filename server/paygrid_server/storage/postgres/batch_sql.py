@@ -11,7 +11,7 @@ from typing import Iterator, Sequence, TypeVar
 import asyncpg
 
 from paygrid_server.domain.model.batch import BatchGroup, BatchItem, BatchItemStatus
-from paygrid_server.storage.batch_rows import item_state_row
+from paygrid_server.storage.batch_rows import ITEM_COLUMNS, item_from_row, item_state_row
 
 # Rows per statement: arrays have no parameter limit, but a bounded chunk
 # bounds one statement's time (statement_timeout) and the memory of its
@@ -31,15 +31,16 @@ def columns(rows: Sequence[tuple]) -> list[list]:
     return [list(column) for column in zip(*rows)]
 
 
-# An item's state: everything that changes after it is stored.
+# An item's state: everything that changes after it is stored, and the
+# version of the event that last reported it.
 SAVE_STATES = (
     "UPDATE batch_items SET status = state.status, attempt = state.attempt, "
     "group_no = state.group_no, channel_reference = state.channel_reference, "
     "failure_reason = state.failure_reason, failure_message = state.failure_message, "
-    "failure_decline_code = state.failure_decline_code "
+    "failure_decline_code = state.failure_decline_code, version = state.version "
     "FROM unnest($2::bigint[], $3::text[], $4::int[], $5::int[], $6::text[], $7::text[], "
-    "$8::text[], $9::text[]) AS state (seq, status, attempt, group_no, channel_reference, "
-    "failure_reason, failure_message, failure_decline_code) "
+    "$8::text[], $9::text[], $10::bigint[]) AS state (seq, status, attempt, group_no, "
+    "channel_reference, failure_reason, failure_message, failure_decline_code, version) "
     "WHERE batch_items.batch_uid = $1 AND batch_items.seq = state.seq")
 
 
@@ -63,8 +64,14 @@ async def by_key_lookups(db: asyncpg.Connection) -> None:
 
 async def save_states(db: asyncpg.Connection, batch_uid: str, items: list[BatchItem]) -> None:
     await by_key_lookups(db)
+    await write_states(db, batch_uid, items)
+
+
+async def write_states(db: asyncpg.Connection, batch_uid: str, items: list[BatchItem]) -> None:
+    """save_states, the transaction's planner settings already made (by_key_lookups)."""
     for chunk in chunks(items):
-        await db.execute(SAVE_STATES, batch_uid, *columns([item_state_row(i) for i in chunk]))
+        await db.execute(SAVE_STATES, batch_uid,
+                         *columns([(*item_state_row(i), i.version) for i in chunk]))
 
 
 def rows_touched(status: str) -> int:
@@ -91,3 +98,31 @@ async def mark_items_processing(db: asyncpg.Connection, batch_uid: str, group: B
         await db.execute("UPDATE batch_items SET status = 'PROCESSING', group_no = $1 "
                          "WHERE batch_uid = $2 AND seq = ANY($3::bigint[])",
                          group.group_no, batch_uid, chunk)
+
+
+async def stored_statuses(db: asyncpg.Connection, batch_uid: str,
+                          items: list[BatchItem]) -> dict[int, str]:
+    """The items' statuses as stored, by seq."""
+    found: dict[int, str] = {}
+    for chunk in chunks([item.seq for item in items]):
+        found.update((row[0], row[1]) for row in await db.fetch(
+            "SELECT seq, status FROM batch_items WHERE batch_uid = $1 "
+            "AND seq = ANY($2::bigint[])", batch_uid, chunk))
+    return found
+
+
+async def groups_as_stored(db: asyncpg.Connection, batch_uid: str,
+                           group_nos: list[int]) -> list[BatchGroup]:
+    """Each group with every item of it, as stored (batch_items_by_group)."""
+    groups = []
+    for setting in BY_GROUP:
+        await db.execute(setting)
+    for group_no in group_nos:
+        key, started_at_us, completed_at_us = await db.fetchrow(
+            "SELECT group_key, started_at_us, completed_at_us FROM batch_groups "
+            "WHERE batch_uid = $1 AND group_no = $2", batch_uid, group_no)
+        rows = await db.fetch(f"SELECT {ITEM_COLUMNS} FROM batch_items WHERE batch_uid = $1 "
+                              "AND group_no = $2 ORDER BY seq", batch_uid, group_no)
+        groups.append(BatchGroup(group_no, key, [item_from_row(row) for row in rows],
+                                 started_at_us, completed_at_us or 0))
+    return groups

@@ -29,11 +29,14 @@ from paygrid_server.domain.ports.event_log import SnapshotEncoder
 from paygrid_server.domain.ports.batch_store import IngestOutcome
 from paygrid_server.storage.batch_item_ingest import sort_incoming
 from paygrid_server.storage.batch_rows import ITEM_COLUMNS as _ITEM_COLUMNS
+from paygrid_server.storage.batch_rows import STORED_ITEM_COLUMNS
 from paygrid_server.storage.batch_rows import batch_from_row as _batch
 from paygrid_server.storage.batch_rows import item_from_row as _item
 from paygrid_server.storage.batch_rows import counts_from_rows, item_insert_row
 from paygrid_server.storage.failure_columns import failure_columns
+from paygrid_server.storage.batch_group_events import completed
 from paygrid_server.storage.postgres.batch_events import lock_batch, write_batch_event
+from paygrid_server.storage.postgres.batch_group_events import save_and_report, write_group_events
 from paygrid_server.storage.postgres.batch_sql import (
     GROUPS_CHANGED,
     IN_INDEX_ORDER,
@@ -43,13 +46,12 @@ from paygrid_server.storage.postgres.batch_sql import (
     columns,
     mark_items_processing,
     rows_touched,
-    save_states,
 )
 from paygrid_server.storage.postgres.database import PostgresDatabase
 
 _INSERT_ITEMS = (
-    f"INSERT INTO batch_items ({_ITEM_COLUMNS}, batch_uid, content_digest, submission) "
-    f"SELECT {_ITEM_COLUMNS}, $16::text, content_digest, $17::int FROM unnest("
+    f"INSERT INTO batch_items ({STORED_ITEM_COLUMNS}, batch_uid, content_digest, submission) "
+    f"SELECT {STORED_ITEM_COLUMNS}, $16::text, content_digest, $17::int FROM unnest("
     "$1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bigint[], "
     "$8::text[], $9::text[], $10::int[], $11::int[], $12::text[], $13::text[], $14::text[], "
     "$15::text[], $18::text[]) AS item (seq, reference, payee, currency, amount_minor, "
@@ -73,7 +75,7 @@ UNSTARTED_GRACE_US = 60_000_000
 class PostgresBatchStore:
     def __init__(self, database: PostgresDatabase, encoder: SnapshotEncoder) -> None:
         self._database = database
-        self._encoder = encoder
+        self.encoder = encoder  # the group queue writes events with it too
 
     async def insert_batch(self, batch: Batch) -> Batch | None:
         h = batch.header
@@ -89,7 +91,7 @@ class PostgresBatchStore:
                 batch.submissions, batch.created_at_us, batch.submission_started_at_us,
                 h.failure_policy.value)
             if inserted:  # the row is this transaction's own: nobody else can lock it yet
-                await write_batch_event(db, self._encoder, batch.uid, None)
+                await write_batch_event(db, self.encoder, batch.uid, None)
         if inserted:
             return None
         return await self.get_batch(batch.tenant_id, batch.batch_id)
@@ -112,7 +114,7 @@ class PostgresBatchStore:
                 "SELECT (SELECT coalesce(max(seq), 0) FROM batch_items WHERE batch_uid = $1), "
                 "(SELECT coalesce(max(group_no), 0) FROM batch_groups WHERE batch_uid = $1)",
                 batch_uid)
-            await write_batch_event(db, self._encoder, batch_uid, status_before)
+            await write_batch_event(db, self.encoder, batch_uid, status_before)
         return submission, max_seq + 1, max_group + 1
 
     async def insert_items(self, batch_uid: str, submission: int, items: list[BatchItem],
@@ -120,12 +122,21 @@ class PostgresBatchStore:
         outcome = IngestOutcome()
         async with self._database.transaction() as db:
             # Ingest of one batch, one transaction at a time, whichever replica.
-            await db.execute("SELECT 1 FROM batches WHERE uid = $1 FOR UPDATE", batch_uid)
+            # A lock of its own, not the batch row's: groups saving their
+            # results take the batch row for their commit's tail
+            # (batch_group_events.py), and need not wait for a whole ingest.
+            await db.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 11))", batch_uid)
             existing: dict[str, asyncpg.Record | object] = {}
             for chunk in chunks([item.reference for item in items]):
                 existing.update({row["reference"]: row for row in await db.fetch(
                     _STORED_BY_REFERENCE, batch_uid, chunk)})
             fresh, resent = sort_incoming(items, existing, submission, outcome)
+            # The batch row before any item row, as every writer takes them
+            # (batch_group_events.py): no deadlock with a group's results.
+            unstored = unstored_rejections + len(outcome.refused)
+            if unstored:
+                await db.execute("UPDATE batches SET unstored_rejections = "
+                                 "unstored_rejections + $1 WHERE uid = $2", unstored, batch_uid)
             for chunk in chunks(fresh):
                 arrays = columns([item_insert_row(i) for i in chunk])
                 await db.execute(_INSERT_ITEMS, *arrays[:15], batch_uid, submission, arrays[15])
@@ -136,10 +147,6 @@ class PostgresBatchStore:
                 await db.execute("UPDATE batch_items SET submission = $1 "
                                  "WHERE batch_uid = $2 AND seq = ANY($3::bigint[])",
                                  submission, batch_uid, chunk)
-            unstored = unstored_rejections + len(outcome.refused)
-            if unstored:
-                await db.execute("UPDATE batches SET unstored_rejections = "
-                                 "unstored_rejections + $1 WHERE uid = $2", unstored, batch_uid)
         outcome.new = fresh
         return outcome
 
@@ -161,16 +168,20 @@ class PostgresBatchStore:
 
     async def save_group_results(self, batch_uid: str, group: BatchGroup) -> None:
         async with self._database.transaction() as db:
-            await db.execute("UPDATE batch_groups SET status = 'DONE', completed_at_us = $3, "
-                             "started_at_us = $4 WHERE batch_uid = $1 AND group_no = $2",
-                             batch_uid, group.group_no, group.completed_at_us or None,
-                             group.started_at_us)
-            await save_states(db, batch_uid, group.items)
+            completes = rows_touched(await db.execute(
+                "UPDATE batch_groups SET status = 'DONE', completed_at_us = $3, "
+                "started_at_us = $4 WHERE batch_uid = $1 AND group_no = $2 "
+                "AND status <> 'DONE'", batch_uid, group.group_no,
+                group.completed_at_us or None, group.started_at_us)) == 1
+            if completes:  # its items are stored with their events
+                await write_group_events(db, self.encoder, batch_uid, [completed(group)])
+            else:  # saved again: only a change is reported
+                await save_and_report(db, self.encoder, batch_uid, group.items)
             await db.execute(f"NOTIFY {GROUPS_CHANGED}")
 
     async def save_items(self, batch_uid: str, items: list[BatchItem]) -> None:
         async with self._database.transaction() as db:
-            await save_states(db, batch_uid, items)
+            await save_and_report(db, self.encoder, batch_uid, items)
 
     async def reject_waiting_items(self, batch_uid: str, failure: Failure) -> int:
         status = await self._database.write(
@@ -221,7 +232,7 @@ class PostgresBatchStore:
             status_before = await lock_batch(db, batch_uid)
             await db.execute("UPDATE batches SET status = $1 WHERE uid = $2",
                              status.value, batch_uid)
-            await write_batch_event(db, self._encoder, batch_uid, status_before)
+            await write_batch_event(db, self.encoder, batch_uid, status_before)
 
     async def finish_submission(self, batch_uid: str, status: BatchStatus, wall_us: int,
                                 completed_at_us: int | None) -> None:
@@ -231,7 +242,7 @@ class PostgresBatchStore:
                 "UPDATE batches SET status = $1, wall_us_before = wall_us_before + $2, "
                 "completed_at_us = coalesce($3, completed_at_us) WHERE uid = $4",
                 status.value, wall_us, completed_at_us, batch_uid)
-            await write_batch_event(db, self._encoder, batch_uid, status_before)
+            await write_batch_event(db, self.encoder, batch_uid, status_before)
 
     async def interrupt_abandoned(self) -> int:
         # Replicas gone for an hour are forgotten (they count for an hour
@@ -260,5 +271,5 @@ class PostgresBatchStore:
                 "        WHERE g.batch_uid = batches.uid) - submission_started_at_us, 0)) "
                 "WHERE uid = ANY($1::text[])", uids)
             for row in stopped:
-                await write_batch_event(db, self._encoder, row["uid"], row["status"])
+                await write_batch_event(db, self.encoder, row["uid"], row["status"])
         return rows_touched(status)

@@ -28,6 +28,8 @@ from paygrid_server.storage.postgres.batch_sql import (
     rows_touched,
     save_states,
 )
+from paygrid_server.storage.batch_group_events import completed
+from paygrid_server.storage.postgres.batch_group_events import write_group_events
 from paygrid_server.storage.postgres.batch_store import PostgresBatchStore
 from paygrid_server.storage.postgres.database import PostgresDatabase
 
@@ -161,12 +163,13 @@ class PostgresGroupQueue:
             if not await _holds(db, lease, done, group.completed_at_us or None,
                                 group.started_at_us, lease.owner):
                 return False
-            await save_states(db, batch_uid, group.items)
             await db.execute(f"NOTIFY {GROUPS_CHANGED}")
-            if stops_batch is not None:
-                await db.execute("UPDATE batches SET stopped_after = "
-                                 "coalesce(stopped_after, $1) WHERE uid = $2",
-                                 stops_batch, batch_uid)
+            # The fence passed: the group goes from LEASED to DONE here, once.
+            # Its items are stored with their events; the payloads are `group`
+            # as stored, column for column (what else an item holds never
+            # changes after its insert): no read back.
+            await write_group_events(db, self._store.encoder, batch_uid, [completed(group)],
+                                     stops_batch)
             return True
 
     async def save_items(self, batch_uid: str, items: list[BatchItem],

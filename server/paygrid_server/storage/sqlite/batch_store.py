@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Callable
 
 from paygrid_server.domain.model.batch import (
     Batch,
@@ -20,72 +20,25 @@ from paygrid_server.domain.ports.batch_store import IngestOutcome
 from paygrid_server.domain.ports.event_log import SnapshotEncoder
 from paygrid_server.storage.batch_item_ingest import sort_incoming
 from paygrid_server.storage.batch_rows import ITEM_COLUMNS as _ITEM_COLUMNS
+from paygrid_server.storage.batch_rows import STORED_ITEM_COLUMNS
 from paygrid_server.storage.batch_rows import batch_from_row as _batch
 from paygrid_server.storage.batch_rows import item_from_row as _item
-from paygrid_server.storage.batch_rows import counts_from_rows, item_insert_row, item_state_row
+from paygrid_server.storage.batch_rows import counts_from_rows, item_insert_row
 from paygrid_server.storage.failure_columns import failure_columns
+from paygrid_server.storage.batch_group_events import completed
 from paygrid_server.storage.sqlite.batch_events import batch_status, write_batch_event
+from paygrid_server.storage.sqlite.batch_group_events import save_and_report, write_group_events
+from paygrid_server.storage.sqlite.batch_item_rows import chunks, in_list, save_states
 from paygrid_server.storage.sqlite.database import SqliteDatabase, write_then_wake
 
 
-# Items are read and written a chunk per statement, not a statement per
-# item: every statement the writer thread runs has to win the GIL back from
-# the event loop. A chunk binds at most 18 * 256 host parameters, well under
-# SQLite's default limit (32766).
-_CHUNK_ROWS = 256
-
-T = TypeVar("T")
-
-
-def _chunks(rows: Sequence[T]) -> Iterator[Sequence[T]]:
-    """`rows` in chunks of _CHUNK_ROWS, the rest in halving sizes (128, 64...
-    1), so statements come in a few sizes: each is prepared once, then taken
-    from the connection's statement cache (preparing a statement of 256 rows
-    costs about as much as running it)."""
-    start, size = 0, _CHUNK_ROWS
-    while start < len(rows):
-        while size > len(rows) - start:
-            size //= 2
-        yield rows[start:start + size]
-        start += size
-
-
-@functools.cache
-def _in_list(count: int) -> str:
-    return ", ".join("?" * count)
-
-
-_INSERT_COLUMNS = f"{_ITEM_COLUMNS}, batch_uid, content_digest, submission"
+_INSERT_COLUMNS = f"{STORED_ITEM_COLUMNS}, batch_uid, content_digest, submission"
 
 
 @functools.cache
 def _insert_items_sql(rows: int) -> str:
-    row = f"({_in_list(_INSERT_COLUMNS.count(',') + 1)})"
+    row = f"({in_list(_INSERT_COLUMNS.count(',') + 1)})"
     return f"INSERT INTO batch_items ({_INSERT_COLUMNS}) VALUES {', '.join([row] * rows)}"
-
-
-# An item's state: everything that changes after it is stored.
-_STATE_COLUMNS = ("status", "attempt", "group_no", "channel_reference", "failure_reason",
-                  "failure_message", "failure_decline_code")
-
-
-@functools.cache
-def _update_states_sql(rows: int) -> str:
-    row = f"({_in_list(1 + len(_STATE_COLUMNS))})"
-    return (f"WITH state (seq, {', '.join(_STATE_COLUMNS)}) AS (VALUES {', '.join([row] * rows)}) "
-            f"UPDATE batch_items SET {', '.join(f'{c} = state.{c}' for c in _STATE_COLUMNS)} "
-            "FROM state WHERE batch_items.batch_uid = ? AND batch_items.seq = state.seq")
-
-
-def _save_states(db: sqlite3.Connection, batch_uid: str, items: list[BatchItem]) -> None:
-    """Each item's own state: per chunk, one UPDATE joining the items' rows
-    (a VALUES table) to batch_items by seq."""
-    for chunk in _chunks(items):
-        params = []
-        for i in chunk:
-            params += item_state_row(i)
-        params.append(batch_uid)
-        db.execute(_update_states_sql(len(chunk)), params)
 
 
 class SqliteBatchStore:
@@ -154,22 +107,22 @@ class SqliteBatchStore:
         def insert(db: sqlite3.Connection) -> IngestOutcome:
             outcome = IngestOutcome()
             existing: dict[str, sqlite3.Row | object] = {}
-            for chunk in _chunks([item.reference for item in items]):
+            for chunk in chunks([item.reference for item in items]):
                 existing.update({row["reference"]: row for row in db.execute(
                     f"SELECT {_ITEM_COLUMNS}, submission, content_digest FROM batch_items "
-                    f"WHERE batch_uid = ? AND reference IN ({_in_list(len(chunk))})",
+                    f"WHERE batch_uid = ? AND reference IN ({in_list(len(chunk))})",
                     (batch_uid, *chunk))})
             fresh, resent = sort_incoming(items, existing, submission, outcome)
-            for chunk in _chunks(fresh):
+            for chunk in chunks(fresh):
                 params = []
                 for i in chunk:
                     *row, digest = item_insert_row(i)
                     params += (*row, batch_uid, digest, submission)
                 db.execute(_insert_items_sql(len(chunk)), params)
             # Seen in this submission now: a second copy later in the stream is a duplicate.
-            for chunk in _chunks(resent):
+            for chunk in chunks(resent):
                 db.execute(f"UPDATE batch_items SET submission = ? "
-                           f"WHERE batch_uid = ? AND seq IN ({_in_list(len(chunk))})",
+                           f"WHERE batch_uid = ? AND seq IN ({in_list(len(chunk))})",
                            (submission, batch_uid, *chunk))
             unstored = unstored_rejections + len(outcome.refused)
             if unstored:
@@ -189,24 +142,32 @@ class SqliteBatchStore:
                 "INSERT INTO batch_groups (batch_uid, group_no, group_key, size, started_at_us) "
                 "VALUES (?, ?, ?, ?, ?)",
                 (batch_uid, group.group_no, group.key, len(group.items), group.started_at_us))
-            for chunk in _chunks([item.seq for item in group.items]):
+            for chunk in chunks([item.seq for item in group.items]):
                 db.execute(f"UPDATE batch_items SET status = 'PROCESSING', group_no = ? "
-                           f"WHERE batch_uid = ? AND seq IN ({_in_list(len(chunk))})",
+                           f"WHERE batch_uid = ? AND seq IN ({in_list(len(chunk))})",
                            (group.group_no, batch_uid, *chunk))
 
         await self._write(mark)
 
     async def save_group_results(self, batch_uid: str, group: BatchGroup) -> None:
         def save(db: sqlite3.Connection) -> None:
-            _save_states(db, batch_uid, group.items)
-            db.execute(
-                "UPDATE batch_groups SET completed_at_us = ? WHERE batch_uid = ? AND group_no = ?",
-                (group.completed_at_us, batch_uid, group.group_no))
+            completes = db.execute(
+                "UPDATE batch_groups SET completed_at_us = ? WHERE batch_uid = ? AND group_no = ? "
+                "AND completed_at_us IS NULL",
+                (group.completed_at_us, batch_uid, group.group_no)).rowcount == 1
+            if not completes:  # saved again: only a change is reported
+                save_and_report(db, self._encoder, batch_uid, group.items)
+                return
+            # The payloads are `group` as its items are stored next, column for
+            # column (what else an item holds never changes after its insert):
+            # no read back of the group's rows on every group's way.
+            write_group_events(db, self._encoder, batch_uid, [completed(group)])
+            save_states(db, batch_uid, group.items)
 
         await self._write(save)
 
     async def save_items(self, batch_uid: str, items: list[BatchItem]) -> None:
-        await self._write(lambda db: _save_states(db, batch_uid, items))
+        await self._write(lambda db: save_and_report(db, self._encoder, batch_uid, items))
 
     async def reject_waiting_items(self, batch_uid: str, failure: Failure) -> int:
         return await self._write(lambda db: db.execute(

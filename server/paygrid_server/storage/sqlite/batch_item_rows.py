@@ -1,0 +1,88 @@
+"""Batch items on SQLite, a chunk per statement: their states written, and
+read back by seq or by group, inside the writer's transaction."""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from typing import Iterator, Sequence, TypeVar
+
+from paygrid_server.domain.model.batch import BatchGroup, BatchItem
+from paygrid_server.storage.batch_rows import ITEM_COLUMNS, item_from_row, item_state_row
+
+# Items are read and written a chunk per statement, not a statement per
+# item: every statement the writer thread runs has to win the GIL back from
+# the event loop. A chunk binds at most 18 * 256 host parameters, well under
+# SQLite's default limit (32766).
+_CHUNK_ROWS = 256
+
+T = TypeVar("T")
+
+
+def chunks(rows: Sequence[T]) -> Iterator[Sequence[T]]:
+    """`rows` in chunks of _CHUNK_ROWS, the rest in halving sizes (128, 64...
+    1), so statements come in a few sizes: each is prepared once, then taken
+    from the connection's statement cache (preparing a statement of 256 rows
+    costs about as much as running it)."""
+    start, size = 0, _CHUNK_ROWS
+    while start < len(rows):
+        while size > len(rows) - start:
+            size //= 2
+        yield rows[start:start + size]
+        start += size
+
+
+@functools.cache
+def in_list(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+# An item's state: everything that changes after it is stored, and the
+# version of the event that last reported it.
+_STATE_COLUMNS = ("status", "attempt", "group_no", "channel_reference", "failure_reason",
+                  "failure_message", "failure_decline_code", "version")
+
+
+@functools.cache
+def _update_states_sql(rows: int) -> str:
+    row = f"({in_list(1 + len(_STATE_COLUMNS))})"
+    return (f"WITH state (seq, {', '.join(_STATE_COLUMNS)}) AS (VALUES {', '.join([row] * rows)}) "
+            f"UPDATE batch_items SET {', '.join(f'{c} = state.{c}' for c in _STATE_COLUMNS)} "
+            "FROM state WHERE batch_items.batch_uid = ? AND batch_items.seq = state.seq")
+
+
+def save_states(db: sqlite3.Connection, batch_uid: str, items: list[BatchItem]) -> None:
+    """Each item's own state: per chunk, one UPDATE joining the items' rows
+    (a VALUES table) to batch_items by seq."""
+    for chunk in chunks(items):
+        params = []
+        for i in chunk:
+            params += item_state_row(i)
+            params.append(i.version)
+        params.append(batch_uid)
+        db.execute(_update_states_sql(len(chunk)), params)
+
+
+def stored_statuses(db: sqlite3.Connection, batch_uid: str,
+                    items: list[BatchItem]) -> dict[int, str]:
+    """The items' statuses as stored, by seq."""
+    found: dict[int, str] = {}
+    for chunk in chunks([item.seq for item in items]):
+        found.update(db.execute(f"SELECT seq, status FROM batch_items WHERE batch_uid = ? "
+                                f"AND seq IN ({in_list(len(chunk))})", (batch_uid, *chunk)))
+    return found
+
+
+def groups_as_stored(db: sqlite3.Connection, batch_uid: str,
+                     group_nos: list[int]) -> list[BatchGroup]:
+    """Each group with every item of it, as stored (batch_items_by_group)."""
+    groups = []
+    for group_no in group_nos:
+        key, started_at_us, completed_at_us = db.execute(
+            "SELECT group_key, started_at_us, completed_at_us FROM batch_groups "
+            "WHERE batch_uid = ? AND group_no = ?", (batch_uid, group_no)).fetchone()
+        items = [item_from_row(row) for row in db.execute(
+            f"SELECT {ITEM_COLUMNS} FROM batch_items WHERE batch_uid = ? AND group_no = ? "
+            "ORDER BY seq", (batch_uid, group_no))]
+        groups.append(BatchGroup(group_no, key, items, started_at_us, completed_at_us or 0))
+    return groups
