@@ -208,10 +208,13 @@ async def pay_until_final(stub: pb_grpc.PaymentServiceStub, request: pb.PayReque
                           timeout: float = 30) -> pb.Payment:
     """Pay with the same key again after each ABORTED (the payment is still
     being settled, e.g. by a restarted server's background recovery), after
-    the delay its RetryInfo asks for: what a client does."""
+    the delay its RetryInfo asks for: what a client does. wait_for_ready: a
+    first connection attempt that fails (a channel with a short connect
+    timeout, on a loaded machine) is tried again until the deadline, not
+    reported as UNAVAILABLE."""
     while True:
         try:
-            return (await stub.Pay(request, timeout=timeout)).payment
+            return (await stub.Pay(request, timeout=timeout, wait_for_ready=True)).payment
         except grpc.aio.AioRpcError as error:
             if error.code() != grpc.StatusCode.ABORTED:
                 raise
