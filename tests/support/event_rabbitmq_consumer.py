@@ -79,8 +79,13 @@ class RabbitConsumer:
                         await asyncio.wait({taken, restart}, return_when=asyncio.FIRST_COMPLETED)
                         if restart.done():
                             taken.cancel()
+                            taken.add_done_callback(_retrieved)
                             return  # the channel closes with its messages unacked
-                        await self._deliver(taken.result(), session)
+                        try:
+                            message = taken.result()
+                        except StopAsyncIteration:
+                            return  # the broker closed the channel: the next session
+                        await self._deliver(message, session)
                 finally:
                     restart.cancel()
 
@@ -106,3 +111,9 @@ class RabbitConsumer:
         rows = rabbitmqctl("list_queues", "-p", self.vhost, "name", "messages",
                            "--no-table-headers")
         return any(row.split("\t") == [QUEUE, "0"] for row in rows.splitlines())
+
+
+def _retrieved(future: asyncio.Future) -> None:
+    """A cancelled take may have ended otherwise (the iterator closed): seen."""
+    if not future.cancelled():
+        future.exception()
