@@ -43,6 +43,7 @@ from tests.support.crash_pay_scenario import pay_requests
 from tests.support.crash_rig import CrashRig, crash_rigs
 from tests.support.event_chaos_load import (BATCH_ID, CALL_TIMEOUT_S, ChaosLoad, batch_messages,
                                             client)
+from tests.support.event_chaos_relay import lead_from, leader, relay_cursor, victim_of
 from tests.support.event_delivery_check import (DeliveryVerdict, FinalState, Payload,
                                                 check_deliveries, read_deliveries)
 from tests.support.event_rabbitmq_consumer import RabbitConsumer
@@ -154,7 +155,7 @@ async def _run(rigs: tuple[CrashRig, ...], rng: random.Random, requests: list[pb
     spared = len(rigs) > 1 and not config.load_on_killed_replica
     victims = [len(rigs) - 1] if spared else list(range(len(rigs)))
     try:
-        await _lead_from(rigs, victims)
+        await lead_from(rigs, victims)
         load = ChaosLoad(channels[:-1] if spared else channels, random.Random(rng.random()),
                          run.outcomes)
         todo: asyncio.Queue = asyncio.Queue()
@@ -181,7 +182,7 @@ async def _run(rigs: tuple[CrashRig, ...], rng: random.Random, requests: list[pb
                        QUIESCENCE_TIMEOUT_S)
         # The relay's saved cursor past the last event: every event is in
         # the queue (confirmed); then the queue empty: every one in the file.
-        await wait_for(lambda: _relay_cursor(rigs[0]) >= high, f"the relay at seq {high}",
+        await wait_for(lambda: relay_cursor(rigs[0]) >= high, f"the relay at seq {high}",
                        QUIESCENCE_TIMEOUT_S)
         await wait_for(broker.queue_empty, "the RabbitMQ queue drained", QUIESCENCE_TIMEOUT_S)
     finally:
@@ -208,7 +209,7 @@ async def _kill_at(rigs: tuple[CrashRig, ...], victims: Sequence[int], load: Cha
     shares = [calls[k * share:(k + 1) * share] for k in range(len(run.kill_points))]
     shares.append(calls[len(run.kill_points) * share:])
     consumer, broker = consumers
-    victim = _victim(rigs, victims, rng, 0)
+    victim = victim_of(rigs, victims, rng, 0)
     consumer.attach(victim)
     for call in shares[0]:
         todo.put_nowait(call)
@@ -227,8 +228,8 @@ async def _kill_at(rigs: tuple[CrashRig, ...], victims: Sequence[int], load: Cha
             broker.restart()
         delivered = consumer.delivered
         await rigs[victim].restart()
-        await _leader(rigs)  # taken over (PostgreSQL), or back (SQLite)
-        victim = _victim(rigs, victims, rng, k + 1)
+        await leader(rigs)  # taken over (PostgreSQL), or back (SQLite)
+        victim = victim_of(rigs, victims, rng, k + 1)
         # PostgreSQL: the watch is on the next victim at even kills (it
         # fails over to the other replica), on a replica that stays up at odd ones.
         consumer.attach(victim if k % 2 == 1 or len(rigs) == 1
@@ -243,41 +244,6 @@ async def _kill_at(rigs: tuple[CrashRig, ...], victims: Sequence[int], load: Cha
     load.batch_released.set()
     for _ in range(clients):
         todo.put_nowait(None)  # no more calls
-
-
-async def _leader(rigs: tuple[CrashRig, ...]) -> int:
-    """The replica leading the relay, once one does (a killed leader's lock
-    is freed with its connection, and a waiting replica takes it)."""
-    await wait_for(lambda: any(rig.relay_leading() for rig in rigs), "a relay leader",
-                   QUIESCENCE_TIMEOUT_S)
-    return next(i for i, rig in enumerate(rigs) if rig.relay_leading())
-
-
-async def _lead_from(rigs: tuple[CrashRig, ...], victims: Sequence[int]) -> None:
-    """Before the load: if the relay leader is a replica that is never
-    killed (the suite's calls go to it), it is restarted, so the lock passes
-    to one that is, and the leader can be killed."""
-    if (leader := await _leader(rigs)) not in victims:
-        rigs[leader].kill()
-        await rigs[leader].restart()
-        await wait_for(lambda: not rigs[leader].relay_leading() and any(
-            rigs[i].relay_leading() for i in victims), "the lock passed on",
-            QUIESCENCE_TIMEOUT_S)
-
-
-def _victim(rigs: tuple[CrashRig, ...], victims: Sequence[int], rng: random.Random,
-            k: int) -> int:
-    """The next kill's: at even kills the relay leader, when it may be killed."""
-    leaders = [i for i in victims if rigs[i].relay_leading()]
-    if len(rigs) > 1 and k % 2 == 0 and leaders:
-        return leaders[0]
-    return rng.choice(victims)
-
-
-def _relay_cursor(rig: CrashRig) -> int:
-    rows = rig.rows("SELECT cursor FROM event_consumers WHERE tenant_id = '' "
-                    "AND name = 'relay:rabbitmq'")
-    return rows[0][0] if rows else 0
 
 
 def _processing(rig: CrashRig) -> int:

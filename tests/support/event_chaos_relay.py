@@ -1,0 +1,49 @@
+"""The relay's side of the event chaos runs (event_chaos_scenario.py):
+which replica leads the RabbitMQ relay, which one the next kill takes, and
+how far the relay has published."""
+
+from __future__ import annotations
+
+import random
+from typing import Sequence
+
+from paygrid_server.storage.relay_position_rows import LOAD_SQL, RELAY_NAME, RELAY_TENANT
+from tests.support.crash_rig import CrashRig
+from tests.support.server_process import wait_for
+
+LEADER_TIMEOUT_S = 180  # generous: the machine is shared; only a broken run waits it out
+
+
+async def leader(rigs: tuple[CrashRig, ...]) -> int:
+    """The replica leading the relay, once one does (a killed leader's lock
+    is freed with its connection, and a waiting replica takes it)."""
+    await wait_for(lambda: any(rig.relay_leading() for rig in rigs), "a relay leader",
+                   LEADER_TIMEOUT_S)
+    return next(i for i, rig in enumerate(rigs) if rig.relay_leading())
+
+
+async def lead_from(rigs: tuple[CrashRig, ...], victims: Sequence[int]) -> None:
+    """Before the load: if the relay leader is a replica that is never
+    killed (the suite's calls go to it), it is restarted, so the lock passes
+    to one that is, and the leader can be killed."""
+    if (first := await leader(rigs)) not in victims:
+        rigs[first].kill()
+        await rigs[first].restart()
+        await wait_for(lambda: not rigs[first].relay_leading() and any(
+            rigs[i].relay_leading() for i in victims), "the lock passed on",
+            LEADER_TIMEOUT_S)
+
+
+def victim_of(rigs: tuple[CrashRig, ...], victims: Sequence[int], rng: random.Random,
+              k: int) -> int:
+    """The next kill's: at even kills the relay leader, when it may be killed."""
+    leaders = [i for i in victims if rigs[i].relay_leading()]
+    if len(rigs) > 1 and k % 2 == 0 and leaders:
+        return leaders[0]
+    return rng.choice(victims)
+
+
+def relay_cursor(rig: CrashRig) -> int:
+    """The relay's saved cursor: every event up to it was confirmed by the broker."""
+    rows = rig.rows(LOAD_SQL.format(f"'{RELAY_TENANT}'", f"'{RELAY_NAME}'"))
+    return rows[0][0] if rows else 0
