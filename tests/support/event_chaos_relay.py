@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from typing import Sequence
 
+from paygrid_server.storage.postgres.relay_leadership import RELAY_LOCK_KEY_SQL
 from paygrid_server.storage.relay_position_rows import LOAD_SQL, RELAY_NAME, RELAY_TENANT
 from tests.support.crash_rig import CrashRig
 from tests.support.server_process import wait_for
@@ -27,6 +28,9 @@ async def lead_from(rigs: tuple[CrashRig, ...], victims: Sequence[int]) -> None:
     killed (the suite's calls go to it), it is restarted, so the lock passes
     to one that is, and the leader can be killed."""
     if (first := await leader(rigs)) not in victims:
+        # The others wait on the lock first: else the restarted one may take it again.
+        await wait_for(lambda: _waiting_for_lock(rigs[first]) == len(rigs) - 1,
+                       "the other replicas waiting for the relay lock", LEADER_TIMEOUT_S)
         rigs[first].kill()
         await rigs[first].restart()
         await wait_for(lambda: not rigs[first].relay_leading() and any(
@@ -47,3 +51,15 @@ def relay_cursor(rig: CrashRig) -> int:
     """The relay's saved cursor: every event up to it was confirmed by the broker."""
     rows = rig.rows(LOAD_SQL.format(f"'{RELAY_TENANT}'", f"'{RELAY_NAME}'"))
     return rows[0][0] if rows else 0
+
+
+def _waiting_for_lock(rig: CrashRig) -> int:
+    """Sessions waiting for this deployment's relay lock (PostgreSQL; the
+    key is per schema, and rig.rows reads in the rig's schema)."""
+    (key,), = rig.rows(f"SELECT {RELAY_LOCK_KEY_SQL}")
+    rows = rig.rows(
+        "SELECT classid::bigint, objid::bigint FROM pg_locks WHERE locktype = 'advisory' "
+        "AND objsubid = 1 AND NOT granted "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
+    return sum(1 for classid, objid in rows
+               if (classid, objid) == ((key >> 32) & 0xFFFF_FFFF, key & 0xFFFF_FFFF))
