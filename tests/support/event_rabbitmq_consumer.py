@@ -73,13 +73,12 @@ class RabbitConsumer:
             queue = await channel.declare_queue(QUEUE, durable=True, passive=True)
             async with queue.iterator() as messages:
                 restart = asyncio.ensure_future(self._restart.wait())
+                taken = None
                 try:
                     while True:
                         taken = asyncio.ensure_future(messages.__anext__())
                         await asyncio.wait({taken, restart}, return_when=asyncio.FIRST_COMPLETED)
                         if restart.done():
-                            taken.cancel()
-                            taken.add_done_callback(_retrieved)
                             return  # the channel closes with its messages unacked
                         try:
                             message = taken.result()
@@ -88,6 +87,11 @@ class RabbitConsumer:
                         await self._deliver(message, session)
                 finally:
                     restart.cancel()
+                    if taken is not None and not taken.done():
+                        # Restarted or stopped while waiting: the iterator's
+                        # close may end it with StopAsyncIteration; seen.
+                        taken.cancel()
+                        taken.add_done_callback(_retrieved)
 
     async def _deliver(self, message: aio_pika.abc.AbstractIncomingMessage,
                        session: int) -> None:
@@ -114,6 +118,6 @@ class RabbitConsumer:
 
 
 def _retrieved(future: asyncio.Future) -> None:
-    """A cancelled take may have ended otherwise (the iterator closed): seen."""
+    """Marks a cancelled take's outcome as seen, whatever it was."""
     if not future.cancelled():
         future.exception()
