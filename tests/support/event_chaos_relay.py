@@ -10,16 +10,17 @@ from typing import Sequence
 from paygrid_server.storage.postgres.relay_leadership import RELAY_LOCK_KEY_SQL
 from paygrid_server.storage.relay_position_rows import LOAD_SQL, RELAY_NAME, RELAY_TENANT
 from tests.support.crash_rig import CrashRig
+from tests.support.event_rabbitmq_consumer import RabbitConsumer
 from tests.support.server_process import wait_for
 
-LEADER_TIMEOUT_S = 180  # generous: the machine is shared; only a broken run waits it out
+TIMEOUT_S = 180  # generous: the machine is shared; only a broken run waits it out
 
 
 async def leader(rigs: tuple[CrashRig, ...]) -> int:
     """The replica leading the relay, once one does (a killed leader's lock
     is freed with its connection, and a waiting replica takes it)."""
     await wait_for(lambda: any(rig.relay_leading() for rig in rigs), "a relay leader",
-                   LEADER_TIMEOUT_S)
+                   TIMEOUT_S)
     return next(i for i, rig in enumerate(rigs) if rig.relay_leading())
 
 
@@ -30,12 +31,12 @@ async def lead_from(rigs: tuple[CrashRig, ...], victims: Sequence[int]) -> None:
     if (first := await leader(rigs)) not in victims:
         # The others wait on the lock first: else the restarted one may take it again.
         await wait_for(lambda: _waiting_for_lock(rigs[first]) == len(rigs) - 1,
-                       "the other replicas waiting for the relay lock", LEADER_TIMEOUT_S)
+                       "the other replicas waiting for the relay lock", TIMEOUT_S)
         rigs[first].kill()
         await rigs[first].restart()
         await wait_for(lambda: not rigs[first].relay_leading() and any(
             rigs[i].relay_leading() for i in victims), "the lock passed on",
-            LEADER_TIMEOUT_S)
+            TIMEOUT_S)
 
 
 def victim_of(rigs: tuple[CrashRig, ...], victims: Sequence[int], rng: random.Random,
@@ -45,6 +46,14 @@ def victim_of(rigs: tuple[CrashRig, ...], victims: Sequence[int], rng: random.Ra
     if len(rigs) > 1 and k % 2 == 0 and leaders:
         return leaders[0]
     return rng.choice(victims)
+
+
+async def relayed_through(rig: CrashRig, broker: RabbitConsumer, seq: int) -> None:
+    """Until the relay's saved cursor is at `seq` (every event up to it is
+    in the queue: confirmed) and the queue is empty (every one in the file)."""
+    await wait_for(lambda: relay_cursor(rig) >= seq, f"the relay at seq {seq}",
+                   TIMEOUT_S)
+    await wait_for(broker.queue_empty, "the RabbitMQ queue drained", TIMEOUT_S)
 
 
 def relay_cursor(rig: CrashRig) -> int:

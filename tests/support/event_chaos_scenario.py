@@ -43,7 +43,7 @@ from tests.support.crash_pay_scenario import pay_requests
 from tests.support.crash_rig import CrashRig, crash_rigs
 from tests.support.event_chaos_load import (BATCH_ID, CALL_TIMEOUT_S, ChaosLoad, batch_messages,
                                             client)
-from tests.support.event_chaos_relay import lead_from, leader, relay_cursor, victim_of
+from tests.support.event_chaos_relay import lead_from, leader, relayed_through, victim_of
 from tests.support.event_delivery_check import (DeliveryVerdict, FinalState, Payload,
                                                 check_deliveries, read_deliveries)
 from tests.support.event_rabbitmq_consumer import RabbitConsumer
@@ -180,11 +180,7 @@ async def _run(rigs: tuple[CrashRig, ...], rng: random.Random, requests: list[pb
         high = max(listed, default=0)
         await wait_for(lambda: consumer.cursor >= high, f"the consumer at seq {high}",
                        QUIESCENCE_TIMEOUT_S)
-        # The relay's saved cursor past the last event: every event is in
-        # the queue (confirmed); then the queue empty: every one in the file.
-        await wait_for(lambda: relay_cursor(rigs[0]) >= high, f"the relay at seq {high}",
-                       QUIESCENCE_TIMEOUT_S)
-        await wait_for(broker.queue_empty, "the RabbitMQ queue drained", QUIESCENCE_TIMEOUT_S)
+        await relayed_through(rigs[0], broker, high)
     finally:
         for task in (watching, brokering):
             task.cancel()
