@@ -1,8 +1,11 @@
 """The event log's chaos runs at length (issue 16): Pays, asynchronous Pays,
 refunds and a batch while the server (SQLite), or one of two PostgreSQL
-replicas, is SIGKILLed at seeded points and restarted; a WatchEvents
-consumer writes every delivery to a file before moving its cursor. After
-each run every aggregate's delivered versions must be exactly 1..its final
+replicas (the relay leader at even kills), is SIGKILLed at seeded points and
+restarted; a WatchEvents consumer writes every delivery to a file before
+moving its cursor, and a consumer of the servers' RabbitMQ relay (a vhost of
+each run's own; RabbitMQ at 127.0.0.1:5672, rabbitmqctl as root) before
+acking. After each run, for both consumers, every aggregate's delivered
+versions must be exactly 1..its final
 version, first deliveries in order, the last payload equal to GetPayment /
 GetBatch, every seq ListEvents lists delivered. Duplicates are counted, not
 failed. See tests/support/event_chaos_scenario.py (the suite runs a small
@@ -34,9 +37,11 @@ sys.path.insert(0, str(ROOT))  # the scenario lives with the test that runs it t
 
 from tests.support.event_chaos_scenario import (EventChaosConfig, EventChaosRun,  # noqa: E402
                                                 run_event_chaos)
+from tests.support.rabbitmq import rabbitmq_unavailable_reason  # noqa: E402
 
 RUN_TIMEOUT_S = 1_800  # a run that hangs is a finding, not a wait without end
-COLUMNS = ("engine", "runs", "kills", "payments", "events", "deliveries", "lost",
+COLUMNS = ("engine", "runs", "kills", "leader kills", "payments", "events",
+           "watch deliveries", "rabbitmq deliveries", "lost",
            "out of order", "stale", "seq gaps", "problems", "duplicates", "consumer restarts",
            "wall s")
 
@@ -59,9 +64,11 @@ def add(row: dict, run: EventChaosRun, payments: int) -> None:
     verdict = run.verdict
     row["runs"] += 1
     row["kills"] += len(run.kills)
+    row["leader kills"] += run.kill_kinds["relay leader"]
     row["payments"] += payments
     row["events"] += verdict.events
-    row["deliveries"] += verdict.deliveries
+    for consumer in ("watch", "rabbitmq"):
+        row[f"{consumer} deliveries"] += verdict.by_consumer.get(consumer, 0)
     for column, found in (("lost", verdict.lost), ("out of order", verdict.out_of_order),
                           ("stale", verdict.stale), ("seq gaps", verdict.seq_gaps),
                           ("problems", verdict.problems + run.problems)):
@@ -80,6 +87,9 @@ def table(rows: list[dict]) -> str:
 
 async def main() -> int:
     args = arguments()
+    if (reason := rabbitmq_unavailable_reason()) is not None:
+        print(f"cannot run: {reason}", file=sys.stderr)
+        return 2
     engines = ("sqlite", "postgresql") if args.engine == "both" else (args.engine,)
     workdir = Path(tempfile.mkdtemp(prefix="paygrid-events-"))
     print(f"{', '.join(engines)}: {args.seconds:.0f} s each, runs of {args.payments:,} Pay "

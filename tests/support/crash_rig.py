@@ -56,6 +56,22 @@ class CrashRig:
     workers: int = 1
     _started_before: int = 0  # workers started when the last one was killed
     _restarts_due: int = 0  # workers that kill killed
+    _log_start: int = 0  # where the running process's lines begin in the log
+
+    async def start(self) -> None:
+        self._log_start = self.server.log.stat().st_size if self.server.log.exists() else 0
+        await self.server.start(self.port)
+
+    def relay_leading(self) -> bool:
+        """Whether the running process leads the event relay: its last
+        leadership line says so (a killed process's lines are before
+        _log_start; PostgreSQL frees its lock with its connection)."""
+        with self.server.log.open("rb") as log:
+            log.seek(self._log_start)
+            lines = log.read().decode(errors="replace").splitlines()
+        said = [line for line in lines
+                if '"event_relay.leading"' in line or '"event_relay.lead_lost"' in line]
+        return bool(said) and '"event_relay.leading"' in said[-1]
 
     @property
     def rows(self) -> Rows:
@@ -110,7 +126,7 @@ class CrashRig:
             self.server.spawn()
             await asyncio.sleep(killed_after_ms / 1_000)
             self.kill()
-        await self.server.start(self.port)
+        await self.start()
 
     async def _worker_restarted(self, killed_after_ms: int | None) -> None:
         def started() -> list[dict]:
@@ -153,11 +169,12 @@ async def crash_rig(workdir: Path, channels: Sequence[str], behaviour: Simulator
 
 @asynccontextmanager
 async def crash_rigs(workdir: Path, channels: Sequence[str], behaviour: SimulatorBehaviour,
-                     database: str | None = None, replicas: int = 1, workers: int = 1
-                     ) -> AsyncIterator[tuple[CrashRig, ...]]:
+                     database: str | None = None, replicas: int = 1, workers: int = 1,
+                     relay_url: str | None = None) -> AsyncIterator[tuple[CrashRig, ...]]:
     """As crash_rig, with `replicas` servers (each of `workers` processes)
     sharing the simulators and one database: a SQLite file in `workdir` (one
-    server only) or a PostgreSQL DSN."""
+    server only) or a PostgreSQL DSN; with `relay_url`, each relays the
+    event log to that RabbitMQ ([events.rabbitmq] url)."""
     workdir.mkdir(parents=True, exist_ok=True)
     simulators = [await start_simulator(name, behaviour) for name in channels]
     ledgers = {name: simulator.ledger for name, (_, simulator, _) in zip(channels, simulators)}
@@ -171,6 +188,8 @@ async def crash_rigs(workdir: Path, channels: Sequence[str], behaviour: Simulato
         if database is not None:
             # Several servers (and other tests) share PostgreSQL's connections.
             config.write_text(config.read_text() + "[postgres]\npool_max_connections = 5\n")
+        if relay_url is not None:
+            config.write_text(config.read_text() + f'[events.rabbitmq]\nurl = "{relay_url}"\n')
         server = ServerProcess(config, workdir / f"server{suffix}.log",
                                ("--workers", str(workers)) if workers > 1 else ())
         rigs.append(CrashRig(server, port, stored, ledgers,
@@ -179,7 +198,7 @@ async def crash_rigs(workdir: Path, channels: Sequence[str], behaviour: Simulato
                              workers=workers))
     try:
         for rig in rigs:
-            await rig.server.start(rig.port)
+            await rig.start()
             if workers > 1:
                 await wait_for(lambda: len(log_events(
                     rig.server.log, "workers.worker_ready")) == workers, "every worker to serve")

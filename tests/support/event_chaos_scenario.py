@@ -1,8 +1,10 @@
 """Chaos for the event log (issue 16): Pays, asynchronous Pays, refunds and a
 batch run concurrently while a server is SIGKILLed at seeded points and
 restarted; a WatchEvents consumer writes every delivery to a file before
-moving its cursor. Afterwards the deliveries are checked against the
-server's final state and ListEvents (tests/support/event_delivery_check.py).
+moving its cursor, and a RabbitMQ consumer of the servers' relay (a vhost of
+the run's own) writes each message there before acking it. Afterwards both
+consumers' deliveries are checked against the server's final state and
+ListEvents (tests/support/event_delivery_check.py).
 
 Engines: "sqlite" (one server on a file: every kill takes the whole service
 down) or "postgresql" (two replicas on one schema; a seeded one is killed
@@ -10,8 +12,12 @@ while the other serves; at even kills the watch is on the replica killed,
 and fails over to the other, at odd ones on a replica that stays up). Kill
 points are numbers of Pay calls answered, drawn before the run; the calls
 are handed out a share at a time, so every kill lands mid-load whatever the
-machine's speed. At every second kill the consumer restarts too, from its
-last saved cursor (the duplicates reported).
+machine's speed. At every second kill the consumers restart too, the watch
+from its last saved cursor, the RabbitMQ one with messages unacked (the
+duplicates reported). PostgreSQL: at even kills the victim is the relay
+leader (the replica whose process last logged event_relay.leading), when it
+is one the calls may be lost on; the other replica takes over the lock and
+publishes from the saved cursor. Kills are reported by kind.
 """
 
 from __future__ import annotations
@@ -37,10 +43,13 @@ from tests.support.crash_pay_scenario import pay_requests
 from tests.support.crash_rig import CrashRig, crash_rigs
 from tests.support.event_chaos_load import (BATCH_ID, CALL_TIMEOUT_S, ChaosLoad, batch_messages,
                                             client)
+from tests.support.event_chaos_relay import lead_from, leader, relayed_through, victim_of
 from tests.support.event_delivery_check import (DeliveryVerdict, FinalState, Payload,
                                                 check_deliveries, read_deliveries)
+from tests.support.event_rabbitmq_consumer import RabbitConsumer
 from tests.support.event_watch_consumer import WatchConsumer
 from tests.support.postgres_databases import PostgresDatabases, postgres_rows
+from tests.support.rabbitmq import Vhost
 from tests.support.server_process import wait_for
 
 CHANNELS = ("card", "wallet")
@@ -70,6 +79,7 @@ class EventChaosRun:
     engine: str
     kill_points: list[int]
     kills: list[str] = field(default_factory=list)  # which replica, when, what it left
+    kill_kinds: Counter = field(default_factory=Counter)  # "relay leader", "replica"
     consumer_restarts: int = 0
     sessions: int = 0
     outcomes: Counter = field(default_factory=Counter)  # payments, refunds, batch by status
@@ -84,15 +94,20 @@ class EventChaosRun:
         return self.verdict.ok and not self.problems
 
     def describe(self) -> str:
-        outcomes = ", ".join(f"{name} {n}" for name, n in sorted(self.outcomes.items()))
+        outcomes = _counts(self.outcomes)
         return "\n".join([
             f"events {self.engine} seed {self.seed}: {self.wall_s:.1f} s (load "
             f"{self.load_s:.1f} s, quiescence {self.quiet_s:.1f} s); kills "
-            f"{len(self.kills)} ({'; '.join(self.kills)}); consumer restarts "
+            f"{len(self.kills)} ({_counts(self.kill_kinds)}: {'; '.join(self.kills)}); "
+            f"consumer restarts "
             f"{self.consumer_restarts}, connections {self.sessions}",
             f"  outcomes: {outcomes}",
             "  " + self.verdict.describe().replace("\n", "\n  "),
             *(f"  problem: {p}" for p in self.problems[:10])])
+
+
+def _counts(counts: Counter) -> str:
+    return ", ".join(f"{name} {n}" for name, n in sorted(counts.items()))
 
 
 async def run_event_chaos(seed: int, workdir: Path, config: EventChaosConfig) -> EventChaosRun:
@@ -110,36 +125,45 @@ async def run_event_chaos(seed: int, workdir: Path, config: EventChaosConfig) ->
     behaviour = SimulatorBehaviour(latency_ms=config.channel_latency_ms,
                                    jitter_ms=config.channel_jitter_ms, seed=seed)
     databases = PostgresDatabases()
+    vhost = Vhost()
     try:
         dsn = await databases.create() if config.engine == "postgresql" else None
         replicas = 2 if dsn else 1
-        async with crash_rigs(workdir, CHANNELS, behaviour, dsn, replicas) as rigs:
-            await _run(rigs, rng, requests, config, run, workdir / "deliveries.jsonl")
+        workdir.mkdir(parents=True, exist_ok=True)
+        broker = RabbitConsumer("rabbitmq", vhost.name, vhost.url, workdir / "deliveries.jsonl")
+        await broker.declare()
+        async with crash_rigs(workdir, CHANNELS, behaviour, dsn, replicas,
+                              relay_url=vhost.url) as rigs:
+            await _run(rigs, rng, requests, config, run, broker)
     finally:
+        await vhost.close()
         await databases.drop_all()
     run.wall_s = time.perf_counter() - started
     return run
 
 
 async def _run(rigs: tuple[CrashRig, ...], rng: random.Random, requests: list[pb.PayRequest],
-               config: EventChaosConfig, run: EventChaosRun, deliveries: Path) -> None:
+               config: EventChaosConfig, run: EventChaosRun, broker: RabbitConsumer) -> None:
     started = time.perf_counter()
+    deliveries = broker.log.path  # one file, each line naming its consumer
     consumer = WatchConsumer("watch", [rig.target for rig in rigs], deliveries)
     watching = asyncio.create_task(consumer.run())
+    brokering = asyncio.create_task(broker.run())
     channels = [rig.channel() for rig in rigs]
     # Without load on the killed replica, the last one is killed and the
     # others take the calls.
     spared = len(rigs) > 1 and not config.load_on_killed_replica
     victims = [len(rigs) - 1] if spared else list(range(len(rigs)))
     try:
+        await lead_from(rigs, victims)
         load = ChaosLoad(channels[:-1] if spared else channels, random.Random(rng.random()),
                          run.outcomes)
         todo: asyncio.Queue = asyncio.Queue()
         calls = [(request, i % 3 != 2 and i % config.refund_every == 0)
                  for i, request in enumerate(requests)]
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(_kill_at(rigs, victims, load, consumer, rng, run, todo, calls,
-                                       config.concurrency))
+            tasks.create_task(_kill_at(rigs, victims, load, (consumer, broker), rng, run, todo,
+                                       calls, config.concurrency))
             tasks.create_task(load.batch(batch_messages(config.batch_items)))
             for _ in range(config.concurrency):
                 tasks.create_task(client(load, todo))
@@ -156,18 +180,21 @@ async def _run(rigs: tuple[CrashRig, ...], rng: random.Random, requests: list[pb
         high = max(listed, default=0)
         await wait_for(lambda: consumer.cursor >= high, f"the consumer at seq {high}",
                        QUIESCENCE_TIMEOUT_S)
+        await relayed_through(rigs[0], broker, high)
     finally:
-        watching.cancel()
-        await asyncio.gather(watching, return_exceptions=True)
+        for task in (watching, brokering):
+            task.cancel()
+        await asyncio.gather(watching, brokering, return_exceptions=True)
         for channel in channels:
             await channel.close()
-    run.consumer_restarts, run.sessions = consumer.restarts, consumer.sessions
+    run.consumer_restarts = consumer.restarts + broker.restarts
+    run.sessions = consumer.sessions
     run.verdict = check_deliveries(read_deliveries(deliveries), finals, listed)
 
 
 async def _kill_at(rigs: tuple[CrashRig, ...], victims: Sequence[int], load: ChaosLoad,
-                   consumer: WatchConsumer, rng: random.Random, run: EventChaosRun,
-                   todo: asyncio.Queue, calls: list, clients: int) -> None:
+                   consumers: tuple[WatchConsumer, RabbitConsumer], rng: random.Random,
+                   run: EventChaosRun, todo: asyncio.Queue, calls: list, clients: int) -> None:
     """Hands the calls to the clients a share at a time, the next share only
     after the kill in this one, so every kill point is reached with calls
     still running, however fast the machine. At each point: SIGKILL a seeded
@@ -177,23 +204,28 @@ async def _kill_at(rigs: tuple[CrashRig, ...], victims: Sequence[int], load: Cha
     share = max(1, len(calls) // (len(run.kill_points) + 1))
     shares = [calls[k * share:(k + 1) * share] for k in range(len(run.kill_points))]
     shares.append(calls[len(run.kill_points) * share:])
-    victim = rng.choice(victims)
+    consumer, broker = consumers
+    victim = victim_of(rigs, victims, rng, 0)
     consumer.attach(victim)
     for call in shares[0]:
         todo.put_nowait(call)
     for k, point in enumerate(run.kill_points):
         while load.answered < point:
             await asyncio.sleep(POLL_S)
+        kind = "relay leader" if rigs[victim].relay_leading() else "replica"
         rigs[victim].kill()
         answered = load.answered
         left = await asyncio.to_thread(_processing, rigs[victim])  # the simulators share the loop
-        run.kills.append(f"replica {victim} at {answered} answered, {left} PROCESSING")
+        run.kills.append(f"{kind} {victim} at {answered} answered, {left} PROCESSING")
+        run.kill_kinds[kind] += 1
         load.batch_released.set()  # the batch's stream was open at the first kill
         if k % 2 == 1:
             consumer.restart()
+            broker.restart()
         delivered = consumer.delivered
         await rigs[victim].restart()
-        victim = rng.choice(victims)
+        await leader(rigs)  # taken over (PostgreSQL), or back (SQLite)
+        victim = victim_of(rigs, victims, rng, k + 1)
         # PostgreSQL: the watch is on the next victim at even kills (it
         # fails over to the other replica), on a replica that stays up at odd ones.
         consumer.attach(victim if k % 2 == 1 or len(rigs) == 1

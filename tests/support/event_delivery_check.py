@@ -1,6 +1,6 @@
 """Did every consumer get every event, in order, with the right payload?
 
-A consumer (WatchEvents today, the RabbitMQ relay's queue later) appends one
+A consumer (WatchEvents, or a queue of the RabbitMQ relay) appends one
 `Delivery` per event it was handed to a JSON-lines file, before it moves its
 cursor or acks. After the run, `check_deliveries` compares that file with
 the server's final state (`FinalState`, from GetPayment / GetBatch) and, for
@@ -129,6 +129,7 @@ class DeliveryVerdict:
     events: int = 0  # distinct event ids delivered
     aggregates: int = 0
     duplicates: int = 0  # deliveries of an event already delivered to that consumer
+    by_consumer: dict[str, int] = field(default_factory=dict)  # deliveries, per consumer
     lost: list[str] = field(default_factory=list)
     out_of_order: list[str] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)
@@ -142,7 +143,8 @@ class DeliveryVerdict:
         return not any(getattr(self, name) for name in self.FAILURES)
 
     def describe(self, limit: int = 10) -> str:
-        lines = [f"{self.consumers} consumers, {self.deliveries:,} deliveries of "
+        per = ", ".join(f"{name} {n:,}" for name, n in sorted(self.by_consumer.items()))
+        lines = [f"{self.consumers} consumers, {self.deliveries:,} deliveries ({per}) of "
                  f"{self.events:,} events over {self.aggregates:,} aggregates: "
                  + ", ".join(f"{name} {len(getattr(self, name))}" for name in self.FAILURES)
                  + f", duplicates {self.duplicates}"]
@@ -165,6 +167,7 @@ def check_deliveries(deliveries: Iterable[Delivery], finals: Iterable[FinalState
     events: set[str] = set()
     for consumer, received in by_consumer.items():
         verdict.deliveries += len(received)
+        verdict.by_consumer[consumer] = len(received)
         events.update(d.event_id for d in received)
         firsts = _first_deliveries(consumer, received, verdict)
         _check_aggregates(consumer, firsts, final_by_aggregate, verdict)
