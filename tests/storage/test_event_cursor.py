@@ -176,3 +176,37 @@ async def test_readers_arriving_together_share_sequencer_runs(replicas, monkeypa
     pages = await asyncio.gather(*(log.list_events("dev", 0, "", 10) for _ in range(50)))
     assert all(len(page) == 1 for page in pages)
     assert len(runs) == 2
+
+
+async def test_a_final_payment_is_never_rewritten_by_a_second_outcome(
+        tmp_path, storage_engine, postgres_databases) -> None:
+    """Two runs settling one payment (two replicas' recoveries after a
+    hand-off, seen in the chaos run): the first final outcome stands; the
+    second writes nothing, so the row never changes without an event."""
+    if storage_engine == "postgresql":
+        dsn = await postgres_databases.create()
+        databases = [await PostgresDatabase.open(dsn) for _ in range(2)]
+        stores = [PostgresPaymentStore(d, ProtobufSnapshots()) for d in databases]
+        log = PostgresEventLog(databases[0])
+    else:
+        databases = [await SqliteDatabase.open(tmp_path / "events.sqlite3")]
+        stores = [SqlitePaymentStore(databases[0], ProtobufSnapshots())] * 2
+        log = SqliteEventLog(databases[0])
+    try:
+        first = _payment("settled-twice")
+        assert await stores[0].insert_payment(first) is None
+        second = await stores[1].get_payment(first.payment_id)
+        first.legs[0].status, first.status = LegStatus.SUCCEEDED, PaymentStatus.SUCCEEDED
+        first.completed_at_us = 1_000
+        saved = [await stores[0].save_payment_outcome(first)]
+        second.legs[0].status, second.status = LegStatus.FAILED, PaymentStatus.FAILED
+        second.completed_at_us = 2_000
+        saved.append(await stores[1].save_payment_outcome(second))
+        stored = await stores[1].get_payment(first.payment_id)
+        assert (stored.status, stored.legs[0].status, stored.completed_at_us, stored.version) == (
+            PaymentStatus.SUCCEEDED, LegStatus.SUCCEEDED, 1_000, 3)
+        assert [e.aggregate_version for e in await log.list_events("dev", 0, "", 100)] == [1, 2, 3]
+        assert saved == [True, False]
+    finally:
+        for database in databases:
+            await database.close()

@@ -75,7 +75,15 @@ class PaymentCompletion:
         payment.status = status
         if status.is_final:
             payment.completed_at_us = clock.now_us()
-        await self._store.save_payment_outcome(payment)
+        if not await self._store.save_payment_outcome(payment):
+            # Another replica's recovery finished it first: its outcome
+            # stands, and this run answers with it.
+            stored = await self._store.get_payment(payment.payment_id)
+            assert stored is not None and stored.status.is_final
+            for name in Payment.__slots__:
+                setattr(payment, name, getattr(stored, name))
+            log.info("payment.completed_elsewhere", status=stored.status.value)
+            return
         log.info(
             "payment.completed" if status.is_final else "payment.unresolved",
             status=status.value, mode=payment.mode.value, legs=len(legs),

@@ -55,8 +55,12 @@ class PaymentStore(Protocol):
         first attempt first."""
         ...
 
-    async def save_payment_outcome(self, payment: Payment) -> None:
-        """Stores status, failure, completion time and every leg at once."""
+    async def save_payment_outcome(self, payment: Payment) -> bool:
+        """Stores status, failure, completion time and every leg at once;
+        sets payment.version. False, writing nothing, when the stored
+        payment is already final: the first final outcome stands (another
+        replica's recovery finished it meanwhile), and is never rewritten
+        without an event."""
         ...
 
     async def insert_refund(self, refund: Refund) -> Refund | None:

@@ -163,9 +163,12 @@ class PostgresPaymentStore:
             "ORDER BY attempt_no", payment_id, leg_index)
         return [row["channel"] for row in rows]
 
-    async def save_payment_outcome(self, payment: Payment) -> None:
+    async def save_payment_outcome(self, payment: Payment) -> bool:
         async with self._database.transaction() as db:
             before = await lock_payment(db, payment.payment_id)
+            if PaymentStatus(before["status"]).is_final:
+                self._own_payments.discard(payment.payment_id)
+                return False
             legs_before = await legs_before_outcome(db, payment.payment_id)
             await db.executemany(
                 "UPDATE payment_legs SET status = $1, channel = $2, channel_reference = $3, "
@@ -183,6 +186,7 @@ class PostgresPaymentStore:
                                                          before["version"])
         if payment.status is not PaymentStatus.PROCESSING:
             self._own_payments.discard(payment.payment_id)
+        return True
 
     def payment_may_be_running_elsewhere(self, payment: Payment) -> bool:
         # Of what list_processing_payments does not hand this replica, the

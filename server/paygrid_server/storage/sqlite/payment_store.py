@@ -12,6 +12,7 @@ from paygrid_server.domain.model.payment import (
     ChargeAttempt,
     Leg,
     Payment,
+    PaymentStatus,
 )
 from paygrid_server.domain.model.refund import Refund, RefundStatus
 from paygrid_server.domain.ports.event_log import SnapshotEncoder
@@ -143,10 +144,12 @@ class SqlitePaymentStore:
             "SELECT channel FROM charge_attempts WHERE payment_id = ? AND leg_index = ? "
             "ORDER BY attempt_no", (payment_id, leg_index))]
 
-    async def save_payment_outcome(self, payment: Payment) -> None:
-        def save(db: sqlite3.Connection) -> int:
+    async def save_payment_outcome(self, payment: Payment) -> bool:
+        def save(db: sqlite3.Connection) -> int | None:
             before = db.execute("SELECT status, version FROM payments WHERE payment_id = ?",
                                 (payment.payment_id,)).fetchone()
+            if PaymentStatus(before["status"]).is_final:
+                return None
             legs_before = {row["leg_index"]: row for row in db.execute(
                 _LEGS_BEFORE_OUTCOME, (payment.payment_id,))}
             after = payment_after_outcome(payment, legs_before, before["version"])
@@ -165,7 +168,11 @@ class SqlitePaymentStore:
                 (version, *payment_outcome_row(payment)))
             return version
 
-        payment.version = await self._write(save)
+        version = await self._write(save)
+        if version is None:
+            return False
+        payment.version = version
+        return True
 
     # -- refunds ------------------------------------------------------------
 
