@@ -33,6 +33,7 @@ import bench_ceilings
 import bench_event_cost
 import bench_events
 import bench_pay_legs
+import bench_pay_cpu
 import bench_pay_load
 from paygrid_server.logging_setup import configure_logging
 
@@ -46,6 +47,8 @@ TARGETS = {
     "batch_share_of_ceiling": 0.50,
     "rss_largest_over_smallest": 1.5,
     "event_log_pay_cpu_ratio": bench_event_cost.TARGET_CPU_RATIO,
+    "pay_cpu_ratio": bench_pay_cpu.CPU_RATIO_TARGET,
+    "pay_p99_ms_at_half_peak_node": bench_pay_cpu.P99_MS_TARGET,
 }
 
 
@@ -56,6 +59,10 @@ async def measure(args: argparse.Namespace) -> dict:
     ceilings = await bench_ceilings.run(args.duration_s, levels)
     print("Pay, channel called in process...", file=sys.stderr)
     pay_direct = await bench_pay_load.run(args.duration_s, levels, channel_called_directly=True)
+    print("Pay's CPU against the no-op's and the floor's, open-loop latency (Node)...",
+          file=sys.stderr)
+    pay_cpu = await bench_pay_cpu.run(args.duration_s, ceilings["unary"], pay_direct["levels"],
+                                      measure_floor=not args.quick)
     print("Pay, channel over loopback gRPC...", file=sys.stderr)
     pay_grpc = await bench_pay_load.run(args.duration_s, levels, channel_called_directly=False)
     print("Pay, 3 legs x 100 ms...", file=sys.stderr)
@@ -71,7 +78,7 @@ async def measure(args: argparse.Namespace) -> dict:
     print("the event log's cost (against the commit before it)...", file=sys.stderr)
     event_cost = await bench_event_cost.run(args.duration_s, args.events_concurrency,
                                             args.event_cost_rounds, args.event_cost_batch_items)
-    return {"ceilings": ceilings, "pay_direct": pay_direct, "pay_grpc": pay_grpc,
+    return {"ceilings": ceilings, "pay_direct": pay_direct, "pay_cpu": pay_cpu, "pay_grpc": pay_grpc,
             "legs": legs, "batches": batches, "events": events, "event_cost": event_cost}
 
 
@@ -87,6 +94,7 @@ def evaluate(results: dict) -> dict:
     by_size = sorted(chunked, key=lambda b: b["items"])
     rss_ratio = by_size[-1]["server_rss_peak_mib"] / by_size[0]["server_rss_peak_mib"]
     half = results["pay_direct"]["at_half_peak"]
+    pay_cpu = bench_pay_cpu.evaluate(results["pay_cpu"])
     figures = {
         "noop_peak_qps": noop_peak, "pay_peak_qps": pay_peak,
         "pay_qps_share_of_noop": round(pay_peak / noop_peak, 3),
@@ -99,6 +107,7 @@ def evaluate(results: dict) -> dict:
         "batch_share_of_ceiling": round(batch_best / batch_ceiling, 4),
         "rss_largest_over_smallest": round(rss_ratio, 3),
         "event_log_pay_cpu_ratio": results["event_cost"]["pay_cpu_ratio"],
+        **pay_cpu["figures"],
     }
     met = {
         "pay_qps_share_of_noop": figures["pay_qps_share_of_noop"] >= TARGETS["pay_qps_share_of_noop"],
@@ -107,6 +116,7 @@ def evaluate(results: dict) -> dict:
         "batch_share_of_ceiling": figures["batch_share_of_ceiling"] >= TARGETS["batch_share_of_ceiling"],
         "rss_largest_over_smallest": rss_ratio <= TARGETS["rss_largest_over_smallest"],
         "event_log_pay_cpu_ratio": results["event_cost"]["pay_cpu_ratio_met"],
+        **pay_cpu["met"],
     }
     return {"figures": figures, "met": met}
 
@@ -160,6 +170,8 @@ def markdown(results: dict, verdict: dict, meta: dict) -> str:
                    f"{b['server_rss_peak_mib']} | {b['wall_s']} |")
     noop_cpu = next((lv["server_cpu_us_per_call"] for lv in c["unary"]
                      if lv["concurrency"] == results["event_cost"]["concurrency"]), None)
+    out += ["", "## Issue 17: Pay's server CPU and latency", "",
+            bench_pay_cpu.markdown(results["pay_cpu"])]
     out += ["", "## Events", "", bench_events.markdown(results["events"]), "",
             "## The event log's cost", "", bench_event_cost.markdown(results["event_cost"], noop_cpu)]
     out += ["", "## Ceilings", "", bench_ceilings.markdown_table(c), "", "## Targets", "",
@@ -169,7 +181,11 @@ def markdown(results: dict, verdict: dict, meta: dict) -> str:
               "legs_3x100ms_p50_ms": "< 130 ms",
               "batch_share_of_ceiling": ">= 50% of min(echo, group commit)",
               "rss_largest_over_smallest": "<= 1.5x (largest vs smallest batch)",
-              "event_log_pay_cpu_ratio": "<= 1.15x server CPU per Pay, with vs without events"}
+              "event_log_pay_cpu_ratio": "<= 1.15x server CPU per Pay, with vs without events",
+              "pay_cpu_ratio": f"<= {bench_pay_cpu.CPU_RATIO_TARGET}x no-op server CPU per call, "
+                               "by calls in flight",
+              "pay_p99_ms_at_half_peak_node": f"<= {bench_pay_cpu.P99_MS_TARGET:.0f} ms, Node open "
+                                              "loop at half of Pay's peak"}
     for key, text in wanted.items():
         out.append(f"| {key} | {text} | {f[key]} | {'yes' if verdict['met'][key] else 'NO'} |")
     return "\n".join(out) + "\n"

@@ -41,7 +41,7 @@ MAX_DURATION_S = 600.0
 SERVER_START_TIMEOUT_S = 30.0
 
 
-def _pay_payloads() -> tuple[bytes, bytes]:
+def pay_payloads() -> tuple[bytes, bytes]:
     """Serialized 1-leg PayRequest and a matching succeeded PayResponse."""
     amount = money_pb2.Money(currency="USD", amount_minor=100)
     request = pay_pb.PayRequest(
@@ -212,7 +212,7 @@ def measure_sqlite3(path: Path, rows_per_commit: int, duration_s: float) -> dict
     return _sqlite_result("sqlite3", rows_per_commit, commits, wall_s)
 
 
-async def _measure_unary_cpu(pid: int, target: str, request: bytes, concurrency: int,
+async def measure_unary_cpu(pid: int, target: str, request: bytes, concurrency: int,
                              duration_s: float) -> dict:
     """measure_unary, with the no-op server's CPU per call (as Pay's is taken)."""
     before = cpu_s(pid)
@@ -223,12 +223,12 @@ async def _measure_unary_cpu(pid: int, target: str, request: bytes, concurrency:
 
 
 async def run(duration_s: float, concurrency_levels: list[int]) -> dict:
-    pay_request, pay_response = _pay_payloads()
+    pay_request, pay_response = pay_payloads()
     chunk = _batch_chunk()
     server = NoopServer(pay_response)
     try:
         target = f"127.0.0.1:{server.port}"
-        unary = [await _measure_unary_cpu(server.pid, target, pay_request, level, duration_s)
+        unary = [await measure_unary_cpu(server.pid, target, pay_request, level, duration_s)
                  for level in concurrency_levels]
         # The same open loop as Pay's, at half of this server's peak: what
         # the load generator and the machine alone do to the tail.

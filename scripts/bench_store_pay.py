@@ -27,6 +27,12 @@ from paygrid_server.domain.model.payment import (
 from paygrid_server.storage.sqlite.database import SqliteDatabase
 from paygrid_server.storage.sqlite.payment_store import SqlitePaymentStore
 
+try:  # ids as the server makes them: their order decides which index pages a commit dirties
+    from paygrid_server.domain.model.time_ordered_ids import uuid7_hex as payment_id_hex
+except ImportError:  # an older tree (bench_baseline_tree): its payment ids were uuid4
+    def payment_id_hex() -> str:
+        return uuid.uuid4().hex
+
 
 class _WorkClock:
     """CPU time (of the writer thread) spent inside the store's units of
@@ -60,7 +66,7 @@ def _store(database: SqliteDatabase) -> SqlitePaymentStore:
 
 def _payment(n: int) -> Payment:
     return Payment(
-        payment_id=f"pay_{uuid.uuid4().hex}", tenant_id="dev", idempotency_key=f"k{n}",
+        payment_id=f"pay_{payment_id_hex()}", tenant_id="dev", idempotency_key=f"k{n}",
         fingerprint="f" * 64, payer="acct_bench_0001", mode=PaymentMode.ALL_OR_NOTHING,
         legs=[Leg(0, LegRequest("merchant_0000", Money("USD", 100), "", ""),
                   first_channel="card")],

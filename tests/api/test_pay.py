@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 
 import grpc
 import pytest
@@ -44,6 +46,24 @@ async def test_single_leg_is_charged_persisted_and_timed(paygrid) -> None:
         assert paygrid.rows("PRAGMA journal_mode") == [("wal",)]
     fetched = await paygrid.stub.GetPayment(pb.GetPaymentRequest(payment_id=payment.payment_id))
     assert fetched.payment == payment
+
+
+async def test_payment_ids_are_time_ordered_uuid7s(paygrid) -> None:
+    # Time-ordered ids keep the payment tables' index inserts on their
+    # right-hand pages (domain/model/time_ordered_ids.py): an id carries the
+    # millisecond it was made in, so a later millisecond's id sorts after.
+    before_ms = time.time_ns() // 1_000_000
+    first = (await paygrid.stub.Pay(pay_request("k-id-1", leg()), timeout=5)).payment.payment_id
+    after_ms = time.time_ns() // 1_000_000
+    assert first.startswith("pay_") and len(first) == 4 + 32
+    parsed = uuid.UUID(hex=first[4:])
+    assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    assert before_ms <= parsed.int >> 80 <= after_ms
+    # The next millisecond's id is made for sure, not waited for by chance.
+    while time.time_ns() // 1_000_000 <= after_ms:
+        await asyncio.sleep(0.001)
+    second = (await paygrid.stub.Pay(pay_request("k-id-2", leg()), timeout=5)).payment.payment_id
+    assert second > first
 
 
 async def test_legs_are_charged_concurrently(start_paygrid) -> None:

@@ -53,6 +53,20 @@ def test_bench_quick_run_writes_table_figures_and_plot(tmp_path: Path) -> None:
     for level in ceilings["unary"]:
         assert level["server_cpu_us_per_call"] > 0
 
+    # Issue 17's rows: CPU per Pay over the no-op's per level, both open loops at one rate.
+    pay_cpu = results["pay_cpu"]
+    assert [row["concurrency"] for row in pay_cpu["cpu"]] == [1, 4]  # no 32 or 128 in --quick
+    for row in pay_cpu["cpu"]:
+        assert row["ratio"] == round(row["pay_cpu_us_per_call"] / row["noop_cpu_us_per_call"], 2)
+        assert row["floor_ratio"] > 1 and row["floor_source"] == "recorded, conc 32"
+    if shutil.which("node") and (ROOT / "clients/node/node_modules/@grpc/grpc-js").is_dir():
+        pay, noop = pay_cpu["latency"]["pay"], pay_cpu["latency"]["noop"]
+        assert pay["offered_per_s"] == noop["offered_per_s"] > 0
+        for open_loop in (pay, noop):
+            assert open_loop["calls"] > 0 and open_loop["failed"] == 0
+            assert 0 < open_loop["p50_ms"] <= open_loop["p99_ms"]
+    assert "## Issue 17: Pay's server CPU and latency" in report
+
     events = results["events"]
     assert events["pay"]["calls"] > 0
     # Every event stored (3 a Pay, warm-up calls too) reached the watcher, then the replay.

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from paygrid_server.storage import event_ids
+from paygrid_server.domain.model import time_ordered_ids as event_ids  # the clock they read
 from paygrid_server.storage.event_ids import new_event_id
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import uuid
 
 import structlog
 
@@ -26,6 +25,7 @@ from paygrid_server.domain.model.errors import (
 )
 from paygrid_server.domain.payments.leg_dispatch import LegDispatcher
 from paygrid_server.domain.model.payment import Leg, Payment
+from paygrid_server.domain.model.time_ordered_ids import uuid7_hex
 from paygrid_server.domain.payments.completion import PaymentCompletion
 from paygrid_server.domain.model.request_validation import (
     PayInput,
@@ -128,7 +128,7 @@ class PaymentService:
             raise AcceptedPaymentsAtLimit(self._max_accepted_running,
                                           RETRY_AT_ACCEPTED_LIMIT_AFTER_MS)
         payment = Payment(
-            payment_id=f"pay_{uuid.uuid4().hex}",
+            payment_id=f"pay_{uuid7_hex()}",  # time-ordered: see time_ordered_ids
             tenant_id=tenant_id,
             idempotency_key=valid.idempotency_key,
             fingerprint=valid.fingerprint(),

@@ -23,7 +23,6 @@ from paygrid_server.storage.failure_columns import failure_columns
 from paygrid_server.storage.payment_rows import leg_from_row as _leg
 from paygrid_server.storage.payment_rows import payment_from_row as _payment
 from paygrid_server.storage.payment_rows import (
-    LEGS_BEFORE_OUTCOME_SQL,
     first_attempt_rows,
     leg_outcome_rows,
     leg_rows,
@@ -42,7 +41,10 @@ from paygrid_server.storage.sqlite.payment_events import (
 
 T = TypeVar("T")
 
-_LEGS_BEFORE_OUTCOME = LEGS_BEFORE_OUTCOME_SQL.format("?")
+_BEFORE_OUTCOME = (
+    "SELECT p.status AS payment_status, p.version, l.leg_index, l.status, l.refunded_minor, "
+    "l.refund_pending_minor FROM payments p JOIN payment_legs l USING (payment_id) "
+    "WHERE p.payment_id = ?")
 
 
 class SqlitePaymentStore:
@@ -146,15 +148,17 @@ class SqlitePaymentStore:
 
     async def save_payment_outcome(self, payment: Payment) -> bool:
         def save(db: sqlite3.Connection) -> int | None:
-            before = db.execute("SELECT status, version FROM payments WHERE payment_id = ?",
-                                (payment.payment_id,)).fetchone()
-            if PaymentStatus(before["status"]).is_final:
-                return None
+            # One statement for the payment's and its legs' state before: a
+            # payment has at least one leg, so every row carries the payment's.
             legs_before = {row["leg_index"]: row for row in db.execute(
-                _LEGS_BEFORE_OUTCOME, (payment.payment_id,))}
+                _BEFORE_OUTCOME, (payment.payment_id,))}
+            before = next(iter(legs_before.values()))
+            if PaymentStatus(before["payment_status"]).is_final:
+                return None
             after = payment_after_outcome(payment, legs_before, before["version"])
             types = payment_outcome_types(
-                before["status"], {i: row["status"] for i, row in legs_before.items()}, after)
+                before["payment_status"], {i: row["status"] for i, row in legs_before.items()},
+                after)
             version = write_payment_events(db, self._encoder, types, after, before["version"])
             db.executemany(
                 "UPDATE payment_legs SET status = ?, channel = ?, channel_reference = ?, "

@@ -1,0 +1,182 @@
+"""Issue 17, points 1-2: Pay's server CPU and latency against the no-op server's.
+
+1. Server CPU per Pay over the no-op server's CPU per call, at the same
+   concurrency (from the closed-loop levels bench.py has measured already),
+   with the floor's ratio beside it: ../shared/ceilings/pay_floor.py, a bare
+   durable one-leg Pay in plain Python, run here when that file is there.
+2. Pay p99 with the Node open-loop generator (scripts/open_loop_load.js,
+   niced, so it takes the CPU the server leaves) at half of Pay's own peak,
+   and the no-op server's p99 at the same offered rate, same generator.
+
+Usage (after scripts/setup), on its own: measures the closed-loop levels too.
+  .venv/bin/python scripts/bench_pay_cpu.py [--duration-s 5] [--concurrency 32,128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import statistics
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import grpc
+
+import bench_ceilings
+import bench_pay_load
+from bench_load import CALL_TIMEOUT_S, percentile
+from bench_server import AUTH_METADATA, paygrid_server
+from node_load import node_load_unavailable, node_unary_load
+
+ROOT = Path(__file__).resolve().parent.parent
+# ../shared/ceilings beside the checkout, or beside the folder of worktrees.
+FLOOR_SCRIPTS = [folder / "shared" / "ceilings" / "pay_floor.py"
+                 for folder in (ROOT.parent, ROOT.parent.parent)]
+# pay_floor.py's figure when it is not there to run (../shared/ceilings/README.md, 2026-12-02).
+FLOOR_RATIO_RECORDED = 1.93
+CPU_RATIO_TARGET = 2.5
+P99_MS_TARGET = 10.0
+ISSUE_LEVELS = (32, 128)
+LOAD_NICENESS = 10
+WARM_UP_S = 1.0  # the open loop's first second: connections, caches; not counted
+
+
+def floor_ratio(duration_s: float, concurrency: int, measure: bool) -> tuple[float, str]:
+    """The floor's CPU ratio at this concurrency, and where it comes from."""
+    script = next((path for path in FLOOR_SCRIPTS if path.is_file()), None)
+    if script is None or not measure:
+        return FLOOR_RATIO_RECORDED, "recorded, conc 32"
+    run = subprocess.run([sys.executable, str(script), str(duration_s), str(concurrency)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    found = re.search(r"floor_ratio ([\d.]+)", run.stdout)
+    if run.returncode != 0 or found is None:
+        return FLOOR_RATIO_RECORDED, f"recorded; pay_floor.py failed: exit {run.returncode}"
+    return float(found.group(1)), "measured"
+
+
+def cpu_rows(noop_levels: list[dict], pay_levels: list[dict], duration_s: float,
+             measure_floor: bool) -> list[dict]:
+    noop = {level["concurrency"]: level for level in noop_levels}
+    pay = {level["concurrency"]: level for level in pay_levels}
+    both = sorted(set(noop) & set(pay))
+    chosen = [n for n in both if n in ISSUE_LEVELS] or both  # --quick has neither 32 nor 128
+    rows = []
+    for n in chosen:
+        noop_us, pay_us = noop[n]["server_cpu_us_per_call"], pay[n]["server_cpu_us_per_call"]
+        floor, source = floor_ratio(duration_s, n, measure_floor)
+        rows.append({"concurrency": n, "noop_cpu_us_per_call": noop_us,
+                     "pay_cpu_us_per_call": pay_us, "ratio": round(pay_us / noop_us, 2),
+                     "floor_ratio": floor, "floor_source": source})
+    return rows
+
+
+async def _open_loop(target: str, method: str, make_request, rate_per_s: float,
+                     duration_s: float, metadata) -> dict:
+    calls, not_sent = await node_unary_load(
+        target, method, make_request, int(rate_per_s * (WARM_UP_S + duration_s) * 1.05) + 100,
+        metadata, CALL_TIMEOUT_S, phases=[(rate_per_s, WARM_UP_S), (rate_per_s, duration_s)],
+        niceness=LOAD_NICENESS)
+    counted = [call for call in calls if call[0] >= WARM_UP_S]
+    ok_ms = [latency_ms for _, code, latency_ms in counted if code is grpc.StatusCode.OK]
+    return {"offered_per_s": round(rate_per_s, 1), "calls": len(counted),
+            "failed": len(counted) - len(ok_ms), "not_sent": not_sent,
+            "achieved_qps": round(len(ok_ms) / duration_s, 1),
+            "p50_ms": round(statistics.median(ok_ms), 3) if ok_ms else None,
+            "p99_ms": round(percentile(ok_ms, 0.99), 3) if ok_ms else None}
+
+
+async def latency_at_half_peak(pay_peak_qps: float, duration_s: float) -> dict | None:
+    """Pay and the no-op server at half of Pay's peak, Node open loop; None
+    (with the reason printed) when Node cannot run here."""
+    unavailable = node_load_unavailable()
+    if unavailable:
+        print(f"issue 17 latency rows skipped: {unavailable}", file=sys.stderr)
+        return None
+    rate = pay_peak_qps / 2
+    async with paygrid_server(in_process_channel_latency_ms=0,
+                              channel_called_directly=True) as server:
+        pay = await _open_loop(server.target, bench_pay_load.PAY_METHOD,
+                               bench_pay_load.pay_request_maker(uuid.uuid4().hex[:8]), rate,
+                               duration_s, AUTH_METADATA)
+    request, response = bench_ceilings.pay_payloads()
+    noop_server = bench_ceilings.NoopServer(response)
+    try:
+        noop = await _open_loop(f"127.0.0.1:{noop_server.port}", bench_ceilings.UNARY_METHOD,
+                                lambda _: request, rate, duration_s, ())
+    finally:
+        noop_server.stop()
+    return {"pay": pay, "noop": noop, "load_niceness": LOAD_NICENESS}
+
+
+async def run(duration_s: float, noop_levels: list[dict], pay_levels: list[dict],
+              measure_floor: bool = True) -> dict:
+    """measure_floor=False: the floor's recorded ratio (bench --quick)."""
+    pay_peak = max(level["qps"] for level in pay_levels)
+    return {"cpu": cpu_rows(noop_levels, pay_levels, duration_s, measure_floor),
+            "latency": await latency_at_half_peak(pay_peak, duration_s)}
+
+
+def evaluate(result: dict) -> dict:
+    latency = result["latency"]
+    p99 = latency["pay"]["p99_ms"] if latency else None
+    return {"figures": {"pay_cpu_ratio": {row["concurrency"]: row["ratio"] for row in result["cpu"]},
+                        "pay_p99_ms_at_half_peak_node": p99},
+            "met": {"pay_cpu_ratio": all(row["ratio"] <= CPU_RATIO_TARGET for row in result["cpu"]),
+                    "pay_p99_ms_at_half_peak_node": p99 is not None and p99 <= P99_MS_TARGET}}
+
+
+def markdown(result: dict) -> str:
+    out = [f"Server CPU per call, same run, same Python load generator (target: Pay <= "
+           f"{CPU_RATIO_TARGET}x no-op):", "",
+           "| in flight | no-op µs/call | Pay µs/call | ratio | ceiling | floor's ratio |",
+           "|---:|---:|---:|---:|---:|---:|"]
+    for row in result["cpu"]:
+        out.append(f"| {row['concurrency']} | {row['noop_cpu_us_per_call']} "
+                   f"| {row['pay_cpu_us_per_call']} | {row['ratio']:.2f}x "
+                   f"| {CPU_RATIO_TARGET}x | {row['floor_ratio']:.2f}x ({row['floor_source']}) |")
+    latency = result["latency"]
+    if latency is None:
+        return "\n".join(out + ["", "Open-loop latency: not measured (no Node load generator)."])
+    out += ["", f"Open loop, Node generator (nice {latency['load_niceness']}), at half of "
+                f"Pay's peak (target: Pay p99 <= {P99_MS_TARGET:.0f} ms):", "",
+            "| server | offered/s | achieved/s | failed | not sent | p50 ms | p99 ms |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+    for name in ("pay", "noop"):
+        run_ = latency[name]
+        out.append(f"| {'Pay' if name == 'pay' else 'no-op'} | {run_['offered_per_s']:,.0f} "
+                   f"| {run_['achieved_qps']:,.0f} | {run_['failed']} | {run_['not_sent']} "
+                   f"| {run_['p50_ms']} | {run_['p99_ms']} |")
+    return "\n".join(out)
+
+
+async def _measure_alone(duration_s: float, levels: list[int]) -> dict:
+    request, response = bench_ceilings.pay_payloads()
+    noop_server = bench_ceilings.NoopServer(response)
+    try:
+        noop_levels = [await bench_ceilings.measure_unary_cpu(
+            noop_server.pid, f"127.0.0.1:{noop_server.port}", request, n, duration_s)
+            for n in levels]
+    finally:
+        noop_server.stop()
+    pay = await bench_pay_load.run(duration_s, levels, channel_called_directly=True,
+                                   half_peak_rate=False)
+    return await run(duration_s, noop_levels, pay["levels"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration-s", type=float, default=5.0)
+    parser.add_argument("--concurrency", default="32,128")
+    args = parser.parse_args()
+    result = asyncio.run(_measure_alone(args.duration_s,
+                                        [int(n) for n in args.concurrency.split(",")]))
+    print(markdown(result))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
