@@ -157,7 +157,8 @@ async def test_the_subject_filter_is_an_exact_aggregate_id(paygrid) -> None:
     assert [e.aggregate_id for e in await _listed(stub, subject=first.payment_id)] == [
         first.payment_id] * 3
     assert [e.type for e in await _listed(stub, subject="b-subject")] == [
-        "io.paygrid.batch.created.v1", "io.paygrid.batch.completed.v1"]
+        "io.paygrid.batch.created.v1", "io.paygrid.batch.group.completed.v1",
+        "io.paygrid.batch.completed.v1"]
     assert await _listed(stub, subject=second.payment_id[:-1]) == []
     assert [e.type for e in await _listed(stub, subject=second.payment_id,
                                           type_prefix="io.paygrid.payment.succeeded")] == [
