@@ -78,7 +78,7 @@ async def _pay_load(server: RunningServer, concurrency: int, duration_s: float) 
 
 
 async def run(duration_s: float, concurrency: int) -> dict:
-    reason = rabbitmq._unavailable_reason()
+    reason = rabbitmq.unavailable_reason()
     if reason is not None:
         return {"not_measured": reason}
     vhost = rabbitmq.Vhost()

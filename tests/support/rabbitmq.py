@@ -27,7 +27,7 @@ EXCHANGE = "paygrid.events"
 
 
 @functools.cache
-def _unavailable_reason() -> str | None:
+def unavailable_reason() -> str | None:
     try:
         socket.create_connection((HOST, PORT), timeout=5).close()
     except OSError as error:
@@ -38,7 +38,7 @@ def _unavailable_reason() -> str | None:
 
 
 def require_rabbitmq() -> None:
-    reason = _unavailable_reason()
+    reason = unavailable_reason()
     if reason is None:
         return
     if os.environ.get("CI", "").lower() == "true":
