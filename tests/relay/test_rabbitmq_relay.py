@@ -145,6 +145,33 @@ async def test_a_connection_cut_with_confirms_outstanding_republishes_from_the_c
         await proxy.close()
 
 
+async def test_events_written_while_confirms_are_held_go_out_at_once(
+        vhost, start_paygrid) -> None:
+    """The sliding window: a held confirm holds the cursor back, not the
+    publishing (the window it replaced waited for every confirm first)."""
+    consumed = await vhost.consume()
+    proxy = GatedProxy()
+    await proxy.start()
+    try:
+        paygrid = await start_paygrid(events_rabbitmq=_relay_config(url(vhost.name, proxy.port)))
+        stats = paygrid.app.event_relay.stats
+        await wait_for(lambda: stats.state is RelayState.RELAYING, "the relay connected")
+        proxy.hold_answers()  # from here on, no confirm reaches the relay
+        for key in ("k-1", "k-2"):  # two payments, each event written after the last went out
+            await paygrid.stub.Pay(pay_request(key, leg("payee_0001", "EUR", 700)), timeout=10)
+            logged = [e.seq for e in await _logged_events(paygrid)]
+            await wait_for(lambda: consumed.seqs() == logged, f"{key}'s events out, unconfirmed")
+        assert stats.cursor == 0 and _saved_cursor(paygrid) in (None, 0)
+        assert stats.confirmed == 0 and stats.published == len(logged) == 6
+
+        proxy.cut()  # the held confirms are lost: all six go out again
+        await wait_for(lambda: stats.cursor == logged[-1], "the cursor after a reconnect")
+        assert _saved_cursor(paygrid) == logged[-1]
+        assert consumed.seqs() == logged + logged
+    finally:
+        await proxy.close()
+
+
 async def test_an_unreachable_broker_does_not_stop_payments_and_shows_as_lag(
         vhost, start_paygrid, capsys) -> None:
     proxy = GatedProxy()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 from dataclasses import dataclass
 
 import structlog
@@ -152,10 +153,11 @@ class EventRelay:
         read_through = cursor  # the last event read (and sent)
         try:
             while True:
-                if window.room:
-                    seen = self._events.changes()
-                    events = await self._events.list_all_events(read_through, window.room)
+                seen, caught_up = self._events.changes(), False
+                if asked := window.room:
+                    events = await self._events.list_all_events(read_through, asked)
                     self.stats.head_seq = max(await self._events.last_seq(), read_through)
+                    caught_up = len(events) < asked
                     if events:
                         window.send(events)
                         self.stats.published += len(events)
@@ -164,7 +166,9 @@ class EventRelay:
                         await self._events.wait_for_change(seen, self._limits.idle_check_s)
                         continue
                 confirmed_before = window.confirmed
-                failure = await window.settle()
+                failure = await window.settle(functools.partial(
+                    self._events.wait_for_change, seen, self._limits.idle_check_s)
+                    if caught_up else None)
                 self.stats.confirmed += window.confirmed - confirmed_before
                 if failure is not None:
                     saver.offer(window.confirmed_through)

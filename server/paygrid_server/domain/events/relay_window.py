@@ -2,8 +2,9 @@
 
 Up to `size` events are out at once; each confirm that completes the
 confirmed prefix moves the cursor, and the next events go out as soon as
-half the window is free (read in one query, not one per confirm). So one
-slow confirm holds back the cursor, not the publishing: the window the
+they are written, or (behind) as soon as half the window is free (read in
+one query, not one per confirm). So one slow confirm holds back the
+cursor, not the publishing: the window the
 relay had before waited for all its confirms, and a single held confirm
 stalled it for up to the confirm timeout.
 
@@ -57,11 +58,20 @@ class PublishWindow:
         if task.cancelled() or task.exception() is not None:
             self.failed = True
 
-    async def settle(self) -> BaseException | None:
-        """Waits for a publish to end, then moves the confirmed prefix. After
-        a failure, waits for every publish out (as the broker may still
-        confirm those before it) and returns the first failure in seq order."""
-        await self._ended.wait()
+    async def settle(self, or_until: Callable[[], Awaitable] | None = None) -> BaseException | None:
+        """Waits for a publish to end (or `or_until`, a log change: events
+        written meanwhile go out while earlier confirms are held), then
+        moves the confirmed prefix. After a failure, waits for every publish
+        out (the broker may still confirm those before it) and returns the
+        first failure in seq order."""
+        if or_until is None or self._ended.is_set():
+            await self._ended.wait()
+        else:
+            waits = {asyncio.ensure_future(self._ended.wait()), asyncio.ensure_future(or_until())}
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for wait in waits:
+                wait.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
         self._ended.clear()
         if self.failed:
             await asyncio.gather(*(task for _, task in self._in_flight), return_exceptions=True)
