@@ -19,9 +19,9 @@ from pathlib import Path
 from paygrid.v1 import event_service_pb2 as pb
 from paygrid.v1 import event_service_pb2_grpc as pb_grpc
 
+import bench_relay
 from bench_load import measure_unary
 from bench_pay_load import PAY_METHOD, check_succeeded, pay_request_maker
-import bench_relay
 from bench_server import AUTH_METADATA, RunningServer, cpu_s, events_stored, paygrid_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/support/
