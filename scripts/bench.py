@@ -8,7 +8,8 @@
 3. SubmitBatch: items/s for each batch size, chunked and one item per
    message; APT; the server's peak RSS;
 4. events: WatchEvents following the log under Pay load, and replaying the
-   backlog (bench_events.py); the event log's cost on Pay and SubmitBatch,
+   backlog (bench_events.py); the RabbitMQ relay following Pay load and
+   catching up a backlog (bench_relay.py); the event log's cost on Pay and SubmitBatch,
    against the commit before it (bench_event_cost.py).
 Writes bench-results/<UTC time>.md (table, ratios to the ceilings, targets),
 .json (every figure) and .png (throughput vs concurrency, RSS vs batch size).

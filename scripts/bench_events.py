@@ -2,7 +2,7 @@
 follows the log while Pay load runs (1 leg, channel in process, each Pay
 writes 3 events: payment.created, payment.leg.succeeded,
 payment.succeeded), then a second watcher replays the whole backlog from
-cursor 0. Usage (after scripts/setup):
+cursor 0; then the RabbitMQ relay's rows (bench_relay.py). Usage (after scripts/setup):
   .venv/bin/python scripts/bench_events.py [--duration-s 5] [--concurrency 32]
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sqlite3
 import sys
 import time
 import uuid
@@ -20,9 +19,10 @@ from pathlib import Path
 from paygrid.v1 import event_service_pb2 as pb
 from paygrid.v1 import event_service_pb2_grpc as pb_grpc
 
+import bench_relay
 from bench_load import measure_unary
 from bench_pay_load import PAY_METHOD, check_succeeded, pay_request_maker
-from bench_server import AUTH_METADATA, RunningServer, cpu_s, paygrid_server
+from bench_server import AUTH_METADATA, RunningServer, cpu_s, events_stored, paygrid_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/support/
 from tests.support.api_key_metadata import keyed_channel
@@ -67,19 +67,6 @@ class Watcher:
             pass
 
 
-def events_stored(server: RunningServer) -> int:
-    with sqlite3.connect(server.database) as db:
-        return db.execute("SELECT count(*) FROM events").fetchone()[0]
-
-
-async def measure_relay(server: RunningServer, backlog: int) -> dict | None:
-    """HOOK for the RabbitMQ relay (issue 16, merged from branch `relay`):
-    events/s from the log to a RabbitMQ queue, as {"events": n,
-    "events_per_s": x} (the report prints it beside WatchEvents'). None
-    until this function measures it: "not measured"."""
-    return None
-
-
 async def run(duration_s: float, concurrency: int) -> dict:
     async with paygrid_server(in_process_channel_latency_ms=0,
                               channel_called_directly=True) as server:
@@ -102,7 +89,7 @@ async def run(duration_s: float, concurrency: int) -> dict:
         await replayer.wait_for(backlog)
         replay_s = time.perf_counter() - started
         await replayer.stop()
-        relay = await measure_relay(server, backlog)
+    relay = await bench_relay.run(duration_s, concurrency)
     return {
         "concurrency": concurrency, "duration_s": duration_s, "pay": pay,
         "follow": {"events": backlog, "received_during_load": during_load,
@@ -116,8 +103,6 @@ async def run(duration_s: float, concurrency: int) -> dict:
 
 def markdown(result: dict) -> str:
     pay, follow, replay, relay = (result[k] for k in ("pay", "follow", "replay", "relay"))
-    relay_cell = (f"{relay['events_per_s']:,.0f} events/s ({relay['events']:,} events)"
-                  if relay else "not measured yet (bench_events.measure_relay)")
     return "\n".join([
         f"Pay at {result['concurrency']} in flight, 1 leg, channel in process, "
         f"{result['duration_s']} s, one watcher following the log:", "",
@@ -129,7 +114,7 @@ def markdown(result: dict) -> str:
         f"| {follow['caught_up_ms_after_load']:,.0f} ms |",
         f"| WatchEvents replaying the backlog from cursor 0 | {replay['events_per_s']:,.0f} "
         f"events/s ({replay['events']:,} in {replay['wall_s']} s) |",
-        f"| RabbitMQ relay | {relay_cell} |",
+        *bench_relay.markdown_rows(relay),
     ])
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,11 @@ AUTH_METADATA = (("authorization", f"Bearer {DEV_API_KEY}"),)
 STOP_TIMEOUT_S = 30
 PORT_ATTEMPTS = 3
 
+
+
+def events_stored(server: "RunningServer") -> int:
+    with sqlite3.connect(server.database) as db:
+        return db.execute("SELECT count(*) FROM events").fetchone()[0]
 
 
 def cpu_s(pid: int) -> float:

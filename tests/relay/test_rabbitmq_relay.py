@@ -5,6 +5,7 @@ confirms are out, and every event still arrives."""
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 
 import aio_pika
@@ -37,6 +38,19 @@ def _saved_cursor(paygrid) -> int | None:
 async def _logged_events(paygrid) -> list[ev.Event]:
     stub = ev_grpc.EventServiceStub(paygrid.channel)
     return list((await stub.ListEvents(ev.ListEventsRequest(page_size=1000))).events)
+
+
+@asynccontextmanager
+async def _relayed_through_a_proxy(vhost, start_paygrid):
+    """A consumer, and paygrid relaying through a GatedProxy: (paygrid, proxy, consumed)."""
+    consumed = await vhost.consume()
+    proxy = GatedProxy()
+    await proxy.start()
+    try:
+        yield (await start_paygrid(events_rabbitmq=_relay_config(url(vhost.name, proxy.port))),
+               proxy, consumed)
+    finally:
+        await proxy.close()
 
 
 async def test_events_are_published_in_seq_order_with_cloud_event_headers(
@@ -110,11 +124,7 @@ async def test_a_returned_event_stops_the_cursor_until_a_queue_takes_it(
 
 async def test_a_connection_cut_with_confirms_outstanding_republishes_from_the_cursor(
         vhost, start_paygrid) -> None:
-    consumed = await vhost.consume()
-    proxy = GatedProxy()
-    await proxy.start()
-    try:
-        paygrid = await start_paygrid(events_rabbitmq=_relay_config(url(vhost.name, proxy.port)))
+    async with _relayed_through_a_proxy(vhost, start_paygrid) as (paygrid, proxy, consumed):
         stats = paygrid.app.event_relay.stats
         await paygrid.stub.Pay(pay_request("k-1", leg("payee_0001", "EUR", 700)), timeout=10)
         first = await _logged_events(paygrid)
@@ -141,8 +151,27 @@ async def test_a_connection_cut_with_confirms_outstanding_republishes_from_the_c
         assert cut_session[0] == held and cut_session == rest[:len(cut_session)]
         assert seqs[:len(first)] == [e.seq for e in first]
         assert seqs[len(seqs) - len(rest):] == rest
-    finally:
-        await proxy.close()
+
+
+async def test_events_written_while_confirms_are_held_go_out_at_once(
+        vhost, start_paygrid) -> None:
+    """The sliding window: a held confirm holds the cursor back, not the
+    publishing (the window it replaced waited for every confirm first)."""
+    async with _relayed_through_a_proxy(vhost, start_paygrid) as (paygrid, proxy, consumed):
+        stats = paygrid.app.event_relay.stats
+        await wait_for(lambda: stats.state is RelayState.RELAYING, "the relay connected")
+        proxy.hold_answers()  # from here on, no confirm reaches the relay
+        for key in ("k-1", "k-2"):  # two payments, each event written after the last went out
+            await paygrid.stub.Pay(pay_request(key, leg("payee_0001", "EUR", 700)), timeout=10)
+            logged = [e.seq for e in await _logged_events(paygrid)]
+            await wait_for(lambda: consumed.seqs() == logged, f"{key}'s events out, unconfirmed")
+        assert stats.cursor == 0 and _saved_cursor(paygrid) in (None, 0)
+        assert stats.confirmed == 0 and stats.published == len(logged) == 6
+
+        proxy.cut()  # the held confirms are lost: all six go out again
+        await wait_for(lambda: stats.cursor == logged[-1], "the cursor after a reconnect")
+        assert _saved_cursor(paygrid) == logged[-1]
+        assert consumed.seqs() == logged + logged
 
 
 async def test_an_unreachable_broker_does_not_stop_payments_and_shows_as_lag(

@@ -1,24 +1,26 @@
 """Publishes the event log, every tenant's, to a broker: at least once, in
 seq order, never past an event the broker did not confirm.
 
-It publishes a window of events at once (their confirms arrive in any
-order) and moves its cursor over the confirmed prefix only: with 5 and 7
-confirmed and 6 returned, the cursor stops at 5. Any failure (a nack, a
-return, a dropped connection) ends the session: the relay reconnects after
-a backoff and publishes again from the saved cursor, so 7 goes out twice and
-nothing is lost. The cursor is saved once per window: a crash republishes at
-most that window. Only the leading replica relays (RelayLeadership); it
+It keeps a sliding window of events out (relay_window.py: their confirms
+arrive in any order) and moves its cursor over the confirmed prefix only:
+with 5 and 7 confirmed and 6 returned, the cursor stops at 5. Any failure (a
+nack, a return, a dropped connection) ends the session: the relay saves the
+confirmed prefix, reconnects after a backoff and publishes again from the
+saved cursor, so 7 goes out twice and nothing is lost. The cursor is saved
+in the background, one save at a time: a crash republishes what was
+confirmed since the last save. Only the leading replica relays (RelayLeadership); it
 sleeps on the log's change signal when it has caught up."""
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 from dataclasses import dataclass
 
 import structlog
 
-from paygrid_server.domain.model.event import Event
+from paygrid_server.domain.events.relay_window import CursorSaver, PublishWindow
 from paygrid_server.domain.ports.event_log import EventLog
 from paygrid_server.domain.ports.event_relay import (
     BrokerUnavailable,
@@ -42,7 +44,7 @@ class RelayState(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class RelayLimits:
-    window: int = 256  # events published before their confirms are awaited
+    window: int = 256  # events out (published, not yet confirmed) at most
     first_backoff_s: float = 0.2  # after a failure; doubles per failure in a row
     max_backoff_s: float = 10.0
     # Caught up, it re-reads the head this often even without a wake-up
@@ -146,31 +148,36 @@ class EventRelay:
             await asyncio.sleep(delay)
 
     async def _relay_from(self, cursor: int) -> None:
-        while True:
-            seen = self._events.changes()
-            events = await self._events.list_all_events(cursor, self._limits.window)
-            self.stats.head_seq = max(await self._events.last_seq(), cursor)
-            if not events:
-                await self._events.wait_for_change(seen, self._limits.idle_check_s)
-                continue
-            confirmed_through, failure = await self._publish_window(cursor, events)
-            if confirmed_through > cursor:
-                await self._position.save(confirmed_through)
-                cursor = self.stats.cursor = confirmed_through
-            if failure is not None:
-                raise failure
+        window = PublishWindow(self._limits.window, self._publisher.publish, cursor)
+        saver = CursorSaver(self._position, cursor, self._saved)
+        read_through = cursor  # the last event read (and sent)
+        try:
+            while True:
+                seen, caught_up = self._events.changes(), False
+                if asked := window.room:
+                    events = await self._events.list_all_events(read_through, asked)
+                    self.stats.head_seq = max(await self._events.last_seq(), read_through)
+                    caught_up = len(events) < asked
+                    if events:
+                        window.send(events)
+                        self.stats.published += len(events)
+                        read_through = events[-1].seq
+                    elif window.empty:
+                        await self._events.wait_for_change(seen, self._limits.idle_check_s)
+                        continue
+                confirmed_before = window.confirmed
+                failure = await window.settle(functools.partial(
+                    self._events.wait_for_change, seen, self._limits.idle_check_s)
+                    if caught_up else None)
+                self.stats.confirmed += window.confirmed - confirmed_before
+                if failure is not None:
+                    saver.offer(window.confirmed_through)
+                    await saver.flush()
+                    raise failure
+                saver.offer(window.confirmed_through)
+        finally:
+            await window.abandon()
+            await saver.cancel()
 
-    async def _publish_window(self, cursor: int,
-                              events: list[Event]) -> tuple[int, BaseException | None]:
-        """The highest seq with it and every event before it confirmed, and
-        the first failure in seq order, if any."""
-        # Tasks start in seq order, so the publishes reach the broker in it.
-        publishes = [asyncio.ensure_future(self._publisher.publish(event)) for event in events]
-        self.stats.published += len(publishes)
-        outcomes = await asyncio.gather(*publishes, return_exceptions=True)
-        self.stats.confirmed += sum(1 for outcome in outcomes if outcome is None)
-        for event, outcome in zip(events, outcomes):
-            if outcome is not None:
-                return cursor, outcome
-            cursor = event.seq
-        return cursor, None
+    def _saved(self, cursor: int) -> None:
+        self.stats.cursor = cursor
