@@ -28,7 +28,7 @@ from paygrid_server.storage.failure_columns import failure_columns
 from paygrid_server.storage.batch_group_events import completed
 from paygrid_server.storage.sqlite.batch_events import batch_status, write_batch_event
 from paygrid_server.storage.sqlite.batch_group_events import save_and_report, write_group_events
-from paygrid_server.storage.sqlite.batch_item_rows import chunks, in_list, save_states
+from paygrid_server.storage.sqlite.batch_item_rows import chunks, in_list, save_results
 from paygrid_server.storage.sqlite.database import SqliteDatabase, write_then_wake
 
 
@@ -162,7 +162,7 @@ class SqliteBatchStore:
             # column (what else an item holds never changes after its insert):
             # no read back of the group's rows on every group's way.
             write_group_events(db, self._encoder, batch_uid, [completed(group)])
-            save_states(db, batch_uid, group.items)
+            save_results(db, batch_uid, group.items)
 
         await self._write(save)
 
