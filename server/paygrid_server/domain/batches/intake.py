@@ -35,7 +35,7 @@ from paygrid_server.domain.model.batch import (
 from paygrid_server.domain.model.batch_validation import TransactionInput, validate_transaction
 from paygrid_server.domain.model.control_totals import ControlTally, ControlTotals
 from paygrid_server.domain.model.errors import DomainError, PreconditionFailed
-from paygrid_server.domain.model.payment import Failure, FailureReason, LegRequest
+from paygrid_server.domain.model.payment import Failure, FailureReason
 from paygrid_server.domain.ports.batch_store import BatchStore
 from paygrid_server.domain.ports.group_queue import GroupQueue
 
@@ -187,8 +187,7 @@ class Intake:
                 await self._group(item)
 
     def _route(self, item: BatchItem) -> str:
-        leg = LegRequest(item.payee, item.amount, item.requested_channel, item.reference)
-        return self._router.candidates(leg)[0].name
+        return self._router.first_choice(item.requested_channel, item.amount)
 
     async def _group(self, item: BatchItem) -> None:
         if not self.state.groups_items:

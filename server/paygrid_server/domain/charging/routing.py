@@ -68,5 +68,17 @@ class Router:
         eligible.sort(key=lambda r: (self._breakers[r.name].state is BreakerState.OPEN, r.priority))
         return eligible[: limits.MAX_CHANNELS_PER_LEG]
 
+    def first_choice(self, channel: str, money: Money) -> str:
+        """candidates(...)[0].name for a leg `check` passed, without a
+        LegRequest or a sorted list: taken for every item of every batch."""
+        if channel:
+            return channel
+        eligible = self._eligible(money)
+        if len(eligible) == 1:
+            return eligible[0].name
+        # min keeps the first of equals, as the stable sort in candidates does.
+        return min(eligible, key=lambda r: (
+            self._breakers[r.name].state is BreakerState.OPEN, r.priority)).name
+
     def _eligible(self, money: Money) -> list[ChannelRoute]:
         return [r for r in self._routes.values() if r.accepts(money) is None]
