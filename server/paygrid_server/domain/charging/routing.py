@@ -55,7 +55,7 @@ class Router:
             if route is None:
                 return f"unknown channel {channel!r}; known: {', '.join(sorted(self._routes))}"
             return route.accepts(money)
-        if not self._eligible(money):
+        if not any(r.accepts(money) is None for r in self._routes.values()):
             return f"no channel accepts {money.amount_minor} minor units of {money.currency}"
         return None
 
@@ -73,6 +73,8 @@ class Router:
         LegRequest or a sorted list: taken for every item of every batch."""
         if channel:
             return channel
+        if len(self._routes) == 1:  # `check` passed: the only channel accepts it
+            return next(iter(self._routes))
         eligible = self._eligible(money)
         if len(eligible) == 1:
             return eligible[0].name
