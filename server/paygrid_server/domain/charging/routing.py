@@ -55,9 +55,10 @@ class Router:
             if route is None:
                 return f"unknown channel {channel!r}; known: {', '.join(sorted(self._routes))}"
             return route.accepts(money)
-        if not any(r.accepts(money) is None for r in self._routes.values()):
-            return f"no channel accepts {money.amount_minor} minor units of {money.currency}"
-        return None
+        for route in self._routes.values():
+            if route.accepts(money) is None:
+                return None
+        return f"no channel accepts {money.amount_minor} minor units of {money.currency}"
 
     def candidates(self, leg: LegRequest) -> list[ChannelRoute]:
         if leg.channel:

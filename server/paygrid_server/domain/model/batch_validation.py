@@ -16,7 +16,6 @@ from paygrid_server.domain.model.batch import (
     ItemResult,
 )
 from paygrid_server.domain.model.control_totals import ControlTotals, parse_control_sum
-from paygrid_server.domain.model.currencies import minor_units
 from paygrid_server.domain.model.money import Money
 from paygrid_server.domain.model.payment import Failure, FailureReason
 from paygrid_server.domain.model.request_validation import (
@@ -119,11 +118,6 @@ def validate_transaction(tx: TransactionInput, seq: int, channel_check: ChannelC
                          route: RouteChooser) -> BatchItem | ItemResult:
     """A RECEIVED item; a REJECTED item (stored, its reference is usable);
     or an ItemResult when even the reference is unusable (not stored)."""
-    money = _valid_as_sent(tx, channel_check)
-    if money is not None:  # the common case, checked without collecting violations
-        item = BatchItem(seq, tx.reference, tx.payee, money, tx.channel, tx.requested_at_us, "")
-        item.channel = route(item)
-        return item
     ref = Violations()
     check_text(ref, "reference", tx.reference, limits.BATCH_REFERENCE_MAX_CHARS, required=True)
     if ref.items:
@@ -156,26 +150,6 @@ def validate_transaction(tx: TransactionInput, seq: int, channel_check: ChannelC
     else:
         item.channel = route(item)
     return item
-
-
-def _valid_as_sent(tx: TransactionInput, channel_check: ChannelCheck) -> Money | None:
-    """The item's Money when every check of validate_transaction passes;
-    None when one may not (the full checks then say which). Taken for every
-    item of every batch: the same checks, without Violations and messages."""
-    amount = tx.amount
-    if amount is None or isinstance(tx.requested_at_us, str):
-        return None
-    if not (0 < len(tx.reference) <= limits.BATCH_REFERENCE_MAX_CHARS
-            and tx.reference.isprintable()
-            and 0 < len(tx.payee) <= limits.PARTY_ID_MAX_CHARS and tx.payee.isprintable()
-            and len(tx.channel) <= limits.CHANNEL_NAME_MAX_CHARS and tx.channel.isprintable()
-            and 0 < amount.amount_minor <= limits.MAX_AMOUNT_MINOR):
-        return None
-    exponent = minor_units(amount.currency)
-    if exponent is None or amount.minor_units not in (None, exponent):
-        return None
-    money = Money(amount.currency, amount.amount_minor)
-    return money if channel_check(tx.channel, money) is None else None
 
 
 def _describe(v: Violations) -> str:

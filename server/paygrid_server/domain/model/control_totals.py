@@ -7,9 +7,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from decimal import Context, Decimal
+from typing import TYPE_CHECKING
 
 from paygrid_server.domain.model.currencies import minor_units
 from paygrid_server.domain.model.request_validation import MoneyInput
+
+if TYPE_CHECKING:
+    from paygrid_server.domain.model.transaction_columns import TransactionColumns
 
 # pain.001 DecimalNumber: totalDigits 18, fractionDigits 17, no sign.
 CONTROL_SUM_MAX_DIGITS = 18
@@ -69,6 +73,20 @@ class ControlTally:
                 minor_units(amount.currency) or 0)
             exponent = min(exponent, CONTROL_SUM_MAX_FRACTION_DIGITS + 1)
             self._minor_sums[exponent] = self._minor_sums.get(exponent, 0) + amount.amount_minor
+
+    def add_columns(self, columns: TransactionColumns) -> None:
+        """add() for each of a message's transactions."""
+        if columns.unusual:  # some carry their own exponent (or no amount): one by one
+            for index in range(len(columns)):
+                self.add(columns.input(index).amount)
+            return
+        self.item_count += len(columns)
+        by_currency: dict[str, int] = {}
+        for currency, amount_minor in zip(columns.currencies, columns.amounts_minor):
+            by_currency[currency] = by_currency.get(currency, 0) + amount_minor
+        for currency, minor_sum in by_currency.items():
+            exponent = min(minor_units(currency) or 0, CONTROL_SUM_MAX_FRACTION_DIGITS + 1)
+            self._minor_sums[exponent] = self._minor_sums.get(exponent, 0) + minor_sum
 
     @property
     def amount_sum(self) -> Decimal:

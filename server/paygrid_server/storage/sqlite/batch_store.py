@@ -32,7 +32,7 @@ from paygrid_server.storage.sqlite.batch_item_rows import chunks, in_list, save_
 from paygrid_server.storage.sqlite.database import SqliteDatabase, write_then_wake
 
 
-_INSERT_COLUMNS = f"{STORED_ITEM_COLUMNS}, batch_uid, content_digest, submission"
+_INSERT_COLUMNS = f"{STORED_ITEM_COLUMNS}, content_digest, batch_uid, submission"
 
 
 @functools.cache
@@ -113,11 +113,12 @@ class SqliteBatchStore:
                     f"WHERE batch_uid = ? AND reference IN ({in_list(len(chunk))})",
                     (batch_uid, *chunk))})
             fresh, resent = sort_incoming(items, existing, submission, outcome)
+            same_for_all = (batch_uid, submission)
             for chunk in chunks(fresh):
                 params = []
                 for i in chunk:
-                    *row, digest = item_insert_row(i)
-                    params += (*row, batch_uid, digest, submission)
+                    params += item_insert_row(i)  # ends with the content digest
+                    params += same_for_all
                 db.execute(_insert_items_sql(len(chunk)), params)
             # Seen in this submission now: a second copy later in the stream is a duplicate.
             for chunk in chunks(resent):
