@@ -126,9 +126,8 @@ class Intake:
             after = items[-1].seq
             if self.state is RunState.BREAKING:
                 return
-            for item in items:
-                if item.group_no == 0:  # not queued in a group already
-                    await self._group(item)
+            # Those not queued in a group already.
+            await self._group([item for item in items if item.group_no == 0])
 
     async def _take_items(self) -> bool:
         """True when the client finished sending, False when the stream broke."""
@@ -178,18 +177,23 @@ class Intake:
                    and i.group_no not in self._progress.told]
         if earlier:
             await self._outbox.emit(ItemsAlreadyProcessed(earlier))
-        for item in outcome.new:
-            if item.status is BatchItemStatus.RECEIVED:
-                await self._group(item)
+        await self._group([i for i in outcome.new if i.status is BatchItemStatus.RECEIVED])
 
     def _route(self, item: BatchItem) -> str:
         return self._router.first_choice(item.requested_channel, item.amount)
 
-    async def _group(self, item: BatchItem) -> None:
+    async def _group(self, items: list[BatchItem]) -> None:
+        """Adds each item to its group; a group sealed is queued. No await
+        per item: only a sealed group waits (for room in the backlog), and
+        only then may the state have moved on (the stream broke)."""
         if not self.state.groups_items:
-            return  # stays RECEIVED: grouped after the totals check or on resubmission
-        for group in self._grouper.add(item):
-            await self._queue_group(group)
+            return  # they stay RECEIVED: grouped after the totals check or on resubmission
+        for item in items:
+            sealed = self._grouper.add(item)
+            for group in sealed:
+                await self._queue_group(group)
+            if sealed and not self.state.groups_items:
+                return
 
     async def _queue_group(self, group: BatchGroup) -> None:
         """Stores a sealed group for any replica's workers to claim, once the
