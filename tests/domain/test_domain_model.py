@@ -32,7 +32,8 @@ from paygrid_server.domain.model.errors import (
     PreconditionFailed,
     RequestInProgress,
 )
-from paygrid_server.domain.model.fingerprint import fingerprint, flat_fingerprint
+from paygrid_server.domain.model.fingerprint import fingerprint
+from paygrid_server.domain.model.flat_fingerprint import flat_fingerprint
 from paygrid_server.domain.model.money import Money
 from paygrid_server.domain.model.payment import (
     Failure,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from paygrid_server.domain.model.control_totals import ControlTotals
 from paygrid_server.domain.model.fingerprint import fingerprint as digest_of
-from paygrid_server.domain.model.fingerprint import flat_fingerprint
+from paygrid_server.domain.model.flat_fingerprint import flat_fingerprint
 from paygrid_server.domain.model.money import Money
 from paygrid_server.domain.model.payment import Failure
 
