@@ -228,6 +228,8 @@ class SqliteGroupQueue:
                                 "AND lease_owner = ?", (owner,)).rowcount
             db.execute("UPDATE batches SET submission_lease_expires_at_us = 0 "
                        "WHERE submission_owner = ?", (owner,))
+            # Dead: its share of each batch's parallelism goes to the live ones now.
+            db.execute("DELETE FROM batch_replicas WHERE owner = ?", (owner,))
             return groups
 
         return await self._plain_write(expire)
