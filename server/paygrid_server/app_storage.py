@@ -19,12 +19,12 @@ from paygrid_server.storage.postgres.event_consumers import PostgresEventConsume
 from paygrid_server.storage.postgres.event_log import PostgresEventLog
 from paygrid_server.storage.postgres.group_queue import PostgresGroupQueue
 from paygrid_server.storage.postgres.payment_store import PostgresPaymentStore
-from paygrid_server.storage.single_process_group_queue import SingleProcessGroupQueue
 from paygrid_server.storage.sqlite.batch_store import SqliteBatchStore
 from paygrid_server.storage.sqlite.database import SqliteDatabase
 from paygrid_server.storage.sqlite.event_consumers import SqliteEventConsumers
 from paygrid_server.storage.sqlite.event_log import SqliteEventLog
 from paygrid_server.storage.sqlite.group_queue import SqliteGroupQueue
+from paygrid_server.storage.sqlite.lone_server_group_queue import LoneServerGroupQueue
 from paygrid_server.storage.sqlite.payment_store import SqlitePaymentStore
 from paygrid_server.transport.event_messages import ProtobufSnapshots
 
@@ -72,7 +72,7 @@ async def open_storage(config: ServerConfig) -> Storage:
     sqlite_batches = SqliteBatchStore(sqlite, snapshots, sqlite_events.signal.notify)
     sqlite_consumers = SqliteEventConsumers(sqlite)
     group_queue = (SqliteGroupQueue(sqlite, snapshots, sqlite_events.signal.notify) if shared
-                   else SingleProcessGroupQueue(sqlite_batches))
+                   else LoneServerGroupQueue(sqlite_batches, sqlite))
     return Storage(sqlite, SqlitePaymentStore(sqlite, snapshots, sqlite_events.signal.notify),
                    sqlite_batches, group_queue, sqlite_events, sqlite_consumers,
                    sqlite_consumers)

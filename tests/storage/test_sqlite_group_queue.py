@@ -25,6 +25,7 @@ from paygrid_server.storage.sqlite import group_queue as group_queue_module
 from paygrid_server.storage.sqlite.batch_store import SqliteBatchStore
 from paygrid_server.storage.sqlite.database import SqliteDatabase
 from paygrid_server.storage.sqlite.group_queue import SqliteGroupQueue
+from paygrid_server.storage.sqlite.lone_server_group_queue import LoneServerGroupQueue
 from paygrid_server.transport.event_messages import ProtobufSnapshots
 
 pytestmark = pytest.mark.sqlite_only
@@ -226,3 +227,30 @@ async def test_a_lone_servers_group_left_mid_charge_is_taken_over(workers, clock
     assert await qa.unfinished_groups(UID) == [1, 2, 3, 4]
     assert _rows(path, "SELECT status, lease_count FROM batch_groups WHERE group_no = 4") == \
         [("QUEUED", 1)]
+
+
+async def test_a_lone_server_regroups_what_workers_left_queued(workers, clock) -> None:
+    """Workers stopped with group 1 mid-charge (LEASED, items PROCESSING)
+    and groups 2-3 queued: a lone server (groups in memory) would never
+    claim those, nor group their RECEIVED items again. Opening the batch's
+    submission there gives the groups up and frees their waiting items;
+    PROCESSING items stay for the submission's resume to settle."""
+    qa, _, store, path = workers
+    lease = await qa.claim_group("A", LEASE_MS)
+    group = BatchGroup(1, "card", await qa.group_items(UID, 1), started_at_us=5)
+    for item in group.items:
+        item.status = S.PROCESSING
+    assert await qa.mark_group_processing(UID, group, lease)
+    # The lone server's own connections (the workers' are gone by then).
+    lone_database = await SqliteDatabase.open(path, shared=True)
+    lone = LoneServerGroupQueue(store, lone_database)
+    assert await lone.acquire_submission(UID, "lone", LEASE_MS)
+    assert await qa.unfinished_groups(UID) == []
+    assert {(i.seq, i.status, i.group_no) for i in await store.items_after(UID, 0, 100)} == {
+        *((seq, S.PROCESSING, 1) for seq in (1, 2, 3)),
+        *((seq, S.RECEIVED, 0) for seq in range(4, 10))}
+    # A group of the lone server's own is never touched (its row is DONE).
+    await store.mark_group_processing(UID, BatchGroup(4, "card", [], started_at_us=5))
+    assert await lone.acquire_submission(UID, "lone", LEASE_MS)
+    assert _rows(path, "SELECT count(*) FROM batch_groups WHERE status <> 'DONE'") == [(0,)]
+    await lone_database.close()

@@ -276,3 +276,4 @@ def _adopt_lone_server_groups(db: sqlite3.Connection, batch_uid: str) -> None:
         "WHERE batch_uid = ? AND status = 'DONE' AND completed_at_us IS NULL AND group_no IN "
         "(SELECT group_no FROM batch_items WHERE batch_uid = ? AND status = 'PROCESSING')",
         (batch_uid, batch_uid))
+
