@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections import OrderedDict
 from typing import Awaitable, Callable
 
 from paygrid_server.domain.model.batch import BatchGroup, BatchItem, BatchItemStatus
@@ -32,6 +33,10 @@ from paygrid_server.storage.sqlite.database import SqliteDatabase, write_then_wa
 # A batch inserted but never started is between its INSERT and its
 # submission lease on a live worker: abandoned only after this (as on PostgreSQL).
 UNSTARTED_GRACE_US = 60_000_000
+# Groups queued here whose items are kept for this process's own claim of
+# them (no read back): at most this many, the oldest dropped first (another
+# worker may claim them; a dropped one is read from the file).
+KEPT_GROUPS = 64
 # Workers not seen for this long are forgotten by the sweep.
 FORGET_REPLICAS_AFTER_US = 3_600_000_000
 
@@ -75,6 +80,9 @@ class SqliteGroupQueue:
         self._plain_write = database.write
         self._encoder = encoder
         self._write = write_then_wake(database.write, events_written)
+        # Items of groups queued here, as stored, by (batch uid, group no).
+        self._kept: OrderedDict[tuple[str, int], list[BatchItem]] = OrderedDict()
+        self._idle = True  # the last claim found nothing: poll with a read first
 
     async def queue_group(self, batch_uid: str, group: BatchGroup, parallelism: int) -> None:
         # `parallelism` is the batch's stored one (start_submission), read at claim.
@@ -88,6 +96,12 @@ class SqliteGroupQueue:
                            (group.group_no, batch_uid, *chunk))
 
         await self._plain_write(queue)
+        for item in group.items:
+            item.group_no = group.group_no
+        self._kept[(batch_uid, group.group_no)] = group.items
+        while len(self._kept) > KEPT_GROUPS:
+            self._kept.popitem(last=False)
+        self._idle = False
 
     async def claim_group(self, owner: str, lease_ms: int) -> GroupLease | None:
         def claim(db: sqlite3.Connection) -> GroupLease | None:
@@ -108,9 +122,14 @@ class SqliteGroupQueue:
                     return GroupLease(batch_uid, row[0], row[1], owner, row[2], stopped_after)
             return None
 
-        if not await self._claimable():
+        if self._idle and not await self._claimable():
             return None  # an idle worker's poll costs a read, not a write
-        return await self._plain_write(claim)
+        lease = await self._plain_write(claim)
+        self._idle = lease is None
+        if lease is not None and lease.taken_over:
+            # Claimed before: what it holds now is in the file, not here.
+            self._kept.pop((lease.batch_uid, lease.group_no), None)
+        return lease
 
     async def _claimable(self) -> bool:
         rows = await self._reader.execute_fetchall(
@@ -128,6 +147,9 @@ class SqliteGroupQueue:
         pass  # the lease runs out; whoever claims the group next settles it
 
     async def group_items(self, batch_uid: str, group_no: int) -> list[BatchItem]:
+        kept = self._kept.pop((batch_uid, group_no), None)
+        if kept is not None:
+            return kept  # queued here, claimed here first: unchanged since
         rows = await self._reader.execute_fetchall(
             f"SELECT {ITEM_COLUMNS} FROM batch_items WHERE batch_uid = ? AND group_no = ? "
             "ORDER BY seq", (batch_uid, group_no))
@@ -217,6 +239,8 @@ class SqliteGroupQueue:
             (_now_us() + lease_ms * 1_000, batch_uid, owner)).rowcount == 1)
 
     async def release_submission(self, batch_uid: str, owner: str) -> None:
+        for key in [k for k in self._kept if k[0] == batch_uid]:
+            del self._kept[key]  # groups another worker claimed
         await self._plain_write(lambda db: db.execute(
             "UPDATE batches SET submission_owner = NULL, submission_lease_expires_at_us = 0 "
             "WHERE uid = ? AND submission_owner = ?", (batch_uid, owner)))
