@@ -254,3 +254,22 @@ async def test_a_lone_server_regroups_what_workers_left_queued(workers, clock) -
     assert await lone.acquire_submission(UID, "lone", LEASE_MS)
     assert _rows(path, "SELECT count(*) FROM batch_groups WHERE status <> 'DONE'") == [(0,)]
     await lone_database.close()
+
+
+async def test_a_group_done_by_another_worker_is_read_as_stored(workers, clock) -> None:
+    """The stream's worker (A, which queued the groups) tells a group B did
+    from the file, never from the items it queued; a group A claims itself
+    first has the items it queued."""
+    qa, qb, _, _ = workers
+    lease = await qb.claim_group("B", LEASE_MS)
+    group = BatchGroup(1, "card", await qb.group_items(UID, 1), started_at_us=5,
+                       completed_at_us=6)
+    for item in group.items:
+        item.status, item.channel_reference = S.SUCCEEDED, f"ch_{item.seq}"
+    assert await qb.save_group_results(UID, group, lease)
+    assert {(i.status, i.channel_reference) for i in await qa.group_items(UID, 1)} == {
+        (S.SUCCEEDED, f"ch_{seq}") for seq in (1, 2, 3)}
+    own = await qa.claim_group("A", LEASE_MS)
+    assert own.group_no == 2
+    assert [(i.seq, i.status, i.group_no) for i in await qa.group_items(UID, 2)] == [
+        (seq, S.RECEIVED, 2) for seq in (4, 5, 6)]

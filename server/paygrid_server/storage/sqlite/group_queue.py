@@ -82,6 +82,8 @@ class SqliteGroupQueue:
         self._write = write_then_wake(database.write, events_written)
         # Items of groups queued here, as stored, by (batch uid, group no).
         self._kept: OrderedDict[tuple[str, int], list[BatchItem]] = OrderedDict()
+        # Those of them claimed here first, until their worker takes them.
+        self._claimed: dict[tuple[str, int], list[BatchItem]] = {}
         self._idle = True  # the last claim found nothing: poll with a read first
 
     async def queue_group(self, batch_uid: str, group: BatchGroup, parallelism: int) -> None:
@@ -126,9 +128,11 @@ class SqliteGroupQueue:
             return None  # an idle worker's poll costs a read, not a write
         lease = await self._plain_write(claim)
         self._idle = lease is None
-        if lease is not None and lease.taken_over:
-            # Claimed before: what it holds now is in the file, not here.
-            self._kept.pop((lease.batch_uid, lease.group_no), None)
+        if lease is not None:
+            kept = self._kept.pop((lease.batch_uid, lease.group_no), None)
+            # Claimed before (taken over): what it holds now is in the file.
+            if kept is not None and not lease.taken_over:
+                self._claimed[(lease.batch_uid, lease.group_no)] = kept
         return lease
 
     async def _claimable(self) -> bool:
@@ -141,15 +145,19 @@ class SqliteGroupQueue:
             db, lease, "lease_expires_at_us = ?", (_now_us() + lease_ms * 1_000,)))
 
     async def release_group_lease(self, lease: GroupLease) -> None:
+        self._claimed.pop((lease.batch_uid, lease.group_no), None)
         await self._plain_write(lambda db: _holds(db, lease, "lease_expires_at_us = 0"))
 
     def abandon_group_lease(self, lease: GroupLease) -> None:
         pass  # the lease runs out; whoever claims the group next settles it
 
     async def group_items(self, batch_uid: str, group_no: int) -> list[BatchItem]:
-        kept = self._kept.pop((batch_uid, group_no), None)
-        if kept is not None:
-            return kept  # queued here, claimed here first: unchanged since
+        # Queued here and claimed here first: unchanged since. Anything else
+        # (a group another worker did, for this process's stream to tell)
+        # is read as stored.
+        claimed = self._claimed.pop((batch_uid, group_no), None)
+        if claimed is not None:
+            return claimed
         rows = await self._reader.execute_fetchall(
             f"SELECT {ITEM_COLUMNS} FROM batch_items WHERE batch_uid = ? AND group_no = ? "
             "ORDER BY seq", (batch_uid, group_no))
