@@ -48,7 +48,6 @@ import structlog
 
 from paygrid_server import startup_failure
 from paygrid_server.config import ServerConfig
-from paygrid_server.startup_failure import StartupFailure
 from paygrid_server.storage.database_lock import DatabaseLock, DatabaseLocked
 from paygrid_server.transport.port_hold import PortHold
 
@@ -77,11 +76,6 @@ def worker_count(value: str) -> int:
     return int(value)
 
 
-def refuse_unsupported(config: ServerConfig, workers: int) -> None:
-    """Nothing is refused any more: on SQLite the workers share the file
-    (WAL), batch groups and streams are leased in it (storage/sqlite/group_queue.py)."""
-
-
 def shares_database() -> bool:
     """This process is one of N > 1 workers of a supervisor, sharing its
     database with the others (a lone server holds a SQLite file alone)."""
@@ -107,7 +101,6 @@ class WorkerSupervisor:
 
     async def run(self) -> int:
         """Until stopped; the exit code of the whole."""
-        refuse_unsupported(self._config, self._workers)
         # A SQLite file is held for all the workers by their supervisor: a
         # second `serve` on it is refused, the workers are not.
         lock = None

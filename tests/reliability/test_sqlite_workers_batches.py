@@ -80,6 +80,17 @@ class Workers:
                    and 'grpc_code="ABORTED"' in line and 'grpc_method="SubmitBatch"' in line)
 
 
+async def _whole_batch(channel: grpc.aio.Channel, batch_id: str,
+                       transactions: list[bpb.BatchTransaction], max_group_size: int,
+                       parallelism: int):
+    """A stream that has sent the whole batch (header, items, end): its call."""
+    call, outgoing = open_stream(batch_stub(channel), timeout=120)
+    for message in (header(batch_id, max_group_size=max_group_size, parallelism=parallelism),
+                    chunk(*transactions), None):
+        await outgoing.put(message)
+    return call
+
+
 def _pid(owner: str) -> int:
     return int(owner.split(":")[-2])
 
@@ -108,10 +119,7 @@ async def test_a_live_workers_groups_are_never_taken_and_every_item_is_paid_once
         pids = await workers.start()
         transactions = _transactions(125)
         async with own_connection(f"127.0.0.1:{workers.port}") as channel:
-            call, outgoing = open_stream(batch_stub(channel), timeout=120)
-            for message in (header("never-taken", max_group_size=25, parallelism=3),
-                            chunk(*transactions), None):
-                await outgoing.put(message)
+            call = await _whole_batch(channel, "never-taken", transactions, 25, 3)
             await asyncio.wait_for(card.faults.held(3), 60)
             leased = workers.rows("SELECT group_no, lease_owner, lease_count FROM batch_groups "
                                   "WHERE status = 'LEASED' ORDER BY group_no")
@@ -158,10 +166,7 @@ async def test_a_killed_worker_is_started_again_and_its_group_is_paid_once(
         pids = await workers.start()
         transactions = _transactions(100)
         async with own_connection(f"127.0.0.1:{workers.port}") as channel:
-            call, outgoing = open_stream(batch_stub(channel), timeout=120)
-            for message in (header("split", max_group_size=25, parallelism=4),
-                            chunk(*transactions), None):
-                await outgoing.put(message)
+            call = await _whole_batch(channel, "split", transactions, 25, 4)
             await asyncio.wait_for(card.faults.held(2), 60)
             await wait_for(lambda: len(workers.rows(
                 "SELECT 1 FROM batch_groups WHERE status = 'LEASED'")) == 2, "two groups leased")

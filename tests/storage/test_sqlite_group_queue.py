@@ -21,6 +21,7 @@ from paygrid_server.domain.model.batch import (
     GroupingPolicy,
 )
 from paygrid_server.domain.model.money import Money
+from paygrid_server.domain.ports.group_queue import GroupLease
 from paygrid_server.storage.sqlite import group_queue as group_queue_module
 from paygrid_server.storage.sqlite.batch_store import SqliteBatchStore
 from paygrid_server.storage.sqlite.database import SqliteDatabase
@@ -83,6 +84,16 @@ def _rows(path: Path, sql: str, *params) -> list[tuple]:
         return db.execute(sql, params).fetchall()
 
 
+async def _group_1_mid_charge(queue: SqliteGroupQueue) -> tuple[GroupLease, BatchGroup]:
+    """Group 1 claimed by worker A, its items stored PROCESSING."""
+    lease = await queue.claim_group("A", LEASE_MS)
+    group = BatchGroup(1, "card", await queue.group_items(UID, 1), started_at_us=5)
+    for item in group.items:
+        item.status = S.PROCESSING
+    assert await queue.mark_group_processing(UID, group, lease)
+    return lease, group
+
+
 async def test_a_live_workers_group_is_never_claimed_by_another(workers, clock) -> None:
     qa, qb, _, path = workers
     first = await qa.claim_group("A", LEASE_MS)
@@ -101,11 +112,7 @@ async def test_a_live_workers_group_is_never_claimed_by_another(workers, clock) 
 
 async def test_an_expired_lease_is_taken_over_and_fences_its_old_holder(workers, clock) -> None:
     qa, qb, store, path = workers
-    lease = await qa.claim_group("A", LEASE_MS)
-    group = BatchGroup(1, "card", await qa.group_items(UID, 1), started_at_us=5)
-    for item in group.items:
-        item.status = S.PROCESSING
-    assert await qa.mark_group_processing(UID, group, lease)
+    lease, group = await _group_1_mid_charge(qa)
     clock.now_us = T0 + LEASE_MS * 1_000 + 1  # one µs past A's lease
     taken = await qb.claim_group("B", LEASE_MS)
     assert (taken.group_no, taken.token, taken.taken_over) == (1, 2, True)
@@ -236,11 +243,7 @@ async def test_a_lone_server_regroups_what_workers_left_queued(workers, clock) -
     submission there gives the groups up and frees their waiting items;
     PROCESSING items stay for the submission's resume to settle."""
     qa, _, store, path = workers
-    lease = await qa.claim_group("A", LEASE_MS)
-    group = BatchGroup(1, "card", await qa.group_items(UID, 1), started_at_us=5)
-    for item in group.items:
-        item.status = S.PROCESSING
-    assert await qa.mark_group_processing(UID, group, lease)
+    await _group_1_mid_charge(qa)
     # The lone server's own connections (the workers' are gone by then).
     lone_database = await SqliteDatabase.open(path, shared=True)
     lone = LoneServerGroupQueue(store, lone_database)
