@@ -3,7 +3,10 @@
 Runs the paygrid server and one channel simulator as their own processes on
 loopback ports (so the RSS measured is paygrid's alone), with a throw-away
 SQLite file, and streams N generated transfers. Usage (after scripts/setup):
-  .venv/bin/python scripts/bench_batch.py --items 100000 [--per-message 500]
+  .venv/bin/python scripts/bench_batch.py --items 100000 [--per-message 500] [--workers 2]
+With --workers N the server is `serve --workers N` on the SQLite file (its
+workers lease the batch's groups in it); the CPU and RSS figures are then
+the supervisor's and its workers' together.
 """
 
 from __future__ import annotations
@@ -36,19 +39,48 @@ def batch_requests(items: int, per_message: int, group_size: int, parallelism: i
             for i in range(start, min(items, start + per_message))]))
 
 
+def _tree(pid: int) -> list[int]:
+    """`pid` and every process under it (a supervisor's workers)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+    tree, grew = {pid}, True
+    while grew:
+        more = {child for child, parent in parents.items() if parent in tree} - tree
+        tree |= more
+        grew = bool(more)
+    return sorted(tree)
+
+
+def _sum_over(measure, pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            total += measure(pid)
+        except OSError:
+            pass  # a worker that exited (a bench run is not meant to kill any)
+    return total
+
+
 async def run(items: int, per_message: int, group_size: int, parallelism: int,
-              extra_env: dict[str, str] | None = None) -> dict:
+              extra_env: dict[str, str] | None = None, workers: int = 1) -> dict:
     """extra_env: the server's (bench_baseline_tree runs an older commit's code)."""
-    async with paygrid_server(simulator_process=True, extra_env=extra_env) as server:
-        rss_start = rss_kib(server.pid)
-        cpu_start = cpu_s(server.pid)
+    async with paygrid_server(simulator_process=True, extra_env=extra_env,
+                              workers=workers) as server:
+        pids = _tree(server.pid)
+        assert len(pids) == (1 if workers == 1 else 1 + workers), pids
+        rss_start = _sum_over(rss_kib, pids)
+        cpu_start = _sum_over(cpu_s, pids)
         peak = rss_start
         done = asyncio.Event()
 
         async def sample() -> None:
             nonlocal peak
             while not done.is_set():
-                peak = max(peak, rss_kib(server.pid))
+                peak = max(peak, _sum_over(rss_kib, pids))
                 await asyncio.sleep(0.1)
 
         sampler = asyncio.create_task(sample())
@@ -61,13 +93,13 @@ async def run(items: int, per_message: int, group_size: int, parallelism: int,
                 if response.WhichOneof("kind") == "summary":
                     summary = response.summary
         wall_s = time.perf_counter() - started
-        server_cpu_s = cpu_s(server.pid) - cpu_start
+        server_cpu_s = _sum_over(cpu_s, pids) - cpu_start
         done.set()
         await sampler
     assert summary is not None and summary.counts.succeeded == items, summary
     return {
         "items": items, "per_message": per_message, "group_size": group_size,
-        "parallelism": parallelism,
+        "parallelism": parallelism, "workers": workers,
         "client_items_per_s": round(items / wall_s, 1),
         "server_throughput_items_per_s": round(summary.timing.throughput_items_per_second, 1),
         "apt_ms": round(summary.timing.average_processing_time.ToMicroseconds() / 1_000, 3),
@@ -85,9 +117,11 @@ def main() -> None:
     parser.add_argument("--per-message", type=int, default=500)
     parser.add_argument("--group-size", type=int, default=100)
     parser.add_argument("--parallelism", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     assert args.items >= 1 and 1 <= args.per_message <= 1_000
-    result = asyncio.run(run(args.items, args.per_message, args.group_size, args.parallelism))
+    result = asyncio.run(run(args.items, args.per_message, args.group_size, args.parallelism,
+                             workers=args.workers))
     for key, value in result.items():
         print(f"{key:30} {value}")
     print(json.dumps(result))

@@ -179,7 +179,10 @@ class PaygridApp:
             # A worker started again: the one it replaces has exited.
             log.info("workers.dead_replica_leases_expired", dead_replica=dead,
                      groups=await storage.group_queue.expire_leases_of(dead))
-        interrupted = await batch_store.interrupt_abandoned()
+        # A durable queue knows which batches a live replica still streams;
+        # a lone server's batches left streaming were all abandoned.
+        sweep = storage.group_queue if storage.group_queue.durable else batch_store
+        interrupted = await sweep.interrupt_abandoned()
         api_keys = ApiKeyRegistry(config.auth.api_keys)
         consumers = EventConsumers(storage.consumers)
         events = config.events

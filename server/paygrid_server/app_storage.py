@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from paygrid_server import worker_supervisor
 from paygrid_server.config import ServerConfig
 from paygrid_server.domain.ports.batch_store import BatchStore
 from paygrid_server.domain.ports.event_consumers import EventConsumerStore, EventPruner
@@ -18,11 +19,12 @@ from paygrid_server.storage.postgres.event_consumers import PostgresEventConsume
 from paygrid_server.storage.postgres.event_log import PostgresEventLog
 from paygrid_server.storage.postgres.group_queue import PostgresGroupQueue
 from paygrid_server.storage.postgres.payment_store import PostgresPaymentStore
-from paygrid_server.storage.single_process_group_queue import SingleProcessGroupQueue
 from paygrid_server.storage.sqlite.batch_store import SqliteBatchStore
 from paygrid_server.storage.sqlite.database import SqliteDatabase
 from paygrid_server.storage.sqlite.event_consumers import SqliteEventConsumers
 from paygrid_server.storage.sqlite.event_log import SqliteEventLog
+from paygrid_server.storage.sqlite.group_queue import SqliteGroupQueue
+from paygrid_server.storage.sqlite.lone_server_group_queue import LoneServerGroupQueue
 from paygrid_server.storage.sqlite.payment_store import SqlitePaymentStore
 from paygrid_server.transport.event_messages import ProtobufSnapshots
 
@@ -34,7 +36,8 @@ class Storage:
     payments: PaymentStore
     batches: BatchStore
     # Where batch groups wait to be charged: PostgreSQL leases them to any
-    # replica; SQLite, one process per file, keeps them in memory.
+    # replica; SQLite leases them to workers sharing the file, and a lone
+    # server keeps them in memory.
     group_queue: GroupQueue
     # The event log the stores write events to (payloads as the API's
     # messages), consumers' positions and retention's pruning.
@@ -60,10 +63,16 @@ async def open_storage(config: ServerConfig) -> Storage:
         return Storage(postgres, PostgresPaymentStore(postgres, snapshots), batch_store,
                        PostgresGroupQueue(postgres, batch_store), postgres_events,
                        postgres_consumers, postgres_consumers)
-    sqlite = await SqliteDatabase.open(config.database_path)
+    # One of N > 1 workers shares the file (its supervisor holds it): batch
+    # groups are leased in it; a lone server keeps them in memory, which
+    # costs fewer writes per group (docs/operations/workers.md has figures).
+    shared = worker_supervisor.shares_database()
+    sqlite = await SqliteDatabase.open(config.database_path, shared=shared)
     sqlite_events = SqliteEventLog(sqlite)
     sqlite_batches = SqliteBatchStore(sqlite, snapshots, sqlite_events.signal.notify)
     sqlite_consumers = SqliteEventConsumers(sqlite)
+    group_queue = (SqliteGroupQueue(sqlite, snapshots, sqlite_events.signal.notify) if shared
+                   else LoneServerGroupQueue(sqlite_batches, sqlite))
     return Storage(sqlite, SqlitePaymentStore(sqlite, snapshots, sqlite_events.signal.notify),
-                   sqlite_batches, SingleProcessGroupQueue(sqlite_batches), sqlite_events,
-                   sqlite_consumers, sqlite_consumers)
+                   sqlite_batches, group_queue, sqlite_events, sqlite_consumers,
+                   sqlite_consumers)

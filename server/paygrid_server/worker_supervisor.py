@@ -8,10 +8,10 @@ here). On PostgreSQL each worker is a replica like any other: payments,
 batch groups and batch streams are handed over between workers by the
 database's leases and hand-off rules, exactly as between machines.
 
-SQLite is refused for more than one worker: its stores keep the group queue
-and the payments in flight in process memory (storage/database_lock.py says
-why one process holds the file), and recovery there takes every unfinished
-payment, so a second worker would take over a live worker's payments.
+On SQLite the workers share the file (WAL); the supervisor holds the
+file's lock (storage/database_lock.py) for them, so a second `serve` on it
+is still refused. Batch groups and streams are leased in the file as on
+PostgreSQL (storage/sqlite/group_queue.py).
 
 The supervisor:
 - holds the port (transport/port_hold.py), so a second `serve` on it, with or
@@ -48,7 +48,7 @@ import structlog
 
 from paygrid_server import startup_failure
 from paygrid_server.config import ServerConfig
-from paygrid_server.startup_failure import StartupFailure
+from paygrid_server.storage.database_lock import DatabaseLock, DatabaseLocked
 from paygrid_server.transport.port_hold import PortHold
 
 log = structlog.get_logger("paygrid.workers")
@@ -76,13 +76,10 @@ def worker_count(value: str) -> int:
     return int(value)
 
 
-def refuse_unsupported(config: ServerConfig, workers: int) -> None:
-    if workers > 1 and not config.postgres_dsn:
-        raise StartupFailure(
-            f"--workers {workers} needs PostgreSQL: workers sharing a SQLite file could take "
-            "over each other's payments and batch groups (one server process per SQLite file)",
-            f"{WORKERS_SETTING}: 1 on SQLite; or {startup_failure.DATABASE_SETTING} "
-            "a postgresql:// DSN")
+def shares_database() -> bool:
+    """This process is one of N > 1 workers of a supervisor, sharing its
+    database with the others (a lone server holds a SQLite file alone)."""
+    return WORKER_OF_ENV in os.environ
 
 
 def worker_metrics_listen(metrics_listen: str, index: int) -> str:
@@ -104,7 +101,23 @@ class WorkerSupervisor:
 
     async def run(self) -> int:
         """Until stopped; the exit code of the whole."""
-        refuse_unsupported(self._config, self._workers)
+        # A SQLite file is held for all the workers by their supervisor: a
+        # second `serve` on it is refused, the workers are not.
+        lock = None
+        if not self._config.postgres_dsn:
+            try:
+                self._config.database_path.parent.mkdir(parents=True, exist_ok=True)
+                lock = DatabaseLock.take(self._config.database_path)
+            except (DatabaseLocked, OSError) as error:
+                raise startup_failure.database_failure(
+                    error, self._config.database_shown) from None
+        try:
+            return await self._run()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    async def _run(self) -> int:
         with PortHold.take(self._config.listen) as held:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):

@@ -42,3 +42,16 @@ async def test_pay_calls_retried_across_kills_charge_each_leg_at_most_once(
     assert run.ok, run.describe()
     assert run.exactly_once.checked == run.legs
     assert sum(run.outcomes.values()) == 300
+
+
+async def test_a_batch_on_two_sqlite_workers_killed_and_resubmitted_pays_every_item_once(
+        tmp_path: Path) -> None:
+    """`serve --workers 2` sharing one SQLite file: each kill SIGKILLs the
+    worker running the batch's stream (its supervisor starts it again), the
+    other worker's groups go on; the resubmission finishes the batch."""
+    run = await run_batch_crash(5, tmp_path, BatchCrashConfig(
+        items=3_000, max_kills=2, workers=2, engine="sqlite"))
+    assert run.kills and run.submissions == len(run.kills) + 1, run.describe()
+    assert run.ok, run.describe()
+    assert run.exactly_once.checked == 3_000
+    assert run.exactly_once.captures == 3_000 - 31  # one payee in 97 declines

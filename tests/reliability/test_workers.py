@@ -5,7 +5,8 @@ Both workers serve through the one port; a second server on the port is
 refused with one line, as for a lone server; SIGTERM stops them all; a
 worker SIGKILLed while it holds a batch group mid-charge is started again
 and its group is finished by the replica rules, every item paid once; and
-SQLite, whose stores keep work in process memory, refuses a second worker.
+SQLite workers share their supervisor's file, which no other server opens
+(their batches: test_sqlite_workers_batches.py).
 
 The servers are real OS processes; the channel simulator runs in this
 process as the one remote channel all workers call, so its ledger is the
@@ -87,21 +88,26 @@ def test_each_worker_has_its_own_metrics_port() -> None:
     assert worker_metrics_listen("", 1) == ""
 
 
-async def test_sqlite_refuses_a_second_worker_with_one_line(tmp_path: Path) -> None:
+async def test_sqlite_workers_share_the_file_and_a_second_server_on_it_is_refused(
+        tmp_path: Path) -> None:
+    """The supervisor holds the SQLite file for its workers: they start (the
+    file is theirs to share), another server on the file is refused with
+    one line, with or without workers of its own."""
     database = tmp_path / "paygrid.sqlite3"
-    line = refusal(serve_once("--listen", f"127.0.0.1:{free_port()}", "--database", str(database),
-                              "--workers", "2"))
-    assert line.startswith("paygrid-server: --workers 2 needs PostgreSQL"), line
-    assert "--workers" in line and "--database" in line
-    # One worker is the lone server SQLite always had.
     port = free_port()
-    server = ServerProcess(write_config(tmp_path / "a.toml", port, database, {}),
-                           tmp_path / "a.log", ("--workers", "1"))
+    supervisor = ServerProcess(write_config(tmp_path / "a.toml", port, database, {}),
+                               tmp_path / "a.log", ("--workers", "2"))
     try:
-        await server.start(port)
+        await supervisor.start(port)
+        await wait_for(lambda: len(ready_workers(supervisor.log)) == 2, "both workers ready")
+        for extra in ((), ("--workers", "2")):
+            line = refusal(serve_once("--listen", f"127.0.0.1:{free_port()}",
+                                      "--database", str(database), *extra))
+            assert line.startswith(f"paygrid-server: database {database} is in use by process "
+                                   f"{supervisor.process.pid}"), line
     finally:
-        server.terminate()
-    assert server.process.returncode == 0
+        supervisor.terminate()
+    assert supervisor.process.returncode == 0
 
 
 @pytest.mark.postgresql_only

@@ -52,7 +52,8 @@ class BatchCrashConfig:
     max_kills: int = 3
     channel_latency_ms: float = 2.0
     channel_jitter_ms: float = 3.0
-    workers: int = 1  # more than 1: serve --workers N on PostgreSQL
+    workers: int = 1  # more than 1: serve --workers N on PostgreSQL (or on SQLite: engine)
+    engine: str = "postgresql"  # for workers: "sqlite" shares one SQLite file
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,8 @@ async def run_batch_crash(seed: int, workdir: Path, config: BatchCrashConfig) ->
     behaviour = SimulatorBehaviour(latency_ms=config.channel_latency_ms,
                                    jitter_ms=config.channel_jitter_ms, seed=seed)
     databases = PostgresDatabases()
-    dsn = await databases.create() if config.workers > 1 else None
+    dsn = (await databases.create() if config.workers > 1 and config.engine == "postgresql"
+           else None)
     try:
         return await _run_with(run, transactions, messages, workdir, behaviour, config, dsn,
                                started)
@@ -234,8 +236,8 @@ async def _check_interrupted(rig: CrashRig, run: BatchCrashRun) -> None:
                 raise
             status = "NOT_FOUND"
     all_final = sum(left.values()) == run.items and set(left) <= FINAL_STATUSES
-    # Workers (PostgreSQL): a batch stored but not yet started by any stream
-    # stays RECEIVING for the replicas' grace (UNSTARTED_GRACE_US), as then
+    # Workers: a batch stored but not yet started by any stream stays
+    # RECEIVING for the replicas' grace (UNSTARTED_GRACE_US), as then
     # nothing tells it from one a live replica is starting.
     unstarted = rig.workers > 1 and status == "RECEIVING" and not left
     if not (status == "INTERRUPTED" or (status == "NOT_FOUND" and not left)

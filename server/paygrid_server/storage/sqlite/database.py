@@ -21,18 +21,20 @@ T = TypeVar("T")
 
 
 class SqliteDatabase:
-    def __init__(self, lock: DatabaseLock, writer: SqliteWriter,
+    def __init__(self, lock: DatabaseLock | None, writer: SqliteWriter,
                  reader: aiosqlite.Connection) -> None:
         self._lock = lock
         self._writer = writer
         self.reader = reader
 
     @classmethod
-    async def open(cls, path: Path) -> "SqliteDatabase":
+    async def open(cls, path: Path, shared: bool = False) -> "SqliteDatabase":
         """Held by this process until close (DatabaseLocked if another holds
-        it); whatever was opened is closed again when a later step fails."""
+        it), unless `shared`: a worker of `serve --workers N`, whose
+        supervisor holds the file for all its workers; whatever was opened
+        is closed again when a later step fails."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        lock = DatabaseLock.take(path)
+        lock = None if shared else DatabaseLock.take(path)
         writer = reader = None
         try:
             writer = await SqliteWriter.open(path)
@@ -46,7 +48,8 @@ class SqliteDatabase:
                 await reader.close()
             if writer is not None:
                 await writer.close()
-            lock.release()
+            if lock is not None:
+                lock.release()
             raise
         return cls(lock, writer, reader)
 
@@ -59,7 +62,8 @@ class SqliteDatabase:
             await self.reader.close()
             await self._writer.close()
         finally:
-            self._lock.release()
+            if self._lock is not None:
+                self._lock.release()
 
 
 def write_then_wake(write: Callable[[Callable[[sqlite3.Connection], T]], Awaitable[T]],
