@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from paygrid_server import worker_supervisor
 from paygrid_server.config import ServerConfig
 from paygrid_server.domain.ports.batch_store import BatchStore
 from paygrid_server.domain.ports.event_consumers import EventConsumerStore, EventPruner
@@ -23,6 +24,7 @@ from paygrid_server.storage.sqlite.batch_store import SqliteBatchStore
 from paygrid_server.storage.sqlite.database import SqliteDatabase
 from paygrid_server.storage.sqlite.event_consumers import SqliteEventConsumers
 from paygrid_server.storage.sqlite.event_log import SqliteEventLog
+from paygrid_server.storage.sqlite.file_sharing import FileSharing
 from paygrid_server.storage.sqlite.payment_store import SqlitePaymentStore
 from paygrid_server.transport.event_messages import ProtobufSnapshots
 
@@ -34,7 +36,8 @@ class Storage:
     payments: PaymentStore
     batches: BatchStore
     # Where batch groups wait to be charged: PostgreSQL leases them to any
-    # replica; SQLite, one process per file, keeps them in memory.
+    # replica; SQLite keeps them in each process's memory (a worker's
+    # groups are its own batch streams').
     group_queue: GroupQueue
     # The event log the stores write events to (payloads as the API's
     # messages), consumers' positions and retention's pruning.
@@ -60,10 +63,17 @@ async def open_storage(config: ServerConfig) -> Storage:
         return Storage(postgres, PostgresPaymentStore(postgres, snapshots), batch_store,
                        PostgresGroupQueue(postgres, batch_store), postgres_events,
                        postgres_consumers, postgres_consumers)
-    sqlite = await SqliteDatabase.open(config.database_path)
-    sqlite_events = SqliteEventLog(sqlite)
-    sqlite_batches = SqliteBatchStore(sqlite, snapshots, sqlite_events.signal.notify)
+    # A worker of `serve --workers N` shares the file with the others; the
+    # supervisor holds its lock and says which worker starts alone.
+    worker = worker_supervisor.is_worker()
+    sharing = FileSharing(workers=worker,
+                          alone_at_start=not worker or worker_supervisor.is_first_worker())
+    sqlite = await SqliteDatabase.open(config.database_path,
+                                       worker_supervisor.inherited_database_lock_fd())
+    sqlite_events = SqliteEventLog(sqlite, sharing)
+    wake = sqlite_events.signal.notify
+    sqlite_batches = SqliteBatchStore(sqlite, snapshots, wake, sharing)
     sqlite_consumers = SqliteEventConsumers(sqlite)
-    return Storage(sqlite, SqlitePaymentStore(sqlite, snapshots, sqlite_events.signal.notify),
+    return Storage(sqlite, SqlitePaymentStore(sqlite, snapshots, wake, sharing),
                    sqlite_batches, SingleProcessGroupQueue(sqlite_batches), sqlite_events,
                    sqlite_consumers, sqlite_consumers)

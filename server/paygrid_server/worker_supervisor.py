@@ -8,10 +8,12 @@ here). On PostgreSQL each worker is a replica like any other: payments,
 batch groups and batch streams are handed over between workers by the
 database's leases and hand-off rules, exactly as between machines.
 
-SQLite is refused for more than one worker: its stores keep the group queue
-and the payments in flight in process memory (storage/database_lock.py says
-why one process holds the file), and recovery there takes every unfinished
-payment, so a second worker would take over a live worker's payments.
+On SQLite the workers share the file (WAL; every write is a BEGIN
+IMMEDIATE transaction, so they take turns as writers): the supervisor holds
+the one-server-per-file lock for them and hands each worker its descriptor
+(storage/database_lock.py); each worker's stores keep the replica rules
+(storage/sqlite/file_sharing.py), told by FIRST_WORKER_ENV whether it may
+take up everything unfinished at its start.
 
 The supervisor:
 - holds the port (transport/port_hold.py), so a second `serve` on it, with or
@@ -36,6 +38,7 @@ kernel if the supervisor itself dies (PR_SET_PDEATHSIG): no worker outlives it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import os
 import signal
@@ -48,7 +51,7 @@ import structlog
 
 from paygrid_server import startup_failure
 from paygrid_server.config import ServerConfig
-from paygrid_server.startup_failure import StartupFailure
+from paygrid_server.storage.database_lock import DatabaseLock, DatabaseLocked
 from paygrid_server.transport.port_hold import PortHold
 
 log = structlog.get_logger("paygrid.workers")
@@ -58,6 +61,12 @@ READY_FD_ENV = "PAYGRID_READY_FD"  # a worker writes one byte there once it serv
 WORKER_OF_ENV = "PAYGRID_WORKER_OF"  # the supervisor's pid, in each worker's logs
 REPLICA_NONCE_ENV = "PAYGRID_REPLICA_NONCE"  # so the supervisor knows each worker's replica id
 DEAD_REPLICAS_ENV = "PAYGRID_DEAD_REPLICAS"  # those a restarted worker replaces, comma-separated
+# SQLite: the descriptor of the supervisor's lock on the file, for the worker to hold it by.
+DATABASE_LOCK_FD_ENV = "PAYGRID_DATABASE_LOCK_FD"
+# "1" for the first worker a supervisor starts: no other worker lives yet
+# (they start one after another), so what is unfinished in the file is no
+# live process's, and it may take everything up at once.
+FIRST_WORKER_ENV = "PAYGRID_FIRST_WORKER"
 # Dead replicas told to a restarted worker at most: the last ones (expiring
 # an older one's leases again finds nothing).
 DEAD_REPLICAS_TOLD = 16
@@ -76,15 +85,6 @@ def worker_count(value: str) -> int:
     return int(value)
 
 
-def refuse_unsupported(config: ServerConfig, workers: int) -> None:
-    if workers > 1 and not config.postgres_dsn:
-        raise StartupFailure(
-            f"--workers {workers} needs PostgreSQL: workers sharing a SQLite file could take "
-            "over each other's payments and batch groups (one server process per SQLite file)",
-            f"{WORKERS_SETTING}: 1 on SQLite; or {startup_failure.DATABASE_SETTING} "
-            "a postgresql:// DSN")
-
-
 def worker_metrics_listen(metrics_listen: str, index: int) -> str:
     """Each worker has its own /metrics: port + index (0 stays 0, "" off)."""
     host, _, port = metrics_listen.rpartition(":")
@@ -101,11 +101,12 @@ class WorkerSupervisor:
         self._processes: dict[int, asyncio.subprocess.Process] = {}  # by worker index
         self._stopping = asyncio.Event()
         self._failed: int | None = None  # a worker's start-up failure exit code
+        self._database_lock: DatabaseLock | None = None  # SQLite: held for the workers
+        self._started_any = False
 
     async def run(self) -> int:
         """Until stopped; the exit code of the whole."""
-        refuse_unsupported(self._config, self._workers)
-        with PortHold.take(self._config.listen) as held:
+        with self._database_held(), PortHold.take(self._config.listen) as held:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._stop, sig)
@@ -132,6 +133,27 @@ class WorkerSupervisor:
         if self._failed is not None:
             return self._failed
         return 0 if all(code == 0 for code in codes) else 1
+
+    @contextlib.contextmanager
+    def _database_held(self):
+        """SQLite: the file's lock, for the workers (refused, one line, if
+        another server holds it); PostgreSQL: nothing to hold."""
+        if self._config.postgres_dsn:
+            yield
+            return
+        path = self._config.database_path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = DatabaseLock.take(path)
+        except (DatabaseLocked, OSError) as error:
+            raise startup_failure.database_failure(
+                error, self._config.database_shown) from None
+        self._database_lock = lock
+        try:
+            yield
+        finally:
+            self._database_lock = None
+            lock.release()
 
     def _stop(self, sig: signal.Signals) -> None:
         log.info("workers.stopping", signal=sig.name, workers=len(self._processes))
@@ -170,16 +192,24 @@ class WorkerSupervisor:
                      dead: list[str]) -> asyncio.subprocess.Process:
         read_end, write_end = os.pipe()
         supervisor = os.getpid()
+        env = {**os.environ, READY_FD_ENV: str(write_end), WORKER_OF_ENV: str(supervisor),
+               REPLICA_NONCE_ENV: nonce, **({DEAD_REPLICAS_ENV: ",".join(dead)} if dead else {})}
+        pass_fds = [write_end]
+        for told_below in (FIRST_WORKER_ENV, DATABASE_LOCK_FD_ENV):
+            env.pop(told_below, None)  # never passed on from this process's own environment
+        if not self._started_any:
+            env[FIRST_WORKER_ENV] = "1"
+        self._started_any = True
+        if self._database_lock is not None:
+            env[DATABASE_LOCK_FD_ENV] = str(self._database_lock.fd)
+            pass_fds.append(self._database_lock.fd)
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "paygrid_server", *self._serve_args,
                 "--workers", "1", "--listen", listen, "--reuse-port", "true",
                 "--metrics-listen",
                 worker_metrics_listen(self._config.observability.metrics_listen, index),
-                env={**os.environ, READY_FD_ENV: str(write_end),
-                     WORKER_OF_ENV: str(supervisor), REPLICA_NONCE_ENV: nonce,
-                     **({DEAD_REPLICAS_ENV: ",".join(dead)} if dead else {})},
-                pass_fds=(write_end,), start_new_session=True,
+                env=env, pass_fds=pass_fds, start_new_session=True,
                 preexec_fn=lambda: _die_with(supervisor))
         finally:
             os.close(write_end)
@@ -210,6 +240,21 @@ def _replica(pid: int, nonce: str) -> str:
 def replica_id() -> str:
     """This process's replica id; a worker's nonce is its supervisor's choice."""
     return _replica(os.getpid(), os.environ.get(REPLICA_NONCE_ENV) or uuid.uuid4().hex[:8])
+
+
+def inherited_database_lock_fd() -> int | None:
+    """In a SQLite worker: the supervisor's lock on the file (None alone)."""
+    fd = os.environ.pop(DATABASE_LOCK_FD_ENV, None)
+    return int(fd) if fd else None
+
+
+def is_worker() -> bool:
+    return WORKER_OF_ENV in os.environ
+
+
+def is_first_worker() -> bool:
+    """The first worker of its supervisor: nothing else lived at its start."""
+    return os.environ.get(FIRST_WORKER_ENV) == "1"
 
 
 def dead_predecessors() -> list[str]:

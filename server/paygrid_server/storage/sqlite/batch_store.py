@@ -29,6 +29,7 @@ from paygrid_server.storage.batch_group_events import completed
 from paygrid_server.storage.sqlite.batch_events import batch_status, write_batch_event
 from paygrid_server.storage.sqlite.batch_group_events import save_and_report, write_group_events
 from paygrid_server.storage.sqlite.batch_item_rows import chunks, in_list, save_states
+from paygrid_server.storage.sqlite.file_sharing import LONE, FileSharing
 from paygrid_server.storage.sqlite.database import SqliteDatabase, write_then_wake
 
 
@@ -43,8 +44,10 @@ def _insert_items_sql(rows: int) -> str:
 
 class SqliteBatchStore:
     def __init__(self, database: SqliteDatabase, encoder: SnapshotEncoder,
-                 events_written: Callable[[], None] = lambda: None) -> None:
+                 events_written: Callable[[], None] = lambda: None,
+                 sharing: FileSharing = LONE) -> None:
         self._reader = database.reader
+        self._alone_at_start = sharing.alone_at_start
         self._encoder = encoder
         # events_written wakes watchers (SqliteEventLog.signal)
         self._write = write_then_wake(database.write, events_written)
@@ -222,6 +225,13 @@ class SqliteBatchStore:
         await self._write(finish)
 
     async def interrupt_abandoned(self) -> int:
+        if not self._alone_at_start:
+            # Another worker lives on the file, and its batches are in
+            # RECEIVING and PROCESSING too: with no lease to tell them from a
+            # dead worker's, none is touched (a dead worker's batch is
+            # resumed by its submitter's resubmission).
+            return 0
+
         def interrupt(db: sqlite3.Connection) -> int:
             stopped = db.execute("SELECT uid, status FROM batches "
                                  "WHERE status IN ('RECEIVING', 'PROCESSING')").fetchall()

@@ -22,17 +22,21 @@ T = TypeVar("T")
 
 class SqliteDatabase:
     def __init__(self, lock: DatabaseLock, writer: SqliteWriter,
-                 reader: aiosqlite.Connection) -> None:
+                 reader: aiosqlite.Connection, path: Path) -> None:
         self._lock = lock
+        self.path = path
         self._writer = writer
         self.reader = reader
 
     @classmethod
-    async def open(cls, path: Path) -> "SqliteDatabase":
+    async def open(cls, path: Path, inherited_lock_fd: int | None = None) -> "SqliteDatabase":
         """Held by this process until close (DatabaseLocked if another holds
-        it); whatever was opened is closed again when a later step fails."""
+        it), or by its supervisor when it is a worker (`inherited_lock_fd`:
+        see storage/database_lock.py); whatever was opened is closed again
+        when a later step fails."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        lock = DatabaseLock.take(path)
+        lock = (DatabaseLock.take(path) if inherited_lock_fd is None
+                else DatabaseLock.inherited(path, inherited_lock_fd))
         writer = reader = None
         try:
             writer = await SqliteWriter.open(path)
@@ -48,7 +52,7 @@ class SqliteDatabase:
                 await writer.close()
             lock.release()
             raise
-        return cls(lock, writer, reader)
+        return cls(lock, writer, reader, path)
 
     async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Runs `work` as one all-or-nothing unit; returns once it is durable."""
