@@ -28,9 +28,19 @@ from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
 from paygrid_server.domain.model.limits import WATCH_KEEPALIVE_S
 from tests.conftest import pay_request
-from tests.reliability.test_workers import CONNECTIONS_TO_SEE_BOTH, card_simulator, workers_process
-from tests.support.server_process import wait_for
+from tests.reliability.test_workers import (
+    CONNECTIONS_TO_SEE_BOTH,
+    alive,
+    card_simulator,
+    workers_process,
+)
+from tests.support.server_process import ServerProcess, wait_for
 from tests.support.worker_log import log_events, own_connection, ready_workers, served_by
+
+
+async def both_serving(supervisor: ServerProcess, port: int) -> None:
+    await supervisor.start(port)
+    await wait_for(lambda: len(ready_workers(supervisor.log)) == 2, "both workers ready")
 
 
 async def connections_to_each_worker(stack: AsyncExitStack, port: int,
@@ -63,8 +73,7 @@ async def test_a_same_key_pay_sent_to_both_workers_charges_once(tmp_path: Path) 
     sim_server, card, sim_port = await card_simulator()
     supervisor, port = workers_process(tmp_path, tmp_path / "paygrid.sqlite3", sim_port)
     try:
-        await supervisor.start(port)
-        await wait_for(lambda: len(ready_workers(supervisor.log)) == 2, "both workers ready")
+        await both_serving(supervisor, port)
         async with AsyncExitStack() as stack:
             first, second = (pb_grpc.PaymentServiceStub(c) for c in
                              (await connections_to_each_worker(stack, port, supervisor.log)).values())
@@ -98,8 +107,7 @@ async def test_a_worker_s_start_never_takes_up_a_live_worker_s_payment(tmp_path:
     supervisor, port = workers_process(tmp_path, tmp_path / "paygrid.sqlite3", sim_port,
                                        recovery_interval_ms=100)
     try:
-        await supervisor.start(port)
-        await wait_for(lambda: len(ready_workers(supervisor.log)) == 2, "both workers ready")
+        await both_serving(supervisor, port)
         async with AsyncExitStack() as stack:
             by_worker = await connections_to_each_worker(stack, port, supervisor.log)
             driving, other = by_worker
@@ -138,8 +146,7 @@ async def test_a_fresh_supervisor_s_first_worker_takes_up_a_crash_s_payments_at_
     database = tmp_path / "paygrid.sqlite3"
     supervisor, port = workers_process(tmp_path, database, sim_port)
     try:
-        await supervisor.start(port)
-        await wait_for(lambda: len(ready_workers(supervisor.log)) == 2, "both workers ready")
+        await both_serving(supervisor, port)
         workers = ready_workers(supervisor.log)
         card.faults.hold_charges()
         async with own_connection(f"127.0.0.1:{port}") as channel:
@@ -152,11 +159,10 @@ async def test_a_fresh_supervisor_s_first_worker_takes_up_a_crash_s_payments_at_
             with pytest.raises(grpc.aio.AioRpcError):
                 await call
         supervisor.process.wait(timeout=30)
-        await wait_for(lambda: not any(_alive(pid) for pid in workers), "the workers gone")
+        await wait_for(lambda: not any(alive(pid) for pid in workers), "the workers gone")
         (tmp_path / "again").mkdir()
         supervisor, port = workers_process(tmp_path / "again", database, sim_port)
-        await supervisor.start(port)
-        await wait_for(lambda: len(ready_workers(supervisor.log)) == 2, "both workers ready")
+        await both_serving(supervisor, port)
         assert started_recovering(supervisor.log, ready_workers(supervisor.log)[0]) == 1
         async with own_connection(f"127.0.0.1:{port}") as channel:
             stub = pb_grpc.PaymentServiceStub(channel)
@@ -181,21 +187,13 @@ async def test_a_fresh_supervisor_s_first_worker_takes_up_a_crash_s_payments_at_
         await sim_server.stop(None)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
 
 async def test_watch_events_on_one_worker_sees_a_payment_made_on_the_other(
         tmp_path: Path) -> None:
     sim_server, _, sim_port = await card_simulator()
     supervisor, port = workers_process(tmp_path, tmp_path / "paygrid.sqlite3", sim_port)
     try:
-        await supervisor.start(port)
-        await wait_for(lambda: len(ready_workers(supervisor.log)) == 2, "both workers ready")
+        await both_serving(supervisor, port)
         async with AsyncExitStack() as stack:
             watching, paying = (await connections_to_each_worker(
                 stack, port, supervisor.log)).values()
