@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 
+import structlog
+
 from paygrid_server.domain.model.event import Event
 from paygrid_server.storage.event_signal import EventSignal
 from paygrid_server.storage.event_rows import event_from_row
@@ -22,7 +24,6 @@ from paygrid_server.storage.sqlite.database import SqliteDatabase
 from paygrid_server.storage.event_positions import PRUNED_SQL
 from paygrid_server.storage.sqlite.event_consumers import HIGH_WATER_SQL
 from paygrid_server.storage.sqlite.file_sharing import LONE, FileSharing
-import structlog
 
 log = structlog.get_logger("paygrid.events")
 

@@ -1,16 +1,9 @@
 """PaymentStore on SQLite: a commit is on disk before the call that needed
-it is answered (see sqlite/database.py).
-
-Every write is one BEGIN IMMEDIATE transaction (sqlite/writer.py), which
-holds the file's write lock from its first statement: with `--workers N`
-the processes on the file take turns, and what PostgreSQL gets from row
-locks holds here across processes too. An idempotency key is taken by
-INSERT ... ON CONFLICT DO NOTHING (the loser's transaction starts after the
-winner's commit, so its read finds the payment); a refund's check and
-reservation are one conditional UPDATE in the refund's transaction; event
-seq and versions are read and written in the file, never counted in memory.
-Which unfinished payments and refunds this process takes up:
-sqlite/file_sharing.py."""
+it is answered (see sqlite/database.py). Each write is one BEGIN IMMEDIATE
+transaction (the file's write lock, across `--workers` processes too): a key
+is taken by INSERT ... ON CONFLICT DO NOTHING, a refund checked and reserved
+by one conditional UPDATE, versions read and written in the file. Whose
+unfinished work is whose: sqlite/file_sharing.py."""
 
 from __future__ import annotations
 
