@@ -25,6 +25,7 @@ class SqliteDatabase:
                  reader: aiosqlite.Connection, path: Path) -> None:
         self._lock = lock
         self.path = path
+        self._also_close: list[Callable[[], None]] = []
         self._writer = writer
         self.reader = reader
 
@@ -58,7 +59,13 @@ class SqliteDatabase:
         """Runs `work` as one all-or-nothing unit; returns once it is durable."""
         return await self._writer.unit(work)
 
+    def close_with(self, close: Callable[[], None]) -> None:
+        """`close` (another connection to the file, say) runs at close, first."""
+        self._also_close.append(close)
+
     async def close(self) -> None:
+        for close in self._also_close:
+            close()
         try:
             await self.reader.close()
             await self._writer.close()

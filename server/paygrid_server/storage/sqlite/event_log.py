@@ -4,15 +4,18 @@ too), so seq order is commit order: a reader that saw seq n can never see a
 smaller one later.
 
 Watchers are woken by this process's own commits (the stores signal), and,
-with `--workers N`, by other workers' commits: while anyone waits, the
-event log's high-water mark is read every EVENT_POLL_MS (one indexed read of
-sqlite_sequence, only while watchers or the relay wait), and a change wakes
-the waiters. A poller that starts wakes everyone once: a commit between a
-waiter's read and the poller's first look is never missed."""
+with `--workers N`, by other workers' commits: while anyone waits (watchers
+or the relay), `PRAGMA data_version` is read every EVENT_POLL_MS on a
+connection of its own, on the event loop (it only compares the WAL index's
+header: microseconds, no thread hop), and a change (a commit by any other
+connection) wakes the waiters, who read the log. A poller that starts wakes
+everyone once: a commit between a waiter's read and the poller's first look
+is never missed."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 import structlog
 
@@ -42,6 +45,9 @@ class SqliteEventLog:
         # events; other workers' commits by the poller below.
         self.signal = EventSignal()
         self._others_write = sharing.workers
+        self._path = database.path
+        self._probe: sqlite3.Connection | None = None  # opened by the first poller
+        database.close_with(self._close_probe)
         self._waiting = 0
         self._poller: asyncio.Task | None = None
 
@@ -95,7 +101,10 @@ class SqliteEventLog:
         idle_since = None
         loop = asyncio.get_running_loop()
         try:
-            high = await self.last_seq()
+            if self._probe is None:
+                self._probe = sqlite3.connect(self._path, isolation_level=None,
+                                              check_same_thread=False)
+            version = self._data_version()
             self.signal.notify()  # see the module's docstring
             while True:
                 await asyncio.sleep(EVENT_POLL_MS / 1_000)
@@ -105,11 +114,21 @@ class SqliteEventLog:
                         return
                     continue
                 idle_since = None
-                now = await self.last_seq()
-                if now != high:
-                    high = now
+                now = self._data_version()
+                if now != version:
+                    version = now
                     self.signal.notify()
         except Exception:  # noqa: BLE001 - the next wait starts a new poller
             log.warning("events.poll_failed", exc_info=True)
             self.signal.notify()  # waiters read the log again themselves
 
+    def _close_probe(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()  # it may sleep still; it reads nothing more
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
+
+    def _data_version(self) -> int:
+        assert self._probe is not None
+        return self._probe.execute("PRAGMA data_version").fetchone()[0]
