@@ -2,7 +2,8 @@
 keep between processes every rule PostgreSQL replicas keep.
 
 A same-key Pay sent to both workers charges once (the second worker is told
-to retry, as a replica is); a worker's start never takes up a live worker's
+to retry, as a replica is); a refund in flight on one worker is keyed and
+reserved for the other; a worker's start never takes up a live worker's
 payment (its recovery leaves it alone, and the payment ends as its own
 worker decides); a fresh supervisor's first worker takes up everything a
 crash left at once; WatchEvents on one worker sees a payment made on the
@@ -27,7 +28,7 @@ from paygrid.v1 import event_service_pb2_grpc as ev_grpc
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
 from paygrid_server.domain.model.limits import WATCH_KEEPALIVE_S
-from tests.conftest import pay_request
+from tests.conftest import leg, money, pay_request
 from tests.reliability.test_workers import (
     CONNECTIONS_TO_SEE_BOTH,
     alive,
@@ -94,6 +95,47 @@ async def test_a_same_key_pay_sent_to_both_workers_charges_once(tmp_path: Path) 
         assert [c.idempotency_key for c in card.ledger.captured()].count(key) == 1
     finally:
         card.faults.release_charges()
+        supervisor.terminate()
+        await sim_server.stop(None)
+
+
+async def test_a_refund_held_on_one_worker_is_reserved_and_keyed_for_the_other(
+        tmp_path: Path) -> None:
+    """A full refund is at the channel (held there) from worker A: on worker
+    B a retry with its key is told to wait (ABORTED), and another refund of
+    even 1 minor unit exceeds what is left (its reservation is in the file).
+    Once released: one refund at the channel, and B answers with A's."""
+    sim_server, card, sim_port = await card_simulator()
+    supervisor, port = workers_process(tmp_path, tmp_path / "paygrid.sqlite3", sim_port)
+    try:
+        await both_serving(supervisor, port)
+        async with AsyncExitStack() as stack:
+            first, second = (pb_grpc.PaymentServiceStub(c) for c in
+                             (await connections_to_each_worker(stack, port, supervisor.log)).values())
+            paid = (await first.Pay(pay_request("to-refund", leg(amount_minor=1_000)))).payment
+
+            def refund(key: str, amount_minor: int) -> pb.RefundPaymentRequest:
+                return pb.RefundPaymentRequest(
+                    payment_id=paid.payment_id, idempotency_key=key,
+                    legs=[pb.RefundLeg(leg_index=0, amount=money("USD", amount_minor))])
+
+            card.faults.freeze()
+            call = first.RefundPayment(refund("whole", 1_000), timeout=60)
+            await wait_for(lambda: card.faults.calls_frozen == 1, "the refund at the channel")
+            with pytest.raises(grpc.aio.AioRpcError) as told:
+                await second.RefundPayment(refund("whole", 1_000), timeout=30)
+            assert told.value.code() == grpc.StatusCode.ABORTED, told.value
+            with pytest.raises(grpc.aio.AioRpcError) as exceeds:
+                await second.RefundPayment(refund("one-more", 1), timeout=30)
+            assert exceeds.value.code() == grpc.StatusCode.FAILED_PRECONDITION, exceeds.value
+            card.faults.thaw()
+            refunded = (await call).refund
+            assert refunded.status == pb.REFUND_STATUS_SUCCEEDED, refunded
+            again = (await second.RefundPayment(refund("whole", 1_000), timeout=30)).refund
+            assert (again.refund_id, again.status) == (refunded.refund_id, refunded.status)
+        assert len(card.ledger.refunds) == 1, card.ledger.refunds
+    finally:
+        card.faults.thaw()
         supervisor.terminate()
         await sim_server.stop(None)
 
