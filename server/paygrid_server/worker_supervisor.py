@@ -56,7 +56,6 @@ from paygrid_server.transport.port_hold import PortHold
 
 log = structlog.get_logger("paygrid.workers")
 
-WORKERS_SETTING = "--workers or PAYGRID_WORKERS"
 READY_FD_ENV = "PAYGRID_READY_FD"  # a worker writes one byte there once it serves
 WORKER_OF_ENV = "PAYGRID_WORKER_OF"  # the supervisor's pid, in each worker's logs
 REPLICA_NONCE_ENV = "PAYGRID_REPLICA_NONCE"  # so the supervisor knows each worker's replica id
