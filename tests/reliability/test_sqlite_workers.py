@@ -5,7 +5,7 @@ A same-key Pay sent to both workers charges once (the second worker is told
 to retry, as a replica is); a refund in flight on one worker is keyed and
 reserved for the other; a worker's start never takes up a live worker's
 payment (its recovery leaves it alone, and the payment ends as its own
-worker decides); a fresh supervisor's first worker takes up everything a
+worker decides), nor interrupts its batch; a fresh supervisor's first worker takes up everything a
 crash left at once; WatchEvents on one worker sees a payment made on the
 other long before its keep-alive. The servers are real processes on one
 real file; the one channel simulator runs in this process, so its ledger is
@@ -29,12 +29,15 @@ from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
 from paygrid_server.domain.model.limits import WATCH_KEEPALIVE_S
 from tests.conftest import leg, money, pay_request
+from paygrid.v1 import batch_service_pb2 as bpb
 from tests.reliability.test_workers import (
     CONNECTIONS_TO_SEE_BOTH,
+    _transactions,
     alive,
     card_simulator,
     workers_process,
 )
+from tests.support.batch_client import batch_stub, chunk, collect, header, open_stream
 from tests.support.server_process import ServerProcess, wait_for
 from tests.support.worker_log import log_events, own_connection, ready_workers, served_by
 
@@ -64,10 +67,12 @@ async def connections_to_each_worker(stack: AsyncExitStack, port: int,
     raise AssertionError(f"only {set(found)} of {workers} served {CONNECTIONS_TO_SEE_BOTH}")
 
 
-def started_recovering(log: Path, pid: int) -> int:
-    """How many unfinished payments worker `pid` took up at its start."""
-    [started] = [e for e in log_events(log, "server.started") if e.get("worker_pid") == pid]
-    return started["recovering_payments"]
+async def start_of(log: Path, pid: int) -> dict:
+    """Worker `pid`'s server.started line (what its start took up, interrupted)."""
+    def lines() -> list[dict]:
+        return [e for e in log_events(log, "server.started") if e.get("worker_pid") == pid]
+    await wait_for(lambda: lines(), f"worker {pid}'s start")
+    return lines()[0]
 
 
 async def test_a_same_key_pay_sent_to_both_workers_charges_once(tmp_path: Path) -> None:
@@ -160,9 +165,7 @@ async def test_a_worker_s_start_never_takes_up_a_live_worker_s_payment(tmp_path:
             os.kill(other, signal.SIGKILL)
             await wait_for(lambda: len(ready_workers(supervisor.log)) == 3, "B's restart")
             restarted = ready_workers(supervisor.log)[2]
-            await wait_for(lambda: any(e.get("worker_pid") == restarted for e in
-                                       log_events(supervisor.log, "server.started")), "its start")
-            assert started_recovering(supervisor.log, restarted) == 0
+            assert (await start_of(supervisor.log, restarted))["recovering_payments"] == 0
             assert card.reversal_calls == {}, "nothing fenced meanwhile"
             card.faults.release_charges()
             paid = (await call).payment
@@ -172,6 +175,41 @@ async def test_a_worker_s_start_never_takes_up_a_live_worker_s_payment(tmp_path:
         key = f"{paid.payment_id}.0"
         assert [c.idempotency_key for c in card.ledger.captured()].count(key) == 1
         assert key not in card.reversal_calls
+    finally:
+        card.faults.release_charges()
+        supervisor.terminate()
+        await sim_server.stop(None)
+
+
+async def test_a_worker_s_start_never_interrupts_a_live_worker_s_batch(tmp_path: Path) -> None:
+    """A batch's stream is on worker A, its charges held at the channel;
+    worker B is SIGKILLed and started again: B's start interrupts no batch
+    (it cannot tell A's from a dead worker's), and A's batch completes, every
+    item charged once."""
+    sim_server, card, sim_port = await card_simulator()
+    supervisor, port = workers_process(tmp_path, tmp_path / "paygrid.sqlite3", sim_port)
+    try:
+        await both_serving(supervisor, port)
+        async with AsyncExitStack() as stack:
+            by_worker = await connections_to_each_worker(stack, port, supervisor.log)
+            streaming, other = by_worker
+            transactions = _transactions(20)
+            card.faults.hold_charges()
+            call, outgoing = open_stream(batch_stub(by_worker[streaming]), timeout=120)
+            for message in (header("live-batch", max_group_size=10), chunk(*transactions), None):
+                await outgoing.put(message)
+            await asyncio.wait_for(card.faults.held(1), 60)
+            os.kill(other, signal.SIGKILL)
+            await wait_for(lambda: len(ready_workers(supervisor.log)) == 3, "B's restart")
+            restarted = ready_workers(supervisor.log)[2]
+            started = await start_of(supervisor.log, restarted)
+            assert started["interrupted_batches"] == 0, started
+            card.faults.release_charges()
+            reply = await collect(call)
+        assert reply.summary.status == bpb.BATCH_STATUS_COMPLETED, reply.summary
+        assert sorted(reply.reported) == sorted(t.reference for t in transactions)
+        paid = sorted(c.payee for c in card.ledger.captured() if c.payee.startswith("employee_"))
+        assert paid == sorted(t.payee for t in transactions), "each item once (probes aside)"
     finally:
         card.faults.release_charges()
         supervisor.terminate()
@@ -205,7 +243,8 @@ async def test_a_fresh_supervisor_s_first_worker_takes_up_a_crash_s_payments_at_
         (tmp_path / "again").mkdir()
         supervisor, port = workers_process(tmp_path / "again", database, sim_port)
         await both_serving(supervisor, port)
-        assert started_recovering(supervisor.log, ready_workers(supervisor.log)[0]) == 1
+        first = await start_of(supervisor.log, ready_workers(supervisor.log)[0])
+        assert first["recovering_payments"] == 1, first
         async with own_connection(f"127.0.0.1:{port}") as channel:
             stub = pb_grpc.PaymentServiceStub(channel)
 
