@@ -11,8 +11,9 @@ from pathlib import Path
 
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
 from tests.conftest import leg, pay_request
+from tests.relay.test_relay_replicas import _replica
 from tests.support.rabbitmq import Vhost
-from tests.support.server_process import ServerProcess, free_port, wait_for
+from tests.support.server_process import ServerProcess, wait_for
 from tests.support.worker_log import log_events, own_connection, ready_workers
 
 CURSOR_SQL = "SELECT cursor FROM event_consumers WHERE tenant_id = '' AND name = 'relay:rabbitmq'"
@@ -32,17 +33,9 @@ def _relaying(log: Path) -> list[int]:
 async def test_one_sqlite_worker_relays_and_another_takes_over_when_it_is_killed(
         tmp_path: Path, vhost: Vhost) -> None:
     consumed = await vhost.consume()
-    database, port = tmp_path / "paygrid.sqlite3", free_port()
-    config = tmp_path / "paygrid.toml"
-    config.write_text(f"""
-[server]
-listen = "127.0.0.1:{port}"
-database = "{database}"
-
-[events.rabbitmq]
-url = "{vhost.url}"
-""")
-    server = ServerProcess(config, tmp_path / "paygrid.log", ("--workers", "2"))
+    database = tmp_path / "paygrid.sqlite3"
+    lone, port = _replica(tmp_path, "paygrid", str(database), vhost.url)
+    server = ServerProcess(lone.config, lone.log, ("--workers", "2"))
     try:
         await server.start(port)
         await wait_for(lambda: len(ready_workers(server.log)) == 2, "both workers ready")
