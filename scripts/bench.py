@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 
 import bench_batch
+import bench_batch_cpu
 import bench_ceilings
 import bench_event_cost
 import bench_events
@@ -46,6 +47,7 @@ TARGETS = {
     "pay_p99_ms_at_half_peak": 10.0,
     "legs_3x100ms_p50_ms": 130.0,
     "batch_share_of_ceiling": 0.50,
+    "batch_cpu_us_per_item": bench_batch_cpu.TARGET_US_PER_ITEM,
     "rss_largest_over_smallest": 1.5,
     "event_log_pay_cpu_ratio": bench_event_cost.TARGET_CPU_RATIO,
     "pay_cpu_ratio": bench_pay_cpu.CPU_RATIO_TARGET,
@@ -74,13 +76,16 @@ async def measure(args: argparse.Namespace) -> dict:
             print(f"SubmitBatch {size} items, {per_message}/message...", file=sys.stderr)
             batches.append(await bench_batch.run(size, min(per_message, size), args.group_size,
                                                  args.parallelism))
+    print("the batch floor (../shared/ceilings/batch_floor.py)...", file=sys.stderr)
+    batch_floor = bench_batch_cpu.floor_us_per_item(measure=not args.quick)
     print("events: WatchEvents under Pay load, replay...", file=sys.stderr)
     events = await bench_events.run(args.duration_s, args.events_concurrency)
     print("the event log's cost (against the commit before it)...", file=sys.stderr)
     event_cost = await bench_event_cost.run(args.duration_s, args.events_concurrency,
                                             args.event_cost_rounds, args.event_cost_batch_items)
     return {"ceilings": ceilings, "pay_direct": pay_direct, "pay_cpu": pay_cpu, "pay_grpc": pay_grpc,
-            "legs": legs, "batches": batches, "events": events, "event_cost": event_cost}
+            "legs": legs, "batches": batches, "batch_floor": batch_floor, "events": events,
+            "event_cost": event_cost}
 
 
 def evaluate(results: dict) -> dict:
@@ -106,6 +111,8 @@ def evaluate(results: dict) -> dict:
         "batch_ceiling_items_per_s": batch_ceiling,
         "batch_best_items_per_s": batch_best,
         "batch_share_of_ceiling": round(batch_best / batch_ceiling, 4),
+        "batch_cpu_us_per_item": bench_batch_cpu.worst_us_per_item(results["batches"]),
+        "batch_floor_us_per_item": results["batch_floor"]["us_per_item"],
         "rss_largest_over_smallest": round(rss_ratio, 3),
         "event_log_pay_cpu_ratio": results["event_cost"]["pay_cpu_ratio"],
         **pay_cpu["figures"],
@@ -115,6 +122,8 @@ def evaluate(results: dict) -> dict:
         "pay_p99_ms_at_half_peak": half["p99_ms"] < TARGETS["pay_p99_ms_at_half_peak"],
         "legs_3x100ms_p50_ms": figures["legs_3x100ms_p50_ms"] < TARGETS["legs_3x100ms_p50_ms"],
         "batch_share_of_ceiling": figures["batch_share_of_ceiling"] >= TARGETS["batch_share_of_ceiling"],
+        "batch_cpu_us_per_item": (figures["batch_cpu_us_per_item"]
+                                  <= TARGETS["batch_cpu_us_per_item"]),
         "rss_largest_over_smallest": rss_ratio <= TARGETS["rss_largest_over_smallest"],
         "event_log_pay_cpu_ratio": results["event_cost"]["pay_cpu_ratio_met"],
         **pay_cpu["met"],
@@ -161,12 +170,14 @@ def markdown(results: dict, verdict: dict, meta: dict) -> str:
             f"Ceiling: min(no-op echo {c['bidi_stream']['items_per_s']:,.0f} items/s, "
             f"aiosqlite group commit {f['group_commit_rows_per_s']:,.0f} rows/s) "
             f"= {f['batch_ceiling_items_per_s']:,.0f} items/s.", "",
-            "| items | per message | items/s | share of ceiling | APT ms | groups "
+            "| items | per message | items/s | share of ceiling "
+            f"| {bench_batch_cpu.column_title(results['batch_floor'])} | APT ms | groups "
             "| server RSS start -> peak MiB | wall s |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for b in results["batches"]:
         out.append(f"| {b['items']:,} | {b['per_message']} | {b['client_items_per_s']:,.0f} "
                    f"| {b['client_items_per_s'] / f['batch_ceiling_items_per_s']:.1%} "
+                   f"| {b['server_cpu_us_per_item']} "
                    f"| {b['apt_ms']:.1f} | {b['groups']:,} | {b['server_rss_start_mib']} -> "
                    f"{b['server_rss_peak_mib']} | {b['wall_s']} |")
     noop_cpu = next((lv["server_cpu_us_per_call"] for lv in c["unary"]
@@ -181,6 +192,8 @@ def markdown(results: dict, verdict: dict, meta: dict) -> str:
               "pay_p99_ms_at_half_peak": "< 10 ms",
               "legs_3x100ms_p50_ms": "< 130 ms",
               "batch_share_of_ceiling": ">= 50% of min(echo, group commit)",
+              "batch_cpu_us_per_item": f"<= {bench_batch_cpu.TARGET_US_PER_ITEM:g} µs server CPU "
+                                       "per item, 500/message, 100k and 1M items (worst)",
               "rss_largest_over_smallest": "<= 1.5x (largest vs smallest batch)",
               "event_log_pay_cpu_ratio": "<= 1.15x server CPU per Pay, with vs without events",
               "pay_cpu_ratio": f"<= {bench_pay_cpu.CPU_RATIO_TARGET}x no-op server CPU per call, "

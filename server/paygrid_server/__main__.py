@@ -31,6 +31,9 @@ from paygrid_server.worker_supervisor import (
 )
 
 
+GC_YOUNG_THRESHOLD = 10_000
+
+
 async def _serve(config: ServerConfig) -> None:
     app = await PaygridApp.start(config)
     # Everything made at start-up lives as long as the process: leaving it
@@ -38,6 +41,12 @@ async def _serve(config: ServerConfig) -> None:
     # seen under load (scripts/bench).
     gc.collect()
     gc.freeze()
+    # A young collection every 10,000 new objects, not every 700: a batch
+    # makes several per item (inputs, items, orders, records), and py-spy
+    # found the collector at 6.5% of the event loop's samples under
+    # SubmitBatch; server CPU per batch item fell ~3 us (of ~56). Cycles
+    # are still collected, in fewer and bigger rounds.
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     stop = asyncio.Event()
     process_shutdown.on_stop_signals(asyncio.get_running_loop(), stop.set)
     if WORKER_OF_ENV not in os.environ:  # a worker's supervisor says it once for all

@@ -51,6 +51,12 @@ def test_bench_quick_run_writes_table_figures_and_plot(tmp_path: Path) -> None:
     for batch in results["batches"]:
         assert batch["server_rss_peak_mib"] >= batch["server_rss_start_mib"] > 0
         assert batch["apt_ms"] > 0 and batch["groups"] > 0
+        assert batch["server_cpu_us_per_item"] > 0
+    # Issue 17 point 3: CPU per item beside the target and the floor (recorded in --quick).
+    assert results["batch_floor"] == {"us_per_item": 6.2, "source": "recorded"}
+    assert run["verdict"]["figures"]["batch_cpu_us_per_item"] == max(
+        b["server_cpu_us_per_item"] for b in results["batches"] if b["per_message"] > 1)
+    assert "server CPU µs/item (target 25; floor 6.2, recorded)" in report
 
     for level in ceilings["unary"]:
         assert level["server_cpu_us_per_call"] > 0

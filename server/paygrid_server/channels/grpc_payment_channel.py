@@ -47,20 +47,22 @@ BULK_CALL_ERRORS = {**CALL_ERRORS, grpc.StatusCode.UNIMPLEMENTED: BulkChargeUnsu
 BULK_UNSUPPORTED_RECHECK_S = 300.0
 
 
+_VOIDED = pb.CHARGE_STATUS_VOIDED
+
+
 def charge_record(charge: pb.Charge) -> ChargeRecord:
-    if charge.status not in _STATUS:
+    # Positional, fields read once: ChargeBatch makes one per item.
+    status = _STATUS.get(charge.status)
+    if status is None:
         raise ChannelUnavailable(f"channel sent an unknown charge status {charge.status}")
+    has_amount = charge.HasField("amount")
+    amount = charge.amount
     return ChargeRecord(
-        idempotency_key=charge.idempotency_key,
-        charge_id=charge.charge_id,
-        status=_STATUS[charge.status],
-        refunded_minor=charge.refunded_amount_minor,
-        decline_code=charge.decline_code,
-        decline_message=charge.decline_message,
-        fenced=charge.status == pb.CHARGE_STATUS_VOIDED and not charge.HasField("amount"),
-        amount=Money(charge.amount.currency, charge.amount.amount_minor)
-        if charge.HasField("amount") else None,
-    )
+        charge.idempotency_key, charge.charge_id, status, charge.refunded_amount_minor,
+        charge.decline_code, charge.decline_message,
+        # fenced: VOIDED by a Void that came before any charge
+        charge.status == _VOIDED and not has_amount,
+        Money(amount.currency, amount.amount_minor) if has_amount else None)
 
 
 def money_message(money: Money) -> money_pb2.Money:
@@ -81,7 +83,7 @@ def charge_batch_request(orders: Sequence[ChargeOrderLike]) -> pb.ChargeBatchReq
 
 def charge_batch_records(orders: Sequence[ChargeOrderLike],
                          response: pb.ChargeBatchResponse) -> list[ChargeRecord]:
-    records = [charge_record(charge) for charge in response.charges]
+    records = list(map(charge_record, response.charges))
     # An answer that does not pair up with the request tells nothing
     # reliable about any key; the caller treats it like a lost answer.
     if len(records) != len(orders) or any(

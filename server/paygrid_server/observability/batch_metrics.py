@@ -8,12 +8,16 @@ they reach the transport, so they are not counted here either.
 
 from __future__ import annotations
 
+from collections import Counter
+from typing import Iterable
+
 from paygrid_server.domain.batches.events import (
     BatchEvent,
     BatchSummary,
     GroupCompleted,
     ItemsRejected,
 )
+from paygrid_server.domain.model.batch import BatchItem, ItemResult
 from paygrid_server.observability.metrics import PaygridMetrics
 
 
@@ -24,21 +28,24 @@ class BatchMetrics:
 
     def observe(self, event: BatchEvent) -> None:
         if isinstance(event, GroupCompleted):
-            for item in event.group.items:
-                if item.status.is_final:
-                    self._count_item(item.status.value)
+            self._count_items(event.group.items)
         elif isinstance(event, ItemsRejected):
-            for result in event.items:
-                self._count_item(result.status.value)
+            self._count_items(event.items)
         elif isinstance(event, BatchSummary):
             self._observe_summary(event)
         # ItemsAlreadyProcessed: made final by an earlier submission, counted then.
 
-    def _count_item(self, status: str) -> None:
-        counter = self._items_by_status.get(status)
-        if counter is None:
-            counter = self._items_by_status[status] = self._metrics.batch_items.labels(status)
-        counter.inc()
+    def _count_items(self, items: Iterable[BatchItem | ItemResult]) -> None:
+        """One inc per status, not per item (each takes the counter's lock)."""
+        by_status = Counter(item.status for item in items)
+        for status, count in by_status.items():
+            if not status.is_final:
+                continue
+            counter = self._items_by_status.get(status.value)
+            if counter is None:
+                counter = self._items_by_status[status.value] = \
+                    self._metrics.batch_items.labels(status.value)
+            counter.inc(count)
 
     def _observe_summary(self, summary: BatchSummary) -> None:
         metrics = self._metrics

@@ -12,12 +12,13 @@ payment's execution, its legs, a batch run) log them too.
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Any, Sequence
 
 import grpc
 import structlog
 from opentelemetry import trace
+
+from paygrid_server.domain.model.random_bits import uuid4_str
 
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -33,7 +34,7 @@ def request_id_from(metadata: Metadata | None) -> str:
         if name == REQUEST_ID_HEADER and isinstance(value, str) \
                 and _SANE_REQUEST_ID.fullmatch(value):
             return value
-    return str(uuid.uuid4())
+    return uuid4_str()
 
 
 def _with_header(context: grpc.aio.ServicerContext, trailing: Metadata,

@@ -33,6 +33,7 @@ from paygrid_server.domain.model.batch_validation import (
     validate_end_totals,
 )
 from paygrid_server.domain.model.errors import FieldViolation, InvalidRequest
+from paygrid_server.domain.model.transaction_columns import TransactionColumns
 from paygrid_server.transport.payment_messages import failure_pb, money_input, money_pb
 
 _GROUPING = {
@@ -66,13 +67,26 @@ def end_totals(end: pb.BatchEnd) -> ControlTotals | None:
         end.control_sum)
 
 
-def transaction_inputs(chunk: pb.BatchTransactions) -> list[TransactionInput]:
-    return [TransactionInput(
+def transaction_inputs(chunk: pb.BatchTransactions) -> TransactionColumns:
+    """A field at a time for all transactions; those with anything more than
+    reference, payee, amount and channel also as a TransactionInput each."""
+    txs = chunk.transactions
+    amounts = [tx.amount for tx in txs]
+    return TransactionColumns(
+        [tx.reference for tx in txs], [tx.payee for tx in txs], [tx.channel for tx in txs],
+        [amount.currency for amount in amounts], [amount.amount_minor for amount in amounts],
+        {index: _transaction_input(tx) for index, tx in enumerate(txs)
+         if tx.HasField("requested_at") or not tx.HasField("amount")
+         or tx.amount.HasField("minor_units")})
+
+
+def _transaction_input(tx: pb.BatchTransaction) -> TransactionInput:
+    return TransactionInput(
         reference=tx.reference, payee=tx.payee,
         amount=money_input(tx.amount) if tx.HasField("amount") else None,
         channel=tx.channel,
         requested_at_us=_requested_at_us(tx),
-    ) for tx in chunk.transactions]
+    )
 
 
 def _requested_at_us(tx: pb.BatchTransaction) -> int | str | None:

@@ -32,10 +32,10 @@ from paygrid_server.domain.model.batch import (
     FailurePolicy,
     ItemResult,
 )
-from paygrid_server.domain.model.batch_validation import TransactionInput, validate_transaction
+from paygrid_server.domain.model.transaction_columns import TransactionColumns, validate_columns
 from paygrid_server.domain.model.control_totals import ControlTally, ControlTotals
 from paygrid_server.domain.model.errors import DomainError, PreconditionFailed
-from paygrid_server.domain.model.payment import Failure, FailureReason, LegRequest
+from paygrid_server.domain.model.payment import Failure, FailureReason
 from paygrid_server.domain.ports.batch_store import BatchStore
 from paygrid_server.domain.ports.group_queue import GroupQueue
 
@@ -80,9 +80,8 @@ class Intake:
 
     # -- the submitter's side (transport, through the run) -------------------
 
-    async def submit(self, transactions: list[TransactionInput]) -> None:
-        for tx in transactions:
-            self._tally.add(tx.amount)
+    async def submit(self, transactions: TransactionColumns) -> None:
+        self._tally.add_columns(transactions)
         await self._inbox.put(transactions)
 
     async def end(self, declared: ControlTotals | None) -> None:
@@ -127,46 +126,42 @@ class Intake:
             after = items[-1].seq
             if self.state is RunState.BREAKING:
                 return
-            for item in items:
-                if item.group_no == 0:  # not queued in a group already
-                    await self._group(item)
+            # Those not queued in a group already.
+            await self._group([item for item in items if item.group_no == 0])
 
     async def _take_items(self) -> bool:
         """True when the client finished sending, False when the stream broke."""
-        buffer: list[TransactionInput] = []
+        buffer: list[TransactionColumns] = []
+        buffered = 0
         while True:
             try:
                 message = await asyncio.wait_for(
                     self._inbox.get(), limits.BATCH_FLUSH_IDLE_MS / 1_000 if buffer else None)
             except TimeoutError:
                 await self._store_items(buffer)
-                buffer = []
+                buffer, buffered = [], 0
                 continue
             if message is _END or message is _ABORT:
                 await self._store_items(buffer)
                 return message is _END
-            buffer.extend(message)
-            if len(buffer) >= limits.BATCH_FLUSH_ITEMS:
+            buffer.append(message)
+            buffered += len(message)
+            if buffered >= limits.BATCH_FLUSH_ITEMS:
                 await self._store_items(buffer)
-                buffer = []
+                buffer, buffered = [], 0
 
-    async def _store_items(self, transactions: list[TransactionInput]) -> None:
-        if not transactions:
+    async def _store_items(self, messages: list[TransactionColumns]) -> None:
+        if not messages:
             return
         items: list[BatchItem] = []
         refused: list[ItemResult] = []
-        for tx in transactions:
-            if self._stored_items + len(items) >= limits.BATCH_MAX_ITEMS:
-                refused.append(ItemResult(tx.reference, BatchItemStatus.REJECTED, failure=Failure(
-                    FailureReason.BATCH_LIMIT,
-                    f"a batch holds at most {limits.BATCH_MAX_ITEMS} items")))
-                continue
-            checked = validate_transaction(tx, self._next_seq, self._router.check, self._route)
-            if isinstance(checked, ItemResult):
-                refused.append(checked)
-                continue
-            self._next_seq += 1
-            items.append(checked)
+        for columns in messages:
+            valid = validate_columns(columns, self._next_seq,
+                                     limits.BATCH_MAX_ITEMS - self._stored_items - len(items),
+                                     self._router.check, self._route)
+            self._next_seq = valid.next_seq
+            items += valid.items
+            refused += valid.refused
         outcome = await self._store.insert_items(self._batch.uid, self._submission, items,
                                                  len(refused))
         self._stored_items += len(outcome.new)
@@ -182,19 +177,23 @@ class Intake:
                    and i.group_no not in self._progress.told]
         if earlier:
             await self._outbox.emit(ItemsAlreadyProcessed(earlier))
-        for item in outcome.new:
-            if item.status is BatchItemStatus.RECEIVED:
-                await self._group(item)
+        await self._group([i for i in outcome.new if i.status is BatchItemStatus.RECEIVED])
 
     def _route(self, item: BatchItem) -> str:
-        leg = LegRequest(item.payee, item.amount, item.requested_channel, item.reference)
-        return self._router.candidates(leg)[0].name
+        return self._router.first_choice(item.requested_channel, item.amount)
 
-    async def _group(self, item: BatchItem) -> None:
+    async def _group(self, items: list[BatchItem]) -> None:
+        """Adds each item to its group; a group sealed is queued. No await
+        per item: only a sealed group waits (for room in the backlog), and
+        only then may the state have moved on (the stream broke)."""
         if not self.state.groups_items:
-            return  # stays RECEIVED: grouped after the totals check or on resubmission
-        for group in self._grouper.add(item):
-            await self._queue_group(group)
+            return  # they stay RECEIVED: grouped after the totals check or on resubmission
+        for item in items:
+            sealed = self._grouper.add(item)
+            for group in sealed:
+                await self._queue_group(group)
+            if sealed and not self.state.groups_items:
+                return
 
     async def _queue_group(self, group: BatchGroup) -> None:
         """Stores a sealed group for any replica's workers to claim, once the

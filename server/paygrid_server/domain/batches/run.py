@@ -31,7 +31,7 @@ from paygrid_server.domain.batches.workers import BatchLeaseLimits, GroupWorkers
 from paygrid_server.domain.charging.charge_path import ChargePath
 from paygrid_server.domain.model import clock
 from paygrid_server.domain.model.batch import Batch, BatchHeader, BatchStatus, FailurePolicy
-from paygrid_server.domain.model.batch_validation import TransactionInput
+from paygrid_server.domain.model.transaction_columns import TransactionColumns
 from paygrid_server.domain.model.control_totals import ControlTotals
 from paygrid_server.domain.model.errors import DomainError
 from paygrid_server.domain.ports.batch_store import BatchStore
@@ -67,7 +67,7 @@ class BatchRun:
 
     # -- the submitter's side (transport) ----------------------------------
 
-    async def submit(self, transactions: list[TransactionInput]) -> None:
+    async def submit(self, transactions: TransactionColumns) -> None:
         """Hands over one message's transactions; waits while the batch is busy."""
         await self._intake.submit(transactions)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Awaitable, Callable, TypeVar
+from typing import Awaitable, Callable, TypeVar, NamedTuple
 
 from paygrid_server.domain.model import clock, limits
 from paygrid_server.domain.charging.settlement import ChargeSettlement
@@ -32,8 +32,9 @@ TRANSIENT_RETRY_PAUSE_S = 0.01
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
-class ChargeOrder:
+class ChargeOrder(NamedTuple):
+    # A NamedTuple, not a frozen dataclass: as immutable and a third of the
+    # cost to make (a batch makes one per item).
     key: str
     payer: str
     payee: str

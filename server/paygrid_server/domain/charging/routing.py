@@ -55,9 +55,10 @@ class Router:
             if route is None:
                 return f"unknown channel {channel!r}; known: {', '.join(sorted(self._routes))}"
             return route.accepts(money)
-        if not self._eligible(money):
-            return f"no channel accepts {money.amount_minor} minor units of {money.currency}"
-        return None
+        for route in self._routes.values():
+            if route.accepts(money) is None:
+                return None
+        return f"no channel accepts {money.amount_minor} minor units of {money.currency}"
 
     def candidates(self, leg: LegRequest) -> list[ChannelRoute]:
         if leg.channel:
@@ -67,6 +68,20 @@ class Router:
         # is unhealthy the leg still fails with the breaker as its reason.
         eligible.sort(key=lambda r: (self._breakers[r.name].state is BreakerState.OPEN, r.priority))
         return eligible[: limits.MAX_CHANNELS_PER_LEG]
+
+    def first_choice(self, channel: str, money: Money) -> str:
+        """candidates(...)[0].name for a leg `check` passed, without a
+        LegRequest or a sorted list: taken for every item of every batch."""
+        if channel:
+            return channel
+        if len(self._routes) == 1:  # `check` passed: the only channel accepts it
+            return next(iter(self._routes))
+        eligible = self._eligible(money)
+        if len(eligible) == 1:
+            return eligible[0].name
+        # min keeps the first of equals, as the stable sort in candidates does.
+        return min(eligible, key=lambda r: (
+            self._breakers[r.name].state is BreakerState.OPEN, r.priority)).name
 
     def _eligible(self, money: Money) -> list[ChannelRoute]:
         return [r for r in self._routes.values() if r.accepts(money) is None]

@@ -4,7 +4,7 @@ that item is refused, the batch goes on)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from paygrid_server.domain.model import limits
 from paygrid_server.domain.model.batch import (
@@ -45,8 +45,8 @@ class BatchHeaderInput:
     failure_policy: FailurePolicy | str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class TransactionInput:
+class TransactionInput(NamedTuple):
+    # A NamedTuple, as MoneyInput is: one per item of every batch.
     reference: str
     payee: str
     amount: MoneyInput | None

@@ -7,9 +7,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from decimal import Context, Decimal
+from typing import TYPE_CHECKING
 
 from paygrid_server.domain.model.currencies import minor_units
 from paygrid_server.domain.model.request_validation import MoneyInput
+
+if TYPE_CHECKING:
+    from paygrid_server.domain.model.transaction_columns import TransactionColumns
 
 # pain.001 DecimalNumber: totalDigits 18, fractionDigits 17, no sign.
 CONTROL_SUM_MAX_DIGITS = 18
@@ -54,23 +58,50 @@ def major_units(amount: MoneyInput) -> Decimal:
 
 
 class ControlTally:
-    """What a stream carried, to hold against its declared totals."""
+    """What a stream carried, to hold against its declared totals. Amounts
+    are summed as integers per exponent and made one Decimal when asked:
+    exact either way, and no Decimal arithmetic per item."""
 
     def __init__(self) -> None:
         self.item_count = 0
-        self.amount_sum = Decimal(0)
+        self._minor_sums: dict[int, int] = {}  # by exponent, as major_units takes it
 
     def add(self, amount: MoneyInput | None) -> None:
         self.item_count += 1
         if amount is not None:
-            self.amount_sum = _EXACT.add(self.amount_sum, major_units(amount))
+            exponent = amount.minor_units if amount.minor_units is not None else (
+                minor_units(amount.currency) or 0)
+            exponent = min(exponent, CONTROL_SUM_MAX_FRACTION_DIGITS + 1)
+            self._minor_sums[exponent] = self._minor_sums.get(exponent, 0) + amount.amount_minor
+
+    def add_columns(self, columns: TransactionColumns) -> None:
+        """add() for each of a message's transactions."""
+        if columns.unusual:  # some carry their own exponent (or no amount): one by one
+            for index in range(len(columns)):
+                self.add(columns.input(index).amount)
+            return
+        self.item_count += len(columns)
+        by_currency: dict[str, int] = {}
+        for currency, amount_minor in zip(columns.currencies, columns.amounts_minor):
+            by_currency[currency] = by_currency.get(currency, 0) + amount_minor
+        for currency, minor_sum in by_currency.items():
+            exponent = min(minor_units(currency) or 0, CONTROL_SUM_MAX_FRACTION_DIGITS + 1)
+            self._minor_sums[exponent] = self._minor_sums.get(exponent, 0) + minor_sum
+
+    @property
+    def amount_sum(self) -> Decimal:
+        total = Decimal(0)
+        for exponent, minor_sum in self._minor_sums.items():
+            total = _EXACT.add(total, Decimal(minor_sum).scaleb(-exponent, _EXACT))
+        return total
 
     def mismatches(self, declared: ControlTotals) -> list[str]:
         found = []
         if declared.item_count is not None and declared.item_count != self.item_count:
             found.append(f"declared {declared.item_count} transactions, received "
                          f"{self.item_count}")
-        if declared.amount_sum is not None and declared.amount_sum != self.amount_sum:
+        amount_sum = self.amount_sum
+        if declared.amount_sum is not None and declared.amount_sum != amount_sum:
             found.append(f"declared a control sum of {declared.amount_sum}, received "
-                         f"{self.amount_sum}")
+                         f"{amount_sum}")
         return found

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol, Sequence, NamedTuple
 
 from paygrid_server.domain.model.money import Money
 
@@ -19,9 +18,10 @@ class ChargeStatus(enum.Enum):
     VOIDED = "VOIDED"
 
 
-@dataclass(frozen=True, slots=True)
-class ChargeRecord:
-    """The channel's own record of the charge made with one key."""
+class ChargeRecord(NamedTuple):
+    """The channel's own record of the charge made with one key. A
+    NamedTuple, not a frozen dataclass: as immutable and a third of the cost
+    to make (ChargeBatch answers one per item)."""
 
     idempotency_key: str
     charge_id: str

@@ -9,6 +9,7 @@ from typing import Iterator, Sequence, TypeVar
 
 from paygrid_server.domain.model.batch import BatchGroup, BatchItem
 from paygrid_server.storage.batch_rows import ITEM_COLUMNS, item_from_row, item_state_row
+from paygrid_server.storage.failure_columns import failure_columns
 
 # Items are read and written a chunk per statement, not a statement per
 # item: every statement the writer thread runs has to win the GIL back from
@@ -41,13 +42,18 @@ def in_list(count: int) -> str:
 # version of the event that last reported it.
 _STATE_COLUMNS = ("status", "attempt", "group_no", "channel_reference", "failure_reason",
                   "failure_message", "failure_decline_code", "version")
+# What a group's charge changes: its items' group_no was stored when the
+# group started and stays. Left out of the SET list, so the UPDATE leaves
+# batch_items_by_group alone (SQLite rewrites the entries of every index
+# on a column named there, changed or not: ~2 us per item).
+_RESULT_COLUMNS = tuple(c for c in _STATE_COLUMNS if c != "group_no")
 
 
 @functools.cache
-def _update_states_sql(rows: int) -> str:
-    row = f"({in_list(1 + len(_STATE_COLUMNS))})"
-    return (f"WITH state (seq, {', '.join(_STATE_COLUMNS)}) AS (VALUES {', '.join([row] * rows)}) "
-            f"UPDATE batch_items SET {', '.join(f'{c} = state.{c}' for c in _STATE_COLUMNS)} "
+def _update_sql(rows: int, columns: tuple[str, ...]) -> str:
+    row = f"({in_list(1 + len(columns))})"
+    return (f"WITH state (seq, {', '.join(columns)}) AS (VALUES {', '.join([row] * rows)}) "
+            f"UPDATE batch_items SET {', '.join(f'{c} = state.{c}' for c in columns)} "
             "FROM state WHERE batch_items.batch_uid = ? AND batch_items.seq = state.seq")
 
 
@@ -60,7 +66,19 @@ def save_states(db: sqlite3.Connection, batch_uid: str, items: list[BatchItem]) 
             params += item_state_row(i)
             params.append(i.version)
         params.append(batch_uid)
-        db.execute(_update_states_sql(len(chunk)), params)
+        db.execute(_update_sql(len(chunk), _STATE_COLUMNS), params)
+
+
+def save_results(db: sqlite3.Connection, batch_uid: str, items: list[BatchItem]) -> None:
+    """save_states for the items of a group just charged, which keep the
+    group_no mark_group_processing stored."""
+    for chunk in chunks(items):
+        params = []
+        for i in chunk:
+            params += (i.seq, i.status.value, i.attempt, i.channel_reference,
+                       *failure_columns(i.failure), i.version)
+        params.append(batch_uid)
+        db.execute(_update_sql(len(chunk), _RESULT_COLUMNS), params)
 
 
 def stored_statuses(db: sqlite3.Connection, batch_uid: str,

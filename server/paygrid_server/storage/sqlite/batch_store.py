@@ -28,12 +28,12 @@ from paygrid_server.storage.failure_columns import failure_columns
 from paygrid_server.storage.batch_group_events import completed
 from paygrid_server.storage.sqlite.batch_events import batch_status, write_batch_event
 from paygrid_server.storage.sqlite.batch_group_events import save_and_report, write_group_events
-from paygrid_server.storage.sqlite.batch_item_rows import chunks, in_list, save_states
+from paygrid_server.storage.sqlite.batch_item_rows import chunks, in_list, save_results
 from paygrid_server.storage.sqlite.file_sharing import LONE, FileSharing
 from paygrid_server.storage.sqlite.database import SqliteDatabase, write_then_wake
 
 
-_INSERT_COLUMNS = f"{STORED_ITEM_COLUMNS}, batch_uid, content_digest, submission"
+_INSERT_COLUMNS = f"{STORED_ITEM_COLUMNS}, content_digest, batch_uid, submission"
 
 
 @functools.cache
@@ -116,11 +116,12 @@ class SqliteBatchStore:
                     f"WHERE batch_uid = ? AND reference IN ({in_list(len(chunk))})",
                     (batch_uid, *chunk))})
             fresh, resent = sort_incoming(items, existing, submission, outcome)
+            same_for_all = (batch_uid, submission)
             for chunk in chunks(fresh):
                 params = []
                 for i in chunk:
-                    *row, digest = item_insert_row(i)
-                    params += (*row, batch_uid, digest, submission)
+                    params += item_insert_row(i)  # ends with the content digest
+                    params += same_for_all
                 db.execute(_insert_items_sql(len(chunk)), params)
             # Seen in this submission now: a second copy later in the stream is a duplicate.
             for chunk in chunks(resent):
@@ -165,7 +166,7 @@ class SqliteBatchStore:
             # column (what else an item holds never changes after its insert):
             # no read back of the group's rows on every group's way.
             write_group_events(db, self._encoder, batch_uid, [completed(group)])
-            save_states(db, batch_uid, group.items)
+            save_results(db, batch_uid, group.items)
 
         await self._write(save)
 

@@ -13,7 +13,16 @@ from paygrid_server.domain.ports.event_log import SnapshotEncoder
 from paygrid_server.storage.event_rows import EVENT_COLUMNS, payment_event_rows, refund_event_row
 from paygrid_server.storage.payment_rows import refund_from_rows
 
-_INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES {_ROW}"
+
+
+def _insert_events(count: int) -> str:
+    """One INSERT for `count` events: executemany steps (and releases the
+    GIL, which the writer thread then waits to win back from the event
+    loop) once per row; a multi-row VALUES steps once. SQLite inserts the
+    rows in the order given, so their seq keeps the versions' order."""
+    return f"INSERT INTO events ({EVENT_COLUMNS}) VALUES {', '.join([_ROW] * count)}"
 
 
 def write_payment_events(db: sqlite3.Connection, encoder: SnapshotEncoder,
@@ -25,7 +34,8 @@ def write_payment_events(db: sqlite3.Connection, encoder: SnapshotEncoder,
     UPDATE of the version)."""
     if not types:
         return version_before
-    db.executemany(_INSERT_EVENT, payment_event_rows(types, after, version_before, encoder))
+    rows = payment_event_rows(types, after, version_before, encoder)
+    db.execute(_insert_events(len(rows)), [value for row in rows for value in row])
     return after.version
 
 

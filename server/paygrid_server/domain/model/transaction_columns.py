@@ -1,0 +1,96 @@
+"""A message's batch transactions as one list per field, validated in one
+pass: the transport reads each field of all of them at once, and an item
+valid as sent becomes a BatchItem with no object in between (a batch of a
+million items would otherwise make two million inputs to check)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from paygrid_server.domain.model import limits
+from paygrid_server.domain.model.batch import BatchItem, BatchItemStatus, ItemResult
+from paygrid_server.domain.model.batch_validation import (
+    RouteChooser,
+    TransactionInput,
+    validate_transaction,
+)
+from paygrid_server.domain.model.currencies import minor_units
+from paygrid_server.domain.model.money import Money
+from paygrid_server.domain.model.payment import Failure, FailureReason
+from paygrid_server.domain.model.request_validation import ChannelCheck, MoneyInput
+
+
+@dataclass(slots=True)
+class TransactionColumns:
+    references: list[str]
+    payees: list[str]
+    channels: list[str]
+    currencies: list[str]  # "" where no amount was sent
+    amounts_minor: list[int]  # 0 where no amount was sent
+    # By index: those sent without an amount, with the amount's minor_units
+    # guard or with requested_at, as TransactionInputs (checked one by one).
+    unusual: dict[int, TransactionInput]
+
+    def __len__(self) -> int:
+        return len(self.references)
+
+    def input(self, index: int) -> TransactionInput:
+        found = self.unusual.get(index)
+        if found is not None:
+            return found
+        return TransactionInput(
+            self.references[index], self.payees[index],
+            MoneyInput(self.currencies[index], self.amounts_minor[index], None),
+            self.channels[index], None)
+
+
+@dataclass(slots=True)
+class Validated:
+    items: list[BatchItem]  # RECEIVED or REJECTED, to store
+    refused: list[ItemResult]  # not stored: an unusable reference, or past the batch's limit
+    next_seq: int
+
+
+def validate_columns(columns: TransactionColumns, next_seq: int, room: int,
+                     channel_check: ChannelCheck, route: RouteChooser) -> Validated:
+    """validate_transaction for each transaction in order, seqs from
+    `next_seq`; past `room` more items, each is refused (BATCH_LIMIT)."""
+    done = Validated([], [], next_seq)
+    unusual = columns.unusual
+    for index, (reference, payee, channel, currency, amount_minor) in enumerate(zip(
+            columns.references, columns.payees, columns.channels, columns.currencies,
+            columns.amounts_minor)):
+        if len(done.items) >= room:
+            done.refused.append(ItemResult(reference, BatchItemStatus.REJECTED, failure=Failure(
+                FailureReason.BATCH_LIMIT, f"a batch holds at most {limits.BATCH_MAX_ITEMS} items")))
+            continue
+        money = None if unusual and index in unusual else _valid_as_sent(
+            reference, payee, channel, currency, amount_minor, channel_check)
+        if money is not None:  # the common case: _valid_as_sent's checks, inlined
+            item = BatchItem(done.next_seq, reference, payee, money, channel, None, "")
+            item.channel = route(item)
+        else:
+            checked = validate_transaction(columns.input(index), done.next_seq, channel_check,
+                                           route)
+            if isinstance(checked, ItemResult):
+                done.refused.append(checked)
+                continue
+            item = checked
+        done.next_seq += 1
+        done.items.append(item)
+    return done
+
+
+def _valid_as_sent(reference: str, payee: str, channel: str, currency: str, amount_minor: int,
+                   channel_check: ChannelCheck) -> Money | None:
+    """The item's Money when validate_transaction would find nothing wrong
+    with it (sent with an amount, no minor_units guard, no requested_at);
+    None when it might (it then says what)."""
+    if not (0 < len(reference) <= limits.BATCH_REFERENCE_MAX_CHARS and reference.isprintable()
+            and 0 < len(payee) <= limits.PARTY_ID_MAX_CHARS and payee.isprintable()
+            and len(channel) <= limits.CHANNEL_NAME_MAX_CHARS and channel.isprintable()
+            and 0 < amount_minor <= limits.MAX_AMOUNT_MINOR
+            and minor_units(currency) is not None):
+        return None
+    money = Money(currency, amount_minor)
+    return money if channel_check(channel, money) is None else None
