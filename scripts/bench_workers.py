@@ -1,5 +1,7 @@
 """`serve --workers N` figures: Pay peak and batch throughput with 1 and 2
-workers, on SQLite (1 worker: more are refused there) and PostgreSQL.
+workers, on SQLite (the workers share one file) and PostgreSQL, with the
+server's CPU per Pay (user + system of the supervisor and its workers, from
+/proc, over each level's calls).
 
 Pay: closed loop from the Node load generator (niced, so the server gets
 the cores first), calls spread over `--connections` connections (the kernel
@@ -11,7 +13,8 @@ simulator process of its own. The machine is shared: run it more than once.
 Usage (after scripts/setup, `npm ci` in clients/node, a PostgreSQL at
 PAYGRID_TEST_POSTGRES_DSN):
   .venv/bin/python scripts/bench_workers.py [--duration-s 5] [--concurrency 32,128]
-      [--connections 8] [--items 20000] [--niceness 10]
+      [--connections 8] [--items 20000 (0: no batch)] [--niceness 10]
+      [--engines sqlite,postgresql]
 """
 
 from __future__ import annotations
@@ -29,27 +32,44 @@ import grpc
 from paygrid.v1 import batch_service_pb2_grpc as pb_grpc
 from bench_batch import batch_requests
 from bench_pay_load import PAY_METHOD, pay_request_maker
-from bench_server import AUTH_METADATA, paygrid_server
+from bench_server import AUTH_METADATA, cpu_s, paygrid_server
 from node_load import node_unary_load
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/support/
 from tests.support.api_key_metadata import keyed_channel  # noqa: E402
 from tests.support.postgres_databases import PostgresDatabases  # noqa: E402
 
-SETUPS = (("sqlite", 1), ("postgresql", 1), ("postgresql", 2))
+SETUPS = (("sqlite", 1), ("sqlite", 2), ("postgresql", 1), ("postgresql", 2))
 CALLS_PER_SECOND_AT_MOST = 5_000  # bodies prepared per level: above any peak here
 
 
-async def pay_peak(target: str, levels: list[int], duration_s: float, connections: int,
-                   niceness: int) -> dict:
-    by_level = {}
+def server_cpu_s(supervisor: int) -> float:
+    """CPU of the server: the process started and its children (the workers)."""
+    total = cpu_s(supervisor)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[1]) == supervisor:
+            total += cpu_s(int(stat.parent.name))
+    return total
+
+
+async def pay_peak(target: str, pid: int, levels: list[int], duration_s: float,
+                   connections: int, niceness: int) -> dict:
+    by_level, cpu_by_level = {}, {}
     for level in levels:
+        cpu_before = server_cpu_s(pid)
         calls, _ = await node_unary_load(
             target, PAY_METHOD, pay_request_maker(uuid.uuid4().hex[:8]),
             int(CALLS_PER_SECOND_AT_MOST * duration_s), AUTH_METADATA, 30,
             closed_loop=(level, duration_s), niceness=niceness, connections=connections)
+        cpu = server_cpu_s(pid) - cpu_before
         ok = sum(1 for _, code, _ in calls if code == grpc.StatusCode.OK)
         by_level[level] = round(ok / duration_s, 1)
-    return {"pay_qps_by_concurrency": by_level, "pay_peak_qps": max(by_level.values())}
+        cpu_by_level[level] = round(cpu * 1e6 / max(ok, 1))
+    return {"pay_qps_by_concurrency": by_level, "pay_peak_qps": max(by_level.values()),
+            "server_cpu_us_per_pay_by_concurrency": cpu_by_level}
 
 
 async def batch_rate(target: str, items: int) -> float:
@@ -71,8 +91,10 @@ async def measure(engine: str, workers: int, args: argparse.Namespace) -> dict:
         dsn = await databases.create() if engine == "postgresql" else None
         async with paygrid_server(0, channel_called_directly=True, postgres_dsn=dsn,
                                   workers=workers) as server:
-            result = await pay_peak(server.target, args.levels, args.duration_s,
+            result = await pay_peak(server.target, server.pid, args.levels, args.duration_s,
                                     args.connections, args.niceness)
+        if not args.items:
+            return {"engine": engine, "workers": workers, **result}
         dsn = await databases.create() if engine == "postgresql" else None
         async with paygrid_server(simulator_process=True, postgres_dsn=dsn,
                                   workers=workers) as server:
@@ -89,14 +111,18 @@ async def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--niceness", type=int, default=10)
+    parser.add_argument("--engines", default="sqlite,postgresql")
     args = parser.parse_args()
     args.levels = [int(level) for level in args.concurrency.split(",")]
+    engines = args.engines.split(",")
     results = []
     for engine, workers in SETUPS:
-        results.append(await measure(engine, workers, args))
-        print(json.dumps(results[-1]), flush=True)
-    one, two = (r["pay_peak_qps"] for r in results if r["engine"] == "postgresql")
-    print(f"PostgreSQL Pay peak, 2 workers / 1 worker: {two / one:.2f}x")
+        if engine in engines:
+            results.append(await measure(engine, workers, args))
+            print(json.dumps(results[-1]), flush=True)
+    for engine in engines:
+        one, two = (r["pay_peak_qps"] for r in results if r["engine"] == engine)
+        print(f"{engine} Pay peak, 2 workers / 1 worker: {two / one:.2f}x")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ code, tests/reliability/test_reliability_crash.py). Usage (after scripts/setup):
       [--group-size 100] [--per-message 500] [--parallelism 4] [--channel-latency-ms 50]
       [--workers 2 [--engine sqlite]]
 With --workers N (N > 1) the server is `serve --workers N` on PostgreSQL (a
-fresh schema per run in PAYGRID_TEST_POSTGRES_DSN's database; with --engine
-sqlite the batch part's workers share one SQLite file) and each kill
+fresh schema per run in PAYGRID_TEST_POSTGRES_DSN's database) or, with
+--engine sqlite, on one SQLite file the workers share, and each kill
 SIGKILLs one worker, which its supervisor starts again: during Pay, each
 client on a connection of its own, the workers in turn (a killed worker's
 payments are handed over after HANDOFF_AFTER_MS: about 90 s a kill); during
@@ -55,10 +55,10 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--channel-latency-ms", type=float, default=None,
                         help="the simulators' latency (default: each scenario's own)")
     parser.add_argument("--workers", type=int, default=1,
-                        help="server processes (more than 1: PostgreSQL, or --engine sqlite)")
+                        help="server processes (more than 1: see --engine)")
     parser.add_argument("--engine", choices=("postgresql", "sqlite"), default="postgresql",
-                        help="with --workers N: the database the workers share (the batch part; "
-                             "sqlite: one file)")
+                        help="with --workers: the database the workers share (one server "
+                             "is always on SQLite)")
     parser.add_argument("--keep", action="store_true",
                         help="keep every run's database and server log (failed runs are kept)")
     return parser.parse_args()
@@ -70,10 +70,11 @@ async def main() -> int:
                else {"channel_latency_ms": args.channel_latency_ms})
     batch = BatchCrashConfig(items=args.items, max_group_size=args.group_size,
                              per_message=args.per_message, parallelism=args.parallelism,
-                             max_kills=args.max_kills, workers=args.workers,
-                             engine=args.engine, **latency)
+                             max_kills=args.max_kills, workers=args.workers, engine=args.engine,
+                             **latency)
     pay = PayCrashConfig(payments=args.payments, concurrency=args.concurrency,
-                         max_kills=args.max_kills, workers=args.workers, **latency)
+                         max_kills=args.max_kills, workers=args.workers, engine=args.engine,
+                         **latency)
     workdir = Path(tempfile.mkdtemp(prefix="paygrid-crash-"))
     # lost, duplicated, mismatched: the clients' view (tests/support/exactly_once.py);
     # books_differences: the database's (ledger_reconciliation.py).

@@ -110,7 +110,7 @@ def main() -> None:
                        help="env PAYGRID_LOG_LEVEL")
     serve.add_argument("--workers", default=os.environ.get("PAYGRID_WORKERS", "1"),
                        metavar="N", help="server processes sharing the port: a number, or "
-                       "auto (one per core); more than 1 needs PostgreSQL "
+                       "auto (one per core); on SQLite they share the file "
                        "(env PAYGRID_WORKERS; default 1)")
     check = commands.add_parser("check-config",
                                 help="validate the configuration and print it as JSON")

@@ -25,6 +25,7 @@ from paygrid_server.storage.sqlite.event_consumers import SqliteEventConsumers
 from paygrid_server.storage.sqlite.event_log import SqliteEventLog
 from paygrid_server.storage.sqlite.group_queue import SqliteGroupQueue
 from paygrid_server.storage.sqlite.lone_server_group_queue import LoneServerGroupQueue
+from paygrid_server.storage.sqlite.file_sharing import FileSharing
 from paygrid_server.storage.sqlite.payment_store import SqlitePaymentStore
 from paygrid_server.transport.event_messages import ProtobufSnapshots
 
@@ -63,16 +64,21 @@ async def open_storage(config: ServerConfig) -> Storage:
         return Storage(postgres, PostgresPaymentStore(postgres, snapshots), batch_store,
                        PostgresGroupQueue(postgres, batch_store), postgres_events,
                        postgres_consumers, postgres_consumers)
-    # One of N > 1 workers shares the file (its supervisor holds it): batch
+    # A worker of `serve --workers N` shares the file with the others (the
+    # supervisor holds its lock and says which worker starts alone): batch
     # groups are leased in it; a lone server keeps them in memory, which
     # costs fewer writes per group (docs/operations/workers.md has figures).
-    shared = worker_supervisor.shares_database()
-    sqlite = await SqliteDatabase.open(config.database_path, shared=shared)
-    sqlite_events = SqliteEventLog(sqlite)
-    sqlite_batches = SqliteBatchStore(sqlite, snapshots, sqlite_events.signal.notify)
+    worker = worker_supervisor.is_worker()
+    sharing = FileSharing(workers=worker,
+                          alone_at_start=not worker or worker_supervisor.is_first_worker())
+    sqlite = await SqliteDatabase.open(config.database_path,
+                                       worker_supervisor.inherited_database_lock_fd())
+    sqlite_events = SqliteEventLog(sqlite, sharing)
+    wake = sqlite_events.signal.notify
+    sqlite_batches = SqliteBatchStore(sqlite, snapshots, wake)
     sqlite_consumers = SqliteEventConsumers(sqlite)
-    group_queue = (SqliteGroupQueue(sqlite, snapshots, sqlite_events.signal.notify) if shared
+    group_queue = (SqliteGroupQueue(sqlite, snapshots, wake) if worker
                    else LoneServerGroupQueue(sqlite_batches, sqlite))
-    return Storage(sqlite, SqlitePaymentStore(sqlite, snapshots, sqlite_events.signal.notify),
+    return Storage(sqlite, SqlitePaymentStore(sqlite, snapshots, wake, sharing),
                    sqlite_batches, group_queue, sqlite_events, sqlite_consumers,
                    sqlite_consumers)

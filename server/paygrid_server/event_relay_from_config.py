@@ -29,5 +29,5 @@ def event_relay_for(config: ServerConfig, database: Database,
                                              config.postgres.connect_timeout_ms / 1_000)
         return EventRelay(event_log, PostgresRelayPosition(database), leadership, publisher,
                           broker=broker)
-    return EventRelay(event_log, SqliteRelayPosition(database), SqliteRelayLeadership(),
-                      publisher, broker=broker)
+    return EventRelay(event_log, SqliteRelayPosition(database),
+                      SqliteRelayLeadership(config.database_path), publisher, broker=broker)

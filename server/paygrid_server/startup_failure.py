@@ -19,7 +19,7 @@ from pathlib import Path
 
 from paygrid_server.config import TlsConfig
 from paygrid_server.domain.ports.storage_errors import StorageUnavailable
-from paygrid_server.storage.database_lock import DatabaseLocked
+from paygrid_server.storage.database_lock import DatabaseLocked, LockNotInherited
 from paygrid_server.storage.postgres.database import PostgresUnavailable
 from paygrid_server.storage.sqlite.writer import SqliteTooOld
 
@@ -54,9 +54,10 @@ def database_failure(error: BaseException, shown: str) -> StartupFailure | None:
     if isinstance(error, DatabaseLocked):
         return StartupFailure(
             f"{error}; stop that server, or give this one another database "
-            "(one server process per SQLite file; several replicas need PostgreSQL)",
+            "(one server per SQLite file: `--workers N` runs several processes of one server "
+            "on it; several replicas need PostgreSQL)",
             DATABASE_SETTING)
-    if isinstance(error, PostgresUnavailable):
+    if isinstance(error, (PostgresUnavailable, LockNotInherited)):
         return StartupFailure(str(error), DATABASE_SETTING)
     if isinstance(error, (sqlite3.Error, OSError, StorageUnavailable, SqliteTooOld)):
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)

@@ -8,10 +8,14 @@ here). On PostgreSQL each worker is a replica like any other: payments,
 batch groups and batch streams are handed over between workers by the
 database's leases and hand-off rules, exactly as between machines.
 
-On SQLite the workers share the file (WAL); the supervisor holds the
-file's lock (storage/database_lock.py) for them, so a second `serve` on it
-is still refused. Batch groups and streams are leased in the file as on
-PostgreSQL (storage/sqlite/group_queue.py).
+On SQLite the workers share the file (WAL; every write is a BEGIN
+IMMEDIATE transaction, so they take turns as writers): the supervisor holds
+the one-server-per-file lock for them and hands each worker its descriptor
+(storage/database_lock.py); each worker's stores keep the replica rules
+(storage/sqlite/file_sharing.py), told by FIRST_WORKER_ENV whether it may
+take up everything unfinished at its start.
+Batch groups and streams are leased in the file as on PostgreSQL
+(storage/sqlite/group_queue.py).
 
 The supervisor:
 - holds the port (transport/port_hold.py), so a second `serve` on it, with or
@@ -36,6 +40,7 @@ kernel if the supervisor itself dies (PR_SET_PDEATHSIG): no worker outlives it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import os
 import signal
@@ -53,11 +58,16 @@ from paygrid_server.transport.port_hold import PortHold
 
 log = structlog.get_logger("paygrid.workers")
 
-WORKERS_SETTING = "--workers or PAYGRID_WORKERS"
 READY_FD_ENV = "PAYGRID_READY_FD"  # a worker writes one byte there once it serves
 WORKER_OF_ENV = "PAYGRID_WORKER_OF"  # the supervisor's pid, in each worker's logs
 REPLICA_NONCE_ENV = "PAYGRID_REPLICA_NONCE"  # so the supervisor knows each worker's replica id
 DEAD_REPLICAS_ENV = "PAYGRID_DEAD_REPLICAS"  # those a restarted worker replaces, comma-separated
+# SQLite: the descriptor of the supervisor's lock on the file, for the worker to hold it by.
+DATABASE_LOCK_FD_ENV = "PAYGRID_DATABASE_LOCK_FD"
+# "1" for the first worker a supervisor starts: no other worker lives yet
+# (they start one after another), so what is unfinished in the file is no
+# live process's, and it may take everything up at once.
+FIRST_WORKER_ENV = "PAYGRID_FIRST_WORKER"
 # Dead replicas told to a restarted worker at most: the last ones (expiring
 # an older one's leases again finds nothing).
 DEAD_REPLICAS_TOLD = 16
@@ -76,12 +86,6 @@ def worker_count(value: str) -> int:
     return int(value)
 
 
-def shares_database() -> bool:
-    """This process is one of N > 1 workers of a supervisor, sharing its
-    database with the others (a lone server holds a SQLite file alone)."""
-    return WORKER_OF_ENV in os.environ
-
-
 def worker_metrics_listen(metrics_listen: str, index: int) -> str:
     """Each worker has its own /metrics: port + index (0 stays 0, "" off)."""
     host, _, port = metrics_listen.rpartition(":")
@@ -98,27 +102,12 @@ class WorkerSupervisor:
         self._processes: dict[int, asyncio.subprocess.Process] = {}  # by worker index
         self._stopping = asyncio.Event()
         self._failed: int | None = None  # a worker's start-up failure exit code
+        self._database_lock: DatabaseLock | None = None  # SQLite: held for the workers
+        self._started_any = False
 
     async def run(self) -> int:
         """Until stopped; the exit code of the whole."""
-        # A SQLite file is held for all the workers by their supervisor: a
-        # second `serve` on it is refused, the workers are not.
-        lock = None
-        if not self._config.postgres_dsn:
-            try:
-                self._config.database_path.parent.mkdir(parents=True, exist_ok=True)
-                lock = DatabaseLock.take(self._config.database_path)
-            except (DatabaseLocked, OSError) as error:
-                raise startup_failure.database_failure(
-                    error, self._config.database_shown) from None
-        try:
-            return await self._run()
-        finally:
-            if lock is not None:
-                lock.release()
-
-    async def _run(self) -> int:
-        with PortHold.take(self._config.listen) as held:
+        with self._database_held(), PortHold.take(self._config.listen) as held:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._stop, sig)
@@ -145,6 +134,27 @@ class WorkerSupervisor:
         if self._failed is not None:
             return self._failed
         return 0 if all(code == 0 for code in codes) else 1
+
+    @contextlib.contextmanager
+    def _database_held(self):
+        """SQLite: the file's lock, for the workers (refused, one line, if
+        another server holds it); PostgreSQL: nothing to hold."""
+        if self._config.postgres_dsn:
+            yield
+            return
+        path = self._config.database_path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = DatabaseLock.take(path)
+        except (DatabaseLocked, OSError) as error:
+            raise startup_failure.database_failure(
+                error, self._config.database_shown) from None
+        self._database_lock = lock
+        try:
+            yield
+        finally:
+            self._database_lock = None
+            lock.release()
 
     def _stop(self, sig: signal.Signals) -> None:
         log.info("workers.stopping", signal=sig.name, workers=len(self._processes))
@@ -183,16 +193,24 @@ class WorkerSupervisor:
                      dead: list[str]) -> asyncio.subprocess.Process:
         read_end, write_end = os.pipe()
         supervisor = os.getpid()
+        env = {**os.environ, READY_FD_ENV: str(write_end), WORKER_OF_ENV: str(supervisor),
+               REPLICA_NONCE_ENV: nonce, **({DEAD_REPLICAS_ENV: ",".join(dead)} if dead else {})}
+        pass_fds = [write_end]
+        for told_below in (FIRST_WORKER_ENV, DATABASE_LOCK_FD_ENV):
+            env.pop(told_below, None)  # never passed on from this process's own environment
+        if not self._started_any:
+            env[FIRST_WORKER_ENV] = "1"
+        self._started_any = True
+        if self._database_lock is not None:
+            env[DATABASE_LOCK_FD_ENV] = str(self._database_lock.fd)
+            pass_fds.append(self._database_lock.fd)
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "paygrid_server", *self._serve_args,
                 "--workers", "1", "--listen", listen, "--reuse-port", "true",
                 "--metrics-listen",
                 worker_metrics_listen(self._config.observability.metrics_listen, index),
-                env={**os.environ, READY_FD_ENV: str(write_end),
-                     WORKER_OF_ENV: str(supervisor), REPLICA_NONCE_ENV: nonce,
-                     **({DEAD_REPLICAS_ENV: ",".join(dead)} if dead else {})},
-                pass_fds=(write_end,), start_new_session=True,
+                env=env, pass_fds=pass_fds, start_new_session=True,
                 preexec_fn=lambda: _die_with(supervisor))
         finally:
             os.close(write_end)
@@ -223,6 +241,21 @@ def _replica(pid: int, nonce: str) -> str:
 def replica_id() -> str:
     """This process's replica id; a worker's nonce is its supervisor's choice."""
     return _replica(os.getpid(), os.environ.get(REPLICA_NONCE_ENV) or uuid.uuid4().hex[:8])
+
+
+def inherited_database_lock_fd() -> int | None:
+    """In a SQLite worker: the supervisor's lock on the file (None alone)."""
+    fd = os.environ.pop(DATABASE_LOCK_FD_ENV, None)
+    return int(fd) if fd else None
+
+
+def is_worker() -> bool:
+    return WORKER_OF_ENV in os.environ
+
+
+def is_first_worker() -> bool:
+    """The first worker of its supervisor: nothing else lived at its start."""
+    return os.environ.get(FIRST_WORKER_ENV) == "1"
 
 
 def dead_predecessors() -> list[str]:

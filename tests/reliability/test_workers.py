@@ -1,12 +1,15 @@
 """`serve --workers N` (issue 17, point 4): N server processes on one port,
-each a PostgreSQL replica, watched by one supervisor that holds the port.
+each a PostgreSQL replica or sharing one SQLite file, watched by one
+supervisor that holds the port (and the SQLite file's lock).
 
-Both workers serve through the one port; a second server on the port is
-refused with one line, as for a lone server; SIGTERM stops them all; a
-worker SIGKILLed while it holds a batch group mid-charge is started again
-and its group is finished by the replica rules, every item paid once; and
-SQLite workers share their supervisor's file, which no other server opens
-(their batches: test_sqlite_workers_batches.py).
+On both engines: both workers serve through the one port; a second server
+on the port is refused with one line, as for a lone server; SIGTERM stops
+them all; a payment of a worker SIGKILLed mid-charge is finished once after
+the hand-off. On PostgreSQL: a worker SIGKILLed while it holds a batch
+group mid-charge is started again and its group is finished by the replica
+rules, every item paid once (on SQLite: test_sqlite_workers_batches.py).
+SQLite workers share their supervisor's file, which no other server opens.
+More of SQLite's: test_sqlite_workers.py.
 
 The servers are real OS processes; the channel simulator runs in this
 process as the one remote channel all workers call, so its ledger is the
@@ -48,13 +51,20 @@ LEASES = dict(batch_lease_ms=3_000, batch_lease_renew_every_ms=300, batch_claim_
               batch_progress_poll_ms=50)
 
 
-def workers_process(tmp_path: Path, dsn: str, sim_port: int, workers: int = 2,
+def workers_process(tmp_path: Path, database: str | Path, sim_port: int, workers: int = 2,
                     **server: int) -> tuple[ServerProcess, int]:
     port = free_port()
-    config = write_config(tmp_path / "paygrid.toml", port, dsn,  # type: ignore[arg-type]
+    config = write_config(tmp_path / "paygrid.toml", port, database,  # type: ignore[arg-type]
                           {"card": sim_port}, **server)
     config.write_text(config.read_text() + "[postgres]\npool_max_connections = 4\n")
     return ServerProcess(config, tmp_path / "paygrid.log", ("--workers", str(workers))), port
+
+
+async def database_for(storage_engine: str, tmp_path: Path, postgres_databases) -> str | Path:
+    """A fresh database of the engine: a DSN, or a SQLite file the workers share."""
+    if storage_engine == "postgresql":
+        return await postgres_databases.create()
+    return tmp_path / "paygrid.sqlite3"
 
 
 def alive(pid: int) -> bool:
@@ -110,12 +120,29 @@ async def test_sqlite_workers_share_the_file_and_a_second_server_on_it_is_refuse
     assert supervisor.process.returncode == 0
 
 
-@pytest.mark.postgresql_only
+async def test_sqlite_workers_start_on_one_file_and_one_worker_is_a_lone_server(
+        tmp_path: Path) -> None:
+    """SQLite was refused for more than one worker; now the workers share the
+    file, and `--workers 1` is still the lone server SQLite always had."""
+    database = tmp_path / "paygrid.sqlite3"
+    for workers in ("2", "1"):
+        port = free_port()
+        server = ServerProcess(write_config(tmp_path / f"{workers}.toml", port, database, {}),
+                               tmp_path / f"{workers}.log", ("--workers", workers))
+        try:
+            await server.start(port)
+            if workers == "2":
+                await wait_for(lambda: len(ready_workers(server.log)) == 2, "both workers ready")
+        finally:
+            server.terminate()
+        assert server.process.returncode == 0, server.log.read_text()[-3000:]
+
+
 async def test_two_workers_serve_one_port_and_a_second_server_there_is_refused(
         tmp_path: Path, storage_engine: str, postgres_databases) -> None:
     sim_server, _, sim_port = await card_simulator()
-    dsn = await postgres_databases.create()
-    supervisor, port = workers_process(tmp_path, dsn, sim_port)
+    database = await database_for(storage_engine, tmp_path, postgres_databases)
+    supervisor, port = workers_process(tmp_path, database, sim_port)
     try:
         await supervisor.start(port)
         await wait_for(lambda: len(ready_workers(supervisor.log)) == 2, "both workers ready")
@@ -131,10 +158,16 @@ async def test_two_workers_serve_one_port_and_a_second_server_there_is_refused(
                 break
         assert seen == workers, f"only {seen} of {workers} served {n + 1} connections"
 
-        # A lone server, and a second supervisor, on the port: refused, one line.
+        # A lone server, and a second supervisor, on the port: refused, one
+        # line (on SQLite the file, held by the supervisor, is the first refusal).
+        refused = (f"paygrid-server: cannot listen on 127.0.0.1:{port}"
+                   if storage_engine == "postgresql" else
+                   f"paygrid-server: database {database} is in use by process "
+                   f"{supervisor.process.pid};")
         for extra in ((), ("--workers", "2")):
-            line = refusal(serve_once("--listen", f"127.0.0.1:{port}", "--database", dsn, *extra))
-            assert line.startswith(f"paygrid-server: cannot listen on 127.0.0.1:{port}"), line
+            line = refusal(serve_once("--listen", f"127.0.0.1:{port}", "--database",
+                                      str(database), *extra))
+            assert line.startswith(refused), line
         assert supervisor.process.poll() is None and all(map(alive, workers))
 
         supervisor.process.send_signal(signal.SIGTERM)
@@ -145,11 +178,11 @@ async def test_two_workers_serve_one_port_and_a_second_server_there_is_refused(
         await sim_server.stop(None)
 
 
-@pytest.mark.postgresql_only
 async def test_workers_stop_when_their_supervisor_is_killed(
         tmp_path: Path, storage_engine: str, postgres_databases) -> None:
     sim_server, _, sim_port = await card_simulator()
-    supervisor, port = workers_process(tmp_path, await postgres_databases.create(), sim_port)
+    supervisor, port = workers_process(
+        tmp_path, await database_for(storage_engine, tmp_path, postgres_databases), sim_port)
     try:
         await supervisor.start(port)
         await wait_for(lambda: len(ready_workers(supervisor.log)) == 2, "both workers ready")
@@ -232,7 +265,6 @@ async def test_a_killed_worker_is_started_again_and_its_group_is_paid_once(
         await sim_server.stop(None)
 
 
-@pytest.mark.postgresql_only
 @pytest.mark.timeout(HANDOFF_AFTER_MS // 1_000 + 180)  # the hand-off itself is 90 s
 async def test_a_payment_of_a_killed_worker_is_finished_once_after_the_hand_off(
         tmp_path: Path, storage_engine: str, postgres_databases) -> None:
@@ -243,8 +275,9 @@ async def test_a_payment_of_a_killed_worker_is_finished_once_after_the_hand_off(
     finds the charge (GetCharge) and the payment ends SUCCEEDED: one capture.
     Slow by design: the hand-off is 90 s."""
     sim_server, card, sim_port = await card_simulator()
-    supervisor, port = workers_process(tmp_path, await postgres_databases.create(), sim_port,
-                                       recovery_interval_ms=500)
+    supervisor, port = workers_process(
+        tmp_path, await database_for(storage_engine, tmp_path, postgres_databases), sim_port,
+        recovery_interval_ms=500)
     try:
         await supervisor.start(port)
         await wait_for(lambda: len(ready_workers(supervisor.log)) == 2, "both workers ready")

@@ -6,6 +6,7 @@ end is reached exactly, never waited for."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from paygrid_server.domain.model.batch import (
 )
 from paygrid_server.domain.model.money import Money
 from paygrid_server.domain.ports.group_queue import GroupLease
+from paygrid_server.storage.database_lock import DatabaseLock
 from paygrid_server.storage.sqlite import group_queue as group_queue_module
 from paygrid_server.storage.sqlite.batch_store import SqliteBatchStore
 from paygrid_server.storage.sqlite.database import SqliteDatabase
@@ -57,13 +59,22 @@ def _items(first: int, count: int) -> list[BatchItem]:
                       "card") for seq in range(first, first + count)]
 
 
+_SUPERVISOR_LOCKS: dict[Path, DatabaseLock] = {}
+
+
+async def _worker_database(path: Path) -> SqliteDatabase:
+    """A worker's database: held, as under `serve --workers N`, by a copy of
+    its supervisor's lock on the file (the `workers` fixture takes it)."""
+    return await SqliteDatabase.open(path, os.dup(_SUPERVISOR_LOCKS[path].fd))
+
+
 @pytest.fixture
 async def workers(tmp_path: Path, clock: Clock):
     """(queue of worker A, queue of worker B, A's batch store, the file);
     batch UID with parallelism 2 and groups 1-3 queued (3 items each)."""
     path = tmp_path / "paygrid.sqlite3"
-    a = await SqliteDatabase.open(path, shared=True)
-    b = await SqliteDatabase.open(path, shared=True)
+    _SUPERVISOR_LOCKS[path] = DatabaseLock.take(path)
+    a, b = await _worker_database(path), await _worker_database(path)
     snapshots = ProtobufSnapshots()
     store = SqliteBatchStore(a, snapshots)
     header = BatchHeader("b1", "payer", GroupingPolicy.CHANNEL, 3, 2)
@@ -77,6 +88,7 @@ async def workers(tmp_path: Path, clock: Clock):
     yield qa, qb, store, path
     await a.close()
     await b.close()
+    _SUPERVISOR_LOCKS.pop(path).release()
 
 
 def _rows(path: Path, sql: str, *params) -> list[tuple]:
@@ -245,7 +257,7 @@ async def test_a_lone_server_regroups_what_workers_left_queued(workers, clock) -
     qa, _, store, path = workers
     await _group_1_mid_charge(qa)
     # The lone server's own connections (the workers' are gone by then).
-    lone_database = await SqliteDatabase.open(path, shared=True)
+    lone_database = await _worker_database(path)
     lone = LoneServerGroupQueue(store, lone_database)
     assert await lone.acquire_submission(UID, "lone", LEASE_MS)
     assert await qa.unfinished_groups(UID) == []

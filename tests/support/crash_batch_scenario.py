@@ -52,8 +52,8 @@ class BatchCrashConfig:
     max_kills: int = 3
     channel_latency_ms: float = 2.0
     channel_jitter_ms: float = 3.0
-    workers: int = 1  # more than 1: serve --workers N on PostgreSQL (or on SQLite: engine)
-    engine: str = "postgresql"  # for workers: "sqlite" shares one SQLite file
+    workers: int = 1  # more than 1: serve --workers N
+    engine: str = "postgresql"  # with workers: "sqlite" (one file) or "postgresql" (a schema)
 
 
 @dataclass(frozen=True)
@@ -147,8 +147,8 @@ async def run_batch_crash(seed: int, workdir: Path, config: BatchCrashConfig) ->
     behaviour = SimulatorBehaviour(latency_ms=config.channel_latency_ms,
                                    jitter_ms=config.channel_jitter_ms, seed=seed)
     databases = PostgresDatabases()
-    dsn = (await databases.create() if config.workers > 1 and config.engine == "postgresql"
-           else None)
+    dsn = (await databases.create()
+           if config.workers > 1 and config.engine == "postgresql" else None)
     try:
         return await _run_with(run, transactions, messages, workdir, behaviour, config, dsn,
                                started)

@@ -13,7 +13,7 @@ the restarts are themselves killed a seeded 0 to 2 s after they were spawned,
 which can catch the server resolving the payments the last kill left.
 
 With `workers` > 1 the server is `serve --workers N` on a fresh PostgreSQL
-schema, each client on a connection of its own (so every worker has calls
+schema (or, with engine "sqlite", on one SQLite file), each client on a connection of its own (so every worker has calls
 in flight), and a kill is one worker's: its payments are taken over by the
 replica hand-off (HANDOFF_AFTER_MS), so each kill costs about 90 s.
 """
@@ -55,7 +55,8 @@ class PayCrashConfig:
     max_kills: int = 3
     channel_latency_ms: float = 5.0
     channel_jitter_ms: float = 10.0
-    workers: int = 1  # more than 1: serve --workers N on PostgreSQL
+    workers: int = 1  # more than 1: serve --workers N
+    engine: str = "postgresql"  # with workers: "sqlite" (one file) or "postgresql" (a schema)
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,8 @@ async def run_pay_crash(seed: int, workdir: Path, config: PayCrashConfig) -> Pay
     behaviour = SimulatorBehaviour(latency_ms=config.channel_latency_ms,
                                    jitter_ms=config.channel_jitter_ms, seed=seed)
     databases = PostgresDatabases()
-    dsn = await databases.create() if config.workers > 1 else None
+    dsn = (await databases.create()
+           if config.workers > 1 and config.engine == "postgresql" else None)
     try:
         async with crash_rig(workdir, CHANNELS, behaviour, config.workers, dsn) as rig:
             answers: dict[str, pb.Payment] = {}

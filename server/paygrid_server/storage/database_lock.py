@@ -6,6 +6,13 @@ transaction, so the file is held for the whole life of the process with
 flock(2): the kernel releases it when the process exits or is killed, so a
 crashed holder never blocks a restart. The holder's pid is written into the
 lock file only to name it in the refusal.
+
+`serve --workers N` on SQLite: the supervisor takes the lock for its own
+workers and hands each the descriptor (an flock belongs to the open file,
+shared by every process holding a copy): a worker holds the file with it
+and never takes it itself; a second `serve` is refused as before; and the
+file stays held until the supervisor and every worker are gone, so no new
+server starts on it while a worker still drains.
 """
 
 from __future__ import annotations
@@ -29,9 +36,36 @@ def lock_path(database: Path) -> Path:
     return database.with_name(database.name + ".lock")
 
 
+class LockNotInherited(Exception):
+    """A worker's inherited descriptor is not its database's lock file."""
+
+    def __init__(self, database: Path, fd: int) -> None:
+        super().__init__(f"descriptor {fd} is not the lock of database {database} "
+                         "(a worker is started by `serve --workers N`, never alone)")
+
+
 class DatabaseLock:
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, owned: bool = True) -> None:
         self._fd: int | None = fd
+        self._owned = owned  # False: a worker's copy of its supervisor's lock
+
+    @property
+    def fd(self) -> int:
+        """The held descriptor, for a worker to inherit."""
+        assert self._fd is not None
+        return self._fd
+
+    @classmethod
+    def inherited(cls, database: Path, fd: int) -> "DatabaseLock":
+        """In a worker: the lock its supervisor took (and holds) for it."""
+        try:
+            held, named = os.fstat(fd), os.stat(lock_path(database))
+        except OSError:
+            raise LockNotInherited(database, fd) from None
+        if (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino):
+            raise LockNotInherited(database, fd)
+        os.set_inheritable(fd, False)  # the worker's own children get none
+        return cls(fd, owned=False)
 
     @classmethod
     def take(cls, database: Path) -> "DatabaseLock":
@@ -58,6 +92,9 @@ class DatabaseLock:
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
+        if not self._owned:
+            os.close(fd)  # the supervisor's copy still holds the file, with its pid
+            return
         # The file stays: unlinking it would let a third process lock a new
         # inode while a second one still waits on the old.
         try:

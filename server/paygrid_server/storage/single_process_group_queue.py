@@ -1,6 +1,7 @@
-"""The group queue of an engine only one server process opens (SQLite).
+"""The group queue of an engine only one server opens (SQLite).
 
-No other replica can open the database file, so durable leases would buy
+No other replica can open the database file (with `--workers N`, a batch's
+groups are charged by the worker holding its stream), so durable leases would buy
 nothing and cost writes on SQLite's single writer (queueing, claiming and
 fencing a group are three more per group): groups wait here, in memory, and
 a group's items are written twice, as before leases existed - PROCESSING

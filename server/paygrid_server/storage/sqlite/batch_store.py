@@ -223,6 +223,8 @@ class SqliteBatchStore:
         await self._write(finish)
 
     async def interrupt_abandoned(self) -> int:
+        # A lone server's sweep: workers sharing the file sweep through
+        # their group queue, which knows the batches a live worker streams.
         def interrupt(db: sqlite3.Connection) -> int:
             stopped = db.execute("SELECT uid, status FROM batches "
                                  "WHERE status IN ('RECEIVING', 'PROCESSING')").fetchall()

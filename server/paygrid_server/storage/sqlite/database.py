@@ -21,20 +21,23 @@ T = TypeVar("T")
 
 
 class SqliteDatabase:
-    def __init__(self, lock: DatabaseLock | None, writer: SqliteWriter,
-                 reader: aiosqlite.Connection) -> None:
+    def __init__(self, lock: DatabaseLock, writer: SqliteWriter,
+                 reader: aiosqlite.Connection, path: Path) -> None:
         self._lock = lock
+        self.path = path
+        self._also_close: list[Callable[[], None]] = []
         self._writer = writer
         self.reader = reader
 
     @classmethod
-    async def open(cls, path: Path, shared: bool = False) -> "SqliteDatabase":
+    async def open(cls, path: Path, inherited_lock_fd: int | None = None) -> "SqliteDatabase":
         """Held by this process until close (DatabaseLocked if another holds
-        it), unless `shared`: a worker of `serve --workers N`, whose
-        supervisor holds the file for all its workers; whatever was opened
-        is closed again when a later step fails."""
+        it), or by its supervisor when it is a worker (`inherited_lock_fd`:
+        see storage/database_lock.py); whatever was opened is closed again
+        when a later step fails."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        lock = None if shared else DatabaseLock.take(path)
+        lock = (DatabaseLock.take(path) if inherited_lock_fd is None
+                else DatabaseLock.inherited(path, inherited_lock_fd))
         writer = reader = None
         try:
             writer = await SqliteWriter.open(path)
@@ -51,13 +54,19 @@ class SqliteDatabase:
             if lock is not None:
                 lock.release()
             raise
-        return cls(lock, writer, reader)
+        return cls(lock, writer, reader, path)
 
     async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Runs `work` as one all-or-nothing unit; returns once it is durable."""
         return await self._writer.unit(work)
 
+    def close_with(self, close: Callable[[], None]) -> None:
+        """`close` (another connection to the file, say) runs at close, first."""
+        self._also_close.append(close)
+
     async def close(self) -> None:
+        for close in self._also_close:
+            close()
         try:
             await self.reader.close()
             await self._writer.close()

@@ -1,5 +1,9 @@
 """PaymentStore on SQLite: a commit is on disk before the call that needed
-it is answered (see sqlite/database.py)."""
+it is answered (see sqlite/database.py). Each write is one BEGIN IMMEDIATE
+transaction (the file's write lock, across `--workers` processes too): a key
+is taken by INSERT ... ON CONFLICT DO NOTHING, a refund checked and reserved
+by one conditional UPDATE, versions read and written in the file. Whose
+unfinished work is whose: sqlite/file_sharing.py."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import aiosqlite
 from paygrid_server.domain.model.payment import (
     ChargeAttempt,
     Leg,
+    LegStatus,
     Payment,
     PaymentStatus,
 )
@@ -34,6 +39,7 @@ from paygrid_server.storage.payment_rows import (
     refund_row,
 )
 from paygrid_server.storage.sqlite.database import SqliteDatabase, write_then_wake
+from paygrid_server.storage.sqlite.file_sharing import LONE, FileSharing, UnfinishedWork
 from paygrid_server.storage.sqlite.payment_events import (
     write_payment_events,
     write_refund_event,
@@ -49,8 +55,11 @@ _BEFORE_OUTCOME = (
 
 class SqlitePaymentStore:
     def __init__(self, database: SqliteDatabase, encoder: SnapshotEncoder,
-                 events_written: Callable[[], None] = lambda: None) -> None:
+                 events_written: Callable[[], None] = lambda: None,
+                 sharing: FileSharing = LONE) -> None:
         self._reader = database.reader
+        self._payments = UnfinishedWork(sharing)
+        self._refunds = UnfinishedWork(sharing)
         self._encoder = encoder
         # events_written wakes watchers (SqliteEventLog.signal)
         self._write = write_then_wake(database.write, events_written)
@@ -86,6 +95,7 @@ class SqlitePaymentStore:
 
         if await self._write(insert):
             payment.version = 1
+            self._payments.started(payment.payment_id)
             return None
         # The key's payment is committed by now (at the latest by the commit
         # that carried this unit), so the reader sees it.
@@ -113,16 +123,20 @@ class SqlitePaymentStore:
             (tenant_id, after.received_at_us, after.payment_id, limit))
 
     async def list_processing_payments(self) -> list[Payment]:
+        takes = self._payments.listing()
         return await self._load_payments(
             self._reader, "SELECT * FROM payments WHERE status = 'PROCESSING' "
-            "ORDER BY received_at_us", ())
+            "ORDER BY received_at_us", (),
+            keep=lambda row: takes(row["payment_id"], row["received_at_us"]))
 
-    async def _load_payments(self, db: aiosqlite.Connection, sql: str, params: tuple) -> list[Payment]:
+    async def _load_payments(self, db: aiosqlite.Connection, sql: str, params: tuple,
+                             keep: Callable[[sqlite3.Row], bool] = lambda row: True
+                             ) -> list[Payment]:
         # Every read is one execute_fetchall: a cursor left open across an
         # await keeps the shared reader's WAL snapshot open, and reads of other
         # tasks interleaved meanwhile see data older than their start (with
         # enough concurrent reads, indefinitely).
-        rows = list(await db.execute_fetchall(sql, params))
+        rows = [row for row in await db.execute_fetchall(sql, params) if keep(row)]
         if not rows:
             return []
         ids = [row["payment_id"] for row in rows]
@@ -154,7 +168,7 @@ class SqlitePaymentStore:
                 _BEFORE_OUTCOME, (payment.payment_id,))}
             before = next(iter(legs_before.values()))
             if PaymentStatus(before["payment_status"]).is_final:
-                return None
+                return None  # the first final outcome stands (another worker's, say)
             after = payment_after_outcome(payment, legs_before, before["version"])
             types = payment_outcome_types(
                 before["payment_status"], {i: row["status"] for i, row in legs_before.items()},
@@ -173,6 +187,8 @@ class SqlitePaymentStore:
             return version
 
         version = await self._write(save)
+        if version is None or payment.status is not PaymentStatus.PROCESSING:
+            self._payments.finished(payment.payment_id)
         if version is None:
             return False
         payment.version = version
@@ -211,6 +227,7 @@ class SqlitePaymentStore:
             return True
 
         if await self._write(insert):
+            self._refunds.started(refund.refund_id)
             return None
         return await self.get_refund_by_key(refund.payment_id, refund.idempotency_key)
 
@@ -220,8 +237,10 @@ class SqlitePaymentStore:
             (payment_id, idempotency_key))
 
     async def list_pending_refunds(self) -> list[Refund]:
+        takes = self._refunds.listing()
         ids = [row["refund_id"] for row in await self._reader.execute_fetchall(
-            "SELECT refund_id FROM refunds WHERE status = 'PENDING'")]
+            "SELECT refund_id, created_at_us FROM refunds WHERE status = 'PENDING' "
+            "ORDER BY created_at_us") if takes(row["refund_id"], row["created_at_us"])]
         refunds = []
         for refund_id in ids:
             refund = await self._load_refund(
@@ -230,12 +249,17 @@ class SqlitePaymentStore:
             refunds.append(refund)
         return refunds
 
-    # One process has the file: what it does not run, nobody runs.
     def payment_may_be_running_elsewhere(self, payment: Payment) -> bool:
-        return False
+        # Of what list_processing_payments does not hand this process, the
+        # part no run has stored an outcome for (its run ended otherwise).
+        return (any(leg.status is LegStatus.PENDING for leg in payment.legs)
+                and self._payments.may_be_running_elsewhere(payment.payment_id,
+                                                            payment.received_at_us))
 
     def refund_may_be_running_elsewhere(self, refund: Refund) -> bool:
-        return False
+        return (refund.status is RefundStatus.PENDING
+                and self._refunds.may_be_running_elsewhere(refund.refund_id,
+                                                           refund.created_at_us))
 
     async def _load_refund(self, db: aiosqlite.Connection, sql: str, params: tuple) -> Refund | None:
         found = await db.execute_fetchall(sql, params)  # whole reads: see _load_payments
@@ -271,3 +295,5 @@ class SqlitePaymentStore:
                 write_refund_event(db, self._encoder, event_type, refund.refund_id)
 
         await self._write(save)
+        if refund.status is not RefundStatus.PENDING:
+            self._refunds.finished(refund.refund_id)
