@@ -91,6 +91,12 @@ def stored_statuses(db: sqlite3.Connection, batch_uid: str,
     return found
 
 
+# `group_no <> 0` is the WHERE of the partial index batch_items_by_group
+# (migrations/0011): SQLite uses a partial index only for a query that says so.
+GROUP_ITEMS_SQL = (f"SELECT {ITEM_COLUMNS} FROM batch_items "
+                   "WHERE batch_uid = ? AND group_no = ? AND group_no <> 0 ORDER BY seq")
+
+
 def groups_as_stored(db: sqlite3.Connection, batch_uid: str,
                      group_nos: list[int]) -> list[BatchGroup]:
     """Each group with every item of it, as stored (batch_items_by_group)."""
@@ -99,8 +105,6 @@ def groups_as_stored(db: sqlite3.Connection, batch_uid: str,
         key, started_at_us, completed_at_us = db.execute(
             "SELECT group_key, started_at_us, completed_at_us FROM batch_groups "
             "WHERE batch_uid = ? AND group_no = ?", (batch_uid, group_no)).fetchone()
-        items = [item_from_row(row) for row in db.execute(
-            f"SELECT {ITEM_COLUMNS} FROM batch_items WHERE batch_uid = ? AND group_no = ? "
-            "ORDER BY seq", (batch_uid, group_no))]
+        items = [item_from_row(row) for row in db.execute(GROUP_ITEMS_SQL, (batch_uid, group_no))]
         groups.append(BatchGroup(group_no, key, items, started_at_us, completed_at_us or 0))
     return groups

@@ -29,6 +29,7 @@ from typing import Any, Callable, TypeVar
 import structlog
 
 from paygrid_server.domain.ports.storage_errors import StorageFault, StorageUnavailable
+from paygrid_server.storage.sqlite.none_binding import bind_none_directly
 
 T = TypeVar("T")
 log = structlog.get_logger("paygrid.storage")
@@ -67,6 +68,7 @@ def connect(path: Path) -> sqlite3.Connection:
         raise SqliteTooOld(
             f"paygrid needs SQLite >= {'.'.join(map(str, MIN_SQLITE_VERSION))}; this Python's "
             f"sqlite3 module has {sqlite3.sqlite_version}")
+    bind_none_directly()
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.row_factory = sqlite3.Row
     for pragma in PRAGMAS:

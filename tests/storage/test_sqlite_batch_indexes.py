@@ -1,0 +1,59 @@
+"""SQLite's batch_items indexes: batch_items_by_group holds only items in a
+group (partial, migrations/0011: an item is stored before its group
+exists), and reading a group back still goes through it, not through every
+item of the batch."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from paygrid_server.domain.model.batch import (
+    Batch,
+    BatchGroup,
+    BatchHeader,
+    BatchItem,
+    BatchItemStatus,
+    BatchStatus,
+    GroupingPolicy,
+)
+from paygrid_server.domain.model.money import Money
+from paygrid_server.storage.sqlite.batch_item_rows import GROUP_ITEMS_SQL, groups_as_stored
+from paygrid_server.storage.sqlite.batch_store import SqliteBatchStore
+from paygrid_server.storage.sqlite.database import SqliteDatabase
+from paygrid_server.transport.event_messages import ProtobufSnapshots
+
+UID = "bat_idx"
+
+
+def _item(seq: int) -> BatchItem:
+    return BatchItem(seq, f"r{seq:04d}", f"payee_{seq}", Money("EUR", 100), "", None, "card")
+
+
+async def test_only_grouped_items_enter_by_group_and_a_group_reads_back_through_it(
+        tmp_path: Path) -> None:
+    path = tmp_path / "paygrid.sqlite3"
+    database = await SqliteDatabase.open(path)
+    try:
+        store = SqliteBatchStore(database, ProtobufSnapshots())
+        header = BatchHeader("b1", "payer", GroupingPolicy.CHANNEL, 100, 4)
+        await store.insert_batch(Batch("dev", "b1", UID, header, header.fingerprint(),
+                                       BatchStatus.RECEIVING, 0, 1))
+        items = [_item(seq) for seq in range(1, 6)]
+        await store.insert_items(UID, 1, items, 0)
+        grouped = [items[3], items[1]]  # out of seq order: read back in seq order
+        await store.mark_group_processing(UID, BatchGroup(7, "card", grouped, 10))
+    finally:
+        await database.close()
+
+    with sqlite3.connect(path) as db:
+        partial = {name: flag for _, name, _, _, flag in db.execute(
+            "PRAGMA index_list(batch_items)")}
+        assert partial["batch_items_by_group"] == 1
+        plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {GROUP_ITEMS_SQL}", (UID, 7))]
+        assert plan == ["SEARCH batch_items USING INDEX batch_items_by_group "
+                        "(batch_uid=? AND group_no=?)"], plan
+        [group] = groups_as_stored(db, UID, [7])
+    assert [(i.seq, i.status, i.group_no) for i in group.items] == \
+        [(2, BatchItemStatus.PROCESSING, 7), (4, BatchItemStatus.PROCESSING, 7)]
+    assert (group.key, group.started_at_us) == ("card", 10)
