@@ -24,10 +24,15 @@ from paygrid_server.domain.model.batch import BatchGroup, BatchItem, BatchItemSt
 from paygrid_server.domain.ports.event_log import SnapshotEncoder
 from paygrid_server.domain.ports.group_queue import DoneGroup, GroupLease
 from paygrid_server.storage.batch_group_events import completed
-from paygrid_server.storage.batch_rows import ITEM_COLUMNS, item_from_row
+from paygrid_server.storage.batch_rows import item_from_row
 from paygrid_server.storage.sqlite.batch_events import write_batch_event
 from paygrid_server.storage.sqlite.batch_group_events import write_group_events
-from paygrid_server.storage.sqlite.batch_item_rows import chunks, in_list, save_states
+from paygrid_server.storage.sqlite.batch_item_rows import (
+    GROUP_ITEMS_SQL,
+    chunks,
+    in_list,
+    save_states,
+)
 from paygrid_server.storage.sqlite.database import SqliteDatabase, write_then_wake
 
 # A batch inserted but never started is between its INSERT and its
@@ -158,9 +163,7 @@ class SqliteGroupQueue:
         claimed = self._claimed.pop((batch_uid, group_no), None)
         if claimed is not None:
             return claimed
-        rows = await self._reader.execute_fetchall(
-            f"SELECT {ITEM_COLUMNS} FROM batch_items WHERE batch_uid = ? AND group_no = ? "
-            "ORDER BY seq", (batch_uid, group_no))
+        rows = await self._reader.execute_fetchall(GROUP_ITEMS_SQL, (batch_uid, group_no))
         return [item_from_row(row) for row in rows]
 
     async def mark_group_processing(self, batch_uid: str, group: BatchGroup,
