@@ -9,7 +9,10 @@ spreads connections, not calls, over the workers), 1 leg, an in-process
 channel simulator called directly with 0 latency; the peak is the best of the
 concurrency levels. Batch: one SubmitBatch stream from Python (it lands on
 one worker; on PostgreSQL the other workers claim its groups too), a channel
-simulator process of its own. The machine is shared: run it more than once.
+simulator process of its own. Each Pay level also prints the busy cores of the
+server and of the whole machine (/proc/stat): where the machine is already busy
+with one worker, a second has no core to add. The machine is shared: run it more
+than once.
 Usage (after scripts/setup, `npm ci` in clients/node, a PostgreSQL at
 PAYGRID_TEST_POSTGRES_DSN):
   .venv/bin/python scripts/bench_workers.py [--duration-s 5] [--concurrency 32,128]
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 import uuid
@@ -55,21 +59,38 @@ def server_cpu_s(supervisor: int) -> float:
     return total
 
 
+def machine_cpu_s() -> tuple[float, float]:
+    """(busy, all) CPU seconds of every core since boot, from /proc/stat."""
+    ticks = [int(field) for field in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks) - idle) / hz, sum(ticks) / hz
+
+
 async def pay_peak(target: str, pid: int, levels: list[int], duration_s: float,
                    connections: int, niceness: int) -> dict:
-    by_level, cpu_by_level = {}, {}
+    # Busy cores of the whole machine beside the server's own: on 2 cores
+    # shared with the generator (and PostgreSQL), whether a second worker
+    # had a core to run on at all.
+    by_level, cpu_by_level, cores_by_level = {}, {}, {}
     for level in levels:
         cpu_before = server_cpu_s(pid)
+        machine_before = machine_cpu_s()
         calls, _ = await node_unary_load(
             target, PAY_METHOD, pay_request_maker(uuid.uuid4().hex[:8]),
             int(CALLS_PER_SECOND_AT_MOST * duration_s), AUTH_METADATA, 30,
             closed_loop=(level, duration_s), niceness=niceness, connections=connections)
         cpu = server_cpu_s(pid) - cpu_before
+        busy, total = (after - before for after, before in zip(machine_cpu_s(), machine_before))
         ok = sum(1 for _, code, _ in calls if code == grpc.StatusCode.OK)
         by_level[level] = round(ok / duration_s, 1)
         cpu_by_level[level] = round(cpu * 1e6 / max(ok, 1))
+        cores = os.cpu_count() or 1
+        cores_by_level[level] = {"server": round(cpu / (total / cores), 2),
+                                 "machine": round(busy / (total / cores), 2), "of": cores}
     return {"pay_qps_by_concurrency": by_level, "pay_peak_qps": max(by_level.values()),
-            "server_cpu_us_per_pay_by_concurrency": cpu_by_level}
+            "server_cpu_us_per_pay_by_concurrency": cpu_by_level,
+            "busy_cores_by_concurrency": cores_by_level}
 
 
 async def batch_rate(target: str, items: int) -> float:
