@@ -33,7 +33,7 @@ from tests.conftest import rich_status
 from tests.support.batch_client import batch_stub, chunk, collect, header, open_stream
 from tests.support.exactly_once import count_batch
 from tests.support.server_process import ServerProcess, free_port, wait_for, write_config
-from tests.support.worker_log import log_events, own_connection, ready_workers
+from tests.support.worker_log import alive, log_events, own_connection, ready_workers
 
 pytestmark = pytest.mark.sqlite_only
 
@@ -91,16 +91,17 @@ async def _whole_batch(channel: grpc.aio.Channel, batch_id: str,
     return call
 
 
+def _each_item_charged_once(workers, transactions, reply, card) -> None:
+    """What the client was told and what the file holds both equal the
+    channel's ledger: every item charged once."""
+    told = count_batch(transactions, reply.results, {"card": card.ledger})
+    assert told.ok and told.captures == len(transactions), told.describe()
+    books = reconcile(sqlite_rows(workers.database), {"card": card.ledger})
+    assert books.ok, str(books)
+
+
 def _pid(owner: str) -> int:
     return int(owner.split(":")[-2])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 async def test_a_live_workers_groups_are_never_taken_and_every_item_is_paid_once(
@@ -138,10 +139,7 @@ async def test_a_live_workers_groups_are_never_taken_and_every_item_is_paid_once
         assert sorted(reply.reported) == sorted(t.reference for t in transactions)
         assert {_pid(o) for (o,) in workers.rows("SELECT owner FROM batch_replicas")} == \
             set(pids)
-        told = count_batch(transactions, reply.results, {"card": card.ledger})
-        assert told.ok and told.captures == len(transactions), told.describe()
-        books = reconcile(sqlite_rows(workers.database), {"card": card.ledger})
-        assert books.ok, str(books)
+        _each_item_charged_once(workers, transactions, reply, card)
     finally:
         card.faults.release_charges()
         workers.process.terminate()
@@ -184,17 +182,14 @@ async def test_a_killed_worker_is_started_again_and_its_group_is_paid_once(
         assert sorted(reply.reported) == sorted(t.reference for t in transactions)
         await wait_for(lambda: len(ready_workers(workers.process.log)) == 3,
                        "the worker's restart")
-        assert not _alive(other) and ready_workers(workers.process.log)[2] not in pids
+        assert not alive(other) and ready_workers(workers.process.log)[2] not in pids
 
         [(status, lease_count, processed_by)] = workers.rows(
             "SELECT status, lease_count, processed_by FROM batch_groups WHERE group_no = ?",
             taken)
         assert status == "DONE" and lease_count >= 2, (status, lease_count)
         assert _pid(processed_by) != other
-        told = count_batch(transactions, reply.results, {"card": card.ledger})
-        assert told.ok and told.captures == len(transactions), told.describe()
-        books = reconcile(sqlite_rows(workers.database), {"card": card.ledger})
-        assert books.ok, str(books)
+        _each_item_charged_once(workers, transactions, reply, card)
     finally:
         card.faults.release_charges()
         workers.process.terminate()

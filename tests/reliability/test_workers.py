@@ -43,7 +43,7 @@ from tests.support.batch_client import batch_stub, chunk, collect, header, open_
 from tests.support.exactly_once import count_batch
 from tests.support.postgres_databases import postgres_rows
 from tests.support.server_process import ServerProcess, free_port, wait_for, write_config
-from tests.support.worker_log import own_connection, ready_workers, served_by
+from tests.support.worker_log import alive, own_connection, ready_workers, served_by
 
 # At 2^-n a connection sequence lands on one worker only: 40 is never by chance.
 CONNECTIONS_TO_SEE_BOTH = 40
@@ -65,14 +65,6 @@ async def database_for(storage_engine: str, tmp_path: Path, postgres_databases) 
     if storage_engine == "postgresql":
         return await postgres_databases.create()
     return tmp_path / "paygrid.sqlite3"
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 async def card_simulator(**behaviour):

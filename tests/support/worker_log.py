@@ -4,6 +4,7 @@ and its workers, JSON lines): which workers run, which one served what."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import grpc
@@ -42,3 +43,11 @@ def own_connection(target: str, options: list[tuple[str, object]] = ()) -> grpc.
     between a process's channels to one target otherwise), so the kernel
     picks a worker for it anew."""
     return keyed_channel(target, options=[*options, ("grpc.use_local_subchannel_pool", 1)])
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
