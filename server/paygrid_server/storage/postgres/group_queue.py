@@ -226,6 +226,9 @@ class PostgresGroupQueue:
                 "WHERE status = 'LEASED' AND lease_owner = $1", owner)
             await db.execute("UPDATE batches SET submission_lease_expires_at_us = 0 "
                              "WHERE submission_owner = $1", owner)
+            # Its share of each batch's parallelism goes to the live ones now,
+            # not when its heartbeat would have aged out.
+            await db.execute("DELETE FROM batch_replicas WHERE owner = $1", owner)
             if rows_touched(status):
                 await db.execute(f"NOTIFY {GROUPS_CHANGED}")
         return rows_touched(status)
