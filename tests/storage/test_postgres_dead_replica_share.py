@@ -9,29 +9,16 @@ from __future__ import annotations
 
 import pytest
 
-from paygrid_server.domain.model.batch import (
-    Batch,
-    BatchGroup,
-    BatchHeader,
-    BatchItem,
-    BatchStatus,
-    GroupingPolicy,
-)
-from paygrid_server.domain.model.money import Money
 from paygrid_server.storage.postgres.batch_store import PostgresBatchStore
 from paygrid_server.storage.postgres.database import PostgresDatabase, PostgresLimits
 from paygrid_server.storage.postgres.group_queue import PostgresGroupQueue
 from paygrid_server.transport.event_messages import ProtobufSnapshots
+from tests.support.queued_batch import queue_three_groups
 
 pytestmark = pytest.mark.postgresql_only
 
 UID = "bat_dead"
 LEASE_MS = 600_000  # no lease runs out during the test: only the expiry frees one
-
-
-def _items(first: int, count: int) -> list[BatchItem]:
-    return [BatchItem(seq, f"r{seq:04d}", f"payee_{seq}", Money("EUR", 100 + seq), "", None,
-                      "card") for seq in range(first, first + count)]
 
 
 async def test_a_dead_replicas_share_goes_to_the_live_one_at_once(postgres_databases) -> None:
@@ -40,13 +27,7 @@ async def test_a_dead_replicas_share_goes_to_the_live_one_at_once(postgres_datab
     try:
         store = PostgresBatchStore(database, ProtobufSnapshots())
         queue = PostgresGroupQueue(database, store)
-        header = BatchHeader("b1", "payer", GroupingPolicy.CHANNEL, 3, 2)
-        await store.insert_batch(Batch("dev", "b1", UID, header, header.fingerprint(),
-                                       BatchStatus.RECEIVING, 0, 1))
-        await store.start_submission(UID, header, 1)
-        await store.insert_items(UID, 1, _items(1, 9), 0)
-        for n in range(3):
-            await queue.queue_group(UID, BatchGroup(n + 1, "card", _items(3 * n + 1, 3)), 2)
+        await queue_three_groups(store, queue, UID)
         a = await queue.claim_group("A", LEASE_MS)
         b = await queue.claim_group("B", LEASE_MS)
         assert a is not None and b is not None

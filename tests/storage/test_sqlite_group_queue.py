@@ -12,16 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from paygrid_server.domain.model.batch import (
-    Batch,
-    BatchGroup,
-    BatchHeader,
-    BatchItem,
-    BatchItemStatus,
-    BatchStatus,
-    GroupingPolicy,
-)
-from paygrid_server.domain.model.money import Money
+from paygrid_server.domain.model.batch import BatchGroup, BatchItemStatus
 from paygrid_server.domain.ports.group_queue import GroupLease
 from paygrid_server.storage.database_lock import DatabaseLock
 from paygrid_server.storage.sqlite import group_queue as group_queue_module
@@ -30,6 +21,7 @@ from paygrid_server.storage.sqlite.database import SqliteDatabase
 from paygrid_server.storage.sqlite.group_queue import SqliteGroupQueue
 from paygrid_server.storage.sqlite.lone_server_group_queue import LoneServerGroupQueue
 from paygrid_server.transport.event_messages import ProtobufSnapshots
+from tests.support.queued_batch import card_items, queue_three_groups
 
 pytestmark = pytest.mark.sqlite_only
 
@@ -54,11 +46,6 @@ def clock(monkeypatch) -> Clock:
     return clock
 
 
-def _items(first: int, count: int) -> list[BatchItem]:
-    return [BatchItem(seq, f"r{seq:04d}", f"payee_{seq}", Money("EUR", 100 + seq), "", None,
-                      "card") for seq in range(first, first + count)]
-
-
 _SUPERVISOR_LOCKS: dict[Path, DatabaseLock] = {}
 
 
@@ -77,14 +64,8 @@ async def workers(tmp_path: Path, clock: Clock):
     a, b = await _worker_database(path), await _worker_database(path)
     snapshots = ProtobufSnapshots()
     store = SqliteBatchStore(a, snapshots)
-    header = BatchHeader("b1", "payer", GroupingPolicy.CHANNEL, 3, 2)
-    await store.insert_batch(Batch("dev", "b1", UID, header, header.fingerprint(),
-                                   BatchStatus.RECEIVING, 0, 1))
-    await store.start_submission(UID, header, 1)
-    await store.insert_items(UID, 1, _items(1, 9), 0)
     qa, qb = SqliteGroupQueue(a, snapshots), SqliteGroupQueue(b, snapshots)
-    for n in range(3):
-        await qa.queue_group(UID, BatchGroup(n + 1, "card", _items(3 * n + 1, 3)), 2)
+    await queue_three_groups(store, qa, UID)
     yield qa, qb, store, path
     await a.close()
     await b.close()
@@ -236,7 +217,7 @@ async def test_a_lone_servers_group_left_mid_charge_is_taken_over(workers, clock
     taken over (its items settled before anything else), once the batch's
     stream is opened on a worker."""
     qa, _, store, path = workers
-    items = _items(10, 2)
+    items = card_items(10, 2)
     await store.insert_items(UID, 1, items, 0)
     for item in items:
         item.status, item.group_no = S.PROCESSING, 4
