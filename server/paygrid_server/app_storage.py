@@ -77,7 +77,7 @@ async def open_storage(config: ServerConfig) -> Storage:
     wake = sqlite_events.signal.notify
     sqlite_batches = SqliteBatchStore(sqlite, snapshots, wake)
     sqlite_consumers = SqliteEventConsumers(sqlite)
-    group_queue = (SqliteGroupQueue(sqlite, snapshots, wake) if worker
+    group_queue = (SqliteGroupQueue(sqlite, snapshots, wake, sharing.alone_at_start) if worker
                    else LoneServerGroupQueue(sqlite_batches, sqlite))
     return Storage(sqlite, SqlitePaymentStore(sqlite, snapshots, wake, sharing),
                    sqlite_batches, group_queue, sqlite_events, sqlite_consumers,

@@ -161,6 +161,41 @@ async def test_a_dead_workers_leases_expire_at_once(workers, clock) -> None:
     assert _rows(path, "SELECT submission_owner FROM batches") == [("B",)]
 
 
+async def test_a_fresh_supervisors_first_worker_expires_every_lease_left_once(
+        workers, clock) -> None:
+    """The workers of a crashed supervisor left a group and the stream
+    leased for long. A restarted worker is told only of its own slot's dead
+    (none here): it leaves the leases alone. The first worker of a fresh
+    supervisor knows that nothing else lives on the file: its start-up sweep
+    expires them all at once (the batch is INTERRUPTED, its group taken over
+    fenced), and only that first sweep: a lease taken afterwards stands."""
+    qa, _, _, path = workers
+    assert await qa.acquire_submission(UID, "A", LEASE_MS)
+    lease = await qa.claim_group("A", LEASE_MS)
+    database = await _worker_database(path)
+    try:
+        await _first_worker_sweeps(qa, lease, path, database)
+    finally:
+        await database.close()
+
+
+async def _first_worker_sweeps(qa: SqliteGroupQueue, lease: GroupLease, path: Path,
+                               database: SqliteDatabase) -> None:
+    restarted = SqliteGroupQueue(database, ProtobufSnapshots())
+    first = SqliteGroupQueue(database, ProtobufSnapshots(), alone_at_start=True)
+    assert await restarted.interrupt_abandoned() == 0
+    assert _rows(path, "SELECT lease_owner FROM batch_groups WHERE status = 'LEASED'") == [("A",)]
+    assert await first.interrupt_abandoned() == 1
+    assert _rows(path, "SELECT status FROM batches") == [("INTERRUPTED",)]
+    taken = await first.claim_group("F", LEASE_MS)
+    assert (taken.group_no, taken.token) == (lease.group_no, 2)
+    assert not await qa.renew_group_lease(lease, LEASE_MS)
+    await first.interrupt_abandoned()  # a later sweep of the same worker
+    other = await qa.claim_group("A2", LEASE_MS)
+    assert other is not None and other.group_no != taken.group_no
+    assert await first.renew_group_lease(taken, LEASE_MS)
+
+
 async def test_one_submission_at_a_time_whichever_worker(workers, clock) -> None:
     qa, qb, _, _ = workers
     assert await qa.acquire_submission(UID, "A", LEASE_MS)

@@ -80,7 +80,12 @@ class SqliteGroupQueue:
     durable = True  # groups outlive a worker: leased in the file
 
     def __init__(self, database: SqliteDatabase, encoder: SnapshotEncoder,
-                 events_written: Callable[[], None] = lambda: None) -> None:
+                 events_written: Callable[[], None] = lambda: None,
+                 alone_at_start: bool = False) -> None:
+        # The supervisor's first worker: its start-up sweep expires every
+        # lease on the file (no other process lived then: the supervisor
+        # holds the file's lock), not only those of workers it was told died.
+        self._alone_at_start = alone_at_start
         self._reader = database.reader
         self._plain_write = database.write
         self._encoder = encoder
@@ -279,8 +284,16 @@ class SqliteGroupQueue:
         """Batches whose stream's worker died (submission lease free or
         expired) show INTERRUPTED; also run at a worker's start, in place
         of the lone server's sweep of every unfinished batch."""
+        alone, self._alone_at_start = self._alone_at_start, False
+
         def interrupt(db: sqlite3.Connection) -> int:
             now = _now_us()
+            if alone:  # every lease on the file is a dead process's
+                db.execute("UPDATE batch_groups SET lease_expires_at_us = 0 "
+                           "WHERE status = 'LEASED'")
+                db.execute("UPDATE batches SET submission_lease_expires_at_us = 0 "
+                           "WHERE submission_owner IS NOT NULL")
+                db.execute("DELETE FROM batch_replicas")
             db.execute("DELETE FROM batch_replicas WHERE seen_at_us < ?",
                        (now - FORGET_REPLICAS_AFTER_US,))
             stopped = db.execute(
