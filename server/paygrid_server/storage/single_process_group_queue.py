@@ -1,11 +1,12 @@
-"""The group queue of an engine only one server opens (SQLite).
+"""The group queue of a lone server on SQLite (one process holds the file).
 
-No other replica can open the database file (with `--workers N`, a batch's
-groups are charged by the worker holding its stream), so durable leases would buy
-nothing and cost writes on SQLite's single writer (queueing, claiming and
-fencing a group are three more per group): groups wait here, in memory, and
-a group's items are written twice, as before leases existed - PROCESSING
-(with the group row) before the charge, the results (group done) after.
+No other process opens the database file while a lone server holds it
+(workers sharing a file lease groups in it: storage/sqlite/group_queue.py),
+so durable leases would buy nothing and cost writes on SQLite's single
+writer (queueing, claiming and fencing a group are three more per group):
+groups wait here, in memory, and a group's items are written twice, as
+before leases existed - PROCESSING (with the group row) before the charge,
+the results (group done) after.
 
 A group claimed here cannot be lost to another process, so its lease is
 never taken over and never fenced. After a crash nothing of this queue is

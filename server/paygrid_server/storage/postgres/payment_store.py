@@ -25,7 +25,7 @@ its own earlier payments up after the same delay.
 from __future__ import annotations
 
 
-from paygrid_server.domain.model import clock, limits
+from paygrid_server.domain.model import limits
 from paygrid_server.domain.model.payment import ChargeAttempt, Leg, LegStatus, Payment, PaymentStatus
 from paygrid_server.domain.model.refund import Refund, RefundStatus
 from paygrid_server.domain.model.event import EventType
@@ -33,6 +33,7 @@ from paygrid_server.domain.ports.event_log import SnapshotEncoder
 from paygrid_server.domain.ports.payment_store import PageCursor, RefundExceedsRefundable
 from paygrid_server.storage.event_rows import payment_outcome_types, refund_outcome_type
 from paygrid_server.storage.failure_columns import failure_columns
+from paygrid_server.storage.handoff import handoff_cutoff_us
 from paygrid_server.storage.payment_rows import leg_from_row as _leg
 from paygrid_server.storage.payment_rows import payment_from_row as _payment
 from paygrid_server.storage.payment_rows import (
@@ -58,8 +59,6 @@ from paygrid_server.storage.postgres.payment_events import (
 HANDOFF_AFTER_MS = limits.HANDOFF_AFTER_MS
 
 
-def _handoff_cutoff_us() -> int:
-    return clock.now_us() - HANDOFF_AFTER_MS * 1_000
 
 
 def _updated(status: str) -> int:
@@ -133,7 +132,7 @@ class PostgresPaymentStore:
         return await self._load_payments(
             "SELECT * FROM payments WHERE status = 'PROCESSING' "
             "AND (payment_id = ANY($1::text[]) OR received_at_us < $2) ORDER BY received_at_us",
-            list(self._own_payments), _handoff_cutoff_us())
+            list(self._own_payments), handoff_cutoff_us())
 
     async def _load_payments(self, sql: str, *params) -> list[Payment]:
         # One snapshot for a payment and its legs.
@@ -193,7 +192,7 @@ class PostgresPaymentStore:
         # part no run has stored an outcome for (its run ended otherwise).
         return (any(leg.status is LegStatus.PENDING for leg in payment.legs)
                 and payment.payment_id not in self._own_payments
-                and payment.received_at_us >= _handoff_cutoff_us())
+                and payment.received_at_us >= handoff_cutoff_us())
 
     # -- refunds ------------------------------------------------------------
 
@@ -244,7 +243,7 @@ class PostgresPaymentStore:
         ids = [row["refund_id"] for row in await self._database.read(
             "fetch", "SELECT refund_id FROM refunds WHERE status = 'PENDING' "
             "AND (refund_id = ANY($1::text[]) OR created_at_us < $2) ORDER BY created_at_us",
-            list(self._own_refunds), _handoff_cutoff_us())]
+            list(self._own_refunds), handoff_cutoff_us())]
         refunds = []
         for refund_id in ids:
             refund = await self._load_refund("SELECT * FROM refunds WHERE refund_id = $1",
@@ -257,7 +256,7 @@ class PostgresPaymentStore:
         # The complement of what list_pending_refunds hands this replica.
         return (refund.status is RefundStatus.PENDING
                 and refund.refund_id not in self._own_refunds
-                and refund.created_at_us >= _handoff_cutoff_us())
+                and refund.created_at_us >= handoff_cutoff_us())
 
     async def _load_refund(self, sql: str, *params) -> Refund | None:
         async with self._database.transaction("repeatable_read", readonly=True) as db:

@@ -51,8 +51,7 @@ class SqliteDatabase:
                 await reader.close()
             if writer is not None:
                 await writer.close()
-            if lock is not None:
-                lock.release()
+            lock.release()
             raise
         return cls(lock, writer, reader, path)
 
@@ -71,8 +70,7 @@ class SqliteDatabase:
             await self.reader.close()
             await self._writer.close()
         finally:
-            if self._lock is not None:
-                self._lock.release()
+            self._lock.release()
 
 
 def write_then_wake(write: Callable[[Callable[[sqlite3.Connection], T]], Awaitable[T]],

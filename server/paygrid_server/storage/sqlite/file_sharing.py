@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from paygrid_server.domain.model import clock, limits
+from paygrid_server.storage.handoff import handoff_cutoff_us
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class UnfinishedWork:
         """For one listing of unfinished work: whether this process takes up
         the one with that id, stored at that time (µs)."""
         take_all, self._take_all_once = self._take_all_once or not self._shared, False
-        cutoff_us = _handoff_cutoff_us()
+        cutoff_us = handoff_cutoff_us()
 
         def takes(work_id: str, stored_at_us: int) -> bool:
             if take_all:
@@ -64,9 +64,4 @@ class UnfinishedWork:
     def may_be_running_elsewhere(self, work_id: str, stored_at_us: int) -> bool:
         """Whether another worker may be driving this unfinished work now."""
         return (self._shared and work_id not in self._own
-                and stored_at_us >= _handoff_cutoff_us())
-
-
-
-def _handoff_cutoff_us() -> int:
-    return clock.now_us() - limits.HANDOFF_AFTER_MS * 1_000
+                and stored_at_us >= handoff_cutoff_us())

@@ -262,17 +262,7 @@ class SqliteGroupQueue:
             "WHERE uid = ? AND submission_owner = ?", (batch_uid, owner)))
 
     async def expire_leases_of(self, owner: str) -> int:
-        def expire(db: sqlite3.Connection) -> int:
-            groups = db.execute("UPDATE batch_groups SET lease_expires_at_us = 0 "
-                                "WHERE status <> 'DONE' AND status = 'LEASED' "
-                                "AND lease_owner = ?", (owner,)).rowcount
-            db.execute("UPDATE batches SET submission_lease_expires_at_us = 0 "
-                       "WHERE submission_owner = ?", (owner,))
-            # Dead: its share of each batch's parallelism goes to the live ones now.
-            db.execute("DELETE FROM batch_replicas WHERE owner = ?", (owner,))
-            return groups
-
-        return await self._plain_write(expire)
+        return await self._plain_write(lambda db: _expire_leases(db, owner))
 
     async def watch_groups(self, changed: Callable[[], None]) -> Callable[[], Awaitable[None]]:
         async def nothing() -> None:
@@ -289,11 +279,7 @@ class SqliteGroupQueue:
         def interrupt(db: sqlite3.Connection) -> int:
             now = _now_us()
             if alone:  # every lease on the file is a dead process's
-                db.execute("UPDATE batch_groups SET lease_expires_at_us = 0 "
-                           "WHERE status = 'LEASED'")
-                db.execute("UPDATE batches SET submission_lease_expires_at_us = 0 "
-                           "WHERE submission_owner IS NOT NULL")
-                db.execute("DELETE FROM batch_replicas")
+                _expire_leases(db, None)
             db.execute("DELETE FROM batch_replicas WHERE seen_at_us < ?",
                        (now - FORGET_REPLICAS_AFTER_US,))
             stopped = db.execute(
@@ -313,6 +299,20 @@ class SqliteGroupQueue:
         return await self._write(interrupt)
 
 
+def _expire_leases(db: sqlite3.Connection, owner: str | None) -> int:
+    """Expires the group and stream leases of a dead worker (None: of every
+    worker) and forgets it, so its share of each batch's parallelism goes to
+    the live ones now; returns the groups whose lease it expired."""
+    of_owner, params = ("= ?", (owner,)) if owner is not None else ("IS NOT NULL", ())
+    groups = db.execute("UPDATE batch_groups SET lease_expires_at_us = 0 "
+                        "WHERE status <> 'DONE' AND status = 'LEASED' "
+                        f"AND lease_owner {of_owner}", params).rowcount
+    db.execute("UPDATE batches SET submission_lease_expires_at_us = 0 "
+               f"WHERE submission_owner {of_owner}", params)
+    db.execute(f"DELETE FROM batch_replicas WHERE owner {of_owner}", params)
+    return groups
+
+
 def _adopt_lone_server_groups(db: sqlite3.Connection, batch_uid: str) -> None:
     """Groups a lone server (SingleProcessGroupQueue) left mid-charge keep
     their row's default status DONE with no completion: queued again as
@@ -324,4 +324,3 @@ def _adopt_lone_server_groups(db: sqlite3.Connection, batch_uid: str) -> None:
         "WHERE batch_uid = ? AND status = 'DONE' AND completed_at_us IS NULL AND group_no IN "
         "(SELECT group_no FROM batch_items WHERE batch_uid = ? AND status = 'PROCESSING')",
         (batch_uid, batch_uid))
-
