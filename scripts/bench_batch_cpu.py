@@ -11,14 +11,9 @@ Usage (after scripts/setup), the floor alone:
 from __future__ import annotations
 
 import argparse
-import re
-import subprocess
-import sys
 
-from bench_pay_cpu import FLOOR_SCRIPTS as PAY_FLOOR_SCRIPTS
-from bench_pay_cpu import ROOT
+from bench_pay_cpu import floor_figure
 
-FLOOR_SCRIPTS = [path.with_name("batch_floor.py") for path in PAY_FLOOR_SCRIPTS]
 # batch_floor.py's figure when it is not there to run (../shared/ceilings/README.md, 2026-12-02).
 FLOOR_US_RECORDED = 6.2
 TARGET_US_PER_ITEM = 25.0
@@ -29,16 +24,9 @@ TARGET_MIN_ITEMS = 100_000
 
 def floor_us_per_item(measure: bool, items: int = FLOOR_ITEMS) -> dict:
     """The floor's CPU per item, and where it comes from."""
-    script = next((path for path in FLOOR_SCRIPTS if path.is_file()), None)
-    if script is None or not measure:
-        return {"us_per_item": FLOOR_US_RECORDED, "source": "recorded"}
-    run = subprocess.run([sys.executable, str(script), str(items)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=600)
-    found = re.search(r"cpu_us_per_item ([\d.]+)", run.stdout)
-    if run.returncode != 0 or found is None:
-        return {"us_per_item": FLOOR_US_RECORDED,
-                "source": f"recorded; batch_floor.py failed: exit {run.returncode}"}
-    return {"us_per_item": float(found.group(1)), "source": "measured"}
+    us, source = floor_figure("batch_floor.py", [str(items)], "cpu_us_per_item",
+                              FLOOR_US_RECORDED, "recorded", measure)
+    return {"us_per_item": us, "source": source}
 
 
 def worst_us_per_item(batches: list[dict]) -> float:

@@ -45,17 +45,27 @@ LOAD_NICENESS = 10
 WARM_UP_S = 1.0  # the open loop's first second: connections, caches; not counted
 
 
+def floor_figure(script_name: str, args: list[str], figure: str, recorded: float,
+                 recorded_source: str, measure: bool) -> tuple[float, str]:
+    """A floor script's figure (the number after `figure` in what it
+    prints), measured here when ../shared/ceilings holds the script, else
+    the recorded one; and where the figure comes from."""
+    script = next((path.with_name(script_name) for path in FLOOR_SCRIPTS
+                   if path.with_name(script_name).is_file()), None)
+    if script is None or not measure:
+        return recorded, recorded_source
+    run = subprocess.run([sys.executable, str(script), *args],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    found = re.search(rf"{figure} ([\d.]+)", run.stdout)
+    if run.returncode != 0 or found is None:
+        return recorded, f"recorded; {script_name} failed: exit {run.returncode}"
+    return float(found.group(1)), "measured"
+
+
 def floor_ratio(duration_s: float, concurrency: int, measure: bool) -> tuple[float, str]:
     """The floor's CPU ratio at this concurrency, and where it comes from."""
-    script = next((path for path in FLOOR_SCRIPTS if path.is_file()), None)
-    if script is None or not measure:
-        return FLOOR_RATIO_RECORDED, "recorded, conc 32"
-    run = subprocess.run([sys.executable, str(script), str(duration_s), str(concurrency)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600)
-    found = re.search(r"floor_ratio ([\d.]+)", run.stdout)
-    if run.returncode != 0 or found is None:
-        return FLOOR_RATIO_RECORDED, f"recorded; pay_floor.py failed: exit {run.returncode}"
-    return float(found.group(1)), "measured"
+    return floor_figure("pay_floor.py", [str(duration_s), str(concurrency)], "floor_ratio",
+                        FLOOR_RATIO_RECORDED, "recorded, conc 32", measure)
 
 
 def cpu_rows(noop_levels: list[dict], pay_levels: list[dict], duration_s: float,
