@@ -24,8 +24,9 @@ from paygrid_server.startup_failure import StartupFailure
 from paygrid_server.storage.postgres.database import redacted_dsn
 from paygrid_server.tls_credentials import TlsFileUnreadable
 from paygrid_server.worker_supervisor import (
-    WORKER_OF_ENV,
     WorkerSupervisor,
+    is_worker,
+    supervisor_pid,
     tell_ready,
     worker_count,
 )
@@ -49,7 +50,7 @@ async def _serve(config: ServerConfig) -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     stop = asyncio.Event()
     process_shutdown.on_stop_signals(asyncio.get_running_loop(), stop.set)
-    if WORKER_OF_ENV not in os.environ:  # a worker's supervisor says it once for all
+    if not is_worker():  # a worker's supervisor says it once for all
         print(f"paygrid serving on {config.listen.rsplit(':', 1)[0]}:{app.port} "
               f"(database {config.database_shown})", file=sys.stderr, flush=True)
     tell_ready()
@@ -140,7 +141,7 @@ def main() -> None:
         workers = worker_count(args.workers)
     except ValueError as error:
         serve.error(f"--workers: {error}")
-    configure_logging(args.log_level, worker_of=os.environ.get(WORKER_OF_ENV))
+    configure_logging(args.log_level, worker_of=supervisor_pid())
     try:
         if workers > 1:
             sys.exit(asyncio.run(WorkerSupervisor(config, workers, sys.argv[1:]).run()))

@@ -249,8 +249,13 @@ def inherited_database_lock_fd() -> int | None:
     return int(fd) if fd else None
 
 
+def supervisor_pid() -> str | None:
+    """In a worker: its supervisor's pid, as the supervisor wrote it (None alone)."""
+    return os.environ.get(WORKER_OF_ENV)
+
+
 def is_worker() -> bool:
-    return WORKER_OF_ENV in os.environ
+    return supervisor_pid() is not None
 
 
 def is_first_worker() -> bool:
