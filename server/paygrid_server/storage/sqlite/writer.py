@@ -30,6 +30,7 @@ import structlog
 
 from paygrid_server.domain.ports.storage_errors import StorageFault, StorageUnavailable
 from paygrid_server.storage.sqlite.none_binding import bind_none_directly
+from paygrid_server.storage.sqlite.write_turn import WriteTurn
 
 T = TypeVar("T")
 log = structlog.get_logger("paygrid.storage")
@@ -130,8 +131,9 @@ def _settle(outcomes: list[tuple[asyncio.Future, Any, BaseException | None]]) ->
 
 
 class SqliteWriter:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, shared: bool = False) -> None:
         self._path = path
+        self._shared = shared  # other processes (workers) write the file: take turns
         # Not bounded here because its producers are: every unit comes from a
         # unary call (at most max_concurrent_calls), a batch stream's bounded
         # pipeline (max_concurrent_batch_streams of them) or the resolver,
@@ -147,8 +149,8 @@ class SqliteWriter:
         self._thread.start()
 
     @classmethod
-    async def open(cls, path: Path) -> "SqliteWriter":
-        writer = cls(path)
+    async def open(cls, path: Path, shared: bool = False) -> "SqliteWriter":
+        writer = cls(path, shared)
         await asyncio.to_thread(writer._ready.wait)
         if writer._open_error is not None:
             raise writer._open_error
@@ -181,9 +183,13 @@ class SqliteWriter:
     # -- the thread ---------------------------------------------------------
 
     def _serve(self) -> None:
+        turn = None
         try:
             self._db = connect(self._path)
+            turn = WriteTurn(self._path) if self._shared else None
         except BaseException as error:  # noqa: BLE001 - handed to open()
+            if self._db is not None:
+                self._db.close()
             self._open_error = error
             self._ready.set()
             return
@@ -191,25 +197,37 @@ class SqliteWriter:
         try:
             while True:
                 units = [self._queue.get()]
-                while len(units) < MAX_UNITS_PER_COMMIT:
-                    try:
-                        units.append(self._queue.get_nowait())
-                    except queue.Empty:
-                        break
-                stop = _STOP in units
-                work = [u for u in units if u is not _STOP]
+                # Units queued while it waits for its turn join this round.
+                held = turn is not None and units[0] is not _STOP and turn.take()
                 try:
-                    self._run(work)
-                except BaseException as error:  # noqa: BLE001 - the thread must outlive it
-                    # Every write of the process waits on this thread: if it
-                    # died, every later call would hang until its deadline.
-                    log.exception("storage.writer_round_failed")
-                    self._hand_back([(u, None, error) for u in work if not u.handed_back])
-                if stop:
+                    self._round(units)
+                finally:
+                    if held:
+                        turn.give()
+                if _STOP in units:
                     return
         finally:
             self._db.close()
+            if turn is not None:
+                turn.close()
             self._answer_left_over()
+
+    def _round(self, units: list) -> None:
+        """Runs and answers `units` with whatever else is queued (up to
+        MAX_UNITS_PER_COMMIT in all); `units` ends with every one taken."""
+        while len(units) < MAX_UNITS_PER_COMMIT:
+            try:
+                units.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        work = [u for u in units if u is not _STOP]
+        try:
+            self._run(work)
+        except BaseException as error:  # noqa: BLE001 - the thread must outlive it
+            # Every write of the process waits on this thread: if it
+            # died, every later call would hang until its deadline.
+            log.exception("storage.writer_round_failed")
+            self._hand_back([(u, None, error) for u in work if not u.handed_back])
 
     def _answer_left_over(self) -> None:
         """Units queued behind the stop (from another event loop, say) get the
