@@ -134,6 +134,8 @@ class SqliteWriter:
     def __init__(self, path: Path, shared: bool = False) -> None:
         self._path = path
         self._shared = shared  # other processes (workers) write the file: take turns
+        self._turn: WriteTurn | None = None
+        self._turn_held = False
         # Not bounded here because its producers are: every unit comes from a
         # unary call (at most max_concurrent_calls), a batch stream's bounded
         # pipeline (max_concurrent_batch_streams of them) or the resolver,
@@ -183,10 +185,9 @@ class SqliteWriter:
     # -- the thread ---------------------------------------------------------
 
     def _serve(self) -> None:
-        turn = None
         try:
             self._db = connect(self._path)
-            turn = WriteTurn(self._path) if self._shared else None
+            self._turn = WriteTurn(self._path) if self._shared else None
         except BaseException as error:  # noqa: BLE001 - handed to open()
             if self._db is not None:
                 self._db.close()
@@ -197,19 +198,19 @@ class SqliteWriter:
         try:
             while True:
                 units = [self._queue.get()]
-                # Units queued while it waits for its turn join this round.
-                held = turn is not None and units[0] is not _STOP and turn.take()
+                if self._turn is not None and units[0] is not _STOP:
+                    # Units queued while it waits for its turn join this round.
+                    self._turn_held = self._turn.take()
                 try:
                     self._round(units)
                 finally:
-                    if held:
-                        turn.give()
+                    self._give_turn()
                 if _STOP in units:
                     return
         finally:
             self._db.close()
-            if turn is not None:
-                turn.close()
+            if self._turn is not None:
+                self._turn.close()
             self._answer_left_over()
 
     def _round(self, units: list) -> None:
@@ -308,8 +309,17 @@ class SqliteWriter:
             outcome = (unit, None, as_storage_error(error, self._path))
         self._hand_back([outcome])
 
-    @staticmethod
-    def _hand_back(outcomes: list[tuple[_Unit, Any, BaseException | None]]) -> None:
+    def _give_turn(self) -> None:
+        if self._turn_held:
+            self._turn_held = False
+            self._turn.give()
+
+    def _hand_back(self, outcomes: list[tuple[_Unit, Any, BaseException | None]]) -> None:
+        # Its transaction is over: the turn goes back before the answers, whose
+        # wake-ups of the event loop may keep this thread waiting for the GIL.
+        # A later transaction of the round (units retried alone) waits in
+        # SQLite's busy handler, as without turns.
+        self._give_turn()
         by_loop: dict[asyncio.AbstractEventLoop, list] = {}
         for unit, result, error in outcomes:
             unit.handed_back = True
