@@ -15,10 +15,12 @@ from paygrid_server.storage.sqlite.schema_migrations import (
     migration_scripts,
     migrate,
 )
+from paygrid_server.storage.sqlite.sqlite_faults import (
+    as_storage_error,
+)
 from paygrid_server.storage.sqlite.writer import (
     SqliteTooOld,
     connect,
-    as_storage_error,
     SqliteWriter,
 )
 

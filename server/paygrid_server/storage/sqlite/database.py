@@ -40,7 +40,8 @@ class SqliteDatabase:
                 else DatabaseLock.inherited(path, inherited_lock_fd))
         writer = reader = None
         try:
-            writer = await SqliteWriter.open(path)
+            # A worker's lock is inherited: other workers write the file too.
+            writer = await SqliteWriter.open(path, shared=inherited_lock_fd is not None)
             await writer.alone(migrate)
             reader = await aiosqlite.connect(path, isolation_level=None)
             reader.row_factory = aiosqlite.Row

@@ -18,7 +18,6 @@ and one wake-up per commit.
 from __future__ import annotations
 
 import asyncio
-import os
 import queue
 import sqlite3
 import threading
@@ -30,6 +29,8 @@ import structlog
 
 from paygrid_server.domain.ports.storage_errors import StorageFault, StorageUnavailable
 from paygrid_server.storage.sqlite.none_binding import bind_none_directly
+from paygrid_server.storage.sqlite.sqlite_faults import as_storage_error
+from paygrid_server.storage.sqlite.write_turn import WriteTurn
 
 T = TypeVar("T")
 log = structlog.get_logger("paygrid.storage")
@@ -76,45 +77,6 @@ def connect(path: Path) -> sqlite3.Connection:
     return db
 
 
-# Primary result codes that say the storage, not the unit's own SQL, failed.
-_FAULTS_BY_CODE = {
-    sqlite3.SQLITE_FULL: StorageFault.DISK_FULL,
-    sqlite3.SQLITE_READONLY: StorageFault.READ_ONLY,
-    sqlite3.SQLITE_IOERR: StorageFault.IO_ERROR,
-    sqlite3.SQLITE_CANTOPEN: StorageFault.IO_ERROR,
-    sqlite3.SQLITE_BUSY: StorageFault.BUSY,
-}
-
-
-def _writable(path: Path) -> bool:
-    try:
-        os.close(os.open(path, os.O_WRONLY))
-    except FileNotFoundError:
-        return True  # a -wal not created yet: SQLite would create it
-    except OSError:  # EROFS, EPERM (immutable, even for root), EACCES
-        return False
-    return True
-
-
-def as_storage_error(error: BaseException, path: Path) -> BaseException:
-    """A storage fault as StorageUnavailable (a clear status for the caller);
-    any other error unchanged. Only ever applied to a unit that was rolled
-    back whole, which is what StorageUnavailable promises."""
-    code = getattr(error, "sqlite_errorcode", None)
-    if not isinstance(error, sqlite3.Error) or code is None:
-        return error
-    fault = _FAULTS_BY_CODE.get(code & 0xFF)  # extended codes keep the primary in the low byte
-    if fault is None:
-        return error
-    # A file that became read-only under an open connection (a file system
-    # remounted read-only, an immutable file) fails its writes with EROFS or
-    # EPERM, which SQLite reports as a plain I/O error: say what it is.
-    if fault is StorageFault.IO_ERROR and not all(
-            _writable(p) for p in (path, path.with_name(path.name + "-wal"))):
-        fault = StorageFault.READ_ONLY
-    return StorageUnavailable(fault, f"{error.sqlite_errorname}: {error}")
-
-
 def _closed_fault() -> StorageUnavailable:
     return StorageUnavailable(StorageFault.CLOSED, "the SQLite writer is closed")
 
@@ -130,8 +92,11 @@ def _settle(outcomes: list[tuple[asyncio.Future, Any, BaseException | None]]) ->
 
 
 class SqliteWriter:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, shared: bool = False) -> None:
         self._path = path
+        self._shared = shared  # other processes (workers) write the file: take turns
+        self._turn: WriteTurn | None = None
+        self._turn_held = False
         # Not bounded here because its producers are: every unit comes from a
         # unary call (at most max_concurrent_calls), a batch stream's bounded
         # pipeline (max_concurrent_batch_streams of them) or the resolver,
@@ -147,8 +112,8 @@ class SqliteWriter:
         self._thread.start()
 
     @classmethod
-    async def open(cls, path: Path) -> "SqliteWriter":
-        writer = cls(path)
+    async def open(cls, path: Path, shared: bool = False) -> "SqliteWriter":
+        writer = cls(path, shared)
         await asyncio.to_thread(writer._ready.wait)
         if writer._open_error is not None:
             raise writer._open_error
@@ -183,7 +148,10 @@ class SqliteWriter:
     def _serve(self) -> None:
         try:
             self._db = connect(self._path)
+            self._turn = WriteTurn(self._path) if self._shared else None
         except BaseException as error:  # noqa: BLE001 - handed to open()
+            if self._db is not None:
+                self._db.close()
             self._open_error = error
             self._ready.set()
             return
@@ -191,25 +159,37 @@ class SqliteWriter:
         try:
             while True:
                 units = [self._queue.get()]
-                while len(units) < MAX_UNITS_PER_COMMIT:
-                    try:
-                        units.append(self._queue.get_nowait())
-                    except queue.Empty:
-                        break
-                stop = _STOP in units
-                work = [u for u in units if u is not _STOP]
+                if self._turn is not None and units[0] is not _STOP:
+                    # Units queued while it waits for its turn join this round.
+                    self._turn_held = self._turn.take()
                 try:
-                    self._run(work)
-                except BaseException as error:  # noqa: BLE001 - the thread must outlive it
-                    # Every write of the process waits on this thread: if it
-                    # died, every later call would hang until its deadline.
-                    log.exception("storage.writer_round_failed")
-                    self._hand_back([(u, None, error) for u in work if not u.handed_back])
-                if stop:
+                    self._round(units)
+                finally:
+                    self._give_turn()
+                if _STOP in units:
                     return
         finally:
             self._db.close()
+            if self._turn is not None:
+                self._turn.close()
             self._answer_left_over()
+
+    def _round(self, units: list) -> None:
+        """Runs and answers `units` with whatever else is queued (up to
+        MAX_UNITS_PER_COMMIT in all); `units` ends with every one taken."""
+        while len(units) < MAX_UNITS_PER_COMMIT:
+            try:
+                units.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        work = [u for u in units if u is not _STOP]
+        try:
+            self._run(work)
+        except BaseException as error:  # noqa: BLE001 - the thread must outlive it
+            # Every write of the process waits on this thread: if it
+            # died, every later call would hang until its deadline.
+            log.exception("storage.writer_round_failed")
+            self._hand_back([(u, None, error) for u in work if not u.handed_back])
 
     def _answer_left_over(self) -> None:
         """Units queued behind the stop (from another event loop, say) get the
@@ -290,8 +270,17 @@ class SqliteWriter:
             outcome = (unit, None, as_storage_error(error, self._path))
         self._hand_back([outcome])
 
-    @staticmethod
-    def _hand_back(outcomes: list[tuple[_Unit, Any, BaseException | None]]) -> None:
+    def _give_turn(self) -> None:
+        if self._turn_held:
+            self._turn_held = False
+            self._turn.give()
+
+    def _hand_back(self, outcomes: list[tuple[_Unit, Any, BaseException | None]]) -> None:
+        # Its transaction is over: the turn goes back before the answers, whose
+        # wake-ups of the event loop may keep this thread waiting for the GIL.
+        # A later transaction of the round (units retried alone) waits in
+        # SQLite's busy handler, as without turns.
+        self._give_turn()
         by_loop: dict[asyncio.AbstractEventLoop, list] = {}
         for unit, result, error in outcomes:
             unit.handed_back = True
