@@ -19,7 +19,7 @@ from paygrid_server.domain.model.batch import (
 )
 from paygrid_server.domain.model.money import Money
 from paygrid_server.storage.sqlite.batch_item_rows import GROUP_ITEMS_SQL, groups_as_stored
-from paygrid_server.storage.sqlite.batch_store import SqliteBatchStore
+from paygrid_server.storage.sqlite.batch_store import SqliteBatchStore, items_after_sql
 from paygrid_server.storage.sqlite.database import SqliteDatabase
 from paygrid_server.transport.event_messages import ProtobufSnapshots
 
@@ -57,3 +57,39 @@ async def test_only_grouped_items_enter_by_group_and_a_group_reads_back_through_
     assert [(i.seq, i.status, i.group_no) for i in group.items] == \
         [(2, BatchItemStatus.PROCESSING, 7), (4, BatchItemStatus.PROCESSING, 7)]
     assert (group.key, group.started_at_us) == ("card", 10)
+
+
+async def test_by_status_holds_only_what_is_read_by_it_and_readers_use_it(
+        tmp_path: Path) -> None:
+    """batch_items_by_status is partial (migrations/0012): a RECEIVED or
+    SUCCEEDED item, what every item of a batch that goes well is most of
+    its life, has no entry; PROCESSING, FAILED, UNKNOWN, REJECTED items are
+    read through it."""
+    path = tmp_path / "paygrid.sqlite3"
+    database = await SqliteDatabase.open(path)
+    try:
+        store = SqliteBatchStore(database, ProtobufSnapshots())
+        header = BatchHeader("b1", "payer", GroupingPolicy.CHANNEL, 100, 4)
+        await store.insert_batch(Batch("dev", "b1", UID, header, header.fingerprint(),
+                                       BatchStatus.RECEIVING, 0, 1))
+        items = [_item(seq) for seq in range(1, 6)]
+        await store.insert_items(UID, 1, items, 0)
+        await store.mark_group_processing(UID, BatchGroup(7, "card", items[:2], 10))
+        assert [i.seq for i in await store.items_after(
+            UID, 0, 10, (BatchItemStatus.RECEIVED, BatchItemStatus.PROCESSING))] == [1, 2, 3, 4, 5]
+    finally:
+        await database.close()
+
+    with sqlite3.connect(path) as db:
+        partial = {name: flag for _, name, _, _, flag in db.execute(
+            "PRAGMA index_list(batch_items)")}
+        assert partial["batch_items_by_status"] == 1
+        entries = db.execute("SELECT count(*) FROM batch_items INDEXED BY batch_items_by_status "
+                             "WHERE batch_uid = ? AND status NOT IN ('RECEIVED', 'SUCCEEDED')",
+                             (UID,)).fetchone()[0]
+        assert entries == 2  # the two PROCESSING items only
+        for status, uses_index in (("FAILED", True), ("UNKNOWN", True), ("PROCESSING", True),
+                                   ("REJECTED", True), ("RECEIVED", False), ("SUCCEEDED", False)):
+            plan = " ".join(row[3] for row in db.execute(
+                f"EXPLAIN QUERY PLAN {items_after_sql((status,))}", (UID, 0, 10, status)))
+            assert ("USING INDEX batch_items_by_status" in plan) is uses_index, (status, plan)
