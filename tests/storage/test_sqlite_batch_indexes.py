@@ -1,12 +1,15 @@
 """SQLite's batch_items indexes: batch_items_by_group holds only items in a
 group (partial, migrations/0011: an item is stored before its group
 exists), and reading a group back still goes through it, not through every
-item of the batch."""
+item of the batch; batch_items_by_status holds only items in the statuses
+read through it (partial, migrations/0012)."""
 
 from __future__ import annotations
 
 import sqlite3
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import AsyncIterator
 
 from paygrid_server.domain.model.batch import (
     Batch,
@@ -30,9 +33,9 @@ def _item(seq: int) -> BatchItem:
     return BatchItem(seq, f"r{seq:04d}", f"payee_{seq}", Money("EUR", 100), "", None, "card")
 
 
-async def test_only_grouped_items_enter_by_group_and_a_group_reads_back_through_it(
-        tmp_path: Path) -> None:
-    path = tmp_path / "paygrid.sqlite3"
+@asynccontextmanager
+async def _five_items(path: Path) -> AsyncIterator[tuple[SqliteBatchStore, list[BatchItem]]]:
+    """A batch of five items stored RECEIVED in a new file at `path`."""
     database = await SqliteDatabase.open(path)
     try:
         store = SqliteBatchStore(database, ProtobufSnapshots())
@@ -41,10 +44,17 @@ async def test_only_grouped_items_enter_by_group_and_a_group_reads_back_through_
                                        BatchStatus.RECEIVING, 0, 1))
         items = [_item(seq) for seq in range(1, 6)]
         await store.insert_items(UID, 1, items, 0)
-        grouped = [items[3], items[1]]  # out of seq order: read back in seq order
-        await store.mark_group_processing(UID, BatchGroup(7, "card", grouped, 10))
+        yield store, items
     finally:
         await database.close()
+
+
+async def test_only_grouped_items_enter_by_group_and_a_group_reads_back_through_it(
+        tmp_path: Path) -> None:
+    path = tmp_path / "paygrid.sqlite3"
+    async with _five_items(path) as (store, items):
+        grouped = [items[3], items[1]]  # out of seq order: read back in seq order
+        await store.mark_group_processing(UID, BatchGroup(7, "card", grouped, 10))
 
     with sqlite3.connect(path) as db:
         partial = {name: flag for _, name, _, _, flag in db.execute(
@@ -66,19 +76,10 @@ async def test_by_status_holds_only_what_is_read_by_it_and_readers_use_it(
     its life, has no entry; PROCESSING, FAILED, UNKNOWN, REJECTED items are
     read through it."""
     path = tmp_path / "paygrid.sqlite3"
-    database = await SqliteDatabase.open(path)
-    try:
-        store = SqliteBatchStore(database, ProtobufSnapshots())
-        header = BatchHeader("b1", "payer", GroupingPolicy.CHANNEL, 100, 4)
-        await store.insert_batch(Batch("dev", "b1", UID, header, header.fingerprint(),
-                                       BatchStatus.RECEIVING, 0, 1))
-        items = [_item(seq) for seq in range(1, 6)]
-        await store.insert_items(UID, 1, items, 0)
+    async with _five_items(path) as (store, items):
         await store.mark_group_processing(UID, BatchGroup(7, "card", items[:2], 10))
         assert [i.seq for i in await store.items_after(
             UID, 0, 10, (BatchItemStatus.RECEIVED, BatchItemStatus.PROCESSING))] == [1, 2, 3, 4, 5]
-    finally:
-        await database.close()
 
     with sqlite3.connect(path) as db:
         partial = {name: flag for _, name, _, _, flag in db.execute(
