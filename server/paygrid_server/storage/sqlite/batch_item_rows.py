@@ -72,6 +72,7 @@ def _save(db: sqlite3.Connection, batch_uid: str, chunk: Sequence[BatchItem], pa
     if was is None:
         batch_item_counts.counted(db, batch_uid, seqs, plain)
         return
+
     def guarded() -> int:
         # Rows changed, from total_changes: Python's sqlite3 gives no
         # rowcount for a statement that starts with WITH (-1).
