@@ -22,6 +22,7 @@ from paygrid.type.v1 import money_pb2
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
 from tests.support.api_key_metadata import keyed_channel
+from tests.support.batch_counts_check import assert_counts_match_items
 from paygrid_server.app import PaygridApp
 from paygrid_server.config import ChannelConfig, ObservabilityConfig, PostgresConfig, ServerConfig
 from paygrid_server.simulator.channel_ledger import ChannelLedger
@@ -159,6 +160,11 @@ async def start_paygrid(tmp_path: Path, storage_engine: str,
     for harness in started:
         await harness.channel.close()
         await harness.app.stop()
+    # Whatever a test did to its batches, SQLite's kept counts still equal
+    # its items counted (storage/sqlite/batch_item_counts.py).
+    for harness in started:
+        if harness.engine == "sqlite":
+            assert_counts_match_items(harness.database)
 
 
 @pytest.fixture

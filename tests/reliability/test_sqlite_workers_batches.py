@@ -31,6 +31,7 @@ from paygrid_server.ledger_reconciliation import reconcile, sqlite_rows
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour, start_simulator
 from tests.conftest import rich_status
 from tests.support.batch_client import batch_stub, chunk, collect, header, open_stream
+from tests.support.batch_counts_check import assert_counts_match_items
 from tests.support.exactly_once import count_batch
 from tests.support.server_process import ServerProcess, free_port, wait_for, write_config
 from tests.support.worker_log import alive, log_events, own_connection, ready_workers
@@ -98,6 +99,7 @@ def _each_item_charged_once(workers, transactions, reply, card) -> None:
     assert told.ok and told.captures == len(transactions), told.describe()
     books = reconcile(sqlite_rows(workers.database), {"card": card.ledger})
     assert books.ok, str(books)
+    assert assert_counts_match_items(workers.database) == 1  # kept counts, after takeovers
 
 
 def _pid(owner: str) -> int:

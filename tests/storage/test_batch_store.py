@@ -27,6 +27,7 @@ from paygrid_server.storage.postgres.database import PostgresDatabase, PostgresL
 from paygrid_server.storage.sqlite.batch_item_rows import chunks as _chunks
 from paygrid_server.storage.sqlite.batch_store import SqliteBatchStore
 from paygrid_server.storage.sqlite.database import SqliteDatabase
+from tests.support.batch_counts_check import assert_counts_match_items
 
 UID = "bat_test"
 S = BatchItemStatus
@@ -203,3 +204,67 @@ async def test_a_group_saved_again_reports_only_what_changed(store: BatchStore) 
     assert await _batch_events(store) == [*told, ("batch.group.completed", 4)]
     assert [i.version for i in (await _stored(store)).values()] == [4, 4, 4]
     assert (await store.get_batch_by_uid(UID)).version == 4
+
+
+async def _counts(store: BatchStore) -> tuple[int, int, int, int, int, int]:
+    c = await store.counts(UID)
+    return c.total, c.succeeded, c.failed, c.rejected, c.pending, c.total - c.pending
+
+
+def _recount_matches(store: BatchStore, tmp_path: Path) -> None:
+    """SQLite keeps its counts in a table (migrations/0012): equal to the
+    items counted, after every kind of write."""
+    if isinstance(store, SqliteBatchStore):
+        assert assert_counts_match_items(tmp_path / "paygrid.sqlite3") == 1
+
+
+async def test_counts_follow_every_write_even_of_items_not_as_expected(
+        store: BatchStore, tmp_path: Path) -> None:
+    # 300 items: more than one chunk on either engine. Stored RECEIVED but
+    # one REJECTED as sent; unstored rejections count too.
+    items = [_item(seq) for seq in range(1, 301)]
+    items[9].status = S.REJECTED
+    items[9].failure = Failure(FailureReason.INVALID_ITEM, "bad")
+    await store.insert_items(UID, 1, items, 2)
+    assert await _counts(store) == (302, 0, 0, 3, 299, 3)
+    _recount_matches(store, tmp_path)
+
+    # A group holding items that are not RECEIVED (the rejected one, and one
+    # a save made FAILED): the mark's count cannot assume what they were.
+    items[19].status = S.FAILED
+    items[19].failure = Failure(FailureReason.INSUFFICIENT_FUNDS, "no", "insufficient_funds")
+    await store.save_items(UID, [items[19]])
+    group = BatchGroup(1, "card", items[:200], started_at_us=10)
+    for item in group.items:
+        item.status, item.group_no = S.PROCESSING, 1
+    await store.mark_group_processing(UID, group)
+    assert await _counts(store) == (302, 0, 0, 2, 300, 2)  # all 200 PROCESSING now
+    _recount_matches(store, tmp_path)
+
+    # One of them settled before the group's results (SUCCEEDED): those
+    # results then find it not PROCESSING.
+    items[0].status, items[0].channel_reference = S.SUCCEEDED, "ch_settled"
+    await store.save_items(UID, [items[0]])
+    for item in group.items:
+        item.status, item.channel_reference = S.SUCCEEDED, f"ch_{item.seq}"
+    items[5].status = S.UNKNOWN
+    items[5].failure = Failure(FailureReason.OUTCOME_UNKNOWN, "no answer")
+    group.completed_at_us = 20
+    await store.save_group_results(UID, group)
+    assert await _counts(store) == (302, 199, 0, 2, 101, 201)
+    _recount_matches(store, tmp_path)
+
+    # A second group, every item as expected; then the rest rejected.
+    second = BatchGroup(2, "card", items[200:250], started_at_us=30)
+    for item in second.items:
+        item.status, item.group_no = S.PROCESSING, 2
+    await store.mark_group_processing(UID, second)
+    for item in second.items:
+        item.status = S.FAILED
+        item.failure = Failure(FailureReason.INSUFFICIENT_FUNDS, "no", "insufficient_funds")
+    second.completed_at_us = 40
+    await store.save_group_results(UID, second)
+    assert await store.reject_waiting_items(
+        UID, Failure(FailureReason.CONTROL_TOTALS_MISMATCH, "totals")) == 50
+    assert await _counts(store) == (302, 199, 50, 52, 1, 301)
+    _recount_matches(store, tmp_path)

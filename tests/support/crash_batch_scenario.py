@@ -32,6 +32,7 @@ from paygrid.type.v1 import money_pb2
 from paygrid.v1 import batch_service_pb2 as pb
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour
 from tests.support.batch_client import BatchReply, batch_stub, chunk, header
+from tests.support.batch_counts_check import assert_counts_match_items
 from paygrid_server.ledger_reconciliation import reconcile
 from tests.support.crash_rig import CrashRig, crash_rig
 from tests.support.exactly_once import CrashRunVerdict, count_batch
@@ -171,13 +172,23 @@ async def _run_with(run: BatchCrashRun, transactions: list[pb.BatchTransaction],
                                        rig.count_by_status("batch_items")))
             await rig.restart(point.restart_killed_after_ms)
             await _check_interrupted(rig, run)
+            _check_counts(rig, batches=None)  # a kill may come before the batch is stored
         assert reply is not None  # the loop ends with a submission that ran to its end
         _check_final_reply(reply, transactions, run)
+        _check_counts(rig, batches=1)
         run.exactly_once = count_batch(transactions, reply.results, rig.ledgers)
         run.books = reconcile(rig.rows, rig.ledgers)
         run.count_voids(rig.ledgers)
     run.wall_s = time.perf_counter() - started
     return run
+
+
+def _check_counts(rig: CrashRig, batches: int | None) -> None:
+    """A SQLite file's kept item counts equal its items counted, after
+    every kill and takeover (storage/sqlite/batch_item_counts.py)."""
+    if isinstance(rig.database, Path):
+        checked = assert_counts_match_items(rig.database)
+        assert batches is None or checked == batches
 
 
 async def _submit(rig: CrashRig, messages: list[pb.SubmitBatchRequest],

@@ -9,6 +9,7 @@ import sqlite3
 
 from paygrid_server.domain.ports.event_log import SnapshotEncoder
 from paygrid_server.storage.batch_rows import batch_from_row
+from paygrid_server.storage.sqlite import batch_item_counts
 from paygrid_server.storage.event_rows import (
     EVENT_COLUMNS,
     batch_counts,
@@ -33,9 +34,7 @@ def write_batch_event(db: sqlite3.Connection, encoder: SnapshotEncoder, batch_ui
     if event_type is None:
         return
     after.version += 1
-    counts = batch_counts(dict(db.execute(
-        "SELECT status, count(*) FROM batch_items WHERE batch_uid = ? GROUP BY status",
-        (batch_uid,)).fetchall()), db.execute(
+    counts = batch_counts(batch_item_counts.by_status(db, batch_uid), db.execute(
         "SELECT unstored_rejections FROM batches WHERE uid = ?", (batch_uid,)).fetchone()[0])
     group_us = [row[0] for row in db.execute(
         "SELECT completed_at_us - started_at_us FROM batch_groups "

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+from collections import Counter
 from typing import Iterator, Sequence, TypeVar
 
 from paygrid_server.domain.model.batch import BatchGroup, BatchItem
 from paygrid_server.storage.batch_rows import ITEM_COLUMNS, item_from_row, item_state_row
 from paygrid_server.storage.failure_columns import failure_columns
+from paygrid_server.storage.sqlite import batch_item_counts
 
 # Items are read and written a chunk per statement, not a statement per
 # item: every statement the writer thread runs has to win the GIL back from
@@ -50,35 +52,78 @@ _RESULT_COLUMNS = tuple(c for c in _STATE_COLUMNS if c != "group_no")
 
 
 @functools.cache
-def _update_sql(rows: int, columns: tuple[str, ...]) -> str:
+def _update_sql(rows: int, columns: tuple[str, ...], guarded: bool) -> str:
     row = f"({in_list(1 + len(columns))})"
     return (f"WITH state (seq, {', '.join(columns)}) AS (VALUES {', '.join([row] * rows)}) "
             f"UPDATE batch_items SET {', '.join(f'{c} = state.{c}' for c in columns)} "
-            "FROM state WHERE batch_items.batch_uid = ? AND batch_items.seq = state.seq")
+            "FROM state WHERE batch_items.batch_uid = ? AND batch_items.seq = state.seq"
+            + (" AND batch_items.status = ?" if guarded else ""))
 
 
-def save_states(db: sqlite3.Connection, batch_uid: str, items: list[BatchItem]) -> None:
+def _save(db: sqlite3.Connection, batch_uid: str, chunk: Sequence[BatchItem], params: list,
+          columns: tuple[str, ...], was: str | None) -> None:
+    """One chunk's UPDATE, its items counted (sqlite/batch_item_counts.py):
+    `was` is the status they all should have before it, if known."""
+    seqs = [i.seq for i in chunk]
+
+    def plain() -> None:
+        db.execute(_update_sql(len(chunk), columns, False), [*params, batch_uid])
+
+    if was is None:
+        batch_item_counts.counted(db, batch_uid, seqs, plain)
+        return
+
+    def guarded() -> int:
+        # Rows changed, from total_changes: Python's sqlite3 gives no
+        # rowcount for a statement that starts with WITH (-1).
+        before = db.total_changes
+        db.execute(_update_sql(len(chunk), columns, True), [*params, batch_uid, was])
+        return db.total_changes - before
+
+    batch_item_counts.moved_from(db, batch_uid, seqs, was, Counter(i.status.value for i in chunk),
+                                 guarded, plain)
+
+
+def save_states(db: sqlite3.Connection, batch_uid: str, items: list[BatchItem],
+                was: str | None = None) -> None:
     """Each item's own state: per chunk, one UPDATE joining the items' rows
-    (a VALUES table) to batch_items by seq."""
+    (a VALUES table) to batch_items by seq. `was`: every item's status as
+    stored, if known (the cheaper count)."""
     for chunk in chunks(items):
         params = []
         for i in chunk:
             params += item_state_row(i)
             params.append(i.version)
-        params.append(batch_uid)
-        db.execute(_update_sql(len(chunk), _STATE_COLUMNS), params)
+        _save(db, batch_uid, chunk, params, _STATE_COLUMNS, was)
 
 
 def save_results(db: sqlite3.Connection, batch_uid: str, items: list[BatchItem]) -> None:
     """save_states for the items of a group just charged, which keep the
-    group_no mark_group_processing stored."""
+    group_no mark_group_processing stored (and its status PROCESSING, unless
+    something settled them meanwhile)."""
     for chunk in chunks(items):
         params = []
         for i in chunk:
             params += (i.seq, i.status.value, i.attempt, i.channel_reference,
                        *failure_columns(i.failure), i.version)
-        params.append(batch_uid)
-        db.execute(_update_sql(len(chunk), _RESULT_COLUMNS), params)
+        _save(db, batch_uid, chunk, params, _RESULT_COLUMNS, "PROCESSING")
+
+
+def mark_processing(db: sqlite3.Connection, batch_uid: str, seqs: list[int],
+                    group_no: int | None = None) -> None:
+    """The items `seqs` PROCESSING (and in group `group_no`, if given): their
+    group starts. Counted as moved from RECEIVED, what they were stored as
+    (else item by item: sqlite/batch_item_counts.py)."""
+    group_set = "" if group_no is None else ", group_no = ?"
+    group_param = () if group_no is None else (group_no,)
+    for chunk in chunks(seqs):
+        sql = (f"UPDATE batch_items SET status = 'PROCESSING'{group_set} "
+               f"WHERE batch_uid = ? AND seq IN ({in_list(len(chunk))})")
+        params = (*group_param, batch_uid, *chunk)
+        batch_item_counts.moved_from(
+            db, batch_uid, chunk, "RECEIVED", {"PROCESSING": len(chunk)},
+            lambda: db.execute(f"{sql} AND status = 'RECEIVED'", params).rowcount,
+            lambda: db.execute(sql, params))
 
 
 def stored_statuses(db: sqlite3.Connection, batch_uid: str,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+from collections import Counter
 from typing import Callable
 
 from paygrid_server.domain.model.batch import (
@@ -23,14 +24,24 @@ from paygrid_server.storage.batch_rows import ITEM_COLUMNS as _ITEM_COLUMNS
 from paygrid_server.storage.batch_rows import STORED_ITEM_COLUMNS
 from paygrid_server.storage.batch_rows import batch_from_row as _batch
 from paygrid_server.storage.batch_rows import item_from_row as _item
-from paygrid_server.storage.batch_rows import counts_from_rows, item_insert_row
+from paygrid_server.storage.batch_rows import item_insert_row
 from paygrid_server.storage.failure_columns import failure_columns
+from paygrid_server.storage.sqlite import batch_item_counts
 from paygrid_server.storage.batch_group_events import completed
 from paygrid_server.storage.sqlite.batch_events import batch_status, write_batch_event
 from paygrid_server.storage.sqlite.batch_group_events import save_and_report, write_group_events
-from paygrid_server.storage.sqlite.batch_item_rows import chunks, in_list, save_results
+from paygrid_server.storage.sqlite.batch_item_rows import (
+    chunks,
+    in_list,
+    mark_processing,
+    save_results,
+)
 from paygrid_server.storage.sqlite.database import SqliteDatabase, write_then_wake
 
+
+# batch_items_by_status's WHERE (migrations/0012), and the statuses it leaves out.
+_WALKED = ("RECEIVED", "SUCCEEDED")
+_INDEXED = f"status NOT IN {_WALKED}"
 
 _INSERT_COLUMNS = f"{STORED_ITEM_COLUMNS}, content_digest, batch_uid, submission"
 
@@ -39,6 +50,20 @@ _INSERT_COLUMNS = f"{STORED_ITEM_COLUMNS}, content_digest, batch_uid, submission
 def _insert_items_sql(rows: int) -> str:
     row = f"({in_list(_INSERT_COLUMNS.count(',') + 1)})"
     return f"INSERT INTO batch_items ({_INSERT_COLUMNS}) VALUES {', '.join([row] * rows)}"
+
+
+@functools.cache
+def items_after_sql(statuses: tuple[str, ...]) -> str:
+    """The items after seq ?2 of batch ?1 in these statuses (all: none
+    named), ?3 at most. One range of batch_items_by_status per status it
+    holds, merged in seq order: `status IN (...)` would walk every item
+    after ?2. The index is partial (migrations/0012): an arm names its
+    WHERE to use it; a RECEIVED or SUCCEEDED arm walks the batch by seq."""
+    arms = [f"AND status = ?{4 + n}" + ("" if status in _WALKED else f" AND {_INDEXED}")
+            for n, status in enumerate(statuses)] or [""]
+    return (" UNION ALL ".join(f"SELECT {_ITEM_COLUMNS} FROM batch_items "
+                               f"WHERE batch_uid = ?1 AND seq > ?2 {arm}" for arm in arms)
+            + " ORDER BY seq LIMIT ?3")
 
 
 class SqliteBatchStore:
@@ -64,6 +89,7 @@ class SqliteBatchStore:
                  batch.submissions, batch.created_at_us,
                  batch.submission_started_at_us, h.failure_policy.value)).rowcount == 1
             if inserted:
+                batch_item_counts.create(db, batch.uid)
                 write_batch_event(db, self._encoder, batch.uid, None)
             return inserted
 
@@ -120,6 +146,7 @@ class SqliteBatchStore:
                     params += item_insert_row(i)  # ends with the content digest
                     params += same_for_all
                 db.execute(_insert_items_sql(len(chunk)), params)
+            batch_item_counts.add(db, batch_uid, Counter(i.status.value for i in fresh))
             # Seen in this submission now: a second copy later in the stream is a duplicate.
             for chunk in chunks(resent):
                 db.execute(f"UPDATE batch_items SET submission = ? "
@@ -143,10 +170,7 @@ class SqliteBatchStore:
                 "INSERT INTO batch_groups (batch_uid, group_no, group_key, size, started_at_us) "
                 "VALUES (?, ?, ?, ?, ?)",
                 (batch_uid, group.group_no, group.key, len(group.items), group.started_at_us))
-            for chunk in chunks([item.seq for item in group.items]):
-                db.execute(f"UPDATE batch_items SET status = 'PROCESSING', group_no = ? "
-                           f"WHERE batch_uid = ? AND seq IN ({in_list(len(chunk))})",
-                           (group.group_no, batch_uid, *chunk))
+            mark_processing(db, batch_uid, [item.seq for item in group.items], group.group_no)
 
         await self._write(mark)
 
@@ -171,31 +195,26 @@ class SqliteBatchStore:
         await self._write(lambda db: save_and_report(db, self._encoder, batch_uid, items))
 
     async def reject_waiting_items(self, batch_uid: str, failure: Failure) -> int:
-        return await self._write(lambda db: db.execute(
-            "UPDATE batch_items SET status = 'REJECTED', failure_reason = ?, "
-            "failure_message = ?, failure_decline_code = ? "
-            "WHERE batch_uid = ? AND status = 'RECEIVED'",
-            (*failure_columns(failure), batch_uid)).rowcount)
+        def reject(db: sqlite3.Connection) -> int:
+            rejected = db.execute(
+                "UPDATE batch_items SET status = 'REJECTED', failure_reason = ?, "
+                "failure_message = ?, failure_decline_code = ? "
+                "WHERE batch_uid = ? AND status = 'RECEIVED'",
+                (*failure_columns(failure), batch_uid)).rowcount
+            batch_item_counts.add(db, batch_uid, {"RECEIVED": -rejected, "REJECTED": rejected})
+            return rejected
+
+        return await self._write(reject)
 
     async def items_after(self, batch_uid: str, after_seq: int, limit: int,
                           statuses: tuple[BatchItemStatus, ...] = ()) -> list[BatchItem]:
-        # One range of batch_items_by_status per status, merged in seq
-        # order: `status IN (...)` would walk every item after `after_seq`.
         statuses = tuple(dict.fromkeys(statuses))
-        arms = [f"AND status = ?{4 + n}" for n in range(len(statuses))] or [""]
         return [_item(row) for row in await self._reader.execute_fetchall(
-            " UNION ALL ".join(f"SELECT {_ITEM_COLUMNS} FROM batch_items "
-                               f"WHERE batch_uid = ?1 AND seq > ?2 {arm}" for arm in arms)
-            + " ORDER BY seq LIMIT ?3",
+            items_after_sql(tuple(s.value for s in statuses)),
             (batch_uid, after_seq, limit, *(s.value for s in statuses)))]
 
     async def counts(self, batch_uid: str) -> BatchCounts:
-        status_counts = await self._reader.execute_fetchall(
-            "SELECT status, count(*) FROM batch_items WHERE batch_uid = ? GROUP BY status",
-            (batch_uid,))
-        rows = await self._reader.execute_fetchall(
-            "SELECT unstored_rejections FROM batches WHERE uid = ?", (batch_uid,))
-        return counts_from_rows(status_counts, rows[0][0] if rows else 0)
+        return await batch_item_counts.read(self._reader, batch_uid)
 
     async def group_processing_us(self, batch_uid: str) -> list[int]:
         return [row[0] for row in await self._reader.execute_fetchall(

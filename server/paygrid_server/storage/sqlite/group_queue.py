@@ -31,6 +31,7 @@ from paygrid_server.storage.sqlite.batch_item_rows import (
     GROUP_ITEMS_SQL,
     chunks,
     in_list,
+    mark_processing,
     save_states,
 )
 from paygrid_server.storage.sqlite.database import SqliteDatabase, write_then_wake
@@ -178,9 +179,7 @@ class SqliteGroupQueue:
         def mark(db: sqlite3.Connection) -> bool:
             if not _holds(db, lease, "started_at_us = ?", (group.started_at_us,)):
                 return False
-            for chunk in chunks(processing):
-                db.execute(f"UPDATE batch_items SET status = 'PROCESSING' WHERE batch_uid = ? "
-                           f"AND seq IN ({in_list(len(chunk))})", (batch_uid, *chunk))
+            mark_processing(db, batch_uid, processing)
             return True
 
         return await self._plain_write(mark)
@@ -197,7 +196,7 @@ class SqliteGroupQueue:
                 db.execute("UPDATE batches SET stopped_after = coalesce(stopped_after, ?) "
                            "WHERE uid = ?", (stops_batch, batch_uid))
             write_group_events(db, self._encoder, batch_uid, [completed(group)])
-            save_states(db, batch_uid, group.items)
+            save_states(db, batch_uid, group.items, was="PROCESSING")
             return True
 
         return await self._write(save)
