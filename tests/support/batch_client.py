@@ -68,7 +68,7 @@ async def submit(stub: pb_grpc.BatchServiceStub, *messages: pb.SubmitBatchReques
     try:
         return await collect(call)
     except grpc.aio.AioRpcError as caught:
-        raise (server_status.server_error(caught) or caught) from None
+        raise server_status.server_error(caught) from None
 
 
 async def resubmit(stub: pb_grpc.BatchServiceStub, *messages: pb.SubmitBatchRequest,

@@ -92,9 +92,7 @@ class ChaosLoad:
                 # end the call while this client still writes, and grpc.aio
                 # then reports its own INTERNAL: the server's status is used.
                 error = server_status.server_error(caught)
-                if error is None:  # it ended OK, its summary lost: resubmitting tells it
-                    name = "OK"
-                elif is_lost_status(error):  # not kept either: it was never received
+                if is_lost_status(error):  # not kept either: it was never received
                     name = "status lost by the client"
                 elif error.code() in RETRIED:
                     name = error.code().name

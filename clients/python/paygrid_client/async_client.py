@@ -270,8 +270,6 @@ class AsyncPaygridClient:
                 return
             except grpc.RpcError as caught:
                 rpc_error = server_status.server_error(caught)
-                if rpc_error is None:
-                    return  # the server ended it OK after the last answer
                 if answered:
                     # The caller has seen part of the answer: retrying here
                     # would show it twice. Calling again resumes instead.

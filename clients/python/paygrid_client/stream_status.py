@@ -38,29 +38,33 @@ class ServerStatus:
     """Keeps the first status of `call` (a grpc.aio call), as it is set.
 
     `server_error(caught)` is what to report for an error the call raised:
-    the server's own status when grpc.aio replaced it, else `caught`; None
-    when the server had ended the call OK (every answer was read)."""
+    the server's own status when grpc.aio replaced it, else `caught`. (A
+    call the server ended OK has no write in flight to fail: it ends only
+    after reading the last message; a half-close that fails after the
+    status does not replace it.)"""
 
     def __init__(self, call: Any) -> None:
         self._first: grpc.aio.AioRpcError | None = None
-        self._ok = False
         self._kept = False
         call.add_done_callback(self._keep)
 
-    def server_error(self, caught: grpc.RpcError) -> grpc.RpcError | None:
+    def server_error(self, caught: grpc.RpcError) -> grpc.RpcError:
         if not is_lost_status(caught):
             return caught
-        if self._ok:
-            return None
         return self._first or caught
 
     def _keep(self, call: Any) -> None:
-        if self._kept:  # grpc.aio runs the callbacks again for its own status
+        if self._kept:  # grpc.aio may run the callbacks again for its own status
             return
         self._kept = True
+        try:
+            self._read(call)
+        except Exception:  # noqa: BLE001 - grpc.aio runs this while it sets the status:
+            pass  # nothing may break that; without a kept status the caught one stands
+
+    def _read(self, call: Any) -> None:
         code = _now(call.code())
         if code is None or code == grpc.StatusCode.OK:
-            self._ok = code == grpc.StatusCode.OK
             return
         error = grpc.aio.AioRpcError(code, _now(call.initial_metadata()),
                                      _now(call.trailing_metadata()), _now(call.details()),
