@@ -12,6 +12,7 @@ from pathlib import Path
 
 from paygrid_server.api_keys import ApiKeyEntry, api_key_sha256
 from paygrid_server.config import AuthConfig, TlsConfig
+from tests.conftest import TEST_CHANNELS, channel
 from tests.support.local_process import free_loopback_port
 from tests.support.certificates import TestCa
 
@@ -82,7 +83,11 @@ async def test_pay_get_list_and_refund_in_human_and_json_output(paygrid) -> None
     assert len(paygrid.captured_everywhere()) == 3
 
 
-async def test_pay_async_prints_the_accepted_payment_and_get_shows_its_outcome(paygrid) -> None:
+async def test_pay_async_prints_the_accepted_payment_and_get_shows_its_outcome(
+        start_paygrid) -> None:
+    # The charge is held across two CLI processes, each starting Python and
+    # grpc: on a loaded machine longer than the card's default 2 s timeout.
+    paygrid = await start_paygrid((channel("card", timeout_ms=60_000), *TEST_CHANNELS[1:]))
     target = f"127.0.0.1:{paygrid.app.port}"
     card = paygrid.simulator("card")
     card.faults.hold_charges()  # still processing, provably, when the CLI answers

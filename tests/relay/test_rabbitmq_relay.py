@@ -119,7 +119,8 @@ async def test_a_returned_event_stops_the_cursor_until_a_queue_takes_it(
     everything = await vhost.consume(("#",))
     await wait_for(lambda: stats.cursor == outcome.seq, "the cursor past all three")
     assert _saved_cursor(paygrid) == outcome.seq
-    assert leg_event.seq in everything.seqs()  # republished from the cursor
+    # Republished from the cursor and confirmed: in the queue, on its way to the consumer.
+    await wait_for(lambda: leg_event.seq in everything.seqs(), "the leg event consumed")
 
 
 async def test_a_connection_cut_with_confirms_outstanding_republishes_from_the_cursor(
@@ -141,11 +142,16 @@ async def test_a_connection_cut_with_confirms_outstanding_republishes_from_the_c
         proxy.cut()
         await wait_for(lambda: stats.cursor == logged[-1].seq, "the cursor after a reconnect")
         assert stats.failures >= 1
-        seqs = consumed.seqs()
-        assert set(seqs) == {e.seq for e in logged}  # none lost
         # What the cut session published (held first, perhaps more: the relay
         # may have woken once for all three), then all again from the cursor.
         rest = [e.seq for e in logged[len(first):]]
+        # Confirmed: in the queue, not yet necessarily with its consumer. The
+        # tail is `rest` once the republished stretch is all in (after at least
+        # the held event from the cut session).
+        await wait_for(lambda: len(consumed.seqs()) > len(first) + len(rest) and
+                       consumed.seqs()[-len(rest):] == rest, "the republished events consumed")
+        seqs = consumed.seqs()
+        assert set(seqs) == {e.seq for e in logged}  # none lost
         cut_session = seqs[len(first):len(seqs) - len(rest)]
         assert cut_session, f"nothing published again after the cut: {seqs}"
         assert cut_session[0] == held and cut_session == rest[:len(cut_session)]
@@ -171,6 +177,8 @@ async def test_events_written_while_confirms_are_held_go_out_at_once(
         proxy.cut()  # the held confirms are lost: all six go out again
         await wait_for(lambda: stats.cursor == logged[-1], "the cursor after a reconnect")
         assert _saved_cursor(paygrid) == logged[-1]
+        # Confirmed: in the queue, not yet necessarily with its consumer.
+        await wait_for(lambda: len(consumed.messages) >= 2 * len(logged), "the six consumed")
         assert consumed.seqs() == logged + logged
 
 
@@ -233,4 +241,7 @@ async def test_a_connection_the_broker_closes_is_reopened_and_nothing_is_lost(
     logged = await _logged_events(paygrid)
     await wait_for(lambda: stats.cursor == logged[-1].seq, "the second payment confirmed")
     assert stats.failures >= 1
-    assert set(consumed.seqs()) == {e.seq for e in logged}
+    # Confirmed: in the queue, not yet necessarily with its consumer.
+    every = {e.seq for e in logged}
+    await wait_for(lambda: every <= set(consumed.seqs()), "every event consumed")
+    assert set(consumed.seqs()) == every

@@ -10,6 +10,7 @@ import grpc
 from paygrid.type.v1 import money_pb2
 from paygrid.v1 import batch_service_pb2 as pb
 from paygrid.v1 import batch_service_pb2_grpc as pb_grpc
+from paygrid_client.stream_status import ServerStatus
 
 
 def tx(reference: str, payee: str | None = None, currency: str = "EUR", amount_minor: int = 100,
@@ -52,18 +53,22 @@ class BatchReply:
 
 async def submit(stub: pb_grpc.BatchServiceStub, *messages: pb.SubmitBatchRequest,
                  timeout: float = 60) -> BatchReply:
-    # Written one by one rather than from a request iterator: a server that
-    # refuses the stream (ABORTED, ...) while messages are still being sent
-    # then reaches the client as its own status, not as grpc's INTERNAL
-    # "Failed execute_batch" of the iterator's failed write.
+    # A server that refuses the stream (ABORTED, ...) while messages are still
+    # being written ends the call: grpc.aio then replaces its status with
+    # INTERNAL "Internal error from Core" (call.write as much as a request
+    # iterator); ServerStatus keeps the server's (paygrid_client/stream_status.py).
     call = stub.SubmitBatch(timeout=timeout)
+    server_status = ServerStatus(call)
     try:
         for message in messages:
             await call.write(message)
         await call.done_writing()
-    except grpc.aio.AioRpcError:
+    except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
         pass  # the call has ended: its status is read below
-    return await collect(call)
+    try:
+        return await collect(call)
+    except grpc.aio.AioRpcError as caught:
+        raise server_status.server_error(caught) from None
 
 
 async def resubmit(stub: pb_grpc.BatchServiceStub, *messages: pb.SubmitBatchRequest,

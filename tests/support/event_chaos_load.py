@@ -13,6 +13,7 @@ import grpc
 from paygrid.v1 import batch_service_pb2 as batch_pb
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
+from paygrid_client.stream_status import ServerStatus, is_lost_status
 from tests.support.batch_client import batch_stub, chunk, collect, header
 from tests.support.crash_batch_scenario import batch_transactions
 from tests.support.crash_pay_scenario import RETRIED
@@ -78,17 +79,26 @@ class ChaosLoad:
             yield messages[-1]
 
         while True:
+            # From an iterator, not written one by one: a write to a call the
+            # kill ended raises InvalidStateError through the key interceptor.
+            call = batch_stub(self.rng.choice(self.channels)).SubmitBatch(
+                requests(), timeout=CALL_TIMEOUT_S * 5)
+            server_status = ServerStatus(call)
             try:
-                # From an iterator, not written one by one: a write to a call the
-                # kill ended raises InvalidStateError through the key interceptor.
-                reply = await collect(batch_stub(self.rng.choice(self.channels)).SubmitBatch(
-                    requests(), timeout=CALL_TIMEOUT_S * 5))
-            except grpc.aio.AioRpcError as error:
-                # A kill ends the stream UNAVAILABLE, or INTERNAL from this
-                # client's own gRPC core when its write fails.
-                if error.code() not in RETRIED | {grpc.StatusCode.INTERNAL}:
-                    raise
-                self.outcomes[f"batch retried {error.code().name}"] += 1
+                reply = await collect(call)
+            except grpc.aio.AioRpcError as caught:
+                # A kill ends the stream UNAVAILABLE; a resubmission while the
+                # killed one's run still holds the batch, ABORTED. Either may
+                # end the call while this client still writes, and grpc.aio
+                # then reports its own INTERNAL: the server's status is used.
+                error = server_status.server_error(caught)
+                if is_lost_status(error):  # not kept either: it was never received
+                    name = "status lost by the client"
+                elif error.code() in RETRIED:
+                    name = error.code().name
+                else:
+                    raise error from caught
+                self.outcomes[f"batch retried {name}"] += 1
                 reply = None
             if reply is not None and reply.summary is not None:
                 self.outcomes["batch " + batch_pb.BatchStatus.Name(

@@ -31,6 +31,7 @@ from paygrid_client.request_messages import (
     watch_request,
 )
 from paygrid_client.retries import NO_RETRIES, Attempts, RetryListener, RetryPolicy
+from paygrid_client.stream_status import ServerStatus
 from paygrid_client.timeouts import CallTimeouts
 
 Transactions = Iterable[batch_pb.BatchTransaction] | AsyncIterable[batch_pb.BatchTransaction]
@@ -260,17 +261,19 @@ class AsyncPaygridClient:
         attempts = Attempts(policy, method, on_retry=self._on_retry)
         while True:
             call = open_call()
+            server_status = ServerStatus(call)  # grpc.aio may replace it (stream_status.py)
             answered = False
             try:
                 async for response in call:
                     answered = True
                     yield response
                 return
-            except grpc.RpcError as rpc_error:
+            except grpc.RpcError as caught:
+                rpc_error = server_status.server_error(caught)
                 if answered:
                     # The caller has seen part of the answer: retrying here
                     # would show it twice. Calling again resumes instead.
-                    raise attempts.error(rpc_error) from rpc_error
+                    raise attempts.error(rpc_error) from caught
                 delay_s = attempts.delay_after(rpc_error)
             finally:
                 call.cancel()
