@@ -34,6 +34,7 @@ from grpc_status import rpc_status
 from prometheus_client.parser import text_string_to_metric_families
 
 from paygrid.v1 import batch_service_pb2 as batch_pb
+from paygrid_client.stream_status import LOST_STATUS_DETAILS
 from paygrid_server.transport.grpc_server import MAX_MESSAGE_BYTES
 from tests.support.hostile_strategies import Method
 
@@ -137,10 +138,6 @@ class ServerStatuses:
             await asyncio.sleep(0.02)
 
 
-# grpc core's own words for a lost status (with INTERNAL or CANCELLED), never paygrid's.
-_LOST = "Internal error from Core"
-
-
 async def send(channel: grpc.aio.Channel, method: Method, payloads: list[bytes],
                timeout_s: float = CALL_TIMEOUT_S,
                server: ServerStatuses | None = None) -> Outcome:
@@ -149,7 +146,7 @@ async def send(channel: grpc.aio.Channel, method: Method, payloads: list[bytes],
     before = await server.counts(method) if server and method.request_streaming else None
     outcome = await _send(channel, method, payloads, timeout_s)
     outcome.oversize = any(len(p) > MAX_MESSAGE_BYTES for p in payloads)
-    if before is not None and outcome.details == _LOST:
+    if before is not None and outcome.details == LOST_STATUS_DETAILS:  # INTERNAL or CANCELLED
         outcome.code = await server.recorded_since(method, before)
         outcome.code_from_server_metrics = True
     return outcome
