@@ -40,20 +40,20 @@ class UnfinishedWork:
         """For one listing of unfinished work: whether this process takes up
         the one with that id, stored at that time (µs)."""
         take_all, self._take_all_once = self._take_all_once or not self._shared, False
-        own, cutoff_us = self.own_and_cutoff()
+        cutoff_us = handoff_cutoff_us()
 
         def takes(work_id: str, stored_at_us: int) -> bool:
             if take_all:
                 self.started(work_id)  # this process drives it from now on
                 return True
-            return work_id in own or stored_at_us < cutoff_us
+            return work_id in self._own or stored_at_us < cutoff_us
         return takes
 
-    def own_and_cutoff(self) -> tuple[set[str], int]:
+    def own_and_cutoff(self) -> tuple[list[str], int]:
         """What a listing takes, for a store that selects it in a query
         (shared work, never taken all at once): this process's own ids, and
         the time (µs) before which anyone's unfinished work is taken."""
-        return self._own, handoff_cutoff_us()
+        return list(self._own), handoff_cutoff_us()
 
     def may_be_running_elsewhere(self, work_id: str, stored_at_us: int) -> bool:
         """Whether another process may be driving this unfinished work now."""

@@ -132,7 +132,7 @@ class PostgresPaymentStore:
         return await self._load_payments(
             "SELECT * FROM payments WHERE status = 'PROCESSING' "
             "AND (payment_id = ANY($1::text[]) OR received_at_us < $2) ORDER BY received_at_us",
-            list(own), cutoff_us)
+            own, cutoff_us)
 
     async def _load_payments(self, sql: str, *params) -> list[Payment]:
         # One snapshot for a payment and its legs.
@@ -244,7 +244,7 @@ class PostgresPaymentStore:
         ids = [row["refund_id"] for row in await self._database.read(
             "fetch", "SELECT refund_id FROM refunds WHERE status = 'PENDING' "
             "AND (refund_id = ANY($1::text[]) OR created_at_us < $2) ORDER BY created_at_us",
-            list(own), cutoff_us)]
+            own, cutoff_us)]
         refunds = []
         for refund_id in ids:
             refund = await self._load_refund("SELECT * FROM refunds WHERE refund_id = $1",
