@@ -121,6 +121,12 @@ class BatchItem:
         return f"{batch_uid}.{self.seq}.{self.attempt}"
 
 
+def channel_keys(batch_uid: str, items: list[BatchItem]) -> list[str]:
+    """channel_key of each item, without a method call each (a group's
+    hundred keys per ChargeBatch)."""
+    return [f"{batch_uid}.{item.seq}.{item.attempt}" for item in items]
+
+
 @dataclass(slots=True)
 class BatchGroup:
     group_no: int
