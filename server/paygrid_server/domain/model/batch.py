@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Iterable
 
 from paygrid_server.domain.model.control_totals import ControlTotals
 from paygrid_server.domain.model.fingerprint import fingerprint as digest_of
@@ -43,8 +44,20 @@ class BatchItemStatus(enum.Enum):
 
     @property
     def is_final(self) -> bool:
-        return self in (BatchItemStatus.SUCCEEDED, BatchItemStatus.FAILED,
-                        BatchItemStatus.REJECTED)
+        return self in FINAL_ITEM_STATUSES
+
+
+# A tuple: `in` and list.count compare by identity first, in C, where the
+# class attributes read in is_final and an Enum's hash (Python code) cost
+# 0.1-0.3 µs, per item of every group.
+FINAL_ITEM_STATUSES = (BatchItemStatus.SUCCEEDED, BatchItemStatus.FAILED,
+                       BatchItemStatus.REJECTED)
+
+
+def final_count(items: Iterable[BatchItem | ItemResult]) -> int:
+    """How many of `items` hold a final status."""
+    statuses = [item.status for item in items]
+    return sum(map(statuses.count, FINAL_ITEM_STATUSES))
 
 
 @dataclass(frozen=True, slots=True)
