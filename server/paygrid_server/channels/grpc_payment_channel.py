@@ -70,14 +70,18 @@ def money_message(money: Money) -> money_pb2.Money:
 
 
 def charge_batch_request(orders: ChargeOrders) -> pb.ChargeBatchRequest:
-    # Filled in place from the columns: building each ChargeRequest apart
-    # and copying it in costs twice as much, per item of every batch.
+    # Filled in place from the columns (building each ChargeRequest apart
+    # and copying it in costs twice as much, per item of every batch), a
+    # field at a time (upb takes keyword arguments to add() at 1.2-1.6x).
     request = pb.ChargeBatchRequest()
     add, payer = request.charges.add, orders.payer
     for key, payee, reference, amount in zip(orders.keys, orders.payees, orders.references,
                                              orders.amounts):
-        message = add(idempotency_key=key, payer=payer, payee=payee, reference=reference).amount
-        message.currency, message.amount_minor = amount.currency, amount.amount_minor
+        charge = add()
+        charge.idempotency_key, charge.payer, charge.payee = key, payer, payee
+        charge.reference = reference
+        money = charge.amount
+        money.currency, money.amount_minor = amount.currency, amount.amount_minor
     return request
 
 

@@ -54,10 +54,11 @@ FINAL_ITEM_STATUSES = (BatchItemStatus.SUCCEEDED, BatchItemStatus.FAILED,
                        BatchItemStatus.REJECTED)
 
 
-def final_count(items: Iterable[BatchItem | ItemResult]) -> int:
-    """How many of `items` hold a final status."""
+def final_counts(items: Iterable[BatchItem | ItemResult]) -> dict[BatchItemStatus, int]:
+    """How many of `items` hold each final status (those none hold left out)."""
     statuses = [item.status for item in items]
-    return sum(map(statuses.count, FINAL_ITEM_STATUSES))
+    return {status: count for status in FINAL_ITEM_STATUSES
+            if (count := statuses.count(status))}
 
 
 @dataclass(frozen=True, slots=True)
