@@ -88,7 +88,9 @@ def charge_batch_request(orders: ChargeOrders) -> pb.ChargeBatchRequest:
 def charge_batch_records(orders: ChargeOrders,
                          response: pb.ChargeBatchResponse) -> ChargeRecords:
     """The answer's records; whole ChargeRecords are made only when read."""
-    charges = response.charges
+    # A list: each pass over the repeated field would make its elements'
+    # Python objects again (see batch_messages.transaction_inputs).
+    charges = list(response.charges)
     # An answer that does not pair up with the request tells nothing
     # reliable about any key; the caller treats it like a lost answer.
     if [charge.idempotency_key for charge in charges] != orders.keys:

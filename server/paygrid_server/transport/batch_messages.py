@@ -70,14 +70,17 @@ def end_totals(end: pb.BatchEnd) -> ControlTotals | None:
 def transaction_inputs(chunk: pb.BatchTransactions) -> TransactionColumns:
     """A field at a time for all transactions; those with anything more than
     reference, payee, amount and channel also as a TransactionInput each."""
-    txs = chunk.transactions
+    # A list, not the repeated field: upb makes a Python object for an
+    # element each time one is read and drops it after, so each pass over
+    # the field would make the message's 500 objects again (x1.5 the cost).
+    txs = list(chunk.transactions)
     amounts = [tx.amount for tx in txs]
     return TransactionColumns(
         [tx.reference for tx in txs], [tx.payee for tx in txs], [tx.channel for tx in txs],
         [amount.currency for amount in amounts], [amount.amount_minor for amount in amounts],
-        {index: _transaction_input(tx) for index, tx in enumerate(txs)
+        {index: _transaction_input(tx) for index, (tx, amount) in enumerate(zip(txs, amounts))
          if tx.HasField("requested_at") or not tx.HasField("amount")
-         or tx.amount.HasField("minor_units")})
+         or amount.HasField("minor_units")})
 
 
 def _transaction_input(tx: pb.BatchTransaction) -> TransactionInput:
