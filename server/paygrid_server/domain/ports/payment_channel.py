@@ -38,7 +38,8 @@ class ChargeRecord(NamedTuple):
 
 
 class ChargeOrderLike(Protocol):
-    """One charge to make: what charge_batch takes per item. The domain's
+    """One charge to make (settlement's charge_again takes one; charge_batch
+    takes many as columns, bulk_charges.ChargeOrders). The domain's
     ChargeOrder is one; the port only states the fields it needs, so it
     does not depend on the domain module that depends on it."""
 
