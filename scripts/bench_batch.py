@@ -24,7 +24,7 @@ from paygrid.v1 import batch_service_pb2_grpc as pb_grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/support/: helpers shared with the tests
 from tests.support.api_key_metadata import keyed_channel
 
-from bench_server import cpu_s, paygrid_server, rss_kib
+from bench_server import cpu_s, paygrid_server, rss_kib, thread_cpu_s
 
 
 def batch_requests(items: int, per_message: int, group_size: int, parallelism: int):
@@ -74,6 +74,7 @@ async def run(items: int, per_message: int, group_size: int, parallelism: int,
         assert len(pids) == (1 if workers == 1 else 1 + workers), pids
         rss_start = _sum_over(rss_kib, pids)
         cpu_start = _sum_over(cpu_s, pids)
+        threads_start = thread_cpu_s(server.pid)
         peak = rss_start
         done = asyncio.Event()
 
@@ -94,6 +95,7 @@ async def run(items: int, per_message: int, group_size: int, parallelism: int,
                     summary = response.summary
         wall_s = time.perf_counter() - started
         server_cpu_s = _sum_over(cpu_s, pids) - cpu_start
+        threads = thread_cpu_s(server.pid)
         done.set()
         await sampler
     assert summary is not None and summary.counts.succeeded == items, summary
@@ -106,6 +108,11 @@ async def run(items: int, per_message: int, group_size: int, parallelism: int,
         "groups": summary.timing.groups,
         "wall_s": round(wall_s, 2),
         "server_cpu_us_per_item": round(server_cpu_s * 1e6 / items, 1),
+        # The supervisor's own threads when workers > 1 (its workers are apart).
+        "thread_cpu_us_per_item": {
+            name: round((cpu - threads_start.get(name, 0.0)) * 1e6 / items, 1)
+            for name, cpu in sorted(threads.items(), key=lambda t: -t[1])
+            if (cpu - threads_start.get(name, 0.0)) * 1e6 / items >= 0.5},
         "server_rss_start_mib": round(rss_start / 1024, 1),
         "server_rss_peak_mib": round(peak / 1024, 1),
     }

@@ -39,6 +39,23 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu_s(pid: int) -> dict[str, float]:
+    """User + system CPU seconds of each thread so far, by name: "loop" for
+    the main thread (the event loop's), else the thread's comm (threads of
+    one name summed)."""
+    found: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except FileNotFoundError:
+            continue  # ended meanwhile
+        fields = stat.rsplit(")", 1)[1].split()
+        name = "loop" if task.name == str(pid) else stat[stat.index("(") + 1:stat.rindex(")")]
+        found[name] = found.get(name, 0.0) + \
+            (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return found
+
+
 def rss_kib(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))

@@ -14,7 +14,7 @@ from paygrid.channel.v1 import payment_channel_pb2_grpc as cpb_grpc
 from paygrid.type.v1 import money_pb2
 from paygrid.v1 import batch_service_pb2 as pb
 from paygrid_server.channels.grpc_payment_channel import GrpcPaymentChannel
-from paygrid_server.domain.charging.channel_charge import ChargeOrder
+from paygrid_server.domain.ports.bulk_charges import ChargeOrders
 from paygrid_server.domain.model.money import Money
 from paygrid_server.domain.ports.payment_channel import (
     MAX_CHARGES_PER_BATCH_CALL,
@@ -247,7 +247,7 @@ async def test_charge_batch_refuses_an_empty_or_oversized_call(simulator, count)
 async def test_the_adapter_maps_unimplemented_and_remembers_it() -> None:
     server, servicer, port = await start_simulator("old", SimulatorBehaviour(bulk_charge=False))
     adapter = GrpcPaymentChannel("old", f"127.0.0.1:{port}")
-    orders = [ChargeOrder("k1", "p1", "m1", Money("EUR", 100), "ref")]
+    orders = ChargeOrders(["k1"], "p1", ["m1"], [Money("EUR", 100)], ["ref"])
     try:
         for _ in range(2):
             with pytest.raises(BulkChargeUnsupported):

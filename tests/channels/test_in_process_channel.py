@@ -9,7 +9,7 @@ import pytest
 from paygrid.v1 import batch_service_pb2 as bpb
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid_server.channels.in_process_channel import InProcessPaymentChannel
-from paygrid_server.domain.charging.channel_charge import ChargeOrder
+from paygrid_server.domain.ports.bulk_charges import ChargeOrders
 from paygrid_server.domain.model.money import Money
 from paygrid_server.domain.ports.payment_channel import (
     BulkChargeUnsupported,
@@ -86,12 +86,12 @@ async def test_pay_works_through_it(start_paygrid) -> None:
 async def test_the_adapter_maps_what_the_servicer_aborts_with(behaviour, payee, error) -> None:
     servicer = ChannelSimulator(ChannelLedger("card"), behaviour)
     adapter = InProcessPaymentChannel("card", servicer)
-    orders = [ChargeOrder("k1", "p1", "m0", Money("EUR", 100), "ref"),
-              ChargeOrder("k2", "p1", payee, Money("EUR", 200), "ref")]
+    orders = ChargeOrders(["k1", "k2"], "p1", ["m0", payee],
+                          [Money("EUR", 100), Money("EUR", 200)], ["ref", "ref"])
     with pytest.raises(error):
         await adapter.charge_batch(orders, 200)
     assert servicer.charge_batch_calls == 1
     record = await adapter.charge("k1", "p1", "m0", Money("EUR", 100), "ref", 1_000)
     assert record.status is ChargeStatus.CAPTURED
-    assert await adapter.charge_batch([], 1_000) == []
+    assert list(await adapter.charge_batch(ChargeOrders([], "p1", [], [], []), 1_000)) == []
     assert servicer.charge_batch_calls == 1  # an empty call is not made

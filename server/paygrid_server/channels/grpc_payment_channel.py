@@ -11,6 +11,7 @@ from paygrid.channel.v1 import payment_channel_pb2 as pb
 from paygrid.channel.v1 import payment_channel_pb2_grpc as pb_grpc
 from paygrid.type.v1 import money_pb2
 from paygrid_server.domain.model.money import Money
+from paygrid_server.domain.ports.bulk_charges import ChargeOrders, ChargeRecords
 from paygrid_server.domain.ports.payment_channel import (
     BulkChargeUnsupported,
     ChannelCallError,
@@ -19,7 +20,6 @@ from paygrid_server.domain.ports.payment_channel import (
     ChannelUnavailable,
     ChannelUnreachable,
     ChargeNotFound,
-    ChargeOrderLike,
     ChargeRecord,
     ChargeStatus,
 )
@@ -69,28 +69,38 @@ def money_message(money: Money) -> money_pb2.Money:
     return money_pb2.Money(currency=money.currency, amount_minor=money.amount_minor)
 
 
-def charge_batch_request(orders: Sequence[ChargeOrderLike]) -> pb.ChargeBatchRequest:
-    # Filled in place: building each ChargeRequest apart and copying it
-    # in costs twice as much, per item of every batch.
+def charge_batch_request(orders: ChargeOrders) -> pb.ChargeBatchRequest:
+    # Filled in place from the columns (building each ChargeRequest apart
+    # and copying it in costs twice as much, per item of every batch), a
+    # field at a time (upb takes keyword arguments to add() at 1.2-1.6x).
     request = pb.ChargeBatchRequest()
-    for order in orders:
-        charge = request.charges.add(idempotency_key=order.key, payer=order.payer,
-                                     payee=order.payee, reference=order.reference)
-        charge.amount.currency = order.amount.currency
-        charge.amount.amount_minor = order.amount.amount_minor
+    add, payer = request.charges.add, orders.payer
+    for key, payee, reference, amount in zip(orders.keys, orders.payees, orders.references,
+                                             orders.amounts):
+        charge = add()
+        charge.idempotency_key, charge.payer, charge.payee = key, payer, payee
+        charge.reference = reference
+        money = charge.amount
+        money.currency, money.amount_minor = amount.currency, amount.amount_minor
     return request
 
 
-def charge_batch_records(orders: Sequence[ChargeOrderLike],
-                         response: pb.ChargeBatchResponse) -> list[ChargeRecord]:
-    records = list(map(charge_record, response.charges))
+def charge_batch_records(orders: ChargeOrders,
+                         response: pb.ChargeBatchResponse) -> ChargeRecords:
+    """The answer's records; whole ChargeRecords are made only when read."""
+    # A list: each pass over the repeated field would make its elements'
+    # Python objects again (see batch_messages.transaction_inputs).
+    charges = list(response.charges)
     # An answer that does not pair up with the request tells nothing
     # reliable about any key; the caller treats it like a lost answer.
-    if len(records) != len(orders) or any(
-            record.idempotency_key != order.key for record, order in zip(records, orders)):
-        raise ChannelUnavailable(f"channel's {len(records)} charges do not match the "
+    if [charge.idempotency_key for charge in charges] != orders.keys:
+        raise ChannelUnavailable(f"channel's {len(charges)} charges do not match the "
                                  f"{len(orders)} asked for, key by key")
-    return records
+    statuses = [_STATUS.get(charge.status) for charge in charges]
+    if None in statuses:
+        charge_record(charges[statuses.index(None)])  # raises, naming the status
+    return ChargeRecords([charge.charge_id for charge in charges], statuses,
+                         lambda index: charge_record(charges[index]))
 
 
 class GrpcPaymentChannel:
@@ -134,10 +144,9 @@ class GrpcPaymentChannel:
             reference=reference), timeout_ms)
         return charge_record(response.charge)
 
-    async def charge_batch(self, orders: Sequence[ChargeOrderLike],
-                           timeout_ms: int) -> list[ChargeRecord]:
+    async def charge_batch(self, orders: ChargeOrders, timeout_ms: int) -> ChargeRecords:
         if not orders:
-            return []
+            return charge_batch_records(orders, pb.ChargeBatchResponse())
         if time.monotonic() < self._bulk_unsupported_until:
             raise BulkChargeUnsupported(f"channel {self.name!r} does not implement ChargeBatch")
         try:

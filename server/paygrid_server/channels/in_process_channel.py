@@ -10,7 +10,6 @@ the call's timeout is enforced here the way a gRPC deadline would be.
 from __future__ import annotations
 
 import asyncio
-from typing import Sequence
 
 import grpc
 
@@ -25,10 +24,10 @@ from paygrid_server.channels.grpc_payment_channel import (
     money_message,
 )
 from paygrid_server.domain.model.money import Money
+from paygrid_server.domain.ports.bulk_charges import ChargeOrders, ChargeRecords
 from paygrid_server.domain.ports.payment_channel import (
     ChannelTimeout,
     ChannelUnavailable,
-    ChargeOrderLike,
     ChargeRecord,
 )
 
@@ -81,13 +80,12 @@ class InProcessPaymentChannel:
             reference=reference), timeout_ms)
         return charge_record(response.charge)
 
-    async def charge_batch(self, orders: Sequence[ChargeOrderLike],
-                           timeout_ms: int) -> list[ChargeRecord]:
+    async def charge_batch(self, orders: ChargeOrders, timeout_ms: int) -> ChargeRecords:
         """One ChargeBatch call, as over gRPC: a servicer without it
         (UNIMPLEMENTED) raises BulkChargeUnsupported, and the batch charges
         its items one by one."""
         if not orders:
-            return []
+            return charge_batch_records(orders, pb.ChargeBatchResponse())
         response = await self._call(self._servicer.ChargeBatch, charge_batch_request(orders),
                                     timeout_ms, BULK_CALL_ERRORS)
         return charge_batch_records(orders, response)

@@ -8,7 +8,6 @@ they reach the transport, so they are not counted here either.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Iterable
 
 from paygrid_server.domain.batches.events import (
@@ -17,7 +16,7 @@ from paygrid_server.domain.batches.events import (
     GroupCompleted,
     ItemsRejected,
 )
-from paygrid_server.domain.model.batch import BatchItem, ItemResult
+from paygrid_server.domain.model.batch import BatchItem, ItemResult, final_counts
 from paygrid_server.observability.metrics import PaygridMetrics
 
 
@@ -37,10 +36,7 @@ class BatchMetrics:
 
     def _count_items(self, items: Iterable[BatchItem | ItemResult]) -> None:
         """One inc per status, not per item (each takes the counter's lock)."""
-        by_status = Counter(item.status for item in items)
-        for status, count in by_status.items():
-            if not status.is_final:
-                continue
+        for status, count in final_counts(items).items():
             counter = self._items_by_status.get(status.value)
             if counter is None:
                 counter = self._items_by_status[status.value] = \

@@ -70,14 +70,17 @@ def end_totals(end: pb.BatchEnd) -> ControlTotals | None:
 def transaction_inputs(chunk: pb.BatchTransactions) -> TransactionColumns:
     """A field at a time for all transactions; those with anything more than
     reference, payee, amount and channel also as a TransactionInput each."""
-    txs = chunk.transactions
+    # A list, not the repeated field: upb makes a Python object for an
+    # element each time one is read and drops it after, so each pass over
+    # the field would make the message's 500 objects again (x1.5 the cost).
+    txs = list(chunk.transactions)
     amounts = [tx.amount for tx in txs]
     return TransactionColumns(
         [tx.reference for tx in txs], [tx.payee for tx in txs], [tx.channel for tx in txs],
         [amount.currency for amount in amounts], [amount.amount_minor for amount in amounts],
-        {index: _transaction_input(tx) for index, tx in enumerate(txs)
+        {index: _transaction_input(tx) for index, (tx, amount) in enumerate(zip(txs, amounts))
          if tx.HasField("requested_at") or not tx.HasField("amount")
-         or tx.amount.HasField("minor_units")})
+         or amount.HasField("minor_units")})
 
 
 def _transaction_input(tx: pb.BatchTransaction) -> TransactionInput:
@@ -100,6 +103,9 @@ def _requested_at_us(tx: pb.BatchTransaction) -> int | str | None:
 
 _ITEM_STATUS = {status: pb.BatchItemStatus.Value(f"BATCH_ITEM_STATUS_{status.value}")
                 for status in BatchItemStatus}
+
+
+_SUCCEEDED_NO = _ITEM_STATUS[BatchItemStatus.SUCCEEDED]
 
 
 def item_status(status: BatchItemStatus) -> int:
@@ -143,10 +149,16 @@ def _add_results(results, items: Iterable[ItemResult | BatchItem]) -> None:
     Filled in place: building each message apart and copying it in costs
     twice as much, per item of every batch. A BatchItem has the fields of its
     ItemResult, so a group's items need no ItemResult each."""
+    # Fields set one by one: upb takes keyword arguments to add() at about
+    # twice the cost. A status is looked up only when not SUCCEEDED (an
+    # Enum's hash is Python code).
+    add, succeeded, succeeded_no = results.add, BatchItemStatus.SUCCEEDED, _SUCCEEDED_NO
     for item in items:
-        result = results.add(reference=item.reference, status=_ITEM_STATUS[item.status],
-                             channel=item.channel, channel_reference=item.channel_reference,
-                             group_no=item.group_no)
+        result = add()
+        status = item.status
+        result.reference, result.channel = item.reference, item.channel
+        result.status = succeeded_no if status is succeeded else _ITEM_STATUS[status]
+        result.channel_reference, result.group_no = item.channel_reference, item.group_no
         if item.failure is not None:
             result.failure.CopyFrom(failure_pb(item.failure))
 

@@ -10,7 +10,7 @@ import asyncio
 import structlog
 
 from paygrid_server.domain.model import clock, limits
-from paygrid_server.domain.model.batch import Batch, BatchItem, BatchItemStatus
+from paygrid_server.domain.model.batch import Batch, BatchItem, BatchItemStatus, channel_keys
 from paygrid_server.domain.charging.channel_charge import (
     ChargeOrder,
     NoOutcome,
@@ -19,8 +19,9 @@ from paygrid_server.domain.charging.channel_charge import (
     charge_failure,
 )
 from paygrid_server.domain.charging.charge_path import ChargePath
-from paygrid_server.domain.charging.circuit_breaker import CircuitBreaker
+from paygrid_server.domain.charging.circuit_breaker import BreakerState, CircuitBreaker
 from paygrid_server.domain.model.payment import Failure, FailureReason
+from paygrid_server.domain.ports.bulk_charges import ChargeOrders, ChargeRecords
 from paygrid_server.domain.ports.payment_channel import (
     MAX_CHARGES_PER_BATCH_CALL,
     BulkChargeUnsupported,
@@ -44,8 +45,13 @@ class GroupCharger:
 
     async def charge(self, items: list[BatchItem]) -> None:
         """Charges `items`, setting each one's outcome."""
-        # Every grouping policy keys on the channel, so this is one channel;
-        # split anyway rather than rely on it.
+        # Every grouping policy keys on the channel, so this is one channel
+        # (charged without the task a gather makes); split anyway rather
+        # than rely on it.
+        channels = {item.channel for item in items}
+        if len(channels) == 1:
+            await self._charge_on(channels.pop(), items)
+            return
         by_channel: dict[str, list[BatchItem]] = {}
         for item in items:
             by_channel.setdefault(item.channel, []).append(item)
@@ -66,13 +72,16 @@ class GroupCharger:
             return
         breaker = self._router.breaker(name)
         allowed = []
-        for item in items:
-            # The same per-item gate as _charge: a HALF_OPEN breaker lets one
-            # item through as its probe, so the probe is a one-charge call.
-            if breaker.allow():
-                allowed.append(item)
-            else:
-                self._fail_circuit_open(item)
+        if breaker.state is BreakerState.CLOSED:
+            allowed = items  # allow() is True for each, and changes nothing
+        else:
+            for item in items:
+                # The same per-item gate as _charge: a HALF_OPEN breaker lets
+                # one item through as its probe, so the probe is a one-charge call.
+                if breaker.allow():
+                    allowed.append(item)
+                else:
+                    self._fail_circuit_open(item)
         # One call in practice: a group holds at most BATCH_MAX_GROUP_SIZE
         # items, no more than a call takes; the chunking keeps that a choice.
         for start in range(0, len(allowed), MAX_CHARGES_PER_BATCH_CALL):
@@ -85,7 +94,9 @@ class GroupCharger:
         breaker = self._router.breaker(channel.name)
         timeout_ms = self._router.route(channel.name).timeout_ms
         deadline_ms = clock.monotonic_ms() + timeout_ms * limits.CHARGE_TRIES_PER_CHANNEL
-        orders = [self._order(item) for item in items]
+        orders = ChargeOrders(channel_keys(self._batch.uid, items), self._batch.header.payer,
+                              [item.payee for item in items], [item.amount for item in items],
+                              [item.reference for item in items])
         try:
             outcome = await _charge_batch_with_retries(channel, breaker, orders, timeout_ms,
                                                        deadline_ms)
@@ -108,8 +119,7 @@ class GroupCharger:
                         items=len(items), error=outcome.failure.message)
             await self._charge_each(items, maybe_charged=True)
         else:
-            for item, record in zip(items, outcome):
-                self.apply(item, record)
+            self._apply_all(items, outcome)
 
     async def _charge_each(self, items: list[BatchItem], breaker_passed: bool = False,
                            maybe_charged: bool = False) -> None:
@@ -174,6 +184,17 @@ class GroupCharger:
         item.failure = Failure(FailureReason.OUTCOME_UNKNOWN,
                                f"{failure.message}; settled on resubmission")
 
+    def _apply_all(self, items: list[BatchItem], records: ChargeRecords) -> None:
+        """apply() for each item, a capture (the many) read from the
+        columns without its whole record."""
+        captured, succeeded = ChargeStatus.CAPTURED, BatchItemStatus.SUCCEEDED
+        for index, (item, status, charge_id) in enumerate(zip(items, records.statuses,
+                                                               records.charge_ids)):
+            if status is captured:
+                item.channel_reference, item.failure, item.status = charge_id, None, succeeded
+            else:
+                self.apply(item, records[index])
+
     @staticmethod
     def apply(item: BatchItem, record: ChargeRecord) -> None:
         item.channel_reference = record.charge_id
@@ -187,9 +208,9 @@ def _circuit_open(channel: str) -> Failure:
 
 
 async def _charge_batch_with_retries(
-    channel: PaymentChannel, breaker: CircuitBreaker, orders: list[ChargeOrder],
+    channel: PaymentChannel, breaker: CircuitBreaker, orders: ChargeOrders,
     timeout_ms: int, deadline_ms: float,
-) -> list[ChargeRecord] | NoOutcome:
+) -> ChargeRecords | NoOutcome:
     """One bulk call under charge_with_retries' rules, counted once per
     call. BulkChargeUnsupported is raised."""
     return await call_with_retries(

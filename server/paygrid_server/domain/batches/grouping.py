@@ -12,11 +12,20 @@ from paygrid_server.domain.model.batch import BatchGroup, BatchItem, GroupingPol
 
 
 def group_key(policy: GroupingPolicy, item: BatchItem) -> str:
+    return group_keys(policy, [item])[0]
+
+
+def group_keys(policy: GroupingPolicy, items: list[BatchItem]) -> list[str]:
+    """Each item's grouping key: one comprehension for a message's items,
+    not a call each."""
     if policy is GroupingPolicy.CHANNEL:
-        return item.channel
+        return [item.channel for item in items]
     if policy is GroupingPolicy.CHANNEL_CURRENCY_AND_PAYEE:
-        return f"{item.channel}/{item.amount.currency}/{item.payee}"
-    return f"{item.channel}/{item.amount.currency}"
+        return [f"{item.channel}/{item.amount.currency}/{item.payee}" for item in items]
+    return [f"{item.channel}/{item.amount.currency}" for item in items]
+
+
+_NONE_SEALED: list[BatchGroup] = []  # shared, never changed: most adds seal nothing
 
 
 class Grouper:
@@ -27,16 +36,26 @@ class Grouper:
         self._next_no = next_group_no
         self._open: dict[str, list[BatchItem]] = {}
 
-    def add(self, item: BatchItem) -> list[BatchGroup]:
-        """Groups sealed by adding `item` (usually none)."""
-        key = group_key(self._policy, item)
-        sealed = []
-        if key not in self._open and len(self._open) >= limits.BATCH_MAX_OPEN_GROUPS:
-            fullest = max(self._open, key=lambda k: len(self._open[k]))
-            sealed.append(self._seal(fullest))
-        self._open.setdefault(key, []).append(item)
-        if len(self._open[key]) >= self._max_size:
-            sealed.append(self._seal(key))
+    def keys(self, items: list[BatchItem]) -> list[str]:
+        return group_keys(self._policy, items)
+
+    def add(self, item: BatchItem, key: str | None = None) -> list[BatchGroup]:
+        """Groups sealed by adding `item` (usually none); `key`: its
+        grouping key, if taken already with keys()."""
+        if key is None:
+            key = group_key(self._policy, item)
+        members = self._open.get(key)
+        if members is None:
+            sealed = []
+            if len(self._open) >= limits.BATCH_MAX_OPEN_GROUPS:
+                fullest = max(self._open, key=lambda k: len(self._open[k]))
+                sealed.append(self._seal(fullest))
+            members = self._open[key] = []
+        else:
+            sealed = _NONE_SEALED
+        members.append(item)
+        if len(members) >= self._max_size:
+            sealed = [*sealed, self._seal(key)]
         return sealed
 
     def seal_all(self) -> list[BatchGroup]:

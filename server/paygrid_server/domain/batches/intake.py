@@ -188,8 +188,9 @@ class Intake:
         only then may the state have moved on (the stream broke)."""
         if not self.state.groups_items:
             return  # they stay RECEIVED: grouped after the totals check or on resubmission
-        for item in items:
-            sealed = self._grouper.add(item)
+        add = self._grouper.add
+        for item, key in zip(items, self._grouper.keys(items)):
+            sealed = add(item, key)
             for group in sealed:
                 await self._queue_group(group)
             if sealed and not self.state.groups_items:

@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 import structlog
 
 from paygrid_server.domain.batches.events import GroupCompleted, Outbox
-from paygrid_server.domain.model.batch import BatchGroup
+from paygrid_server.domain.model.batch import BatchGroup, final_counts
 from paygrid_server.domain.ports.group_queue import GroupQueue
 
 log = structlog.get_logger("paygrid.batches")
@@ -125,5 +125,5 @@ class GroupProgress:
         self._room.set()
         if group.processing_us > 0:  # a skipped group (stopped batch) has none
             self.group_processing_us.append(group.processing_us)
-        self.items_final += sum(1 for item in group.items if item.status.is_final)
+        self.items_final += sum(final_counts(group.items).values())
         await self._outbox.emit(GroupCompleted(group))

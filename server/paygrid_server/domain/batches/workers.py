@@ -286,9 +286,10 @@ class GroupWorkers:
             await self._settle_left_mid_charge(batch, group, lease)
         if lease.stopped_after is not None:
             return await self._skip(batch, group, lease)
-        to_charge = [i for i in items if i.status is BatchItemStatus.RECEIVED]
+        received, processing = BatchItemStatus.RECEIVED, BatchItemStatus.PROCESSING
+        to_charge = [i for i in items if i.status is received]
         for item in to_charge:
-            item.status = BatchItemStatus.PROCESSING
+            item.status = processing
         # Stored before any charge: whoever takes the group over settles
         # these items with their channel rather than charge them blindly.
         if not await self.queue.mark_group_processing(batch.uid, group, lease):

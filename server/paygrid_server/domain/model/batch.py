@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Iterable
 
 from paygrid_server.domain.model.control_totals import ControlTotals
 from paygrid_server.domain.model.fingerprint import fingerprint as digest_of
@@ -43,8 +44,21 @@ class BatchItemStatus(enum.Enum):
 
     @property
     def is_final(self) -> bool:
-        return self in (BatchItemStatus.SUCCEEDED, BatchItemStatus.FAILED,
-                        BatchItemStatus.REJECTED)
+        return self in FINAL_ITEM_STATUSES
+
+
+# A tuple: `in` and list.count compare by identity first, in C, where the
+# class attributes read in is_final and an Enum's hash (Python code) cost
+# 0.1-0.3 µs, per item of every group.
+FINAL_ITEM_STATUSES = (BatchItemStatus.SUCCEEDED, BatchItemStatus.FAILED,
+                       BatchItemStatus.REJECTED)
+
+
+def final_counts(items: Iterable[BatchItem | ItemResult]) -> dict[BatchItemStatus, int]:
+    """How many of `items` hold each final status (those none hold left out)."""
+    statuses = [item.status for item in items]
+    return {status: count for status in FINAL_ITEM_STATUSES
+            if (count := statuses.count(status))}
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +133,12 @@ class BatchItem:
         # A new attempt (after a fenced interrupted one) gets a new key, so
         # at most one key per item can ever be captured.
         return f"{batch_uid}.{self.seq}.{self.attempt}"
+
+
+def channel_keys(batch_uid: str, items: list[BatchItem]) -> list[str]:
+    """channel_key of each item, without a method call each (a group's
+    hundred keys per ChargeBatch)."""
+    return [f"{batch_uid}.{item.seq}.{item.attempt}" for item in items]
 
 
 @dataclass(slots=True)

@@ -55,30 +55,30 @@ def validate_columns(columns: TransactionColumns, next_seq: int, room: int,
                      channel_check: ChannelCheck, route: RouteChooser) -> Validated:
     """validate_transaction for each transaction in order, seqs from
     `next_seq`; past `room` more items, each is refused (BATCH_LIMIT)."""
-    done = Validated([], [], next_seq)
-    unusual = columns.unusual
+    items: list[BatchItem] = []
+    refused: list[ItemResult] = []
+    seq, unusual = next_seq, columns.unusual
     for index, (reference, payee, channel, currency, amount_minor) in enumerate(zip(
             columns.references, columns.payees, columns.channels, columns.currencies,
             columns.amounts_minor)):
-        if len(done.items) >= room:
-            done.refused.append(ItemResult(reference, BatchItemStatus.REJECTED, failure=Failure(
+        if len(items) >= room:
+            refused.append(ItemResult(reference, BatchItemStatus.REJECTED, failure=Failure(
                 FailureReason.BATCH_LIMIT, f"a batch holds at most {limits.BATCH_MAX_ITEMS} items")))
             continue
         money = None if unusual and index in unusual else _valid_as_sent(
             reference, payee, channel, currency, amount_minor, channel_check)
         if money is not None:  # the common case: _valid_as_sent's checks, inlined
-            item = BatchItem(done.next_seq, reference, payee, money, channel, None, "")
+            item = BatchItem(seq, reference, payee, money, channel, None, "")
             item.channel = route(item)
         else:
-            checked = validate_transaction(columns.input(index), done.next_seq, channel_check,
-                                           route)
+            checked = validate_transaction(columns.input(index), seq, channel_check, route)
             if isinstance(checked, ItemResult):
-                done.refused.append(checked)
+                refused.append(checked)
                 continue
             item = checked
-        done.next_seq += 1
-        done.items.append(item)
-    return done
+        seq += 1
+        items.append(item)
+    return Validated(items, refused, seq)
 
 
 def _valid_as_sent(reference: str, payee: str, channel: str, currency: str, amount_minor: int,

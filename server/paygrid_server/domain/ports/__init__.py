@@ -7,6 +7,7 @@ from paygrid_server.domain.ports.batch_store import (
     IngestOutcome,
     BatchStore,
 )
+from paygrid_server.domain.ports.bulk_charges import ChargeOrders, ChargeRecords
 from paygrid_server.domain.ports.group_queue import (
     GroupLease,
     DoneGroup,
@@ -45,7 +46,9 @@ __all__ = [
     "ChannelUnreachable",
     "ChargeNotFound",
     "ChargeOrderLike",
+    "ChargeOrders",
     "ChargeRecord",
+    "ChargeRecords",
     "ChargeStatus",
     "DoneGroup",
     "GroupLease",

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import enum
-from typing import Protocol, Sequence, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from paygrid_server.domain.model.money import Money
+
+if TYPE_CHECKING:  # bulk_charges builds on this module's ChargeRecord
+    from paygrid_server.domain.ports.bulk_charges import ChargeOrders, ChargeRecords
 
 # Charges one charge_batch call may carry (the ChargeBatch contract); more
 # is refused as INVALID_ARGUMENT, so callers split larger sets into chunks.
@@ -35,7 +38,8 @@ class ChargeRecord(NamedTuple):
 
 
 class ChargeOrderLike(Protocol):
-    """One charge to make: what charge_batch takes per item. The domain's
+    """One charge to make (settlement's charge_again takes one; charge_batch
+    takes many as columns, bulk_charges.ChargeOrders). The domain's
     ChargeOrder is one; the port only states the fields it needs, so it
     does not depend on the domain module that depends on it."""
 
@@ -97,9 +101,7 @@ class PaymentChannel(Protocol):
         self, key: str, payer: str, payee: str, amount: Money, reference: str, timeout_ms: int
     ) -> ChargeRecord: ...
 
-    async def charge_batch(
-        self, orders: Sequence[ChargeOrderLike], timeout_ms: int
-    ) -> list[ChargeRecord]:
+    async def charge_batch(self, orders: ChargeOrders, timeout_ms: int) -> ChargeRecords:
         """Makes up to MAX_CHARGES_PER_BATCH_CALL charges in one call; one
         record per order, in order, each idempotent by its key as for
         `charge`. Errors concern the whole call and mean as for `charge`
