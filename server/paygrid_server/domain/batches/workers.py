@@ -12,9 +12,11 @@ the group again. The new claim makes the old lease's writes fail (fenced),
 and the channel's idempotency keys make a charge the dead replica had sent
 a replay, not a second charge.
 
-The queue (domain/ports/group_queue.py) is PostgreSQL's durable leases, or, on
-SQLite (one server process), groups in memory whose leases are never lost:
-the same steps, with no lease written, renewed or fenced.
+What is done with one claimed group is group_steps.py. The queue
+(domain/ports/group_queue.py) is PostgreSQL's durable leases, the same
+leases in the file for SQLite workers, or, for a lone SQLite server, groups
+in memory whose leases are never lost: the same steps, with no lease
+written, renewed or fenced.
 """
 
 from __future__ import annotations
@@ -27,18 +29,13 @@ from typing import Awaitable, Callable, Protocol
 import structlog
 
 from paygrid_server.domain.model import clock
-from paygrid_server.domain.model.batch import (
-    Batch,
-    BatchGroup,
-    BatchItemStatus,
-    FailurePolicy,
-)
-from paygrid_server.domain.batches.failure_policy import GroupReversal, first_failure, stop
-from paygrid_server.domain.batches.group_charging import GroupCharger
-from paygrid_server.domain.batches.recharge import settle_interrupted
+from paygrid_server.domain.model.batch import BatchGroup
+from paygrid_server.domain.batches.group_steps import GroupSteps, LeaseLost
 from paygrid_server.domain.charging.charge_path import ChargePath
 from paygrid_server.domain.ports.batch_store import BatchStore
 from paygrid_server.domain.ports.group_queue import GroupLease, GroupQueue
+
+__all__ = ["BatchLeaseLimits", "GroupListener", "GroupWorkers", "LeaseLost"]
 
 log = structlog.get_logger("paygrid.batches")
 
@@ -73,26 +70,18 @@ class GroupListener(Protocol):
         ...
 
 
-class LeaseLost(Exception):
-    """Another replica claimed the group: this one's work on it is void."""
-
-
 class GroupWorkers:
     def __init__(self, store: BatchStore, queue: GroupQueue, path: ChargePath, owner: str,
                  lease: BatchLeaseLimits) -> None:
         self.owner = owner  # this replica, as leases name it
         self.queue = queue  # durable leases (PostgreSQL) or in memory (SQLite)
-        self._store = store
-        self._path = path
-        self._settlement = path.settlement
+        self._steps = GroupSteps(store, queue, path)
         self._lease = lease
         self._slots = asyncio.Semaphore(lease.group_workers)
         self._wake = asyncio.Event()
         self._woken_from_afar = False  # the last wake-up was a notification, maybe remote
         self._listeners: dict[str, GroupListener] = {}
         self._tasks: set[asyncio.Task] = set()
-        self._batches: dict[str, Batch] = {}
-        self._per_item_channels: set[str] = set()
         self._loop: asyncio.Task | None = None
         self._unwatch: Callable[[], Awaitable[None]] | None = None
         self._last_sweep_ms = 0.0
@@ -200,7 +189,7 @@ class GroupWorkers:
         renewing = (asyncio.get_running_loop().create_task(
             self._renew(lease, lost, this_group)) if self.queue.durable else None)
         try:
-            group = await self._process(lease)
+            group = await self._steps.process(lease)
         except LeaseLost:
             log.warning("batch.group_lease_lost", batch_uid=lease.batch_uid,
                         group_no=lease.group_no)
@@ -261,82 +250,3 @@ class GroupWorkers:
                 lost.set()
                 group_task.cancel()
                 return
-
-    # -- one group --------------------------------------------------------------
-
-    async def _batch(self, batch_uid: str) -> Batch:
-        batch = self._batches.get(batch_uid)
-        if batch is None:
-            batch = await self._store.get_batch_by_uid(batch_uid)
-            assert batch is not None, f"group of unknown batch {batch_uid}"
-            if len(self._batches) >= 1_024:
-                self._batches.clear()
-            self._batches[batch_uid] = batch
-        return batch
-
-    async def _process(self, lease: GroupLease) -> BatchGroup:
-        batch = await self._batch(lease.batch_uid)
-        structlog.contextvars.bind_contextvars(tenant_id=batch.tenant_id,
-                                               batch_id=batch.batch_id)
-        items = await self.queue.group_items(batch.uid, lease.group_no)
-        group = BatchGroup(lease.group_no, lease.group_key, items, started_at_us=clock.now_us())
-        charger = GroupCharger(batch, self._path, self._per_item_channels)
-        policy = batch.header.failure_policy
-        if lease.taken_over:
-            await self._settle_left_mid_charge(batch, group, lease)
-        if lease.stopped_after is not None:
-            return await self._skip(batch, group, lease)
-        received, processing = BatchItemStatus.RECEIVED, BatchItemStatus.PROCESSING
-        to_charge = [i for i in items if i.status is received]
-        for item in to_charge:
-            item.status = processing
-        # Stored before any charge: whoever takes the group over settles
-        # these items with their channel rather than charge them blindly.
-        if not await self.queue.mark_group_processing(batch.uid, group, lease):
-            raise LeaseLost()
-        await charger.charge(to_charge)
-        stops_batch = None
-        if policy is FailurePolicy.ALL_OR_NOTHING_PER_GROUP:
-            await GroupReversal(self._settlement, batch.uid).keep_whole(group)
-        elif policy is FailurePolicy.STOP_ON_FIRST_FAILURE:
-            failed = first_failure(group.items)
-            if failed is not None:
-                stops_batch = f"item {failed.reference!r} failed"
-                log.warning("batch.stopped", cause=stops_batch)
-        group.completed_at_us = clock.now_us()
-        if not await self.queue.save_group_results(batch.uid, group, lease, stops_batch):
-            raise LeaseLost()
-        log.info("batch.group_completed", group_no=group.group_no, group_key=group.key,
-                 items=len(group.items), processing_ms=round(group.processing_us / 1_000, 3),
-                 taken_over=lease.taken_over)
-        return group
-
-    async def _skip(self, batch: Batch, group: BatchGroup, lease: GroupLease) -> BatchGroup:
-        """A group of a stopped batch: told as FAILED, never charged; no
-        processing time, so APT stays the charged groups' mean."""
-        group.started_at_us = group.completed_at_us = 0
-        for item in group.items:
-            if item.status is BatchItemStatus.RECEIVED:
-                stop(item, lease.stopped_after or "")
-        if not await self.queue.save_group_results(batch.uid, group, lease):
-            raise LeaseLost()
-        return group
-
-    async def _settle_left_mid_charge(self, batch: Batch, group: BatchGroup,
-                                      lease: GroupLease) -> None:
-        """Items the group's earlier holder left PROCESSING may be charged:
-        their channel's outcome is adopted, a charge it never made is made
-        now under the same key (recharge.py). A fenced one is charged
-        again in this group under a new attempt key; no answer leaves it
-        UNKNOWN (settled when the batch is resubmitted). The group then
-        goes on as any other: ALL_OR_NOTHING_PER_GROUP reverses it only if
-        one of its items failed."""
-        mid = [i for i in group.items if i.status is BatchItemStatus.PROCESSING]
-        if not mid:
-            return
-        log.info("batch.group_taken_over", group_no=group.group_no, items=len(mid),
-                 claims=lease.token)
-        await settle_interrupted(self._settlement, batch, mid)
-        # The new attempt numbers are stored before any charge under them.
-        if not await self.queue.save_items(batch.uid, mid, lease):
-            raise LeaseLost()
