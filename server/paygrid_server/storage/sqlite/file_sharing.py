@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from paygrid_server.storage.handoff import UnfinishedWork as SharedUnfinishedWork
+from paygrid_server.storage.handoff import UnfinishedWork
 
 
 @dataclass(frozen=True)
@@ -28,13 +28,10 @@ class FileSharing:
     workers: bool  # other processes of this server may write the file now or later
     alone_at_start: bool  # no other process lives on the file at this one's start
 
+    def unfinished_work(self) -> UnfinishedWork:
+        """The hand-off rule (storage/handoff.py) for a process sharing its
+        file as this says."""
+        return UnfinishedWork(shared=self.workers, take_all_first=self.alone_at_start)
+
 
 LONE = FileSharing(workers=False, alone_at_start=True)
-
-
-class UnfinishedWork(SharedUnfinishedWork):
-    """The hand-off rule (storage/handoff.py) for a process on a file
-    shared as `sharing` says."""
-
-    def __init__(self, sharing: FileSharing) -> None:
-        super().__init__(shared=sharing.workers, take_all_first=sharing.alone_at_start)

@@ -39,7 +39,7 @@ from paygrid_server.storage.payment_rows import (
     refund_row,
 )
 from paygrid_server.storage.sqlite.database import SqliteDatabase, write_then_wake
-from paygrid_server.storage.sqlite.file_sharing import LONE, FileSharing, UnfinishedWork
+from paygrid_server.storage.sqlite.file_sharing import LONE, FileSharing
 from paygrid_server.storage.sqlite.payment_events import (
     write_payment_events,
     write_refund_event,
@@ -58,8 +58,8 @@ class SqlitePaymentStore:
                  events_written: Callable[[], None] = lambda: None,
                  sharing: FileSharing = LONE) -> None:
         self._reader = database.reader
-        self._payments = UnfinishedWork(sharing)
-        self._refunds = UnfinishedWork(sharing)
+        self._payments = sharing.unfinished_work()
+        self._refunds = sharing.unfinished_work()
         self._encoder = encoder
         # events_written wakes watchers (SqliteEventLog.signal)
         self._write = write_then_wake(database.write, events_written)
