@@ -139,14 +139,15 @@ class PaymentService:
             metadata=valid.metadata,
             received_at_us=clock.now_us(),
         )
-        accepted = asyncio.get_running_loop().create_future() \
-            if wait is PayWait.ACCEPTED else None
         # Registered as in flight before its row exists, so the resolver can
         # never mistake a payment that is just starting for an abandoned one.
+        # The caller awaits an answer that its going away does not cancel.
+        if wait is not PayWait.ACCEPTED:
+            return await self._in_flight.answer(
+                payment.payment_id, self._start(payment, deadline_ms, wait, None))
+        accepted = asyncio.get_running_loop().create_future()
         task = self._in_flight.run(payment.payment_id,
                                    self._start(payment, deadline_ms, wait, accepted))
-        if accepted is None:
-            return await asyncio.shield(task)
         self._accepted_running += 1
         task.add_done_callback(self._accepted_ended)
         answer_on_acceptance(task, accepted)
