@@ -47,15 +47,21 @@ class InFlight:
                 # (as shield does), so asyncio does not report it unretrieved.
                 if not task.cancelled():
                     task.exception()
-            elif task.cancelled():
-                outcome.cancel()
-            elif task.exception() is not None:
-                outcome.set_exception(task.exception())
             else:
-                outcome.set_result(task.result())
+                pass_outcome(task, outcome)
         task.add_done_callback(ended)
         return outcome
 
     async def drain(self, timeout_s: float) -> None:
         if self._tasks:
             await asyncio.wait(list(self._tasks.values()), timeout=timeout_s)
+
+
+def pass_outcome(task: asyncio.Task, future: asyncio.Future) -> None:
+    """Gives the pending `future` the outcome of the ended `task`."""
+    if task.cancelled():
+        future.cancel()
+    elif task.exception() is not None:
+        future.set_exception(task.exception())
+    else:
+        future.set_result(task.result())

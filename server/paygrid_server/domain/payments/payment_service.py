@@ -35,7 +35,7 @@ from paygrid_server.domain.model.request_validation import (
     validate_pay,
 )
 from paygrid_server.domain.charging.routing import Router
-from paygrid_server.domain.in_flight import InFlight
+from paygrid_server.domain.in_flight import InFlight, pass_outcome
 from paygrid_server.domain.ports.payment_store import PageCursor, PaymentStore
 
 RETRY_IN_PROGRESS_AFTER_MS = 100
@@ -81,12 +81,8 @@ def answer_on_acceptance(execution: asyncio.Task, accepted: asyncio.Future) -> N
         if accepted.done():
             if not task.cancelled() and task.exception() is not None:
                 log.error("payment.execution_failed", exc_info=task.exception())
-        elif task.cancelled():
-            accepted.cancel()
-        elif task.exception() is not None:
-            accepted.set_exception(task.exception())
         else:
-            accepted.set_result(task.result())
+            pass_outcome(task, accepted)
     execution.add_done_callback(ended)
 
 
