@@ -35,7 +35,7 @@ INT64 = (-(2**63), 2**63 - 1)
 UINT32 = (0, 2**32 - 1)
 UINT64 = (0, 2**64 - 1)
 
-# Simulator payees that make a charge hang (see simulator/channel_simulator.py):
+# Simulator payees that make a charge hang (see simulator/payee_test_values.py):
 # hostile for the server too, but each costs a channel timeout, so left to
 # the tests made for them.
 SLOW_PAYEE_PREFIXES = ("timeout_", "hang_after_charge_")

@@ -1,18 +1,12 @@
 """A payment channel as a real gRPC service, for development and tests.
 
 Behaviour is steered by test values in the payee id, like Stripe's test
-cards (documented in docs/operations/simulator.md):
-  decline_<code>        DECLINED with decline code <code>
-  timeout_<anything>    Charge never answers and charges nothing
-  hang_after_charge_<x> Charge is recorded, then the answer never comes
-  flaky_<anything>      first Charge per key fails UNAVAILABLE, retries succeed
-  reversal_fails_once_<x>  charged normally; the first Void or Refund of that
-                        charge fails UNAVAILABLE before doing anything
-plus configurable Charge processing latency (fixed + jitter; status calls
+cards (payee_test_values.py, docs/operations/simulator.md), plus configurable Charge processing latency (fixed + jitter; status calls
 answer at once) and a random transient failure rate on Charge. `faults`
 (channel_faults.py) injects latency spikes, error bursts, hangs and failing
-Void/Refund calls at run time; `behaviour` may be replaced at run time too
-(it is read on every call).
+Void/Refund calls at run time (a delayed charge is booked by
+late_charges.py); `behaviour` may be replaced at run time too (it is read
+on every call).
 
 ChargeBatch takes the latency and the failure rate once per call, like one
 Charge, then makes each charge as Charge would. In a bulk call the test
@@ -33,48 +27,34 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Callable, TypeVar
+from typing import Callable
 
 import grpc
 
 from paygrid.channel.v1 import payment_channel_pb2 as pb
 from paygrid.channel.v1 import payment_channel_pb2_grpc as pb_grpc
-from paygrid.type.v1 import money_pb2
 from paygrid_server.config_model import SimulatorBehaviour  # noqa: F401 - also imported from here
 from paygrid_server.domain.model import clock
 from paygrid_server.domain.model.money import Money
-from paygrid_server.domain.ports.payment_channel import MAX_CHARGES_PER_BATCH_CALL, ChargeStatus
-from paygrid_server.simulator.channel_faults import ChannelFaults, ChargeDropped, ChargeFault
+from paygrid_server.domain.ports.payment_channel import MAX_CHARGES_PER_BATCH_CALL
+from paygrid_server.simulator.channel_faults import ChannelFaults, ChargeFault
 from paygrid_server.simulator.channel_ledger import (
     ChannelLedger,
     LedgerNotFound,
     LedgerRefusal,
     SimulatedCharge,
 )
+from paygrid_server.simulator.charge_messages import charge_message
+from paygrid_server.simulator.late_charges import LateCharges
+from paygrid_server.simulator.payee_test_values import (
+    OnceOnlyFailures,
+    decline_code,
+    hangs_after_charge,
+    never_answers,
+)
 
 NEVER_S = 3_600.0
 LIST_CHARGES_MAX_PAGE = 1_000
-REVERSAL_FAILS_ONCE_PREFIX = "reversal_fails_once_"
-
-T = TypeVar("T")
-
-_STATUS = {
-    ChargeStatus.CAPTURED: pb.CHARGE_STATUS_CAPTURED,
-    ChargeStatus.DECLINED: pb.CHARGE_STATUS_DECLINED,
-    ChargeStatus.VOIDED: pb.CHARGE_STATUS_VOIDED,
-}
-
-
-def _charge_pb(record: SimulatedCharge) -> pb.Charge:
-    charge = pb.Charge(
-        idempotency_key=record.idempotency_key, charge_id=record.charge_id,
-        status=_STATUS[record.status], refunded_amount_minor=record.refunded_minor,
-        decline_code=record.decline_code, decline_message=record.decline_message)
-    if record.amount is not None:
-        charge.amount.CopyFrom(money_pb2.Money(currency=record.amount.currency,
-                                               amount_minor=record.amount.amount_minor))
-    charge.created_at.FromMicroseconds(record.created_at_us)
-    return charge
 
 
 class ChannelSimulator(pb_grpc.PaymentChannelServicer):
@@ -82,13 +62,11 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
         self.ledger = ledger
         self.behaviour = behaviour
         self._random = random.Random(behaviour.seed)
-        self._flaky_failed: set[str] = set()
-        self._reversal_failed: set[str] = set()
+        self._once_only = OnceOnlyFailures()
         self.faults = ChannelFaults()
         # Void and Refund calls received, by the charge key they name.
         self.reversal_calls: dict[str, int] = {}
-        # Charge work a spike or hold keeps going after its call is gone.
-        self._late_work: set[asyncio.Task] = set()
+        self._late_charges = LateCharges()
         self.charges_in_progress = 0
         self.peak_charges_in_progress = 0
         # Set (and replaced) on every change of the counters or the ledger:
@@ -155,14 +133,14 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
         payee = request.payee
         if self._random.random() < self.behaviour.failure_rate:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "simulated transient failure")
-        if payee.startswith("timeout_"):
+        if never_answers(payee):
             await asyncio.sleep(NEVER_S)
         if self._fails_flaky(request):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "simulated flaky channel")
-        record = await self._after_fault(fault, lambda: self._book(request), context)
-        if payee.startswith("hang_after_charge_"):
+        record = await self._late_charges.book(fault, lambda: self._book(request), context)
+        if hangs_after_charge(payee):
             await asyncio.sleep(NEVER_S)
-        return pb.ChargeResponse(charge=_charge_pb(record))
+        return pb.ChargeResponse(charge=charge_message(record))
 
     async def ChargeBatch(self, request: pb.ChargeBatchRequest,
                           context: grpc.aio.ServicerContext):
@@ -192,20 +170,20 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
         flaky = [charge for charge in request.charges if self._fails_flaky(charge)]
         if flaky:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "simulated flaky channel")
-        records = await self._after_fault(fault, lambda: self._book_until_timeout(request),
-                                          context)
+        records = await self._late_charges.book(
+            fault, lambda: self._book_until_timeout(request), context)
         if len(records) < len(request.charges):
             await asyncio.sleep(NEVER_S)  # stopped at a timeout_ charge
-        if any(charge.payee.startswith("hang_after_charge_") for charge in request.charges):
+        if any(hangs_after_charge(charge.payee) for charge in request.charges):
             await asyncio.sleep(NEVER_S)
         return pb.ChargeBatchResponse(charges=records)
 
     def _book_until_timeout(self, request: pb.ChargeBatchRequest) -> list[pb.Charge]:
         records = []
         for charge in request.charges:
-            if charge.payee.startswith("timeout_"):
+            if never_answers(charge.payee):
                 break
-            records.append(_charge_pb(self._book(charge)))
+            records.append(charge_message(self._book(charge)))
         return records
 
     async def _fault_for_charge_call(self, context: grpc.aio.ServicerContext) -> ChargeFault:
@@ -214,71 +192,30 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "simulated outage (injected fault)")
         return fault
 
-    async def _after_fault(self, fault: ChargeFault, book: Callable[[], T],
-                           context: grpc.aio.ServicerContext) -> T:
-        """`book()` now, or after the fault's delay; a delayed booking runs
-        to its end even if the call is cancelled meanwhile (the channel has
-        the request), so its charge can land after the caller gave up."""
-        if not fault.delays:
-            return book()
-
-        async def book_late() -> T:
-            if not await fault.wait():
-                raise ChargeDropped()
-            return book()
-
-        task = asyncio.get_running_loop().create_task(book_late())
-        self._late_work.add(task)
-        task.add_done_callback(self._late_work.discard)
-        # A dropped call's caller may be gone: its exception is seen here.
-        task.add_done_callback(lambda done: done.cancelled() or done.exception())
-        try:
-            return await asyncio.shield(task)
-        except ChargeDropped:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "simulated lost request (dropped)")
-            raise
-
     async def finish_late_work(self) -> None:
         """Waits until every charge a fault delayed has landed (or been
         refused by its fence); held charges must have been released."""
-        while self._late_work:
-            await asyncio.gather(*self._late_work, return_exceptions=True)
-
-    def _fails_reversal_once(self, charge_key: str) -> bool:
-        """True for the first Void or Refund of a reversal_fails_once_ charge."""
-        record = self.ledger.charges.get(charge_key)
-        if record is not None and record.payee.startswith(REVERSAL_FAILS_ONCE_PREFIX) and \
-                charge_key not in self._reversal_failed:
-            self._reversal_failed.add(charge_key)
-            return True
-        return False
+        await self._late_charges.finish()
 
     async def _maybe_fail_reversal(self, charge_key: str,
                                    context: grpc.aio.ServicerContext) -> None:
         self.reversal_calls[charge_key] = self.reversal_calls.get(charge_key, 0) + 1
-        if self.faults.take_reversal_failure() or self._fails_reversal_once(charge_key):
+        charge = self.ledger.charges.get(charge_key)
+        if self.faults.take_reversal_failure() or self._once_only.fails_reversal_once(
+                charge_key, charge.payee if charge is not None else None):
             await context.abort(grpc.StatusCode.UNAVAILABLE,
                                 "simulated failure of a void or refund (nothing done)")
 
     def _fails_flaky(self, request: pb.ChargeRequest) -> bool:
-        """True the first time a flaky_ payee's key is seen."""
-        if request.payee.startswith("flaky_") and \
-                request.idempotency_key not in self._flaky_failed:
-            self._flaky_failed.add(request.idempotency_key)
-            return True
-        return False
+        return self._once_only.fails_flaky(request.payee, request.idempotency_key)
 
     def _book(self, request: pb.ChargeRequest) -> SimulatedCharge:
         """The ledger's outcome for one charge request: declined by a
         decline_ payee, else captured; a replayed or fenced key keeps its own."""
-        payee = request.payee
-        decline_code = ""
-        if payee.startswith("decline_"):
-            decline_code = payee.removeprefix("decline_") or "generic_decline"
         record = self.ledger.charge(
-            request.idempotency_key, request.payer, payee,
+            request.idempotency_key, request.payer, request.payee,
             Money(request.amount.currency, request.amount.amount_minor), clock.now_us(),
-            decline_code=decline_code)
+            decline_code=decline_code(request.payee))
         self._note_change()
         return record
 
@@ -286,7 +223,7 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
         self._note_traceparent(context)
         await self.faults.until_thawed()
         try:
-            return pb.GetChargeResponse(charge=_charge_pb(self.ledger.get(request.idempotency_key)))
+            return pb.GetChargeResponse(charge=charge_message(self.ledger.get(request.idempotency_key)))
         except LedgerNotFound as error:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
 
@@ -299,7 +236,7 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
         charges = list(self.ledger.charges.values())  # a snapshot: charging goes on meanwhile
         for start in range(0, len(charges), page_size):
             yield pb.ListChargesResponse(
-                charges=[_charge_pb(c) for c in charges[start:start + page_size]])
+                charges=[charge_message(c) for c in charges[start:start + page_size]])
 
     async def Void(self, request: pb.VoidRequest, context: grpc.aio.ServicerContext):
         self._note_traceparent(context)
@@ -310,7 +247,7 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
         except LedgerRefusal as error:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
         self._note_change()
-        return pb.VoidResponse(charge=_charge_pb(record))
+        return pb.VoidResponse(charge=charge_message(record))
 
     async def Refund(self, request: pb.RefundRequest, context: grpc.aio.ServicerContext):
         self._note_traceparent(context)
@@ -326,7 +263,7 @@ class ChannelSimulator(pb_grpc.PaymentChannelServicer):
         except LedgerRefusal as error:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
         self._note_change()
-        return pb.RefundResponse(refund_id=refund_id, charge=_charge_pb(record))
+        return pb.RefundResponse(refund_id=refund_id, charge=charge_message(record))
 
 
 async def start_simulator(name: str, behaviour: SimulatorBehaviour, listen: str = "127.0.0.1:0",

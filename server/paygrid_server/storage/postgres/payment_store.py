@@ -19,11 +19,11 @@ replica's only once no call can still be driving it (HANDOFF_AFTER_MS):
 a payment in flight on another replica looks exactly like an abandoned one,
 and settling it (GetCharge, then Void to fence the key) would fail a charge
 the channel was about to capture. A replica restarted after a crash takes
-its own earlier payments up after the same delay.
+its own earlier payments up after the same delay. The rule is both
+engines' (storage/handoff.py); this store applies it in its queries.
 """
 
 from __future__ import annotations
-
 
 from paygrid_server.domain.model import limits
 from paygrid_server.domain.model.payment import ChargeAttempt, Leg, LegStatus, Payment, PaymentStatus
@@ -33,7 +33,7 @@ from paygrid_server.domain.ports.event_log import SnapshotEncoder
 from paygrid_server.domain.ports.payment_store import PageCursor, RefundExceedsRefundable
 from paygrid_server.storage.event_rows import payment_outcome_types, refund_outcome_type
 from paygrid_server.storage.failure_columns import failure_columns
-from paygrid_server.storage.handoff import handoff_cutoff_us
+from paygrid_server.storage.handoff import UnfinishedWork
 from paygrid_server.storage.payment_rows import leg_from_row as _leg
 from paygrid_server.storage.payment_rows import payment_from_row as _payment
 from paygrid_server.storage.payment_rows import (
@@ -59,8 +59,6 @@ from paygrid_server.storage.postgres.payment_events import (
 HANDOFF_AFTER_MS = limits.HANDOFF_AFTER_MS
 
 
-
-
 def _updated(status: str) -> int:
     """Rows an UPDATE touched, from its command tag ("UPDATE 1")."""
     return int(status.rsplit(" ", 1)[1])
@@ -70,9 +68,10 @@ class PostgresPaymentStore:
     def __init__(self, database: PostgresDatabase, encoder: SnapshotEncoder) -> None:
         self._database = database
         self._encoder = encoder
-        # Payments and refunds this replica stored and has not finished.
-        self._own_payments: set[str] = set()
-        self._own_refunds: set[str] = set()
+        # Payments and refunds this replica stored and has not finished
+        # (replicas always share the database: never all taken at once).
+        self._payments = UnfinishedWork(shared=True)
+        self._refunds = UnfinishedWork(shared=True)
 
     # -- payments -----------------------------------------------------------
 
@@ -102,7 +101,7 @@ class PostgresPaymentStore:
                 payment.version = await write_payment_events(
                     db, self._encoder, [EventType.PAYMENT_CREATED], payment, 0)
         if inserted:
-            self._own_payments.add(payment.payment_id)
+            self._payments.started(payment.payment_id)
             return None
         # ON CONFLICT waited for the transaction holding the key to commit:
         # its payment is visible to this new statement.
@@ -129,10 +128,11 @@ class PostgresPaymentStore:
             tenant_id, after.received_at_us, after.payment_id, limit)
 
     async def list_processing_payments(self) -> list[Payment]:
+        own, cutoff_us = self._payments.own_and_cutoff()
         return await self._load_payments(
             "SELECT * FROM payments WHERE status = 'PROCESSING' "
             "AND (payment_id = ANY($1::text[]) OR received_at_us < $2) ORDER BY received_at_us",
-            list(self._own_payments), handoff_cutoff_us())
+            own, cutoff_us)
 
     async def _load_payments(self, sql: str, *params) -> list[Payment]:
         # One snapshot for a payment and its legs.
@@ -166,7 +166,7 @@ class PostgresPaymentStore:
         async with self._database.transaction() as db:
             before = await lock_payment(db, payment.payment_id)
             if PaymentStatus(before["status"]).is_final:
-                self._own_payments.discard(payment.payment_id)
+                self._payments.finished(payment.payment_id)
                 return False
             legs_before = await legs_before_outcome(db, payment.payment_id)
             await db.executemany(
@@ -184,15 +184,15 @@ class PostgresPaymentStore:
             payment.version = await write_payment_events(db, self._encoder, types, after,
                                                          before["version"])
         if payment.status is not PaymentStatus.PROCESSING:
-            self._own_payments.discard(payment.payment_id)
+            self._payments.finished(payment.payment_id)
         return True
 
     def payment_may_be_running_elsewhere(self, payment: Payment) -> bool:
         # Of what list_processing_payments does not hand this replica, the
         # part no run has stored an outcome for (its run ended otherwise).
         return (any(leg.status is LegStatus.PENDING for leg in payment.legs)
-                and payment.payment_id not in self._own_payments
-                and payment.received_at_us >= handoff_cutoff_us())
+                and self._payments.may_be_running_elsewhere(payment.payment_id,
+                                                            payment.received_at_us))
 
     # -- refunds ------------------------------------------------------------
 
@@ -230,7 +230,7 @@ class PostgresPaymentStore:
                 await write_refund_event(db, self._encoder, EventType.REFUND_CREATED,
                                          refund.refund_id, owner)
         if inserted:
-            self._own_refunds.add(refund.refund_id)
+            self._refunds.started(refund.refund_id)
             return None
         return await self.get_refund_by_key(refund.payment_id, refund.idempotency_key)
 
@@ -240,10 +240,11 @@ class PostgresPaymentStore:
             payment_id, idempotency_key)
 
     async def list_pending_refunds(self) -> list[Refund]:
+        own, cutoff_us = self._refunds.own_and_cutoff()
         ids = [row["refund_id"] for row in await self._database.read(
             "fetch", "SELECT refund_id FROM refunds WHERE status = 'PENDING' "
             "AND (refund_id = ANY($1::text[]) OR created_at_us < $2) ORDER BY created_at_us",
-            list(self._own_refunds), handoff_cutoff_us())]
+            own, cutoff_us)]
         refunds = []
         for refund_id in ids:
             refund = await self._load_refund("SELECT * FROM refunds WHERE refund_id = $1",
@@ -255,8 +256,8 @@ class PostgresPaymentStore:
     def refund_may_be_running_elsewhere(self, refund: Refund) -> bool:
         # The complement of what list_pending_refunds hands this replica.
         return (refund.status is RefundStatus.PENDING
-                and refund.refund_id not in self._own_refunds
-                and refund.created_at_us >= handoff_cutoff_us())
+                and self._refunds.may_be_running_elsewhere(refund.refund_id,
+                                                           refund.created_at_us))
 
     async def _load_refund(self, sql: str, *params) -> Refund | None:
         async with self._database.transaction("repeatable_read", readonly=True) as db:
@@ -295,4 +296,4 @@ class PostgresPaymentStore:
             if event_type is not None:
                 await write_refund_event(db, self._encoder, event_type, refund.refund_id, owner)
         if refund.status is not RefundStatus.PENDING:
-            self._own_refunds.discard(refund.refund_id)
+            self._refunds.finished(refund.refund_id)

@@ -11,6 +11,7 @@ of one unit see and change the file with no other process in between. Lease
 times are this host's wall clock (every process sharing a SQLite file runs
 on one machine). Other workers' changes are found by polling
 (claim_poll_ms, progress_poll_ms): there is no cross-process notification.
+What dead workers leave behind is taken back by sqlite/dead_workers.py.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from paygrid_server.domain.ports.event_log import SnapshotEncoder
 from paygrid_server.domain.ports.group_queue import DoneGroup, GroupLease
 from paygrid_server.storage.batch_group_events import completed
 from paygrid_server.storage.batch_rows import item_from_row
-from paygrid_server.storage.sqlite.batch_events import write_batch_event
 from paygrid_server.storage.sqlite.batch_group_events import write_group_events
 from paygrid_server.storage.sqlite.batch_item_rows import (
     GROUP_ITEMS_SQL,
@@ -35,16 +35,16 @@ from paygrid_server.storage.sqlite.batch_item_rows import (
     save_states,
 )
 from paygrid_server.storage.sqlite.database import SqliteDatabase, write_then_wake
+from paygrid_server.storage.sqlite.dead_workers import (
+    adopt_lone_server_groups,
+    expire_leases,
+    interrupt_abandoned_batches,
+)
 
-# A batch inserted but never started is between its INSERT and its
-# submission lease on a live worker: abandoned only after this (as on PostgreSQL).
-UNSTARTED_GRACE_US = 60_000_000
 # Groups queued here whose items are kept for this process's own claim of
 # them (no read back): at most this many, the oldest dropped first (another
 # worker may claim them; a dropped one is read from the file).
 KEPT_GROUPS = 64
-# Workers not seen for this long are forgotten by the sweep.
-FORGET_REPLICAS_AFTER_US = 3_600_000_000
 
 _CLAIMABLE = "status <> 'DONE' AND (status = 'QUEUED' OR lease_expires_at_us < :now)"
 _CANDIDATES = f"SELECT DISTINCT batch_uid FROM batch_groups WHERE {_CLAIMABLE} LIMIT 32"
@@ -242,7 +242,7 @@ class SqliteGroupQueue:
                     "OR submission_lease_expires_at_us < ?)",
                     (owner, now + lease_ms * 1_000, batch_uid, owner, now)).rowcount != 1:
                 return False
-            _adopt_lone_server_groups(db, batch_uid)
+            adopt_lone_server_groups(db, batch_uid)
             return True
 
         return await self._plain_write(acquire)
@@ -261,7 +261,7 @@ class SqliteGroupQueue:
             "WHERE uid = ? AND submission_owner = ?", (batch_uid, owner)))
 
     async def expire_leases_of(self, owner: str) -> int:
-        return await self._plain_write(lambda db: _expire_leases(db, owner))
+        return await self._plain_write(lambda db: expire_leases(db, owner))
 
     async def watch_groups(self, changed: Callable[[], None]) -> Callable[[], Awaitable[None]]:
         async def nothing() -> None:
@@ -278,48 +278,8 @@ class SqliteGroupQueue:
         def interrupt(db: sqlite3.Connection) -> int:
             now = _now_us()
             if alone:  # every lease on the file is a dead process's
-                _expire_leases(db, None)
-            db.execute("DELETE FROM batch_replicas WHERE seen_at_us < ?",
-                       (now - FORGET_REPLICAS_AFTER_US,))
-            stopped = db.execute(
-                "SELECT uid, status FROM batches WHERE status IN ('RECEIVING', 'PROCESSING') "
-                "AND (submission_owner IS NULL OR submission_lease_expires_at_us < ?) "
-                "AND (submissions > 0 OR created_at_us < ?)",
-                (now, now - UNSTARTED_GRACE_US)).fetchall()
-            for uid, status_before in stopped:
-                db.execute(
-                    "UPDATE batches SET status = 'INTERRUPTED', wall_us_before = wall_us_before + "
-                    "max(0, coalesce((SELECT max(completed_at_us) FROM batch_groups g "
-                    "        WHERE g.batch_uid = batches.uid) - submission_started_at_us, 0)) "
-                    "WHERE uid = ?", (uid,))
-                write_batch_event(db, self._encoder, uid, status_before)
-            return len(stopped)
+                expire_leases(db, None)
+            return interrupt_abandoned_batches(db, self._encoder, now)
 
         return await self._write(interrupt)
 
-
-def _expire_leases(db: sqlite3.Connection, owner: str | None) -> int:
-    """Expires the group and stream leases of a dead worker (None: of every
-    worker) and forgets it, so its share of each batch's parallelism goes to
-    the live ones now; returns the groups whose lease it expired."""
-    of_owner, params = ("= ?", (owner,)) if owner is not None else ("IS NOT NULL", ())
-    groups = db.execute("UPDATE batch_groups SET lease_expires_at_us = 0 "
-                        "WHERE status <> 'DONE' AND status = 'LEASED' "
-                        f"AND lease_owner {of_owner}", params).rowcount
-    db.execute("UPDATE batches SET submission_lease_expires_at_us = 0 "
-               f"WHERE submission_owner {of_owner}", params)
-    db.execute(f"DELETE FROM batch_replicas WHERE owner {of_owner}", params)
-    return groups
-
-
-def _adopt_lone_server_groups(db: sqlite3.Connection, batch_uid: str) -> None:
-    """Groups a lone server (SingleProcessGroupQueue) left mid-charge keep
-    their row's default status DONE with no completion: queued again as
-    taken over (claim count from 1), so their claimant settles the items
-    left PROCESSING with their channel before anything else."""
-    db.execute(
-        "UPDATE batch_groups SET status = 'QUEUED', lease_count = max(lease_count, 1), "
-        "lease_owner = NULL, lease_expires_at_us = 0 "
-        "WHERE batch_uid = ? AND status = 'DONE' AND completed_at_us IS NULL AND group_no IN "
-        "(SELECT group_no FROM batch_items WHERE batch_uid = ? AND status = 'PROCESSING')",
-        (batch_uid, batch_uid))
