@@ -193,8 +193,7 @@ class PaygridApp:
                                      config.max_concurrent_batch_streams,
                                      config.events.max_watchers)
         cutoff = CallCutoff()
-        interceptors = [*observability.server_interceptors(),
-                        CallInterceptor(observability.metrics, load_shedding, api_keys, cutoff)]
+        calls = CallInterceptor(observability.metrics, load_shedding, api_keys, cutoff)
         tls = config.tls
         credentials = None
         if tls.cert_file is not None and tls.key_file is not None:
@@ -209,10 +208,10 @@ class PaygridApp:
                 config.listen, PaymentServicer(payments, refunds),
                 BatchServicer(batches, observability.observe_batch_event),
                 EventServicer(EventQueries(storage.events, consumers), consumers),
-                interceptors, credentials, ConnectionPolicy(
+                observability.server_interceptors(), credentials, ConnectionPolicy(
                     config.max_connection_age_ms, config.max_connection_age_grace_ms,
                     config.keepalive_time_ms, config.keepalive_timeout_ms,
-                    config.keepalive_min_client_ping_interval_ms), config.reuse_port)
+                    config.keepalive_min_client_ping_interval_ms), config.reuse_port, calls)
         except PortUnavailable:
             raise startup_failure.port_in_use(config.listen, config.reuse_port) from None
         opened.append(functools.partial(running.server.stop, None))

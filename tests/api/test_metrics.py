@@ -21,6 +21,7 @@ from paygrid_server.app import PaygridApp
 from paygrid_server.config import ObservabilityConfig, ServerConfig
 from paygrid_server.observability.metrics import PaygridMetrics
 from paygrid_server.transport.call_interceptor import CallInterceptor
+from paygrid_server.transport.grpc_server import GenericHandlersOnly
 from paygrid_server.simulator.channel_simulator import SimulatorBehaviour
 from tests.support.batch_client import batch_stub, chunk, header, submit, tx
 from tests.conftest import TEST_CHANNELS, channel, leg, pay_request
@@ -159,8 +160,9 @@ class _FailingHealth(health_pb2_grpc.HealthServicer):
 
 async def test_calls_ending_by_exception_abort_or_set_code_get_their_status() -> None:
     metrics = PaygridMetrics()
-    server = grpc.aio.server(interceptors=[CallInterceptor(metrics)])
-    health_pb2_grpc.add_HealthServicer_to_server(_FailingHealth(), server)
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(
+        _FailingHealth(), GenericHandlersOnly(server, CallInterceptor(metrics)))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:

@@ -5,6 +5,7 @@ the gRPC mapping of their violations is tested in test_bad_input.py."""
 
 from __future__ import annotations
 
+import sys
 from decimal import Decimal
 
 import pytest
@@ -28,6 +29,7 @@ from paygrid_server.domain.model.request_validation import (
     check_metadata,
     check_money,
     check_text,
+    is_printable_ascii_without_spaces,
     validate_pay,
 )
 
@@ -77,6 +79,15 @@ def test_an_idempotency_key_of_255_characters_is_accepted_and_256_refused() -> N
 def test_an_idempotency_key_is_printable_ascii_without_spaces(key, ok) -> None:
     expected = [] if ok else [("k", "only printable ASCII without spaces is allowed")]
     assert violations_of(check_idempotency_key, "k", key) == expected
+
+
+def test_printable_ascii_without_spaces_is_exactly_the_characters_from_bang_to_tilde() -> None:
+    # The check is three str methods, not a range test per character:
+    # every code point is judged as "!" <= ch <= "~" would.
+    wrong = [code for code in range(sys.maxunicode + 1)
+             if is_printable_ascii_without_spaces(chr(code)) != ("!" <= chr(code) <= "~")]
+    assert wrong == []
+    assert is_printable_ascii_without_spaces("a!~z09") and not is_printable_ascii_without_spaces("ab é")
 
 
 def test_an_idempotency_key_is_required() -> None:

@@ -28,6 +28,40 @@ class InFlight:
         task.add_done_callback(lambda _: self._tasks.pop(ident, None))
         return task
 
+    def answer(self, ident: str, coro) -> asyncio.Future:
+        """Runs `coro` as run() does, and returns a future of its outcome
+        for the caller: cancelling that future (the caller went away)
+        leaves the execution running, as asyncio.shield(run(...)) would.
+        One done callback does both jobs: shield's two and run()'s own were
+        three loop callbacks and a future more on every Pay."""
+        assert ident not in self._tasks, f"{ident} is already executing"
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(coro)
+        self._tasks[ident] = task
+        outcome = loop.create_future()
+
+        def ended(_: asyncio.Task) -> None:
+            self._tasks.pop(ident, None)
+            if outcome.done():
+                # The caller went away: the error, if any, is seen here
+                # (as shield does), so asyncio does not report it unretrieved.
+                if not task.cancelled():
+                    task.exception()
+            else:
+                pass_outcome(task, outcome)
+        task.add_done_callback(ended)
+        return outcome
+
     async def drain(self, timeout_s: float) -> None:
         if self._tasks:
             await asyncio.wait(list(self._tasks.values()), timeout=timeout_s)
+
+
+def pass_outcome(task: asyncio.Task, future: asyncio.Future) -> None:
+    """Gives the pending `future` the outcome of the ended `task`."""
+    if task.cancelled():
+        future.cancel()
+    elif task.exception() is not None:
+        future.set_exception(task.exception())
+    else:
+        future.set_result(task.result())

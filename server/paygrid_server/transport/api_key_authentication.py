@@ -43,9 +43,11 @@ def is_protected(method: str) -> bool:
     return method.startswith(PROTECTED_METHOD_PREFIXES)
 
 
-async def authenticate(context: grpc.aio.ServicerContext, registry: ApiKeyRegistry) -> None:
-    """Makes the key's tenant the call's, or ends the call UNAUTHENTICATED."""
-    key = presented_key(context.invocation_metadata())
+async def authenticate(context: grpc.aio.ServicerContext, registry: ApiKeyRegistry,
+                       metadata: Sequence[tuple[str, str | bytes]] | None) -> None:
+    """Makes the key's tenant the call's, or ends the call UNAUTHENTICATED.
+    `metadata`: the call's invocation metadata, as its caller read it."""
+    key = presented_key(metadata)
     if key is None:
         await abort_unauthenticated(
             context, "MISSING_API_KEY",

@@ -16,6 +16,7 @@ from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
 from paygrid_server.transport import reflection_v1
 from paygrid_server.transport.batch_servicer import BatchServicer
+from paygrid_server.transport.call_interceptor import CallInterceptor
 from paygrid_server.transport.event_servicer import EventServicer
 from paygrid_server.transport.payment_servicer import PaymentServicer
 
@@ -27,19 +28,23 @@ SERVICE_NAMES = (pb.DESCRIPTOR.services_by_name["PaymentService"].full_name,
                  event_service_pb2.DESCRIPTOR.services_by_name["EventService"].full_name)
 
 
-class _GenericHandlersOnly:
+class GenericHandlersOnly:
     """What the generated add_*Servicer_to_server functions see of the
     server: their handlers are kept as generic handlers only, not also as
     grpc's registered methods. grpc.aio keeps one waiting request task per
     registered method and, for every call, asyncio.wait()s on all of them
     (16 methods here: a callback added to and removed from each, per call;
     2.5% of the event loop's samples under Pay load); generic handlers share
-    one. The handlers are the same objects either way."""
+    one. The handlers are the same objects either way, each wrapped by the
+    call interceptor when there is one."""
 
-    def __init__(self, server: grpc.aio.Server) -> None:
+    def __init__(self, server: grpc.aio.Server, calls: CallInterceptor | None) -> None:
         self._server = server
+        self._calls = calls
 
     def add_generic_rpc_handlers(self, handlers) -> None:
+        if self._calls is not None:
+            handlers = [self._calls.intercepted(handler) for handler in handlers]
         self._server.add_generic_rpc_handlers(handlers)
 
     def add_registered_method_handlers(self, service_name: str, handlers) -> None:
@@ -121,10 +126,13 @@ async def start_grpc_server(listen: str, payments: PaymentServicer, batches: Bat
                             interceptors: Sequence[grpc.aio.ServerInterceptor],
                             credentials: grpc.ServerCredentials | None,
                             connections: ConnectionPolicy,
-                            reuse_port: bool = False) -> RunningServer:
+                            reuse_port: bool = False,
+                            calls: CallInterceptor | None = None) -> RunningServer:
+    """`interceptors` (grpc.aio's: tracing) run in order, the first
+    outermost, all of them outside `calls` (call_interceptor.py), which
+    wraps every handler itself."""
     if not reuse_port:
         _check_free(listen)
-    # Interceptors run in order, the first outermost.
     server = grpc.aio.server(interceptors=list(interceptors), options=[
         # gRPC turns SO_REUSEPORT on by default: two servers would then both
         # listen on one port and a retried Pay could land on the other one.
@@ -133,7 +141,7 @@ async def start_grpc_server(listen: str, payments: PaymentServicer, batches: Bat
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         *connections.grpc_options(),
     ])
-    adding = _GenericHandlersOnly(server)
+    adding = GenericHandlersOnly(server, calls)
     pb_grpc.add_PaymentServiceServicer_to_server(payments, adding)
     batch_service_pb2_grpc.add_BatchServiceServicer_to_server(batches, adding)
     event_service_pb2_grpc.add_EventServiceServicer_to_server(events, adding)
@@ -145,7 +153,7 @@ async def start_grpc_server(listen: str, payments: PaymentServicer, batches: Bat
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME,
          reflection_v1.SERVICE_NAME))
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflecting, adding)
-    server.add_generic_rpc_handlers((reflection_v1.v1_handler(reflecting),))
+    adding.add_generic_rpc_handlers((reflection_v1.v1_handler(reflecting),))
     try:
         port = (server.add_insecure_port(listen) if credentials is None
                 else server.add_secure_port(listen, credentials))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring
 
-from paygrid_server.domain.model.fingerprint import fingerprint as digest_of
 from paygrid_server.domain.model.money import Money
 
 
@@ -85,17 +86,22 @@ class PaymentRequest:
     metadata: dict[str, str] = field(default_factory=dict)
 
     def fingerprint(self) -> str:
-        """Digest of everything but the key: a replay must match it exactly."""
-        body = {
-            "payer": self.payer,
-            "mode": self.mode.value,
-            "metadata": self.metadata,
-            "legs": [
-                [leg.payee, leg.amount.currency, leg.amount.amount_minor, leg.channel, leg.reference]
-                for leg in self.legs
-            ],
-        }
-        return digest_of(body)
+        """Digest of everything but the key: a replay must match it exactly.
+        It is fingerprint.fingerprint() of {"payer", "mode", "metadata",
+        "legs": [[payee, currency, amount_minor, channel, reference], ...]}
+        (stored digests stay comparable), with that canonical JSON written
+        here as json.dumps writes it (keys sorted, strings escaped by its own
+        encoder): it runs for every Pay, at about a third of json.dumps' cost."""
+        text = encode_basestring
+        legs = ",".join(
+            f"[{text(leg.payee)},{text(leg.amount.currency)},"
+            f"{int.__repr__(leg.amount.amount_minor)},{text(leg.channel)},{text(leg.reference)}]"
+            for leg in self.legs)
+        metadata = ",".join(f"{text(key)}:{text(value)}"
+                            for key, value in sorted(self.metadata.items()))
+        canonical = (f'{{"legs":[{legs}],"metadata":{{{metadata}}},'
+                     f'"mode":{text(self.mode.value)},"payer":{text(self.payer)}}}')
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @dataclass(slots=True)

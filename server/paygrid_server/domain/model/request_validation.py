@@ -79,8 +79,14 @@ def check_idempotency_key(v: Violations, path: str, key: str) -> None:
         v.add(path, "required: a unique key per logical request, reused on retries")
     elif len(key) > limits.IDEMPOTENCY_KEY_MAX_CHARS:
         v.add(path, f"{len(key)} characters; at most {limits.IDEMPOTENCY_KEY_MAX_CHARS}")
-    elif not all("!" <= ch <= "~" for ch in key):
+    elif not is_printable_ascii_without_spaces(key):
         v.add(path, "only printable ASCII without spaces is allowed")
+
+
+def is_printable_ascii_without_spaces(text: str) -> bool:
+    """Every character in "!".."~". Three str methods in C rather than a
+    comparison per character in Python (a key is checked on every Pay)."""
+    return text.isascii() and text.isprintable() and " " not in text
 
 
 def check_text(v: Violations, path: str, value: str, max_chars: int, *, required: bool) -> None:

@@ -9,8 +9,6 @@ stays on that channel until the resolver learns the outcome.
 
 from __future__ import annotations
 
-import structlog
-
 from paygrid_server.domain.model import clock
 from paygrid_server.domain.charging.channel_charge import (
     ChargeOrder,
@@ -27,12 +25,9 @@ from paygrid_server.domain.model.payment import (
     LegStatus,
     Payment,
 )
-from paygrid_server.domain.model.redaction import mask_account
 from paygrid_server.domain.charging.routing import ChannelRoute
 from paygrid_server.domain.ports.payment_channel import ChargeRecord
 from paygrid_server.domain.ports.payment_store import PaymentStore
-
-log = structlog.get_logger("paygrid.legs")
 
 
 def apply_charge_record(leg: Leg, channel: str, record: ChargeRecord) -> None:
@@ -76,14 +71,8 @@ class LegDispatcher:
             leg.status = LegStatus.FAILED
             leg.failure = last_failure or Failure(FailureReason.NO_ELIGIBLE_CHANNEL,
                                                   "no channel accepts this leg")
+        # Logged with its payment (completion.py), not on a line of its own.
         leg.latency_us = int((clock.monotonic_ms() - started_ms) * 1_000)
-        log.info(
-            "leg.completed", leg_index=leg.index,
-            payee=mask_account(leg.request.payee), channel=leg.channel,
-            status=leg.status.value, attempts=leg.attempts,
-            failure=leg.failure.reason.value if leg.failure else None,
-            latency_ms=round(leg.latency_us / 1_000, 3),
-        )
 
     async def _charge_on(self, route: ChannelRoute, payment: Payment, leg: Leg,
                          deadline_ms: float) -> ChargeRecord | Failure | NoOutcome:

@@ -35,7 +35,7 @@ from paygrid_server.domain.model.request_validation import (
     validate_pay,
 )
 from paygrid_server.domain.charging.routing import Router
-from paygrid_server.domain.in_flight import InFlight
+from paygrid_server.domain.in_flight import InFlight, pass_outcome
 from paygrid_server.domain.ports.payment_store import PageCursor, PaymentStore
 
 RETRY_IN_PROGRESS_AFTER_MS = 100
@@ -81,12 +81,8 @@ def answer_on_acceptance(execution: asyncio.Task, accepted: asyncio.Future) -> N
         if accepted.done():
             if not task.cancelled() and task.exception() is not None:
                 log.error("payment.execution_failed", exc_info=task.exception())
-        elif task.cancelled():
-            accepted.cancel()
-        elif task.exception() is not None:
-            accepted.set_exception(task.exception())
         else:
-            accepted.set_result(task.result())
+            pass_outcome(task, accepted)
     execution.add_done_callback(ended)
 
 
@@ -139,14 +135,15 @@ class PaymentService:
             metadata=valid.metadata,
             received_at_us=clock.now_us(),
         )
-        accepted = asyncio.get_running_loop().create_future() \
-            if wait is PayWait.ACCEPTED else None
         # Registered as in flight before its row exists, so the resolver can
         # never mistake a payment that is just starting for an abandoned one.
+        # The caller awaits an answer that its going away does not cancel.
+        if wait is not PayWait.ACCEPTED:
+            return await self._in_flight.answer(
+                payment.payment_id, self._start(payment, deadline_ms, wait, None))
+        accepted = asyncio.get_running_loop().create_future()
         task = self._in_flight.run(payment.payment_id,
                                    self._start(payment, deadline_ms, wait, accepted))
-        if accepted is None:
-            return await asyncio.shield(task)
         self._accepted_running += 1
         task.add_done_callback(self._accepted_ended)
         answer_on_acceptance(task, accepted)
