@@ -113,7 +113,8 @@ async def run(items: int, per_message: int, group_size: int, parallelism: int,
         # The supervisor's own threads when workers > 1 (its workers are apart).
         "thread_cpu_us_per_item": {
             name: round(cpu * 1e6 / items, 1)
-            for name, cpu in sorted(threads.items(), key=lambda t: -t[1]) if cpu * 1e6 / items >= 0.1},
+            for name, cpu in sorted(threads.items(), key=lambda t: -t[1])
+            if cpu * 1e6 / items >= 0.1},
         "server_rss_start_mib": round(rss_start / 1024, 1),
         "server_rss_peak_mib": round(peak / 1024, 1),
     }
