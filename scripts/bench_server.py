@@ -39,11 +39,11 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def thread_cpu_s(pid: int) -> dict[str, float]:
-    """User + system CPU seconds of each thread so far, by name: "loop" for
-    the main thread (the event loop's), else the thread's comm (threads of
-    one name summed)."""
-    found: dict[str, float] = {}
+def thread_cpu_s(pid: int) -> dict[int, tuple[str, float]]:
+    """{OS thread id: (name, user + system CPU seconds so far)}: "loop" for
+    the main thread (the event loop's), else the thread's comm (Python
+    threads are all "python": thread_names.py tells them apart)."""
+    found: dict[int, tuple[str, float]] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             stat = (task / "stat").read_text()
@@ -51,9 +51,20 @@ def thread_cpu_s(pid: int) -> dict[str, float]:
             continue  # ended meanwhile
         fields = stat.rsplit(")", 1)[1].split()
         name = "loop" if task.name == str(pid) else stat[stat.index("(") + 1:stat.rindex(")")]
-        found[name] = found.get(name, 0.0) + \
-            (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        found[int(task.name)] = (name, (int(fields[11]) + int(fields[12]))
+                                 / os.sysconf("SC_CLK_TCK"))
     return found
+
+
+def thread_cpu_since(start: dict[int, tuple[str, float]], end: dict[int, tuple[str, float]],
+                     names: dict[int, str]) -> dict[str, float]:
+    """CPU seconds each thread used between two thread_cpu_s readings,
+    summed by name (`names` first, then the reading's own)."""
+    used: dict[str, float] = {}
+    for tid, (name, cpu) in end.items():
+        name = "loop" if name == "loop" else names.get(tid, name)
+        used[name] = used.get(name, 0.0) + cpu - start.get(tid, (name, 0.0))[1]
+    return used
 
 
 def rss_kib(pid: int) -> int:

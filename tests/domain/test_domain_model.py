@@ -33,7 +33,7 @@ from paygrid_server.domain.model.errors import (
     RequestInProgress,
 )
 from paygrid_server.domain.model.fingerprint import fingerprint
-from paygrid_server.domain.model.flat_fingerprint import flat_fingerprint
+from paygrid_server.domain.model.content_fingerprint import content_fingerprint
 from paygrid_server.domain.model.money import Money
 from paygrid_server.domain.model.payment import (
     Failure,
@@ -113,14 +113,17 @@ def test_a_fingerprint_ignores_the_order_of_a_map() -> None:
 
 
 
-def test_a_flat_fingerprint_is_the_fingerprint_of_its_list() -> None:
+def test_a_content_fingerprint_is_the_fingerprint_of_its_list() -> None:
     # Batch items' stored content digests were taken with fingerprint():
     # a resent item must match them, whatever its strings hold.
     for payee in ("Zoë", 'quote " and \\ backslash', "tab\tnew\nline\x00", "€ 😀 \u2028", ""):
-        for channel, at_us in (("", None), ("card", 1_733_222_222_000_000), ("b/ü", 0)):
-            values = [payee, "EUR", 1_250, channel, at_us]
-            assert flat_fingerprint(*values) == fingerprint(values), values
-    assert flat_fingerprint("a", 10**18) != flat_fingerprint("a", 10**18 + 1)
+        for channel, at_us in (("", None), ("card", 1_733_222_222_000_000), ("b/ü", 0),
+                               ("card", -1)):
+            for amount in (1_250, 0, -7, 10**18):
+                values = [payee, "EUR", amount, channel, at_us]
+                assert content_fingerprint(*values) == fingerprint(values), values
+    assert content_fingerprint("a", "EUR", 10**18, "", None) != \
+        content_fingerprint("a", "EUR", 10**18 + 1, "", None)
 
 # -- errors ---------------------------------------------------------------
 

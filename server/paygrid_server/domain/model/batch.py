@@ -8,7 +8,7 @@ from typing import Iterable
 
 from paygrid_server.domain.model.control_totals import ControlTotals
 from paygrid_server.domain.model.fingerprint import fingerprint as digest_of
-from paygrid_server.domain.model.flat_fingerprint import flat_fingerprint
+from paygrid_server.domain.model.content_fingerprint import content_fingerprint
 from paygrid_server.domain.model.money import Money
 from paygrid_server.domain.model.payment import Failure
 
@@ -122,8 +122,8 @@ class BatchItem:
 
     def content_digest(self) -> str:
         """An item resent on resubmission must carry the same content."""
-        return flat_fingerprint(self.payee, self.amount.currency, self.amount.amount_minor,
-                                self.requested_channel, self.requested_at_us)
+        return content_fingerprint(self.payee, self.amount.currency, self.amount.amount_minor,
+                                   self.requested_channel, self.requested_at_us)
 
     def result(self) -> ItemResult:
         return ItemResult(self.reference, self.status, self.channel, self.channel_reference,
