@@ -94,9 +94,10 @@ def payment_after_outcome(payment: Payment, legs_before: Mapping[int, Row],
 
 
 def _leg_as_stored(leg: Leg, before: Row) -> Leg:
-    """`leg` itself when its refund columns are as stored (always, but for a
-    refund taken meanwhile): a copy costs 1.4 us a leg inside the writer's
-    turn, and nothing changes the copy's legs (only its version is set)."""
+    """`leg` itself when its refund columns are as stored (so unless a refund
+    was taken since the payment was loaded): a copy costs 1.4 us a leg inside
+    the writer's turn, and nothing changes the copy's legs (only its version
+    is set)."""
     refunded, pending = before["refunded_minor"], before["refund_pending_minor"]
     if leg.refunded_minor == refunded and leg.refund_pending_minor == pending:
         return leg
