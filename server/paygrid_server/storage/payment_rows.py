@@ -89,21 +89,34 @@ def payment_after_outcome(payment: Payment, legs_before: Mapping[int, Row],
     (LEGS_BEFORE_OUTCOME_SQL's rows by leg_index, read in this transaction)
     and the version. A copy: `payment` is left as it is should the
     transaction not commit."""
-    legs = [dataclasses.replace(
-        leg, refunded_minor=legs_before[leg.index]["refunded_minor"],
-        refund_pending_minor=legs_before[leg.index]["refund_pending_minor"])
-        for leg in payment.legs]
-    return dataclasses.replace(payment, legs=legs, version=version)
+    return dataclasses.replace(payment, legs=[_leg_as_stored(leg, legs_before[leg.index])
+                                              for leg in payment.legs], version=version)
+
+
+def _leg_as_stored(leg: Leg, before: Row) -> Leg:
+    """`leg` itself when its refund columns are as stored (so unless a refund
+    was taken since the payment was loaded): a copy costs 1.4 us a leg inside
+    the writer's turn, and nothing changes the copy's legs (only its version
+    is set)."""
+    refunded, pending = before["refunded_minor"], before["refund_pending_minor"]
+    if leg.refunded_minor == refunded and leg.refund_pending_minor == pending:
+        return leg
+    return dataclasses.replace(leg, refunded_minor=refunded, refund_pending_minor=pending)
 
 
 # -- objects -> rows (column orders as the stores' INSERT and UPDATE name them)
+
+def metadata_json(metadata: Mapping[str, str]) -> str:
+    # Most payments carry none: json.dumps of {} is 1.3 us of the writer's turn.
+    return json.dumps(metadata, sort_keys=True) if metadata else "{}"
+
 
 def payment_row(payment: Payment) -> tuple:
     """payment_id, tenant_id, idempotency_key, fingerprint, payer, mode,
     status, metadata_json, received_at_us."""
     return (payment.payment_id, payment.tenant_id, payment.idempotency_key, payment.fingerprint,
             payment.payer, payment.mode.value, payment.status.value,
-            json.dumps(payment.metadata, sort_keys=True), payment.received_at_us)
+            metadata_json(payment.metadata), payment.received_at_us)
 
 
 def leg_rows(payment: Payment) -> list[tuple]:

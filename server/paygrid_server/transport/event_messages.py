@@ -13,7 +13,8 @@ from paygrid_server.domain.model.event import Event
 from paygrid_server.domain.model.payment import Payment
 from paygrid_server.domain.model.refund import Refund
 from paygrid_server.transport.batch_messages import batch_item_pb, batch_pb, group_pb
-from paygrid_server.transport.payment_messages import payment_pb, refund_pb
+from paygrid_server.transport.payment_messages import refund_pb
+from paygrid_server.transport.recent_payment_messages import RecentPaymentMessages
 
 _TYPE_URL_PREFIX = "type.googleapis.com/"
 _BATCH_ITEM = batch_pb2.BatchItem.DESCRIPTOR.full_name
@@ -24,8 +25,11 @@ class ProtobufSnapshots:
     Payment and Refund messages, so an event's payload decodes as what
     GetPayment and RefundPayment answer."""
 
+    def __init__(self) -> None:
+        self._recent = RecentPaymentMessages()
+
     def payment(self, payment: Payment, versions: range) -> tuple[str, list[bytes]]:
-        message = payment_pb(payment)  # built once: the costly part
+        message = self._recent.message(payment)  # once for all versions: the costly part
         payloads = []
         for version in versions:
             message.version = version

@@ -147,6 +147,41 @@ def payment_pb(payment: Payment) -> pb.Payment:
     return message
 
 
+def refresh_payment_pb(message: pb.Payment, payment: Payment) -> pb.Payment:
+    """`message`, payment_pb of this payment in an earlier state, made
+    payment_pb of its state now, the same bytes: every field that can change
+    after the payment is received is set (or cleared) here; the others (ids,
+    payer, mode, metadata, received_at, each leg's request) never change.
+    Half of payment_pb's cost, for a payment's snapshots after its first
+    (transport/recent_payment_messages.py)."""
+    message.status = _PAYMENT_STATUSES[payment.status]
+    message.version = payment.version
+    timing = message.timing
+    if payment.completed_at_us is not None:
+        _set_time(timing.completed_at, payment.completed_at_us)
+        _set_duration(timing.processing_time, payment.completed_at_us - payment.received_at_us)
+    elif timing.HasField("completed_at"):
+        timing.ClearField("completed_at")
+        timing.ClearField("processing_time")
+    _set_failure(message, payment.failure)
+    for leg_message, leg in zip(message.legs, payment.legs, strict=True):
+        leg_message.status = _LEG_STATUSES[leg.status]
+        leg_message.channel = leg.channel
+        leg_message.channel_reference = leg.channel_reference
+        leg_message.attempts = leg.attempts
+        leg_message.refunded_amount_minor = leg.refunded_minor
+        _set_duration(leg_message.latency, leg.latency_us)
+        _set_failure(leg_message, leg.failure)
+    return message
+
+
+def _set_failure(message: pb.Payment | pb.PaymentLeg, failure: Failure | None) -> None:
+    if failure is not None:
+        message.failure.CopyFrom(failure_pb(failure))
+    elif message.HasField("failure"):
+        message.ClearField("failure")
+
+
 def refund_pb(refund: Refund) -> pb.Refund:
     return pb.Refund(
         refund_id=refund.refund_id,
