@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import asyncio
 
+import structlog
+
+log = structlog.get_logger("paygrid.executions")
+
 
 class InFlight:
     """Executions running in this process, so a replay is not run twice and
@@ -43,10 +47,12 @@ class InFlight:
         def ended(_: asyncio.Task) -> None:
             self._tasks.pop(ident, None)
             if outcome.done():
-                # The caller went away: the error, if any, is seen here
-                # (as shield does), so asyncio does not report it unretrieved.
-                if not task.cancelled():
-                    task.exception()
+                # The caller went away: nobody else will see the error, so
+                # it is logged here (and, retrieved, not reported again by
+                # asyncio as an exception never retrieved).
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("execution.failed_unanswered", execution_id=ident,
+                              exc_info=task.exception())
             else:
                 pass_outcome(task, outcome)
         task.add_done_callback(ended)
