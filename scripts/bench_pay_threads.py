@@ -16,17 +16,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 from bench_baseline_tree import baseline_tree
 from bench_event_cost import _drive
-from bench_server import cpu_s, paygrid_server
-
-_TICKS = os.sysconf("SC_CLK_TCK")
-
+from bench_server import cpu_s, paygrid_server, stat_comm, stat_cpu_s
 
 def thread_counters(pid: int) -> dict[str, tuple[float, int, int]]:
     """CPU seconds, voluntary and involuntary switches of each thread, by
@@ -37,12 +33,10 @@ def thread_counters(pid: int) -> dict[str, tuple[float, int, int]]:
             stat, status = (task / "stat").read_text(), (task / "status").read_text()
         except FileNotFoundError:
             continue  # ended meanwhile
-        fields = stat.rsplit(")", 1)[1].split()
         switches = {line.split(":")[0]: int(line.split()[1]) for line in status.splitlines()
                     if line.endswith(tuple("0123456789")) and "ctxt_switches" in line}
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        name = "loop" if task.name == str(pid) else f"{comm}:{task.name}"
-        found[name] = ((int(fields[11]) + int(fields[12])) / _TICKS,
+        name = "loop" if task.name == str(pid) else f"{stat_comm(stat)}:{task.name}"
+        found[name] = (stat_cpu_s(stat),
                        switches["voluntary_ctxt_switches"], switches["nonvoluntary_ctxt_switches"])
     return found
 

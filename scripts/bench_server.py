@@ -33,10 +33,21 @@ def events_stored(server: "RunningServer") -> int:
         return db.execute("SELECT count(*) FROM events").fetchone()[0]
 
 
+def stat_cpu_s(stat: str) -> float:
+    """User + system CPU seconds from a /proc/<pid>[/task/<tid>]/stat text
+    (fields counted after the comm, which may hold spaces)."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stat_comm(stat: str) -> str:
+    """The thread's or process's name from a /proc stat text."""
+    return stat[stat.index("(") + 1:stat.rindex(")")]
+
+
 def cpu_s(pid: int) -> float:
     """User + system CPU time the process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return stat_cpu_s(Path(f"/proc/{pid}/stat").read_text())
 
 
 def thread_cpu_s(pid: int) -> dict[int, tuple[str, float]]:
@@ -49,10 +60,8 @@ def thread_cpu_s(pid: int) -> dict[int, tuple[str, float]]:
             stat = (task / "stat").read_text()
         except FileNotFoundError:
             continue  # ended meanwhile
-        fields = stat.rsplit(")", 1)[1].split()
-        name = "loop" if task.name == str(pid) else stat[stat.index("(") + 1:stat.rindex(")")]
-        found[int(task.name)] = (name, (int(fields[11]) + int(fields[12]))
-                                 / os.sysconf("SC_CLK_TCK"))
+        name = "loop" if task.name == str(pid) else stat_comm(stat)
+        found[int(task.name)] = (name, stat_cpu_s(stat))
     return found
 
 
