@@ -1,7 +1,8 @@
 """A payment channel as a real gRPC service, for development and tests.
 
 Behaviour is steered by test values in the payee id, like Stripe's test
-cards (payee_test_values.py, docs/operations/simulator.md), plus configurable Charge processing latency (fixed + jitter; status calls
+cards (payee_test_values.py, docs/operations/simulator.md), plus
+configurable Charge processing latency (fixed + jitter; status calls
 answer at once) and a random transient failure rate on Charge. `faults`
 (channel_faults.py) injects latency spikes, error bursts, hangs and failing
 Void/Refund calls at run time (a delayed charge is booked by
