@@ -31,13 +31,15 @@ _READ_SQL = f"SELECT {_COLUMNS} FROM batch_item_counts WHERE batch_uid = ?"
 
 
 _status = attrgetter("status")
+# Each status with its value, read once: an Enum's `value` is a Python property.
+_STATUS_VALUES = tuple((status, status.value) for status in BatchItemStatus)
 
 
 def status_counts(items: Sequence[BatchItem]) -> dict[str, int]:
     """The items counted by status: a list.count per status, in C (a
     Counter of each item's status.value runs an Enum property per item)."""
     statuses = list(map(_status, items))
-    return {status.value: statuses.count(status) for status in BatchItemStatus}
+    return {value: statuses.count(status) for status, value in _STATUS_VALUES}
 
 
 def create(db: sqlite3.Connection, batch_uid: str) -> None:
