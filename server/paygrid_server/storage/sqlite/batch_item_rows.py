@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections import Counter
+from itertools import chain
+from operator import attrgetter
 from typing import Iterator, Sequence, TypeVar
 
 from paygrid_server.domain.model.batch import BatchGroup, BatchItem
 from paygrid_server.storage.batch_rows import ITEM_COLUMNS, item_from_row, item_state_row
 from paygrid_server.storage.failure_columns import failure_columns
 from paygrid_server.storage.sqlite import batch_item_counts
+from paygrid_server.storage.sqlite.batch_item_counts import status_counts
 
 # Items are read and written a chunk per statement, not a statement per
 # item: every statement the writer thread runs has to win the GIL back from
@@ -51,23 +53,38 @@ _STATE_COLUMNS = ("status", "attempt", "group_no", "channel_reference", "failure
 _RESULT_COLUMNS = tuple(c for c in _STATE_COLUMNS if c != "group_no")
 
 
+_FAILURE_COLUMNS = ("failure_reason", "failure_message", "failure_decline_code")
+# A result with no failure (the many): its failure columns are set NULL in
+# the statement's text, not bound three times per item (~0.2 us each).
+_SUCCESS_COLUMNS = tuple(c for c in _RESULT_COLUMNS if c not in _FAILURE_COLUMNS)
+# An item's result, in _SUCCESS_COLUMNS' order after its seq: the values
+# read in C (an Enum's `value` is a Python property; `_value_` is where it
+# keeps it).
+_success_row = attrgetter("seq", "status._value_", "attempt", "channel_reference", "version")
+_seq = attrgetter("seq")
+_failure = attrgetter("failure")
+
+
 @functools.cache
-def _update_sql(rows: int, columns: tuple[str, ...], guarded: bool) -> str:
+def _update_sql(rows: int, columns: tuple[str, ...], guarded: bool,
+                nulled: tuple[str, ...] = ()) -> str:
     row = f"({in_list(1 + len(columns))})"
+    sets = [f"{c} = state.{c}" for c in columns] + [f"{c} = NULL" for c in nulled]
     return (f"WITH state (seq, {', '.join(columns)}) AS (VALUES {', '.join([row] * rows)}) "
-            f"UPDATE batch_items SET {', '.join(f'{c} = state.{c}' for c in columns)} "
+            f"UPDATE batch_items SET {', '.join(sets)} "
             "FROM state WHERE batch_items.batch_uid = ? AND batch_items.seq = state.seq"
             + (" AND batch_items.status = ?" if guarded else ""))
 
 
 def _save(db: sqlite3.Connection, batch_uid: str, chunk: Sequence[BatchItem], params: list,
-          columns: tuple[str, ...], was: str | None) -> None:
+          columns: tuple[str, ...], was: str | None, nulled: tuple[str, ...] = ()) -> None:
     """One chunk's UPDATE, its items counted (sqlite/batch_item_counts.py):
-    `was` is the status they all should have before it, if known."""
-    seqs = [i.seq for i in chunk]
+    `was` is the status they all should have before it, if known; `nulled`
+    the columns it sets NULL for every item."""
+    seqs = list(map(_seq, chunk))
 
     def plain() -> None:
-        db.execute(_update_sql(len(chunk), columns, False), [*params, batch_uid])
+        db.execute(_update_sql(len(chunk), columns, False, nulled), [*params, batch_uid])
 
     if was is None:
         batch_item_counts.counted(db, batch_uid, seqs, plain)
@@ -77,10 +94,10 @@ def _save(db: sqlite3.Connection, batch_uid: str, chunk: Sequence[BatchItem], pa
         # Rows changed, from total_changes: Python's sqlite3 gives no
         # rowcount for a statement that starts with WITH (-1).
         before = db.total_changes
-        db.execute(_update_sql(len(chunk), columns, True), [*params, batch_uid, was])
+        db.execute(_update_sql(len(chunk), columns, True, nulled), [*params, batch_uid, was])
         return db.total_changes - before
 
-    batch_item_counts.moved_from(db, batch_uid, seqs, was, Counter(i.status.value for i in chunk),
+    batch_item_counts.moved_from(db, batch_uid, seqs, was, status_counts(chunk),
                                  guarded, plain)
 
 
@@ -102,6 +119,10 @@ def save_results(db: sqlite3.Connection, batch_uid: str, items: list[BatchItem])
     group_no mark_group_processing stored (and its status PROCESSING, unless
     something settled them meanwhile)."""
     for chunk in chunks(items):
+        if list(map(_failure, chunk)).count(None) == len(chunk):
+            params = list(chain.from_iterable(map(_success_row, chunk)))
+            _save(db, batch_uid, chunk, params, _SUCCESS_COLUMNS, "PROCESSING", _FAILURE_COLUMNS)
+            continue
         params = []
         for i in chunk:
             params += (i.seq, i.status.value, i.attempt, i.channel_reference,

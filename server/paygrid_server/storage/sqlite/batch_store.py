@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections import Counter
 from typing import Callable
 
 from paygrid_server.domain.model.batch import (
@@ -21,13 +20,13 @@ from paygrid_server.domain.ports.batch_store import IngestOutcome
 from paygrid_server.domain.ports.event_log import SnapshotEncoder
 from paygrid_server.storage.batch_item_ingest import sort_incoming
 from paygrid_server.storage.batch_rows import ITEM_COLUMNS as _ITEM_COLUMNS
-from paygrid_server.storage.batch_rows import STORED_ITEM_COLUMNS
 from paygrid_server.storage.batch_rows import batch_from_row as _batch
 from paygrid_server.storage.batch_rows import item_from_row as _item
-from paygrid_server.storage.batch_rows import item_insert_row
 from paygrid_server.storage.failure_columns import failure_columns
 from paygrid_server.storage.sqlite import batch_item_counts
+from paygrid_server.storage.sqlite.batch_item_counts import status_counts
 from paygrid_server.storage.batch_group_events import completed
+from paygrid_server.storage.sqlite.batch_item_inserts import insert_chunk
 from paygrid_server.storage.sqlite.batch_events import batch_status, write_batch_event
 from paygrid_server.storage.sqlite.batch_group_events import save_and_report, write_group_events
 from paygrid_server.storage.sqlite.batch_item_rows import (
@@ -42,14 +41,6 @@ from paygrid_server.storage.sqlite.database import SqliteDatabase, write_then_wa
 # batch_items_by_status's WHERE (migrations/0012), and the statuses it leaves out.
 _WALKED = ("RECEIVED", "SUCCEEDED")
 _INDEXED = f"status NOT IN {_WALKED}"
-
-_INSERT_COLUMNS = f"{STORED_ITEM_COLUMNS}, content_digest, batch_uid, submission"
-
-
-@functools.cache
-def _insert_items_sql(rows: int) -> str:
-    row = f"({in_list(_INSERT_COLUMNS.count(',') + 1)})"
-    return f"INSERT INTO batch_items ({_INSERT_COLUMNS}) VALUES {', '.join([row] * rows)}"
 
 
 @functools.cache
@@ -139,14 +130,9 @@ class SqliteBatchStore:
                     f"WHERE batch_uid = ? AND reference IN ({in_list(len(chunk))})",
                     (batch_uid, *chunk))})
             fresh, resent = sort_incoming(items, existing, submission, outcome)
-            same_for_all = (batch_uid, submission)
             for chunk in chunks(fresh):
-                params = []
-                for i in chunk:
-                    params += item_insert_row(i)  # ends with the content digest
-                    params += same_for_all
-                db.execute(_insert_items_sql(len(chunk)), params)
-            batch_item_counts.add(db, batch_uid, Counter(i.status.value for i in fresh))
+                insert_chunk(db, batch_uid, submission, chunk)
+            batch_item_counts.add(db, batch_uid, status_counts(fresh))
             # Seen in this submission now: a second copy later in the stream is a duplicate.
             for chunk in chunks(resent):
                 db.execute(f"UPDATE batch_items SET submission = ? "
