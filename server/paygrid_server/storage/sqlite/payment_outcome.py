@@ -1,18 +1,16 @@
 """A payment's outcome written in the SQLite writer's turn, and the state
 before it that decides its events (storage/event_rows.py).
 
-Why a path without reading that state: every statement a unit runs hands
-the GIL over and makes the writer wait to win it back from the busy event
-loop (docs/performance.md, "Pay latency at half of peak"), and a Pay's
-outcome usually follows this process's own insert of it, which knows the
-state exactly: version 1 and its legs as inserted. So the outcome updates
-the payment row first, guarded by that version; every change to a payment
-or its legs' statuses and refund columns writes an event and so moves the
-version (a refund's reservation too: write_refund_event), whoever writes
-it (another worker on the file, its recovery), so a row still at the
-version has the state remembered. The guard failing (no row at that
-version) means the payment changed: the outcome reads the state as before.
-Same rows, same events, same bytes either way.
+Why a path without reading that state: every statement a unit runs costs
+the writer thread its module overhead and a GIL hand-over (docs/performance.md,
+"Pay's SQLite writer"), and a Pay's outcome usually follows this store's own
+insert of it, whose state is known: version 1, PROCESSING, every leg PENDING
+with nothing refunded. So the outcome updates the payment row first, with a
+guard that checks exactly that state (the one statement reads what the
+SELECT would have); when another writer changed the payment since (another
+worker on the file, its recovery, a refund), the guard matches no row,
+nothing is written, and the outcome reads the state as before. Same rows,
+same events, same bytes either way.
 """
 
 from __future__ import annotations
@@ -45,7 +43,12 @@ _UPDATE_PAYMENT = (
     "UPDATE payments SET version = ?, status = ?, failure_reason = ?, "
     "failure_message = ?, failure_decline_code = ?, completed_at_us = ? "
     "WHERE payment_id = ?")
-_UPDATE_PAYMENT_AT_VERSION = f"{_UPDATE_PAYMENT} AND version = ?"
+# The payment still as inserted (InsertedPayments), or no row is updated.
+_UPDATE_PAYMENT_AS_INSERTED = (
+    f"{_UPDATE_PAYMENT} AND version = 1 AND status = 'PROCESSING' AND NOT EXISTS ("
+    "SELECT 1 FROM payment_legs WHERE payment_id = payments.payment_id AND "
+    "(status != 'PENDING' OR refunded_minor != 0 OR refund_pending_minor != 0))")
+_LEG_AS_INSERTED = {"status": "PENDING", "refunded_minor": 0, "refund_pending_minor": 0}
 
 # Payments inserted and not yet given an outcome at once: Pays waiting
 # (max_concurrent_calls) and accepted ones still charging.
@@ -63,39 +66,38 @@ class StateBefore:
 
 
 class InsertedPayments:
-    """The state of payments this store inserted, as the insert wrote it,
-    until their first outcome. Bounded: the oldest is forgotten first (its
-    outcome then reads the state). Used on the writer thread only (its
-    units), so no lock: a unit that runs twice (writer.py) remembers again,
-    or finds nothing the second time and reads."""
+    """Ids of payments this store inserted, until their first outcome.
+    Bounded: the oldest is forgotten first (its outcome then reads the
+    state). Used on the writer thread only (in its units), so no lock; a
+    unit that runs twice (writer.py) remembers again, or finds nothing the
+    second time and reads."""
 
     def __init__(self, max_remembered: int = MAX_REMEMBERED) -> None:
         self._max = max_remembered
-        self._states: dict[str, StateBefore] = {}  # insertion order: oldest first
+        self._ids: dict[str, None] = {}  # insertion order: oldest first
 
     def __len__(self) -> int:
-        return len(self._states)
+        return len(self._ids)
 
-    def remember(self, payment: Payment, version: int) -> None:
-        if len(self._states) >= self._max:
-            del self._states[next(iter(self._states))]
-        self._states[payment.payment_id] = StateBefore(
-            payment.status.value, version,
-            {leg.index: {"status": leg.status.value, "refunded_minor": leg.refunded_minor,
-                         "refund_pending_minor": leg.refund_pending_minor}
-             for leg in payment.legs})
+    def remember(self, payment_id: str) -> None:
+        if len(self._ids) >= self._max:
+            del self._ids[next(iter(self._ids))]
+        self._ids[payment_id] = None
 
-    def take(self, payment_id: str) -> StateBefore | None:
-        return self._states.pop(payment_id, None)
+    def take(self, payment_id: str) -> bool:
+        return self._ids.pop(payment_id, False) is None
 
 
 def write_payment_outcome(db: sqlite3.Connection, encoder: SnapshotEncoder, payment: Payment,
-                          remembered: StateBefore | None) -> int | None:
+                          inserted_here: bool) -> int | None:
     """Stores `payment`'s outcome with its events; returns its version after
     them, or None when it was final already (the first final outcome
-    stands: another worker's, say)."""
-    if remembered is not None and not PaymentStatus(remembered.status).is_final:
-        version = _write(db, encoder, payment, remembered, guarded=True)
+    stands: another worker's, say). inserted_here: this store inserted it
+    and has not saved an outcome for it since (InsertedPayments.take)."""
+    if inserted_here:
+        as_inserted = StateBefore(PaymentStatus.PROCESSING.value, 1,
+                                  {leg.index: _LEG_AS_INSERTED for leg in payment.legs})
+        version = _write(db, encoder, payment, as_inserted, guarded=True)
         if version is not None:
             return version
     legs = {row["leg_index"]: row for row in db.execute(_BEFORE_OUTCOME, (payment.payment_id,))}
@@ -108,15 +110,15 @@ def write_payment_outcome(db: sqlite3.Connection, encoder: SnapshotEncoder, paym
 
 def _write(db: sqlite3.Connection, encoder: SnapshotEncoder, payment: Payment,
            before: StateBefore, guarded: bool) -> int | None:
-    """guarded: the payment row is updated first, only if still at
-    before.version; None (nothing written) if it is not."""
+    """guarded: the payment row is updated first, only if the payment is
+    still as inserted (before is that state); None (nothing written) if not."""
     after = payment_after_outcome(payment, before.legs, before.version)
     types = payment_outcome_types(
         before.status, {i: leg["status"] for i, leg in before.legs.items()}, after)
     version = before.version + len(types)
     if guarded:
-        if db.execute(_UPDATE_PAYMENT_AT_VERSION,
-                      (version, *payment_outcome_row(payment), before.version)).rowcount != 1:
+        if db.execute(_UPDATE_PAYMENT_AS_INSERTED,
+                      (version, *payment_outcome_row(payment))).rowcount != 1:
             return None
     write_payment_events(db, encoder, types, after, before.version)
     db.executemany(_UPDATE_LEGS, leg_outcome_rows(payment))

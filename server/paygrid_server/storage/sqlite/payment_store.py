@@ -84,7 +84,7 @@ class SqlitePaymentStore:
             # The rows just inserted are this object, column for column: no
             # need to read them back (the insert is a third of Pay's writes).
             write_payment_events(db, self._encoder, [EventType.PAYMENT_CREATED], payment, 0)
-            self._inserted.remember(payment, 1)
+            self._inserted.remember(payment.payment_id)
             return True
 
         if await self._write(insert):
