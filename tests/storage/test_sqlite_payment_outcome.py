@@ -11,6 +11,7 @@ import copy
 import itertools
 import sqlite3
 from pathlib import Path
+from typing import AsyncIterator
 
 import pytest
 
@@ -110,49 +111,52 @@ async def test_an_outcome_after_its_own_insert_writes_what_one_that_reads_the_st
     assert sum(s.startswith("SELECT") for s in remembered) == 1
 
 
-async def test_a_payment_changed_by_another_writer_since_the_insert_gets_its_events_from_the_state_read(
-        tmp_path) -> None:
+@pytest.fixture
+async def database(tmp_path) -> AsyncIterator[SqliteDatabase]:
     database = await SqliteDatabase.open(tmp_path / "paygrid.sqlite3")
-    try:
-        inserting = SqlitePaymentStore(database, ProtobufSnapshots())
-        other_worker = SqlitePaymentStore(database, ProtobufSnapshots())
-        payment = _payment("changed", 1, PaymentMode.ALL_OR_NOTHING)
-        assert await inserting.insert_payment(payment) is None
-        elsewhere = await other_worker.get_payment(payment.payment_id)
-        _settle(elsewhere, [LegStatus.UNKNOWN], PaymentStatus.PROCESSING)
-        assert await other_worker.save_payment_outcome(elsewhere)
+    yield database
+    await database.close()
 
-        _settle(payment, [LegStatus.SUCCEEDED], PaymentStatus.SUCCEEDED)
-        assert await inserting.save_payment_outcome(payment)
-        assert payment.version == 4
-        rows = await database.reader.execute_fetchall(
-            "SELECT type, aggregate_version FROM events ORDER BY seq")
-        assert [tuple(row) for row in rows] == [
-            (EventType.PAYMENT_CREATED.cloud_type, 1), (EventType.PAYMENT_LEG_UNKNOWN.cloud_type, 2),
-            (EventType.PAYMENT_LEG_SUCCEEDED.cloud_type, 3),
-            (EventType.PAYMENT_SUCCEEDED.cloud_type, 4)]
-        stored = await inserting.get_payment(payment.payment_id)
-        assert (stored.status, stored.version) == (PaymentStatus.SUCCEEDED, 4)
-    finally:
-        await database.close()
+
+async def _inserted_then_saved_elsewhere(database: SqliteDatabase, leg_status: LegStatus,
+                                         status: PaymentStatus
+                                         ) -> tuple[SqlitePaymentStore, Payment]:
+    """A payment inserted by one store, then given an outcome by another on
+    the same file (another worker's recovery); the inserting store and its
+    payment object, which that outcome did not touch."""
+    inserting = SqlitePaymentStore(database, ProtobufSnapshots())
+    other_worker = SqlitePaymentStore(database, ProtobufSnapshots())
+    payment = _payment(f"changed_{leg_status.value}", 1, PaymentMode.ALL_OR_NOTHING)
+    assert await inserting.insert_payment(payment) is None
+    elsewhere = await other_worker.get_payment(payment.payment_id)
+    _settle(elsewhere, [leg_status], status)
+    assert await other_worker.save_payment_outcome(elsewhere)
+    return inserting, payment
+
+
+async def test_a_payment_changed_elsewhere_since_the_insert_gets_its_events_from_the_state_read(
+        database) -> None:
+    inserting, payment = await _inserted_then_saved_elsewhere(
+        database, LegStatus.UNKNOWN, PaymentStatus.PROCESSING)
+    _settle(payment, [LegStatus.SUCCEEDED], PaymentStatus.SUCCEEDED)
+    assert await inserting.save_payment_outcome(payment)
+    assert payment.version == 4
+    rows = await database.reader.execute_fetchall(
+        "SELECT type, aggregate_version FROM events ORDER BY seq")
+    assert [tuple(row) for row in rows] == [
+        (EventType.PAYMENT_CREATED.cloud_type, 1), (EventType.PAYMENT_LEG_UNKNOWN.cloud_type, 2),
+        (EventType.PAYMENT_LEG_SUCCEEDED.cloud_type, 3),
+        (EventType.PAYMENT_SUCCEEDED.cloud_type, 4)]
+    stored = await inserting.get_payment(payment.payment_id)
+    assert (stored.status, stored.version) == (PaymentStatus.SUCCEEDED, 4)
 
 
 async def test_a_payment_finished_by_another_writer_since_the_insert_keeps_that_outcome(
-        tmp_path) -> None:
-    database = await SqliteDatabase.open(tmp_path / "paygrid.sqlite3")
-    try:
-        inserting = SqlitePaymentStore(database, ProtobufSnapshots())
-        other_worker = SqlitePaymentStore(database, ProtobufSnapshots())
-        payment = _payment("finished", 1, PaymentMode.ALL_OR_NOTHING)
-        assert await inserting.insert_payment(payment) is None
-        elsewhere = await other_worker.get_payment(payment.payment_id)
-        _settle(elsewhere, [LegStatus.FAILED], PaymentStatus.FAILED)
-        assert await other_worker.save_payment_outcome(elsewhere)
-
-        _settle(payment, [LegStatus.SUCCEEDED], PaymentStatus.SUCCEEDED)
-        assert not await inserting.save_payment_outcome(payment)
-        stored = await inserting.get_payment(payment.payment_id)
-        assert (stored.status, stored.version, stored.legs[0].status) == (
-            PaymentStatus.FAILED, 3, LegStatus.FAILED)
-    finally:
-        await database.close()
+        database) -> None:
+    inserting, payment = await _inserted_then_saved_elsewhere(
+        database, LegStatus.FAILED, PaymentStatus.FAILED)
+    _settle(payment, [LegStatus.SUCCEEDED], PaymentStatus.SUCCEEDED)
+    assert not await inserting.save_payment_outcome(payment)
+    stored = await inserting.get_payment(payment.payment_id)
+    assert (stored.status, stored.version, stored.legs[0].status) == (
+        PaymentStatus.FAILED, 3, LegStatus.FAILED)
