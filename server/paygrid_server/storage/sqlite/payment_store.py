@@ -23,13 +23,16 @@ from paygrid_server.domain.model.refund import Refund, RefundStatus
 from paygrid_server.domain.ports.event_log import SnapshotEncoder
 from paygrid_server.domain.ports.payment_store import PageCursor, RefundExceedsRefundable
 from paygrid_server.domain.model.event import EventType
-from paygrid_server.storage.event_rows import refund_outcome_type
+from paygrid_server.storage.event_rows import payment_outcome_types, refund_outcome_type
 from paygrid_server.storage.failure_columns import failure_columns
 from paygrid_server.storage.payment_rows import leg_from_row as _leg
 from paygrid_server.storage.payment_rows import payment_from_row as _payment
 from paygrid_server.storage.payment_rows import (
     first_attempt_rows,
+    leg_outcome_rows,
     leg_rows,
+    payment_after_outcome,
+    payment_outcome_row,
     payment_row,
     refund_from_rows,
     refund_leg_row,
@@ -41,9 +44,14 @@ from paygrid_server.storage.sqlite.payment_events import (
     write_payment_events,
     write_refund_event,
 )
-from paygrid_server.storage.sqlite.payment_outcome import InsertedPayments, write_payment_outcome
 
 T = TypeVar("T")
+
+_BEFORE_OUTCOME = (
+    "SELECT p.status AS payment_status, p.version, l.leg_index, l.status, l.refunded_minor, "
+    "l.refund_pending_minor FROM payments p JOIN payment_legs l USING (payment_id) "
+    "WHERE p.payment_id = ?")
+
 
 class SqlitePaymentStore:
     def __init__(self, database: SqliteDatabase, encoder: SnapshotEncoder,
@@ -53,7 +61,6 @@ class SqlitePaymentStore:
         self._payments = sharing.unfinished_work()
         self._refunds = sharing.unfinished_work()
         self._encoder = encoder
-        self._inserted = InsertedPayments()  # its outcome's state before: payment_outcome.py
         # events_written wakes watchers (SqliteEventLog.signal)
         self._write = write_then_wake(database.write, events_written)
 
@@ -84,7 +91,6 @@ class SqlitePaymentStore:
             # The rows just inserted are this object, column for column: no
             # need to read them back (the insert is a third of Pay's writes).
             write_payment_events(db, self._encoder, [EventType.PAYMENT_CREATED], payment, 0)
-            self._inserted.remember(payment.payment_id)
             return True
 
         if await self._write(insert):
@@ -156,8 +162,29 @@ class SqlitePaymentStore:
 
     async def save_payment_outcome(self, payment: Payment) -> bool:
         def save(db: sqlite3.Connection) -> int | None:
-            return write_payment_outcome(db, self._encoder, payment,
-                                         self._inserted.take(payment.payment_id))
+            # One statement for the payment's and its legs' state before: a
+            # payment has at least one leg, so every row carries the payment's.
+            legs_before = {row["leg_index"]: row for row in db.execute(
+                _BEFORE_OUTCOME, (payment.payment_id,))}
+            before = next(iter(legs_before.values()))
+            if PaymentStatus(before["payment_status"]).is_final:
+                return None  # the first final outcome stands (another worker's, say)
+            after = payment_after_outcome(payment, legs_before, before["version"])
+            types = payment_outcome_types(
+                before["payment_status"], {i: row["status"] for i, row in legs_before.items()},
+                after)
+            version = write_payment_events(db, self._encoder, types, after, before["version"])
+            db.executemany(
+                "UPDATE payment_legs SET status = ?, channel = ?, channel_reference = ?, "
+                "failure_reason = ?, failure_message = ?, failure_decline_code = ?, "
+                "attempts = ?, latency_us = ? WHERE payment_id = ? AND leg_index = ?",
+                leg_outcome_rows(payment))
+            db.execute(
+                "UPDATE payments SET version = ?, status = ?, failure_reason = ?, "
+                "failure_message = ?, failure_decline_code = ?, completed_at_us = ? "
+                "WHERE payment_id = ?",
+                (version, *payment_outcome_row(payment)))
+            return version
 
         version = await self._write(save)
         if version is None or payment.status is not PaymentStatus.PROCESSING:
