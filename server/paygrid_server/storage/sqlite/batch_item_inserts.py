@@ -7,7 +7,7 @@ that spells those seven columns as SQL literals, so each item binds 11
 parameters instead of 18 (binding is paid per parameter: 5.9 -> 4.7 µs
 per item, statement included, micro-benched). A chunk holding any other
 item (one rejected at intake) binds every column. Both store the same
-values (tests/storage/test_sqlite_batch_item_inserts.py)."""
+values (tests/storage/test_sqlite_batch_item_rows_stored.py)."""
 
 from __future__ import annotations
 
