@@ -143,7 +143,8 @@ class PaygridApp:
                 simulators[channel.name] = (server, simulator)
                 target = f"127.0.0.1:{port}"
             channels[channel.name] = grpc_channel_for(
-                channel, target, observability.channel_interceptors(channel.name))
+                channel, target, observability.channel_interceptors(),
+                observability.channel_call_observer(channel.name))
             opened.append(channels[channel.name].close)
         breakers = {c.name: CircuitBreaker(config.breaker_failure_threshold,
                                            config.breaker_open_ms) for c in config.channels}

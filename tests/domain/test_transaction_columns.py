@@ -67,7 +67,7 @@ def one_by_one(txs: list[TransactionInput], seq: int) -> tuple[list, list]:
 
 def test_columns_validate_as_one_transaction_at_a_time() -> None:
     txs = transactions()
-    valid = validate_columns(columns(txs), 7, len(txs), ROUTER.check, route)
+    valid = validate_columns(columns(txs), 7, len(txs), ROUTER.check, route, ROUTER.sole_choice)
     items, refused = one_by_one(txs, 7)
     assert valid.items == items and valid.refused == refused
     assert valid.next_seq == 7 + len(items)
@@ -76,10 +76,53 @@ def test_columns_validate_as_one_transaction_at_a_time() -> None:
     assert any(i.failure is not None for i in items) and refused
 
 
+def valid_as_sent(count: int, channel: str = "", currency: str = "EUR") -> list[TransactionInput]:
+    return [TransactionInput(f"r{n}", f"payee {n}", MoneyInput(currency, 100 + n, None), channel,
+                             None) for n in range(count)]
+
+
+def test_a_message_valid_as_sent_is_taken_whole_with_the_items_made_one_at_a_time() -> None:
+    one_route = Router([ChannelRoute("card", frozenset({"EUR", "USD"}), max_amount_minor=10_000)],
+                       {"card": CircuitBreaker()})
+    mixed = valid_as_sent(3, "card") + valid_as_sent(3, "bank", "JPY") + valid_as_sent(3, "bank")
+    for router, txs in [(one_route, valid_as_sent(5)), (one_route, valid_as_sent(4, "", "USD")),
+                        (one_route, valid_as_sent(5) + valid_as_sent(5, "card", "USD")),
+                        (ROUTER, valid_as_sent(5, "bank")), (ROUTER, mixed)]:
+        routed_one_by_one = []
+
+        def route_one(item: BatchItem) -> str:
+            routed_one_by_one.append(item)
+            return router.first_choice(item.requested_channel, item.amount)
+
+        valid = validate_columns(columns(txs), 7, len(txs), router.check, route_one,
+                                 router.sole_choice)
+        assert routed_one_by_one == []  # whole: no item asked its route
+        items, refused = [], []
+        for seq, tx in enumerate(txs, 7):
+            items.append(validate_transaction(tx, seq, router.check, route_one))
+        assert valid.items == items and valid.refused == [] and valid.next_seq == 7 + len(txs)
+    assert {i.channel for i in valid.items} == {"card", "bank"}
+
+
+def test_one_transaction_not_valid_as_sent_takes_its_message_one_at_a_time() -> None:
+    """Each transaction of every kind, among ones valid as sent: whatever
+    is wrong with it (or its route by amount: the card takes up to 10,000
+    EUR, "" is routed by amount) is found as when each is checked alone."""
+    for odd in transactions()[::3] + [
+            TransactionInput("big", "p", MoneyInput("EUR", 20_000, None), "card", None),
+            TransactionInput("big", "p", MoneyInput("EUR", 20_000, None), "", None)]:
+        txs = valid_as_sent(2, "card") + [odd] + valid_as_sent(2, "card")
+        txs[3:] = [t._replace(reference=f"s{n}") for n, t in enumerate(txs[3:])]
+        valid = validate_columns(columns(txs), 1, len(txs), ROUTER.check, route,
+                                 ROUTER.sole_choice)
+        items, refused = one_by_one(txs, 1)
+        assert (valid.items, valid.refused) == (items, refused), odd
+
+
 def test_past_the_room_left_each_transaction_is_refused_for_the_batch_limit() -> None:
     txs = [TransactionInput(f"r{n}", "p", MoneyInput("EUR", 100, None), "", None)
            for n in range(5)]
-    valid = validate_columns(columns(txs), 1, 3, ROUTER.check, route)
+    valid = validate_columns(columns(txs), 1, 3, ROUTER.check, route, ROUTER.sole_choice)
     assert [i.reference for i in valid.items] == ["r0", "r1", "r2"]
     assert [(r.reference, r.failure.reason.value) for r in valid.refused] == [
         ("r3", "BATCH_LIMIT"), ("r4", "BATCH_LIMIT")]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import grpc
 
@@ -48,6 +49,14 @@ BULK_UNSUPPORTED_RECHECK_S = 300.0
 
 
 _VOIDED = pb.CHARGE_STATUS_VOIDED
+
+# Told of each unary call's end: the method's short name ("Charge"), its
+# status and its seconds (channel metrics).
+CallObserver = Callable[[str, grpc.StatusCode, float], None]
+
+
+def ignore_call(method: str, code: grpc.StatusCode, seconds: float) -> None:
+    pass
 
 
 def charge_record(charge: pb.Charge) -> ChargeRecord:
@@ -107,8 +116,10 @@ class GrpcPaymentChannel:
     def __init__(self, name: str, target: str,
                  credentials: grpc.ChannelCredentials | None = None,
                  server_name: str | None = None,
-                 interceptors: Sequence[grpc.aio.ClientInterceptor] = ()) -> None:
-        """`interceptors` see every call (tracing and metrics), first outermost."""
+                 interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+                 observe_call: CallObserver = ignore_call) -> None:
+        """`interceptors` see every call (tracing), first outermost;
+        `observe_call` is told how each unary call ended (metrics)."""
         self.name = name
         self.target = target
         if credentials is None:
@@ -118,15 +129,22 @@ class GrpcPaymentChannel:
             self._channel = grpc.aio.secure_channel(target, credentials, options=options,
                                                     interceptors=interceptors)
         self._stub = pb_grpc.PaymentChannelStub(self._channel)
+        self._observe_call = observe_call
         self._bulk_unsupported_until = 0.0  # time.monotonic() seconds
 
     async def close(self) -> None:
         await self._channel.close()
 
-    async def _call(self, method, request, timeout_ms: int, errors=CALL_ERRORS):
+    async def _call(self, method: str, request, timeout_ms: int, errors=CALL_ERRORS):
+        """`method`: the stub's, by its short name."""
+        started = time.perf_counter()
         try:
-            return await method(request, timeout=timeout_ms / 1_000)
+            response = await getattr(self._stub, method)(request, timeout=timeout_ms / 1_000)
+        except asyncio.CancelledError:
+            self._observe_call(method, grpc.StatusCode.CANCELLED, time.perf_counter() - started)
+            raise
         except grpc.aio.AioRpcError as error:
+            self._observe_call(method, error.code(), time.perf_counter() - started)
             # Anything unlisted (UNAVAILABLE, UNKNOWN, INTERNAL...) gave no
             # outcome; the caller retries with the same key or settles.
             kind = errors.get(error.code(), ChannelUnavailable)
@@ -136,10 +154,12 @@ class GrpcPaymentChannel:
                     "failed to connect to all addresses" in (error.details() or ""):
                 kind = ChannelUnreachable
             raise kind(f"{error.code().name}: {error.details()}") from error
+        self._observe_call(method, grpc.StatusCode.OK, time.perf_counter() - started)
+        return response
 
     async def charge(self, key: str, payer: str, payee: str, amount: Money, reference: str,
                      timeout_ms: int) -> ChargeRecord:
-        response = await self._call(self._stub.Charge, pb.ChargeRequest(
+        response = await self._call("Charge", pb.ChargeRequest(
             idempotency_key=key, payer=payer, payee=payee, amount=money_message(amount),
             reference=reference), timeout_ms)
         return charge_record(response.charge)
@@ -150,7 +170,7 @@ class GrpcPaymentChannel:
         if time.monotonic() < self._bulk_unsupported_until:
             raise BulkChargeUnsupported(f"channel {self.name!r} does not implement ChargeBatch")
         try:
-            response = await self._call(self._stub.ChargeBatch, charge_batch_request(orders),
+            response = await self._call("ChargeBatch", charge_batch_request(orders),
                                         timeout_ms, BULK_CALL_ERRORS)
         except BulkChargeUnsupported:
             self._bulk_unsupported_until = time.monotonic() + BULK_UNSUPPORTED_RECHECK_S
@@ -159,7 +179,7 @@ class GrpcPaymentChannel:
 
     async def get_charge(self, key: str, timeout_ms: int) -> ChargeRecord:
         response = await self._call(
-            self._stub.GetCharge, pb.GetChargeRequest(idempotency_key=key), timeout_ms)
+            "GetCharge", pb.GetChargeRequest(idempotency_key=key), timeout_ms)
         return charge_record(response.charge)
 
     async def list_charges(self, timeout_ms: int) -> list[ChargeRecord]:
@@ -177,11 +197,11 @@ class GrpcPaymentChannel:
 
     async def void(self, key: str, timeout_ms: int) -> ChargeRecord:
         response = await self._call(
-            self._stub.Void, pb.VoidRequest(idempotency_key=key), timeout_ms)
+            "Void", pb.VoidRequest(idempotency_key=key), timeout_ms)
         return charge_record(response.charge)
 
     async def refund(self, refund_key: str, charge_key: str, amount: Money, timeout_ms: int) -> str:
-        response = await self._call(self._stub.Refund, pb.RefundRequest(
+        response = await self._call("Refund", pb.RefundRequest(
             idempotency_key=refund_key, charge_idempotency_key=charge_key,
             amount=money_message(amount)), timeout_ms)
         return response.refund_id

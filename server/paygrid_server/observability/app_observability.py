@@ -4,7 +4,7 @@ batch servicer, and stops with the app."""
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Callable, Mapping
 
 import grpc
 from opentelemetry.sdk.trace import TracerProvider
@@ -16,7 +16,7 @@ from paygrid_server.domain.charging.circuit_breaker import CircuitBreaker
 from paygrid_server.domain.events.event_relay import RelayStats
 from paygrid_server.observability import tracing
 from paygrid_server.observability.batch_metrics import BatchMetrics
-from paygrid_server.observability.channel_metrics_interceptor import ChannelMetricsInterceptor
+from paygrid_server.observability.channel_call_metrics import ChannelCallMetrics
 from paygrid_server.observability.circuit_breaker_collector import CircuitBreakerCollector
 from paygrid_server.observability.event_relay_collector import EventRelayCollector
 from paygrid_server.observability.metrics import PaygridMetrics
@@ -43,8 +43,13 @@ class AppObservability:
         interceptor binds log ids (request ids and metrics are done there)."""
         return [tracing.server_tracing_interceptor(self.tracer_provider)] if self.tracing else []
 
-    def channel_interceptors(self, channel: str) -> list[grpc.aio.ClientInterceptor]:
-        return [*self._channel_tracing, ChannelMetricsInterceptor(self.metrics, channel)]
+    def channel_interceptors(self) -> list[grpc.aio.ClientInterceptor]:
+        """Tracing's, when on (metrics are told by the channel: channel_call_observer)."""
+        return list(self._channel_tracing)
+
+    def channel_call_observer(self, channel: str) -> Callable[[str, grpc.StatusCode, float], None]:
+        """Told of each call to `channel` (GrpcPaymentChannel's observe_call)."""
+        return ChannelCallMetrics(self.metrics, channel).observe
 
     def watch_circuit_breakers(self, breakers: Mapping[str, CircuitBreaker]) -> None:
         self.metrics.registry.register(CircuitBreakerCollector(breakers))

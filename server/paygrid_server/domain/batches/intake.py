@@ -158,7 +158,8 @@ class Intake:
         for columns in messages:
             valid = validate_columns(columns, self._next_seq,
                                      limits.BATCH_MAX_ITEMS - self._stored_items - len(items),
-                                     self._router.check, self._route)
+                                     self._router.check, self._route,
+                                     self._router.sole_choice)
             self._next_seq = valid.next_seq
             items += valid.items
             refused += valid.refused

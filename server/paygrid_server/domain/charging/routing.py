@@ -83,5 +83,24 @@ class Router:
         return min(eligible, key=lambda r: (
             self._breakers[r.name].state is BreakerState.OPEN, r.priority)).name
 
+    def sole_choice(self, channel: str, currency: str, low: int, high: int) -> str | None:
+        """The first_choice of every amount from `low` to `high` minor units
+        of `currency` sent to `channel` ("": routed), when `check` passes
+        each of them: one question for a message of batch items instead of
+        two per item. None when the answer may differ by amount (then ask
+        per amount)."""
+        if channel:
+            route = self._routes.get(channel)
+        elif len(self._routes) == 1:
+            route = next(iter(self._routes.values()))
+        else:
+            return None  # which channels are eligible, and in what order, may vary
+        # A route takes a currency and a range of amounts: both ends taken,
+        # every amount between them is.
+        if route is None or route.accepts(Money(currency, low)) is not None \
+                or route.accepts(Money(currency, high)) is not None:
+            return None
+        return route.name
+
     def _eligible(self, money: Money) -> list[ChannelRoute]:
         return [r for r in self._routes.values() if r.accepts(money) is None]

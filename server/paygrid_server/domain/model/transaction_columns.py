@@ -5,7 +5,9 @@ million items would otherwise make two million inputs to check)."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
+from typing import Callable
 
 from paygrid_server.domain.model import limits
 from paygrid_server.domain.model.batch import BatchItem, BatchItemStatus, ItemResult
@@ -18,6 +20,12 @@ from paygrid_server.domain.model.currencies import minor_units
 from paygrid_server.domain.model.money import Money
 from paygrid_server.domain.model.payment import Failure, FailureReason
 from paygrid_server.domain.model.request_validation import ChannelCheck, MoneyInput
+
+
+# The channel that every amount from low to high minor units of a currency
+# sent to a channel ("": routed) is charged with, when each passes the
+# channel check; None when that may differ by amount (Router.sole_choice).
+SoleRoute = Callable[[str, str, int, int], str | None]
 
 
 @dataclass(slots=True)
@@ -52,9 +60,13 @@ class Validated:
 
 
 def validate_columns(columns: TransactionColumns, next_seq: int, room: int,
-                     channel_check: ChannelCheck, route: RouteChooser) -> Validated:
+                     channel_check: ChannelCheck, route: RouteChooser,
+                     sole_route: SoleRoute) -> Validated:
     """validate_transaction for each transaction in order, seqs from
     `next_seq`; past `room` more items, each is refused (BATCH_LIMIT)."""
+    whole = _all_valid_as_sent(columns, next_seq, room, sole_route)
+    if whole is not None:
+        return Validated(whole, [], next_seq + len(whole))
     items: list[BatchItem] = []
     refused: list[ItemResult] = []
     seq, unusual = next_seq, columns.unusual
@@ -94,3 +106,41 @@ def _valid_as_sent(reference: str, payee: str, channel: str, currency: str, amou
         return None
     money = Money(currency, amount_minor)
     return money if channel_check(channel, money) is None else None
+
+
+def _all_valid_as_sent(columns: TransactionColumns, next_seq: int, room: int,
+                       sole_route: SoleRoute) -> list[BatchItem] | None:
+    """The message's items when every one is valid as sent (_valid_as_sent's
+    checks, each made once for a whole field, in C) and routed the same
+    way whatever its amount; None when any may not be (then one by one).
+    The usual message (each transaction valid, sent to a named channel or
+    to the only one) is taken this way."""
+    references, payees, channels = columns.references, columns.payees, columns.channels
+    currencies, amounts = columns.currencies, columns.amounts_minor
+    if columns.unusual or not 0 < len(references) <= room:
+        return None
+    # A joined text is printable when each part is.
+    if not (min(map(len, references)) > 0
+            and max(map(len, references)) <= limits.BATCH_REFERENCE_MAX_CHARS
+            and min(map(len, payees)) > 0 and max(map(len, payees)) <= limits.PARTY_ID_MAX_CHARS
+            and max(map(len, channels)) <= limits.CHANNEL_NAME_MAX_CHARS
+            and "".join(references).isprintable() and "".join(payees).isprintable()
+            and "".join(channels).isprintable()):
+        return None
+    low, high = min(amounts), max(amounts)
+    if not 0 < low <= high <= limits.MAX_AMOUNT_MINOR:
+        return None
+    routes: dict[tuple[str, str], str] = {}
+    for channel, currency in set(zip(channels, currencies)):
+        name = sole_route(channel, currency, low, high) if minor_units(currency) is not None \
+            else None
+        if name is None:
+            return None
+        routes[channel, currency] = name
+    # The usual message: one channel for all.
+    chosen = itertools.repeat(routes.popitem()[1]) if len(set(routes.values())) == 1 \
+        else map(routes.__getitem__, zip(channels, currencies))
+    return [BatchItem(seq, reference, payee, Money(currency, amount), channel, None, route)
+            for seq, reference, payee, channel, currency, amount, route in zip(
+                itertools.count(next_seq), references, payees, channels, currencies, amounts,
+                chosen)]
