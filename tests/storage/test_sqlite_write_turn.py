@@ -9,12 +9,11 @@ import asyncio
 import fcntl
 import os
 import sqlite3
-import sys
 from pathlib import Path
 
 import pytest
 
-from paygrid_server.storage.sqlite.write_turn import TURN_SWITCH_INTERVAL_S, write_turn_path
+from paygrid_server.storage.sqlite.write_turn import write_turn_path
 from paygrid_server.storage.sqlite.writer import SqliteWriter
 
 WAIT_S = 10
@@ -119,21 +118,5 @@ async def test_a_writer_gives_its_turn_back_after_each_round(tmp_path: Path,
         (await OtherWorkersTurn(database).take()).give()  # "not reached" if kept
         await writer.unit(insert("two"))  # and it takes it again
         assert stored_notes(database) == {"one", "two"}
-    finally:
-        await writer.close()
-
-
-@pytest.mark.parametrize("shared", [True, False])
-async def test_a_worker_s_writer_wins_its_gil_back_quickly_only_in_its_turn(
-        tmp_path: Path, shared: bool) -> None:
-    # In its turn every statement's wait for the GIL holds up every worker;
-    # out of it (and in a lone server) the event loop keeps Python's interval.
-    database = tmp_path / "w.sqlite3"
-    writer = await open_writer(database, shared=shared)
-    out_of_turn = sys.getswitchinterval()
-    try:
-        in_unit = await writer.unit(lambda db: sys.getswitchinterval())
-        assert in_unit == pytest.approx(TURN_SWITCH_INTERVAL_S if shared else out_of_turn)
-        assert sys.getswitchinterval() == out_of_turn  # given back with the turn
     finally:
         await writer.close()
