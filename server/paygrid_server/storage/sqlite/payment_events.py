@@ -34,13 +34,9 @@ def write_payment_events(db: sqlite3.Connection, encoder: SnapshotEncoder,
     UPDATE of the version)."""
     if not types:
         return version_before
-    write_event_rows(db, payment_event_rows(types, after, version_before, encoder))
-    return after.version
-
-
-def write_event_rows(db: sqlite3.Connection, rows: list[tuple]) -> None:
-    """Rows built by payment_event_rows, in one statement."""
+    rows = payment_event_rows(types, after, version_before, encoder)
     db.execute(_insert_events(len(rows)), [value for row in rows for value in row])
+    return after.version
 
 
 def write_refund_event(db: sqlite3.Connection, encoder: SnapshotEncoder,

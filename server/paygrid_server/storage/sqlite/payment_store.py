@@ -23,8 +23,7 @@ from paygrid_server.domain.model.refund import Refund, RefundStatus
 from paygrid_server.domain.ports.event_log import SnapshotEncoder
 from paygrid_server.domain.ports.payment_store import PageCursor, RefundExceedsRefundable
 from paygrid_server.domain.model.event import EventType
-from paygrid_server.storage.event_rows import payment_event_rows, payment_outcome_types
-from paygrid_server.storage.event_rows import refund_outcome_type
+from paygrid_server.storage.event_rows import payment_outcome_types, refund_outcome_type
 from paygrid_server.storage.failure_columns import failure_columns
 from paygrid_server.storage.payment_rows import leg_from_row as _leg
 from paygrid_server.storage.payment_rows import payment_from_row as _payment
@@ -42,7 +41,6 @@ from paygrid_server.storage.payment_rows import (
 from paygrid_server.storage.sqlite.database import SqliteDatabase, write_then_wake
 from paygrid_server.storage.sqlite.file_sharing import LONE, FileSharing
 from paygrid_server.storage.sqlite.payment_events import (
-    write_event_rows,
     write_payment_events,
     write_refund_event,
 )
@@ -69,11 +67,6 @@ class SqlitePaymentStore:
     # -- payments -----------------------------------------------------------
 
     async def insert_payment(self, payment: Payment) -> Payment | None:
-        # The created event (its snapshot) is built out of the unit, which
-        # holds the file's write lock, all workers' (sqlite/write_turn.py).
-        # It sets payment.version to 1: the caller drops a duplicate's.
-        created = payment_event_rows([EventType.PAYMENT_CREATED], payment, 0, self._encoder)
-
         def insert(db: sqlite3.Connection) -> bool:
             # version 1: the payment.created event written below.
             cursor = db.execute(
@@ -97,7 +90,7 @@ class SqlitePaymentStore:
                 first_attempt_rows(payment))
             # The rows just inserted are this object, column for column: no
             # need to read them back (the insert is a third of Pay's writes).
-            write_event_rows(db, created)
+            write_payment_events(db, self._encoder, [EventType.PAYMENT_CREATED], payment, 0)
             return True
 
         if await self._write(insert):
