@@ -18,28 +18,17 @@ turn when its holder dies. A holder that is frozen (SIGSTOP) keeps it, and the
 other workers' writes wait for it instead of failing with SQLITE_BUSY after
 busy_timeout; a frozen holder also froze them before, only with errors.
 A lone server takes no turn: nobody else writes its file.
-
-While a writer holds the turn, its process runs with a short GIL switch
-interval (TURN_SWITCH_INTERVAL_S instead of Python's 5 ms). Every SQLite
-statement releases the GIL while it steps, and the writer then waits to win
-it back from its busy event loop - up to the switch interval each time,
-with the whole file's write lock held and every other worker waiting. Out
-of the turn the interval is Python's again: the event loop runs undisturbed
-when no other worker waits on this process.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-import sys
 from pathlib import Path
 
 import structlog
 
 log = structlog.get_logger("paygrid.storage")
-
-TURN_SWITCH_INTERVAL_S = 0.0001
 
 
 def write_turn_path(database: Path) -> Path:
@@ -52,27 +41,20 @@ class WriteTurn:
     def __init__(self, database: Path) -> None:
         self._fd = os.open(write_turn_path(database), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
                            0o644)
-        self._switch_interval_out_of_turn = sys.getswitchinterval()
 
     def take(self) -> bool:
         """Whether the turn was taken. Waits in the kernel, the GIL released.
         Never raises: without the turn the writer still writes (SQLite's lock
         guards the file), and its thread must go on."""
-        # Set before the wait, so that winning the GIL back after the flock
-        # is quick too; while this thread waits in the kernel it competes for
-        # nothing, and the interval changes nothing.
-        sys.setswitchinterval(TURN_SWITCH_INTERVAL_S)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
         except OSError:  # ENOLCK, say
-            sys.setswitchinterval(self._switch_interval_out_of_turn)
             log.warning("storage.write_turn_failed", exc_info=True)
             return False
         return True
 
     def give(self) -> None:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
-        sys.setswitchinterval(self._switch_interval_out_of_turn)
 
     def close(self) -> None:
         os.close(self._fd)  # gives the turn back too, if held
