@@ -254,6 +254,23 @@ async def test_counts_follow_every_write_even_of_items_not_as_expected(
     assert await _counts(store) == (302, 199, 0, 2, 101, 201)
     _recount_matches(store, tmp_path)
 
+    # A group whose results are all one status, one of its items settled
+    # (FAILED) before them: the UPDATE moves the others, and the count knows
+    # which without undoing it.
+    third = BatchGroup(3, "card", items[250:260], started_at_us=25)
+    for item in third.items:
+        item.status, item.group_no = S.PROCESSING, 3
+    await store.mark_group_processing(UID, third)
+    items[250].status = S.FAILED
+    items[250].failure = Failure(FailureReason.INSUFFICIENT_FUNDS, "no", "insufficient_funds")
+    await store.save_items(UID, [items[250]])
+    for item in third.items:
+        item.status, item.failure, item.channel_reference = S.SUCCEEDED, None, f"ch_{item.seq}"
+    third.completed_at_us = 26
+    await store.save_group_results(UID, third)
+    assert await _counts(store) == (302, 209, 0, 2, 91, 211)
+    _recount_matches(store, tmp_path)
+
     # A second group, every item as expected; then the rest rejected.
     second = BatchGroup(2, "card", items[200:250], started_at_us=30)
     for item in second.items:
@@ -265,6 +282,6 @@ async def test_counts_follow_every_write_even_of_items_not_as_expected(
     second.completed_at_us = 40
     await store.save_group_results(UID, second)
     assert await store.reject_waiting_items(
-        UID, Failure(FailureReason.CONTROL_TOTALS_MISMATCH, "totals")) == 50
-    assert await _counts(store) == (302, 199, 50, 52, 1, 301)
+        UID, Failure(FailureReason.CONTROL_TOTALS_MISMATCH, "totals")) == 40
+    assert await _counts(store) == (302, 209, 50, 42, 1, 301)
     _recount_matches(store, tmp_path)

@@ -62,6 +62,31 @@ async def test_a_failing_unit_fails_alone_and_leaves_nothing(
     assert stored_notes(tmp_path / "w.sqlite3") == {f"ok{i}" for i in range(40)}
 
 
+def insert_then_collide(note: str):
+    """A unit whose last statement, `OR ROLLBACK` (the batch item UPDATEs'
+    clause), fails: SQLite ends the whole transaction itself."""
+    def work(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO t (note) VALUES (?)", (note,))
+        db.execute("INSERT OR ROLLBACK INTO t (note) VALUES ('ok0'), (?)", (note + "+",))
+    return work
+
+
+async def test_a_unit_whose_statement_rolls_the_transaction_back_fails_alone(
+        writer: SqliteWriter, tmp_path: Path) -> None:
+    results = await asyncio.gather(
+        *(writer.unit(insert(f"ok{i}")) for i in range(20)),
+        writer.unit(insert_then_collide("bad")),
+        *(writer.unit(insert(f"ok{i}")) for i in range(20, 40)),
+        return_exceptions=True)
+    assert isinstance(results[20], sqlite3.IntegrityError)
+    assert not any(isinstance(r, Exception) for r in results[:20] + results[21:])
+    # Nothing of the failing unit, everything of the others, and the writer
+    # goes on in transactions of its own (no statement left in autocommit).
+    assert stored_notes(tmp_path / "w.sqlite3") == {f"ok{i}" for i in range(40)}
+    await writer.unit(insert("after"))
+    assert "after" in stored_notes(tmp_path / "w.sqlite3")
+
+
 async def test_a_cancelled_caller_does_not_stop_the_others(
         writer: SqliteWriter, tmp_path: Path) -> None:
     gone = asyncio.ensure_future(writer.unit(insert("gone")))

@@ -6,8 +6,8 @@ items would give. Every write of batch_items.status goes through here.
 The hot writes (a group's mark, its results) know what their items were:
 they run their UPDATE guarded by that status and count it from the number
 of rows it changed. When that is not all the rows (a settled item, a
-takeover), the guarded UPDATE is undone and the items are counted as stored
-before and after the plain one."""
+takeover), the plain UPDATE follows and the items are counted as stored
+before and after it (see moved_from)."""
 
 from __future__ import annotations
 
@@ -95,16 +95,33 @@ def moved_from(db: sqlite3.Connection, batch_uid: str, seqs: Sequence[int], was:
                to: Mapping[str, int], guarded: Callable[[], int],
                update: Callable[[], object]) -> None:
     """guarded(): the UPDATE of the items `seqs` with `AND status = was`,
-    returning its rowcount; `to`: their statuses after it, counted. When
-    every item was `was`, that is the change; else guarded() is undone and
-    update() (the same UPDATE unguarded) is counted item by item."""
-    db.execute("SAVEPOINT counted")
-    if guarded() == len(seqs):
-        db.execute("RELEASE counted")
+    returning its rowcount; `to`: their statuses after it, counted (a
+    status counted 0 is none of them);
+    update(): the same UPDATE unguarded, setting the same values. When
+    every item was `was`, that is the change. Else, with one status in `to`,
+    the rows guarded() moved went from `was` to it, and update() moves the
+    rest (and sets the moved ones to what they hold), counted item by item.
+    With several, which rows moved is not known: guarded() is undone
+    (a savepoint) and update() counted item by item.
+
+    The savepoint only where it can be needed: a savepoint keeps a copy of
+    every page its statements change (as many pages as the WAL gets)."""
+    to_statuses = [status for status, count in to.items() if count]
+    single = len(to_statuses) == 1
+    if not single:
+        db.execute("SAVEPOINT counted")
+    moved = guarded()
+    if moved == len(seqs):
+        if not single:
+            db.execute("RELEASE counted")
         change = dict(to)
         change[was] = change.get(was, 0) - len(seqs)
         add(db, batch_uid, change)
         return
-    db.execute("ROLLBACK TO counted")
-    db.execute("RELEASE counted")
+    if single:
+        (status,) = to_statuses
+        add(db, batch_uid, {was: -moved, status: moved} if status != was else {})
+    else:
+        db.execute("ROLLBACK TO counted")
+        db.execute("RELEASE counted")
     counted(db, batch_uid, seqs, update)

@@ -15,6 +15,15 @@ from paygrid_server.storage.failure_columns import failure_columns
 from paygrid_server.storage.sqlite import batch_item_counts
 from paygrid_server.storage.sqlite.batch_item_counts import status_counts
 
+# A statement that writes items is `UPDATE OR ROLLBACK`: a statement that may
+# stop half-way (several rows, and a constraint that aborts) keeps a copy of
+# every page it changes in a statement journal, to undo itself alone. A
+# failure here fails the whole unit anyway, and the writer rolls the round
+# back and runs each unit again alone (sqlite/writer.py), so SQLite can roll
+# the transaction back itself and keep no copies. (The items' INSERT keeps
+# its journal: a foreign key makes any multi-row INSERT able to abort.)
+_OR_ROLLBACK = "UPDATE OR ROLLBACK batch_items SET"
+
 # Items are read and written a chunk per statement, not a statement per
 # item: every statement the writer thread runs has to win the GIL back from
 # the event loop. A chunk binds at most 18 * 256 host parameters, well under
@@ -71,7 +80,7 @@ def _update_sql(rows: int, columns: tuple[str, ...], guarded: bool,
     row = f"({in_list(1 + len(columns))})"
     sets = [f"{c} = state.{c}" for c in columns] + [f"{c} = NULL" for c in nulled]
     return (f"WITH state (seq, {', '.join(columns)}) AS (VALUES {', '.join([row] * rows)}) "
-            f"UPDATE batch_items SET {', '.join(sets)} "
+            f"{_OR_ROLLBACK} {', '.join(sets)} "
             "FROM state WHERE batch_items.batch_uid = ? AND batch_items.seq = state.seq"
             + (" AND batch_items.status = ?" if guarded else ""))
 
@@ -138,7 +147,7 @@ def mark_processing(db: sqlite3.Connection, batch_uid: str, seqs: list[int],
     group_set = "" if group_no is None else ", group_no = ?"
     group_param = () if group_no is None else (group_no,)
     for chunk in chunks(seqs):
-        sql = (f"UPDATE batch_items SET status = 'PROCESSING'{group_set} "
+        sql = (f"{_OR_ROLLBACK} status = 'PROCESSING'{group_set} "
                f"WHERE batch_uid = ? AND seq IN ({in_list(len(chunk))})")
         params = (*group_param, batch_uid, *chunk)
         batch_item_counts.moved_from(

@@ -209,7 +209,9 @@ class SqliteWriter:
 
     def _rollback(self) -> None:
         """Never raises: on a full or failing disk ROLLBACK can fail too (SQLite
-        then has usually rolled back already), and the thread must go on."""
+        then has usually rolled back already), and the thread must go on.
+        Nothing to do when a failed `OR ROLLBACK` statement (the batch item
+        UPDATEs: sqlite/batch_item_rows.py) has ended the transaction."""
         if not self._db.in_transaction:
             return
         try:
