@@ -4,12 +4,13 @@ batch servicer, and stops with the app."""
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Mapping
 
 import grpc
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
+from paygrid_server.channels.grpc_payment_channel import CallObserver
 from paygrid_server.config import ObservabilityConfig
 from paygrid_server.domain.batches.events import BatchEvent
 from paygrid_server.domain.charging.circuit_breaker import CircuitBreaker
@@ -47,7 +48,7 @@ class AppObservability:
         """Tracing's, when on (metrics are told by the channel: channel_call_observer)."""
         return list(self._channel_tracing)
 
-    def channel_call_observer(self, channel: str) -> Callable[[str, grpc.StatusCode, float], None]:
+    def channel_call_observer(self, channel: str) -> CallObserver:
         """Told of each call to `channel` (GrpcPaymentChannel's observe_call)."""
         return ChannelCallMetrics(self.metrics, channel).observe
 
