@@ -21,7 +21,6 @@ An item's version is its own event's, else its group's event's.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from operator import attrgetter
 from typing import Iterable, Mapping
 
 from paygrid_server.domain.model import clock
@@ -29,6 +28,7 @@ from paygrid_server.domain.model.batch import BatchGroup, BatchItem, BatchItemSt
 from paygrid_server.domain.model.event import BATCH_AGGREGATE, EventType
 from paygrid_server.domain.model.payment import FailureReason
 from paygrid_server.domain.ports.event_log import SnapshotEncoder
+from paygrid_server.storage.batch_rows import every_item, item_status
 from paygrid_server.storage.event_rows import event_row
 
 _ITEM_EVENTS = {
@@ -39,7 +39,6 @@ _ITEM_EVENTS = {
 # reported; one put back to RECEIVED (fenced, charged again in a new group)
 # is reported with that group.
 _REPORTED = {BatchItemStatus.SUCCEEDED, *_ITEM_EVENTS}
-_status = attrgetter("status")
 
 
 @dataclass(slots=True)
@@ -64,10 +63,9 @@ def _told_alone(item: BatchItem) -> bool:
 
 def completed(group: BatchGroup) -> GroupReport:
     """The group just completed: every item that needs a look is told. A
-    group all SUCCEEDED (the many) is seen so by a list.count in C, not
-    _told_alone per item (Python, and an Enum's hash is Python code)."""
-    statuses = list(map(_status, group.items))
-    if statuses.count(BatchItemStatus.SUCCEEDED) == len(statuses):
+    group all SUCCEEDED (the many) is seen so by every_item, not by
+    _told_alone per item."""
+    if every_item(item_status, BatchItemStatus.SUCCEEDED, group.items):
         return GroupReport(group, [])
     return GroupReport(group, [i for i in group.items if _told_alone(i)])
 

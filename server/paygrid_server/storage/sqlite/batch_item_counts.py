@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
-from operator import attrgetter
 from typing import Callable, Mapping, Sequence
 
 import aiosqlite
 
 from paygrid_server.domain.model.batch import BatchCounts, BatchItem, BatchItemStatus
-from paygrid_server.storage.batch_rows import counts_from_rows
+from paygrid_server.storage.batch_rows import counts_from_rows, item_status
 
 # batch_item_counts' columns, one per status.
 STATUSES = ("RECEIVED", "PROCESSING", "SUCCEEDED", "FAILED", "UNKNOWN", "REJECTED")
@@ -30,7 +29,6 @@ _COLUMNS = ", ".join(s.lower() for s in STATUSES)
 _READ_SQL = f"SELECT {_COLUMNS} FROM batch_item_counts WHERE batch_uid = ?"
 
 
-_status = attrgetter("status")
 # Each status with its value, read once: an Enum's `value` is a Python property.
 _STATUS_VALUES = tuple((status, status.value) for status in BatchItemStatus)
 
@@ -38,7 +36,7 @@ _STATUS_VALUES = tuple((status, status.value) for status in BatchItemStatus)
 def status_counts(items: Sequence[BatchItem]) -> dict[str, int]:
     """The items counted by status: a list.count per status, in C (a
     Counter of each item's status.value runs an Enum property per item)."""
-    statuses = list(map(_status, items))
+    statuses = list(map(item_status, items))
     return {value: statuses.count(status) for status, value in _STATUS_VALUES}
 
 

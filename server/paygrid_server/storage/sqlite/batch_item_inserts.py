@@ -18,7 +18,7 @@ from typing import Sequence
 
 from paygrid_server.domain.model.batch import BatchItem, BatchItemStatus
 from paygrid_server.domain.model.content_fingerprint import content_fingerprint
-from paygrid_server.storage.batch_rows import STORED_ITEM_COLUMNS, item_insert_row
+from paygrid_server.storage.batch_rows import STORED_ITEM_COLUMNS, every_item, item_insert_row
 from paygrid_server.storage.sqlite.batch_item_rows import in_list
 
 # What an item holds before anything happens to it (BatchItem's defaults),
@@ -55,7 +55,7 @@ def _any_state_sql(rows: int) -> str:
 def insert_chunk(db: sqlite3.Connection, batch_uid: str, submission: int,
                  chunk: Sequence[BatchItem]) -> None:
     """One INSERT of the new items `chunk` (at most _CHUNK_ROWS of them)."""
-    if list(map(_state, chunk)).count(_AS_ARRIVED) != len(chunk):
+    if not every_item(_state, _AS_ARRIVED, chunk):
         params = []
         for item in chunk:
             params += item_insert_row(item)  # ends with the content digest

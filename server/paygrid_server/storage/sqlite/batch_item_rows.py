@@ -10,7 +10,12 @@ from operator import attrgetter
 from typing import Iterator, Sequence, TypeVar
 
 from paygrid_server.domain.model.batch import BatchGroup, BatchItem
-from paygrid_server.storage.batch_rows import ITEM_COLUMNS, item_from_row, item_state_row
+from paygrid_server.storage.batch_rows import (
+    ITEM_COLUMNS,
+    every_item,
+    item_from_row,
+    item_state_row,
+)
 from paygrid_server.storage.failure_columns import failure_columns
 from paygrid_server.storage.sqlite import batch_item_counts
 from paygrid_server.storage.sqlite.batch_item_counts import status_counts
@@ -128,7 +133,7 @@ def save_results(db: sqlite3.Connection, batch_uid: str, items: list[BatchItem])
     group_no mark_group_processing stored (and its status PROCESSING, unless
     something settled them meanwhile)."""
     for chunk in chunks(items):
-        if list(map(_failure, chunk)).count(None) == len(chunk):
+        if every_item(_failure, None, chunk):
             params = list(chain.from_iterable(map(_success_row, chunk)))
             _save(db, batch_uid, chunk, params, _SUCCESS_COLUMNS, "PROCESSING", _FAILURE_COLUMNS)
             continue
