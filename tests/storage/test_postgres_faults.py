@@ -33,10 +33,11 @@ class TcpProxy:
 
     async def shut(self) -> None:
         self._server.close()
-        await self._server.wait_closed()
+        # Connections first: from Python 3.12 wait_closed() waits for them.
         for writer in self._writers:
             writer.close()
         self._writers.clear()
+        await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection(*self._target)

@@ -22,7 +22,8 @@ from paygrid_server.domain.model.batch import (
 )
 from paygrid_server.domain.model.money import Money
 from paygrid_server.storage.sqlite.batch_item_rows import GROUP_ITEMS_SQL, groups_as_stored
-from paygrid_server.storage.sqlite.batch_store import SqliteBatchStore, items_after_sql
+from paygrid_server.storage.sqlite.batch_store import (
+    SqliteBatchStore, items_after_parameters, items_after_sql)
 from paygrid_server.storage.sqlite.database import SqliteDatabase
 from paygrid_server.transport.event_messages import ProtobufSnapshots
 
@@ -92,5 +93,6 @@ async def test_by_status_holds_only_what_is_read_by_it_and_readers_use_it(
         for status, uses_index in (("FAILED", True), ("UNKNOWN", True), ("PROCESSING", True),
                                    ("REJECTED", True), ("RECEIVED", False), ("SUCCEEDED", False)):
             plan = " ".join(row[3] for row in db.execute(
-                f"EXPLAIN QUERY PLAN {items_after_sql((status,))}", (UID, 0, 10, status)))
+                f"EXPLAIN QUERY PLAN {items_after_sql((status,))}",
+                items_after_parameters(UID, 0, 10, (status,))))
             assert ("USING INDEX batch_items_by_status" in plan) is uses_index, (status, plan)

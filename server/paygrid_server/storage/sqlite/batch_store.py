@@ -45,16 +45,26 @@ _INDEXED = f"status NOT IN {_WALKED}"
 
 @functools.cache
 def items_after_sql(statuses: tuple[str, ...]) -> str:
-    """The items after seq ?2 of batch ?1 in these statuses (all: none
-    named), ?3 at most. One range of batch_items_by_status per status it
-    holds, merged in seq order: `status IN (...)` would walk every item
-    after ?2. The index is partial (migrations/0012): an arm names its
-    WHERE to use it; a RECEIVED or SUCCEEDED arm walks the batch by seq."""
-    arms = [f"AND status = ?{4 + n}" + ("" if status in _WALKED else f" AND {_INDEXED}")
+    """The items after seq :after_seq of batch :batch_uid in these statuses
+    (all: none named; the n-th is :status_n), :limit at most; the parameters
+    by name (items_after_parameters), as each arm repeats them. One range of
+    batch_items_by_status per status it holds, merged in seq order:
+    `status IN (...)` would walk every item after :after_seq. The index is
+    partial (migrations/0012): an arm names its WHERE to use it; a RECEIVED
+    or SUCCEEDED arm walks the batch by seq."""
+    arms = [f"AND status = :status_{n}" + ("" if status in _WALKED else f" AND {_INDEXED}")
             for n, status in enumerate(statuses)] or [""]
     return (" UNION ALL ".join(f"SELECT {_ITEM_COLUMNS} FROM batch_items "
-                               f"WHERE batch_uid = ?1 AND seq > ?2 {arm}" for arm in arms)
-            + " ORDER BY seq LIMIT ?3")
+                               f"WHERE batch_uid = :batch_uid AND seq > :after_seq {arm}"
+                               for arm in arms)
+            + " ORDER BY seq LIMIT :limit")
+
+
+def items_after_parameters(batch_uid: str, after_seq: int, limit: int,
+                           statuses: tuple[str, ...]) -> dict[str, object]:
+    """items_after_sql's parameters."""
+    return {"batch_uid": batch_uid, "after_seq": after_seq, "limit": limit,
+            **{f"status_{n}": status for n, status in enumerate(statuses)}}
 
 
 class SqliteBatchStore:
@@ -194,10 +204,9 @@ class SqliteBatchStore:
 
     async def items_after(self, batch_uid: str, after_seq: int, limit: int,
                           statuses: tuple[BatchItemStatus, ...] = ()) -> list[BatchItem]:
-        statuses = tuple(dict.fromkeys(statuses))
+        named = tuple(dict.fromkeys(s.value for s in statuses))
         return [_item(row) for row in await self._reader.execute_fetchall(
-            items_after_sql(tuple(s.value for s in statuses)),
-            (batch_uid, after_seq, limit, *(s.value for s in statuses)))]
+            items_after_sql(named), items_after_parameters(batch_uid, after_seq, limit, named))]
 
     async def counts(self, batch_uid: str) -> BatchCounts:
         return await batch_item_counts.read(self._reader, batch_uid)
