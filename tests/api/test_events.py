@@ -256,6 +256,28 @@ async def test_a_watcher_on_one_replica_follows_payments_made_on_another(
     stream.cancel()
 
 
+async def test_each_commit_of_a_pay_notifies_the_watchers(start_paygrid,
+                                                          postgres_databases) -> None:
+    """A Pay's two commits (the payment stored, then its outcome) each send
+    a NOTIFY on the events channel: what wakes the watchers of every replica
+    at once. Heard on a LISTEN connection of the test's own (the watch tests
+    above can be served by a read that comes after the commit anyway)."""
+    import asyncpg
+
+    from paygrid_server.storage.postgres.payment_events import EVENTS_CHANNEL
+
+    dsn = await postgres_databases.create()
+    paygrid = await start_paygrid(postgres_dsn=dsn)
+    heard: list[str] = []
+    listener = await asyncpg.connect(dsn)
+    try:
+        await listener.add_listener(EVENTS_CHANNEL, lambda *args: heard.append(args[2]))
+        await paygrid.stub.Pay(pay_request("k-notified"))
+        await wait_for(lambda: len(heard) >= 2, "a NOTIFY from each of the Pay's commits")
+    finally:
+        await listener.close()
+
+
 async def test_a_quiet_watch_sends_a_keepalive_frame_past_what_it_does_not_see(
         tmp_path) -> None:
     """Nothing of the watcher's comes: the keep-alive frame's cursor moves

@@ -74,10 +74,15 @@ def refund_from_rows(row: Row, leg_rows: Iterable[Row]) -> Refund:
         status=RefundStatus(row["status"]))
 
 
-# The refund columns of payment_legs: the only ones an outcome's UPDATEs
-# (leg_outcome_rows, payment_outcome_row) leave as they are.
-LEGS_BEFORE_OUTCOME_SQL = ("SELECT leg_index, status, refunded_minor, refund_pending_minor "
-                           "FROM payment_legs WHERE payment_id = {}")
+# The state an outcome is decided on, in one statement (each is a round
+# trip, or on SQLite a GIL hand-over): the payment's status and version on
+# every leg's row (a payment has at least one leg), and the legs' status
+# and refund columns, the only ones an outcome's UPDATEs (leg_outcome_rows,
+# payment_outcome_row) leave as they are. `{}`: the payment_id's parameter.
+BEFORE_OUTCOME_SQL = (
+    "SELECT p.status AS payment_status, p.version, l.leg_index, l.status, l.refunded_minor, "
+    "l.refund_pending_minor FROM payments p JOIN payment_legs l USING (payment_id) "
+    "WHERE p.payment_id = {}")
 
 
 def payment_after_outcome(payment: Payment, legs_before: Mapping[int, Row],
@@ -86,7 +91,7 @@ def payment_after_outcome(payment: Payment, legs_before: Mapping[int, Row],
     transaction, without reading them back: those UPDATEs write every column
     an outcome changes from `payment` itself, the other columns were fixed
     at insert, but for each leg's refund columns, taken from `legs_before`
-    (LEGS_BEFORE_OUTCOME_SQL's rows by leg_index, read in this transaction)
+    (BEFORE_OUTCOME_SQL's rows by leg_index, read in this transaction)
     and the version. A copy: `payment` is left as it is should the
     transaction not commit."""
     return dataclasses.replace(payment, legs=[_leg_as_stored(leg, legs_before[leg.index])

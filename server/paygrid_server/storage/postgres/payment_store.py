@@ -49,7 +49,7 @@ from paygrid_server.storage.payment_rows import (
 )
 from paygrid_server.storage.postgres.database import PostgresDatabase
 from paygrid_server.storage.postgres.payment_events import (
-    legs_before_outcome,
+    lock_before_outcome,
     lock_payment,
     write_payment_events,
     write_refund_event,
@@ -77,10 +77,11 @@ class PostgresPaymentStore:
 
     async def insert_payment(self, payment: Payment) -> Payment | None:
         async with self._database.transaction() as db:
+            # version 1: the payment.created event written below.
             inserted = await db.fetchval(
                 "INSERT INTO payments (payment_id, tenant_id, idempotency_key, fingerprint, payer, "
-                "mode, status, metadata_json, received_at_us) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+                "mode, status, metadata_json, received_at_us, version) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1) "
                 "ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING true",
                 *payment_row(payment))
             if inserted:
@@ -100,6 +101,7 @@ class PostgresPaymentStore:
                 # yet, and it is this object, column for column (no read back).
                 payment.version = await write_payment_events(
                     db, self._encoder, [EventType.PAYMENT_CREATED], payment, 0)
+                assert payment.version == 1, payment.version
         if inserted:
             self._payments.started(payment.payment_id)
             return None
@@ -164,25 +166,27 @@ class PostgresPaymentStore:
 
     async def save_payment_outcome(self, payment: Payment) -> bool:
         async with self._database.transaction() as db:
-            before = await lock_payment(db, payment.payment_id)
-            if PaymentStatus(before["status"]).is_final:
+            legs_before = await lock_before_outcome(db, payment.payment_id)
+            before = next(iter(legs_before.values()))
+            if PaymentStatus(before["payment_status"]).is_final:
                 self._payments.finished(payment.payment_id)
                 return False
-            legs_before = await legs_before_outcome(db, payment.payment_id)
+            after = payment_after_outcome(payment, legs_before, before["version"])
+            types = payment_outcome_types(
+                before["payment_status"], {i: row["status"] for i, row in legs_before.items()},
+                after)
             await db.executemany(
                 "UPDATE payment_legs SET status = $1, channel = $2, channel_reference = $3, "
                 "failure_reason = $4, failure_message = $5, failure_decline_code = $6, "
                 "attempts = $7, latency_us = $8 WHERE payment_id = $9 AND leg_index = $10",
                 leg_outcome_rows(payment))
+            version = await write_payment_events(db, self._encoder, types, after,
+                                                 before["version"])
             await db.execute(
                 "UPDATE payments SET status = $1, failure_reason = $2, failure_message = $3, "
-                "failure_decline_code = $4, completed_at_us = $5 WHERE payment_id = $6",
-                *payment_outcome_row(payment))
-            after = payment_after_outcome(payment, legs_before, before["version"])
-            types = payment_outcome_types(
-                before["status"], {i: row["status"] for i, row in legs_before.items()}, after)
-            payment.version = await write_payment_events(db, self._encoder, types, after,
-                                                         before["version"])
+                "failure_decline_code = $4, completed_at_us = $5, version = $7 "
+                "WHERE payment_id = $6", *payment_outcome_row(payment), version)
+            payment.version = version
         if payment.status is not PaymentStatus.PROCESSING:
             self._payments.finished(payment.payment_id)
         return True

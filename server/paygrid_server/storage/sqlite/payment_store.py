@@ -28,6 +28,7 @@ from paygrid_server.storage.failure_columns import failure_columns
 from paygrid_server.storage.payment_rows import leg_from_row as _leg
 from paygrid_server.storage.payment_rows import payment_from_row as _payment
 from paygrid_server.storage.payment_rows import (
+    BEFORE_OUTCOME_SQL,
     first_attempt_rows,
     leg_outcome_rows,
     leg_rows,
@@ -47,10 +48,7 @@ from paygrid_server.storage.sqlite.payment_events import (
 
 T = TypeVar("T")
 
-_BEFORE_OUTCOME = (
-    "SELECT p.status AS payment_status, p.version, l.leg_index, l.status, l.refunded_minor, "
-    "l.refund_pending_minor FROM payments p JOIN payment_legs l USING (payment_id) "
-    "WHERE p.payment_id = ?")
+_BEFORE_OUTCOME = BEFORE_OUTCOME_SQL.format("?")
 
 
 class SqlitePaymentStore:
