@@ -34,7 +34,7 @@ EVENTS_CHANNEL = "paygrid_events"
 # statement itself (asyncpg's protocol, a task wake-up). A data-modifying
 # WITH runs whether or not its SELECT reads it; PostgreSQL delivers one
 # notification for the same channel and payload sent several times in a
-# transaction. (docs/performance.md: server CPU per Pay 0.83x / 0.93x.)
+# transaction. (Server CPU per Pay 0.86x / 0.83x: docs/performance.md.)
 _INSERT_EVENT_AND_NOTIFY = (f"WITH inserted AS ({_INSERT_EVENT}) "
                             f"SELECT pg_notify('{EVENTS_CHANNEL}', '')")
 _LOCK_BEFORE_OUTCOME = BEFORE_OUTCOME_SQL.format("$1") + " FOR UPDATE OF p"
