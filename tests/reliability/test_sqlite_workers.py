@@ -42,7 +42,12 @@ from tests.reliability.test_workers import (
 )
 from tests.support.batch_client import batch_stub, chunk, collect, header, open_stream
 from tests.support.server_process import ServerProcess, wait_for
-from tests.support.worker_log import log_events, own_connection, ready_workers, served_by
+from tests.support.worker_log import (
+    own_connection,
+    ready_workers,
+    served_by,
+    start_of,
+)
 
 
 @dataclass
@@ -107,14 +112,6 @@ async def two_workers(tmp_path: Path, database: Path | None = None, simulator=No
         supervisor.terminate()
         if simulator is None:
             await sim_server.stop(None)
-
-
-async def start_of(log: Path, pid: int) -> dict:
-    """Worker `pid`'s server.started line (what its start took up, interrupted)."""
-    def lines() -> list[dict]:
-        return [e for e in log_events(log, "server.started") if e.get("worker_pid") == pid]
-    await wait_for(lambda: lines(), f"worker {pid}'s start")
-    return lines()[0]
 
 
 async def test_a_same_key_pay_sent_to_both_workers_charges_once(tmp_path: Path) -> None:

@@ -34,7 +34,12 @@ from tests.support.batch_client import batch_stub, chunk, collect, header, open_
 from tests.support.batch_counts_check import assert_counts_match_items
 from tests.support.exactly_once import count_batch
 from tests.support.server_process import ServerProcess, free_port, wait_for, write_config
-from tests.support.worker_log import alive, log_events, own_connection, ready_workers
+from tests.support.worker_log import (
+    alive,
+    own_connection,
+    ready_workers,
+    start_of,
+)
 
 pytestmark = pytest.mark.sqlite_only
 
@@ -69,10 +74,9 @@ class Workers:
         with sqlite3.connect(self.database, timeout=30) as db:
             return db.execute(sql, params).fetchall()
 
-    def aborted_batch_streams(self, pid: int) -> float:
+    async def aborted_batch_streams(self, pid: int) -> float:
         """SubmitBatch calls worker `pid` ended ABORTED (its own /metrics)."""
-        [port] = [e["metrics_port"] for e in log_events(self.process.log, "server.started")
-                  if e["worker_pid"] == pid]
+        port = (await start_of(self.process.log, pid))["metrics_port"]
         url = f"http://127.0.0.1:{port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as reply:
             page = reply.read().decode()
@@ -229,9 +233,9 @@ async def test_a_batch_streaming_on_one_worker_is_refused_on_the_other(
                         await collect(second)
                 assert refused.value.code() == grpc.StatusCode.ABORTED, refused.value.details()
                 assert "RetryInfo" in rich_status(refused.value)
-                if workers.aborted_batch_streams(other):
+                if await workers.aborted_batch_streams(other):
                     break
-            assert workers.aborted_batch_streams(other) >= 1
+            assert await workers.aborted_batch_streams(other) >= 1
             # The first stream runs on, undisturbed.
             card.faults.release_charges()
             await outgoing.put(None)

@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 
 from tests.support.api_key_metadata import keyed_channel
+from tests.support.server_process import wait_for
 
 
 def log_events(log: Path, event: str) -> list[dict]:
@@ -24,6 +25,17 @@ def log_events(log: Path, event: str) -> list[dict]:
         if parsed.get("event") == event:
             found.append(parsed)
     return found
+
+
+async def start_of(log: Path, pid: int) -> dict:
+    """Worker `pid`'s server.started line (what its start took up, its
+    metrics port). Waited for: a worker's lines reach the log through its
+    own buffer, flushed on a timer (logging_setup.py), so the line may come
+    after the supervisor's workers.worker_ready for the same worker."""
+    def lines() -> list[dict]:
+        return [e for e in log_events(log, "server.started") if e.get("worker_pid") == pid]
+    await wait_for(lambda: lines(), f"worker {pid}'s start")
+    return lines()[0]
 
 
 def ready_workers(log: Path) -> list[int]:
