@@ -256,6 +256,7 @@ async def test_a_watcher_on_one_replica_follows_payments_made_on_another(
     stream.cancel()
 
 
+@pytest.mark.postgresql_only
 async def test_each_commit_of_a_pay_notifies_the_watchers(start_paygrid,
                                                           postgres_databases) -> None:
     """A Pay's two commits (the payment stored, then its outcome) each send
