@@ -197,6 +197,51 @@ async def _frames(stream, n: int, keepalives: bool = False) -> list[ev.WatchEven
     raise AssertionError(f"the stream ended after {len(frames)} frames")
 
 
+class _ParkedWatcher:
+    """A watcher of `app`'s PostgreSQL event log asleep in wait_for_change,
+    having read everything, with nothing woken it since: the moment a commit
+    made elsewhere can reach it only through a NOTIFY. (A commit before that
+    moment, say one before the watcher's first read, is found by that read
+    without any wake-up: a test timed that way passes without NOTIFY.)
+    `timeouts` counts its sleeps that ended at the keep-alive timeout
+    instead: the watcher then reads anyway, and gets the events late."""
+
+    def __init__(self, monkeypatch, app) -> None:
+        from paygrid_server.storage.postgres.event_log import PostgresEventLog
+
+        self._asleep = asyncio.Event()
+        self._log = None
+        self._seen = -1
+        self.timeouts = 0
+        original = PostgresEventLog.wait_for_change
+
+        async def wait_for_change(log, seen: int, timeout_s: float) -> bool:
+            if log._database is not app.database or log.changes() != seen:
+                return await original(log, seen, timeout_s)  # the latter: at once
+            self._log, self._seen = log, seen
+            self._asleep.set()
+            try:
+                woken = await original(log, seen, timeout_s)
+            finally:
+                self._asleep.clear()
+            self.timeouts += not woken
+            return woken
+
+        monkeypatch.setattr(PostgresEventLog, "wait_for_change", wait_for_change)
+
+    async def wait(self) -> None:
+        async def asleep() -> None:
+            while True:
+                await self._asleep.wait()
+                if self._log.changes() == self._seen:
+                    return
+                # Woken (a reopened LISTEN wakes it, say), not yet run: it
+                # is ready to run, reads, and sleeps again.
+                await asyncio.sleep(0)
+
+        await asyncio.wait_for(asleep(), 30)
+
+
 async def test_watch_replays_from_the_cursor_then_follows_new_commits(paygrid) -> None:
     stub = _events_stub(paygrid)
     first = (await paygrid.stub.Pay(pay_request("k-w1"))).payment
@@ -238,21 +283,26 @@ async def test_a_bad_watch_request_fails_before_any_frame(paygrid) -> None:
 
 @pytest.mark.postgresql_only
 async def test_a_watcher_on_one_replica_follows_payments_made_on_another(
-        start_paygrid, postgres_databases) -> None:
+        start_paygrid, postgres_databases, monkeypatch) -> None:
     """LISTEN/NOTIFY wakes the other replica: no polling between them."""
     dsn = await postgres_databases.create()
     a = await start_paygrid(postgres_dsn=dsn)
     b = await start_paygrid(postgres_dsn=dsn)
+    parked = _ParkedWatcher(monkeypatch, b.app)
     stream = _events_stub(b).WatchEvents(ev.WatchEventsRequest())
-    # The stream is open and idle once its (empty) replay is done: a Pay
-    # through A, then a Pay through B, both arrive, in commit order.
+    # Once its (empty) replay is done the watcher sleeps: a Pay through A,
+    # then a Pay through B, each made while it sleeps, both arrive, in
+    # commit order.
+    await parked.wait()
     on_a = (await a.stub.Pay(pay_request("k-on-a"))).payment
-    # Keep-alives count: one here means no NOTIFY woke B (it waited 15 s).
     frames = await _frames(stream, 3, keepalives=True)
     assert [f.event.aggregate_id for f in frames] == [on_a.payment_id] * 3
+    assert parked.timeouts == 0  # a NOTIFY woke B, not its keep-alive timeout
+    await parked.wait()
     on_b = (await b.stub.Pay(pay_request("k-on-b"))).payment
     frames = await _frames(stream, 3, keepalives=True)
     assert [f.event.aggregate_id for f in frames] == [on_b.payment_id] * 3
+    assert parked.timeouts == 0
     stream.cancel()
 
 
@@ -376,7 +426,8 @@ async def test_a_batch_reports_created_then_completed_and_a_resubmission_resumes
 
 
 @pytest.mark.postgresql_only
-async def test_a_lost_listen_connection_is_reopened(start_paygrid, postgres_databases) -> None:
+async def test_a_lost_listen_connection_is_reopened(start_paygrid, postgres_databases,
+                                                     monkeypatch) -> None:
     """B's LISTEN backend is ended (as a restart or failover would): B opens
     another, and a Pay through A wakes B's watcher again at once."""
     from tests.support.postgres_databases import postgres_rows
@@ -384,6 +435,7 @@ async def test_a_lost_listen_connection_is_reopened(start_paygrid, postgres_data
     dsn = await postgres_databases.create()
     a = await start_paygrid(postgres_dsn=dsn)
     b = await start_paygrid(postgres_dsn=dsn)
+    parked = _ParkedWatcher(monkeypatch, b.app)
     stream = _events_stub(b).WatchEvents(ev.WatchEventsRequest(
         start=ev.START_POSITION_LATEST))
     await _frames(stream, 1, keepalives=True)  # open: its start position came
@@ -391,8 +443,9 @@ async def test_a_lost_listen_connection_is_reopened(start_paygrid, postgres_data
     assert postgres_rows(dsn, "SELECT pg_terminate_backend(?)", (lost,)) == [(True,)]
     await wait_for(lambda: b.app.database.listener.server_pid not in (None, lost),
                    "B to listen again")
+    await parked.wait()
     on_a = (await a.stub.Pay(pay_request("k-after-relisten"))).payment
-    # Keep-alives count: one here means no NOTIFY woke B.
     frames = await _frames(stream, 3, keepalives=True)
     assert [f.event.aggregate_id for f in frames] == [on_a.payment_id] * 3
+    assert parked.timeouts == 0  # a NOTIFY woke B, not its keep-alive timeout
     stream.cancel()
