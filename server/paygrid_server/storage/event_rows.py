@@ -14,7 +14,7 @@ versions.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping, NamedTuple
 
 from paygrid_server.domain.model import clock
 from paygrid_server.domain.model.batch import Batch, BatchCounts, BatchStatus
@@ -23,6 +23,7 @@ from paygrid_server.domain.model.payment import LegStatus, Payment, PaymentStatu
 from paygrid_server.domain.model.refund import Refund, RefundStatus
 from paygrid_server.domain.ports.event_log import SnapshotEncoder
 from paygrid_server.storage.event_ids import new_event_id
+from paygrid_server.storage.payment_rows import payment_after_outcome
 
 Row = Mapping[str, Any]
 
@@ -62,6 +63,28 @@ def payment_outcome_types(status_before: str, legs_before: Mapping[int, str],
     if after.status.value != status_before and after.status in _PAYMENT_EVENTS:
         types.append(_PAYMENT_EVENTS[after.status])
     return types
+
+
+class OutcomeChange(NamedTuple):
+    """write_payment_events' arguments after its connection and encoder."""
+    types: list[EventType]  # the events the outcome writes
+    after: Payment  # the payment as its rows are once the outcome is written
+    version_before: int
+
+
+def payment_outcome_change(payment: Payment, rows_before: Iterable[Row]) -> OutcomeChange | None:
+    """What saving `payment`'s outcome changes, from BEFORE_OUTCOME_SQL's
+    rows (payment_rows.py) read in the outcome's transaction, the payment's
+    row locked: None when the stored status is final already (the first
+    final outcome stands: another worker's or replica's, say)."""
+    legs_before = {row["leg_index"]: row for row in rows_before}
+    before = next(iter(legs_before.values()))  # a payment has a leg
+    if PaymentStatus(before["payment_status"]).is_final:
+        return None
+    after = payment_after_outcome(payment, legs_before, before["version"])
+    types = payment_outcome_types(
+        before["payment_status"], {i: row["status"] for i, row in legs_before.items()}, after)
+    return OutcomeChange(types, after, before["version"])
 
 
 def refund_outcome_type(status_before: str, after: Refund) -> EventType | None:

@@ -51,12 +51,10 @@ async def lock_payment(db: asyncpg.Connection, payment_id: str) -> asyncpg.Recor
         payment_id)
 
 
-async def lock_before_outcome(db: asyncpg.Connection,
-                              payment_id: str) -> dict[int, asyncpg.Record]:
-    """lock_payment and the legs' status and refund columns
-    (payment_after_outcome) in one statement: by leg_index, each row with
-    the payment's payment_status and version (a payment has a leg)."""
-    return {row["leg_index"]: row for row in await db.fetch(_LOCK_BEFORE_OUTCOME, payment_id)}
+async def lock_before_outcome(db: asyncpg.Connection, payment_id: str) -> list[asyncpg.Record]:
+    """lock_payment and BEFORE_OUTCOME_SQL's rows (event_rows.payment_outcome_change)
+    in one statement."""
+    return await db.fetch(_LOCK_BEFORE_OUTCOME, payment_id)
 
 
 async def write_payment_events(db: asyncpg.Connection, encoder: SnapshotEncoder,

@@ -31,7 +31,7 @@ from paygrid_server.domain.model.refund import Refund, RefundStatus
 from paygrid_server.domain.model.event import EventType
 from paygrid_server.domain.ports.event_log import SnapshotEncoder
 from paygrid_server.domain.ports.payment_store import PageCursor, RefundExceedsRefundable
-from paygrid_server.storage.event_rows import payment_outcome_types, refund_outcome_type
+from paygrid_server.storage.event_rows import payment_outcome_change, refund_outcome_type
 from paygrid_server.storage.failure_columns import failure_columns
 from paygrid_server.storage.handoff import UnfinishedWork
 from paygrid_server.storage.payment_rows import leg_from_row as _leg
@@ -40,7 +40,6 @@ from paygrid_server.storage.payment_rows import (
     first_attempt_rows,
     leg_outcome_rows,
     leg_rows,
-    payment_after_outcome,
     payment_outcome_row,
     payment_row,
     refund_from_rows,
@@ -166,22 +165,17 @@ class PostgresPaymentStore:
 
     async def save_payment_outcome(self, payment: Payment) -> bool:
         async with self._database.transaction() as db:
-            legs_before = await lock_before_outcome(db, payment.payment_id)
-            before = next(iter(legs_before.values()))
-            if PaymentStatus(before["payment_status"]).is_final:
+            change = payment_outcome_change(
+                payment, await lock_before_outcome(db, payment.payment_id))
+            if change is None:
                 self._payments.finished(payment.payment_id)
                 return False
-            after = payment_after_outcome(payment, legs_before, before["version"])
-            types = payment_outcome_types(
-                before["payment_status"], {i: row["status"] for i, row in legs_before.items()},
-                after)
             await db.executemany(
                 "UPDATE payment_legs SET status = $1, channel = $2, channel_reference = $3, "
                 "failure_reason = $4, failure_message = $5, failure_decline_code = $6, "
                 "attempts = $7, latency_us = $8 WHERE payment_id = $9 AND leg_index = $10",
                 leg_outcome_rows(payment))
-            version = await write_payment_events(db, self._encoder, types, after,
-                                                 before["version"])
+            version = await write_payment_events(db, self._encoder, *change)
             await db.execute(
                 "UPDATE payments SET status = $1, failure_reason = $2, failure_message = $3, "
                 "failure_decline_code = $4, completed_at_us = $5, version = $7 "

@@ -23,7 +23,7 @@ from paygrid_server.domain.model.refund import Refund, RefundStatus
 from paygrid_server.domain.ports.event_log import SnapshotEncoder
 from paygrid_server.domain.ports.payment_store import PageCursor, RefundExceedsRefundable
 from paygrid_server.domain.model.event import EventType
-from paygrid_server.storage.event_rows import payment_outcome_types, refund_outcome_type
+from paygrid_server.storage.event_rows import payment_outcome_change, refund_outcome_type
 from paygrid_server.storage.failure_columns import failure_columns
 from paygrid_server.storage.payment_rows import leg_from_row as _leg
 from paygrid_server.storage.payment_rows import payment_from_row as _payment
@@ -32,7 +32,6 @@ from paygrid_server.storage.payment_rows import (
     first_attempt_rows,
     leg_outcome_rows,
     leg_rows,
-    payment_after_outcome,
     payment_outcome_row,
     payment_row,
     refund_from_rows,
@@ -160,18 +159,11 @@ class SqlitePaymentStore:
 
     async def save_payment_outcome(self, payment: Payment) -> bool:
         def save(db: sqlite3.Connection) -> int | None:
-            # One statement for the payment's and its legs' state before: a
-            # payment has at least one leg, so every row carries the payment's.
-            legs_before = {row["leg_index"]: row for row in db.execute(
-                _BEFORE_OUTCOME, (payment.payment_id,))}
-            before = next(iter(legs_before.values()))
-            if PaymentStatus(before["payment_status"]).is_final:
-                return None  # the first final outcome stands (another worker's, say)
-            after = payment_after_outcome(payment, legs_before, before["version"])
-            types = payment_outcome_types(
-                before["payment_status"], {i: row["status"] for i, row in legs_before.items()},
-                after)
-            version = write_payment_events(db, self._encoder, types, after, before["version"])
+            change = payment_outcome_change(
+                payment, db.execute(_BEFORE_OUTCOME, (payment.payment_id,)))
+            if change is None:
+                return None
+            version = write_payment_events(db, self._encoder, *change)
             db.executemany(
                 "UPDATE payment_legs SET status = ?, channel = ?, channel_reference = ?, "
                 "failure_reason = ?, failure_message = ?, failure_decline_code = ?, "
