@@ -1,6 +1,8 @@
-"""The events of a payment's state changes, written by PostgresPaymentStore
-inside the transaction that makes the change (storage/event_rows.py says
-which events and how versions go). Every function here expects the
+"""The locks a payment's changes take first, and its refunds' events,
+written by PostgresPaymentStore inside the transaction that makes the
+change (storage/event_rows.py says which events and how versions go; a
+payment's own insert and outcome write theirs in their one statement:
+postgres/payment_statements.py). Every write here expects the
 payment's row locked by lock_payment first: versions are read, then written,
 and two replicas must not interleave there. Locking the payment row before
 any leg row also keeps one lock order for every writer (no deadlocks)."""
@@ -10,14 +12,9 @@ from __future__ import annotations
 import asyncpg
 
 from paygrid_server.domain.model.event import EventType
-from paygrid_server.domain.model.payment import Payment
 from paygrid_server.domain.model.refund import Refund
 from paygrid_server.domain.ports.event_log import SnapshotEncoder
-from paygrid_server.storage.event_rows import (
-    EVENT_COLUMNS,
-    payment_event_rows,
-    refund_event_row,
-)
+from paygrid_server.storage.event_rows import EVENT_COLUMNS, refund_event_row
 from paygrid_server.storage.payment_rows import BEFORE_OUTCOME_SQL, refund_from_rows
 
 _INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
@@ -28,15 +25,6 @@ _INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $
 # never for one that rolls back.
 EVENTS_CHANNEL = "paygrid_events"
 
-# A payment's events and the watchers' wake-up in one statement, and its
-# lock and the state before an outcome in another: every statement is a
-# round trip to PostgreSQL, which costs the event loop more than the
-# statement itself (asyncpg's protocol, a task wake-up). A data-modifying
-# WITH runs whether or not its SELECT reads it; PostgreSQL delivers one
-# notification for the same channel and payload sent several times in a
-# transaction. (Server CPU per Pay 0.86x / 0.83x: docs/performance.md.)
-_INSERT_EVENT_AND_NOTIFY = (f"WITH inserted AS ({_INSERT_EVENT}) "
-                            f"SELECT pg_notify('{EVENTS_CHANNEL}', '')")
 _LOCK_BEFORE_OUTCOME = BEFORE_OUTCOME_SQL.format("$1") + " FOR UPDATE OF p"
 
 
@@ -55,20 +43,6 @@ async def lock_before_outcome(db: asyncpg.Connection, payment_id: str) -> list[a
     """lock_payment and BEFORE_OUTCOME_SQL's rows (event_rows.payment_outcome_change)
     in one statement."""
     return await db.fetch(_LOCK_BEFORE_OUTCOME, payment_id)
-
-
-async def write_payment_events(db: asyncpg.Connection, encoder: SnapshotEncoder,
-                               types: list[EventType], after: Payment,
-                               version_before: int) -> int:
-    """Writes the events with `after`, the payment as its rows are in this
-    transaction after the change, and wakes the watchers; returns the
-    payment's version after them, which the caller's own statement on the
-    payment's row stores (one round trip fewer)."""
-    if not types:
-        return version_before
-    await db.executemany(_INSERT_EVENT_AND_NOTIFY,
-                         payment_event_rows(types, after, version_before, encoder))
-    return after.version
 
 
 async def write_refund_event(db: asyncpg.Connection, encoder: SnapshotEncoder,

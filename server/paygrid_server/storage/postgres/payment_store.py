@@ -31,7 +31,11 @@ from paygrid_server.domain.model.refund import Refund, RefundStatus
 from paygrid_server.domain.model.event import EventType
 from paygrid_server.domain.ports.event_log import SnapshotEncoder
 from paygrid_server.domain.ports.payment_store import PageCursor, RefundExceedsRefundable
-from paygrid_server.storage.event_rows import payment_outcome_change, refund_outcome_type
+from paygrid_server.storage.event_rows import (
+    payment_event_rows,
+    payment_outcome_change,
+    refund_outcome_type,
+)
 from paygrid_server.storage.failure_columns import failure_columns
 from paygrid_server.storage.handoff import UnfinishedWork
 from paygrid_server.storage.payment_rows import leg_from_row as _leg
@@ -50,8 +54,13 @@ from paygrid_server.storage.postgres.database import PostgresDatabase
 from paygrid_server.storage.postgres.payment_events import (
     lock_before_outcome,
     lock_payment,
-    write_payment_events,
     write_refund_event,
+)
+from paygrid_server.storage.postgres.payment_statements import (
+    INSERT_PAYMENT,
+    OUTCOME_WITH_EVENTS,
+    OUTCOME_WITHOUT_EVENTS,
+    columns,
 )
 
 
@@ -75,33 +84,18 @@ class PostgresPaymentStore:
     # -- payments -----------------------------------------------------------
 
     async def insert_payment(self, payment: Payment) -> Payment | None:
+        # version 1: the payment.created event, written with it. The row is
+        # this statement's own, and the object it is written from column for
+        # column, so the event's snapshot is built from the object.
+        created = payment_event_rows([EventType.PAYMENT_CREATED], payment, 0, self._encoder)
+        payment.version = 0  # until it is stored
         async with self._database.transaction() as db:
-            # version 1: the payment.created event written below.
             inserted = await db.fetchval(
-                "INSERT INTO payments (payment_id, tenant_id, idempotency_key, fingerprint, payer, "
-                "mode, status, metadata_json, received_at_us, version) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1) "
-                "ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING true",
-                *payment_row(payment))
-            if inserted:
-                await db.executemany(
-                    "INSERT INTO payment_legs (payment_id, leg_index, payee, currency, "
-                    "amount_minor, requested_channel, reference, status, channel, "
-                    "channel_reference, attempts, latency_us) "
-                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                    leg_rows(payment))
-                # Before any channel call, so recovery knows where each leg may
-                # have been charged (domain/ports/payment_store.py).
-                await db.executemany(
-                    "INSERT INTO charge_attempts (payment_id, leg_index, channel, attempt_no, "
-                    "started_at_us) VALUES ($1, $2, $3, 1, $4)",
-                    first_attempt_rows(payment))
-                # The row is this transaction's own: nobody else can lock it
-                # yet, and it is this object, column for column (no read back).
-                payment.version = await write_payment_events(
-                    db, self._encoder, [EventType.PAYMENT_CREATED], payment, 0)
-                assert payment.version == 1, payment.version
+                INSERT_PAYMENT, *payment_row(payment), *columns(leg_rows(payment), 12, skip=1),
+                *columns(first_attempt_rows(payment), 4, skip=1)[:2],
+                *columns(created, len(created[0])))
         if inserted:
+            payment.version = 1
             self._payments.started(payment.payment_id)
             return None
         # ON CONFLICT waited for the transaction holding the key to commit:
@@ -170,16 +164,14 @@ class PostgresPaymentStore:
             if change is None:
                 self._payments.finished(payment.payment_id)
                 return False
-            await db.executemany(
-                "UPDATE payment_legs SET status = $1, channel = $2, channel_reference = $3, "
-                "failure_reason = $4, failure_message = $5, failure_decline_code = $6, "
-                "attempts = $7, latency_us = $8 WHERE payment_id = $9 AND leg_index = $10",
-                leg_outcome_rows(payment))
-            version = await write_payment_events(db, self._encoder, *change)
+            types, after, version_before = change
+            rows = payment_event_rows(types, after, version_before, self._encoder) if types else []
+            version = after.version
             await db.execute(
-                "UPDATE payments SET status = $1, failure_reason = $2, failure_message = $3, "
-                "failure_decline_code = $4, completed_at_us = $5, version = $7 "
-                "WHERE payment_id = $6", *payment_outcome_row(payment), version)
+                OUTCOME_WITH_EVENTS if rows else OUTCOME_WITHOUT_EVENTS,
+                *columns(leg_outcome_rows(payment), 10)[:8], [leg.index for leg in payment.legs],
+                payment.payment_id, *payment_outcome_row(payment)[:-1], version,
+                *(columns(rows, len(rows[0])) if rows else ()))
             payment.version = version
         if payment.status is not PaymentStatus.PROCESSING:
             self._payments.finished(payment.payment_id)
