@@ -44,7 +44,9 @@ from paygrid_server.observability.request_metrics import MethodInstruments
 from paygrid_server.transport.api_key_authentication import authenticate, is_protected
 from paygrid_server.transport.call_cutoff import CallCutoff, abort_cut_off
 from paygrid_server.transport.handler_wrapping import wrap_handler
-from paygrid_server.transport.request_decoding import decoding_handler
+from paygrid_server.domain.model.errors import InvalidRequest
+from paygrid_server.transport.request_decoding import decoding_handler, parse_request
+from paygrid_server.transport.status_errors import abort_with
 from paygrid_server.transport.load_shedding import (
     ConcurrencyLimit,
     LoadShedding,
@@ -151,9 +153,34 @@ class CallInterceptor:
             self._cutoff)
         # Parsed inside the call scope: a request that does not parse is
         # INVALID_ARGUMENT (after authentication), not grpc's UNKNOWN.
-        wrapped = self.wrapped[method] = wrap_handler(
-            decoding_handler(handler), lambda context: _CallScope(policy, context))
+        message_class = getattr(handler.request_deserializer, "__self__", None)
+        if not handler.request_streaming and not handler.response_streaming \
+                and hasattr(message_class, "DESCRIPTOR"):
+            wrapped = _unary_in_scope(handler, message_class, policy)
+        else:
+            wrapped = wrap_handler(decoding_handler(handler),
+                                   lambda context: _CallScope(policy, context))
+        self.wrapped[method] = wrapped
         return wrapped
+
+
+def _unary_in_scope(handler: grpc.RpcMethodHandler, message_class: Any,
+                    policy: _MethodPolicy) -> grpc.RpcMethodHandler:
+    """What wrap_handler(decoding_handler(handler), scope) makes of a unary
+    call (Pay's among them), as one coroutine: the two wrappers were two
+    coroutines more on every call."""
+    inner = handler.unary_unary
+
+    async def behaviour(data: bytes, context: grpc.aio.ServicerContext) -> Any:
+        async with _CallScope(policy, context) as given:
+            try:
+                request = parse_request(message_class, data)
+            except InvalidRequest as error:
+                await abort_with(given, error)
+            return await inner(request, given)
+
+    return grpc.unary_unary_rpc_method_handler(
+        behaviour, request_deserializer=None, response_serializer=handler.response_serializer)
 
 
 class _Intercepted(grpc.GenericRpcHandler):

@@ -139,7 +139,8 @@ def _is_map(field: FieldDescriptor) -> bool:
             and field.message_type.GetOptions().map_entry)
 
 
-def _parse(message_class: Any, data: bytes) -> Any:
+def parse_request(message_class: Any, data: bytes) -> Any:
+    """`data` as a `message_class`, or InvalidRequest naming the bad field."""
     try:
         return message_class.FromString(data)
     except DecodeError as error:
@@ -158,7 +159,7 @@ def decoding_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
                             context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         async for data in requests:
             try:
-                yield _parse(message_class, data)
+                yield parse_request(message_class, data)
             except InvalidRequest:
                 # The handler sees InvalidRequest (a DomainError) and may
                 # refuse with it; one that lets it through still ends
@@ -171,7 +172,7 @@ def decoding_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if handler.request_streaming:
             return parsed_stream(request, context)
         try:
-            return _parse(message_class, request)
+            return parse_request(message_class, request)
         except InvalidRequest as error:
             await abort_with(context, error)
 
