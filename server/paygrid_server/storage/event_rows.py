@@ -66,7 +66,8 @@ def payment_outcome_types(status_before: str, legs_before: Mapping[int, str],
 
 
 class OutcomeChange(NamedTuple):
-    """write_payment_events' arguments after its connection and encoder."""
+    """payment_event_rows' first three arguments (and SQLite's
+    write_payment_events' after its connection and encoder)."""
     types: list[EventType]  # the events the outcome writes
     after: Payment  # the payment as its rows are once the outcome is written
     version_before: int

@@ -16,7 +16,15 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from paygrid_server.domain.model.payment import Payment
 from paygrid_server.storage.event_rows import EVENT_COLUMNS
+from paygrid_server.storage.payment_rows import (
+    first_attempt_rows,
+    leg_outcome_rows,
+    leg_rows,
+    payment_outcome_row,
+    payment_row,
+)
 from paygrid_server.storage.postgres.payment_events import EVENTS_CHANNEL
 
 # EVENT_COLUMNS' types, in its order (event_rows.event_row).
@@ -37,11 +45,12 @@ def _events_cte(first: int, gate: str = "") -> str:
             f"WITH ORDINALITY AS e({EVENT_COLUMNS}, n) ORDER BY n)")
 
 
-def columns(rows: Sequence[tuple], width: int, skip: int = 0) -> list[list]:
-    """The rows' columns from `skip` on, one list each (unnest's arrays)."""
+def _columns(rows: Sequence[tuple], width: int) -> list[list]:
+    """The rows' columns, one list each (unnest's arrays); `width`: how
+    many when there are no rows."""
     if not rows:
-        return [[] for _ in range(width - skip)]
-    return [list(column) for column in zip(*rows)][skip:]
+        return [[] for _ in range(width)]
+    return [list(column) for column in zip(*rows)]
 
 
 # $1-$9: payment_rows.payment_row; $10-$20: leg_rows but their payment_id;
@@ -49,7 +58,7 @@ def columns(rows: Sequence[tuple], width: int, skip: int = 0) -> list[list]:
 # event's row as arrays. A row back only if this call inserted the payment
 # (its idempotency key was free): ON CONFLICT waits for the transaction
 # holding the key, and then none of the rest is written.
-INSERT_PAYMENT = (
+_INSERT_PAYMENT = (
     "WITH payment AS ("
     "INSERT INTO payments (payment_id, tenant_id, idempotency_key, fingerprint, payer, mode, "
     "status, metadata_json, received_at_us, version) "
@@ -86,6 +95,26 @@ _PAYMENT_OUTCOME = (
 # payment_id; $16: the version after the events; $17-$25 (with events
 # only): the events' rows as arrays. The watchers are woken only when
 # there are events.
-OUTCOME_WITH_EVENTS = (f"WITH {_LEG_OUTCOME}, {_events_cte(17)}{_PAYMENT_OUTCOME} "
+_OUTCOME_WITH_EVENTS = (f"WITH {_LEG_OUTCOME}, {_events_cte(17)}{_PAYMENT_OUTCOME} "
                        f"RETURNING {_NOTIFY}")
-OUTCOME_WITHOUT_EVENTS = f"WITH {_LEG_OUTCOME}{_PAYMENT_OUTCOME}"
+_OUTCOME_WITHOUT_EVENTS = f"WITH {_LEG_OUTCOME}{_PAYMENT_OUTCOME}"
+
+
+def insert_payment(payment: Payment, created: list[tuple]) -> tuple[str, list]:
+    """The statement that inserts `payment` with its `created` event's row
+    (event_rows.payment_event_rows), and its parameters."""
+    legs = _columns(leg_rows(payment), 12)[1:]
+    leg_index_and_channel = _columns(first_attempt_rows(payment), 4)[1:3]
+    return _INSERT_PAYMENT, [*payment_row(payment), *legs, *leg_index_and_channel,
+                             *_columns(created, len(_EVENT_TYPES))]
+
+
+def save_outcome(payment: Payment, version: int, events: list[tuple]) -> tuple[str, list]:
+    """The statement that stores `payment`'s outcome, its version after it
+    and its `events`' rows (none: no event, no wake-up), and its parameters."""
+    legs = _columns(leg_outcome_rows(payment), 10)
+    params = [*legs[:8], legs[9], payment.payment_id, *payment_outcome_row(payment)[:-1],
+              version]
+    if not events:
+        return _OUTCOME_WITHOUT_EVENTS, params
+    return _OUTCOME_WITH_EVENTS, [*params, *_columns(events, len(_EVENT_TYPES))]

@@ -41,11 +41,6 @@ from paygrid_server.storage.handoff import UnfinishedWork
 from paygrid_server.storage.payment_rows import leg_from_row as _leg
 from paygrid_server.storage.payment_rows import payment_from_row as _payment
 from paygrid_server.storage.payment_rows import (
-    first_attempt_rows,
-    leg_outcome_rows,
-    leg_rows,
-    payment_outcome_row,
-    payment_row,
     refund_from_rows,
     refund_leg_row,
     refund_row,
@@ -56,12 +51,7 @@ from paygrid_server.storage.postgres.payment_events import (
     lock_payment,
     write_refund_event,
 )
-from paygrid_server.storage.postgres.payment_statements import (
-    INSERT_PAYMENT,
-    OUTCOME_WITH_EVENTS,
-    OUTCOME_WITHOUT_EVENTS,
-    columns,
-)
+from paygrid_server.storage.postgres import payment_statements
 
 
 HANDOFF_AFTER_MS = limits.HANDOFF_AFTER_MS
@@ -90,10 +80,8 @@ class PostgresPaymentStore:
         created = payment_event_rows([EventType.PAYMENT_CREATED], payment, 0, self._encoder)
         payment.version = 0  # until it is stored
         async with self._database.transaction() as db:
-            inserted = await db.fetchval(
-                INSERT_PAYMENT, *payment_row(payment), *columns(leg_rows(payment), 12, skip=1),
-                *columns(first_attempt_rows(payment), 4, skip=1)[:2],
-                *columns(created, len(created[0])))
+            sql, params = payment_statements.insert_payment(payment, created)
+            inserted = await db.fetchval(sql, *params)
         if inserted:
             payment.version = 1
             self._payments.started(payment.payment_id)
@@ -166,13 +154,9 @@ class PostgresPaymentStore:
                 return False
             types, after, version_before = change
             rows = payment_event_rows(types, after, version_before, self._encoder) if types else []
-            version = after.version
-            await db.execute(
-                OUTCOME_WITH_EVENTS if rows else OUTCOME_WITHOUT_EVENTS,
-                *columns(leg_outcome_rows(payment), 10)[:8], [leg.index for leg in payment.legs],
-                payment.payment_id, *payment_outcome_row(payment)[:-1], version,
-                *(columns(rows, len(rows[0])) if rows else ()))
-            payment.version = version
+            sql, params = payment_statements.save_outcome(payment, after.version, rows)
+            await db.execute(sql, *params)
+            payment.version = after.version
         if payment.status is not PaymentStatus.PROCESSING:
             self._payments.finished(payment.payment_id)
         return True
