@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from paygrid.channel.v1 import payment_channel_pb2 as cpb
+from paygrid.type.v1 import money_pb2
 from paygrid.v1 import batch_service_pb2 as bpb
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid_server.channels.in_process_channel import InProcessPaymentChannel
@@ -95,3 +97,59 @@ async def test_the_adapter_maps_what_the_servicer_aborts_with(behaviour, payee, 
     assert record.status is ChargeStatus.CAPTURED
     assert list(await adapter.charge_batch(ChargeOrders([], "p1", [], [], []), 1_000)) == []
     assert servicer.charge_batch_calls == 1  # an empty call is not made
+
+
+@pytest.mark.parametrize("hang", ["timeout_payee", "held", "frozen", "slowed"])
+async def test_a_charge_that_waits_keeps_its_deadline_in_process(hang) -> None:
+    """A charge the simulator cannot answer at once goes the full way, under
+    the call's deadline: the at-once path never skips a wait or a fault."""
+    servicer = ChannelSimulator(ChannelLedger("card"), SimulatorBehaviour())
+    adapter = InProcessPaymentChannel("card", servicer)
+    payee = "timeout_1" if hang == "timeout_payee" else "m1"
+    if hang == "held":
+        servicer.faults.hold_charges()
+    elif hang == "frozen":
+        servicer.faults.freeze()
+    elif hang == "slowed":
+        servicer.faults.slow_down(10_000, calls=1)
+    with pytest.raises(ChannelTimeout):
+        await adapter.charge("k1", "p1", payee, Money("EUR", 100), "ref", 50)
+    servicer.faults.clear()
+    # At rest again: answered at once, the timeout too short for any wait.
+    record = await adapter.charge("k2", "p1", "m1", Money("EUR", 100), "ref", 1)
+    assert record.status is ChargeStatus.CAPTURED
+
+
+async def test_the_at_once_answer_is_the_full_paths_answer() -> None:
+    """The same requests answered at once (at rest) and the full way (a
+    fault that lets the call pass after a moment) give the same messages,
+    declines included, and count the same calls."""
+    class NoMetadata:
+        @staticmethod
+        def invocation_metadata() -> tuple:
+            return ()
+
+    answers = []
+    for slowed in (False, True):
+        servicer = ChannelSimulator(ChannelLedger("card"), SimulatorBehaviour())
+        responses = []
+        for key, payee in (("k1", "m1"), ("k2", "decline_do_not_honor"), ("k1", "m1")):
+            if slowed:
+                servicer.faults.slow_down(1, calls=1)
+            request = cpb.ChargeRequest(idempotency_key=key, payer="p1", payee=payee,
+                                        amount=money_pb2.Money(currency="EUR", amount_minor=250),
+                                        reference="ref")
+            responses.append(await servicer.Charge(request, NoMetadata()))
+        assert servicer.faults.charges_slowed == (3 if slowed else 0)
+        for response in responses:
+            assert response.charge.created_at.ToMicroseconds() > 0
+            response.charge.ClearField("created_at")
+        answers.append((responses, servicer.charge_calls, servicer.peak_charges_in_progress,
+                        servicer.ledger.charge_requests))
+    assert answers[0] == answers[1]
+    [captured, declined, replayed] = answers[0][0]
+    assert captured.charge.status == cpb.CHARGE_STATUS_CAPTURED
+    assert captured.charge.amount == money_pb2.Money(currency="EUR", amount_minor=250)
+    assert declined.charge.status == cpb.CHARGE_STATUS_DECLINED
+    assert declined.charge.decline_code == "do_not_honor"
+    assert replayed == captured

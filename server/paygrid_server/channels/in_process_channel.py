@@ -1,10 +1,13 @@
-"""PaymentChannel that calls a paygrid.channel.v1 servicer in this process
-directly: the same servicer code a gRPC channel would reach, without the
-transport. For the simulator when measuring paygrid's own cost per payment
-(`simulator = { in_process = true }`); real channels are remote services.
+"""PaymentChannel that calls the channel simulator's servicer in this
+process directly: the same servicer code a gRPC channel would reach, without
+the transport. For measuring paygrid's own cost per payment (`simulator = {
+in_process = true }`); real channels are remote services.
 
 Statuses the servicer aborts with map to the same errors as over gRPC, and
-the call's timeout is enforced here the way a gRPC deadline would be.
+the call's timeout is enforced here the way a gRPC deadline would be. A
+charge the simulator answers at once (ChannelSimulator.charge_at_once: no
+fault, latency or hanging test value) is a plain call, with no deadline to
+keep.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import asyncio
 import grpc
 
 from paygrid.channel.v1 import payment_channel_pb2 as pb
-from paygrid.channel.v1 import payment_channel_pb2_grpc as pb_grpc
 from paygrid_server.channels.grpc_payment_channel import (
     BULK_CALL_ERRORS,
     CALL_ERRORS,
@@ -30,6 +32,7 @@ from paygrid_server.domain.ports.payment_channel import (
     ChannelUnavailable,
     ChargeRecord,
 )
+from paygrid_server.simulator.channel_simulator import ChannelSimulator
 
 
 class _Aborted(Exception):
@@ -54,7 +57,7 @@ _CONTEXT = _DirectContext()
 
 
 class InProcessPaymentChannel:
-    def __init__(self, name: str, servicer: pb_grpc.PaymentChannelServicer) -> None:
+    def __init__(self, name: str, servicer: ChannelSimulator) -> None:
         self.name = name
         self.target = "in-process"  # for the start-up log line
         self._servicer = servicer
@@ -75,9 +78,11 @@ class InProcessPaymentChannel:
 
     async def charge(self, key: str, payer: str, payee: str, amount: Money, reference: str,
                      timeout_ms: int) -> ChargeRecord:
-        response = await self._call(self._servicer.Charge, pb.ChargeRequest(
-            idempotency_key=key, payer=payer, payee=payee, amount=money_message(amount),
-            reference=reference), timeout_ms)
+        request = pb.ChargeRequest(idempotency_key=key, payer=payer, payee=payee,
+                                   amount=money_message(amount), reference=reference)
+        response = self._servicer.charge_at_once(request)
+        if response is None:
+            response = await self._call(self._servicer.Charge, request, timeout_ms)
         return charge_record(response.charge)
 
     async def charge_batch(self, orders: ChargeOrders, timeout_ms: int) -> ChargeRecords:

@@ -85,6 +85,12 @@ class ChannelFaults:
         self.calls_frozen = 0
         self.reversals_failed = 0
 
+    @property
+    def at_rest(self) -> bool:
+        """No fault is switched on: a call now would pass untouched."""
+        return (self._thawed is None and self._hold is None and not self._failing_charges
+                and not self._extra_latency_ms)
+
     def slow_down(self, extra_ms: float, calls: int | None = None,
                   for_s: float | None = None) -> None:
         """Adds `extra_ms` to the next `calls` charge calls, or to those

@@ -5,7 +5,6 @@ ledger stays free of it."""
 from __future__ import annotations
 
 from paygrid.channel.v1 import payment_channel_pb2 as pb
-from paygrid.type.v1 import money_pb2
 from paygrid_server.domain.ports.payment_channel import ChargeStatus
 from paygrid_server.simulator.channel_ledger import SimulatedCharge
 
@@ -17,12 +16,29 @@ _STATUS = {
 
 
 def charge_message(record: SimulatedCharge) -> pb.Charge:
-    charge = pb.Charge(
-        idempotency_key=record.idempotency_key, charge_id=record.charge_id,
-        status=_STATUS[record.status], refunded_amount_minor=record.refunded_minor,
-        decline_code=record.decline_code, decline_message=record.decline_message)
+    return fill_charge(pb.Charge(), record)
+
+
+def charge_response(record: SimulatedCharge) -> pb.ChargeResponse:
+    response = pb.ChargeResponse()
+    fill_charge(response.charge, record)
+    return response
+
+
+def fill_charge(charge: pb.Charge, record: SimulatedCharge) -> pb.Charge:
+    """Fills `charge` (a new message, or one in its parent) from `record`.
+    Field by field in place: with upb, about half the cost of constructor
+    keywords plus CopyFrom and FromMicroseconds, and no copy into the parent."""
+    charge.idempotency_key = record.idempotency_key
+    charge.charge_id = record.charge_id
+    charge.status = _STATUS[record.status]
+    charge.refunded_amount_minor = record.refunded_minor
+    charge.decline_code = record.decline_code
+    charge.decline_message = record.decline_message
     if record.amount is not None:
-        charge.amount.CopyFrom(money_pb2.Money(currency=record.amount.currency,
-                                               amount_minor=record.amount.amount_minor))
-    charge.created_at.FromMicroseconds(record.created_at_us)
+        charge.amount.currency = record.amount.currency
+        charge.amount.amount_minor = record.amount.amount_minor
+    created_at = charge.created_at
+    created_at.seconds, micros = divmod(record.created_at_us, 1_000_000)
+    created_at.nanos = micros * 1_000
     return charge

@@ -15,6 +15,15 @@ from __future__ import annotations
 REVERSAL_FAILS_ONCE_PREFIX = "reversal_fails_once_"
 
 
+_WAITING_OR_FAILING_PREFIXES = ("timeout_", "hang_after_charge_", "flaky_")
+
+
+def answers_at_once(payee: str) -> bool:
+    """No test value makes a Charge to this payee hang or fail (it is
+    captured, or declined by decline_)."""
+    return not payee.startswith(_WAITING_OR_FAILING_PREFIXES)
+
+
 def never_answers(payee: str) -> bool:
     return payee.startswith("timeout_")
 
