@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-import aio_pika
+from aiormq import spec
 
 from paygrid_server.domain.model.event import BATCH_AGGREGATE, PAYMENT_AGGREGATE, Event
 from paygrid_server.transport.event_messages import event_pb
@@ -54,13 +54,24 @@ def cloud_event_headers(event: Event) -> dict[str, str | int]:
     }
 
 
-def amqp_message(event: Event) -> aio_pika.Message:
-    return aio_pika.Message(
-        body=event_pb(event).SerializeToString(deterministic=True),
+PERSISTENT = 2  # AMQP delivery mode: the broker writes the message to disk
+
+
+def amqp_body(event: Event) -> bytes:
+    return event_pb(event).SerializeToString(deterministic=True)
+
+
+def amqp_properties(event: Event) -> spec.Basic.Properties:
+    """The message's properties as aiormq sends them (what an aio-pika
+    Message would build, without building the Message: the relay sends one
+    per event). message_id is the event id: aiormq matches a returned
+    message to its publish by it. priority 0 is sent, as aio-pika sent it."""
+    return spec.Basic.Properties(
         content_type=CONTENT_TYPE,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        delivery_mode=PERSISTENT,
+        priority=0,
         message_id=event.event_id,
-        type=event.type,
+        message_type=event.type,
         timestamp=datetime.fromtimestamp(event.occurred_at_us // 1_000_000, timezone.utc),
         app_id="paygrid",
         headers=cloud_event_headers(event))
