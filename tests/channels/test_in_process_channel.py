@@ -16,6 +16,7 @@ from paygrid_server.domain.model.money import Money
 from paygrid_server.domain.ports.payment_channel import (
     BulkChargeUnsupported,
     ChannelTimeout,
+    ChannelUnavailable,
     ChargeStatus,
 )
 from paygrid_server.simulator.channel_ledger import ChannelLedger
@@ -99,20 +100,27 @@ async def test_the_adapter_maps_what_the_servicer_aborts_with(behaviour, payee, 
     assert servicer.charge_batch_calls == 1  # an empty call is not made
 
 
-@pytest.mark.parametrize("hang", ["timeout_payee", "held", "frozen", "slowed"])
-async def test_a_charge_that_waits_keeps_its_deadline_in_process(hang) -> None:
-    """A charge the simulator cannot answer at once goes the full way, under
-    the call's deadline: the at-once path never skips a wait or a fault."""
+@pytest.mark.parametrize("hang, error", [
+    ("timeout_1", ChannelTimeout), ("hang_after_charge_1", ChannelTimeout),
+    ("flaky_1", ChannelUnavailable), ("held", ChannelTimeout), ("frozen", ChannelTimeout),
+    ("slowed", ChannelTimeout), ("failing", ChannelUnavailable),
+])
+async def test_a_charge_that_waits_or_fails_goes_the_full_way_in_process(hang, error) -> None:
+    """A charge the simulator cannot answer at once (a test value or a fault
+    makes it wait or fail) goes the full way, under the call's deadline: the
+    at-once path never skips a wait or a fault."""
     servicer = ChannelSimulator(ChannelLedger("card"), SimulatorBehaviour())
     adapter = InProcessPaymentChannel("card", servicer)
-    payee = "timeout_1" if hang == "timeout_payee" else "m1"
+    payee = hang if hang.endswith("_1") else "m1"
     if hang == "held":
         servicer.faults.hold_charges()
     elif hang == "frozen":
         servicer.faults.freeze()
     elif hang == "slowed":
         servicer.faults.slow_down(10_000, calls=1)
-    with pytest.raises(ChannelTimeout):
+    elif hang == "failing":
+        servicer.faults.fail_charges(1)
+    with pytest.raises(error):
         await adapter.charge("k1", "p1", payee, Money("EUR", 100), "ref", 50)
     servicer.faults.clear()
     # At rest again: answered at once, the timeout too short for any wait.

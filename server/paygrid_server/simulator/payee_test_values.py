@@ -13,9 +13,11 @@ call does with them (one Charge, or a bulk ChargeBatch as a whole).
 from __future__ import annotations
 
 REVERSAL_FAILS_ONCE_PREFIX = "reversal_fails_once_"
-
-
-_WAITING_OR_FAILING_PREFIXES = ("timeout_", "hang_after_charge_", "flaky_")
+_TIMEOUT_PREFIX = "timeout_"
+_HANG_AFTER_CHARGE_PREFIX = "hang_after_charge_"
+_FLAKY_PREFIX = "flaky_"
+# The values that make a Charge wait or fail (the rest capture or decline).
+_WAITING_OR_FAILING_PREFIXES = (_TIMEOUT_PREFIX, _HANG_AFTER_CHARGE_PREFIX, _FLAKY_PREFIX)
 
 
 def answers_at_once(payee: str) -> bool:
@@ -25,11 +27,11 @@ def answers_at_once(payee: str) -> bool:
 
 
 def never_answers(payee: str) -> bool:
-    return payee.startswith("timeout_")
+    return payee.startswith(_TIMEOUT_PREFIX)
 
 
 def hangs_after_charge(payee: str) -> bool:
-    return payee.startswith("hang_after_charge_")
+    return payee.startswith(_HANG_AFTER_CHARGE_PREFIX)
 
 
 def decline_code(payee: str) -> str:
@@ -49,7 +51,7 @@ class OnceOnlyFailures:
 
     def fails_flaky(self, payee: str, idempotency_key: str) -> bool:
         """True the first time a flaky_ payee's key is seen."""
-        if payee.startswith("flaky_") and idempotency_key not in self._flaky_failed:
+        if payee.startswith(_FLAKY_PREFIX) and idempotency_key not in self._flaky_failed:
             self._flaky_failed.add(idempotency_key)
             return True
         return False
