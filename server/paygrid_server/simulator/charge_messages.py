@@ -7,6 +7,7 @@ from __future__ import annotations
 from paygrid.channel.v1 import payment_channel_pb2 as pb
 from paygrid_server.domain.ports.payment_channel import ChargeStatus
 from paygrid_server.simulator.channel_ledger import SimulatedCharge
+from paygrid_server.transport.protobuf_times import set_time
 
 _STATUS = {
     ChargeStatus.CAPTURED: pb.CHARGE_STATUS_CAPTURED,
@@ -38,7 +39,5 @@ def fill_charge(charge: pb.Charge, record: SimulatedCharge) -> pb.Charge:
     if record.amount is not None:
         charge.amount.currency = record.amount.currency
         charge.amount.amount_minor = record.amount.amount_minor
-    created_at = charge.created_at
-    created_at.seconds, micros = divmod(record.created_at_us, 1_000_000)
-    created_at.nanos = micros * 1_000
+    set_time(charge.created_at, record.created_at_us)
     return charge

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import timestamp_pb2
 
 from paygrid.type.v1 import money_pb2
 from paygrid.v1 import payment_service_pb2 as pb
@@ -24,6 +24,7 @@ from paygrid_server.domain.model.request_validation import (
     PayWait,
 )
 from paygrid_server.transport.failure_status import failure_status
+from paygrid_server.transport.protobuf_times import set_duration, set_time
 
 _MODES = {
     pb.PAYMENT_MODE_UNSPECIFIED: None,
@@ -71,23 +72,9 @@ def money_pb(money: Money) -> money_pb2.Money:
     return money_pb2.Money(currency=money.currency, amount_minor=money.amount_minor)
 
 
-def _set_time(stamp: timestamp_pb2.Timestamp, at_us: int) -> None:
-    # Timestamp.FromMicroseconds is Python code in protobuf; two field
-    # assignments are a fraction of its cost (payment_pb runs 3 times a Pay).
-    stamp.seconds, rest_us = divmod(at_us, 1_000_000)
-    stamp.nanos = rest_us * 1_000
-
-
-def _set_duration(duration: duration_pb2.Duration, us: int) -> None:
-    seconds, rest_us = divmod(us, 1_000_000)
-    if seconds < 0 and rest_us:  # a Duration's nanos take the sign of its seconds
-        seconds, rest_us = seconds + 1, rest_us - 1_000_000
-    duration.seconds, duration.nanos = seconds, rest_us * 1_000
-
-
 def _timestamp(at_us: int) -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
-    _set_time(stamp, at_us)
+    set_time(stamp, at_us)
     return stamp
 
 
@@ -118,7 +105,7 @@ def _add_leg(payment: pb.Payment, leg: Leg) -> None:
     )
     message.amount.currency = leg.request.amount.currency
     message.amount.amount_minor = leg.request.amount.amount_minor
-    _set_duration(message.latency, leg.latency_us)
+    set_duration(message.latency, leg.latency_us)
     if leg.failure is not None:
         message.failure.CopyFrom(failure_pb(leg.failure))
 
@@ -136,10 +123,10 @@ def payment_pb(payment: Payment) -> pb.Payment:
         version=payment.version,
     )
     timing = message.timing
-    _set_time(timing.received_at, payment.received_at_us)
+    set_time(timing.received_at, payment.received_at_us)
     if payment.completed_at_us is not None:
-        _set_time(timing.completed_at, payment.completed_at_us)
-        _set_duration(timing.processing_time, payment.completed_at_us - payment.received_at_us)
+        set_time(timing.completed_at, payment.completed_at_us)
+        set_duration(timing.processing_time, payment.completed_at_us - payment.received_at_us)
     if payment.failure is not None:
         message.failure.CopyFrom(failure_pb(payment.failure))
     for leg in payment.legs:
@@ -158,8 +145,8 @@ def refresh_payment_pb(message: pb.Payment, payment: Payment) -> pb.Payment:
     message.version = payment.version
     timing = message.timing
     if payment.completed_at_us is not None:
-        _set_time(timing.completed_at, payment.completed_at_us)
-        _set_duration(timing.processing_time, payment.completed_at_us - payment.received_at_us)
+        set_time(timing.completed_at, payment.completed_at_us)
+        set_duration(timing.processing_time, payment.completed_at_us - payment.received_at_us)
     elif timing.HasField("completed_at"):
         timing.ClearField("completed_at")
         timing.ClearField("processing_time")
@@ -170,7 +157,7 @@ def refresh_payment_pb(message: pb.Payment, payment: Payment) -> pb.Payment:
         leg_message.channel_reference = leg.channel_reference
         leg_message.attempts = leg.attempts
         leg_message.refunded_amount_minor = leg.refunded_minor
-        _set_duration(leg_message.latency, leg.latency_us)
+        set_duration(leg_message.latency, leg.latency_us)
         _set_failure(leg_message, leg.failure)
     return message
 
