@@ -31,6 +31,7 @@ from typing import Any
 import grpc
 
 from paygrid_server.api_keys import ApiKeyRegistry
+from paygrid_server.domain.model.errors import InvalidRequest
 from paygrid_server.observability.call_status import final_status_code
 from paygrid_server.observability.metrics import PaygridMetrics
 from paygrid_server.observability.request_context import (
@@ -44,14 +45,17 @@ from paygrid_server.observability.request_metrics import MethodInstruments
 from paygrid_server.transport.api_key_authentication import authenticate, is_protected
 from paygrid_server.transport.call_cutoff import CallCutoff, abort_cut_off
 from paygrid_server.transport.handler_wrapping import wrap_handler
-from paygrid_server.domain.model.errors import InvalidRequest
-from paygrid_server.transport.request_decoding import decoding_handler, parse_request
-from paygrid_server.transport.status_errors import abort_with
 from paygrid_server.transport.load_shedding import (
     ConcurrencyLimit,
     LoadShedding,
     abort_overloaded,
 )
+from paygrid_server.transport.request_decoding import (
+    decoding_handler,
+    generated_request_class,
+    parse_request,
+)
+from paygrid_server.transport.status_errors import abort_with
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,9 +157,9 @@ class CallInterceptor:
             self._cutoff)
         # Parsed inside the call scope: a request that does not parse is
         # INVALID_ARGUMENT (after authentication), not grpc's UNKNOWN.
-        message_class = getattr(handler.request_deserializer, "__self__", None)
+        message_class = generated_request_class(handler)
         if not handler.request_streaming and not handler.response_streaming \
-                and hasattr(message_class, "DESCRIPTOR"):
+                and message_class is not None:
             wrapped = _unary_in_scope(handler, message_class, policy)
         else:
             wrapped = wrap_handler(decoding_handler(handler),

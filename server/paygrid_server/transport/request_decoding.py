@@ -147,10 +147,17 @@ def parse_request(message_class: Any, data: bytes) -> Any:
         raise malformed(message_class.DESCRIPTOR, data, error) from None
 
 
+def generated_request_class(handler: grpc.RpcMethodHandler) -> Any | None:
+    """The generated message class whose FromString the handler's requests
+    are parsed with; None for any other deserializer (left to grpc)."""
+    message_class = getattr(handler.request_deserializer, "__self__", None)
+    return message_class if hasattr(message_class, "DESCRIPTOR") else None
+
+
 def decoding_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     """The same handler, given raw bytes by grpc and parsing them itself."""
-    message_class = getattr(handler.request_deserializer, "__self__", None)
-    if not hasattr(message_class, "DESCRIPTOR"):
+    message_class = generated_request_class(handler)
+    if message_class is None:
         return handler  # not a generated FromString: left to grpc
 
     inner, make = behaviour_and_maker(handler)
