@@ -88,7 +88,11 @@ class GroupSteps:
                 stops_batch = f"item {failed.reference!r} failed"
                 log.warning("batch.stopped", cause=stops_batch)
         group.completed_at_us = clock.now_us()
-        if not await self._queue.save_group_results(batch.uid, group, lease, stops_batch):
+        # Only a STOP_ON_FIRST_FAILURE batch may stop at any group: any other
+        # batch's next group may be marked with these results.
+        if not await self._queue.save_group_results(
+                batch.uid, group, lease, stops_batch,
+                next_may_start=policy is not FailurePolicy.STOP_ON_FIRST_FAILURE):
             raise LeaseLost()
         log.info("batch.group_completed", group_no=group.group_no, group_key=group.key,
                  items=len(group.items), processing_ms=round(group.processing_us / 1_000, 3),

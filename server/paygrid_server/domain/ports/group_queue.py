@@ -94,10 +94,15 @@ class GroupQueue(Protocol):
 
     async def save_group_results(self, batch_uid: str, group: BatchGroup,
                                  lease: GroupLease | None = None,
-                                 stops_batch: str | None = None) -> bool:
+                                 stops_batch: str | None = None,
+                                 next_may_start: bool = False) -> bool:
         """The group's items and the group DONE in one transaction (with
         `stops_batch`, the batch stopped too); False (nothing written) when
-        `lease` was lost."""
+        `lease` was lost. `next_may_start`: nothing can stop the batch before
+        its next group (its failure policy never does), so the in-memory queue
+        may mark that group PROCESSING in the same transaction (marked ahead:
+        storage/single_process_group_queue.py); the durable queues ignore it
+        (a group is marked under its own lease)."""
         ...
 
     async def save_items(self, batch_uid: str, items: list[BatchItem],

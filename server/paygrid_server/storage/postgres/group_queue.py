@@ -157,7 +157,9 @@ class PostgresGroupQueue:
             return True
 
     async def save_group_results(self, batch_uid: str, group: BatchGroup, lease: GroupLease,
-                                 stops_batch: str | None = None) -> bool:
+                                 stops_batch: str | None = None,
+                                 next_may_start: bool = False) -> bool:
+        # next_may_start is not for a durable queue: a group is marked under its own lease.
         done = "status = 'DONE', completed_at_us = $4, started_at_us = $5, processed_by = $6"
         async with self._database.transaction() as db:
             if not await _holds(db, lease, done, group.completed_at_us or None,

@@ -158,34 +158,38 @@ class SqliteBatchStore:
         return await self._write(insert)
 
     async def mark_group_processing(self, batch_uid: str, group: BatchGroup) -> None:
-        # A group is formed from items as stored (by insert_items, or read
-        # back to be regrouped); only their status and group number change
-        # when it starts, the same for all of them.
-        def mark(db: sqlite3.Connection) -> None:
-            db.execute(
-                "INSERT INTO batch_groups (batch_uid, group_no, group_key, size, started_at_us) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (batch_uid, group.group_no, group.key, len(group.items), group.started_at_us))
-            mark_processing(db, batch_uid, [item.seq for item in group.items], group.group_no)
-
-        await self._write(mark)
+        await self._write(lambda db: _mark(db, batch_uid, group))
 
     async def save_group_results(self, batch_uid: str, group: BatchGroup) -> None:
-        def save(db: sqlite3.Connection) -> None:
-            completes = db.execute(
-                "UPDATE batch_groups SET completed_at_us = ? WHERE batch_uid = ? AND group_no = ? "
-                "AND completed_at_us IS NULL",
-                (group.completed_at_us, batch_uid, group.group_no)).rowcount == 1
-            if not completes:  # saved again: only a change is reported
-                save_and_report(db, self._encoder, batch_uid, group.items)
-                return
-            # The payloads are `group` as its items are stored next, column for
-            # column (what else an item holds never changes after its insert):
-            # no read back of the group's rows on every group's way.
-            write_group_events(db, self._encoder, batch_uid, [completed(group)])
-            save_results(db, batch_uid, group.items)
+        await self._write(lambda db: self._save_results(db, batch_uid, group))
 
-        await self._write(save)
+    async def save_group_results_then_mark(self, batch_uid: str, done: BatchGroup,
+                                           then: BatchGroup) -> None:
+        """save_group_results(done) and mark_group_processing(then) in one
+        transaction: one COMMIT to wait for instead of two
+        (storage/single_process_group_queue.py says when)."""
+        def both(db: sqlite3.Connection) -> None:
+            self._save_results(db, batch_uid, done)
+            _mark(db, batch_uid, then)
+
+        await self._write(both)
+
+    def _save_results(self, db: sqlite3.Connection, batch_uid: str, group: BatchGroup) -> None:
+        # started_at_us again: a group marked ahead was stored with the time
+        # of that mark; its processing started when it was claimed.
+        completes = db.execute(
+            "UPDATE batch_groups SET completed_at_us = ?, started_at_us = ? "
+            "WHERE batch_uid = ? AND group_no = ? AND completed_at_us IS NULL",
+            (group.completed_at_us, group.started_at_us, batch_uid,
+             group.group_no)).rowcount == 1
+        if not completes:  # saved again: only a change is reported
+            save_and_report(db, self._encoder, batch_uid, group.items)
+            return
+        # The payloads are `group` as its items are stored next, column for
+        # column (what else an item holds never changes after its insert):
+        # no read back of the group's rows on every group's way.
+        write_group_events(db, self._encoder, batch_uid, [completed(group)])
+        save_results(db, batch_uid, group.items)
 
     async def save_items(self, batch_uid: str, items: list[BatchItem]) -> None:
         await self._write(lambda db: save_and_report(db, self._encoder, batch_uid, items))
@@ -252,3 +256,14 @@ class SqliteBatchStore:
             return len(stopped)
 
         return await self._write(interrupt)
+
+
+def _mark(db: sqlite3.Connection, batch_uid: str, group: BatchGroup) -> None:
+    # A group is formed from items as stored (by insert_items, or read
+    # back to be regrouped); only their status and group number change
+    # when it starts, the same for all of them.
+    db.execute(
+        "INSERT INTO batch_groups (batch_uid, group_no, group_key, size, started_at_us) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (batch_uid, group.group_no, group.key, len(group.items), group.started_at_us))
+    mark_processing(db, batch_uid, [item.seq for item in group.items], group.group_no)

@@ -185,7 +185,9 @@ class SqliteGroupQueue:
         return await self._plain_write(mark)
 
     async def save_group_results(self, batch_uid: str, group: BatchGroup, lease: GroupLease,
-                                 stops_batch: str | None = None) -> bool:
+                                 stops_batch: str | None = None,
+                                 next_may_start: bool = False) -> bool:
+        # next_may_start is not for a durable queue: a group is marked under its own lease.
         def save(db: sqlite3.Connection) -> bool:
             if not _holds(db, lease, "status = 'DONE', completed_at_us = ?, started_at_us = ?, "
                           "processed_by = ?", (group.completed_at_us or None,

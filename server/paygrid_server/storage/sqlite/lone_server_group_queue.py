@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import sqlite3
 
-from paygrid_server.domain.ports.batch_store import BatchStore
+from paygrid_server.domain.model.batch import BatchGroup
 from paygrid_server.storage.single_process_group_queue import SingleProcessGroupQueue
+from paygrid_server.storage.sqlite.batch_store import SqliteBatchStore
 from paygrid_server.storage.sqlite.database import SqliteDatabase
 
 
@@ -18,12 +19,21 @@ class LoneServerGroupQueue(SingleProcessGroupQueue):
     but in a group) never grouped again. So before the batch's submission
     takes items, they go back to how a lone server's crash leaves them:
     such groups done (never completed), their RECEIVED items in no group;
-    what is PROCESSING is settled by the submission's resume, as ever."""
+    what is PROCESSING is settled by the submission's resume, as ever.
+    A group's results and the batch's next group's mark share one
+    transaction (marked ahead: see the base class)."""
 
-    def __init__(self, store: BatchStore, database: SqliteDatabase) -> None:
+    marks_ahead = True
+
+    def __init__(self, store: SqliteBatchStore, database: SqliteDatabase) -> None:
         super().__init__(store)
+        self._sqlite_store = store
         self._reader = database.reader
         self._database = database
+
+    async def _save_results_then_mark(self, batch_uid: str, done: BatchGroup,
+                                      then: BatchGroup) -> None:
+        await self._sqlite_store.save_group_results_then_mark(batch_uid, done, then)
 
     async def acquire_submission(self, batch_uid: str, owner: str, lease_ms: int) -> bool:
         if await self._reader.execute_fetchall(
