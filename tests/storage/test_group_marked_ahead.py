@@ -28,16 +28,33 @@ S = BatchItemStatus
 
 
 @pytest.fixture
-async def lone(tmp_path: Path):
+async def lone_with(tmp_path: Path):
+    """Builds (the queue, its store, the file), groups 1 and 2 claimed; the
+    store's combined write (results + next mark) wrapped by `wrap` first, as
+    the queue is given it when it is made."""
+    opened: list[SqliteDatabase] = []
+
+    async def build(wrap=None):
+        path = tmp_path / "paygrid.sqlite3"
+        database = await SqliteDatabase.open(path)
+        opened.append(database)
+        store = SqliteBatchStore(database, ProtobufSnapshots())
+        if wrap is not None:
+            store.save_group_results_then_mark = wrap(store.save_group_results_then_mark)
+        queue = LoneServerGroupQueue(store, database)
+        await queue_three_groups(store, queue, UID)
+        assert [(await queue.claim_group("me", LEASE_MS)).group_no for _ in range(2)] == [1, 2]
+        return queue, store, path
+
+    yield build
+    for database in opened:
+        await database.close()
+
+
+@pytest.fixture
+async def lone(lone_with):
     """(the queue, its store, the file), groups 1 and 2 claimed."""
-    path = tmp_path / "paygrid.sqlite3"
-    database = await SqliteDatabase.open(path)
-    store = SqliteBatchStore(database, ProtobufSnapshots())
-    queue = LoneServerGroupQueue(store, database)
-    await queue_three_groups(store, queue, UID)
-    assert [(await queue.claim_group("me", LEASE_MS)).group_no for _ in range(2)] == [1, 2]
-    yield queue, store, path
-    await database.close()
+    return await lone_with()
 
 
 def _items_as_stored(path: Path) -> dict[int, tuple[str, int]]:
@@ -121,24 +138,24 @@ async def test_a_batch_that_may_stop_marks_nothing_ahead(lone, stop) -> None:
 
 
 async def test_a_next_group_claimed_while_its_mark_is_being_written_waits_for_it(
-        lone, monkeypatch) -> None:
+        lone_with, monkeypatch) -> None:
     """Group 1's results (and group 3's mark) held at the writer; group 2
     finishes meanwhile and frees the slot group 3 is claimed into. Group 3's
     own mark may only return once the write carrying it is committed."""
-    queue, store, path = lone
-    first = await _started(queue, 1, at_us=10)
-    second = await _started(queue, 2, at_us=11)
     order: list[str] = []
     reached, release = asyncio.Event(), asyncio.Event()
-    both = store.save_group_results_then_mark
 
-    async def held(batch_uid: str, done: BatchGroup, then: BatchGroup) -> None:
-        reached.set()
-        await release.wait()
-        await both(batch_uid, done, then)
-        order.append("group 3 marked with group 1's results")
+    def holding(both):
+        async def held(batch_uid: str, done: BatchGroup, then: BatchGroup) -> None:
+            reached.set()
+            await release.wait()
+            await both(batch_uid, done, then)
+            order.append("group 3 marked with group 1's results")
+        return held
 
-    monkeypatch.setattr(store, "save_group_results_then_mark", held)
+    queue, store, path = await lone_with(holding)
+    first = await _started(queue, 1, at_us=10)
+    second = await _started(queue, 2, at_us=11)
     saving = asyncio.create_task(
         queue.save_group_results(UID, _charged(first, 20), next_may_start=True))
     await reached.wait()
@@ -161,15 +178,15 @@ async def test_a_next_group_claimed_while_its_mark_is_being_written_waits_for_it
 
 
 async def test_when_the_write_carrying_a_mark_fails_the_next_group_marks_itself(
-        lone, monkeypatch) -> None:
-    queue, store, path = lone
+        lone_with) -> None:
+    def failing(both):
+        async def fails(batch_uid: str, done: BatchGroup, then: BatchGroup) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+        return fails
+
+    queue, _, path = await lone_with(failing)
     first = await _started(queue, 1, at_us=10)
     await _started(queue, 2, at_us=11)
-
-    async def failing(batch_uid: str, done: BatchGroup, then: BatchGroup) -> None:
-        raise sqlite3.OperationalError("disk I/O error")
-
-    monkeypatch.setattr(store, "save_group_results_then_mark", failing)
     with pytest.raises(sqlite3.OperationalError):
         await queue.save_group_results(UID, _charged(first, 20), next_may_start=True)
     assert {seq: _items_as_stored(path)[seq] for seq in (1, 7)} == {
@@ -180,4 +197,36 @@ async def test_when_the_write_carrying_a_mark_fails_the_next_group_marks_itself(
     await _started(queue, 3, at_us=30)
     assert {seq: _items_as_stored(path)[seq] for seq in (7, 8, 9)} == {
         seq: ("PROCESSING", 3) for seq in (7, 8, 9)}
+    assert_counts_match_items(path)
+
+
+async def test_a_next_group_waiting_on_a_write_that_fails_marks_itself(lone_with) -> None:
+    """Group 3 claimed while group 1's write (carrying its mark) is held, and
+    that write then fails: group 3's mark, waiting on it, is written by group 3."""
+    reached, release = asyncio.Event(), asyncio.Event()
+
+    def failing_when_released(both):
+        async def fails(batch_uid: str, done: BatchGroup, then: BatchGroup) -> None:
+            reached.set()
+            await release.wait()
+            raise sqlite3.OperationalError("disk I/O error")
+        return fails
+
+    queue, _, path = await lone_with(failing_when_released)
+    first = await _started(queue, 1, at_us=10)
+    second = await _started(queue, 2, at_us=11)
+    saving = asyncio.create_task(
+        queue.save_group_results(UID, _charged(first, 20), next_may_start=True))
+    await reached.wait()
+    assert await queue.save_group_results(UID, _charged(second, 21), next_may_start=True)
+    assert (await queue.claim_group("me", LEASE_MS)).group_no == 3
+    marking = asyncio.create_task(_started(queue, 3, at_us=30))
+    for _ in range(10):  # loop turns only: group 3's mark now waits on group 1's write
+        await asyncio.sleep(0)
+    release.set()
+    with pytest.raises(sqlite3.OperationalError):
+        await saving
+    await marking
+    assert {seq: _items_as_stored(path)[seq] for seq in (1, 7, 8, 9)} == {
+        1: ("PROCESSING", 1), 7: ("PROCESSING", 3), 8: ("PROCESSING", 3), 9: ("PROCESSING", 3)}
     assert_counts_match_items(path)

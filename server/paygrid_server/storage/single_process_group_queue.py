@@ -11,7 +11,8 @@ the results (group done) after.
 Marked ahead: when a group's results are stored and its batch may go on
 (`next_may_start`: not a STOP_ON_FIRST_FAILURE batch, which may stop at
 any group), the batch's next queued group is marked PROCESSING in the
-same transaction, where the store can (LoneServerGroupQueue: SQLite). That
+same transaction, where the store can (LoneServerGroupQueue passes
+SqliteBatchStore.save_group_results_then_mark). That
 group is claimed as soon as a slot frees, often the one just freed; its
 own mark then writes nothing (its items were stored PROCESSING before its
 charge all the same). Its processing time is still counted from its
@@ -42,6 +43,10 @@ from paygrid_server.domain.model.batch import BatchGroup, BatchItem
 from paygrid_server.domain.ports.batch_store import BatchStore
 from paygrid_server.domain.ports.group_queue import DoneGroup, GroupLease
 
+# A done group's results and the next group's mark, written in one
+# transaction: (batch_uid, done, then) -> None.
+SaveResultsThenMark = Callable[[str, BatchGroup, BatchGroup], Awaitable[None]]
+
 # How often release_submission looks whether a batch's groups still
 # charging here are done (only after a group failed; normally none are).
 _DRAIN_POLL_S = 0.01
@@ -49,12 +54,13 @@ _DRAIN_POLL_S = 0.01
 
 class SingleProcessGroupQueue:
     durable = False
-    # Whether _save_results_then_mark writes both in one transaction (a
-    # subclass's store can); without it no group is marked ahead.
-    marks_ahead = False
 
-    def __init__(self, store: BatchStore) -> None:
+    def __init__(self, store: BatchStore,
+                 save_results_then_mark: SaveResultsThenMark | None = None) -> None:
+        """Without `save_results_then_mark` (a store that can write both in
+        one transaction) no group is marked ahead."""
         self._store = store
+        self._save_results_then_mark = save_results_then_mark
         self._queued: dict[str, deque[BatchGroup]] = {}  # by batch uid, in group order
         self._leased: dict[str, dict[int, BatchGroup]] = {}
         self._parallelism: dict[str, int] = {}
@@ -133,7 +139,7 @@ class SingleProcessGroupQueue:
 
     def _next_to_mark(self, batch_uid: str) -> BatchGroup | None:
         """The batch's first queued group not marked (or being marked) yet."""
-        if not self.marks_ahead:
+        if self._save_results_then_mark is None:
             return None
         for queued in self._queued.get(batch_uid, ()):
             key = (batch_uid, queued.group_no)
@@ -147,6 +153,7 @@ class SingleProcessGroupQueue:
         stored = asyncio.get_running_loop().create_future()
         self._ahead[key] = stored  # from now on its own mark waits for this write
         then.started_at_us = clock.now_us()  # until its results store when it really started
+        assert self._save_results_then_mark is not None  # _next_to_mark said so
         try:
             await self._save_results_then_mark(batch_uid, done, then)
         except BaseException:
@@ -155,10 +162,6 @@ class SingleProcessGroupQueue:
             raise
         self._marked.add(key)
         stored.set_result(True)
-
-    async def _save_results_then_mark(self, batch_uid: str, done: BatchGroup,
-                                      then: BatchGroup) -> None:
-        raise NotImplementedError("marks_ahead is False")
 
     def _done(self, batch_uid: str, group_no: int) -> None:
         self._leased.get(batch_uid, {}).pop(group_no, None)

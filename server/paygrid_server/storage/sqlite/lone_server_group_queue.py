@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sqlite3
 
-from paygrid_server.domain.model.batch import BatchGroup
 from paygrid_server.storage.single_process_group_queue import SingleProcessGroupQueue
 from paygrid_server.storage.sqlite.batch_store import SqliteBatchStore
 from paygrid_server.storage.sqlite.database import SqliteDatabase
@@ -23,17 +22,10 @@ class LoneServerGroupQueue(SingleProcessGroupQueue):
     A group's results and the batch's next group's mark share one
     transaction (marked ahead: see the base class)."""
 
-    marks_ahead = True
-
     def __init__(self, store: SqliteBatchStore, database: SqliteDatabase) -> None:
-        super().__init__(store)
-        self._sqlite_store = store
+        super().__init__(store, store.save_group_results_then_mark)
         self._reader = database.reader
         self._database = database
-
-    async def _save_results_then_mark(self, batch_uid: str, done: BatchGroup,
-                                      then: BatchGroup) -> None:
-        await self._sqlite_store.save_group_results_then_mark(batch_uid, done, then)
 
     async def acquire_submission(self, batch_uid: str, owner: str, lease_ms: int) -> bool:
         if await self._reader.execute_fetchall(
