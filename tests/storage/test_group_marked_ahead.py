@@ -86,6 +86,22 @@ def _charged(group: BatchGroup, completed_at_us: int) -> BatchGroup:
     return group
 
 
+async def _group_3_claimed_while_group_1_is_saved(queue: LoneServerGroupQueue,
+                                                  reached: asyncio.Event) -> asyncio.Task:
+    """Groups 1 and 2 started; group 1's results (carrying group 3's mark)
+    on their way until the held write sets `reached`; group 2's saved
+    meanwhile, a plain save (group 3 is being marked), which frees the slot
+    group 3 is claimed into. Returns group 1's saving."""
+    first = await _started(queue, 1, at_us=10)
+    second = await _started(queue, 2, at_us=11)
+    saving = asyncio.create_task(
+        queue.save_group_results(UID, _charged(first, 20), next_may_start=True))
+    await reached.wait()
+    assert await queue.save_group_results(UID, _charged(second, 21), next_may_start=True)
+    assert (await queue.claim_group("me", LEASE_MS)).group_no == 3
+    return saving
+
+
 def _refuse_marks(store: SqliteBatchStore, monkeypatch) -> None:
     async def refused(batch_uid: str, group: BatchGroup) -> None:
         raise AssertionError(f"group {group.group_no} marked on its own")
@@ -154,14 +170,7 @@ async def test_a_next_group_claimed_while_its_mark_is_being_written_waits_for_it
         return held
 
     queue, store, path = await lone_with(holding)
-    first = await _started(queue, 1, at_us=10)
-    second = await _started(queue, 2, at_us=11)
-    saving = asyncio.create_task(
-        queue.save_group_results(UID, _charged(first, 20), next_may_start=True))
-    await reached.wait()
-    # Group 2's results mark nothing (group 3 is being marked): a plain save.
-    assert await queue.save_group_results(UID, _charged(second, 21), next_may_start=True)
-    assert (await queue.claim_group("me", LEASE_MS)).group_no == 3
+    saving = await _group_3_claimed_while_group_1_is_saved(queue, reached)
     _refuse_marks(store, monkeypatch)
 
     async def mark_third() -> None:
@@ -213,13 +222,7 @@ async def test_a_next_group_waiting_on_a_write_that_fails_marks_itself(lone_with
         return fails
 
     queue, _, path = await lone_with(failing_when_released)
-    first = await _started(queue, 1, at_us=10)
-    second = await _started(queue, 2, at_us=11)
-    saving = asyncio.create_task(
-        queue.save_group_results(UID, _charged(first, 20), next_may_start=True))
-    await reached.wait()
-    assert await queue.save_group_results(UID, _charged(second, 21), next_may_start=True)
-    assert (await queue.claim_group("me", LEASE_MS)).group_no == 3
+    saving = await _group_3_claimed_while_group_1_is_saved(queue, reached)
     marking = asyncio.create_task(_started(queue, 3, at_us=30))
     for _ in range(10):  # loop turns only: group 3's mark now waits on group 1's write
         await asyncio.sleep(0)
