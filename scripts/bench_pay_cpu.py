@@ -30,6 +30,7 @@ import bench_ceilings
 import bench_pay_load
 from bench_load import CALL_TIMEOUT_S, percentile
 from bench_server import AUTH_METADATA, paygrid_server
+import node_load
 from node_load import node_load_unavailable, node_unary_load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +43,10 @@ CPU_RATIO_TARGET = 2.5
 P99_MS_TARGET = 10.0
 ISSUE_LEVELS = (32, 128)
 LOAD_NICENESS = 10
+# scripts/open_loop_load.js's gRPC on Node's own http2: about 60% of
+# grpc-js's CPU per call, and its p99 at a no-op server about two thirds
+# (docs/performance.md, session 12).
+LOAD_TRANSPORT = "http2"
 WARM_UP_S = 1.0  # the open loop's first second: connections, caches; not counted
 
 
@@ -89,14 +94,16 @@ async def _open_loop(target: str, method: str, make_request, rate_per_s: float,
     calls, not_sent = await node_unary_load(
         target, method, make_request, int(rate_per_s * (WARM_UP_S + duration_s) * 1.05) + 100,
         metadata, CALL_TIMEOUT_S, phases=[(rate_per_s, WARM_UP_S), (rate_per_s, duration_s)],
-        niceness=LOAD_NICENESS)
+        niceness=LOAD_NICENESS, transport=LOAD_TRANSPORT)
+    generator_cpu_s = node_load.LAST_RUN["cpu_s"]
     counted = [call for call in calls if call[0] >= WARM_UP_S]
     ok_ms = [latency_ms for _, code, latency_ms in counted if code is grpc.StatusCode.OK]
     return {"offered_per_s": round(rate_per_s, 1), "calls": len(counted),
             "failed": len(counted) - len(ok_ms), "not_sent": not_sent,
             "achieved_qps": round(len(ok_ms) / duration_s, 1),
             "p50_ms": round(statistics.median(ok_ms), 3) if ok_ms else None,
-            "p99_ms": round(percentile(ok_ms, 0.99), 3) if ok_ms else None}
+            "p99_ms": round(percentile(ok_ms, 0.99), 3) if ok_ms else None,
+            "generator_cpu_us_per_call": round(generator_cpu_s * 1e6 / max(len(calls), 1))}
 
 
 async def latency_at_half_peak(pay_peak_qps: float, duration_s: float) -> dict | None:
@@ -119,7 +126,8 @@ async def latency_at_half_peak(pay_peak_qps: float, duration_s: float) -> dict |
                                 lambda _: request, rate, duration_s, ())
     finally:
         noop_server.stop()
-    return {"pay": pay, "noop": noop, "load_niceness": LOAD_NICENESS}
+    return {"pay": pay, "noop": noop, "load_niceness": LOAD_NICENESS,
+            "load_transport": LOAD_TRANSPORT}
 
 
 async def run(duration_s: float, noop_levels: list[dict], pay_levels: list[dict],
@@ -151,15 +159,17 @@ def markdown(result: dict) -> str:
     latency = result["latency"]
     if latency is None:
         return "\n".join(out + ["", "Open-loop latency: not measured (no Node load generator)."])
-    out += ["", f"Open loop, Node generator (nice {latency['load_niceness']}), at half of "
-                f"Pay's peak (target: Pay p99 <= {P99_MS_TARGET:.0f} ms):", "",
-            "| server | offered/s | achieved/s | failed | not sent | p50 ms | p99 ms |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
+    out += ["", f"Open loop, Node generator ({latency['load_transport']}, nice "
+                f"{latency['load_niceness']}), at half of Pay's peak (target: Pay p99 <= "
+                f"{P99_MS_TARGET:.0f} ms):", "",
+            "| server | offered/s | achieved/s | failed | not sent | p50 ms | p99 ms "
+            "| generator µs/call |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name in ("pay", "noop"):
         run_ = latency[name]
         out.append(f"| {'Pay' if name == 'pay' else 'no-op'} | {run_['offered_per_s']:,.0f} "
                    f"| {run_['achieved_qps']:,.0f} | {run_['failed']} | {run_['not_sent']} "
-                   f"| {run_['p50_ms']} | {run_['p99_ms']} |")
+                   f"| {run_['p50_ms']} | {run_['p99_ms']} | {run_['generator_cpu_us_per_call']} |")
     return "\n".join(out)
 
 

@@ -37,6 +37,7 @@ from paygrid.v1 import batch_service_pb2_grpc as pb_grpc
 from bench_batch import batch_requests
 from bench_pay_load import PAY_METHOD, pay_request_maker
 from bench_server import AUTH_METADATA, cpu_s, paygrid_server
+import node_load
 from node_load import node_unary_load
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/support/
 from tests.support.api_key_metadata import keyed_channel  # noqa: E402
@@ -68,29 +69,32 @@ def machine_cpu_s() -> tuple[float, float]:
 
 
 async def pay_peak(target: str, pid: int, levels: list[int], duration_s: float,
-                   connections: int, niceness: int) -> dict:
+                   connections: int, niceness: int, transport: str) -> dict:
     # Busy cores of the whole machine beside the server's own: on 2 cores
     # shared with the generator (and PostgreSQL), whether a second worker
     # had a core to run on at all.
-    by_level, cpu_by_level, cores_by_level = {}, {}, {}
+    by_level, cpu_by_level, cores_by_level, generator_by_level = {}, {}, {}, {}
     for level in levels:
         cpu_before = server_cpu_s(pid)
         machine_before = machine_cpu_s()
         calls, _ = await node_unary_load(
             target, PAY_METHOD, pay_request_maker(uuid.uuid4().hex[:8]),
             int(CALLS_PER_SECOND_AT_MOST * duration_s), AUTH_METADATA, 30,
-            closed_loop=(level, duration_s), niceness=niceness, connections=connections)
+            closed_loop=(level, duration_s), niceness=niceness, connections=connections,
+            transport=transport)
         cpu = server_cpu_s(pid) - cpu_before
         busy, total = (after - before for after, before in zip(machine_cpu_s(), machine_before))
         ok = sum(1 for _, code, _ in calls if code == grpc.StatusCode.OK)
         by_level[level] = round(ok / duration_s, 1)
         cpu_by_level[level] = round(cpu * 1e6 / max(ok, 1))
+        generator_by_level[level] = round(node_load.LAST_RUN["cpu_s"] * 1e6 / max(len(calls), 1))
         cores = os.cpu_count() or 1
         cores_by_level[level] = {"server": round(cpu / (total / cores), 2),
                                  "machine": round(busy / (total / cores), 2), "of": cores}
     return {"pay_qps_by_concurrency": by_level, "pay_peak_qps": max(by_level.values()),
             "server_cpu_us_per_pay_by_concurrency": cpu_by_level,
-            "busy_cores_by_concurrency": cores_by_level}
+            "busy_cores_by_concurrency": cores_by_level,
+            "generator_cpu_us_per_call_by_concurrency": generator_by_level}
 
 
 async def batch_rate(target: str, items: int) -> float:
@@ -113,7 +117,7 @@ async def measure(engine: str, workers: int, args: argparse.Namespace) -> dict:
         async with paygrid_server(0, channel_called_directly=True, postgres_dsn=dsn,
                                   workers=workers) as server:
             result = await pay_peak(server.target, server.pid, args.levels, args.duration_s,
-                                    args.connections, args.niceness)
+                                    args.connections, args.niceness, args.transport)
         if not args.items:
             return {"engine": engine, "workers": workers, **result}
         dsn = await databases.create() if engine == "postgresql" else None
@@ -133,6 +137,8 @@ async def main() -> None:
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--niceness", type=int, default=10)
     parser.add_argument("--engines", default="sqlite,postgresql")
+    parser.add_argument("--transport", default="http2", choices=("http2", "grpc-js"),
+                        help="the Node generator's (scripts/open_loop_load.js)")
     args = parser.parse_args()
     args.levels = [int(level) for level in args.concurrency.split(",")]
     engines = args.engines.split(",")

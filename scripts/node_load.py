@@ -23,6 +23,8 @@ GRPC_JS = ROOT / "clients" / "node" / "node_modules" / "@grpc" / "grpc-js"
 CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 Call = tuple[float, grpc.StatusCode, float]
+# The last run's summary: calls, not_sent, and the generator's own cpu_s.
+LAST_RUN: dict = {}
 
 
 def node_load_unavailable() -> str | None:
@@ -39,9 +41,11 @@ async def node_unary_load(target: str, method: str, make_request: Callable[[int]
                           timeout_s: float, *, closed_loop: tuple[int, float] | None = None,
                           phases: list[tuple[float, float]] | None = None,
                           max_in_flight: int = 4_096,
-                          niceness: int = 0, connections: int = 1) -> tuple[list[Call], int]:
+                          niceness: int = 0, connections: int = 1,
+                          transport: str = "http2") -> tuple[list[Call], int]:
     """closed_loop=(concurrency, seconds), or phases=[(rate_per_s, seconds)];
-    calls spread over `connections` connections. Returns every call and how
+    calls spread over `connections` connections; `transport` "grpc-js" or
+    "http2" (open_loop_load.js says what each is). Returns every call and how
     many were not sent (max_in_flight reached)."""
     assert (closed_loop is None) != (phases is None)
     with tempfile.TemporaryDirectory() as folder:
@@ -53,7 +57,7 @@ async def node_unary_load(target: str, method: str, make_request: Callable[[int]
         spec.write_text(json.dumps({
             "target": target, "method": method, "bodies": str(bodies), "output": str(output),
             "metadata": [list(pair) for pair in metadata], "timeout_ms": timeout_s * 1_000,
-            "max_in_flight": max_in_flight, "connections": connections,
+            "max_in_flight": max_in_flight, "connections": connections, "transport": transport,
             "closed_loop": closed_loop and {"concurrency": closed_loop[0],
                                             "seconds": closed_loop[1]},
             "phases": phases and [{"rate": rate, "seconds": seconds} for rate, seconds in phases],
@@ -68,4 +72,6 @@ async def node_unary_load(target: str, method: str, make_request: Callable[[int]
         for line in output.read_text().split():
             started_ms, code, latency_ms = line.split(",")
             calls.append((float(started_ms) / 1_000, CODES[int(code)], float(latency_ms)))
-        return calls, json.loads(summary)["not_sent"]
+        summary = json.loads(summary)
+        LAST_RUN.update(summary)
+        return calls, summary["not_sent"]

@@ -70,9 +70,11 @@ def test_bench_quick_run_writes_table_figures_and_plot(tmp_path: Path) -> None:
     if shutil.which("node") and (ROOT / "clients/node/node_modules/@grpc/grpc-js").is_dir():
         pay, noop = pay_cpu["latency"]["pay"], pay_cpu["latency"]["noop"]
         assert pay["offered_per_s"] == noop["offered_per_s"] > 0
+        assert pay_cpu["latency"]["load_transport"] == "http2"
         for open_loop in (pay, noop):
             assert open_loop["calls"] > 0 and open_loop["failed"] == 0
             assert 0 < open_loop["p50_ms"] <= open_loop["p99_ms"]
+            assert open_loop["generator_cpu_us_per_call"] > 0
     assert "## Issue 17: Pay's server CPU and latency" in report
 
     events = results["events"]
