@@ -1,6 +1,7 @@
-"""Runs scripts/open_loop_load.js (Node.js, @grpc/grpc-js) from Python: writes
-the request bodies and the run description, starts node, reads back one
-(started_s, status code, latency_ms) per call. The Node load generator
+"""Runs scripts/open_loop_load.js (Node.js: gRPC on Node's http2, or
+@grpc/grpc-js) from Python: writes the request bodies and the run
+description, starts node, reads back one (started_s, status code,
+latency_ms) per call. The Node load generator
 exists because Python's grpc.aio client spends about as much CPU per call
 as the server does: on 2 shared cores, driving the server at twice its peak
 from Python starves the server of the CPU the load generator burns."""
