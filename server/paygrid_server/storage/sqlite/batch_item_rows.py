@@ -151,12 +151,20 @@ def mark_processing(db: sqlite3.Connection, batch_uid: str, seqs: list[int],
     (else item by item: sqlite/batch_item_counts.py)."""
     group_set = "" if group_no is None else ", group_no = ?"
     group_param = () if group_no is None else (group_no,)
-    for chunk in chunks(seqs):
+    # Most groups hold a run of consecutive items (one key, or a batch sent
+    # in key order): n distinct seqs from lo to lo + n - 1 are that range and
+    # nothing else (seq is the item's key in its batch), so one range
+    # statement marks them, without binding each seq nor the ephemeral
+    # index SQLite builds for an IN list (writer bench: 2.6 -> 1.8 µs an item).
+    runs = ([(seqs, "BETWEEN ? AND ?", (min(seqs), max(seqs)))]
+            if seqs and max(seqs) - min(seqs) + 1 == len(seqs) == len(set(seqs))
+            else [(chunk, f"IN ({in_list(len(chunk))})", chunk) for chunk in chunks(seqs)])
+    for marked, where_seq, seq_params in runs:
         sql = (f"{_OR_ROLLBACK} status = 'PROCESSING'{group_set} "
-               f"WHERE batch_uid = ? AND seq IN ({in_list(len(chunk))})")
-        params = (*group_param, batch_uid, *chunk)
+               f"WHERE batch_uid = ? AND seq {where_seq}")
+        params = (*group_param, batch_uid, *seq_params)
         batch_item_counts.moved_from(
-            db, batch_uid, chunk, "RECEIVED", {"PROCESSING": len(chunk)},
+            db, batch_uid, marked, "RECEIVED", {"PROCESSING": len(marked)},
             lambda: db.execute(f"{sql} AND status = 'RECEIVED'", params).rowcount,
             lambda: db.execute(sql, params))
 
