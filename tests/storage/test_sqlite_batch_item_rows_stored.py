@@ -10,20 +10,16 @@ import sqlite3
 from pathlib import Path
 
 from paygrid_server.domain.model.batch import (
-    Batch,
     BatchGroup,
     BatchHeader,
     BatchItem,
     BatchItemStatus,
-    BatchStatus,
     GroupingPolicy,
 )
 from paygrid_server.domain.model.money import Money
 from paygrid_server.domain.model.payment import Failure, FailureReason
 from paygrid_server.storage.batch_rows import STORED_ITEM_COLUMNS, item_insert_row
-from paygrid_server.storage.sqlite.batch_store import SqliteBatchStore
-from paygrid_server.storage.sqlite.database import SqliteDatabase
-from paygrid_server.transport.event_messages import ProtobufSnapshots
+from tests.support.sqlite_batch_store import batch_in_submission
 
 UID = "bat_rows"
 S = BatchItemStatus
@@ -49,13 +45,8 @@ def _as_held(item: BatchItem) -> list[tuple[object, type]]:
 async def test_rows_hold_each_item_as_it_is_whichever_statement_wrote_them(
         tmp_path: Path) -> None:
     path = tmp_path / "paygrid.sqlite3"
-    database = await SqliteDatabase.open(path)
-    try:
-        store = SqliteBatchStore(database, ProtobufSnapshots())
-        header = BatchHeader("b1", "payer", GroupingPolicy.CHANNEL, 300, 4)
-        await store.insert_batch(Batch("dev", "b1", UID, header, header.fingerprint(),
-                                       BatchStatus.RECEIVING, 0, 1))
-        await store.start_submission(UID, header, 1)
+    header = BatchHeader("b1", "payer", GroupingPolicy.CHANNEL, 300, 4)
+    async with batch_in_submission(path, UID, header) as store:
         items = [_item(seq) for seq in range(1, 301)]
         # Chunks of 256, 32, 8, 4: the 32 hold an item rejected at intake.
         rejected = items[270]
@@ -77,8 +68,6 @@ async def test_rows_hold_each_item_as_it_is_whichever_statement_wrote_them(
         failed.failure = Failure(FailureReason.DECLINED, "card declined", "05")
         group.completed_at_us = 20
         await store.save_group_results(UID, group)
-    finally:
-        await database.close()
 
     with sqlite3.connect(path) as db:
         rows = db.execute(f"SELECT {STORED_ITEM_COLUMNS}, content_digest, batch_uid, "

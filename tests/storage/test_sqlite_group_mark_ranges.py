@@ -11,19 +11,15 @@ from pathlib import Path
 import pytest
 
 from paygrid_server.domain.model.batch import (
-    Batch,
     BatchGroup,
     BatchHeader,
     BatchItem,
     BatchItemStatus,
-    BatchStatus,
     GroupingPolicy,
 )
 from paygrid_server.domain.model.money import Money
 from paygrid_server.domain.model.payment import Failure, FailureReason
-from paygrid_server.storage.sqlite.batch_store import SqliteBatchStore
-from paygrid_server.storage.sqlite.database import SqliteDatabase
-from paygrid_server.transport.event_messages import ProtobufSnapshots
+from tests.support.sqlite_batch_store import batch_in_submission
 
 UID = "bat_ranges"
 ITEMS = 300  # more than one 256-seq chunk
@@ -61,13 +57,8 @@ def _stored(path: Path) -> tuple[dict[int, tuple[str, int]], dict[str, int], dic
 async def test_exactly_the_groups_items_are_marked_and_counted(tmp_path: Path,
                                                                group_seqs: list[int]) -> None:
     path = tmp_path / "paygrid.sqlite3"
-    database = await SqliteDatabase.open(path)
-    try:
-        store = SqliteBatchStore(database, ProtobufSnapshots())
-        header = BatchHeader("b1", "payer", GroupingPolicy.CHANNEL, 1_000, 4)
-        await store.insert_batch(Batch("dev", "b1", UID, header, header.fingerprint(),
-                                       BatchStatus.RECEIVING, 0, 1))
-        await store.start_submission(UID, header, 1)
+    header = BatchHeader("b1", "payer", GroupingPolicy.CHANNEL, 1_000, 4)
+    async with batch_in_submission(path, UID, header) as store:
         items = [_item(seq) for seq in range(1, ITEMS + 1)]
         rejected = items[31 - 1]  # seq 31: rejected at intake, so not RECEIVED
         rejected.status = BatchItemStatus.REJECTED
@@ -76,8 +67,6 @@ async def test_exactly_the_groups_items_are_marked_and_counted(tmp_path: Path,
         by_seq = {item.seq: item for item in items}
         await store.mark_group_processing(UID, BatchGroup(
             7, "card", [by_seq[seq] for seq in group_seqs], started_at_us=10))
-    finally:
-        await database.close()
 
     stored, kept, recount = _stored(path)
     marked = set(group_seqs)
