@@ -1,6 +1,6 @@
-// A unary load generator in Node.js (@grpc/grpc-js, from clients/node), for
-// the overload run: it costs the shared 2 cores far less per call than the
-// Python one, so what saturates is the server, not the load generator.
+// A unary load generator in Node.js, for the benches and the overload run:
+// it costs the shared 2 cores far less per call than the Python one, so what
+// saturates is the server, not the load generator.
 // Bodies are prepared by the caller (one per call, each with its own
 // idempotency key) as a file of 4-byte big-endian lengths and bytes; this
 // sends them raw, closed loop (`concurrency` in flight for `seconds`) or open
@@ -11,8 +11,9 @@
 // `transport`: "grpc-js" (the library's client) or "http2" (gRPC's wire
 // format written on Node's own http2 module, nghttp2 in C++: a call is one
 // stream, its headers, the 5-byte message prefix and body, read back to its
-// grpc-status trailer). http2 costs the generator a fraction of grpc-js's CPU
-// per call; on 2 cores that CPU is what a second server worker needs.
+// grpc-status trailer). http2 costs the generator about 60-70% of grpc-js's
+// CPU per call (docs/performance.md, session 12). grpc-js comes from
+// clients/node (`npm ci` there) and is loaded either way.
 "use strict";
 
 const fs = require("fs");
