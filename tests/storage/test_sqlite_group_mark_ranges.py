@@ -1,6 +1,7 @@
 """A group's mark on SQLite (sqlite/batch_item_rows.py, mark_processing)
 writes a run of consecutive items as one seq range and any other group seq
-by seq: either way exactly the group's items become PROCESSING in it, no
+by seq (its IN list filled up to a power of two with its last seq again):
+either way exactly the group's items become PROCESSING in it, no
 neighbour, and the batch's counts stay what a recount of its items gives."""
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from paygrid_server.domain.model.payment import Failure, FailureReason
 from tests.support.sqlite_batch_store import batch_in_submission
 
 UID = "bat_ranges"
-ITEMS = 300  # more than one 256-seq chunk
+ITEMS = 1_200  # more than a group's largest statement (1024 seqs)
 
 
 def _item(seq: int) -> BatchItem:
@@ -52,6 +53,7 @@ def _stored(path: Path) -> tuple[dict[int, tuple[str, int]], dict[str, int], dic
     pytest.param([7, 9], id="a gap"),
     pytest.param([4, 4, 6], id="a seq twice, as many as a run from 4 to 6"),
     pytest.param([*range(1, 4), *range(5, 281)], id="a gap in more than a chunk"),
+    pytest.param([*range(1, 4), *range(5, 1_101)], id="a gap in more than one statement"),
     pytest.param([30, 31, 32], id="a run with a rejected item"),
 ])
 async def test_exactly_the_groups_items_are_marked_and_counted(tmp_path: Path,
