@@ -48,29 +48,36 @@ async def test_rows_hold_each_item_as_it_is_whichever_statement_wrote_them(
     header = BatchHeader("b1", "payer", GroupingPolicy.CHANNEL, 300, 4)
     async with batch_in_submission(path, UID, header) as store:
         items = [_item(seq) for seq in range(1, 301)]
-        # Chunks of 256, 32, 8, 4: the 32 hold an item rejected at intake.
+        # Insert chunks of 256, 32, 8, 4: the 32 hold an item rejected at intake.
         rejected = items[270]
         rejected.status = S.REJECTED
         rejected.failure = Failure(FailureReason.INVALID_ITEM, "payee: too long")
         await store.insert_items(UID, 1, items, 0)
 
-        # One group of 260: chunks of 256 (all succeeded) and 4 (one failed).
-        group_items = items[:260]
-        group = BatchGroup(1, "card", group_items, started_at_us=10)
-        for item in group_items:
-            item.status, item.group_no = S.PROCESSING, 1
-        await store.mark_group_processing(UID, group)
-        for item in group_items:
+        # Group 1, 250 items all succeeded: the statement with the result's
+        # unchanging columns as literals. Group 2, 10 items, one failed: every
+        # column bound. Each is one statement filled up with its last row again
+        # (to 256 and 16 rows); group 3, still PROCESSING, is the neighbour a
+        # wrong filling row would change.
+        groups = [BatchGroup(n, "card", items[start:end], started_at_us=10)
+                  for n, (start, end) in enumerate([(0, 250), (250, 260), (260, 270)], 1)]
+        for group in groups:
+            for item in group.items:
+                item.status, item.group_no = S.PROCESSING, group.group_no
+            await store.mark_group_processing(UID, group)
+        for item in items[:260]:
             item.status, item.channel_reference = S.SUCCEEDED, f"ch_{item.seq}"
             item.attempt = 2 if item.seq == 7 else 1
-        failed = group_items[258]
+        failed = items[258]
         failed.status, failed.channel_reference = S.FAILED, ""
         failed.failure = Failure(FailureReason.DECLINED, "card declined", "05")
-        group.completed_at_us = 20
-        await store.save_group_results(UID, group)
+        for group in groups[:2]:
+            group.completed_at_us = 20
+            await store.save_group_results(UID, group)
 
     with sqlite3.connect(path) as db:
         rows = db.execute(f"SELECT {STORED_ITEM_COLUMNS}, content_digest, batch_uid, "
                           "submission, version FROM batch_items ORDER BY seq").fetchall()
     assert [_typed(row) for row in rows] == [_as_held(item) for item in items]
-    assert {row[8] for row in rows} == {"SUCCEEDED", "FAILED", "REJECTED", "RECEIVED"}
+    assert {row[8] for row in rows} == {"SUCCEEDED", "FAILED", "PROCESSING", "REJECTED",
+                                        "RECEIVED"}
