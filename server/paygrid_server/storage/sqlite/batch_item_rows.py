@@ -183,11 +183,12 @@ def mark_processing(db: sqlite3.Connection, batch_uid: str, seqs: list[int],
     (else item by item: sqlite/batch_item_counts.py)."""
     group_set = "" if group_no is None else ", group_no = ?"
     group_param = () if group_no is None else (group_no,)
-    # Most groups hold a run of consecutive items (one key, or a batch sent
-    # in key order): n distinct seqs from lo to lo + n - 1 are that range and
-    # nothing else (seq is the item's key in its batch), so one range
-    # statement marks them, without binding each seq nor the ephemeral
-    # index SQLite builds for an IN list (writer bench: 2.6 -> 1.8 µs an item).
+    # A group of a batch of one key (a payroll in one currency), or of one
+    # sent in key order, is a run of consecutive items: n distinct seqs from
+    # lo to lo + n - 1 are that range and nothing else (seq is the item's key
+    # in its batch), so one range statement marks them, without binding each
+    # seq nor the ephemeral index SQLite builds for an IN list (writer bench:
+    # 2.6 -> 1.8 µs an item; a one-currency batch: server CPU per item 0.959).
     runs = ([(seqs, "BETWEEN ? AND ?", (min(seqs), max(seqs)))]
             if seqs and max(seqs) - min(seqs) + 1 == len(seqs) == len(set(seqs))
             else [(chunk, f"IN ({in_list(padded_rows(len(chunk)))})", padded(chunk))
