@@ -30,7 +30,6 @@ import bench_ceilings
 import bench_pay_load
 from bench_load import CALL_TIMEOUT_S, percentile
 from bench_server import AUTH_METADATA, paygrid_server
-import node_load
 from node_load import node_load_unavailable, node_unary_load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,11 +90,10 @@ def cpu_rows(noop_levels: list[dict], pay_levels: list[dict], duration_s: float,
 
 async def _open_loop(target: str, method: str, make_request, rate_per_s: float,
                      duration_s: float, metadata) -> dict:
-    calls, not_sent = await node_unary_load(
+    calls, not_sent, generator_cpu_s = await node_unary_load(
         target, method, make_request, int(rate_per_s * (WARM_UP_S + duration_s) * 1.05) + 100,
         metadata, CALL_TIMEOUT_S, phases=[(rate_per_s, WARM_UP_S), (rate_per_s, duration_s)],
         niceness=LOAD_NICENESS, transport=LOAD_TRANSPORT)
-    generator_cpu_s = node_load.LAST_RUN["cpu_s"]
     counted = [call for call in calls if call[0] >= WARM_UP_S]
     ok_ms = [latency_ms for _, code, latency_ms in counted if code is grpc.StatusCode.OK]
     return {"offered_per_s": round(rate_per_s, 1), "calls": len(counted),

@@ -37,7 +37,6 @@ from paygrid.v1 import batch_service_pb2_grpc as pb_grpc
 from bench_batch import batch_requests
 from bench_pay_load import PAY_METHOD, pay_request_maker
 from bench_server import AUTH_METADATA, cpu_s, paygrid_server
-import node_load
 from node_load import node_unary_load
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/support/
 from tests.support.api_key_metadata import keyed_channel  # noqa: E402
@@ -77,7 +76,7 @@ async def pay_peak(target: str, pid: int, levels: list[int], duration_s: float,
     for level in levels:
         cpu_before = server_cpu_s(pid)
         machine_before = machine_cpu_s()
-        calls, _ = await node_unary_load(
+        calls, _, generator_cpu_s = await node_unary_load(
             target, PAY_METHOD, pay_request_maker(uuid.uuid4().hex[:8]),
             int(CALLS_PER_SECOND_AT_MOST * duration_s), AUTH_METADATA, 30,
             closed_loop=(level, duration_s), niceness=niceness, connections=connections,
@@ -87,7 +86,7 @@ async def pay_peak(target: str, pid: int, levels: list[int], duration_s: float,
         ok = sum(1 for _, code, _ in calls if code == grpc.StatusCode.OK)
         by_level[level] = round(ok / duration_s, 1)
         cpu_by_level[level] = round(cpu * 1e6 / max(ok, 1))
-        generator_by_level[level] = round(node_load.LAST_RUN["cpu_s"] * 1e6 / max(len(calls), 1))
+        generator_by_level[level] = round(generator_cpu_s * 1e6 / max(len(calls), 1))
         cores = os.cpu_count() or 1
         cores_by_level[level] = {"server": round(cpu / (total / cores), 2),
                                  "machine": round(busy / (total / cores), 2), "of": cores}

@@ -14,7 +14,7 @@ import shutil
 import struct
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import grpc
 
@@ -24,8 +24,12 @@ GRPC_JS = ROOT / "clients" / "node" / "node_modules" / "@grpc" / "grpc-js"
 CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 Call = tuple[float, grpc.StatusCode, float]
-# The last run's summary: calls, not_sent, and the generator's own cpu_s.
-LAST_RUN: dict = {}
+
+
+class NodeRun(NamedTuple):
+    calls: list[Call]  # every call made
+    not_sent: int  # calls due while max_in_flight were in flight
+    generator_cpu_s: float  # the node process's own user + system CPU
 
 
 def node_load_unavailable() -> str | None:
@@ -43,11 +47,10 @@ async def node_unary_load(target: str, method: str, make_request: Callable[[int]
                           phases: list[tuple[float, float]] | None = None,
                           max_in_flight: int = 4_096,
                           niceness: int = 0, connections: int = 1,
-                          transport: str = "http2") -> tuple[list[Call], int]:
+                          transport: str = "http2") -> NodeRun:
     """closed_loop=(concurrency, seconds), or phases=[(rate_per_s, seconds)];
     calls spread over `connections` connections; `transport` "grpc-js" or
-    "http2" (open_loop_load.js says what each is). Returns every call and how
-    many were not sent (max_in_flight reached)."""
+    "http2" (open_loop_load.js says what each is)."""
     assert (closed_loop is None) != (phases is None)
     with tempfile.TemporaryDirectory() as folder:
         bodies, output, spec = (Path(folder) / name for name in ("bodies", "calls", "run.json"))
@@ -74,5 +77,4 @@ async def node_unary_load(target: str, method: str, make_request: Callable[[int]
             started_ms, code, latency_ms = line.split(",")
             calls.append((float(started_ms) / 1_000, CODES[int(code)], float(latency_ms)))
         summary = json.loads(summary)
-        LAST_RUN.update(summary)
-        return calls, summary["not_sent"]
+        return NodeRun(calls, summary["not_sent"], summary["cpu_s"])

@@ -103,10 +103,11 @@ async def run(args: argparse.Namespace) -> tuple[dict, list[str]]:
         if args.peak_rate:
             peak = {"qps": args.peak_rate}
         elif args.load_generator == "node":
-            peak_calls, _ = await node_unary_load(
+            peak_calls = (await node_unary_load(
                 server.target, PAY_METHOD, pay_request_maker(uuid.uuid4().hex[:8]),
                 int(args.peak_seconds * MAX_PEAK_PER_S), AUTH_METADATA, CALL_TIMEOUT_S,
-                closed_loop=(peak_concurrency, args.peak_seconds), niceness=args.load_niceness)
+                closed_loop=(peak_concurrency, args.peak_seconds),
+                niceness=args.load_niceness)).calls
             refused = Counter(code.name for _, code, _ in peak_calls if code is not OK)
             assert not refused, f"the closed loop under the limit was refused: {refused}"
             peak = {"qps": round(len(peak_calls) / args.peak_seconds, 1)}
@@ -133,7 +134,7 @@ async def run(args: argparse.Namespace) -> tuple[dict, list[str]]:
             sampler = asyncio.create_task(sample_rss(server.pid, rss, started))
             if args.load_generator == "node":
                 planned = overload_rate * args.seconds + recovery_rate * args.recovery_seconds
-                found, not_sent = await node_unary_load(
+                found, not_sent, _ = await node_unary_load(
                     target, PAY_METHOD, pay_request_maker(run_id), int(planned * 1.01) + 100,
                     AUTH_METADATA, CALL_TIMEOUT_S, max_in_flight=args.max_in_flight,
                     niceness=args.load_niceness,
