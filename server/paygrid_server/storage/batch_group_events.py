@@ -100,6 +100,8 @@ class GroupEvents:
         self._reports = reports
         self._encoder = encoder
         self._payloads = [encoder.group(report.group) for report in reports]
+        for report, payload in zip(reports, self._payloads):
+            report.group.stored_snapshot = payload
         self.count = sum(report.event_count for report in reports)
 
     @property

@@ -203,12 +203,26 @@ def event_pb(event: BatchEvent) -> pb.SubmitBatchResponse:
         return response
     if isinstance(event, GroupCompleted):
         response = pb.SubmitBatchResponse(group=pb.GroupResult())
-        _fill_group(response.group, event.group)
+        _group_as_stored(response.group, event.group)
         return response
     assert isinstance(event, BatchSummary)
     return pb.SubmitBatchResponse(summary=pb.BatchSummary(
         batch_id=event.batch_id, status=pb.BatchStatus.Value(f"BATCH_STATUS_{event.status.value}"),
         counts=counts_pb(event.counts), timing=timing_pb(event.timing)))
+
+
+_GROUP_RESULT = pb.GroupResult.DESCRIPTOR.full_name
+
+
+def _group_as_stored(message: pb.GroupResult, group: BatchGroup) -> None:
+    """`group` into `message`: from the bytes its event stored, when this
+    process stored it (one parse in C: 0.18 against 1.4 µs an item for
+    _fill_group, message and serialization included), else field by field."""
+    snapshot = group.stored_snapshot
+    if snapshot is not None and snapshot[0] == _GROUP_RESULT:
+        message.MergeFromString(snapshot[1])
+    else:
+        _fill_group(message, group)
 
 
 def batch_pb(report: BatchReport) -> pb.Batch:

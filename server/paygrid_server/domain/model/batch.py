@@ -149,6 +149,12 @@ class BatchGroup:
     items: list[BatchItem] = field(default_factory=list)
     started_at_us: int = 0
     completed_at_us: int = 0
+    # The group's result as this process stored it in its event
+    # (SnapshotEncoder.group: type name and bytes), set by the store inside
+    # the transaction that stores the results; SubmitBatch streams those bytes
+    # rather than encode the group a second time. A group is not changed after
+    # its results are stored; one read back from storage has none.
+    stored_snapshot: tuple[str, bytes] | None = field(default=None, compare=False, repr=False)
 
     @property
     def processing_us(self) -> int:
