@@ -4,6 +4,7 @@ follow the indexes. Each test runs on both engines."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from paygrid_server.domain.model.batch import (
     BatchStatus,
     GroupingPolicy,
 )
+from paygrid_server.domain.model.fingerprint import fingerprint
 from paygrid_server.domain.model.money import Money
 from paygrid_server.domain.model.payment import Failure, FailureReason
 from paygrid_server.domain.ports.batch_store import BatchStore
@@ -144,6 +146,36 @@ async def test_a_reference_taken_once_per_submission(store: BatchStore) -> None:
         ("a", FailureReason.DUPLICATE_REFERENCE)]
     assert [i.reference for i in later.resent] == ["b"]  # now with its first content
     assert (await store.counts(UID)).total == 3 + 4  # stored, and refused (not stored)
+
+
+@pytest.mark.parametrize("changed", [
+    dict(payee="payee_other"), dict(amount=Money("EUR", 101)), dict(amount=Money("USD", 100)),
+    dict(requested_channel="card"), dict(requested_at_us=1_700_000_000_000_000),
+    dict(requested_at_us=0)])
+async def test_a_reference_resent_with_any_other_content_is_a_conflict(
+        store: BatchStore, changed: dict) -> None:
+    first = replace(_item(1, "a"), requested_at_us=None)
+    await store.insert_items(UID, 1, [first, _item(2, "b")], 0)
+    again = await store.insert_items(UID, 2, [replace(_item(3, "a"), **changed),
+                                              replace(_item(4, "b"), channel="wallet")], 0)
+    assert [(r.reference, r.failure.reason) for r in again.refused] == [
+        ("a", FailureReason.REFERENCE_CONFLICT)]
+    # Where it is charged is not content: routing may differ on resubmission.
+    assert [(i.reference, i.seq, i.channel) for i in again.resent] == [("b", 2, "card")]
+    assert again.new == []
+
+
+@pytest.mark.postgresql_only
+async def test_postgresql_still_stores_each_items_content_digest(store: BatchStore) -> None:
+    """Replicas of the release before migration 0013 compare an item's
+    digest when it is resent, and a rolling update runs them beside this
+    one: each item is stored with the digest they take."""
+    items = [_item(1, "a"), replace(_item(2, "b"), requested_at_us=1_700_000_000_000_000)]
+    await store.insert_items(UID, 1, items, 0)
+    rows = await store._database.read(
+        "fetch", "SELECT reference, content_digest FROM batch_items ORDER BY seq")
+    assert [tuple(row) for row in rows] == [
+        (i.reference, fingerprint([i.payee, "EUR", 100, "", i.requested_at_us])) for i in items]
 
 
 @pytest.mark.postgresql_only

@@ -37,8 +37,7 @@ def _typed(row: tuple) -> list[tuple[object, type]]:
 
 def _as_held(item: BatchItem) -> list[tuple[object, type]]:
     """The row the item should have: every column as item_insert_row spells
-    it (the content digest last of those, the item's own content_digest()),
-    then the batch, the submission and the version."""
+    it, then the batch, the submission and the version."""
     return _typed((*item_insert_row(item), UID, 1, item.version))
 
 
@@ -76,7 +75,7 @@ async def test_rows_hold_each_item_as_it_is_whichever_statement_wrote_them(
             await store.save_group_results(UID, group)
 
     with sqlite3.connect(path) as db:
-        rows = db.execute(f"SELECT {STORED_ITEM_COLUMNS}, content_digest, batch_uid, "
+        rows = db.execute(f"SELECT {STORED_ITEM_COLUMNS}, batch_uid, "
                           "submission, version FROM batch_items ORDER BY seq").fetchall()
     assert [_typed(row) for row in rows] == [_as_held(item) for item in items]
     assert {row[8] for row in rows} == {"SUCCEEDED", "FAILED", "PROCESSING", "REJECTED",

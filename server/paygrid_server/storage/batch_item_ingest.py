@@ -19,9 +19,9 @@ _TAKEN_NOW = object()
 
 def sort_incoming(items: list[BatchItem], stored: Mapping[str, Any], submission: int,
                   outcome: IngestOutcome) -> tuple[list[BatchItem], list[int]]:
-    """`stored`: rows by reference (ITEM_COLUMNS first, then `submission` and
-    `content_digest` by name). Fills outcome.refused and outcome.resent;
-    returns the items to insert and the seqs of the resent ones."""
+    """`stored`: rows by reference (ITEM_COLUMNS first, then `submission` by
+    name). Fills outcome.refused and outcome.resent; returns the items to
+    insert and the seqs of the resent ones."""
     seen: dict[str, Any] = dict(stored)
     fresh: list[BatchItem] = []
     resent: list[int] = []
@@ -35,13 +35,13 @@ def sort_incoming(items: list[BatchItem], stored: Mapping[str, Any], submission:
                 item.reference, BatchItemStatus.REJECTED, failure=Failure(
                     FailureReason.DUPLICATE_REFERENCE,
                     f"reference {item.reference!r} appears twice in this batch")))
-        elif prior["content_digest"] != item.content_digest():
+        elif (first := item_from_row(prior)).content() != item.content():
             outcome.refused.append(ItemResult(
                 item.reference, BatchItemStatus.REJECTED, failure=Failure(
                     FailureReason.REFERENCE_CONFLICT,
                     f"reference {item.reference!r} was first sent with other content")))
         else:
-            resent.append(prior["seq"])
-            outcome.resent.append(item_from_row(prior))
+            resent.append(first.seq)
+            outcome.resent.append(first)
             seen[item.reference] = _TAKEN_NOW
     return fresh, resent

@@ -72,11 +72,10 @@ def item_from_row(row: Sequence[Any]) -> BatchItem:
 
 
 def item_insert_row(item: BatchItem) -> tuple:
-    """An item as stored first: STORED_ITEM_COLUMNS, then its content digest."""
+    """An item as stored first: STORED_ITEM_COLUMNS."""
     return (item.seq, item.reference, item.payee, item.amount.currency, item.amount.amount_minor,
             item.requested_channel, item.requested_at_us, item.channel, item.status.value,
-            item.attempt, item.group_no, item.channel_reference, *failure_columns(item.failure),
-            item.content_digest())
+            item.attempt, item.group_no, item.channel_reference, *failure_columns(item.failure))
 
 
 def item_state_row(item: BatchItem) -> tuple:

@@ -8,7 +8,6 @@ from typing import Iterable
 
 from paygrid_server.domain.model.control_totals import ControlTotals
 from paygrid_server.domain.model.fingerprint import fingerprint as digest_of
-from paygrid_server.domain.model.content_fingerprint import content_fingerprint
 from paygrid_server.domain.model.money import Money
 from paygrid_server.domain.model.payment import Failure
 
@@ -120,10 +119,10 @@ class BatchItem:
     # (0: none yet; storage/batch_group_events.py).
     version: int = 0
 
-    def content_digest(self) -> str:
-        """An item resent on resubmission must carry the same content."""
-        return content_fingerprint(self.payee, self.amount.currency, self.amount.amount_minor,
-                                   self.requested_channel, self.requested_at_us)
+    def content(self) -> tuple[str, Money, str, int | None]:
+        """What an item resent on resubmission must carry as it was first
+        sent. Where it is charged is not content: routing may differ."""
+        return self.payee, self.amount, self.requested_channel, self.requested_at_us
 
     def result(self) -> ItemResult:
         return ItemResult(self.reference, self.status, self.channel, self.channel_reference,

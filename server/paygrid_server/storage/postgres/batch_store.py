@@ -24,6 +24,7 @@ from paygrid_server.domain.model.batch import (
     BatchItemStatus,
     BatchStatus,
 )
+from paygrid_server.domain.model.content_fingerprint import content_fingerprint
 from paygrid_server.domain.model.payment import Failure
 from paygrid_server.domain.ports.event_log import SnapshotEncoder
 from paygrid_server.domain.ports.batch_store import IngestOutcome
@@ -58,11 +59,20 @@ _INSERT_ITEMS = (
     "requested_channel, requested_at_us, channel, status, attempt, group_no, channel_reference, "
     "failure_reason, failure_message, failure_decline_code, content_digest)")
 
+
+def _content_digest(item: BatchItem) -> str:
+    """The digest PostgreSQL still stores beside an item: replicas of releases
+    before 0013, which compare it when an item is resent, may run beside this
+    one during a rolling update. Nothing here reads it (an item's content is
+    compared by its columns: storage/batch_item_ingest.py)."""
+    return content_fingerprint(item.payee, item.amount.currency, item.amount.amount_minor,
+                               item.requested_channel, item.requested_at_us)
+
 # Lookups by (batch_uid, reference), one index probe per reference (LATERAL
 # ... LIMIT 1 keeps it a probe, whatever the estimates).
 _STORED_BY_REFERENCE = (
     f"SELECT {', '.join(f'item.{c.strip()}' for c in _ITEM_COLUMNS.split(','))}, "
-    "item.submission, item.content_digest FROM unnest($2::text[]) AS wanted (reference) "
+    "item.submission FROM unnest($2::text[]) AS wanted (reference) "
     "CROSS JOIN LATERAL (SELECT * FROM batch_items WHERE batch_uid = $1 "
     "AND reference = wanted.reference LIMIT 1) AS item")
 
@@ -138,7 +148,7 @@ class PostgresBatchStore:
                 await db.execute("UPDATE batches SET unstored_rejections = "
                                  "unstored_rejections + $1 WHERE uid = $2", unstored, batch_uid)
             for chunk in chunks(fresh):
-                arrays = columns([item_insert_row(i) for i in chunk])
+                arrays = columns([(*item_insert_row(i), _content_digest(i)) for i in chunk])
                 await db.execute(_INSERT_ITEMS, *arrays[:15], batch_uid, submission, arrays[15])
             # Seen in this submission now: a second copy later in the stream is a duplicate.
             if resent:

@@ -17,7 +17,6 @@ from operator import attrgetter
 from typing import Sequence
 
 from paygrid_server.domain.model.batch import BatchItem, BatchItemStatus
-from paygrid_server.domain.model.content_fingerprint import content_fingerprint
 from paygrid_server.storage.batch_rows import STORED_ITEM_COLUMNS, every_item, item_insert_row
 from paygrid_server.storage.sqlite.batch_item_rows import in_list
 
@@ -31,12 +30,12 @@ _STATE_COLUMNS = ("status, attempt, group_no, channel_reference, failure_reason,
 _AS_ARRIVED_SQL = "'RECEIVED', 1, 0, '', NULL, NULL, NULL"
 
 # What differs from item to item, in the order of _content's values, then
-# the content digest and what is the same for the whole chunk.
+# what is the same for the whole chunk.
 _CONTENT_COLUMNS = ("seq, reference, payee, currency, amount_minor, requested_channel, "
-                    "requested_at_us, channel, content_digest, batch_uid, submission")
+                    "requested_at_us, channel, batch_uid, submission")
 _content = attrgetter("seq", "reference", "payee", "amount.currency", "amount.amount_minor",
                       "requested_channel", "requested_at_us", "channel")
-_ALL_COLUMNS = f"{STORED_ITEM_COLUMNS}, content_digest, batch_uid, submission"
+_ALL_COLUMNS = f"{STORED_ITEM_COLUMNS}, batch_uid, submission"
 
 
 @functools.cache
@@ -58,7 +57,7 @@ def insert_chunk(db: sqlite3.Connection, batch_uid: str, submission: int,
     if not every_item(_state, _AS_ARRIVED, chunk):
         params = []
         for item in chunk:
-            params += item_insert_row(item)  # ends with the content digest
+            params += item_insert_row(item)
             params += (batch_uid, submission)
         db.execute(_any_state_sql(len(chunk)), params)
         return
@@ -68,8 +67,5 @@ def insert_chunk(db: sqlite3.Connection, batch_uid: str, submission: int,
     for seq, reference, payee, currency, amount_minor, requested_channel, requested_at_us, \
             channel in map(_content, chunk):
         params += (seq, reference, payee, currency, amount_minor, requested_channel,
-                   requested_at_us, channel,
-                   content_fingerprint(payee, currency, amount_minor, requested_channel,
-                                       requested_at_us),
-                   batch_uid, submission)
+                   requested_at_us, channel, batch_uid, submission)
     db.execute(_as_arrived_sql(len(chunk)), params)

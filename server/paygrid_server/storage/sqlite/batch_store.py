@@ -136,7 +136,7 @@ class SqliteBatchStore:
             existing: dict[str, sqlite3.Row | object] = {}
             for chunk in chunks([item.reference for item in items]):
                 existing.update({row["reference"]: row for row in db.execute(
-                    f"SELECT {_ITEM_COLUMNS}, submission, content_digest FROM batch_items "
+                    f"SELECT {_ITEM_COLUMNS}, submission FROM batch_items "
                     f"WHERE batch_uid = ? AND reference IN ({in_list(len(chunk))})",
                     (batch_uid, *chunk))})
             fresh, resent = sort_incoming(items, existing, submission, outcome)
