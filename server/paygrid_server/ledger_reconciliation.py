@@ -104,7 +104,7 @@ def _records(rows: Rows) -> tuple[dict[str, _Record], list[str]]:
         " amount_minor, refunded_minor, refund_pending_minor FROM payment_legs")
     items = rows(
         "SELECT batch_uid || '.' || seq || '.' || attempt, status, channel, channel_reference,"
-        " currency, amount_minor FROM batch_items")
+        " currency, amount_minor FROM batch_item_charges")
     unsettled = [f"payment {pid} is PROCESSING" for (pid,) in rows(
         "SELECT payment_id FROM payments WHERE status = 'PROCESSING'")]
     unsettled += [f"refund {rid} is PENDING" for (rid,) in rows(

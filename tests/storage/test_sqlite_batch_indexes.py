@@ -62,8 +62,10 @@ async def test_only_grouped_items_enter_by_group_and_a_group_reads_back_through_
             "PRAGMA index_list(batch_items)")}
         assert partial["batch_items_by_group"] == 1
         plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {GROUP_ITEMS_SQL}", (UID, 7))]
+        # The batch's key found once, by its uid, then the index.
         assert plan == ["SEARCH batch_items USING INDEX batch_items_by_group "
-                        "(batch_uid=? AND group_no=?)"], plan
+                        "(batch_key=? AND group_no=?)", "SCALAR SUBQUERY 1",
+                        "SEARCH batches USING INDEX sqlite_autoindex_batches_1 (uid=?)"], plan
         [group] = groups_as_stored(db, UID, [7])
     assert [(i.seq, i.status, i.group_no) for i in group.items] == \
         [(2, BatchItemStatus.PROCESSING, 7), (4, BatchItemStatus.PROCESSING, 7)]
@@ -87,7 +89,8 @@ async def test_by_status_holds_only_what_is_read_by_it_and_readers_use_it(
             "PRAGMA index_list(batch_items)")}
         assert partial["batch_items_by_status"] == 1
         entries = db.execute("SELECT count(*) FROM batch_items INDEXED BY batch_items_by_status "
-                             "WHERE batch_uid = ? AND status NOT IN ('RECEIVED', 'SUCCEEDED')",
+                             "WHERE batch_key = (SELECT item_key FROM batches WHERE uid = ?) "
+                             "AND status NOT IN ('RECEIVED', 'SUCCEEDED')",
                              (UID,)).fetchone()[0]
         assert entries == 2  # the two PROCESSING items only
         for status, uses_index in (("FAILED", True), ("UNKNOWN", True), ("PROCESSING", True),

@@ -75,7 +75,8 @@ async def test_rows_hold_each_item_as_it_is_whichever_statement_wrote_them(
             await store.save_group_results(UID, group)
 
     with sqlite3.connect(path) as db:
-        rows = db.execute(f"SELECT {STORED_ITEM_COLUMNS}, batch_uid, "
+        rows = db.execute(f"SELECT {STORED_ITEM_COLUMNS}, "
+                          "(SELECT uid FROM batches WHERE item_key = batch_key), "
                           "submission, version FROM batch_items ORDER BY seq").fetchall()
     assert [_typed(row) for row in rows] == [_as_held(item) for item in items]
     assert {row[8] for row in rows} == {"SUCCEEDED", "FAILED", "PROCESSING", "REJECTED",

@@ -35,7 +35,8 @@ def _stored(path: Path) -> tuple[dict[int, tuple[str, int]], dict[str, int], dic
     """Each item's (status, group_no) by seq; the counts kept; a recount."""
     with sqlite3.connect(path) as db:
         items = {seq: (status, group_no) for seq, status, group_no in db.execute(
-            "SELECT seq, status, group_no FROM batch_items WHERE batch_uid = ?", (UID,))}
+            "SELECT seq, status, group_no FROM batch_items WHERE batch_key = "
+            "(SELECT item_key FROM batches WHERE uid = ?)", (UID,))}
         kept = dict(zip(("RECEIVED", "PROCESSING", "SUCCEEDED", "FAILED", "UNKNOWN",
                          "REJECTED"), db.execute(
             "SELECT received, processing, succeeded, failed, unknown, rejected "

@@ -10,7 +10,7 @@ from pathlib import Path
 from paygrid_server.storage.sqlite.batch_item_counts import STATUSES
 
 _RECOUNT = ("SELECT b.uid, " + ", ".join(f"count(i.status = '{s}' OR NULL)" for s in STATUSES)
-            + " FROM batches b LEFT JOIN batch_items i ON i.batch_uid = b.uid GROUP BY b.uid")
+            + " FROM batches b LEFT JOIN batch_items i ON i.batch_key = b.item_key GROUP BY b.uid")
 _KEPT = ("SELECT batch_uid, " + ", ".join(s.lower() for s in STATUSES)
          + " FROM batch_item_counts")
 

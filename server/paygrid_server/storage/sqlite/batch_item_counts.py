@@ -19,6 +19,7 @@ import aiosqlite
 
 from paygrid_server.domain.model.batch import BatchCounts, BatchItem, BatchItemStatus
 from paygrid_server.storage.batch_rows import counts_from_rows, item_status
+from paygrid_server.storage.sqlite.batch_item_key import OF_BATCH
 
 # batch_item_counts' columns, one per status.
 STATUSES = ("RECEIVED", "PROCESSING", "SUCCEEDED", "FAILED", "UNKNOWN", "REJECTED")
@@ -73,7 +74,7 @@ def _stored(db: sqlite3.Connection, batch_uid: str, seqs: Sequence[int]) -> Coun
     for start in range(0, len(seqs), 256):
         chunk = seqs[start:start + 256]
         found.update(dict(db.execute(
-            f"SELECT status, count(*) FROM batch_items WHERE batch_uid = ? "
+            f"SELECT status, count(*) FROM batch_items WHERE {OF_BATCH} "
             f"AND seq IN ({', '.join('?' * len(chunk))}) GROUP BY status", (batch_uid, *chunk))))
     return found
 

@@ -18,6 +18,7 @@ from paygrid_server.storage.batch_rows import (
 )
 from paygrid_server.storage.failure_columns import failure_columns
 from paygrid_server.storage.sqlite import batch_item_counts
+from paygrid_server.storage.sqlite.batch_item_key import OF_BATCH
 from paygrid_server.storage.sqlite.batch_item_counts import status_counts
 
 # A statement that writes items is `UPDATE OR ROLLBACK`: a statement that may
@@ -116,7 +117,7 @@ def _update_sql(rows: int, columns: tuple[str, ...], guarded: bool,
     sets = [f"{c} = state.{c}" for c in columns] + [f"{c} = NULL" for c in nulled]
     return (f"WITH state (seq, {', '.join(columns)}) AS (VALUES {', '.join([row] * rows)}) "
             f"{_OR_ROLLBACK} {', '.join(sets)} "
-            "FROM state WHERE batch_items.batch_uid = ? AND batch_items.seq = state.seq"
+            f"FROM state WHERE batch_items.{OF_BATCH} AND batch_items.seq = state.seq"
             + (" AND batch_items.status = ?" if guarded else ""))
 
 
@@ -195,7 +196,7 @@ def mark_processing(db: sqlite3.Connection, batch_uid: str, seqs: list[int],
                   for chunk in group_chunks(seqs)])
     for marked, where_seq, seq_params in runs:
         sql = (f"{_OR_ROLLBACK} status = 'PROCESSING'{group_set} "
-               f"WHERE batch_uid = ? AND seq {where_seq}")
+               f"WHERE {OF_BATCH} AND seq {where_seq}")
         params = (*group_param, batch_uid, *seq_params)
         batch_item_counts.moved_from(
             db, batch_uid, marked, "RECEIVED", {"PROCESSING": len(marked)},
@@ -208,7 +209,7 @@ def stored_statuses(db: sqlite3.Connection, batch_uid: str,
     """The items' statuses as stored, by seq."""
     found: dict[int, str] = {}
     for chunk in chunks([item.seq for item in items]):
-        found.update(db.execute(f"SELECT seq, status FROM batch_items WHERE batch_uid = ? "
+        found.update(db.execute(f"SELECT seq, status FROM batch_items WHERE {OF_BATCH} "
                                 f"AND seq IN ({in_list(len(chunk))})", (batch_uid, *chunk)))
     return found
 
@@ -216,7 +217,7 @@ def stored_statuses(db: sqlite3.Connection, batch_uid: str,
 # `group_no <> 0` is the WHERE of the partial index batch_items_by_group
 # (migrations/0011): SQLite uses a partial index only for a query that says so.
 GROUP_ITEMS_SQL = (f"SELECT {ITEM_COLUMNS} FROM batch_items "
-                   "WHERE batch_uid = ? AND group_no = ? AND group_no <> 0 ORDER BY seq")
+                   f"WHERE {OF_BATCH} AND group_no = ? AND group_no <> 0 ORDER BY seq")
 
 
 def groups_as_stored(db: sqlite3.Connection, batch_uid: str,

@@ -27,6 +27,7 @@ from paygrid_server.storage.sqlite import batch_item_counts
 from paygrid_server.storage.sqlite.batch_item_counts import status_counts
 from paygrid_server.storage.batch_group_events import completed
 from paygrid_server.storage.sqlite.batch_item_inserts import insert_chunk
+from paygrid_server.storage.sqlite.batch_item_key import OF_BATCH, OF_BATCH_NAMED
 from paygrid_server.storage.sqlite.batch_events import batch_status, write_batch_event
 from paygrid_server.storage.sqlite.batch_group_events import save_and_report, write_group_events
 from paygrid_server.storage.sqlite.batch_item_rows import (
@@ -55,7 +56,7 @@ def items_after_sql(statuses: tuple[str, ...]) -> str:
     arms = [f"AND status = :status_{n}" + ("" if status in _WALKED else f" AND {_INDEXED}")
             for n, status in enumerate(statuses)] or [""]
     return (" UNION ALL ".join(f"SELECT {_ITEM_COLUMNS} FROM batch_items "
-                               f"WHERE batch_uid = :batch_uid AND seq > :after_seq {arm}"
+                               f"WHERE {OF_BATCH_NAMED} AND seq > :after_seq {arm}"
                                for arm in arms)
             + " ORDER BY seq LIMIT :limit")
 
@@ -82,8 +83,11 @@ class SqliteBatchStore:
             inserted = db.execute(
                 "INSERT INTO batches (tenant_id, batch_id, uid, payer, grouping, max_group_size, "
                 "parallelism, fingerprint, status, submissions, created_at_us, "
-                "submission_started_at_us, failure_policy) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "submission_started_at_us, failure_policy, item_key) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                # The key its items are stored under (sqlite/batch_item_key.py);
+                # the one writer (or the file's write lock) keeps it unique.
+                "(SELECT coalesce(max(item_key), 0) + 1 FROM batches)) "
                 "ON CONFLICT (tenant_id, batch_id) DO NOTHING",
                 (batch.tenant_id, batch.batch_id, batch.uid, h.payer, h.grouping.value,
                  h.max_group_size, h.parallelism, batch.fingerprint, batch.status.value,
@@ -121,7 +125,7 @@ class SqliteBatchStore:
                 (header.max_group_size, header.parallelism, started_at_us, batch_uid))
             submission, max_seq, max_group = db.execute(
                 "SELECT submissions, "
-                "(SELECT coalesce(max(seq), 0) FROM batch_items WHERE batch_uid = ?), "
+                f"(SELECT coalesce(max(seq), 0) FROM batch_items WHERE {OF_BATCH}), "
                 "(SELECT coalesce(max(group_no), 0) FROM batch_groups WHERE batch_uid = ?) "
                 "FROM batches WHERE uid = ?", (batch_uid, batch_uid, batch_uid)).fetchone()
             write_batch_event(db, self._encoder, batch_uid, status_before)
@@ -137,7 +141,7 @@ class SqliteBatchStore:
             for chunk in chunks([item.reference for item in items]):
                 existing.update({row["reference"]: row for row in db.execute(
                     f"SELECT {_ITEM_COLUMNS}, submission FROM batch_items "
-                    f"WHERE batch_uid = ? AND reference IN ({in_list(len(chunk))})",
+                    f"WHERE {OF_BATCH} AND reference IN ({in_list(len(chunk))})",
                     (batch_uid, *chunk))})
             fresh, resent = sort_incoming(items, existing, submission, outcome)
             for chunk in chunks(fresh):
@@ -146,7 +150,7 @@ class SqliteBatchStore:
             # Seen in this submission now: a second copy later in the stream is a duplicate.
             for chunk in chunks(resent):
                 db.execute(f"UPDATE batch_items SET submission = ? "
-                           f"WHERE batch_uid = ? AND seq IN ({in_list(len(chunk))})",
+                           f"WHERE {OF_BATCH} AND seq IN ({in_list(len(chunk))})",
                            (submission, batch_uid, *chunk))
             unstored = unstored_rejections + len(outcome.refused)
             if unstored:
@@ -199,7 +203,7 @@ class SqliteBatchStore:
             rejected = db.execute(
                 "UPDATE batch_items SET status = 'REJECTED', failure_reason = ?, "
                 "failure_message = ?, failure_decline_code = ? "
-                "WHERE batch_uid = ? AND status = 'RECEIVED'",
+                f"WHERE {OF_BATCH} AND status = 'RECEIVED'",
                 (*failure_columns(failure), batch_uid)).rowcount
             batch_item_counts.add(db, batch_uid, {"RECEIVED": -rejected, "REJECTED": rejected})
             return rejected

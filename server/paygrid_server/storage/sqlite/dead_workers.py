@@ -13,6 +13,7 @@ import sqlite3
 
 from paygrid_server.domain.ports.event_log import SnapshotEncoder
 from paygrid_server.storage.sqlite.batch_events import write_batch_event
+from paygrid_server.storage.sqlite.batch_item_key import OF_BATCH
 
 # A batch inserted but never started is between its INSERT and its
 # submission lease on a live worker: abandoned only after this (as on PostgreSQL).
@@ -66,5 +67,5 @@ def adopt_lone_server_groups(db: sqlite3.Connection, batch_uid: str) -> None:
         "UPDATE batch_groups SET status = 'QUEUED', lease_count = max(lease_count, 1), "
         "lease_owner = NULL, lease_expires_at_us = 0 "
         "WHERE batch_uid = ? AND status = 'DONE' AND completed_at_us IS NULL AND group_no IN "
-        "(SELECT group_no FROM batch_items WHERE batch_uid = ? AND status = 'PROCESSING')",
+        f"(SELECT group_no FROM batch_items WHERE {OF_BATCH} AND status = 'PROCESSING')",
         (batch_uid, batch_uid))

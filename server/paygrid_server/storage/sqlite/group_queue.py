@@ -27,6 +27,7 @@ from paygrid_server.domain.ports.group_queue import DoneGroup, GroupLease
 from paygrid_server.storage.batch_group_events import completed
 from paygrid_server.storage.batch_rows import item_from_row
 from paygrid_server.storage.sqlite.batch_group_events import write_group_events
+from paygrid_server.storage.sqlite.batch_item_key import OF_BATCH
 from paygrid_server.storage.sqlite.batch_item_rows import (
     GROUP_ITEMS_SQL,
     chunks,
@@ -104,7 +105,7 @@ class SqliteGroupQueue:
                        "started_at_us, status) VALUES (?, ?, ?, ?, 0, 'QUEUED')",
                        (batch_uid, group.group_no, group.key, len(group.items)))
             for chunk in chunks([item.seq for item in group.items]):
-                db.execute(f"UPDATE batch_items SET group_no = ? WHERE batch_uid = ? "
+                db.execute(f"UPDATE batch_items SET group_no = ? WHERE {OF_BATCH} "
                            f"AND seq IN ({in_list(len(chunk))})",
                            (group.group_no, batch_uid, *chunk))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 
 from paygrid_server.storage.single_process_group_queue import SingleProcessGroupQueue
+from paygrid_server.storage.sqlite.batch_item_key import OF_BATCH
 from paygrid_server.storage.sqlite.batch_store import SqliteBatchStore
 from paygrid_server.storage.sqlite.database import SqliteDatabase
 
@@ -36,7 +37,7 @@ class LoneServerGroupQueue(SingleProcessGroupQueue):
 
 
 def _return_worker_groups(db: sqlite3.Connection, batch_uid: str) -> None:
-    db.execute("UPDATE batch_items SET group_no = 0 WHERE batch_uid = ? AND status = 'RECEIVED' "
+    db.execute(f"UPDATE batch_items SET group_no = 0 WHERE {OF_BATCH} AND status = 'RECEIVED' "
                "AND group_no IN (SELECT group_no FROM batch_groups WHERE batch_uid = ? "
                "AND status <> 'DONE')", (batch_uid, batch_uid))
     db.execute("UPDATE batch_groups SET status = 'DONE', lease_owner = NULL, "
