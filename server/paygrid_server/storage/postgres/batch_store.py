@@ -68,6 +68,7 @@ def _content_digest(item: BatchItem) -> str:
     return content_fingerprint(item.payee, item.amount.currency, item.amount.amount_minor,
                                item.requested_channel, item.requested_at_us)
 
+
 # Lookups by (batch_uid, reference), one index probe per reference (LATERAL
 # ... LIMIT 1 keeps it a probe, whatever the estimates).
 _STORED_BY_REFERENCE = (

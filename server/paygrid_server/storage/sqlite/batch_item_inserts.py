@@ -4,9 +4,9 @@ parameters, built on the writer thread for every item of every batch.
 Nearly every item is stored as it arrived: RECEIVED, first attempt, no
 group, no result. A chunk of only such items is inserted by a statement
 that spells those seven columns as SQL literals, so each item binds 8
-parameters instead of 15 (binding is paid per parameter). A chunk holding any other
-item (one rejected at intake) binds every column. Both store the same
-values (tests/storage/test_sqlite_batch_item_rows_stored.py)."""
+parameters instead of 15 (binding is paid per parameter). A chunk holding
+any other item (one rejected at intake) binds every column. Both store the
+same values (tests/storage/test_sqlite_batch_item_rows_stored.py)."""
 
 from __future__ import annotations
 
