@@ -215,7 +215,8 @@ def stored_statuses(db: sqlite3.Connection, batch_uid: str,
 
 
 # `group_no <> 0` is the WHERE of the partial index batch_items_by_group
-# (migrations/0011): SQLite uses a partial index only for a query that says so.
+# (migrations/0011, made again in 0014): SQLite uses a partial index only for
+# a query that says so.
 GROUP_ITEMS_SQL = (f"SELECT {ITEM_COLUMNS} FROM batch_items "
                    f"WHERE {OF_BATCH} AND group_no = ? AND group_no <> 0 ORDER BY seq")
 

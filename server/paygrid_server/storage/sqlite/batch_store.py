@@ -39,7 +39,8 @@ from paygrid_server.storage.sqlite.batch_item_rows import (
 from paygrid_server.storage.sqlite.database import SqliteDatabase, write_then_wake
 
 
-# batch_items_by_status's WHERE (migrations/0012), and the statuses it leaves out.
+# batch_items_by_status's WHERE (migrations/0012, made again in 0014), and the
+# statuses it leaves out.
 _WALKED = ("RECEIVED", "SUCCEEDED")
 _INDEXED = f"status NOT IN {_WALKED}"
 
@@ -51,7 +52,7 @@ def items_after_sql(statuses: tuple[str, ...]) -> str:
     by name (items_after_parameters), as each arm repeats them. One range of
     batch_items_by_status per status it holds, merged in seq order:
     `status IN (...)` would walk every item after :after_seq. The index is
-    partial (migrations/0012): an arm names its WHERE to use it; a RECEIVED
+    partial (migrations/0012, 0014): an arm names its WHERE to use it; a RECEIVED
     or SUCCEEDED arm walks the batch by seq."""
     arms = [f"AND status = :status_{n}" + ("" if status in _WALKED else f" AND {_INDEXED}")
             for n, status in enumerate(statuses)] or [""]
