@@ -5,12 +5,14 @@ and the RSS read is the server's alone."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 AUTH_METADATA = (("authorization", f"Bearer {DEV_API_KEY}"),)
 STOP_TIMEOUT_S = 30
 PORT_ATTEMPTS = 3
+WORKERS_START_TIMEOUT_S = 60
 
 
 
@@ -92,6 +95,34 @@ class RunningServer:
         return f"127.0.0.1:{self.port}"
 
 
+def listeners(port: int) -> int:
+    """Sockets listening on `port`, any local address (/proc/net/tcp and
+    tcp6, state 0A)."""
+    found = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            next(rows)  # the header
+            for row in rows:
+                fields = row.split()
+                local, state = fields[1], fields[3]
+                found += state == "0A" and int(local.rsplit(":", 1)[1], 16) == port
+    return found
+
+
+async def _every_worker_listening(port: int, workers: int, server: subprocess.Popen) -> None:
+    """`serve --workers N` answers health as soon as its first worker serves,
+    and starts the next ones after it: load started then lands on the first
+    worker alone (the kernel spreads connections over the sockets listening
+    when they are made). Wait for all N listening sockets."""
+    deadline = time.monotonic() + WORKERS_START_TIMEOUT_S
+    while listeners(port) < workers:
+        if server.poll() is not None:
+            raise RuntimeError(f"server exited with code {server.returncode}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{listeners(port)} of {workers} workers listening on {port}")
+        await asyncio.sleep(0.05)
+
+
 async def _start_server(folder: Path, database: str, channel: str, env: dict[str, str],
                         workers: int) -> tuple[int, subprocess.Popen]:
     """Serving on a free port. Other work on the machine may take the port
@@ -116,7 +147,12 @@ name = "card"
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         try:
             await wait_until_serving(port, server)
+            await _every_worker_listening(port, workers, server)
             return port, server
+        except TimeoutError:  # not serving, or not every worker: not left running
+            server.terminate()
+            server.wait(timeout=STOP_TIMEOUT_S)
+            raise
         except RuntimeError:  # it exited
             if server.returncode != START_ERROR_EXIT_CODE or attempt == PORT_ATTEMPTS - 1:
                 raise

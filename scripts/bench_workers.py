@@ -11,8 +11,9 @@ concurrency levels. Batch: one SubmitBatch stream from Python (it lands on
 one worker; on PostgreSQL the other workers claim its groups too), a channel
 simulator process of its own. Each Pay level also prints the busy cores of the
 server and of the whole machine (/proc/stat): where the machine is already busy
-with one worker, a second has no core to add. The machine is shared: run it more
-than once.
+with one worker, a second has no core to add, and each worker's share of the
+workers' CPU: how evenly the kernel spread the connections, which swings the
+2-worker peak. The machine is shared: run it more than once.
 Usage (after scripts/setup, `npm ci` in clients/node, a PostgreSQL at
 PAYGRID_TEST_POSTGRES_DSN):
   .venv/bin/python scripts/bench_workers.py [--duration-s 5] [--concurrency 32,128]
@@ -46,17 +47,31 @@ SETUPS = (("sqlite", 1), ("sqlite", 2), ("postgresql", 1), ("postgresql", 2))
 CALLS_PER_SECOND_AT_MOST = 5_000  # bodies prepared per level: above any peak here
 
 
-def server_cpu_s(supervisor: int) -> float:
-    """CPU of the server: the process started and its children (the workers)."""
-    total = cpu_s(supervisor)
+def worker_cpu_s(supervisor: int) -> dict[int, float]:
+    """CPU of each child (worker) of the process started, by pid."""
+    found = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == supervisor:
+                found[int(stat.parent.name)] = cpu_s(int(stat.parent.name))
         except OSError:
             continue  # exited meanwhile
-        if int(fields[1]) == supervisor:
-            total += cpu_s(int(stat.parent.name))
-    return total
+    return found
+
+
+def server_cpu_s(supervisor: int) -> float:
+    """CPU of the server: the process started and its children (the workers)."""
+    return cpu_s(supervisor) + sum(worker_cpu_s(supervisor).values())
+
+
+def worker_shares(before: dict[int, float], after: dict[int, float]) -> list[float]:
+    """Each worker's part of the workers' CPU between two readings, largest
+    first: the kernel spreads connections, not calls, over the workers, so
+    a few connections may load one worker more (empty for a lone server)."""
+    used = [cpu - before.get(pid, 0.0) for pid, cpu in after.items()]
+    total = sum(used)
+    return sorted((round(u / total, 2) for u in used), reverse=True) if total else []
 
 
 def machine_cpu_s() -> tuple[float, float]:
@@ -73,8 +88,10 @@ async def pay_peak(target: str, pid: int, levels: list[int], duration_s: float,
     # shared with the generator (and PostgreSQL), whether a second worker
     # had a core to run on at all.
     by_level, cpu_by_level, cores_by_level, generator_by_level = {}, {}, {}, {}
+    shares_by_level = {}
     for level in levels:
         cpu_before = server_cpu_s(pid)
+        workers_before = worker_cpu_s(pid)
         machine_before = machine_cpu_s()
         calls, _, generator_cpu_s = await node_unary_load(
             target, PAY_METHOD, pay_request_maker(uuid.uuid4().hex[:8]),
@@ -82,6 +99,7 @@ async def pay_peak(target: str, pid: int, levels: list[int], duration_s: float,
             closed_loop=(level, duration_s), niceness=niceness, connections=connections,
             transport=transport)
         cpu = server_cpu_s(pid) - cpu_before
+        shares_by_level[level] = worker_shares(workers_before, worker_cpu_s(pid))
         busy, total = (after - before for after, before in zip(machine_cpu_s(), machine_before))
         ok = sum(1 for _, code, _ in calls if code == grpc.StatusCode.OK)
         by_level[level] = round(ok / duration_s, 1)
@@ -93,6 +111,7 @@ async def pay_peak(target: str, pid: int, levels: list[int], duration_s: float,
     return {"pay_qps_by_concurrency": by_level, "pay_peak_qps": max(by_level.values()),
             "server_cpu_us_per_pay_by_concurrency": cpu_by_level,
             "busy_cores_by_concurrency": cores_by_level,
+            "worker_cpu_shares_by_concurrency": shares_by_level,
             "generator_cpu_us_per_call_by_concurrency": generator_by_level}
 
 

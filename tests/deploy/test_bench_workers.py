@@ -1,0 +1,80 @@
+"""The benchmarks' helpers for `serve --workers N`: load starts only once all
+N workers listen (scripts/bench_server.py; its health answers SERVING as
+soon as the first worker serves, and connections made before the others
+listen all land on the first one), and scripts/bench_workers.py tells how
+the kernel spread the load over the workers."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+import bench_server  # noqa: E402
+
+
+class _Running:
+    """A server process that has not exited (Popen.poll)."""
+
+    returncode = None
+
+    def poll(self) -> None:
+        return None
+
+
+def _reuse_port_socket(port: int = 0) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", port))
+    return sock
+
+
+def test_listeners_counts_listening_sockets_only() -> None:
+    # As `serve --workers N` holds its port: bound, never listening.
+    held = _reuse_port_socket()
+    port = held.getsockname()[1]
+    first = second = None
+    try:
+        assert bench_server.listeners(port) == 0
+        first = _reuse_port_socket(port)
+        first.listen()
+        assert bench_server.listeners(port) == 1
+        second = _reuse_port_socket(port)
+        second.listen()
+        assert bench_server.listeners(port) == 2
+    finally:
+        for sock in (held, first, second):
+            if sock is not None:
+                sock.close()
+
+
+async def test_waits_for_every_worker_to_listen(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench_server, "WORKERS_START_TIMEOUT_S", 0.3)
+    first = _reuse_port_socket()
+    first.listen()
+    port = first.getsockname()[1]
+    second = None
+    try:
+        # One of two listening: it does not return, whatever the wait.
+        with pytest.raises(TimeoutError, match="1 of 2 workers listening"):
+            await bench_server._every_worker_listening(port, 2, _Running())
+        second = _reuse_port_socket(port)
+        second.listen()
+        await bench_server._every_worker_listening(port, 2, _Running())
+        await bench_server._every_worker_listening(port, 1, _Running())  # a lone server
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+
+
+def test_worker_shares_are_each_workers_part_of_the_cpu_largest_first() -> None:
+    import bench_workers
+
+    # Worker 2 used 1 s, worker 1 3 s between the readings.
+    assert bench_workers.worker_shares({1: 1.0, 2: 2.0}, {1: 4.0, 2: 3.0}) == [0.75, 0.25]
+    assert bench_workers.worker_shares({}, {}) == []  # a lone server: no workers
