@@ -15,6 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 import bench_server  # noqa: E402
+import bench_workers  # noqa: E402
 
 
 class _Running:
@@ -73,8 +74,6 @@ async def test_waits_for_every_worker_to_listen(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_worker_shares_are_each_workers_part_of_the_cpu_largest_first() -> None:
-    import bench_workers
-
     # Worker 2 used 1 s, worker 1 3 s between the readings.
     assert bench_workers.worker_shares({1: 1.0, 2: 2.0}, {1: 4.0, 2: 3.0}) == [0.75, 0.25]
     assert bench_workers.worker_shares({}, {}) == []  # a lone server: no workers
