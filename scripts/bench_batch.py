@@ -24,7 +24,8 @@ from paygrid.v1 import batch_service_pb2_grpc as pb_grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/support/: helpers shared with the tests
 from tests.support.api_key_metadata import keyed_channel
 
-from bench_server import cpu_s, paygrid_server, rss_kib, thread_cpu_s, thread_cpu_since
+from bench_server import (cpu_s, paygrid_server, process_tree, rss_kib, thread_cpu_s,
+                          thread_cpu_since)
 from thread_names import python_thread_names
 
 
@@ -38,22 +39,6 @@ def batch_requests(items: int, per_message: int, group_size: int, parallelism: i
                                 amount=money_pb2.Money(currency=("EUR", "USD")[i % 2],
                                                        amount_minor=100 + i % 1000))
             for i in range(start, min(items, start + per_message))]))
-
-
-def _tree(pid: int) -> list[int]:
-    """`pid` and every process under it (a supervisor's workers)."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError):
-            continue  # gone meanwhile
-    tree, grew = {pid}, True
-    while grew:
-        more = {child for child, parent in parents.items() if parent in tree} - tree
-        tree |= more
-        grew = bool(more)
-    return sorted(tree)
 
 
 def _sum_over(measure, pids: list[int]) -> float:
@@ -71,7 +56,7 @@ async def run(items: int, per_message: int, group_size: int, parallelism: int,
     """extra_env: the server's (bench_baseline_tree runs an older commit's code)."""
     async with paygrid_server(simulator_process=True, extra_env=extra_env,
                               workers=workers) as server:
-        pids = _tree(server.pid)
+        pids = process_tree(server.pid)
         assert len(pids) == (1 if workers == 1 else 1 + workers), pids
         rss_start = _sum_over(rss_kib, pids)
         cpu_start = _sum_over(cpu_s, pids)

@@ -37,7 +37,7 @@ import grpc
 from paygrid.v1 import batch_service_pb2_grpc as pb_grpc
 from bench_batch import batch_requests
 from bench_pay_load import PAY_METHOD, pay_request_maker
-from bench_server import AUTH_METADATA, cpu_s, paygrid_server
+from bench_server import AUTH_METADATA, cpu_s, paygrid_server, process_tree
 from node_load import node_unary_load
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/support/
 from tests.support.api_key_metadata import keyed_channel  # noqa: E402
@@ -47,29 +47,25 @@ SETUPS = (("sqlite", 1), ("sqlite", 2), ("postgresql", 1), ("postgresql", 2))
 CALLS_PER_SECOND_AT_MOST = 5_000  # bodies prepared per level: above any peak here
 
 
-def worker_cpu_s(supervisor: int) -> dict[int, float]:
-    """CPU of each child (worker) of the process started, by pid."""
+def tree_cpu_s(supervisor: int) -> dict[int, float]:
+    """CPU of the process started and of each process under it (the
+    workers), by pid: the server's CPU is their sum."""
     found = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for pid in process_tree(supervisor):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == supervisor:
-                found[int(stat.parent.name)] = cpu_s(int(stat.parent.name))
+            found[pid] = cpu_s(pid)
         except OSError:
             continue  # exited meanwhile
     return found
 
 
-def server_cpu_s(supervisor: int) -> float:
-    """CPU of the server: the process started and its children (the workers)."""
-    return cpu_s(supervisor) + sum(worker_cpu_s(supervisor).values())
-
-
-def worker_shares(before: dict[int, float], after: dict[int, float]) -> list[float]:
-    """Each worker's part of the workers' CPU between two readings, largest
-    first: the kernel spreads connections, not calls, over the workers, so
-    a few connections may load one worker more (empty for a lone server)."""
-    used = [cpu - before.get(pid, 0.0) for pid, cpu in after.items()]
+def worker_shares(before: dict[int, float], after: dict[int, float],
+                  supervisor: int) -> list[float]:
+    """Each worker's part of the workers' CPU between two tree_cpu_s
+    readings, largest first: the kernel spreads connections, not calls,
+    over the workers, so a few connections may load one worker more (empty
+    for a lone server)."""
+    used = [cpu - before.get(pid, 0.0) for pid, cpu in after.items() if pid != supervisor]
     total = sum(used)
     return sorted((round(u / total, 2) for u in used), reverse=True) if total else []
 
@@ -90,16 +86,16 @@ async def pay_peak(target: str, pid: int, levels: list[int], duration_s: float,
     by_level, cpu_by_level, cores_by_level, generator_by_level = {}, {}, {}, {}
     shares_by_level = {}
     for level in levels:
-        cpu_before = server_cpu_s(pid)
-        workers_before = worker_cpu_s(pid)
+        tree_before = tree_cpu_s(pid)
         machine_before = machine_cpu_s()
         calls, _, generator_cpu_s = await node_unary_load(
             target, PAY_METHOD, pay_request_maker(uuid.uuid4().hex[:8]),
             int(CALLS_PER_SECOND_AT_MOST * duration_s), AUTH_METADATA, 30,
             closed_loop=(level, duration_s), niceness=niceness, connections=connections,
             transport=transport)
-        cpu = server_cpu_s(pid) - cpu_before
-        shares_by_level[level] = worker_shares(workers_before, worker_cpu_s(pid))
+        tree_after = tree_cpu_s(pid)
+        cpu = sum(tree_after.values()) - sum(tree_before.values())
+        shares_by_level[level] = worker_shares(tree_before, tree_after, pid)
         busy, total = (after - before for after, before in zip(machine_cpu_s(), machine_before))
         ok = sum(1 for _, code, _ in calls if code == grpc.StatusCode.OK)
         by_level[level] = round(ok / duration_s, 1)

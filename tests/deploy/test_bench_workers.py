@@ -6,7 +6,9 @@ the kernel spread the load over the workers."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -74,6 +76,32 @@ async def test_waits_for_every_worker_to_listen(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_worker_shares_are_each_workers_part_of_the_cpu_largest_first() -> None:
-    # Worker 2 used 1 s, worker 1 3 s between the readings.
-    assert bench_workers.worker_shares({1: 1.0, 2: 2.0}, {1: 4.0, 2: 3.0}) == [0.75, 0.25]
-    assert bench_workers.worker_shares({}, {}) == []  # a lone server: no workers
+    # The supervisor (9) is not a worker; worker 2 used 1 s, worker 1 3 s
+    # between the readings.
+    assert bench_workers.worker_shares({9: 5.0, 1: 1.0, 2: 2.0}, {9: 6.0, 1: 4.0, 2: 3.0},
+                                       9) == [0.75, 0.25]
+    assert bench_workers.worker_shares({9: 1.0}, {9: 2.0}, 9) == []  # a lone server
+
+
+_PARENT_OF_ONE = (  # starts a child of its own, tells its pid, ends both when stdin closes
+    "import subprocess, sys\n"
+    "child = subprocess.Popen([sys.executable, '-c', 'import sys; sys.stdin.read()'],\n"
+    "                         stdin=subprocess.PIPE)\n"
+    "print(child.pid, flush=True)\n"
+    "sys.stdin.read()\n"
+    "child.communicate(b'')\n")
+
+
+def test_a_servers_tree_is_the_process_and_every_process_under_it() -> None:
+    child = subprocess.Popen([sys.executable, "-c", _PARENT_OF_ONE], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        grandchild = int(child.stdout.readline())
+        tree = bench_server.process_tree(os.getpid())
+        assert {os.getpid(), child.pid, grandchild} <= set(tree)
+        assert os.getppid() not in tree  # above it, not under it
+        assert tree == sorted(tree)
+        assert {child.pid, grandchild} <= set(bench_workers.tree_cpu_s(os.getpid()))
+        assert bench_server.process_tree(grandchild) == [grandchild]
+    finally:
+        child.communicate("")
