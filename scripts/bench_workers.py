@@ -13,12 +13,15 @@ simulator process of its own. Each Pay level also prints the busy cores of the
 server and of the whole machine (/proc/stat): where the machine is already busy
 with one worker, a second has no core to add, and each worker's share of the
 workers' CPU: how evenly the kernel spread the connections, which swings the
-2-worker peak. The machine is shared: run it more than once.
+2-worker peak. The machine is shared and its speed drifts over minutes, so
+each of `--rounds` rounds measures 1 and 2 workers back to back, in turn
+1-2 then 2-1 (a drift weighs on both alike), and the ratio printed is the
+median of the rounds' ratios, each round's beside it.
 Usage (after scripts/setup, `npm ci` in clients/node, a PostgreSQL at
 PAYGRID_TEST_POSTGRES_DSN):
   .venv/bin/python scripts/bench_workers.py [--duration-s 5] [--concurrency 32,128]
       [--connections 8] [--items 20000 (0: no batch)] [--niceness 10]
-      [--engines sqlite,postgresql]
+      [--engines sqlite,postgresql] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import sys
 import time
 import uuid
@@ -43,7 +47,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/support
 from tests.support.api_key_metadata import keyed_channel  # noqa: E402
 from tests.support.postgres_databases import PostgresDatabases  # noqa: E402
 
-SETUPS = (("sqlite", 1), ("sqlite", 2), ("postgresql", 1), ("postgresql", 2))
 CALLS_PER_SECOND_AT_MOST = 5_000  # bodies prepared per level: above any peak here
 
 
@@ -143,6 +146,24 @@ async def measure(engine: str, workers: int, args: argparse.Namespace) -> dict:
     return {"engine": engine, "workers": workers, **result}
 
 
+def workers_in_turn(round_no: int) -> tuple[int, int]:
+    """The order a round measures 1 and 2 workers in: 1-2, then 2-1, and so
+    on, so that a machine slowing down (or speeding up) over the run weighs
+    on both alike."""
+    return (1, 2) if round_no % 2 == 0 else (2, 1)
+
+
+def ratio_by_rounds(results: list[dict], engine: str) -> tuple[float, list[float]]:
+    """The median over the rounds of (2 workers' Pay peak / 1 worker's), and
+    each round's ratio, in round order."""
+    peaks: dict[int, dict[int, float]] = {}
+    for result in results:
+        if result["engine"] == engine:
+            peaks.setdefault(result["round"], {})[result["workers"]] = result["pay_peak_qps"]
+    ratios = [round(peak[2] / peak[1], 2) for _, peak in sorted(peaks.items())]
+    return statistics.median(ratios), ratios
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration-s", type=float, default=5.0)
@@ -151,19 +172,24 @@ async def main() -> None:
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--niceness", type=int, default=10)
     parser.add_argument("--engines", default="sqlite,postgresql")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--transport", default="http2", choices=("http2", "grpc-js"),
                         help="the Node generator's (scripts/open_loop_load.js)")
     args = parser.parse_args()
     args.levels = [int(level) for level in args.concurrency.split(",")]
     engines = args.engines.split(",")
+    if unknown := set(engines) - {"sqlite", "postgresql"}:
+        parser.error(f"--engines: unknown {', '.join(sorted(unknown))} (sqlite, postgresql)")
     results = []
-    for engine, workers in SETUPS:
-        if engine in engines:
-            results.append(await measure(engine, workers, args))
-            print(json.dumps(results[-1]), flush=True)
     for engine in engines:
-        one, two = (r["pay_peak_qps"] for r in results if r["engine"] == engine)
-        print(f"{engine} Pay peak, 2 workers / 1 worker: {two / one:.2f}x")
+        for round_no in range(args.rounds):
+            for workers in workers_in_turn(round_no):
+                results.append({"round": round_no, **await measure(engine, workers, args)})
+                print(json.dumps(results[-1]), flush=True)
+    for engine in engines:
+        median, ratios = ratio_by_rounds(results, engine)
+        print(f"{engine} Pay peak, 2 workers / 1 worker: {median:.2f}x, the median of "
+              f"{len(ratios)} rounds ({', '.join(f'{r:.2f}' for r in ratios)})")
 
 
 if __name__ == "__main__":

@@ -83,6 +83,24 @@ def test_worker_shares_are_each_workers_part_of_the_cpu_largest_first() -> None:
     assert bench_workers.worker_shares({9: 1.0}, {9: 2.0}, 9) == []  # a lone server
 
 
+def test_rounds_measure_one_and_two_workers_in_turn() -> None:
+    assert [bench_workers.workers_in_turn(n) for n in range(4)] == [(1, 2), (2, 1), (1, 2),
+                                                                     (2, 1)]
+
+
+def test_the_ratio_is_the_median_of_each_rounds_own_ratio() -> None:
+    def peak(engine: str, round_no: int, workers: int, qps: float) -> dict:
+        return {"engine": engine, "round": round_no, "workers": workers, "pay_peak_qps": qps}
+
+    results = [peak("sqlite", 0, 1, 1000.0), peak("sqlite", 0, 2, 1500.0),
+               peak("postgresql", 0, 1, 400.0), peak("postgresql", 0, 2, 800.0),
+               # round 1 on a machine twice as fast: its ratio counts, not its peaks
+               peak("sqlite", 1, 2, 2400.0), peak("sqlite", 1, 1, 2000.0),
+               peak("sqlite", 2, 1, 1000.0), peak("sqlite", 2, 2, 1300.0)]
+    assert bench_workers.ratio_by_rounds(results, "sqlite") == (1.3, [1.5, 1.2, 1.3])
+    assert bench_workers.ratio_by_rounds(results, "postgresql") == (2.0, [2.0])
+
+
 _PARENT_OF_ONE = (  # starts a child of its own, tells its pid, ends both when stdin closes
     "import subprocess, sys\n"
     "child = subprocess.Popen([sys.executable, '-c', 'import sys; sys.stdin.read()'],\n"
