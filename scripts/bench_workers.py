@@ -16,7 +16,10 @@ workers' CPU: how evenly the kernel spread the connections, which swings the
 2-worker peak. The machine is shared and its speed drifts over minutes, so
 each of `--rounds` rounds measures 1 and 2 workers back to back, in turn
 1-2 then 2-1 (a drift weighs on both alike), and the ratio printed is the
-median of the rounds' ratios, each round's beside it.
+median of the rounds' ratios, each round's beside it. Beside it, the most
+any 2 workers could give on this machine: its cores, all busy, over the
+machine's CPU per Pay (server, generator and all) with 2 workers, against
+1 worker's peak.
 Usage (after scripts/setup, `npm ci` in clients/node, a PostgreSQL at
 PAYGRID_TEST_POSTGRES_DSN):
   .venv/bin/python scripts/bench_workers.py [--duration-s 5] [--concurrency 32,128]
@@ -87,7 +90,7 @@ async def pay_peak(target: str, pid: int, levels: list[int], duration_s: float,
     # shared with the generator (and PostgreSQL), whether a second worker
     # had a core to run on at all.
     by_level, cpu_by_level, cores_by_level, generator_by_level = {}, {}, {}, {}
-    shares_by_level = {}
+    shares_by_level, machine_by_level = {}, {}
     for level in levels:
         tree_before = tree_cpu_s(pid)
         machine_before = machine_cpu_s()
@@ -103,6 +106,7 @@ async def pay_peak(target: str, pid: int, levels: list[int], duration_s: float,
         ok = sum(1 for _, code, _ in calls if code == grpc.StatusCode.OK)
         by_level[level] = round(ok / duration_s, 1)
         cpu_by_level[level] = round(cpu * 1e6 / max(ok, 1))
+        machine_by_level[level] = round(busy * 1e6 / max(ok, 1))
         generator_by_level[level] = round(generator_cpu_s * 1e6 / max(len(calls), 1))
         cores = os.cpu_count() or 1
         cores_by_level[level] = {"server": round(cpu / (total / cores), 2),
@@ -110,6 +114,7 @@ async def pay_peak(target: str, pid: int, levels: list[int], duration_s: float,
     return {"pay_qps_by_concurrency": by_level, "pay_peak_qps": max(by_level.values()),
             "server_cpu_us_per_pay_by_concurrency": cpu_by_level,
             "busy_cores_by_concurrency": cores_by_level,
+            "machine_cpu_us_per_pay_by_concurrency": machine_by_level,
             "worker_cpu_shares_by_concurrency": shares_by_level,
             "generator_cpu_us_per_call_by_concurrency": generator_by_level}
 
@@ -153,15 +158,31 @@ def workers_in_turn(round_no: int) -> tuple[int, int]:
     return (1, 2) if round_no % 2 == 0 else (2, 1)
 
 
-def ratio_by_rounds(results: list[dict], engine: str) -> tuple[float, list[float]]:
-    """The median over the rounds of (2 workers' Pay peak / 1 worker's), and
-    each round's ratio, in round order."""
-    peaks: dict[int, dict[int, float]] = {}
+def all_cores_bound(one: dict, two: dict, cores: int) -> float:
+    """The most 2 workers' Pay peak could be over 1 worker's (`one`, `two`:
+    pay_peak results) with every core busy: the cores over the machine's
+    CPU per Pay at 2 workers' peak level, over 1 worker's peak. Nothing
+    serial in the server can be why a ratio stays under it; the machine is
+    why it cannot pass it."""
+    level = max(two["pay_qps_by_concurrency"], key=two["pay_qps_by_concurrency"].get)
+    most_pays_per_s = cores * 1e6 / two["machine_cpu_us_per_pay_by_concurrency"][level]
+    return round(most_pays_per_s / one["pay_peak_qps"], 2)
+
+
+def ratio_by_rounds(results: list[dict], engine: str,
+                    cores: int) -> tuple[float, list[float], float, list[float]]:
+    """The median over the rounds of (2 workers' Pay peak / 1 worker's) and
+    each round's ratio, in round order; then the same of all_cores_bound."""
+    rounds: dict[int, dict[int, dict]] = {}
     for result in results:
         if result["engine"] == engine:
-            peaks.setdefault(result["round"], {})[result["workers"]] = result["pay_peak_qps"]
-    ratios = [round(peak[2] / peak[1], 2) for _, peak in sorted(peaks.items())]
-    return statistics.median(ratios), ratios
+            rounds.setdefault(result["round"], {})[result["workers"]] = result
+    ratios, bounds = [], []
+    for _, by_workers in sorted(rounds.items()):
+        one, two = by_workers[1], by_workers[2]
+        ratios.append(round(two["pay_peak_qps"] / one["pay_peak_qps"], 2))
+        bounds.append(all_cores_bound(one, two, cores))
+    return statistics.median(ratios), ratios, statistics.median(bounds), bounds
 
 
 async def main() -> None:
@@ -186,10 +207,13 @@ async def main() -> None:
             for workers in workers_in_turn(round_no):
                 results.append({"round": round_no, **await measure(engine, workers, args)})
                 print(json.dumps(results[-1]), flush=True)
+    cores = os.cpu_count() or 1
     for engine in engines:
-        median, ratios = ratio_by_rounds(results, engine)
+        median, ratios, bound, bounds = ratio_by_rounds(results, engine, cores)
         print(f"{engine} Pay peak, 2 workers / 1 worker: {median:.2f}x, the median of "
-              f"{len(ratios)} rounds ({', '.join(f'{r:.2f}' for r in ratios)})")
+              f"{len(ratios)} rounds ({', '.join(f'{r:.2f}' for r in ratios)}); with all "
+              f"{cores} cores busy at most {bound:.2f}x "
+              f"({', '.join(f'{b:.2f}' for b in bounds)})")
 
 
 if __name__ == "__main__":

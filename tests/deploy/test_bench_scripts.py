@@ -67,6 +67,15 @@ def test_bench_quick_run_writes_table_figures_and_plot(tmp_path: Path) -> None:
     for row in pay_cpu["cpu"]:
         assert row["ratio"] == round(row["pay_cpu_us_per_call"] / row["noop_cpu_us_per_call"], 2)
         assert row["floor_ratio"] > 1 and row["floor_source"] == "recorded, conc 32"
+    # ... and measured again with the two servers back to back (one round in --quick):
+    # that median is the figure judged.
+    assert [row["concurrency"] for row in pay_cpu["paired"]] == [1, 4]
+    for row in pay_cpu["paired"]:
+        assert len(row["ratios"]) == 1 and row["ratio"] == row["ratios"][0] == round(
+            row["pay_cpu_us_per_call"][0] / row["noop_cpu_us_per_call"][0], 2)
+    assert run["verdict"]["figures"]["pay_cpu_ratio"] == {
+        str(row["concurrency"]): row["ratio"] for row in pay_cpu["paired"]}
+    assert "rounds of the two servers back to back" in report
     if shutil.which("node") and (ROOT / "clients/node/node_modules/@grpc/grpc-js").is_dir():
         pay, noop = pay_cpu["latency"]["pay"], pay_cpu["latency"]["noop"]
         assert pay["offered_per_s"] == noop["offered_per_s"] > 0

@@ -88,17 +88,36 @@ def test_rounds_measure_one_and_two_workers_in_turn() -> None:
                                                                      (2, 1)]
 
 
-def test_the_ratio_is_the_median_of_each_rounds_own_ratio() -> None:
-    def peak(engine: str, round_no: int, workers: int, qps: float) -> dict:
-        return {"engine": engine, "round": round_no, "workers": workers, "pay_peak_qps": qps}
+def _pay_peak(engine: str, round_no: int, workers: int, qps: float,
+              machine_us: int = 1000) -> dict:
+    # One level, at `qps` Pays/s, the machine busy `machine_us` a Pay.
+    return {"engine": engine, "round": round_no, "workers": workers, "pay_peak_qps": qps,
+            "pay_qps_by_concurrency": {128: qps},
+            "machine_cpu_us_per_pay_by_concurrency": {128: machine_us}}
 
-    results = [peak("sqlite", 0, 1, 1000.0), peak("sqlite", 0, 2, 1500.0),
-               peak("postgresql", 0, 1, 400.0), peak("postgresql", 0, 2, 800.0),
+
+def test_the_ratio_is_the_median_of_each_rounds_own_ratio() -> None:
+    results = [_pay_peak("sqlite", 0, 1, 1000.0), _pay_peak("sqlite", 0, 2, 1500.0),
+               _pay_peak("postgresql", 0, 1, 400.0), _pay_peak("postgresql", 0, 2, 800.0),
                # round 1 on a machine twice as fast: its ratio counts, not its peaks
-               peak("sqlite", 1, 2, 2400.0), peak("sqlite", 1, 1, 2000.0),
-               peak("sqlite", 2, 1, 1000.0), peak("sqlite", 2, 2, 1300.0)]
-    assert bench_workers.ratio_by_rounds(results, "sqlite") == (1.3, [1.5, 1.2, 1.3])
-    assert bench_workers.ratio_by_rounds(results, "postgresql") == (2.0, [2.0])
+               _pay_peak("sqlite", 1, 2, 2400.0), _pay_peak("sqlite", 1, 1, 2000.0),
+               _pay_peak("sqlite", 2, 1, 1000.0), _pay_peak("sqlite", 2, 2, 1300.0)]
+    median, ratios, _, _ = bench_workers.ratio_by_rounds(results, "sqlite", 2)
+    assert (median, ratios) == (1.3, [1.5, 1.2, 1.3])
+    median, ratios, _, _ = bench_workers.ratio_by_rounds(results, "postgresql", 2)
+    assert (median, ratios) == (2.0, [2.0])
+
+
+def test_the_bound_is_every_core_busy_at_two_workers_cpu_per_pay() -> None:
+    one = _pay_peak("sqlite", 0, 1, 1000.0)
+    # 2 cores at 1,250 µs a Pay: 1,600 Pays/s at most, 1.6x one worker's peak
+    two = _pay_peak("sqlite", 0, 2, 1300.0, machine_us=1250)
+    assert bench_workers.all_cores_bound(one, two, 2) == 1.6
+    # the level that gave the peak is the one read
+    two["pay_qps_by_concurrency"] = {32: 900.0, 128: 1300.0}
+    two["machine_cpu_us_per_pay_by_concurrency"] = {32: 800, 128: 1250}
+    assert bench_workers.all_cores_bound(one, two, 2) == 1.6
+    assert bench_workers.ratio_by_rounds([one, two], "sqlite", 2) == (1.3, [1.3], 1.6, [1.6])
 
 
 _PARENT_OF_ONE = (  # starts a child of its own, tells its pid, ends both when stdin closes

@@ -1,0 +1,40 @@
+"""Issue 17 point 1's ratio as scripts/bench judges it: the no-op and Pay
+servers measured back to back in rounds, the order turned each round, and
+the median of the rounds' ratios (a shared machine's speed drifts between
+measurements minutes apart)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+import bench_pay_cpu  # noqa: E402
+
+
+def test_rounds_measure_the_two_servers_in_turn() -> None:
+    assert [bench_pay_cpu.servers_in_turn(n) for n in range(3)] == [
+        ("noop", "pay"), ("pay", "noop"), ("noop", "pay")]
+
+
+def test_the_ratio_judged_is_the_median_of_each_rounds_own() -> None:
+    # Round 2 on a machine half as fast: its ratio counts, not its figures.
+    row = bench_pay_cpu.paired_row(32, [(300, 900), (280, 700), (600, 1500)])
+    assert row == {"concurrency": 32, "noop_cpu_us_per_call": [300, 280, 600],
+                   "pay_cpu_us_per_call": [900, 700, 1500], "ratios": [3.0, 2.5, 2.5],
+                   "ratio": 2.5}
+
+
+def test_the_verdict_reads_the_rounds_and_the_single_run_without_them() -> None:
+    single = [{"concurrency": 32, "ratio": 3.1}, {"concurrency": 128, "ratio": 2.4}]
+    paired = [bench_pay_cpu.paired_row(32, [(300, 750)]),
+              bench_pay_cpu.paired_row(128, [(300, 720)])]
+    result = {"cpu": single, "paired": paired, "latency": None}
+    verdict = bench_pay_cpu.evaluate(result)
+    assert verdict["figures"]["pay_cpu_ratio"] == {32: 2.5, 128: 2.4}
+    assert verdict["met"]["pay_cpu_ratio"] is True  # exactly at the target: met
+    paired[0] = bench_pay_cpu.paired_row(32, [(300, 753)])  # 2.51x
+    assert bench_pay_cpu.evaluate(result)["met"]["pay_cpu_ratio"] is False
+    result["paired"] = []
+    assert bench_pay_cpu.evaluate(result)["figures"]["pay_cpu_ratio"] == {32: 3.1, 128: 2.4}
