@@ -9,11 +9,19 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from typing import Callable
+from typing import Callable, TypeVar
 
 import grpc
 
 CALL_TIMEOUT_S = 10.0
+T = TypeVar("T")
+
+
+def in_turn(round_no: int, first: T, second: T) -> tuple[T, T]:
+    """The order a round of two measurements back to back takes: first then
+    second, then second then first, and so on, so that the machine's speed
+    drifting over the rounds weighs on both alike."""
+    return (first, second) if round_no % 2 == 0 else (second, first)
 
 
 def percentile(values: list[float], share: float) -> float:

@@ -32,7 +32,7 @@ import grpc
 
 import bench_ceilings
 import bench_pay_load
-from bench_load import CALL_TIMEOUT_S, percentile
+from bench_load import CALL_TIMEOUT_S, in_turn, percentile
 from bench_server import AUTH_METADATA, paygrid_server
 from node_load import node_load_unavailable, node_unary_load
 
@@ -133,12 +133,6 @@ async def latency_at_half_peak(pay_peak_qps: float, duration_s: float) -> dict |
             "load_transport": LOAD_TRANSPORT}
 
 
-def servers_in_turn(round_no: int) -> tuple[str, str]:
-    """The order a round measures the two servers in: a drift of the
-    machine's speed over the rounds weighs on both alike."""
-    return ("noop", "pay") if round_no % 2 == 0 else ("pay", "noop")
-
-
 async def _noop_cpu(levels: list[int], duration_s: float) -> dict[int, int]:
     request, response = bench_ceilings.pay_payloads()
     server = bench_ceilings.NoopServer(response)
@@ -158,11 +152,12 @@ async def _pay_cpu(levels: list[int], duration_s: float) -> dict[int, int]:
 
 async def paired_rounds(levels: list[int], duration_s: float, rounds: int) -> list[dict]:
     """Per level: each round's no-op and Pay CPU per call, measured back to
-    back (servers_in_turn), their ratios and the median ratio."""
+    back (in turn: no-op then Pay, then Pay then no-op), their ratios and
+    the median ratio."""
     measured: dict[int, list[tuple[int, int]]] = {n: [] for n in levels}
     for round_no in range(rounds):
         by_server = {}
-        for name in servers_in_turn(round_no):
+        for name in in_turn(round_no, "noop", "pay"):
             by_server[name] = await (_noop_cpu if name == "noop" else _pay_cpu)(levels, duration_s)
         for n in levels:
             measured[n].append((by_server["noop"][n], by_server["pay"][n]))

@@ -43,6 +43,7 @@ import grpc
 
 from paygrid.v1 import batch_service_pb2_grpc as pb_grpc
 from bench_batch import batch_requests
+from bench_load import in_turn
 from bench_pay_load import PAY_METHOD, pay_request_maker
 from bench_server import AUTH_METADATA, cpu_s, paygrid_server, process_tree
 from node_load import node_unary_load
@@ -151,19 +152,12 @@ async def measure(engine: str, workers: int, args: argparse.Namespace) -> dict:
     return {"engine": engine, "workers": workers, **result}
 
 
-def workers_in_turn(round_no: int) -> tuple[int, int]:
-    """The order a round measures 1 and 2 workers in: 1-2, then 2-1, and so
-    on, so that a machine slowing down (or speeding up) over the run weighs
-    on both alike."""
-    return (1, 2) if round_no % 2 == 0 else (2, 1)
-
-
 def all_cores_bound(one: dict, two: dict, cores: int) -> float:
     """The most 2 workers' Pay peak could be over 1 worker's (`one`, `two`:
     pay_peak results) with every core busy: the cores over the machine's
-    CPU per Pay at 2 workers' peak level, over 1 worker's peak. Nothing
-    serial in the server can be why a ratio stays under it; the machine is
-    why it cannot pass it."""
+    CPU per Pay at 2 workers' peak level, over 1 worker's peak. No ratio
+    can pass it on this machine; how far one stays under it is the
+    server's (its serial writes, how the connections were spread)."""
     level = max(two["pay_qps_by_concurrency"], key=two["pay_qps_by_concurrency"].get)
     most_pays_per_s = cores * 1e6 / two["machine_cpu_us_per_pay_by_concurrency"][level]
     return round(most_pays_per_s / one["pay_peak_qps"], 2)
@@ -201,10 +195,12 @@ async def main() -> None:
     engines = args.engines.split(",")
     if unknown := set(engines) - {"sqlite", "postgresql"}:
         parser.error(f"--engines: unknown {', '.join(sorted(unknown))} (sqlite, postgresql)")
+    if args.rounds < 1:
+        parser.error("--rounds: at least 1")
     results = []
     for engine in engines:
         for round_no in range(args.rounds):
-            for workers in workers_in_turn(round_no):
+            for workers in in_turn(round_no, 1, 2):
                 results.append({"round": round_no, **await measure(engine, workers, args)})
                 print(json.dumps(results[-1]), flush=True)
     cores = os.cpu_count() or 1

@@ -10,11 +10,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
+import bench_load  # noqa: E402
 import bench_pay_cpu  # noqa: E402
 
 
 def test_rounds_measure_the_two_servers_in_turn() -> None:
-    assert [bench_pay_cpu.servers_in_turn(n) for n in range(3)] == [
+    assert [bench_load.in_turn(n, "noop", "pay") for n in range(3)] == [
         ("noop", "pay"), ("pay", "noop"), ("noop", "pay")]
 
 

@@ -16,6 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
+import bench_load  # noqa: E402
 import bench_server  # noqa: E402
 import bench_workers  # noqa: E402
 
@@ -84,8 +85,7 @@ def test_worker_shares_are_each_workers_part_of_the_cpu_largest_first() -> None:
 
 
 def test_rounds_measure_one_and_two_workers_in_turn() -> None:
-    assert [bench_workers.workers_in_turn(n) for n in range(4)] == [(1, 2), (2, 1), (1, 2),
-                                                                     (2, 1)]
+    assert [bench_load.in_turn(n, 1, 2) for n in range(4)] == [(1, 2), (2, 1), (1, 2), (2, 1)]
 
 
 def _pay_peak(engine: str, round_no: int, workers: int, qps: float,
