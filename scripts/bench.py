@@ -65,7 +65,7 @@ async def measure(args: argparse.Namespace) -> dict:
     print("Pay's CPU against the no-op's and the floor's, open-loop latency (Node)...",
           file=sys.stderr)
     pay_cpu = await bench_pay_cpu.run(args.duration_s, ceilings["unary"], pay_direct["levels"],
-                                      measure_floor=not args.quick, rounds=args.cpu_rounds)
+                                      measure_floor=not args.quick, rounds=args.pay_rounds)
     print("Pay, channel over loopback gRPC...", file=sys.stderr)
     pay_grpc = await bench_pay_load.run(args.duration_s, levels, channel_called_directly=False)
     print("Pay, 3 legs x 100 ms...", file=sys.stderr)
@@ -199,7 +199,7 @@ def markdown(results: dict, verdict: dict, meta: dict) -> str:
               "pay_cpu_ratio": f"<= {bench_pay_cpu.CPU_RATIO_TARGET}x no-op server CPU per call, "
                                "by calls in flight (median of rounds back to back)",
               "pay_p99_ms_at_half_peak_node": f"<= {bench_pay_cpu.P99_MS_TARGET:.0f} ms, Node open "
-                                              "loop at half of Pay's peak"}
+                                              "loop at half of Pay's peak (median of rounds)"}
     for key, text in wanted.items():
         out.append(f"| {key} | {text} | {f[key]} | {'yes' if verdict['met'][key] else 'NO'} |")
     return "\n".join(out) + "\n"
@@ -253,15 +253,15 @@ def main() -> None:
     parser.add_argument("--events-concurrency", type=int, default=32)
     parser.add_argument("--event-cost-rounds", type=int, default=5)
     parser.add_argument("--event-cost-batch-items", type=int, default=20_000)
-    parser.add_argument("--cpu-rounds", type=int, default=bench_pay_cpu.ROUNDS,
-                        help="rounds of the no-op and Pay back to back for issue 17 point 1")
+    parser.add_argument("--pay-rounds", type=int, default=bench_pay_cpu.ROUNDS,
+                        help="rounds of the no-op and Pay back to back (issue 17 points 1-2)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
     args = parser.parse_args()
     if args.quick:
         args.duration_s, args.concurrency, args.batch_sizes = 0.3, "1,4", "300,600"
         args.group_size, args.legs_payments, args.legs_latency_ms = 100, 3, 10.0
         args.events_concurrency, args.event_cost_rounds, args.event_cost_batch_items = 4, 1, 300
-        args.cpu_rounds = 1
+        args.pay_rounds = 1
     # The 3-leg run hosts paygrid in this process: its per-payment log lines
     # would bury the report.
     configure_logging("WARNING")

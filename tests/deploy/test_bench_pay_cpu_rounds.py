@@ -39,3 +39,17 @@ def test_the_verdict_reads_the_rounds_and_the_single_run_without_them() -> None:
     assert bench_pay_cpu.evaluate(result)["met"]["pay_cpu_ratio"] is False
     result["paired"] = []
     assert bench_pay_cpu.evaluate(result)["figures"]["pay_cpu_ratio"] == {32: 3.1, 128: 2.4}
+
+
+def _open_loop_run(p50_ms: float | None, p99_ms: float | None) -> dict:
+    return {"p50_ms": p50_ms, "p99_ms": p99_ms, "achieved_qps": 700.0}
+
+
+def test_the_latency_judged_is_the_run_with_the_median_p99() -> None:
+    runs = [_open_loop_run(5.0, 42.0), _open_loop_run(4.0, 12.0), _open_loop_run(4.5, 15.0)]
+    assert bench_pay_cpu.median_p99_run(runs) is runs[2]  # the run itself, its p50 with it
+    assert bench_pay_cpu.median_p99_run(runs[:1]) is runs[0]
+    # Of an even number, the higher of the middle two; a run with no answer at all sorts last.
+    assert bench_pay_cpu.median_p99_run(runs[:2]) is runs[0]
+    no_answer = _open_loop_run(None, None)
+    assert bench_pay_cpu.median_p99_run([no_answer, runs[1]]) is no_answer

@@ -80,6 +80,9 @@ def test_bench_quick_run_writes_table_figures_and_plot(tmp_path: Path) -> None:
         pay, noop = pay_cpu["latency"]["pay"], pay_cpu["latency"]["noop"]
         assert pay["offered_per_s"] == noop["offered_per_s"] > 0
         assert pay_cpu["latency"]["load_transport"] == "http2"
+        # one round in --quick: the rows shown are that round's runs
+        assert pay_cpu["latency"]["p99_ms_by_round"] == {"pay": [pay["p99_ms"]],
+                                                         "noop": [noop["p99_ms"]]}
         for open_loop in (pay, noop):
             assert open_loop["calls"] > 0 and open_loop["failed"] == 0
             assert 0 < open_loop["p50_ms"] <= open_loop["p99_ms"]
