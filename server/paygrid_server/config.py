@@ -149,9 +149,9 @@ def load_config(path: Path | None, flags: Mapping[str, Any] | None = None,
     if path is not None:
         config = _from_file(config, path)
     for setting in SETTINGS:
-        if environ.get(setting.env):
-            config = set_setting(config, setting.path,
-                          coerce(setting, environ[setting.env], setting.env))
+        raw = environ.get(setting.env)
+        if raw or (raw == "" and setting.empty_turns_off):
+            config = set_setting(config, setting.path, coerce(setting, raw, setting.env))
     if environ.get(API_KEYS_ENV):
         config = replace(config, auth=AuthConfig(_api_keys_from_env(environ[API_KEYS_ENV])))
     for setting in SETTINGS:

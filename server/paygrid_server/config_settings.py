@@ -73,6 +73,14 @@ class Setting:
     check: Callable[[Any], str | None] | None = None
 
     @property
+    def empty_turns_off(self) -> bool:
+        """Whether "" is a value of its own here (it turns the feature off,
+        as the metrics port and the relay's URL): an environment variable
+        set to "" then means it. For the others "" is no value, and the
+        variable counts as not set."""
+        return self.kind is str and self.check is not None and self.check("") is None
+
+    @property
     def flag(self) -> str:
         return "--" + self.env.removeprefix("PAYGRID_").lower().replace("_", "-")
 

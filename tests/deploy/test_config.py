@@ -18,6 +18,7 @@ from paygrid_server.config import (
     SETTINGS,
     ConfigError,
     EventsConfig,
+    ServerConfig,
     load_config,
 )
 from tests.conftest import pay_request
@@ -75,6 +76,30 @@ def test_environment_overrides_the_file_and_flags_override_both(tmp_path: Path) 
                                   "PAYGRID_SHUTDOWN_GRACE_MS": "200"})
     assert (config.max_concurrent_calls, config.shutdown_grace_ms) == (20, 300)
     assert config.observability.metrics_listen == ""
+
+
+def test_an_empty_variable_turns_off_what_empty_turns_off_and_is_unset_elsewhere(
+        tmp_path: Path) -> None:
+    # As observability.md says of the metrics port: "" turns it off, from the
+    # environment too (a test server's or a container's that must not bind 9464).
+    path = tmp_path / "paygrid.toml"
+    path.write_text("[server]\nlisten = '127.0.0.1:6000'\n"
+                    "[observability]\nmetrics_listen = '127.0.0.1:9999'\n"
+                    "[events.rabbitmq]\nurl = 'amqp://guest:guest@127.0.0.1:5672/'\n")
+    config = load_config(path, environ={"PAYGRID_METRICS_LISTEN": "",
+                                        "PAYGRID_EVENTS_RABBITMQ_URL": "",
+                                        "PAYGRID_LISTEN": "", "PAYGRID_MAX_CONCURRENT_CALLS": "",
+                                        "PAYGRID_DATABASE": ""})
+    assert config.observability.metrics_listen == ""
+    assert not config.events_rabbitmq.enabled
+    # Where "" is no value, the variable is as if not set: the file's, or the default.
+    assert config.listen == "127.0.0.1:6000"
+    assert config.max_concurrent_calls == ServerConfig().max_concurrent_calls
+    assert config.database_path == ServerConfig().database_path
+    # Not set at all: the file's.
+    from_file = load_config(path, environ={})
+    assert from_file.observability.metrics_listen == "127.0.0.1:9999"
+    assert from_file.events_rabbitmq.enabled
 
 
 @pytest.mark.parametrize(("environ", "message"), [
