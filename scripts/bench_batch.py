@@ -24,8 +24,8 @@ from paygrid.v1 import batch_service_pb2_grpc as pb_grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/support/: helpers shared with the tests
 from tests.support.api_key_metadata import keyed_channel
 
-from bench_server import (cpu_s, paygrid_server, process_tree, rss_kib, thread_cpu_s,
-                          thread_cpu_since)
+from bench_server import (cpu_s, paygrid_server, per_process, process_tree, rss_kib,
+                          thread_cpu_s, thread_cpu_since)
 from thread_names import python_thread_names
 
 
@@ -42,13 +42,8 @@ def batch_requests(items: int, per_message: int, group_size: int, parallelism: i
 
 
 def _sum_over(measure, pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            total += measure(pid)
-        except OSError:
-            pass  # a worker that exited (a bench run is not meant to kill any)
-    return total
+    # A worker that exited is left out (a bench run is not meant to kill any).
+    return sum(per_process(measure, pids).values())
 
 
 async def run(items: int, per_message: int, group_size: int, parallelism: int,

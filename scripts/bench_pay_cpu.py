@@ -157,21 +157,22 @@ async def latency_at_half_peak(pay_peak_qps: float, duration_s: float,
             "load_niceness": LOAD_NICENESS, "load_transport": LOAD_TRANSPORT}
 
 
-async def _noop_cpu(levels: list[int], duration_s: float) -> dict[int, int]:
+async def _noop_levels(levels: list[int], duration_s: float) -> list[dict]:
+    """The no-op server's closed-loop levels, its CPU per call in each."""
     request, response = bench_ceilings.pay_payloads()
     server = bench_ceilings.NoopServer(response)
     try:
-        return {n: (await bench_ceilings.measure_unary_cpu(
-            server.pid, f"127.0.0.1:{server.port}", request, n, duration_s))[
-                "server_cpu_us_per_call"] for n in levels}
+        return [await bench_ceilings.measure_unary_cpu(
+            server.pid, f"127.0.0.1:{server.port}", request, n, duration_s) for n in levels]
     finally:
         server.stop()
 
 
-async def _pay_cpu(levels: list[int], duration_s: float) -> dict[int, int]:
+async def _pay_levels(levels: list[int], duration_s: float) -> list[dict]:
+    """Pay's closed-loop levels (channel called in process), its CPU per call in each."""
     pay = await bench_pay_load.run(duration_s, levels, channel_called_directly=True,
                                    half_peak_rate=False)
-    return {level["concurrency"]: level["server_cpu_us_per_call"] for level in pay["levels"]}
+    return pay["levels"]
 
 
 async def paired_rounds(levels: list[int], duration_s: float, rounds: int) -> list[dict]:
@@ -182,7 +183,10 @@ async def paired_rounds(levels: list[int], duration_s: float, rounds: int) -> li
     for round_no in range(rounds):
         by_server = {}
         for name in in_turn(round_no, "noop", "pay"):
-            by_server[name] = await (_noop_cpu if name == "noop" else _pay_cpu)(levels, duration_s)
+            measured_levels = await (_noop_levels if name == "noop" else _pay_levels)(
+                levels, duration_s)
+            by_server[name] = {level["concurrency"]: level["server_cpu_us_per_call"]
+                               for level in measured_levels}
         for n in levels:
             measured[n].append((by_server["noop"][n], by_server["pay"][n]))
     return [paired_row(n, pairs) for n, pairs in measured.items()]
@@ -261,17 +265,9 @@ def markdown(result: dict) -> str:
 
 
 async def _measure_alone(duration_s: float, levels: list[int], rounds: int) -> dict:
-    request, response = bench_ceilings.pay_payloads()
-    noop_server = bench_ceilings.NoopServer(response)
-    try:
-        noop_levels = [await bench_ceilings.measure_unary_cpu(
-            noop_server.pid, f"127.0.0.1:{noop_server.port}", request, n, duration_s)
-            for n in levels]
-    finally:
-        noop_server.stop()
-    pay = await bench_pay_load.run(duration_s, levels, channel_called_directly=True,
-                                   half_peak_rate=False)
-    return await run(duration_s, noop_levels, pay["levels"], rounds=rounds)
+    noop_levels = await _noop_levels(levels, duration_s)
+    pay_levels = await _pay_levels(levels, duration_s)
+    return await run(duration_s, noop_levels, pay_levels, rounds=rounds)
 
 
 def main() -> None:

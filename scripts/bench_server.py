@@ -16,7 +16,7 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 from paygrid_server.api_keys import DEV_API_KEY
 from paygrid_server.startup_failure import EXIT_CODE as START_ERROR_EXIT_CODE  # a port taken, among others
@@ -93,6 +93,18 @@ def process_tree(pid: int) -> list[int]:
         tree |= more
         grew = bool(more)
     return sorted(tree)
+
+
+def per_process(measure: Callable[[int], float], pids: list[int]) -> dict[int, float]:
+    """measure(pid) (cpu_s, rss_kib) of each of `pids` still there, by pid:
+    a process that exited meanwhile is left out."""
+    found = {}
+    for pid in pids:
+        try:
+            found[pid] = measure(pid)
+        except OSError:
+            continue
+    return found
 
 
 def rss_kib(pid: int) -> int:

@@ -45,7 +45,7 @@ from paygrid.v1 import batch_service_pb2_grpc as pb_grpc
 from bench_batch import batch_requests
 from bench_load import in_turn
 from bench_pay_load import PAY_METHOD, pay_request_maker
-from bench_server import AUTH_METADATA, cpu_s, paygrid_server, process_tree
+from bench_server import AUTH_METADATA, cpu_s, paygrid_server, per_process, process_tree
 from node_load import node_unary_load
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/support/
 from tests.support.api_key_metadata import keyed_channel  # noqa: E402
@@ -57,13 +57,7 @@ CALLS_PER_SECOND_AT_MOST = 5_000  # bodies prepared per level: above any peak he
 def tree_cpu_s(supervisor: int) -> dict[int, float]:
     """CPU of the process started and of each process under it (the
     workers), by pid: the server's CPU is their sum."""
-    found = {}
-    for pid in process_tree(supervisor):
-        try:
-            found[pid] = cpu_s(pid)
-        except OSError:
-            continue  # exited meanwhile
-    return found
+    return per_process(cpu_s, process_tree(supervisor))
 
 
 def worker_shares(before: dict[int, float], after: dict[int, float],
