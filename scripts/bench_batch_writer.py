@@ -12,7 +12,7 @@ import os, sqlite3, sys, tempfile, time, statistics, functools
 from paygrid_server.storage.sqlite.schema_migrations import migration_scripts
 from paygrid_server.storage.sqlite.none_binding import bind_none_directly
 from paygrid_server.storage.sqlite.batch_item_rows import chunks
-from paygrid_server.storage.sqlite.writer import PRAGMAS
+from paygrid_server.storage.sqlite.connection import PRAGMAS
 bind_none_directly()
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
 ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 3

@@ -21,7 +21,7 @@ from paygrid_server.config import TlsConfig
 from paygrid_server.domain.ports.storage_errors import StorageUnavailable
 from paygrid_server.storage.database_lock import DatabaseLocked, LockNotInherited
 from paygrid_server.storage.postgres.database import PostgresUnavailable
-from paygrid_server.storage.sqlite.writer import SqliteTooOld
+from paygrid_server.storage.sqlite.connection import SqliteTooOld
 
 EXIT_CODE = 2
 

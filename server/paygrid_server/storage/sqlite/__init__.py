@@ -18,9 +18,11 @@ from paygrid_server.storage.sqlite.schema_migrations import (
 from paygrid_server.storage.sqlite.sqlite_faults import (
     as_storage_error,
 )
-from paygrid_server.storage.sqlite.writer import (
+from paygrid_server.storage.sqlite.connection import (
     SqliteTooOld,
     connect,
+)
+from paygrid_server.storage.sqlite.writer import (
     SqliteWriter,
 )
 

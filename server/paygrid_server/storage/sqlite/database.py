@@ -15,7 +15,8 @@ import aiosqlite
 
 from paygrid_server.storage.database_lock import DatabaseLock
 from paygrid_server.storage.sqlite.schema_migrations import migrate
-from paygrid_server.storage.sqlite.writer import PRAGMAS, SqliteWriter
+from paygrid_server.storage.sqlite.connection import PRAGMAS
+from paygrid_server.storage.sqlite.writer import SqliteWriter
 
 T = TypeVar("T")
 

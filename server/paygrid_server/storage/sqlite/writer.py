@@ -1,18 +1,24 @@
-"""Every write of the process, on one thread that owns the writing
-connection, with group commit.
+"""Every write of the process, through one writing connection, with group
+commit.
 
 A unit of work is a plain function of a sqlite3 connection that only
-touches the database (it may run twice: see _run_batch). The thread takes
-all units queued while it was busy (at most MAX_UNITS_PER_COMMIT), runs them
-in one transaction and makes them durable with one COMMIT. Their callers
-resume only after that COMMIT, so nothing is answered, and no channel is
-called, on the strength of work that is not on disk.
+touches the database (it may run twice: see _run_batch). All units queued
+while a round was busy (at most MAX_UNITS_PER_COMMIT) run in one transaction
+and are made durable with one COMMIT. Their callers resume only after that
+COMMIT, so nothing is answered, and no channel is called, on the strength of
+work that is not on disk.
+
+Where a round runs: a lone server runs its statements on its event loop and
+the COMMIT (WAL frames, fsync) on this module's thread (loop_rounds.py says
+why); workers sharing the file (`serve --workers N`) run whole rounds on the
+thread, which waits for the file's write turn (write_turn.py). Units that
+manage their own transaction (migrations) always run on the thread.
 
 Why not a statement at a time through aiosqlite: with synchronous=FULL each
 COMMIT waits for the disk, and each statement awaited from the event loop
 costs a loop turn while the write lock is held; both bounded paygrid at a
-few hundred payments a second. Here a unit costs one hand-over to the thread
-and one wake-up per commit.
+few hundred payments a second. Here a unit costs no hand-over, and a round
+one hand-over to the thread and one wake-up.
 """
 
 from __future__ import annotations
@@ -21,74 +27,31 @@ import asyncio
 import queue
 import sqlite3
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import structlog
 
 from paygrid_server.domain.ports.storage_errors import StorageFault, StorageUnavailable
-from paygrid_server.storage.sqlite.none_binding import bind_none_directly
+from paygrid_server.storage.sqlite.connection import BUSY_TIMEOUT_MS, connect
+from paygrid_server.storage.sqlite.loop_rounds import LOOP_BUSY_TIMEOUT_MS, LoopRounds
 from paygrid_server.storage.sqlite.sqlite_faults import as_storage_error
 from paygrid_server.storage.sqlite.write_turn import WriteTurn
+from paygrid_server.storage.sqlite.write_units import LoopJob, Outcome, Unit, settle
 
 T = TypeVar("T")
 log = structlog.get_logger("paygrid.storage")
 
-BUSY_TIMEOUT_MS = 5_000
 # Units one COMMIT may carry: bounds how long a unit waits behind the ones
 # queued before it, and how many run again alone when one of them fails.
 MAX_UNITS_PER_COMMIT = 256
-PRAGMAS = (f"busy_timeout = {BUSY_TIMEOUT_MS}", "journal_mode = WAL", "synchronous = FULL",
-           "foreign_keys = ON")
-
-
-@dataclass(slots=True)
-class _Unit:
-    work: Callable[[sqlite3.Connection], Any]
-    future: asyncio.Future
-    loop: asyncio.AbstractEventLoop
-    in_transaction: bool  # False: runs on its own (migrations manage their own)
-    handed_back: bool = False  # its outcome is on its way to its caller
 
 
 _STOP = object()
 
 
-# STRICT tables (3.37) and UPDATE ... FROM (3.33) are used.
-MIN_SQLITE_VERSION = (3, 37, 0)
-
-
-class SqliteTooOld(RuntimeError):
-    pass
-
-
-def connect(path: Path) -> sqlite3.Connection:
-    """A connection with paygrid's pragmas; readers use the same settings."""
-    if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
-        raise SqliteTooOld(
-            f"paygrid needs SQLite >= {'.'.join(map(str, MIN_SQLITE_VERSION))}; this Python's "
-            f"sqlite3 module has {sqlite3.sqlite_version}")
-    bind_none_directly()
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    db.row_factory = sqlite3.Row
-    for pragma in PRAGMAS:
-        db.execute(f"PRAGMA {pragma}")
-    return db
-
-
 def _closed_fault() -> StorageUnavailable:
     return StorageUnavailable(StorageFault.CLOSED, "the SQLite writer is closed")
-
-
-def _settle(outcomes: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
-    for future, result, error in outcomes:
-        if future.cancelled():
-            continue  # its caller went away; the work itself is done (or failed)
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
 
 
 class SqliteWriter:
@@ -108,6 +71,9 @@ class SqliteWriter:
         self._db: sqlite3.Connection | None = None
         self._open_error: BaseException | None = None
         self._closed = False
+        self._rounds: LoopRounds | None = None  # a lone server's: statements on its loop
+        self._answers: list | None = None  # a LoopJob's, while the thread runs it
+        self._busy_timeout_ms = BUSY_TIMEOUT_MS
         self.commits = 0  # COMMITs made (fewer than units: that is group commit)
         self._thread.start()
 
@@ -117,6 +83,8 @@ class SqliteWriter:
         await asyncio.to_thread(writer._ready.wait)
         if writer._open_error is not None:
             raise writer._open_error
+        if not shared:
+            writer._rounds = LoopRounds(writer, asyncio.get_running_loop(), MAX_UNITS_PER_COMMIT)
         return writer
 
     async def unit(self, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -135,11 +103,17 @@ class SqliteWriter:
             raise _closed_fault()
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queue.put(_Unit(work, future, loop, in_transaction))
+        unit = Unit(work, future, loop, in_transaction)
+        if self._rounds is not None:
+            self._rounds.add(unit)
+        else:
+            self._queue.put(unit)
         return await future
 
     async def close(self) -> None:
         self._closed = True
+        if self._rounds is not None:
+            await self._rounds.drain()  # the units added before the close are answered
         self._queue.put(_STOP)
         await asyncio.to_thread(self._thread.join)
 
@@ -159,6 +133,9 @@ class SqliteWriter:
         try:
             while True:
                 units = [self._queue.get()]
+                if isinstance(units[0], LoopJob):
+                    self._run_loop_job(units[0])
+                    continue
                 if self._turn is not None and units[0] is not _STOP:
                     # Units queued while it waits for its turn join this round.
                     self._turn_held = self._turn.take()
@@ -219,8 +196,8 @@ class SqliteWriter:
         except sqlite3.Error:
             log.warning("storage.rollback_failed", exc_info=True)
 
-    def _run(self, units: list[_Unit]) -> None:
-        batch: list[_Unit] = []
+    def _run(self, units: list[Unit]) -> None:
+        batch: list[Unit] = []
         for unit in units:
             if unit.in_transaction:
                 batch.append(unit)
@@ -230,7 +207,7 @@ class SqliteWriter:
             self._run_alone(unit)
         self._run_batch(batch)
 
-    def _run_batch(self, units: list[_Unit]) -> None:
+    def _run_batch(self, units: list[Unit]) -> None:
         """All units in one transaction. If any fails (or the commit does),
         everything is rolled back and each unit runs again in a transaction
         of its own, so only the failing unit fails. Failures are rare, and a
@@ -255,7 +232,7 @@ class SqliteWriter:
             return
         self._hand_back([(unit, result, None) for unit, result in zip(units, results)])
 
-    def _run_alone(self, unit: _Unit) -> None:
+    def _run_alone(self, unit: Unit) -> None:
         db = self._db
         in_transaction = unit.in_transaction
         try:
@@ -277,7 +254,81 @@ class SqliteWriter:
             self._turn_held = False
             self._turn.give()
 
-    def _hand_back(self, outcomes: list[tuple[_Unit, Any, BaseException | None]]) -> None:
+    # -- what a lone server's loop rounds (loop_rounds.py) use ----------------
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        return self._db
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def rollback(self) -> None:
+        self._rollback()
+
+    def begin_without_waiting(self) -> bool:
+        """BEGIN IMMEDIATE unless the file's write lock is taken (False)."""
+        if self._db.in_transaction:
+            return False  # left open by a ROLLBACK that failed: the thread's _begin ends it
+        self._set_busy_timeout(LOOP_BUSY_TIMEOUT_MS)
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error:
+            return False
+        return True
+
+    def hand_to_thread(self, units: list[Unit], run: Callable[[], None],
+                       answer: Callable[[list], None]) -> None:
+        self._queue.put(LoopJob(units, run, answer, asyncio.get_running_loop()))
+
+    def run_units(self, units: list[Unit]) -> None:
+        """On the thread: the units as a round of the thread's own."""
+        self._set_busy_timeout(BUSY_TIMEOUT_MS)
+        self._run(units)
+
+    def run_each_alone(self, units: list[Unit]) -> None:
+        """On the thread: one unit failed in a round on the loop, rolled back."""
+        self._set_busy_timeout(BUSY_TIMEOUT_MS)
+        for unit in units:
+            self._run_alone(unit)
+
+    def commit_loop_round(self, units: list[Unit], results: list[Any]) -> None:
+        """On the thread: the COMMIT of a round run on the loop."""
+        try:
+            self._db.execute("COMMIT")
+            self.commits += 1
+        except BaseException:  # noqa: BLE001 - each unit is retried alone, as in _run_batch
+            self._rollback()
+            self.run_each_alone(units)
+            return
+        self._hand_back([(unit, result, None) for unit, result in zip(units, results)])
+
+    def _set_busy_timeout(self, ms: int) -> None:
+        if self._busy_timeout_ms != ms:
+            self._db.execute(f"PRAGMA busy_timeout = {ms}")
+            self._busy_timeout_ms = ms
+
+    def _run_loop_job(self, job: LoopJob) -> None:
+        self._answers = []
+        try:
+            job.run()
+        except BaseException as error:  # noqa: BLE001 - the thread must outlive it
+            log.exception("storage.writer_round_failed")
+            self._rollback()
+            self._hand_back([(u, None, error) for u in job.units if not u.handed_back])
+        answers, self._answers = self._answers, None
+        try:
+            job.loop.call_soon_threadsafe(job.answer, answers)
+        except RuntimeError:
+            pass  # that event loop is closed: nobody is waiting any more
+
+    def _hand_back(self, outcomes: list[Outcome]) -> None:
+        if self._answers is not None:  # a LoopJob's: all at once when it ends
+            for unit, _, _ in outcomes:
+                unit.handed_back = True
+            self._answers.extend(outcomes)
+            return
         # Its transaction is over: the turn goes back before the answers, whose
         # wake-ups of the event loop may keep this thread waiting for the GIL.
         # A later transaction of the round (units retried alone) waits in
@@ -289,6 +340,6 @@ class SqliteWriter:
             by_loop.setdefault(unit.loop, []).append((unit.future, result, error))
         for loop, settled in by_loop.items():
             try:
-                loop.call_soon_threadsafe(_settle, settled)
+                loop.call_soon_threadsafe(settle, settled)
             except RuntimeError:
                 pass  # that event loop is closed: nobody is waiting any more

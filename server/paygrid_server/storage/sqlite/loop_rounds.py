@@ -1,0 +1,131 @@
+"""A lone server's write rounds: the statements on the event loop, the COMMIT
+on the writer's thread.
+
+Why: Python's sqlite3 lets the GIL go around every statement, and a statement
+run on the writer's thread then waits to win it back from the busy event
+loop. Measured at half of Pay's peak (900 Pays/s, docs/performance.md,
+session 16): the thread's rounds took 2.4x their CPU in wall time and kept
+it busy 95% of the time, so a Pay's two writes queued behind each other's
+rounds (Pay p99 19-24 ms). Run on the loop, a round's statements take only
+their CPU (nothing else wants the GIL then) and one hand-over is left: the
+COMMIT, which writes the WAL and waits for the disk on the thread while the
+loop goes on.
+
+The thread and the loop never use the connection at once: the loop starts a
+round only while no job of its own is on the thread (`_job`), and hands
+every round that it does not run here to the thread (units that manage
+their own transaction, a BEGIN that finds the file locked, a unit that
+fails). What a unit's caller sees is what SqliteWriter promises either way:
+it resumes once its work is durable, and a failing unit fails alone.
+
+Each round is one state: IDLE (nothing of ours on the thread), or a job on
+the thread (the round's COMMIT, or whole units); `_job is None` is IDLE.
+
+Workers sharing the file (`serve --workers N`) keep the thread's rounds: a
+BEGIN there may wait for another worker's turn, which must not stop the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, Callable
+
+import structlog
+
+from paygrid_server.storage.sqlite.sqlite_faults import as_storage_error
+from paygrid_server.storage.sqlite.write_units import Outcome, Unit, settle
+
+if TYPE_CHECKING:
+    from paygrid_server.storage.sqlite.writer import SqliteWriter
+
+log = structlog.get_logger("paygrid.storage")
+
+# BEGIN on the loop never waits for another connection's lock: a round that
+# finds the file locked goes to the thread, which waits busy_timeout for it.
+LOOP_BUSY_TIMEOUT_MS = 0
+
+
+class LoopRounds:
+    def __init__(self, writer: "SqliteWriter", loop: asyncio.AbstractEventLoop,
+                 max_units: int) -> None:
+        self._writer = writer
+        self._loop = loop
+        self._max_units = max_units
+        self._pending: list[Unit] = []
+        self._job: list[Unit] | None = None  # the units of ours the thread has
+        self._scheduled = False
+        self._handed = False  # this round's units are the thread's to answer
+        self._drained: asyncio.Future | None = None
+
+    def add(self, unit: Unit) -> None:
+        if unit.loop is not self._loop:
+            # One loop starts every use of the connection; another loop's
+            # unit could start one while the thread has ours.
+            raise RuntimeError("the SQLite writer serves the event loop that opened it")
+        self._pending.append(unit)
+        self._schedule()
+
+    async def drain(self) -> None:
+        """Returns once every unit added so far has been answered."""
+        if self._job is None and not self._pending:
+            return
+        if self._drained is None:
+            self._drained = self._loop.create_future()
+        await asyncio.shield(self._drained)
+
+    def _schedule(self) -> None:
+        # After the callbacks ready now: the tasks they resume may add units
+        # that then share this round's COMMIT.
+        if not self._scheduled and self._job is None:
+            self._scheduled = True
+            self._loop.call_soon(self._next_round)
+
+    def _next_round(self) -> None:
+        self._scheduled = False
+        if self._job is not None or not self._pending:
+            return
+        units = self._pending[:self._max_units]
+        del self._pending[:self._max_units]
+        self._job = units
+        self._handed = False
+        try:
+            self._round(units)
+        except BaseException as error:  # noqa: BLE001 - no unit may wait for ever
+            log.exception("storage.loop_round_failed")
+            if not self._handed:  # else the thread answers them
+                self._writer.rollback()
+                self._answer([(u, None, error) for u in units])
+
+    def _round(self, units: list[Unit]) -> None:
+        writer = self._writer
+        if not all(unit.in_transaction for unit in units) or not writer.begin_without_waiting():
+            self._to_thread(units, lambda: writer.run_units(units))
+            return
+        db = writer.db
+        results: list[Any] = []
+        try:
+            for unit in units:
+                results.append(unit.work(db))
+        except BaseException as error:  # noqa: BLE001 - as on the thread: answered, not raised
+            writer.rollback()
+            if len(units) == 1:  # nobody to share with: never run twice
+                self._answer([(units[0], None, as_storage_error(error, writer.path))])
+            else:
+                self._to_thread(units, lambda: writer.run_each_alone(units))
+            return
+        self._to_thread(units, lambda: writer.commit_loop_round(units, results))
+
+    def _to_thread(self, units: list[Unit], run: Callable[[], None]) -> None:
+        self._handed = True
+        self._writer.hand_to_thread(units, run, self._answer)
+
+    def _answer(self, outcomes: list[Outcome]) -> None:
+        """On the loop, once the round's job is over (its units answered)."""
+        self._job = None
+        for unit, _, _ in outcomes:
+            unit.handed_back = True
+        settle([(unit.future, result, error) for unit, result, error in outcomes])
+        if self._pending:
+            self._schedule()
+        elif self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
