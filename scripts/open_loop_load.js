@@ -74,8 +74,19 @@ const DEADLINE_EXCEEDED = 4;
 const UNAVAILABLE = 14;
 
 function http2Client(target) {
-  const session = http2.connect(`http://${target}`);
-  session.on("error", () => {});  // each stream reports its own failure
+  // A new connection once the server (or a proxy: nginx after its
+  // keepalive_requests, 1000 by default) sends GOAWAY or closes, as a gRPC
+  // client does; the calls in flight finish on the old one.
+  let session = null;
+  const live = () => {
+    if (session === null || session.closed || session.destroyed) {
+      const opened = http2.connect(`http://${target}`);
+      opened.on("error", () => {});  // each stream reports its own failure
+      opened.on("goaway", () => { if (session === opened) session = null; });
+      session = opened;
+    }
+    return session;
+  };
   const headers = {
     ":method": "POST", ":path": run.method, "content-type": "application/grpc",
     "te": "trailers", "grpc-timeout": `${Math.ceil(run.timeout_ms)}m`,
@@ -85,23 +96,38 @@ function http2Client(target) {
     unary: (body, answered) => {
       let code = null;
       const settle = (found) => { if (code === null) answered(code = found); };
-      let stream;
-      try {
-        stream = session.request(headers, {endStream: false});
-      } catch (error) {
-        return settle(UNAVAILABLE);
-      }
-      // A trailers-only answer (an error) carries grpc-status in its headers.
-      stream.on("response", (h) => { if ("grpc-status" in h) settle(Number(h["grpc-status"])); });
-      stream.on("trailers", (t) => settle(Number(t["grpc-status"] ?? UNKNOWN)));
-      stream.on("data", () => {});
-      stream.on("close", () => settle(
-        stream.rstCode === http2.constants.NGHTTP2_CANCEL ? DEADLINE_EXCEEDED : UNAVAILABLE));
-      stream.on("error", () => {});
-      stream.setTimeout(run.timeout_ms, () => stream.close(http2.constants.NGHTTP2_CANCEL));
-      stream.end(body.framed);
+      const send = (refusalsLeft) => {
+        let stream;
+        try {
+          stream = live().request(headers, {endStream: false});
+        } catch (error) {
+          return settle(UNAVAILABLE);
+        }
+        let responded = false;
+        // A trailers-only answer (an error) carries grpc-status in its headers.
+        stream.on("response", (h) => {
+          responded = true;
+          if ("grpc-status" in h) settle(Number(h["grpc-status"]));
+        });
+        stream.on("trailers", (t) => settle(Number(t["grpc-status"] ?? UNKNOWN)));
+        stream.on("data", () => {});
+        stream.on("close", () => {
+          // Refused unread (sent past a GOAWAY's last stream): a gRPC client
+          // sends it again, on a new connection.
+          if (!responded && code === null && refusalsLeft > 0 &&
+              stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM) {
+            return send(refusalsLeft - 1);
+          }
+          settle(stream.rstCode === http2.constants.NGHTTP2_CANCEL ? DEADLINE_EXCEEDED
+                                                                  : UNAVAILABLE);
+        });
+        stream.on("error", () => {});
+        stream.setTimeout(run.timeout_ms, () => stream.close(http2.constants.NGHTTP2_CANCEL));
+        stream.end(body.framed);
+      };
+      send(3);
     },
-    close: () => session.close(),
+    close: () => { if (session !== null) session.close(); },
   };
 }
 

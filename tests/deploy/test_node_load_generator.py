@@ -35,9 +35,11 @@ class Probe:
     def __init__(self) -> None:
         self.received: list[bytes] = []
         self.held = 0
+        self.peers: set[str] = set()
 
     async def call(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         self.received.append(request)
+        self.peers.add(context.peer())
         if ("x-probe", "sent") not in tuple(context.invocation_metadata()):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "no x-probe")
         if request == b"refuse":
@@ -51,15 +53,20 @@ class Probe:
         return request
 
 
-@pytest.fixture
-async def probe():
+async def _probe_server(options: tuple = ()):
     found = Probe()
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=options)
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
         "loadtest.Probe", {"Call": grpc.unary_unary_rpc_method_handler(found.call)})])
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    yield found, f"127.0.0.1:{port}"
+    return server, found, f"127.0.0.1:{port}"
+
+
+@pytest.fixture
+async def probe():
+    server, found, target = await _probe_server()
+    yield found, target
     await server.stop(None)
 
 
@@ -99,3 +106,22 @@ async def test_a_closed_loop_over_several_connections_keeps_its_calls_in_flight(
     # Every body sent once, in order, as the calls were made.
     assert sorted(found.received, key=lambda body: int(body[3:])) == [
         b"ok-%d" % n for n in range(1, len(calls) + 1)]
+
+
+@pytest.mark.parametrize("transport", ["grpc-js", "http2"])
+async def test_calls_go_on_over_a_new_connection_after_the_server_sends_goaway(
+        node_client, transport) -> None:
+    """As nginx does after keepalive_requests (1000) on a connection, and
+    paygrid after max_connection_age: the calls after the GOAWAY go out on a
+    new connection, as from a gRPC client, instead of failing UNAVAILABLE."""
+    server, found, target = await _probe_server(options=(
+        ("grpc.max_connection_age_ms", 150), ("grpc.max_connection_age_grace_ms", 5_000)))
+    try:
+        calls, not_sent, _ = await node_unary_load(
+            target, METHOD, lambda n: b"ok-%d" % n, 200, METADATA, 5.0,
+            phases=[(100, 1.0)], transport=transport)
+    finally:
+        await server.stop(None)
+    assert not_sent == 0 and len(calls) == 100
+    assert all(code is grpc.StatusCode.OK for _, code, _ in calls)
+    assert len(found.peers) >= 2  # a connection's age ran out at least once
