@@ -1,5 +1,5 @@
 """New batch items into SQLite, a chunk per INSERT: the statement and its
-parameters, built on the writer thread for every item of every batch.
+parameters, built in a write round (sqlite/writer.py) for every item of every batch.
 
 Nearly every item is stored as it arrived: RECEIVED, first attempt, no
 group, no result. A chunk of only such items is inserted by a statement

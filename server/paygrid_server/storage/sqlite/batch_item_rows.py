@@ -31,9 +31,9 @@ from paygrid_server.storage.sqlite.batch_item_counts import status_counts
 _OR_ROLLBACK = "UPDATE OR ROLLBACK batch_items SET"
 
 # Items are read and written a chunk per statement, not a statement per
-# item: every statement the writer thread runs has to win the GIL back from
-# the event loop. A chunk binds at most 18 * 256 host parameters, well under
-# SQLite's default limit (32766).
+# item: each statement lets the GIL go, and one run on a workers' writer
+# thread has to win it back from the event loop. A chunk binds at most
+# 18 * 256 host parameters, well under SQLite's default limit (32766).
 _CHUNK_ROWS = 256
 
 T = TypeVar("T")
@@ -54,7 +54,7 @@ def chunks(rows: Sequence[T]) -> Iterator[Sequence[T]]:
 
 # A group's two statements (its mark, its results) take up to this many of
 # its items at once (a group of limits.BATCH_MAX_GROUP_SIZE in one): each
-# statement the writer runs has to win the GIL back from the event loop, and
+# statement lets the GIL go (on a workers' writer thread, a hand-over), and
 # a 500-item group in chunks() is six. The statement is sized to the next
 # power of two, so that there are few sizes to prepare, and filled up by
 # repeating the last row: in an IN list or in the VALUES table an UPDATE

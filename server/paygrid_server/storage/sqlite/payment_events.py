@@ -18,9 +18,9 @@ _INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES {_ROW}"
 
 
 def _insert_events(count: int) -> str:
-    """One INSERT for `count` events: executemany steps (and releases the
-    GIL, which the writer thread then waits to win back from the event
-    loop) once per row; a multi-row VALUES steps once. SQLite inserts the
+    """One INSERT for `count` events: executemany steps once per row (and
+    releases the GIL each time, which a workers' writer thread then waits to
+    win back from the event loop); a multi-row VALUES steps once. SQLite inserts the
     rows in the order given, so their seq keeps the versions' order."""
     return f"INSERT INTO events ({EVENT_COLUMNS}) VALUES {', '.join([_ROW] * count)}"
 
