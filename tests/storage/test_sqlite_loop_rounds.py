@@ -147,3 +147,39 @@ async def test_workers_sharing_the_file_run_their_statements_on_the_thread(
         assert threading.get_ident() not in {thread for _, thread in seen}
     finally:
         await shared.close()
+
+
+async def test_a_commit_that_fails_leaves_only_the_failing_unit_failed(tmp_path: Path) -> None:
+    """A deferred foreign key is checked at COMMIT, which runs on the thread:
+    the round is rolled back and each unit runs again alone, so only the
+    orphan fails; alone in its round, the orphan runs once."""
+    writer = await SqliteWriter.open(tmp_path / "f.sqlite3")
+    try:
+        await writer.alone(lambda db: db.executescript(
+            "CREATE TABLE parent (id INTEGER PRIMARY KEY);"
+            "CREATE TABLE child (parent_id INTEGER NOT NULL REFERENCES parent (id)"
+            " DEFERRABLE INITIALLY DEFERRED);"))
+        runs: list[int] = []
+
+        def child_of(parent_id: int, with_parent: bool):
+            def work(db: sqlite3.Connection) -> None:
+                runs.append(parent_id)
+                if with_parent:
+                    db.execute("INSERT INTO parent (id) VALUES (?)", (parent_id,))
+                db.execute("INSERT INTO child (parent_id) VALUES (?)", (parent_id,))
+            return work
+
+        results = await asyncio.gather(
+            writer.unit(child_of(1, True)), writer.unit(child_of(99, False)),
+            writer.unit(child_of(2, True)), return_exceptions=True)
+        assert results[0] is None and results[2] is None
+        assert isinstance(results[1], sqlite3.IntegrityError)
+        assert sorted(runs) == [1, 1, 2, 2, 99, 99]  # the round, then each alone
+        runs.clear()
+        with pytest.raises(sqlite3.IntegrityError):
+            await writer.unit(child_of(98, False))
+        assert runs == [98]
+        with sqlite3.connect(tmp_path / "f.sqlite3") as db:
+            assert db.execute("SELECT parent_id FROM child ORDER BY 1").fetchall() == [(1,), (2,)]
+    finally:
+        await writer.close()

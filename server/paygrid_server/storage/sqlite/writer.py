@@ -17,8 +17,8 @@ manage their own transaction (migrations) always run on the thread.
 Why not a statement at a time through aiosqlite: with synchronous=FULL each
 COMMIT waits for the disk, and each statement awaited from the event loop
 costs a loop turn while the write lock is held; both bounded paygrid at a
-few hundred payments a second. Here a unit costs no hand-over, and a round
-one hand-over to the thread and one wake-up.
+few hundred payments a second. Here a round costs one hand-over to the
+thread and one wake-up of the loop (with workers, each unit a hand-over too).
 """
 
 from __future__ import annotations
@@ -298,9 +298,12 @@ class SqliteWriter:
         try:
             self._db.execute("COMMIT")
             self.commits += 1
-        except BaseException:  # noqa: BLE001 - each unit is retried alone, as in _run_batch
+        except BaseException as error:  # noqa: BLE001 - as in _run_batch and _run_alone
             self._rollback()
-            self.run_each_alone(units)
+            if len(units) == 1:  # nobody to share with: never run twice
+                self._hand_back([(units[0], None, as_storage_error(error, self._path))])
+            else:
+                self.run_each_alone(units)
             return
         self._hand_back([(unit, result, None) for unit, result in zip(units, results)])
 
