@@ -12,15 +12,7 @@ from pathlib import Path
 import pytest
 
 from paygrid_server.storage.sqlite.writer import SqliteWriter
-
-
-@pytest.fixture
-async def writer(tmp_path: Path):
-    writer = await SqliteWriter.open(tmp_path / "w.sqlite3")
-    await writer.alone(lambda db: db.execute(
-        "CREATE TABLE t (id INTEGER PRIMARY KEY, note TEXT NOT NULL UNIQUE)"))
-    yield writer
-    await writer.close()
+from tests.storage.test_sqlite_writer import stored_notes, writer  # noqa: F401 (a fixture)
 
 
 def noting(note: str, seen: list):
@@ -29,11 +21,6 @@ def noting(note: str, seen: list):
         seen.append((note, threading.get_ident()))
         return db.execute("INSERT INTO t (note) VALUES (?)", (note,)).lastrowid
     return work
-
-
-def stored_notes(path: Path) -> set[str]:
-    with sqlite3.connect(path) as db:  # another connection: sees only committed rows
-        return {note for (note,) in db.execute("SELECT note FROM t")}
 
 
 class HeldCommits:
