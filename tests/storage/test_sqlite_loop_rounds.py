@@ -170,3 +170,22 @@ async def test_a_commit_that_fails_leaves_only_the_failing_unit_failed(tmp_path:
             assert db.execute("SELECT parent_id FROM child ORDER BY 1").fetchall() == [(1,), (2,)]
     finally:
         await writer.close()
+
+
+async def test_a_lone_unit_that_finds_the_file_locked_on_the_loop_waits_on_the_thread(
+        writer: SqliteWriter, tmp_path: Path) -> None:
+    """The loop's busy timeout is 0: SQLITE_BUSY there is not the unit's
+    failure but a lock the thread's busy_timeout waits out."""
+    seen: list = []
+
+    def locked_once(db: sqlite3.Connection) -> None:
+        seen.append(threading.get_ident())
+        if len(seen) == 1:
+            busy = sqlite3.OperationalError("database is locked")
+            busy.sqlite_errorcode = sqlite3.SQLITE_BUSY
+            raise busy
+        db.execute("INSERT INTO t (note) VALUES ('after the lock')")
+
+    await writer.unit(locked_once)
+    assert seen[0] == threading.get_ident() and seen[1] != threading.get_ident()
+    assert stored_notes(tmp_path / "w.sqlite3") == {"after the lock"}

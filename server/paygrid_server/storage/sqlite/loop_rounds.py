@@ -14,9 +14,10 @@ loop goes on.
 The thread and the loop never use the connection at once: the loop starts a
 round only while no job of its own is on the thread (`_job`), and hands
 every round that it does not run here to the thread (units that manage
-their own transaction, a BEGIN that finds the file locked, a unit that
-fails). What a unit's caller sees is what SqliteWriter promises either way:
-it resumes once its work is durable, and a failing unit fails alone.
+their own transaction, a BEGIN that finds the file locked, a round in which a
+unit fails, a lone unit that finds the file locked after all). What a unit's
+caller sees is what SqliteWriter promises either way: it resumes once its
+work is durable, and a failing unit fails alone.
 
 Each round is one state: IDLE (nothing of ours on the thread), or a job on
 the thread (the round's COMMIT, or whole units); `_job is None` is IDLE.
@@ -28,6 +29,7 @@ BEGIN there may wait for another worker's turn, which must not stop the loop.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from typing import TYPE_CHECKING, Any, Callable
 
 import structlog
@@ -43,6 +45,13 @@ log = structlog.get_logger("paygrid.storage")
 # BEGIN on the loop never waits for another connection's lock: a round that
 # finds the file locked goes to the thread, which waits busy_timeout for it.
 LOOP_BUSY_TIMEOUT_MS = 0
+
+
+def _waited_for_a_lock(error: BaseException) -> bool:
+    """SQLITE_BUSY: what the thread's busy_timeout would have waited out."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return isinstance(error, sqlite3.Error) and code is not None and (
+        code & 0xFF) == sqlite3.SQLITE_BUSY
 
 
 class LoopRounds:
@@ -108,7 +117,7 @@ class LoopRounds:
                 results.append(unit.work(db))
         except BaseException as error:  # noqa: BLE001 - as on the thread: answered, not raised
             writer.rollback()
-            if len(units) == 1:  # nobody to share with: never run twice
+            if len(units) == 1 and not _waited_for_a_lock(error):  # never run twice
                 self._answer([(units[0], None, as_storage_error(error, writer.path))])
             else:
                 self._to_thread(units, lambda: writer.run_each_alone(units))
