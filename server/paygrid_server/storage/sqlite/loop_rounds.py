@@ -63,7 +63,6 @@ class LoopRounds:
         self._pending: list[Unit] = []
         self._job: list[Unit] | None = None  # the units of ours the thread has
         self._scheduled = False
-        self._handed = False  # this round's units are the thread's to answer
         self._drained: asyncio.Future | None = None
 
     def add(self, unit: Unit) -> None:
@@ -96,20 +95,22 @@ class LoopRounds:
         units = self._pending[:self._max_units]
         del self._pending[:self._max_units]
         self._job = units
-        self._handed = False
         try:
-            self._round(units)
+            on_thread = self._round(units)
         except BaseException as error:  # noqa: BLE001 - no unit may wait for ever
             log.exception("storage.loop_round_failed")
-            if not self._handed:  # else the thread answers them
-                self._writer.rollback()
-                self._answer([(u, None, error) for u in units])
+            self._writer.rollback()
+            self._answer([(u, None, error) for u in units])
+            return
+        if on_thread is not None:
+            self._writer.hand_to_thread(units, on_thread, self._answer)
 
-    def _round(self, units: list[Unit]) -> None:
+    def _round(self, units: list[Unit]) -> Callable[[], None] | None:
+        """Runs what of the round the loop may; returns what the thread is to
+        do then, which answers the units (None: answered here)."""
         writer = self._writer
         if not all(unit.in_transaction for unit in units) or not writer.begin_without_waiting():
-            self._to_thread(units, lambda: writer.run_units(units))
-            return
+            return lambda: writer.run_units(units)
         db = writer.db
         results: list[Any] = []
         try:
@@ -119,20 +120,13 @@ class LoopRounds:
             writer.rollback()
             if len(units) == 1 and not _waited_for_a_lock(error):  # never run twice
                 self._answer([(units[0], None, as_storage_error(error, writer.path))])
-            else:
-                self._to_thread(units, lambda: writer.run_each_alone(units))
-            return
-        self._to_thread(units, lambda: writer.commit_loop_round(units, results))
-
-    def _to_thread(self, units: list[Unit], run: Callable[[], None]) -> None:
-        self._handed = True
-        self._writer.hand_to_thread(units, run, self._answer)
+                return None
+            return lambda: writer.run_each_alone(units)
+        return lambda: writer.commit_loop_round(units, results)
 
     def _answer(self, outcomes: list[Outcome]) -> None:
         """On the loop, once the round's job is over (its units answered)."""
         self._job = None
-        for unit, _, _ in outcomes:
-            unit.handed_back = True
         settle([(unit.future, result, error) for unit, result, error in outcomes])
         if self._pending:
             self._schedule()

@@ -181,10 +181,10 @@ class SqliteWriter:
 
     def _begin(self) -> None:
         if self._db.in_transaction:
-            self._rollback()  # left open by a ROLLBACK that itself failed
+            self.rollback()  # left open by a ROLLBACK that itself failed
         self._db.execute("BEGIN IMMEDIATE")
 
-    def _rollback(self) -> None:
+    def rollback(self) -> None:
         """Never raises: on a full or failing disk ROLLBACK can fail too (SQLite
         then has usually rolled back already), and the thread must go on.
         Nothing to do when a failed `OR ROLLBACK` statement (the batch item
@@ -226,7 +226,7 @@ class SqliteWriter:
             db.execute("COMMIT")
             self.commits += 1
         except BaseException:  # noqa: BLE001 - each unit is retried alone below
-            self._rollback()
+            self.rollback()
             for unit in units:
                 self._run_alone(unit)
             return
@@ -245,7 +245,7 @@ class SqliteWriter:
             outcome = (unit, result, None)
         except BaseException as error:  # noqa: BLE001 - handed to its caller
             if in_transaction:
-                self._rollback()
+                self.rollback()
             outcome = (unit, None, as_storage_error(error, self._path))
         self._hand_back([outcome])
 
@@ -263,9 +263,6 @@ class SqliteWriter:
     @property
     def path(self) -> Path:
         return self._path
-
-    def rollback(self) -> None:
-        self._rollback()
 
     def begin_without_waiting(self) -> bool:
         """BEGIN IMMEDIATE unless the file's write lock is taken (False)."""
@@ -299,7 +296,7 @@ class SqliteWriter:
             self._db.execute("COMMIT")
             self.commits += 1
         except BaseException as error:  # noqa: BLE001 - as in _run_batch and _run_alone
-            self._rollback()
+            self.rollback()
             if len(units) == 1:  # nobody to share with: never run twice
                 self._hand_back([(units[0], None, as_storage_error(error, self._path))])
             else:
@@ -318,7 +315,7 @@ class SqliteWriter:
             job.run()
         except BaseException as error:  # noqa: BLE001 - the thread must outlive it
             log.exception("storage.writer_round_failed")
-            self._rollback()
+            self.rollback()
             self._hand_back([(u, None, error) for u in job.units if not u.handed_back])
         answers, self._answers = self._answers, None
         try:
