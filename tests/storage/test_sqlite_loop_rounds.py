@@ -1,6 +1,6 @@
-"""A lone server's write rounds (storage/sqlite/loop_rounds.py): statements on
-the event loop, the COMMIT on the writer's thread, never both at once; a
-round that would make the loop wait goes to the thread instead."""
+"""A server's write rounds (storage/sqlite/loop_rounds.py): statements on the
+event loop, the COMMIT on the writer's thread, never both at once; a round
+that would make the loop wait goes to the thread instead."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from paygrid_server.storage.sqlite.writer import SqliteWriter
+from tests.storage.test_sqlite_write_turn import OtherWorkersTurn
 from tests.storage.test_sqlite_writer import stored_notes, writer  # noqa: F401 (a fixture)
 
 
@@ -123,16 +124,29 @@ async def test_a_unit_from_another_event_loop_is_refused(writer: SqliteWriter) -
     await writer.unit(noting("still serving", []))
 
 
-async def test_workers_sharing_the_file_run_their_statements_on_the_thread(
-        tmp_path: Path) -> None:
-    shared = await SqliteWriter.open(tmp_path / "s.sqlite3", shared=True)
+async def test_a_worker_holds_the_file_s_write_turn_from_its_statements_to_its_commit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers sharing the file run their statements on the loop too, the turn
+    taken there when free, and give it back only once the COMMIT is done."""
+    database = tmp_path / "s.sqlite3"
+    shared = await SqliteWriter.open(database, shared=True)
+    other = OtherWorkersTurn(database)
+    seen: list = []
+    held = HeldCommits(shared, monkeypatch, seen)
     try:
         await shared.alone(lambda db: db.execute(
             "CREATE TABLE t (id INTEGER PRIMARY KEY, note TEXT NOT NULL UNIQUE)"))
-        seen: list = []
-        await asyncio.gather(*(shared.unit(noting(f"n{i}", seen)) for i in range(5)))
-        assert threading.get_ident() not in {thread for _, thread in seen}
+        unit = asyncio.ensure_future(shared.unit(noting("n", seen)))
+        await asyncio.to_thread(held.reached.wait, 30)
+        assert seen == [("n", threading.get_ident())]  # on the loop's own thread
+        assert not other.try_take()  # the turn is the writer's until its COMMIT is done
+        held.go.set()
+        await unit
+        assert other.try_take()
+        assert stored_notes(database) == {"n"}
     finally:
+        held.go.set()
+        other.give()
         await shared.close()
 
 

@@ -1,7 +1,8 @@
 """Workers' writers take turns at a shared SQLite file by an flock
-(storage/sqlite/write_turn.py): a writer waits for its turn in the kernel
-before it collects its queue, so what was queued while another worker wrote
-goes in one commit; a lone server's writer takes no turn."""
+(storage/sqlite/write_turn.py): a writer waits for its turn in the kernel,
+on its thread, before its loop collects what is queued, so what was queued
+while another worker wrote goes in one commit; a lone server's writer takes
+no turn."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncio
 import fcntl
 import os
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -43,10 +45,10 @@ class OtherWorkersTurn:
 
     async def take(self) -> "OtherWorkersTurn":
         """Once free: a writer gives its turn back just after it answers."""
-        await until(self._try_take)
+        await until(self.try_take)
         return self
 
-    def _try_take(self) -> bool:
+    def try_take(self) -> bool:
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -79,11 +81,21 @@ async def test_units_queued_while_a_worker_waits_for_its_turn_share_one_commit(
     writer = await open_writer(database, shared=True)
     other = await OtherWorkersTurn(database).take()
     try:
-        first = asyncio.ensure_future(writer.unit(insert("first")))
-        await until(other.someone_waits)  # the writer holds "first" and waits
-        rest = [asyncio.ensure_future(writer.unit(insert(f"n{i}"))) for i in range(10)]
+        threads: set[int] = set()
+
+        def noted(note: str):
+            def work(db: sqlite3.Connection) -> None:
+                threads.add(threading.get_ident())
+                insert(note)(db)
+            return work
+
+        first = asyncio.ensure_future(writer.unit(noted("first")))
+        # The writer's thread waits for the turn; the loop does not (this
+        # await returns).
+        await until(other.someone_waits)
+        rest = [asyncio.ensure_future(writer.unit(noted(f"n{i}"))) for i in range(10)]
         await asyncio.sleep(0)  # each task queues its unit, then awaits it
-        assert stored_notes(database) == set() and not first.done()
+        assert stored_notes(database) == set() and not first.done() and not threads
         commits_before = writer.commits
         other.give()
         await asyncio.wait_for(asyncio.gather(first, *rest), WAIT_S)
@@ -91,6 +103,8 @@ async def test_units_queued_while_a_worker_waits_for_its_turn_share_one_commit(
         # for a second turn (taken after collecting, "first" would commit alone).
         assert writer.commits - commits_before == 1
         assert stored_notes(database) == {"first"} | {f"n{i}" for i in range(10)}
+        # Their statements ran on the loop once the turn was taken.
+        assert threads == {threading.get_ident()}
     finally:
         await writer.close()
 
@@ -118,5 +132,20 @@ async def test_a_writer_gives_its_turn_back_after_each_round(tmp_path: Path,
         (await OtherWorkersTurn(database).take()).give()  # "not reached" if kept
         await writer.unit(insert("two"))  # and it takes it again
         assert stored_notes(database) == {"one", "two"}
+    finally:
+        await writer.close()
+
+
+async def test_a_worker_gives_its_turn_back_after_a_unit_that_fails(tmp_path: Path) -> None:
+    """Alone in its round, a failing unit is answered on the loop, without a
+    COMMIT: the turn taken there goes back too."""
+    database = tmp_path / "w.sqlite3"
+    writer = await open_writer(database, shared=True)
+    try:
+        with pytest.raises(sqlite3.IntegrityError):
+            await writer.unit(lambda db: db.execute("INSERT INTO t (note) VALUES (NULL)"))
+        (await OtherWorkersTurn(database).take()).give()  # "not reached" if kept
+        await writer.unit(insert("after"))
+        assert stored_notes(database) == {"after"}
     finally:
         await writer.close()

@@ -1,5 +1,5 @@
-"""A lone server's write rounds: the statements on the event loop, the COMMIT
-on the writer's thread.
+"""A server's write rounds: the statements on the event loop, the COMMIT on
+the writer's thread.
 
 Why: Python's sqlite3 lets the GIL go around every statement, and a statement
 run on the writer's thread then waits to win it back from the busy event
@@ -11,24 +11,30 @@ their CPU (nothing else wants the GIL then) and one hand-over is left: the
 COMMIT, which writes the WAL and waits for the disk on the thread while the
 loop goes on.
 
-The thread and the loop never use the connection at once: the loop starts a
-round only while no job of its own is on the thread (`_job`), and hands
+Workers sharing the file (`serve --workers N`) take the file's write turn
+(write_turn.py) before a round and give it back after its COMMIT. The loop
+takes it only when it is free; when another worker has it, the thread waits
+for it, and the loop then runs its round with every unit queued meanwhile
+(one COMMIT for them all). With the statements on the loop the turn is held
+for their CPU and the COMMIT, not for a GIL hand-over per statement, which
+held two workers' turns at 1.8-2.2x their CPU (session 14).
+
+The thread and the loop never use the connection (or the turn) at once: the
+loop starts a round only while no job of its own is on the thread, and hands
 every round that it does not run here to the thread (units that manage
 their own transaction, a BEGIN that finds the file locked, a round in which a
 unit fails, a lone unit that finds the file locked after all). What a unit's
 caller sees is what SqliteWriter promises either way: it resumes once its
 work is durable, and a failing unit fails alone.
 
-Each round is one state: IDLE (nothing of ours on the thread), or a job on
-the thread (the round's COMMIT, or whole units); `_job is None` is IDLE.
-
-Workers sharing the file (`serve --workers N`) keep the thread's rounds: a
-BEGIN there may wait for another worker's turn, which must not stop the loop.
+Each round is one state (RoundState): idle, the thread waiting for the turn,
+or a job on the thread (the round's COMMIT, or whole units).
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import sqlite3
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -54,6 +60,12 @@ def _waited_for_a_lock(error: BaseException) -> bool:
         code & 0xFF) == sqlite3.SQLITE_BUSY
 
 
+class RoundState(enum.Enum):
+    IDLE = "idle"  # nothing of ours on the thread: the loop may start a round
+    WAITING_FOR_TURN = "waiting for the turn"  # the thread waits for another worker's turn
+    ON_THREAD = "on the thread"  # the thread has the round's COMMIT, or its units
+
+
 class LoopRounds:
     def __init__(self, writer: "SqliteWriter", loop: asyncio.AbstractEventLoop,
                  max_units: int) -> None:
@@ -61,7 +73,7 @@ class LoopRounds:
         self._loop = loop
         self._max_units = max_units
         self._pending: list[Unit] = []
-        self._job: list[Unit] | None = None  # the units of ours the thread has
+        self._state = RoundState.IDLE
         self._scheduled = False
         self._drained: asyncio.Future | None = None
 
@@ -75,7 +87,7 @@ class LoopRounds:
 
     async def drain(self) -> None:
         """Returns once every unit added so far has been answered."""
-        if self._job is None and not self._pending:
+        if self._state is RoundState.IDLE and not self._pending:
             return
         if self._drained is None:
             self._drained = self._loop.create_future()
@@ -84,17 +96,30 @@ class LoopRounds:
     def _schedule(self) -> None:
         # After the callbacks ready now: the tasks they resume may add units
         # that then share this round's COMMIT.
-        if not self._scheduled and self._job is None:
+        if not self._scheduled and self._state is RoundState.IDLE:
             self._scheduled = True
             self._loop.call_soon(self._next_round)
 
     def _next_round(self) -> None:
         self._scheduled = False
-        if self._job is not None or not self._pending:
+        if self._state is not RoundState.IDLE or not self._pending:
             return
+        if not self._writer.turn_without_waiting():
+            self._state = RoundState.WAITING_FOR_TURN
+            self._writer.hand_to_thread([], self._writer.wait_for_turn, self._turn_is_ours)
+            return
+        self._start_round()
+
+    def _turn_is_ours(self, outcomes: list[Outcome]) -> None:
+        """On the loop, the thread having waited for the turn (or failed to
+        take it: the file's own lock still guards it, and the round goes on)."""
+        self._state = RoundState.IDLE
+        self._start_round()
+
+    def _start_round(self) -> None:
         units = self._pending[:self._max_units]
         del self._pending[:self._max_units]
-        self._job = units
+        self._state = RoundState.ON_THREAD  # until _answer, whether or not it goes there
         try:
             on_thread = self._round(units)
         except BaseException as error:  # noqa: BLE001 - no unit may wait for ever
@@ -126,7 +151,8 @@ class LoopRounds:
 
     def _answer(self, outcomes: list[Outcome]) -> None:
         """On the loop, once the round's job is over (its units answered)."""
-        self._job = None
+        self._state = RoundState.IDLE
+        self._writer.give_turn()  # a round answered on the loop took it there
         settle([(unit.future, result, error) for unit, result, error in outcomes])
         if self._pending:
             self._schedule()

@@ -1,6 +1,7 @@
 """Workers' turns at the SQLite file's write lock: an flock(2) on
-"<database>.write.lock", taken by a worker's writer thread before its
-BEGIN IMMEDIATE and given back after its COMMIT.
+"<database>.write.lock", taken by a worker's writer before its BEGIN
+IMMEDIATE and given back after its COMMIT: on the event loop when it is free
+(loop_rounds.py), else by the writer's thread, which waits for it.
 
 Why: with `serve --workers N` the workers' writers take turns at the file's
 one write lock. Left to SQLite, a writer that finds the lock taken waits in
@@ -36,7 +37,8 @@ def write_turn_path(database: Path) -> Path:
 
 
 class WriteTurn:
-    """Used by one thread (the writer's)."""
+    """Used by the writer's thread and its event loop, never at once (the
+    loop uses the connection only while the thread has no job of it)."""
 
     def __init__(self, database: Path) -> None:
         self._fd = os.open(write_turn_path(database), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
@@ -50,6 +52,15 @@ class WriteTurn:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
         except OSError:  # ENOLCK, say
             log.warning("storage.write_turn_failed", exc_info=True)
+            return False
+        return True
+
+    def take_without_waiting(self) -> bool:
+        """Whether the turn was free and is now held: the event loop's try,
+        which must not wait (a taken turn is waited for on the thread)."""
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # taken (EWOULDBLOCK), or ENOLCK: take() logs that one
             return False
         return True
 

@@ -8,17 +8,18 @@ and are made durable with one COMMIT. Their callers resume only after that
 COMMIT, so nothing is answered, and no channel is called, on the strength of
 work that is not on disk.
 
-Where a round runs: a lone server runs its statements on its event loop and
-the COMMIT (WAL frames, fsync) on this module's thread (loop_rounds.py says
-why); workers sharing the file (`serve --workers N`) run whole rounds on the
-thread, which waits for the file's write turn (write_turn.py). Units that
-manage their own transaction (migrations) always run on the thread.
+Where a round runs (loop_rounds.py says why): its statements on the event
+loop, its COMMIT (WAL frames, fsync) on this module's thread. Workers sharing
+the file (`serve --workers N`) take the file's write turn first
+(write_turn.py); a taken turn is waited for on the thread, never on the
+loop. Units that manage their own transaction (migrations), and the units
+of a round in which one failed, run on the thread.
 
 Why not a statement at a time through aiosqlite: with synchronous=FULL each
 COMMIT waits for the disk, and each statement awaited from the event loop
 costs a loop turn while the write lock is held; both bounded paygrid at a
 few hundred payments a second. Here a round costs one hand-over to the
-thread and one wake-up of the loop (with workers, each unit a hand-over too).
+thread and one wake-up of the loop.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from paygrid_server.storage.sqlite.connection import BUSY_TIMEOUT_MS, connect
 from paygrid_server.storage.sqlite.loop_rounds import LOOP_BUSY_TIMEOUT_MS, LoopRounds
 from paygrid_server.storage.sqlite.sqlite_faults import as_storage_error
 from paygrid_server.storage.sqlite.write_turn import WriteTurn
-from paygrid_server.storage.sqlite.write_units import LoopJob, Outcome, Unit, settle
+from paygrid_server.storage.sqlite.write_units import LoopJob, Outcome, Unit
 
 T = TypeVar("T")
 log = structlog.get_logger("paygrid.storage")
@@ -60,10 +61,7 @@ class SqliteWriter:
         self._shared = shared  # other processes (workers) write the file: take turns
         self._turn: WriteTurn | None = None
         self._turn_held = False
-        # Not bounded here because its producers are: every unit comes from a
-        # unary call (at most max_concurrent_calls), a batch stream's bounded
-        # pipeline (max_concurrent_batch_streams of them) or the resolver,
-        # and each waits for its unit before making another.
+        # Jobs of the loop's rounds (loop_rounds.py), one at a time, then _STOP.
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name="paygrid-sqlite-writer",
                                         daemon=True)
@@ -71,8 +69,8 @@ class SqliteWriter:
         self._db: sqlite3.Connection | None = None
         self._open_error: BaseException | None = None
         self._closed = False
-        self._rounds: LoopRounds | None = None  # a lone server's: statements on its loop
-        self._answers: list | None = None  # a LoopJob's, while the thread runs it
+        self._rounds: LoopRounds | None = None  # set by open(), on the loop it runs on
+        self._answers: list[Outcome] = []  # the running job's, handed to the loop at its end
         self._busy_timeout_ms = BUSY_TIMEOUT_MS
         self.commits = 0  # COMMITs made (fewer than units: that is group commit)
         self._thread.start()
@@ -83,8 +81,7 @@ class SqliteWriter:
         await asyncio.to_thread(writer._ready.wait)
         if writer._open_error is not None:
             raise writer._open_error
-        if not shared:
-            writer._rounds = LoopRounds(writer, asyncio.get_running_loop(), MAX_UNITS_PER_COMMIT)
+        writer._rounds = LoopRounds(writer, asyncio.get_running_loop(), MAX_UNITS_PER_COMMIT)
         return writer
 
     async def unit(self, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -103,17 +100,12 @@ class SqliteWriter:
             raise _closed_fault()
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        unit = Unit(work, future, loop, in_transaction)
-        if self._rounds is not None:
-            self._rounds.add(unit)
-        else:
-            self._queue.put(unit)
+        self._rounds.add(Unit(work, future, loop, in_transaction))
         return await future
 
     async def close(self) -> None:
         self._closed = True
-        if self._rounds is not None:
-            await self._rounds.drain()  # the units added before the close are answered
+        await self._rounds.drain()  # the units added before the close are answered
         self._queue.put(_STOP)
         await asyncio.to_thread(self._thread.join)
 
@@ -131,53 +123,29 @@ class SqliteWriter:
             return
         self._ready.set()
         try:
-            while True:
-                units = [self._queue.get()]
-                if isinstance(units[0], LoopJob):
-                    self._run_loop_job(units[0])
-                    continue
-                if self._turn is not None and units[0] is not _STOP:
-                    # Units queued while it waits for its turn join this round.
-                    self._turn_held = self._turn.take()
-                try:
-                    self._round(units)
-                finally:
-                    self._give_turn()
-                if _STOP in units:
-                    return
+            while (job := self._queue.get()) is not _STOP:
+                self._run_job(job)
         finally:
             self._db.close()
             if self._turn is not None:
                 self._turn.close()
-            self._answer_left_over()
 
-    def _round(self, units: list) -> None:
-        """Runs and answers `units` with whatever else is queued (up to
-        MAX_UNITS_PER_COMMIT in all); `units` ends with every one taken."""
-        while len(units) < MAX_UNITS_PER_COMMIT:
-            try:
-                units.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        work = [u for u in units if u is not _STOP]
+    def _run_job(self, job: LoopJob) -> None:
+        self._answers = []
         try:
-            self._run(work)
+            job.run()
         except BaseException as error:  # noqa: BLE001 - the thread must outlive it
-            # Every write of the process waits on this thread: if it
-            # died, every later call would hang until its deadline.
+            # Every write of the process waits on this thread: if it died,
+            # every later call would hang until its deadline.
             log.exception("storage.writer_round_failed")
-            self._hand_back([(u, None, error) for u in work if not u.handed_back])
-
-    def _answer_left_over(self) -> None:
-        """Units queued behind the stop (from another event loop, say) get the
-        fault instead of waiting for ever."""
-        while True:
-            try:
-                unit = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if unit is not _STOP:
-                self._hand_back([(unit, None, _closed_fault())])
+            self.rollback()
+            self._hand_back([(u, None, error) for u in job.units if not u.handed_back])
+            self.give_turn()
+        answers, self._answers = self._answers, []
+        try:
+            job.loop.call_soon_threadsafe(job.answer, answers)
+        except RuntimeError:
+            pass  # that event loop is closed: nobody is waiting any more
 
     def _begin(self) -> None:
         if self._db.in_transaction:
@@ -211,8 +179,7 @@ class SqliteWriter:
         """All units in one transaction. If any fails (or the commit does),
         everything is rolled back and each unit runs again in a transaction
         of its own, so only the failing unit fails. Failures are rare, and a
-        SAVEPOINT around every unit would cost two statements per unit, each
-        of which has to win the GIL back from the event loop."""
+        SAVEPOINT around every unit would cost two statements per unit."""
         if len(units) <= 1:
             for unit in units:
                 self._run_alone(unit)  # nobody to share with: never run twice
@@ -249,12 +216,13 @@ class SqliteWriter:
             outcome = (unit, None, as_storage_error(error, self._path))
         self._hand_back([outcome])
 
-    def _give_turn(self) -> None:
-        if self._turn_held:
-            self._turn_held = False
-            self._turn.give()
+    def _hand_back(self, outcomes: list[Outcome]) -> None:
+        """To the loop at the job's end, all at once (one wake-up)."""
+        for unit, _, _ in outcomes:
+            unit.handed_back = True
+        self._answers.extend(outcomes)
 
-    # -- what a lone server's loop rounds (loop_rounds.py) use ----------------
+    # -- what the loop's rounds (loop_rounds.py) use --------------------------
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -263,6 +231,22 @@ class SqliteWriter:
     @property
     def path(self) -> Path:
         return self._path
+
+    def turn_without_waiting(self) -> bool:
+        """Whether this writer may write now without waiting for another
+        worker: a lone server always; a worker holding the file's write turn,
+        or taking it now that it is free."""
+        if self._turn is None or self._turn_held:
+            return True
+        self._turn_held = self._turn.take_without_waiting()
+        return self._turn_held
+
+    def give_turn(self) -> None:
+        """After a round's COMMIT (or its end without one): the other workers'
+        writers may go."""
+        if self._turn_held:
+            self._turn_held = False
+            self._turn.give()
 
     def begin_without_waiting(self) -> bool:
         """BEGIN IMMEDIATE unless the file's write lock is taken (False)."""
@@ -279,16 +263,26 @@ class SqliteWriter:
                        answer: Callable[[list], None]) -> None:
         self._queue.put(LoopJob(units, run, answer, asyncio.get_running_loop()))
 
+    def wait_for_turn(self) -> None:
+        """On the thread: until the file's write turn is this worker's (the
+        kernel wakes it when another worker gives it back)."""
+        if self._turn is not None and not self._turn_held:
+            self._turn_held = self._turn.take()
+
     def run_units(self, units: list[Unit]) -> None:
         """On the thread: the units as a round of the thread's own."""
         self._set_busy_timeout(BUSY_TIMEOUT_MS)
+        self.wait_for_turn()
         self._run(units)
+        self.give_turn()
 
     def run_each_alone(self, units: list[Unit]) -> None:
         """On the thread: one unit failed in a round on the loop, rolled back."""
         self._set_busy_timeout(BUSY_TIMEOUT_MS)
+        self.wait_for_turn()
         for unit in units:
             self._run_alone(unit)
+        self.give_turn()
 
     def commit_loop_round(self, units: list[Unit], results: list[Any]) -> None:
         """On the thread: the COMMIT of a round run on the loop."""
@@ -299,47 +293,14 @@ class SqliteWriter:
             self.rollback()
             if len(units) == 1:  # nobody to share with: never run twice
                 self._hand_back([(units[0], None, as_storage_error(error, self._path))])
+                self.give_turn()
             else:
                 self.run_each_alone(units)
             return
+        self.give_turn()
         self._hand_back([(unit, result, None) for unit, result in zip(units, results)])
 
     def _set_busy_timeout(self, ms: int) -> None:
         if self._busy_timeout_ms != ms:
             self._db.execute(f"PRAGMA busy_timeout = {ms}")
             self._busy_timeout_ms = ms
-
-    def _run_loop_job(self, job: LoopJob) -> None:
-        self._answers = []
-        try:
-            job.run()
-        except BaseException as error:  # noqa: BLE001 - the thread must outlive it
-            log.exception("storage.writer_round_failed")
-            self.rollback()
-            self._hand_back([(u, None, error) for u in job.units if not u.handed_back])
-        answers, self._answers = self._answers, None
-        try:
-            job.loop.call_soon_threadsafe(job.answer, answers)
-        except RuntimeError:
-            pass  # that event loop is closed: nobody is waiting any more
-
-    def _hand_back(self, outcomes: list[Outcome]) -> None:
-        if self._answers is not None:  # a LoopJob's: all at once when it ends
-            for unit, _, _ in outcomes:
-                unit.handed_back = True
-            self._answers.extend(outcomes)
-            return
-        # Its transaction is over: the turn goes back before the answers, whose
-        # wake-ups of the event loop may keep this thread waiting for the GIL.
-        # A later transaction of the round (units retried alone) waits in
-        # SQLite's busy handler, as without turns.
-        self._give_turn()
-        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
-        for unit, result, error in outcomes:
-            unit.handed_back = True
-            by_loop.setdefault(unit.loop, []).append((unit.future, result, error))
-        for loop, settled in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(settle, settled)
-            except RuntimeError:
-                pass  # that event loop is closed: nobody is waiting any more
