@@ -72,6 +72,10 @@ class LoopRounds:
         self._writer = writer
         self._loop = loop
         self._max_units = max_units
+        # Not bounded here because its producers are: every unit comes from a
+        # unary call (at most max_concurrent_calls), a batch stream's bounded
+        # pipeline (max_concurrent_batch_streams of them) or the resolver,
+        # and each waits for its unit before making another.
         self._pending: list[Unit] = []
         self._state = RoundState.IDLE
         self._scheduled = False

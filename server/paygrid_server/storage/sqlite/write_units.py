@@ -1,4 +1,4 @@
-"""What the SQLite writer (writer.py) and a lone server's loop rounds
+"""What the SQLite writer (writer.py) and its event loop's rounds
 (loop_rounds.py) pass between them: units of work and their answers."""
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ Outcome = tuple[Unit, Any, BaseException | None]
 
 @dataclass(slots=True)
 class LoopJob:
-    """Units a lone server's loop hands to the writer's thread: `run` (on the
-    thread) answers each of them; `answer` gets the answers on the loop, at
-    once, when the thread is done with the connection."""
+    """Work the loop hands to the writer's thread: `run` (on the thread)
+    answers each of `units` (none: it waits for the workers' write turn);
+    `answer` gets the answers on the loop, at once, when the thread is done
+    with the connection."""
     units: list[Unit]
     run: Callable[[], None]
     answer: Callable[[list[Outcome]], None]
