@@ -123,7 +123,9 @@ class LoopRounds:
     def _start_round(self) -> None:
         units = self._pending[:self._max_units]
         del self._pending[:self._max_units]
-        self._state = RoundState.ON_THREAD  # until _answer, whether or not it goes there
+        # What any other callback sees until _answer (a round answered here,
+        # on the loop, is IDLE again before this returns).
+        self._state = RoundState.ON_THREAD
         try:
             on_thread = self._round(units)
         except BaseException as error:  # noqa: BLE001 - no unit may wait for ever
