@@ -4,15 +4,58 @@ pick a free loopback port, wait until the server's health says SERVING."""
 from __future__ import annotations
 
 import asyncio
+import itertools
+import random
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
+# Why not the kernel's pick (bind to port 0): it comes from the ephemeral
+# range, the one every outgoing connection takes its source port from. Between
+# the pick and the server's own bind, any connection could take the port, the
+# test's own health checks among them: they connect to the port before the
+# server listens, and a loopback connect whose source port is the port it
+# dials connects to itself (TCP simultaneous open). Seen in CI: a server
+# exiting "cannot listen on 127.0.0.1:40907". Below the ephemeral range no
+# connection is given a port unasked.
+LOWEST_PORT = 10_000
+
+
+def _ephemeral_ports_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default
+
+
+def _ports_below_ephemeral() -> range:
+    return range(LOWEST_PORT, max(LOWEST_PORT, _ephemeral_ports_start()))
+
+
+_PORTS = _ports_below_ephemeral()
+# From a random place (another process picking at once starts elsewhere), and
+# never the same port twice in a process: a port handed out may not be bound
+# yet when the next is asked for.
+_turns = itertools.count(random.randrange(len(_PORTS))) if _PORTS else None
+
+
 def free_loopback_port() -> int:
+    """A loopback port free now and outside the ephemeral range, where
+    possible; else the kernel's pick."""
+    if _turns is not None:
+        for _ in range(len(_PORTS)):
+            port = _PORTS[next(_turns) % len(_PORTS)]
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue  # bound (or lingering) here: the next one
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
