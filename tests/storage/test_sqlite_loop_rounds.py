@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,17 @@ def noting(note: str, seen: list):
         seen.append((note, threading.get_ident()))
         return db.execute("INSERT INTO t (note) VALUES (?)", (note,)).lastrowid
     return work
+
+
+def until_without_the_loop(condition, timeout_s: float = 30) -> bool:
+    """Polls `condition` while holding the event loop: for what another
+    thread is to do without the loop's help."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
 
 
 class HeldCommits:
@@ -141,8 +153,10 @@ async def test_a_worker_holds_the_file_s_write_turn_from_its_statements_to_its_c
         assert seen == [("n", threading.get_ident())]  # on the loop's own thread
         assert not other.try_take()  # the turn is the writer's until its COMMIT is done
         held.go.set()
+        # The loop is kept busy here (no await): the thread gives the turn back
+        # right after the COMMIT, not when the loop gets round to the answer.
+        assert until_without_the_loop(other.try_take)
         await unit
-        assert other.try_take()
         assert stored_notes(database) == {"n"}
     finally:
         held.go.set()

@@ -82,10 +82,14 @@ async def test_units_queued_while_a_worker_waits_for_its_turn_share_one_commit(
     other = await OtherWorkersTurn(database).take()
     try:
         threads: set[int] = set()
+        turn_free_in_statements: list[bool] = []
 
         def noted(note: str):
             def work(db: sqlite3.Connection) -> None:
                 threads.add(threading.get_ident())
+                probe = OtherWorkersTurn(database)
+                turn_free_in_statements.append(probe.try_take())
+                probe.give()
                 insert(note)(db)
             return work
 
@@ -103,8 +107,10 @@ async def test_units_queued_while_a_worker_waits_for_its_turn_share_one_commit(
         # for a second turn (taken after collecting, "first" would commit alone).
         assert writer.commits - commits_before == 1
         assert stored_notes(database) == {"first"} | {f"n{i}" for i in range(10)}
-        # Their statements ran on the loop once the turn was taken.
+        # Their statements ran on the loop once the turn was taken, and the
+        # turn the thread waited for was still the writer's then.
         assert threads == {threading.get_ident()}
+        assert turn_free_in_statements == [False] * 11
     finally:
         await writer.close()
 

@@ -131,7 +131,6 @@ class SqliteWriter:
                 self._turn.close()
 
     def _run_job(self, job: LoopJob) -> None:
-        self._answers = []
         try:
             job.run()
         except BaseException as error:  # noqa: BLE001 - the thread must outlive it
@@ -140,6 +139,10 @@ class SqliteWriter:
             log.exception("storage.writer_round_failed")
             self.rollback()
             self._hand_back([(u, None, error) for u in job.units if not u.handed_back])
+        if job.units:
+            # The job's COMMIT (or ROLLBACK) is made: the other workers'
+            # writers may go. A job without units only waited for the turn,
+            # which the loop's round it was waited for now holds.
             self.give_turn()
         answers, self._answers = self._answers, []
         try:
@@ -274,7 +277,6 @@ class SqliteWriter:
         self._set_busy_timeout(BUSY_TIMEOUT_MS)
         self.wait_for_turn()
         self._run(units)
-        self.give_turn()
 
     def run_each_alone(self, units: list[Unit]) -> None:
         """On the thread: one unit failed in a round on the loop, rolled back."""
@@ -282,7 +284,6 @@ class SqliteWriter:
         self.wait_for_turn()
         for unit in units:
             self._run_alone(unit)
-        self.give_turn()
 
     def commit_loop_round(self, units: list[Unit], results: list[Any]) -> None:
         """On the thread: the COMMIT of a round run on the loop."""
@@ -293,11 +294,9 @@ class SqliteWriter:
             self.rollback()
             if len(units) == 1:  # nobody to share with: never run twice
                 self._hand_back([(units[0], None, as_storage_error(error, self._path))])
-                self.give_turn()
             else:
                 self.run_each_alone(units)
             return
-        self.give_turn()
         self._hand_back([(unit, result, None) for unit, result in zip(units, results)])
 
     def _set_busy_timeout(self, ms: int) -> None:
