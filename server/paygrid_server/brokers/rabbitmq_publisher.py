@@ -15,6 +15,7 @@ from __future__ import annotations
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractConnection
+from aio_pika.connection import make_url
 
 from paygrid_server.brokers.rabbitmq_message import amqp_body, amqp_properties, routing_key
 from paygrid_server.domain.model.event import Event
@@ -34,10 +35,14 @@ class RabbitMqPublisher:
         self._channel: aiormq.abc.AbstractChannel | None = None
 
     async def connect(self) -> None:
+        # Made here and connected apart, not by aio_pika.connect: that drops a
+        # connection whose connect failed without closing it, and each retry
+        # of an unreachable broker would leave one for the collector (whose
+        # __del__ then warns "Connection.close was never awaited").
+        self._connection = aio_pika.Connection(
+            make_url(self._url), client_properties={"connection_name": CONNECTION_NAME})
         try:
-            self._connection = await aio_pika.connect(
-                self._url, timeout=CONNECT_TIMEOUT_S,
-                client_properties={"connection_name": CONNECTION_NAME})
+            await self._connection.connect(timeout=CONNECT_TIMEOUT_S)
             channel = await self._connection.channel(publisher_confirms=True,
                                                      on_return_raises=True)
             await channel.declare_exchange(
