@@ -26,6 +26,7 @@ import aio_pika
 from bench_load import measure_unary
 from bench_pay_load import PAY_METHOD, check_succeeded, pay_request_maker
 from bench_server import AUTH_METADATA, RunningServer, cpu_s, events_stored, paygrid_server
+from paygrid_server.brokers.rabbitmq_connection import open_connection
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/support/
 from tests.support import rabbitmq
@@ -45,7 +46,7 @@ class Counter:
         self._connection: aio_pika.abc.AbstractConnection | None = None
 
     async def start(self, url: str) -> None:
-        self._connection = await aio_pika.connect(url)
+        self._connection = await open_connection(url)
         channel = await self._connection.channel()
         exchange = await channel.declare_exchange(rabbitmq.EXCHANGE, aio_pika.ExchangeType.TOPIC,
                                                   durable=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 import aio_pika
 
 from paygrid.v1 import event_service_pb2 as ev
+from paygrid_server.brokers.rabbitmq_connection import open_connection
 from tests.support.event_delivery_check import Delivery, DeliveryLog, Payload
 from tests.support.rabbitmq import EXCHANGE, rabbitmqctl
 
@@ -42,7 +43,7 @@ class RabbitConsumer:
     async def declare(self) -> None:
         """The exchange (as the relay declares it) and the queue bound to
         it: before the servers start, so no event is published unrouted."""
-        connection = await aio_pika.connect(self.url)
+        connection = await open_connection(self.url)
         async with connection:
             channel = await connection.channel()
             exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC,
@@ -66,7 +67,7 @@ class RabbitConsumer:
         self.sessions += 1
         self._restart.clear()
         session = self.sessions
-        connection = await aio_pika.connect(self.url)
+        connection = await open_connection(self.url)
         async with connection:
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=PREFETCH)

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import aio_pika
 import pytest
 
+from paygrid_server.brokers.rabbitmq_connection import open_connection
+
 HOST, PORT = "127.0.0.1", 5672
 USER, PASSWORD = "guest", "guest"
 EXCHANGE = "paygrid.events"
@@ -79,7 +81,7 @@ class Vhost:
         self.name = f"paygrid_test_{uuid.uuid4().hex[:12]}"
         rabbitmqctl("add_vhost", self.name)
         rabbitmqctl("set_permissions", "-p", self.name, USER, ".*", ".*", ".*")
-        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self._connection: aio_pika.abc.AbstractConnection | None = None
 
     @property
     def url(self) -> str:
@@ -89,7 +91,7 @@ class Vhost:
         """A queue bound to the exchange (declared here if the relay has not
         yet) with these keys; what arrives is appended to the result."""
         if self._connection is None:
-            self._connection = await aio_pika.connect(self.url)
+            self._connection = await open_connection(self.url)
         channel = await self._connection.channel()
         exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC,
                                                   durable=True)

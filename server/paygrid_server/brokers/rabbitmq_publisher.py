@@ -15,8 +15,8 @@ from __future__ import annotations
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractConnection
-from aio_pika.connection import make_url
 
+from paygrid_server.brokers.rabbitmq_connection import close_quietly, open_connection
 from paygrid_server.brokers.rabbitmq_message import amqp_body, amqp_properties, routing_key
 from paygrid_server.domain.model.event import Event
 from paygrid_server.domain.ports.event_relay import BrokerUnavailable, PublishFailed
@@ -35,14 +35,9 @@ class RabbitMqPublisher:
         self._channel: aiormq.abc.AbstractChannel | None = None
 
     async def connect(self) -> None:
-        # Made here and connected apart, not by aio_pika.connect: that drops a
-        # connection whose connect failed without closing it, and each retry
-        # of an unreachable broker would leave one for the collector (whose
-        # __del__ then warns "Connection.close was never awaited").
-        self._connection = aio_pika.Connection(
-            make_url(self._url), client_properties={"connection_name": CONNECTION_NAME})
         try:
-            await self._connection.connect(timeout=CONNECT_TIMEOUT_S)
+            self._connection = await open_connection(
+                self._url, timeout_s=CONNECT_TIMEOUT_S, name=CONNECTION_NAME)
             channel = await self._connection.channel(publisher_confirms=True,
                                                      on_return_raises=True)
             await channel.declare_exchange(
@@ -72,8 +67,5 @@ class RabbitMqPublisher:
 
     async def close(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
-        if connection is not None and not connection.is_closed:
-            try:
-                await connection.close()
-            except Exception:  # noqa: BLE001 - closing a broken connection may fail too
-                pass
+        if connection is not None:
+            await close_quietly(connection)
