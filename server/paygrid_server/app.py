@@ -37,6 +37,7 @@ from paygrid_server.domain.payments.leg_dispatch import LegDispatcher
 from paygrid_server.domain.payments.completion import PaymentCompletion
 from paygrid_server.domain.payments.recovery import PaymentRecovery
 from paygrid_server.domain.in_flight import InFlight
+from paygrid_server.domain.payments_first import PaymentsFirst
 from paygrid_server.domain.payments.payment_service import PaymentService
 from paygrid_server.domain.payments.refund_service import RefundService
 from paygrid_server.domain.charging.routing import ChannelRoute, Router
@@ -153,12 +154,15 @@ class PaygridApp:
                                       c.max_amount_minor, c.priority, c.timeout_ms)
                          for c in config.channels], breakers)
         in_flight = InFlight()
+        payments_first = PaymentsFirst(config.batch_yield_to_payments_ms)
+        observability.watch_payments_first(payments_first)
         settlement = ChargeSettlement(channels)
         path = ChargePath(router, channels, settlement)
         completion = PaymentCompletion(store, settlement)
         payments = PaymentService(store, router,
                                   LegDispatcher(path, store),
-                                  completion, in_flight, config.max_accepted_payments)
+                                  completion, in_flight, config.max_accepted_payments,
+                                  payments_first)
         refunds = RefundService(store, channels, in_flight)
         recovery = PaymentRecovery(store, settlement, completion, refunds, in_flight)
         lease = BatchLeaseLimits(config.batch_group_workers, config.batch_lease_ms,
@@ -167,7 +171,7 @@ class PaygridApp:
         # This replica in leases: unique per process, readable in the database.
         replica = worker_supervisor.replica_id()
         group_workers = GroupWorkers(batch_store, storage.group_queue, path, replica,
-                                     lease)
+                                     lease, payments_first)
         batches = BatchService(batch_store, path, in_flight,
                                group_workers, lease)
 

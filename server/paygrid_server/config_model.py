@@ -152,6 +152,10 @@ class ServerConfig:
     batch_lease_renew_every_ms: int = 5_000  # held leases are renewed this often (< lease / 2)
     batch_claim_poll_ms: int = 100  # an idle replica looks for groups to claim this often
     batch_progress_poll_ms: int = 100  # a stream looks for groups done by other replicas
+    # A batch step (a message's items stored, a group started) waits at most
+    # this long while callers wait for payments in this process (0: never):
+    # domain/payments_first.py.
+    batch_yield_to_payments_ms: int = 50
     # Connections are closed after this age (with a grace for calls in
     # flight), so clients re-resolve and load spreads over new replicas.
     max_connection_age_ms: int = 300_000

@@ -12,6 +12,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from paygrid_server.config_model import POSTGRES_SCHEMES, SQLITE_SCHEME, ConfigError, ServerConfig
+from paygrid_server.domain.model import limits
 from paygrid_server.storage.postgres.database import redacted_dsn
 
 redacted_url = redacted_dsn  # any URL's password, not only a DSN's
@@ -23,6 +24,11 @@ def _positive(value: int) -> str | None:
 
 def _not_negative(value: int) -> str | None:
     return None if value >= 0 else f"must be 0 or more, got {value}"
+
+
+def _batch_yield_ms(value: int) -> str | None:
+    most = limits.BATCH_YIELD_TO_PAYMENTS_MAX_MS
+    return None if 0 <= value <= most else f"must be 0 to {most}, got {value}"
 
 
 def _host_port(value: str) -> str | None:
@@ -138,6 +144,8 @@ SETTINGS = (
             check=_positive),
     _server("batch_claim_poll_ms", int, "PAYGRID_BATCH_CLAIM_POLL_MS", check=_positive),
     _server("batch_progress_poll_ms", int, "PAYGRID_BATCH_PROGRESS_POLL_MS", check=_positive),
+    _server("batch_yield_to_payments_ms", int, "PAYGRID_BATCH_YIELD_TO_PAYMENTS_MS",
+            check=_batch_yield_ms),
     _server("max_connection_age_ms", int, "PAYGRID_MAX_CONNECTION_AGE_MS"),
     _server("max_connection_age_grace_ms", int, "PAYGRID_MAX_CONNECTION_AGE_GRACE_MS"),
     _server("keepalive_time_ms", int, "PAYGRID_KEEPALIVE_TIME_MS"),

@@ -21,6 +21,7 @@ from paygrid_server.config import (
     ServerConfig,
     load_config,
 )
+from paygrid_server.domain.model import limits
 from tests.conftest import pay_request
 from tests.support.server_process import ServerProcess, free_port, write_config
 
@@ -116,6 +117,21 @@ def test_an_empty_variable_turns_off_what_empty_turns_off_and_is_unset_elsewhere
 def test_bad_environment_is_refused_with_the_variable_named(environ, message) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(None, environ=environ)
+
+
+def test_the_batch_yield_to_payments_is_0_to_its_limit(tmp_path: Path) -> None:
+    longest = limits.BATCH_YIELD_TO_PAYMENTS_MAX_MS
+    for good in (0, longest):
+        assert load_config(None, environ={"PAYGRID_BATCH_YIELD_TO_PAYMENTS_MS": str(good)}
+                           ).batch_yield_to_payments_ms == good
+    for bad in (-1, longest + 1):
+        with pytest.raises(ConfigError, match=f"PAYGRID_BATCH_YIELD_TO_PAYMENTS_MS: must be "
+                                              f"0 to {longest}, got {bad}"):
+            load_config(None, environ={"PAYGRID_BATCH_YIELD_TO_PAYMENTS_MS": str(bad)})
+    path = tmp_path / "paygrid.toml"
+    path.write_text(f"[server]\nbatch_yield_to_payments_ms = {longest + 1}\n")
+    with pytest.raises(ConfigError, match="server.batch_yield_to_payments_ms: must be 0 to"):
+        load_config(path, environ={})
 
 
 @pytest.mark.parametrize(("text", "message"), [

@@ -19,6 +19,7 @@ from paygrid_server.domain.model.batch import (
     FailurePolicy,
     GroupingPolicy,
 )
+from paygrid_server.domain.payments_first import PaymentsFirst
 from paygrid_server.domain.ports.group_queue import GroupLease
 from tests.support.queued_batch import card_items
 
@@ -70,6 +71,7 @@ async def test_only_a_batch_no_failure_can_stop_lets_its_next_group_start_with_t
         policy, may_start, monkeypatch) -> None:
     monkeypatch.setattr(group_steps, "GroupCharger", SucceedingCharger)
     queue = RecordingQueue()
-    steps = GroupSteps(OneBatch(policy), queue, SimpleNamespace(settlement=None))
+    steps = GroupSteps(OneBatch(policy), queue, SimpleNamespace(settlement=None),
+                       PaymentsFirst(0))
     await steps.process(GroupLease(UID, 1, "card", "me", 1))
     assert queue.saved == [{"group": 1, "stops_batch": None, "next_may_start": may_start}]

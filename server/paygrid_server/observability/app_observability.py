@@ -15,11 +15,13 @@ from paygrid_server.config import ObservabilityConfig
 from paygrid_server.domain.batches.events import BatchEvent
 from paygrid_server.domain.charging.circuit_breaker import CircuitBreaker
 from paygrid_server.domain.events.event_relay import RelayStats
+from paygrid_server.domain.payments_first import PaymentsFirst
 from paygrid_server.observability import tracing
 from paygrid_server.observability.batch_metrics import BatchMetrics
 from paygrid_server.observability.channel_call_metrics import ChannelCallMetrics
 from paygrid_server.observability.circuit_breaker_collector import CircuitBreakerCollector
 from paygrid_server.observability.event_relay_collector import EventRelayCollector
+from paygrid_server.observability.payments_first_collector import PaymentsFirstCollector
 from paygrid_server.observability.metrics import PaygridMetrics
 from paygrid_server.observability.metrics_endpoint import MetricsEndpoint
 
@@ -57,6 +59,9 @@ class AppObservability:
 
     def watch_event_relay(self, stats: RelayStats) -> None:
         self.metrics.registry.register(EventRelayCollector(stats))
+
+    def watch_payments_first(self, first: PaymentsFirst) -> None:
+        self.metrics.registry.register(PaymentsFirstCollector(first))
 
     def observe_batch_event(self, event: BatchEvent) -> None:
         self._batch_metrics.observe(event)

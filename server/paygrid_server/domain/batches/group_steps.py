@@ -25,6 +25,7 @@ from paygrid_server.domain.batches.failure_policy import GroupReversal, first_fa
 from paygrid_server.domain.batches.group_charging import GroupCharger
 from paygrid_server.domain.batches.recharge import settle_interrupted
 from paygrid_server.domain.charging.charge_path import ChargePath
+from paygrid_server.domain.payments_first import PaymentsFirst
 from paygrid_server.domain.ports.batch_store import BatchStore
 from paygrid_server.domain.ports.group_queue import GroupLease, GroupQueue
 
@@ -40,8 +41,10 @@ class LeaseLost(Exception):
 
 
 class GroupSteps:
-    def __init__(self, store: BatchStore, queue: GroupQueue, path: ChargePath) -> None:
+    def __init__(self, store: BatchStore, queue: GroupQueue, path: ChargePath,
+                 payments_first: PaymentsFirst) -> None:
         self._store = store
+        self._payments_first = payments_first
         self._queue = queue
         self._path = path
         self._settlement = path.settlement
@@ -59,6 +62,7 @@ class GroupSteps:
         return batch
 
     async def process(self, lease: GroupLease) -> BatchGroup:
+        await self._payments_first.batch_turn()  # before any of the group's work
         batch = await self.batch(lease.batch_uid)
         structlog.contextvars.bind_contextvars(tenant_id=batch.tenant_id,
                                                batch_id=batch.batch_id)

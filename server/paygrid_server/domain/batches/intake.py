@@ -36,6 +36,7 @@ from paygrid_server.domain.model.transaction_columns import TransactionColumns, 
 from paygrid_server.domain.model.control_totals import ControlTally, ControlTotals
 from paygrid_server.domain.model.errors import DomainError, PreconditionFailed
 from paygrid_server.domain.model.payment import Failure, FailureReason
+from paygrid_server.domain.payments_first import PaymentsFirst
 from paygrid_server.domain.ports.batch_store import BatchStore
 from paygrid_server.domain.ports.group_queue import GroupQueue
 
@@ -48,7 +49,7 @@ _ABORT = object()  # the stream is gone
 class Intake:
     def __init__(self, batch: Batch, header: BatchHeader, store: BatchStore, router: Router,
                  queue: GroupQueue, wake_workers: Callable[[], None], progress: GroupProgress,
-                 outbox: Outbox, stop: BatchStop) -> None:
+                 outbox: Outbox, stop: BatchStop, payments_first: PaymentsFirst) -> None:
         self._batch = batch
         self._header = header  # this submission's (group size and parallelism may change)
         self._store = store
@@ -58,6 +59,7 @@ class Intake:
         self._progress = progress
         self._outbox = outbox
         self._stop = stop
+        self._payments_first = payments_first
         self.state = RunState.HOLDING if header.control is not None else RunState.TAKING
         self._inbox: asyncio.Queue = asyncio.Queue(limits.BATCH_INBOX_MESSAGES)
         # Counted whether or not the header declared totals: a BatchEnd may.
@@ -153,6 +155,10 @@ class Intake:
     async def _store_items(self, messages: list[TransactionColumns]) -> None:
         if not messages:
             return
+        # Before the items' validation and their rows: the dearest step on
+        # the loop. Meanwhile the inbox fills and the stream's flow control
+        # slows the client.
+        await self._payments_first.batch_turn()
         items: list[BatchItem] = []
         refused: list[ItemResult] = []
         for columns in messages:

@@ -57,7 +57,8 @@ class BatchRun:
         self._progress = GroupProgress(batch.uid, self._groups_queue, self.outbox,
                                        2 * header.parallelism, lease.progress_poll_ms)
         self._intake = Intake(batch, header, store, path.router, self._groups_queue,
-                              workers.wake, self._progress, self.outbox, self._stop)
+                              workers.wake, self._progress, self.outbox, self._stop,
+                              workers.payments_first)
         self._resume = Resume(batch, header.failure_policy, store, path.settlement,
                               self._groups_queue.durable, self._stop)
 

@@ -32,6 +32,7 @@ from paygrid_server.domain.model import clock
 from paygrid_server.domain.model.batch import BatchGroup
 from paygrid_server.domain.batches.group_steps import GroupSteps, LeaseLost
 from paygrid_server.domain.charging.charge_path import ChargePath
+from paygrid_server.domain.payments_first import PaymentsFirst
 from paygrid_server.domain.ports.batch_store import BatchStore
 from paygrid_server.domain.ports.group_queue import GroupLease, GroupQueue
 
@@ -72,10 +73,11 @@ class GroupListener(Protocol):
 
 class GroupWorkers:
     def __init__(self, store: BatchStore, queue: GroupQueue, path: ChargePath, owner: str,
-                 lease: BatchLeaseLimits) -> None:
+                 lease: BatchLeaseLimits, payments_first: PaymentsFirst) -> None:
         self.owner = owner  # this replica, as leases name it
         self.queue = queue  # durable leases (PostgreSQL) or in memory (SQLite)
-        self._steps = GroupSteps(store, queue, path)
+        self.payments_first = payments_first  # the batches' intakes wait for payments too
+        self._steps = GroupSteps(store, queue, path, payments_first)
         self._lease = lease
         self._slots = asyncio.Semaphore(lease.group_workers)
         self._wake = asyncio.Event()

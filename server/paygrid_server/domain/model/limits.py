@@ -67,6 +67,10 @@ BATCH_ITEM_CONCURRENCY_PER_GROUP = 16
 # BATCH_FLUSH_IDLE_MS without a new message.
 BATCH_FLUSH_ITEMS = 512
 BATCH_FLUSH_IDLE_MS = 5
+# A batch step waits at most this long for this process's payments
+# (domain/payments_first.py): past it a batch under constant payment
+# traffic would hardly move.
+BATCH_YIELD_TO_PAYMENTS_MAX_MS = 1_000
 # Messages buffered between the network and the batch pipeline.
 BATCH_INBOX_MESSAGES = 4
 # Items per message of ListBatchItems and per chunk when resuming.

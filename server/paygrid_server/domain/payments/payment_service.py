@@ -36,6 +36,7 @@ from paygrid_server.domain.model.request_validation import (
 )
 from paygrid_server.domain.charging.routing import Router
 from paygrid_server.domain.in_flight import InFlight, pass_outcome
+from paygrid_server.domain.payments_first import PaymentsFirst
 from paygrid_server.domain.ports.payment_store import PageCursor, PaymentStore
 
 RETRY_IN_PROGRESS_AFTER_MS = 100
@@ -104,8 +105,9 @@ def bind_payment_ids(payment: Payment) -> None:
 class PaymentService:
     def __init__(self, store: PaymentStore, router: Router, dispatcher: LegDispatcher,
                  completion: PaymentCompletion, in_flight: InFlight,
-                 max_accepted_running: int) -> None:
+                 max_accepted_running: int, payments_first: PaymentsFirst) -> None:
         self._store = store
+        self._payments_first = payments_first
         self._router = router
         self._dispatcher = dispatcher
         self._completion = completion
@@ -138,16 +140,20 @@ class PaymentService:
         # Registered as in flight before its row exists, so the resolver can
         # never mistake a payment that is just starting for an abandoned one.
         # The caller awaits an answer that its going away does not cancel.
-        if wait is not PayWait.ACCEPTED:
-            return await self._in_flight.answer(
-                payment.payment_id, self._start(payment, deadline_ms, wait, None))
-        accepted = asyncio.get_running_loop().create_future()
-        task = self._in_flight.run(payment.payment_id,
-                                   self._start(payment, deadline_ms, wait, accepted))
-        self._accepted_running += 1
-        task.add_done_callback(self._accepted_ended)
-        answer_on_acceptance(task, accepted)
-        return await asyncio.shield(accepted)
+        self._payments_first.payment_started()
+        try:
+            if wait is not PayWait.ACCEPTED:
+                return await self._in_flight.answer(
+                    payment.payment_id, self._start(payment, deadline_ms, wait, None))
+            accepted = asyncio.get_running_loop().create_future()
+            task = self._in_flight.run(payment.payment_id,
+                                       self._start(payment, deadline_ms, wait, accepted))
+            self._accepted_running += 1
+            task.add_done_callback(self._accepted_ended)
+            answer_on_acceptance(task, accepted)
+            return await asyncio.shield(accepted)
+        finally:
+            self._payments_first.payment_ended()
 
     def _accepted_ended(self, _: asyncio.Task) -> None:
         self._accepted_running -= 1
