@@ -163,7 +163,7 @@ class PaygridApp:
                                   LegDispatcher(path, store),
                                   completion, in_flight, config.max_accepted_payments,
                                   payments_first)
-        refunds = RefundService(store, channels, in_flight)
+        refunds = RefundService(store, channels, in_flight, payments_first)
         recovery = PaymentRecovery(store, settlement, completion, refunds, in_flight)
         lease = BatchLeaseLimits(config.batch_group_workers, config.batch_lease_ms,
                                  config.batch_lease_renew_every_ms, config.batch_claim_poll_ms,

@@ -1,5 +1,5 @@
 """Real-time payments before batch work (domain/payments_first.py) in a real
-server: while a caller waits for a Pay, each batch step (a message's items
+server: while a caller waits for a Pay or a refund, each batch step (a message's items
 stored, a group started) waits for it, at most batch_yield_to_payments_ms,
 and /metrics says how much. The moment "a Pay is running" is made by
 holding its channel's charges, never by timing."""
@@ -54,6 +54,29 @@ async def test_a_batch_waits_for_a_running_pay_at_most_the_yield_and_still_compl
 
     wallet.faults.release_charges()
     assert (await paying).payment.status == pb.PAYMENT_STATUS_SUCCEEDED
+
+
+async def test_a_batch_waits_for_a_running_refund_too(start_paygrid) -> None:
+    """A refund's caller waits for money to move as a Pay's does."""
+    paygrid = await start_paygrid(batch_yield_to_payments_ms=50)
+    paid = (await paygrid.stub.Pay(
+        pay_request("k-to-refund", leg("merchant_0001", channel="wallet")), timeout=30)).payment
+    assert paid.status == pb.PAYMENT_STATUS_SUCCEEDED
+    wallet = paygrid.simulator("wallet")
+    wallet.faults.freeze()
+    refunding = asyncio.ensure_future(paygrid.stub.RefundPayment(pb.RefundPaymentRequest(
+        payment_id=paid.payment_id, idempotency_key="r-held"), timeout=60))
+    await wallet.faults.frozen(calls=1)
+
+    await batch_of_four_groups(paygrid, "b-refund")
+    assert not refunding.done()
+    page = await scrape(paygrid.app.metrics_port)
+    assert page.value(STEPS) >= GROUPS + 1
+
+    wallet.faults.thaw()
+    assert (await refunding).refund.status == pb.REFUND_STATUS_SUCCEEDED
+    await batch_of_four_groups(paygrid, "b-after-refund")
+    assert (await scrape(paygrid.app.metrics_port)).value(STEPS) == page.value(STEPS)
 
 
 async def test_no_step_waits_with_the_yield_off(start_paygrid) -> None:

@@ -14,6 +14,7 @@ from paygrid_server.domain.model import limits
 from paygrid_server.domain.model.errors import DeadlineTooShort
 from paygrid_server.domain.model.refund import RefundStatus
 from paygrid_server.domain.payments.refund_service import RefundInput, RefundService
+from paygrid_server.domain.payments_first import PaymentsFirst
 from paygrid_server.storage.postgres.payment_store import PostgresPaymentStore
 from paygrid_server.storage.sqlite.payment_store import SqlitePaymentStore
 from tests.conftest import leg, money, pay_request, rich_status
@@ -149,7 +150,7 @@ def _refund_service(paygrid) -> RefundService:
     hand it a remaining deadline exactly at the limit (gRPC cannot)."""
     store = (PostgresPaymentStore(paygrid.app.database, ProtobufSnapshots()) if paygrid.engine == "postgresql"
              else SqlitePaymentStore(paygrid.app.database, ProtobufSnapshots()))
-    return RefundService(store, paygrid.app.channels, paygrid.app.in_flight)
+    return RefundService(store, paygrid.app.channels, paygrid.app.in_flight, PaymentsFirst(0))
 
 
 async def test_a_refund_exactly_at_the_minimum_deadline_is_accepted_just_under_refused(

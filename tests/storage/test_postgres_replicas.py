@@ -35,6 +35,7 @@ from paygrid_server.domain.model.payment import (
 )
 from paygrid_server.domain.model.errors import RequestInProgress
 from paygrid_server.domain.in_flight import InFlight
+from paygrid_server.domain.payments_first import PaymentsFirst
 from paygrid_server.domain.model.refund import Refund, RefundLeg, RefundStatus
 from paygrid_server.domain.payments.refund_service import (
     RefundInput,
@@ -164,7 +165,7 @@ async def test_a_refund_retry_on_another_replica_while_it_may_still_run_is_abort
     running.fingerprint = validate_refund(asked).fingerprint()
     running.created_at_us = clock.now_us()
     assert await stores[0].insert_refund(running) is None
-    on_a, on_b = (RefundService(store, {}, InFlight()) for store in stores)
+    on_a, on_b = (RefundService(store, {}, InFlight(), PaymentsFirst(0)) for store in stores)
     with pytest.raises(RequestInProgress):
         await on_b.refund("dev", asked)
     # A's own refund, not running in A: its execution ended unresolved, so a

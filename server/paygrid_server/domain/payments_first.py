@@ -8,7 +8,8 @@ a 300k-item batch took 45 ms at p50 in place of 4.5 ms alone. A checkout
 waits for a Pay; a payroll file does not wait for any one of its groups.
 
 So a batch step that starts new work (storing a message's items, starting a
-group) first waits while any caller here waits for a payment, and at most
+group) first waits while any caller here waits for a payment or a refund
+(both count as a payment here: money a caller waits to see move), and at most
 `yield_ms`: the loop then has room for the payments' steps, and a batch
 under constant payment traffic still moves. Steps already under way are
 never held (a charged group's results are stored at once), and nothing

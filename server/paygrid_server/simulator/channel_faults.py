@@ -83,6 +83,7 @@ class ChannelFaults:
         self._held_more = asyncio.Event()  # set each time a call is held
         self._thawed: asyncio.Event | None = None  # frozen while set to an Event
         self.calls_frozen = 0
+        self._frozen_more = asyncio.Event()  # set each time a call is frozen
         self.reversals_failed = 0
 
     @property
@@ -137,10 +138,18 @@ class ChannelFaults:
             self._thawed.set()
             self._thawed = None
 
+    async def frozen(self, calls: int) -> None:
+        """Returns once `calls` calls of any kind in all have been frozen
+        (as held() does for held charges)."""
+        while self.calls_frozen < calls:
+            self._frozen_more.clear()
+            await self._frozen_more.wait()
+
     async def until_thawed(self) -> None:
         """Every call waits here first: at once, unless the channel is frozen."""
         if self._thawed is not None:
             self.calls_frozen += 1
+            self._frozen_more.set()
             await self._thawed.wait()
 
     def fail_reversals(self, calls: int) -> None:

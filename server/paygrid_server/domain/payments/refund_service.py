@@ -24,6 +24,7 @@ from paygrid_server.domain.model.errors import (
 )
 from paygrid_server.domain.model.payment import Failure, FailureReason, LegStatus, Payment, PaymentStatus
 from paygrid_server.domain.in_flight import InFlight
+from paygrid_server.domain.payments_first import PaymentsFirst
 from paygrid_server.domain.payments.payment_service import (
     RETRY_IN_PROGRESS_AFTER_MS,
     owned_payment,
@@ -80,10 +81,13 @@ def validate_refund(request: RefundInput) -> RefundRequest:
 
 class RefundService:
     def __init__(self, store: PaymentStore, channels: Mapping[str, PaymentChannel],
-                 in_flight: InFlight) -> None:
+                 in_flight: InFlight, payments_first: PaymentsFirst) -> None:
         self._store = store
         self._channels = channels
         self._in_flight = in_flight
+        # A refund's caller waits for money to move as a Pay's does, so
+        # batch steps give way to it the same (domain/payments_first.py).
+        self._payments_first = payments_first
 
     async def refund(self, tenant_id: str, request_input: RefundInput,
                      caller_remaining_ms: float | None = None) -> tuple[Refund, Payment]:
@@ -91,6 +95,13 @@ class RefundService:
         deadline). Too little is refused before anything is stored, as for Pay."""
         request = validate_refund(request_input)
         refuse_too_short_deadline(caller_remaining_ms)
+        self._payments_first.payment_started()
+        try:
+            return await self._refund(tenant_id, request)
+        finally:
+            self._payments_first.payment_ended()
+
+    async def _refund(self, tenant_id: str, request: RefundRequest) -> tuple[Refund, Payment]:
         payment = owned_payment(tenant_id, request.payment_id,
                                 await self._store.get_payment(request.payment_id))
         fingerprint = request.fingerprint()
