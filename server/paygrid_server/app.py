@@ -13,6 +13,7 @@ import structlog
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from paygrid_server import startup_failure, worker_supervisor
+from paygrid_server.worker_payment_counts import sibling_payment_counts
 from paygrid_server.api_keys import DEV_TENANT, ApiKeyRegistry
 from paygrid_server.channels.channel_from_config import grpc_channel_for
 from paygrid_server.channels.in_process_channel import InProcessPaymentChannel
@@ -154,7 +155,8 @@ class PaygridApp:
                                       c.max_amount_minor, c.priority, c.timeout_ms)
                          for c in config.channels], breakers)
         in_flight = InFlight()
-        payments_first = PaymentsFirst(config.batch_yield_to_payments_ms)
+        # A worker also gives way to its siblings' payments (None alone).
+        payments_first = PaymentsFirst(config.batch_yield_to_payments_ms, sibling_payment_counts())
         observability.watch_payments_first(payments_first)
         settlement = ChargeSettlement(channels)
         path = ChargePath(router, channels, settlement)

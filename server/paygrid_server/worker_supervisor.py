@@ -32,6 +32,9 @@ The supervisor:
   batch group and stream leases are expired at once, so its groups are taken over now rather than when
   batch_lease_ms runs out; its payments follow the hand-off rule (payments
   carry no owner to tell them by).
+Each worker counts its callers waiting for payments in a slot of a memfd
+the supervisor makes (worker_payment_counts.py), so batch steps in every
+worker give way to any worker's payments (domain/payments_first.py).
 Workers run in their own session, so a terminal's Ctrl-C reaches only the
 supervisor (one stop signal, forwarded once), and get SIGTERM from the
 kernel if the supervisor itself dies (PR_SET_PDEATHSIG): no worker outlives it.
@@ -55,6 +58,7 @@ from paygrid_server import startup_failure
 from paygrid_server.config import ServerConfig
 from paygrid_server.storage.database_lock import DatabaseLock, DatabaseLocked
 from paygrid_server.transport.port_hold import PortHold
+from paygrid_server.worker_payment_counts import WorkerPaymentCounts
 
 log = structlog.get_logger("paygrid.workers")
 
@@ -104,10 +108,13 @@ class WorkerSupervisor:
         self._failed: int | None = None  # a worker's start-up failure exit code
         self._database_lock: DatabaseLock | None = None  # SQLite: held for the workers
         self._started_any = False
+        # Callers waiting for payments per worker, for each worker to see the others'.
+        self._payment_counts: WorkerPaymentCounts | None = None
 
     async def run(self) -> int:
         """Until stopped; the exit code of the whole."""
-        with self._database_held(), PortHold.take(self._config.listen) as held:
+        with (self._database_held(), PortHold.take(self._config.listen) as held,
+              self._payment_counts_shared()):
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._stop, sig)
@@ -156,6 +163,15 @@ class WorkerSupervisor:
             self._database_lock = None
             lock.release()
 
+    @contextlib.contextmanager
+    def _payment_counts_shared(self):
+        self._payment_counts = WorkerPaymentCounts(self._workers)
+        try:
+            yield
+        finally:
+            self._payment_counts.close()
+            self._payment_counts = None
+
     def _stop(self, sig: signal.Signals) -> None:
         log.info("workers.stopping", signal=sig.name, workers=len(self._processes))
         self._stopping.set()
@@ -174,6 +190,8 @@ class WorkerSupervisor:
             code = await process.wait()
             dead = [*dead, _replica(process.pid, nonce)][-DEAD_REPLICAS_TOLD:]
             self._processes.pop(index, None)
+            assert self._payment_counts is not None
+            self._payment_counts.clear(index)
             if self._stopping.is_set():
                 log.info("workers.worker_stopped", index=index, pid=process.pid, exit_code=code)
                 return code
@@ -195,9 +213,11 @@ class WorkerSupervisor:
         supervisor = os.getpid()
         env = {**os.environ, READY_FD_ENV: str(write_end), WORKER_OF_ENV: str(supervisor),
                REPLICA_NONCE_ENV: nonce, **({DEAD_REPLICAS_ENV: ",".join(dead)} if dead else {})}
-        pass_fds = [write_end]
         for told_below in (FIRST_WORKER_ENV, DATABASE_LOCK_FD_ENV):
             env.pop(told_below, None)  # never passed on from this process's own environment
+        assert self._payment_counts is not None
+        env.update(self._payment_counts.worker_env(index))
+        pass_fds = [write_end, self._payment_counts.fd]
         if not self._started_any:
             env[FIRST_WORKER_ENV] = "1"
         self._started_any = True

@@ -150,7 +150,7 @@ async def test_a_refund_held_on_one_worker_is_reserved_and_keyed_for_the_other(
 
         rig.card.faults.freeze()
         call = first.RefundPayment(refund("whole", 1_000), timeout=60)
-        await wait_for(lambda: rig.card.faults.calls_frozen == 1, "the refund at the channel")
+        await asyncio.wait_for(rig.card.faults.frozen(calls=1), 60)  # the refund at the channel
         with pytest.raises(grpc.aio.AioRpcError) as told:
             await second.RefundPayment(refund("whole", 1_000), timeout=30)
         assert told.value.code() == grpc.StatusCode.ABORTED, told.value

@@ -31,6 +31,7 @@ from paygrid_server.domain.ports.payment_store import (
     RefundExceedsRefundable,
     PaymentStore,
 )
+from paygrid_server.domain.ports.sibling_payments import SiblingPayments
 from paygrid_server.domain.ports.storage_errors import (
     StorageFault,
     StorageUnavailable,
@@ -58,6 +59,7 @@ __all__ = [
     "PaymentChannel",
     "PaymentStore",
     "RefundExceedsRefundable",
+    "SiblingPayments",
     "StorageFault",
     "StorageUnavailable",
 ]
