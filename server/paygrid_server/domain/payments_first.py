@@ -18,9 +18,10 @@ waits while it holds anything a payment needs. 0 turns it off.
 Across workers (`serve --workers N`, given `siblings`): a step also waits
 while the other workers' callers wait for payments, since the workers share
 the machine's cores and, on SQLite, take turns writing one file: another
-worker's batch holds this one's payments up as its own batch would. Their payments' ends are not seen here, so while only
-they run a step looks again every SIBLINGS_LOOK_AGAIN_MS. Replicas on
-other machines are not counted: they share no loop and no file.
+worker's batch holds this one's payments up as its own batch would. Their
+payments' ends are not seen here, so while only they run a step looks
+again every SIBLINGS_LOOK_AGAIN_MS. Replicas on other machines are not
+counted: they share neither.
 """
 
 from __future__ import annotations
