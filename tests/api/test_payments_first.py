@@ -1,7 +1,7 @@
 """Real-time payments before batch work (domain/payments_first.py) in a real
-server: while a caller waits for a Pay or a refund, each batch step (a message's items
-stored, a group started) waits for it, at most batch_yield_to_payments_ms,
-and /metrics says how much. The moment "a Pay is running" is made by
+server: while a caller waits for a Pay or a refund, each batch step (a
+message's items stored, a group started) waits for it, at most
+batch_yield_to_payments_ms, and /metrics says how much. The moment "a Pay is running" is made by
 holding its channel's charges, never by timing."""
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The workers' shared payment counts (worker_payment_counts.py): each
 worker sees the others' callers waiting for payments, never its own, and
 a dead worker's count is gone. Two views over the supervisor's memfd
-stand for two workers here; the workers test (test_sqlite_workers.py)
-runs it across real processes."""
+stand for two workers here; test_workers_payments_first.py runs it
+across real processes."""
 
 from __future__ import annotations
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import urllib.request
 from pathlib import Path
 
 import grpc
@@ -21,6 +20,8 @@ import pytest
 from paygrid.v1 import batch_service_pb2 as bpb
 from paygrid.v1 import payment_service_pb2 as pb
 from paygrid.v1 import payment_service_pb2_grpc as pb_grpc
+from tests.api.test_metrics import scrape
+from tests.api.test_payments_first import STEPS
 from tests.conftest import pay_request
 from tests.reliability.test_sqlite_workers import two_workers
 from tests.reliability.test_workers import _transactions
@@ -35,11 +36,7 @@ ITEMS = 10
 
 async def steps_yielded(log: Path, pid: int) -> float:
     """Worker `pid`'s batch steps that waited for payments (its own /metrics)."""
-    port = (await start_of(log, pid))["metrics_port"]
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
-        page = reply.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in page.splitlines()
-               if line.startswith("paygrid_batch_steps_yielded_to_payments_total "))
+    return (await scrape((await start_of(log, pid))["metrics_port"])).value(STEPS)
 
 
 def items_stored(database: Path, batch_id: str) -> int:
