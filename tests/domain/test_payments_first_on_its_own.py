@@ -11,6 +11,7 @@ import pytest
 
 from paygrid_server.domain.model import limits
 from paygrid_server.domain.payments_first import PaymentsFirst
+from tests.support.loop_turns import turns
 
 LONGEST = limits.BATCH_YIELD_TO_PAYMENTS_MAX_MS
 
@@ -27,11 +28,6 @@ class Siblings:
 
     def running(self) -> int:
         return self.others
-
-
-async def turns(n: int = 5) -> None:
-    for _ in range(n):
-        await asyncio.sleep(0)
 
 
 async def test_a_batch_step_goes_at_once_when_no_caller_waits_for_a_payment() -> None:

@@ -16,6 +16,7 @@ import pytest
 from paygrid_server.storage.sqlite.loop_rounds import GATHER_MAX_S, GATHER_TURNS
 from paygrid_server.storage.sqlite.writer import MAX_UNITS_PER_COMMIT, SqliteWriter
 from tests.storage.test_sqlite_writer import insert, stored_notes, writer  # noqa: F401 (a fixture)
+from tests.support.loop_turns import turns as loop_turns
 
 
 class LoopClock:
@@ -101,8 +102,7 @@ async def units_run_by_turn(writer: SqliteWriter, notes: list[str], turns: int) 
             return insert(note)(db)
         return work
     units = [asyncio.ensure_future(writer.unit(recording(note))) for note in notes]
-    for _ in range(turns):
-        await asyncio.sleep(0)
+    await loop_turns(turns)
     seen = len(ran)
     await asyncio.gather(*units)
     assert len(ran) == len(notes)
