@@ -26,10 +26,9 @@ import aio_pika
 from bench_load import measure_unary
 from bench_pay_load import PAY_METHOD, check_succeeded, pay_request_maker
 from bench_server import AUTH_METADATA, RunningServer, cpu_s, events_stored, paygrid_server
-from paygrid_server.brokers.rabbitmq_connection import open_connection
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/support/
-from tests.support import rabbitmq
+from tests.support import rabbitmq  # noqa: E402
+from tests.support.rabbitmq_connection import open_connection  # noqa: E402
 
 ARRIVAL_TIMEOUT_S = 120
 

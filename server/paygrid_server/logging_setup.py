@@ -84,11 +84,6 @@ def configure_logging(level: str = "INFO", worker_of: str | None = None) -> None
         logger_factory=lambda *_: _LineLogger(out),
         cache_logger_on_first_use=True,
     )
-    # aiormq logs every failed connect and dropped connection at ERROR, with
-    # a traceback, to stderr: the event relay reports those itself, one line
-    # per distinct problem, not one per retry.
-    for chatty in ("aiormq", "aio_pika"):
-        logging.getLogger(chatty).setLevel(logging.CRITICAL)
 
 
 # structlog's names for a method's level (its add_log_level).

@@ -47,6 +47,9 @@ def test_example_config_matches_the_defaults() -> None:
     ("[events.rabbitmq]\nurl = 'http://127.0.0.1:5672/'\n", "events.rabbitmq.url: expected amqp://"),
     ("[events.rabbitmq]\nurl = 'amqp://u:secret@:5672/'\n", "events.rabbitmq.url: .*u:\\*\\*\\*@"),
     ("[events.rabbitmq]\nurl = 'amqp://h:99999/'\n", "events.rabbitmq.url: expected amqp://"),
+    ("[events.rabbitmq]\nurl = 'amqp://h/?heartbeat=65536'\n",
+     "events.rabbitmq.url: expected heartbeat=0-65535 .*got '65536'"),
+    ("[events.rabbitmq]\nurl = 'amqp://h/?heartbeat=-1'\n", "events.rabbitmq.url: expected heartbeat="),
     ("[events.rabbitmq]\nexchange = ''\n", "events.rabbitmq.exchange: expected 1-255"),
     ("[events.rabbitmq]\nexchange = 'amq.topic'\n", "events.rabbitmq.exchange: .*not amq"),
     ("[events.rabbitmq]\nurls = ''\n", "events.rabbitmq: unknown keys urls"),
@@ -57,6 +60,13 @@ def test_bad_config_is_refused_with_the_key_named(tmp_path: Path, text: str, mes
     path.write_text(text)
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_config(path)
+
+
+@pytest.mark.parametrize("query", ["", "?heartbeat=0", "?heartbeat=65535", "?heartbeat=1&name=x"])
+def test_a_relay_url_s_heartbeat_is_accepted_up_to_an_amqp_short(tmp_path: Path, query: str) -> None:
+    path = tmp_path / "paygrid.toml"
+    path.write_text(f"[events.rabbitmq]\nurl = 'amqp://guest:guest@127.0.0.1:5672/{query}'\n")
+    assert load_config(path).events_rabbitmq.url.endswith(f"5672/{query}")
 
 
 def test_server_exits_with_a_clear_message_on_bad_config(tmp_path: Path) -> None:

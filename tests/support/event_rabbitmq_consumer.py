@@ -20,7 +20,7 @@ from pathlib import Path
 import aio_pika
 
 from paygrid.v1 import event_service_pb2 as ev
-from paygrid_server.brokers.rabbitmq_connection import open_connection
+from tests.support.rabbitmq_connection import open_connection
 from tests.support.event_delivery_check import Delivery, DeliveryLog, Payload
 from tests.support.rabbitmq import EXCHANGE, rabbitmqctl
 

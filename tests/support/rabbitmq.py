@@ -16,12 +16,13 @@ import shutil
 import socket
 import subprocess
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aio_pika
 import pytest
 
-from paygrid_server.brokers.rabbitmq_connection import open_connection
+from tests.support.rabbitmq_connection import open_connection
 
 HOST, PORT = "127.0.0.1", 5672
 USER, PASSWORD = "guest", "guest"
@@ -123,11 +124,14 @@ class Vhost:
 class GatedProxy:
     """Loopback TCP proxy to the broker. hold_answers() stops forwarding
     what the broker sends (its confirms wait in the proxy; what the client
-    sends still goes through); cut() closes every connection through it."""
+    sends still goes through); cut() closes every connection through it;
+    client_sent(data) returns once the client has sent those bytes."""
 
     def __init__(self) -> None:
         self._answers_flow = asyncio.Event()
         self._answers_flow.set()
+        self._from_client = bytearray()
+        self._client_wrote = asyncio.Event()
         self._writers: list[asyncio.StreamWriter] = []
         self._server: asyncio.base_events.Server | None = None
         self.port = 0
@@ -139,6 +143,11 @@ class GatedProxy:
     def hold_answers(self) -> None:
         self._answers_flow.clear()
 
+    async def client_sent(self, data: bytes) -> None:
+        while data not in self._from_client:
+            self._client_wrote.clear()
+            await self._client_wrote.wait()
+
     def cut(self) -> None:
         for writer in self._writers:
             writer.transport.abort()
@@ -149,17 +158,23 @@ class GatedProxy:
                      client_writer: asyncio.StreamWriter) -> None:
         broker_reader, broker_writer = await asyncio.open_connection(HOST, PORT)
         self._writers += [client_writer, broker_writer]
-        await asyncio.gather(self._pipe(client_reader, broker_writer, None),
+        await asyncio.gather(self._pipe(client_reader, broker_writer, None, self._heard),
                              self._pipe(broker_reader, client_writer, self._answers_flow),
                              return_exceptions=True)
         for writer in (client_writer, broker_writer):
             writer.transport.abort()
 
+    def _heard(self, data: bytes) -> None:
+        self._from_client += data
+        self._client_wrote.set()
+
     @staticmethod
     async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    gate: asyncio.Event | None) -> None:
+                    gate: asyncio.Event | None, tap: Callable[[bytes], None] | None = None) -> None:
         try:
             while data := await reader.read(65536):
+                if tap is not None:
+                    tap(data)
                 if gate is not None:
                     await gate.wait()
                 if writer.transport.is_closing():

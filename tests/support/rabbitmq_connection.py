@@ -2,8 +2,8 @@
 half-made. aio_pika.connect drops a connection whose connect failed without
 closing it, so each retry of an unreachable broker would leave one to the
 collector (whose __del__ then warns "Connection.close was never awaited").
-Everything here that talks to RabbitMQ (the relay's publisher, the tests'
-consumers, the relay bench) connects through this."""
+The tests' consumers and the relay bench connect through this (the relay
+itself has its own publishing connection: brokers/amqp_confirming_connection.py)."""
 
 from __future__ import annotations
 
