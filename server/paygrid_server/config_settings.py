@@ -9,9 +9,9 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
-from paygrid_server.brokers.amqp_address import MAX_HEARTBEAT_S as MAX_AMQP_HEARTBEAT_S
+from paygrid_server.brokers.amqp_address import heartbeat_s as amqp_heartbeat_s
 from paygrid_server.config_model import POSTGRES_SCHEMES, SQLITE_SCHEME, ConfigError, ServerConfig
 from paygrid_server.domain.model import limits
 from paygrid_server.storage.postgres.database import redacted_dsn
@@ -54,10 +54,10 @@ def _amqp_url_or_off(value: str) -> str | None:
     if parts.scheme not in ("amqp", "amqps") or not parts.hostname or not port_ok:
         return (f"expected amqp://[user:password@]host[:port][/vhost] (or amqps://), "
                 f"got {redacted_url(value)!r}")
-    heartbeat = parse_qs(parts.query).get("heartbeat", ["0"])[-1]
-    if not heartbeat.isdigit() or int(heartbeat) > MAX_AMQP_HEARTBEAT_S:
-        return (f"expected heartbeat=0-{MAX_AMQP_HEARTBEAT_S} (seconds) in the URL's query, "
-                f"got {heartbeat!r}")
+    try:
+        amqp_heartbeat_s(parts.query)
+    except ValueError as error:
+        return str(error)
     return None
 
 

@@ -50,6 +50,7 @@ def test_example_config_matches_the_defaults() -> None:
     ("[events.rabbitmq]\nurl = 'amqp://h/?heartbeat=65536'\n",
      "events.rabbitmq.url: expected heartbeat=0-65535 .*got '65536'"),
     ("[events.rabbitmq]\nurl = 'amqp://h/?heartbeat=-1'\n", "events.rabbitmq.url: expected heartbeat="),
+    ("[events.rabbitmq]\nurl = 'amqp://h/?heartbeat=%C2%B2'\n", "events.rabbitmq.url: .*got '²'"),
     ("[events.rabbitmq]\nexchange = ''\n", "events.rabbitmq.exchange: expected 1-255"),
     ("[events.rabbitmq]\nexchange = 'amq.topic'\n", "events.rabbitmq.exchange: .*not amq"),
     ("[events.rabbitmq]\nurls = ''\n", "events.rabbitmq: unknown keys urls"),

@@ -6,6 +6,7 @@ query parameters (cafile, capath, certfile, keyfile, no_verify_ssl=1), and
 
 from __future__ import annotations
 
+import re
 import ssl
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -13,6 +14,18 @@ from urllib.parse import parse_qs, unquote, urlsplit
 # Heartbeat asked for unless the URL says otherwise (aiormq's default too).
 HEARTBEAT_S = 60
 MAX_HEARTBEAT_S = 65_535  # an AMQP short; 0 turns heartbeats off
+
+
+def heartbeat_s(query: str) -> int:
+    """The heartbeat a URL's query asks for (HEARTBEAT_S when it names
+    none). ValueError, saying what is expected, unless it is 0 to
+    MAX_HEARTBEAT_S in decimal digits: config_settings.py checks a URL with
+    this at start-up, so the relay never meets a heartbeat it cannot use."""
+    value = parse_qs(query).get("heartbeat", [str(HEARTBEAT_S)])[-1]
+    if re.fullmatch(r"[0-9]+", value) is None or int(value) > MAX_HEARTBEAT_S:
+        raise ValueError(f"expected heartbeat=0-{MAX_HEARTBEAT_S} (seconds) in the URL's query, "
+                         f"got {value!r}")
+    return int(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,5 +57,5 @@ class AmqpAddress:
                    user=unquote(parts.username or "guest"),
                    password=unquote(parts.password or "guest"),
                    vhost="/" if path in ("", "/") else unquote(path[1:]),
-                   heartbeat_s=int(query.get("heartbeat", HEARTBEAT_S)),
+                   heartbeat_s=heartbeat_s(parts.query),
                    tls=tls)

@@ -211,9 +211,9 @@ class ConfirmingAmqpConnection(asyncio.Protocol):
             if received[stop - 1] != constants.FRAME_END:
                 self._fail(AmqpError("malformed frame from the broker"))
                 return
-            if kind == constants.FRAME_METHOD and \
-                    _METHOD_ID.unpack_from(received, start + 7) in (_BASIC_ACK, _BASIC_NACK):
-                method = _METHOD_ID.unpack_from(received, start + 7)
+            method = _METHOD_ID.unpack_from(received, start + 7) \
+                if kind == constants.FRAME_METHOD else None
+            if method == _BASIC_ACK or method == _BASIC_NACK:
                 tag, bits = _ACK_TAG.unpack_from(received, start + 11)
                 self._settle(tag, bool(bits & 1), method == _BASIC_ACK)
             elif kind != constants.FRAME_HEARTBEAT:
